@@ -1,0 +1,151 @@
+# Outpost: one non-recursive GNU Makefile. Out-of-tree builds per variant in
+# build/<variant>: debug (default), release, asan (ASan + UBSan). Targets that
+# need another variant call make again with VARIANT set.
+#
+#   make            debug build        make release     hardened optimised build
+#   make run        build, run demo    make test        deps + every test
+#   make asan       tests under ASan+UBSan
+#   make bench      benchmarks         make fuzz        libFuzzer targets, bounded
+#   make lint       clang-tidy, cppcheck, banned functions
+#   make format-check / make format    make conformance JSON Schema test suite
+
+VARIANT ?= debug
+B := build/$(VARIANT)
+
+PKGS := libcjson wolfssl libpcre2-8
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LIBS := $(PKG_LIBS) -ljq -lm -pthread
+
+WARN := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wvla -Wimplicit-fallthrough
+ifdef WERROR
+WARN += -Werror
+endif
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -I. $(PKG_CFLAGS) $(WARN) -pthread -MMD -MP
+
+ifeq ($(VARIANT),release)
+V_CFLAGS := -O2 -g -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fPIE
+V_LDFLAGS := -pie -Wl,-z,relro,-z,now
+else ifeq ($(VARIANT),asan)
+V_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer
+V_LDFLAGS := -fsanitize=address,undefined
+else
+V_CFLAGS := -O0 -g
+V_LDFLAGS :=
+endif
+
+CC ?= cc
+ALL_CFLAGS = $(BASE_CFLAGS) $(V_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS = $(V_LDFLAGS) $(LDFLAGS)
+
+LIB_SRC := $(sort $(wildcard agent/core/*.c agent/expr/*.c agent/engine/*.c \
+	connectors/*.c connectors/*/*.c))
+CTL_SRC := $(sort $(wildcard control-sync/outpostctl/*.c))
+TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
+TESTLIB_SRC := $(filter-out $(TEST_SRC),$(sort $(wildcard tests/unit/*.c)))
+BENCH_SRC := $(sort $(wildcard tests/bench/bench_*.c))
+CONF_SRC := $(sort $(wildcard tests/conformance/*.c))
+
+LIB := $(B)/libop.a
+OUTPOSTCTL := $(B)/outpostctl
+TESTS := $(TEST_SRC:%.c=$(B)/%)
+BENCHES := $(BENCH_SRC:%.c=$(B)/%)
+CONFORMANCE := $(if $(CONF_SRC),$(B)/tests/conformance/schema-suite)
+
+all: $(OUTPOSTCTL)
+
+$(B)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_SRC:%.c=$(B)/%.o)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(OUTPOSTCTL): $(CTL_SRC:%.c=$(B)/%.o) $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
+$(B)/tests/unit/%: $(B)/tests/unit/%.o $(TESTLIB_SRC:%.c=$(B)/%.o) $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
+
+$(B)/tests/bench/%: $(B)/tests/bench/%.o $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/tests/conformance/schema-suite: $(CONF_SRC:%.c=$(B)/%.o) $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
+
+.PHONY: all deps deps-test release run test test-only asan bench fuzz lint format \
+	format-check conformance clean build-tests
+
+deps:
+	@packaging/install-deps.sh build
+
+deps-test:
+	@packaging/install-deps.sh build test lint
+
+release:
+	$(MAKE) VARIANT=release all
+
+DEMO := packaging/pipelines/demo-orders.json
+run: deps
+	$(MAKE) VARIANT=debug all
+	build/debug/outpostctl run $(DEMO) --pipelines packaging/pipelines \
+		--input packaging/pipelines/demo-input.json
+
+build-tests: $(OUTPOSTCTL) $(TESTS) $(CONFORMANCE)
+
+test-only: build-tests
+	tests/run.sh $(B)
+
+test: deps-test
+	$(MAKE) VARIANT=debug WERROR=1 test-only
+
+asan: deps-test
+	$(MAKE) VARIANT=asan WERROR=1 test-only
+
+bench: deps
+	$(MAKE) VARIANT=release bench-run
+
+.PHONY: bench-run
+bench-run: $(BENCHES)
+	@for b in $(BENCHES); do $$b || exit 1; done
+
+JSON_SCHEMA_SUITE ?= ../shared/json-schema-test-suite
+conformance: deps
+	$(MAKE) VARIANT=release $(B:build/$(VARIANT)=build/release)/tests/conformance/schema-suite
+	@if [ -d "$(JSON_SCHEMA_SUITE)" ]; then \
+		build/release/tests/conformance/schema-suite $(JSON_SCHEMA_SUITE); \
+	else echo "conformance: $(JSON_SCHEMA_SUITE) not found, skipped"; fi
+
+FUZZ_SECONDS ?= 60
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+fuzz: deps-test
+	@mkdir -p build/fuzz
+	@for f in $(FUZZ_SRC); do \
+		n=$$(basename $$f .c); \
+		clang -g -O1 -std=c11 -D_GNU_SOURCE -I. $(PKG_CFLAGS) \
+			-fsanitize=fuzzer,address,undefined -o build/fuzz/$$n $$f $(LIB_SRC) \
+			$(LIBS) || exit 1; \
+		mkdir -p build/fuzz/$$n.corpus; \
+		build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+			build/fuzz/$$n.corpus tests/fuzz/corpus/$$n || exit 1; \
+	done
+
+SRC_ALL = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find agent connectors control-sync tests -name '*.[ch]')
+format:
+	clang-format -i $(SRC_ALL)
+
+format-check:
+	@packaging/install-deps.sh lint
+	clang-format --dry-run -Werror $(SRC_ALL)
+
+lint: deps-test
+	tests/lint.sh
+
+clean:
+	rm -rf build

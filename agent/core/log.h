@@ -1,0 +1,51 @@
+/*
+ * The process-wide logger: one line per event on stderr (journald collects
+ * it) as "LEVEL module: message", or one JSON object per line in JSON mode.
+ * Identical repeated lines from one call site are rate-limited: past a burst
+ * they are dropped and a "suppressed N" summary follows. Each .c file that
+ * logs defines OP_LOG_MODULE before including this header.
+ */
+#ifndef OP_CORE_LOG_H
+#define OP_CORE_LOG_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+#include "agent/core/err.h"
+
+enum op_log_level { OP_LOG_ERROR, OP_LOG_WARN, OP_LOG_INFO, OP_LOG_DEBUG };
+
+/* Receives each formatted line (no trailing newline) instead of stderr. */
+typedef void (*op_log_sink_fn)(enum op_log_level lvl, const char *module, const char *line,
+                               void *ud);
+
+void op_log_set_level(enum op_log_level lvl);
+enum op_log_level op_log_get_level(void);
+/* Level for "error", "warn", "info", "debug"; false if unknown. */
+bool op_log_level_from_name(const char *name, enum op_log_level *out);
+const char *op_log_level_name(enum op_log_level lvl);
+void op_log_set_json(bool on);
+/* NULL restores stderr. The sink must be thread-safe. */
+void op_log_set_sink(op_log_sink_fn fn, void *ud);
+
+bool op_log_enabled(enum op_log_level lvl);
+void op_log_write(enum op_log_level lvl, const char *module, const char *fmt, ...) OP_PRINTF(3, 4);
+void op_log_vwrite(enum op_log_level lvl, const char *module, const char *fmt, va_list ap)
+    OP_PRINTF(3, 0);
+
+#ifndef OP_LOG_MODULE
+#define OP_LOG_MODULE "outpost"
+#endif
+
+#define OP_LOG_(l, ...)                                      \
+	do {                                                 \
+		if (!op_log_enabled(l))                      \
+			break;                               \
+		op_log_write(l, OP_LOG_MODULE, __VA_ARGS__); \
+	} while (0)
+#define OP_LOGE(...) OP_LOG_(OP_LOG_ERROR, __VA_ARGS__)
+#define OP_LOGW(...) OP_LOG_(OP_LOG_WARN, __VA_ARGS__)
+#define OP_LOGI(...) OP_LOG_(OP_LOG_INFO, __VA_ARGS__)
+#define OP_LOGD(...) OP_LOG_(OP_LOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,40 @@
+/*
+ * Helpers shared by the unit test programs: JSON parsing and comparison with
+ * readable failure messages, and the Check runner setup.
+ */
+#include "tests/unit/test.h"
+
+#include <stdio.h>
+
+int op_test_run(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}
+
+cJSON *op_test_json(const char *text)
+{
+	cJSON *j = cJSON_Parse(text);
+	ck_assert_msg(j != NULL, "test JSON does not parse: %s", text);
+	return j;
+}
+
+void op_test_assert_json_eq(const cJSON *got, const cJSON *want, const char *file, int line)
+{
+	if (got != NULL && want != NULL && cJSON_Compare(got, want, 1))
+		return;
+	char *g = got ? cJSON_PrintUnformatted(got) : NULL;
+	char *w = want ? cJSON_PrintUnformatted(want) : NULL;
+	ck_abort_msg("%s:%d: JSON differs\n  got:  %s\n  want: %s", file, line, g ? g : "(null)",
+	             w ? w : "(null)");
+}
+
+void op_test_assert_json_text(const cJSON *got, const char *want, const char *file, int line)
+{
+	cJSON *w = op_test_json(want);
+	op_test_assert_json_eq(got, w, file, line);
+	cJSON_Delete(w);
+}
