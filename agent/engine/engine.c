@@ -1,0 +1,135 @@
+/*
+ * The engine: the set of loaded pipelines, the globals they share, and the
+ * entry point that runs one execution. The set is built before runs start and
+ * read-only while they run, so runs need no lock.
+ */
+#define OP_LOG_MODULE "engine"
+#include "agent/engine/engine.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "agent/core/alloc.h"
+#include "agent/core/log.h"
+#include "agent/engine/engine_int.h"
+
+struct op_engine {
+	struct op_pipeline **v;
+	size_t n, cap;
+	cJSON *globals;
+};
+
+struct op_engine *op_engine_new(void)
+{
+	struct op_engine *e = op_calloc(1, sizeof(*e));
+	if (e == NULL)
+		return NULL;
+	e->globals = cJSON_CreateObject();
+	if (e->globals == NULL) {
+		op_free(e);
+		return NULL;
+	}
+	return e;
+}
+
+void op_engine_free(struct op_engine *e)
+{
+	if (e == NULL)
+		return;
+	for (size_t i = 0; i < e->n; i++)
+		op_pipeline_free(e->v[i]);
+	op_free(e->v);
+	cJSON_Delete(e->globals);
+	op_free(e);
+}
+
+const struct op_pipeline *op_engine_find(const struct op_engine *e, const char *name)
+{
+	for (size_t i = 0; i < e->n; i++) {
+		if (strcmp(e->v[i]->name, name) == 0)
+			return e->v[i];
+	}
+	return NULL;
+}
+
+op_err op_engine_add(struct op_engine *e, struct op_pipeline *p, char *err, size_t errlen)
+{
+	if (op_engine_find(e, p->name)) {
+		snprintf(err, errlen, "%s: a pipeline named \"%s\" is already loaded", p->origin,
+			 p->name);
+		op_pipeline_free(p);
+		return OP_EINVAL;
+	}
+	if (e->n == e->cap) {
+		size_t ncap = e->cap ? e->cap * 2 : 8;
+		struct op_pipeline **v = op_realloc(e->v, ncap * sizeof(*v));
+		if (v == NULL) {
+			snprintf(err, errlen, "out of memory");
+			op_pipeline_free(p);
+			return OP_ENOMEM;
+		}
+		e->v = v;
+		e->cap = ncap;
+	}
+	e->v[e->n++] = p;
+	return OP_OK;
+}
+
+struct link_ctx {
+	const struct op_engine *e;
+	const struct op_pipeline *p;
+	struct op_diag *d;
+};
+
+static void link_step(const struct op_step *st, void *ud)
+{
+	struct link_ctx *c = ud;
+	const char *target = op_engine__call_target(st);
+	if (target && op_engine_find(c->e, target) == NULL)
+		op_diag_add_at(c->d, st->path,
+			       "%s: step calls pipeline \"%s\", which is not loaded",
+			       c->p->name, target);
+}
+
+op_err op_engine_link(const struct op_engine *e, struct op_diag *d)
+{
+	size_t before = op_diag_count(d);
+	for (size_t i = 0; i < e->n; i++) {
+		struct link_ctx c = {.e = e, .p = e->v[i], .d = d};
+		op_pipeline_walk(e->v[i], link_step, &c);
+	}
+	return op_diag_count(d) == before ? OP_OK : OP_ECONFIG;
+}
+
+void op_engine_set_globals(struct op_engine *e, cJSON *globals)
+{
+	if (globals == NULL)
+		globals = cJSON_CreateObject();
+	if (globals == NULL)
+		return; /* keep the old ones rather than none */
+	cJSON_Delete(e->globals);
+	e->globals = globals;
+}
+
+op_err op_engine_run(struct op_engine *e, const struct op_pipeline *p, cJSON *input,
+		     const struct op_run_opts *opts, cJSON **out, struct op_fail *f)
+{
+	*out = NULL;
+	memset(f, 0, sizeof(*f));
+	cJSON *meta = op_engine__metadata(p, opts);
+	if (meta == NULL) {
+		cJSON_Delete(input);
+		f->cls = OP_ENOMEM;
+		snprintf(f->code, sizeof(f->code), "NOMEM");
+		snprintf(f->msg, sizeof(f->msg), "out of memory");
+		return OP_ENOMEM;
+	}
+	struct op_run run = {.eng = e, .globals = e->globals};
+	run.deadline_ns = op_engine__now_ns() + p->settings.timeout_ms * 1000000LL;
+	struct op_exec x = {.run = &run, .p = p, .metadata = meta, .lim = &p->settings.limits};
+	op_err rc = op_engine__run_pipeline(&x, p, meta, input, out);
+	if (rc)
+		*f = x.fail;
+	cJSON_Delete(meta);
+	return rc;
+}

@@ -1,0 +1,59 @@
+/*
+ * The engine: a set of loaded pipelines (so `call` steps can find each
+ * other), the globals they share, and op_engine_run(), which executes one
+ * pipeline on one input message. Runs are independent and may happen on many
+ * threads at once; the set itself is changed only before runs start.
+ */
+#ifndef OP_ENGINE_ENGINE_H
+#define OP_ENGINE_ENGINE_H
+
+#include <cjson/cJSON.h>
+
+#include "agent/core/diag.h"
+#include "agent/core/err.h"
+#include "agent/engine/pipeline.h"
+
+struct op_engine;
+
+/* What went wrong in a failed execution: the error object users see. */
+struct op_fail {
+	op_err cls;
+	char code[64];
+	char step[256];
+	char msg[1024];
+};
+
+/* The failure as {code, message, step, class}; NULL on OOM. */
+cJSON *op_fail_to_json(const struct op_fail *f);
+
+struct op_engine *op_engine_new(void);
+void op_engine_free(struct op_engine *e);
+
+/* Adds p to the set; the engine owns p from then on, also on error.
+ * OP_EINVAL when a pipeline of that name is already there. */
+op_err op_engine_add(struct op_engine *e, struct op_pipeline *p, char *err, size_t errlen) OP_WUR;
+/* The pipeline named name, or NULL; borrowed for the life of e. */
+const struct op_pipeline *op_engine_find(const struct op_engine *e, const char *name);
+/* Checks that every `call` names a pipeline in the set; problems into d. */
+op_err op_engine_link(const struct op_engine *e, struct op_diag *d) OP_WUR;
+/* Replaces the globals (taken; may be NULL for {}). */
+void op_engine_set_globals(struct op_engine *e, cJSON *globals);
+
+/* Per-run inputs beyond the message. Everything is borrowed. */
+struct op_run_opts {
+	const char *execution_id; /* NULL: a new UUID */
+	const char *event_id;     /* NULL: same as execution id */
+	const cJSON *trigger;     /* trigger data for metadata.trigger, NULL = {} */
+	long long attempt;        /* 0 means 1 */
+};
+
+/*
+ * Runs p on input (taken). On OP_OK *out holds the result (caller deletes):
+ * the last step's message, or what onError produced after a failure. On an
+ * error *out is NULL and f describes the failure (when onError itself
+ * failed, that failure).
+ */
+op_err op_engine_run(struct op_engine *e, const struct op_pipeline *p, cJSON *input,
+		     const struct op_run_opts *opts, cJSON **out, struct op_fail *f) OP_WUR;
+
+#endif

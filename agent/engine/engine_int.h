@@ -1,0 +1,81 @@
+/*
+ * Private to agent/engine/: the load context shared by the loader and the
+ * config binder, and the execution context shared by the executor and the
+ * logic steps.
+ */
+#ifndef OP_ENGINE_ENGINE_INT_H
+#define OP_ENGINE_ENGINE_INT_H
+
+#include <stdatomic.h>
+
+#include "agent/core/diag.h"
+#include "agent/engine/engine.h"
+#include "agent/engine/pipeline.h"
+#include "agent/engine/step.h"
+
+/* Deepest nesting of step lists a document may have. */
+#define OP_LOAD_MAX_NESTING 32
+
+struct op_load {
+	struct op_diag *d;
+	int nesting;         /* step lists entered */
+	struct op_step *cur; /* step being prepared, for op_load_problem() */
+	size_t cur_mark;     /* diag path length of cur's config */
+};
+
+/* Loads a JSON array of steps into out (zeroed). Problems into ld. */
+op_err op_engine__load_steps(struct op_load *ld, const cJSON *arr, struct op_steps *out) OP_WUR;
+void op_engine__free_steps(struct op_steps *s);
+
+/* State of one execution shared by every thread working on it. */
+struct op_run {
+	struct op_engine *eng;
+	const cJSON *globals;
+	atomic_llong steps;
+	atomic_llong iterations;
+	long long deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
+};
+
+/* Set when a sibling in a parallel group failed; groups nest. */
+struct op_cancel {
+	atomic_bool flag;
+	const struct op_cancel *parent;
+};
+
+/* One thread of control in an execution (forked for parallel branches). */
+struct op_exec {
+	struct op_run *run;
+	const struct op_pipeline *p; /* the pipeline being run (changes in call) */
+	const cJSON *metadata;
+	const struct op_limits *lim;
+	long long depth;
+	const struct op_step *step; /* step running now, for failures */
+	const struct op_cancel *cancel;
+	struct op_fail fail;
+};
+
+/* A child context for a parallel branch or nested run: same run, same
+ * pipeline, empty failure. */
+void op_exec__fork(const struct op_exec *parent, struct op_exec *child);
+
+/* Runs pipeline p (steps then onError) inside an existing run. */
+op_err op_engine__run_pipeline(struct op_exec *x, const struct op_pipeline *p,
+			       const cJSON *metadata, cJSON *msg, cJSON **out) OP_WUR;
+/* Builds metadata for a run of p. */
+cJSON *op_engine__metadata(const struct op_pipeline *p, const struct op_run_opts *o);
+
+long long op_engine__now_ns(void);
+/* True when this thread of control should stop (a parallel sibling failed). */
+bool op_exec__cancelled(const struct op_exec *x);
+/* Waits ms milliseconds or until the deadline or a cancellation; returns
+ * OP_ETIMEOUT past the deadline, OP_EBUSY when cancelled. */
+op_err op_exec__wait(struct op_exec *x, long long ms);
+/* The target of a call step (for linking). */
+const char *op_engine__call_target(const struct op_step *st);
+
+/* The engine's step types (registered in connectors/registry.c). */
+extern const struct op_step_type op_step_choice, op_step_for_each, op_step_do_while,
+	op_step_parallel, op_step_retry, op_step_block, op_step_throw_error, op_step_log,
+	op_step_set, op_step_call;
+
+#endif
