@@ -91,11 +91,11 @@ deps-test:
 release:
 	$(MAKE) VARIANT=release all
 
-DEMO := packaging/pipelines/demo-orders.json
+DEMO := packaging/demo/pipelines/demo-orders.json
 run: deps
 	$(MAKE) VARIANT=debug all
-	build/debug/outpostctl run $(DEMO) --pipelines packaging/pipelines \
-		--input packaging/pipelines/demo-input.json
+	build/debug/outpostctl run $(DEMO) --pipelines packaging/demo/pipelines \
+		--input packaging/demo/input.json
 
 build-tests: $(OUTPOSTCTL) $(TESTS) $(CONFORMANCE)
 
@@ -133,7 +133,7 @@ fuzz: deps-test
 			$(LIBS) || exit 1; \
 		mkdir -p build/fuzz/$$n.corpus; \
 		build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-			build/fuzz/$$n.corpus tests/fuzz/corpus/$$n || exit 1; \
+			build/fuzz/$$n.corpus tests/fuzz/corpus/$${n#fuzz_} || exit 1; \
 	done
 
 SRC_ALL = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find agent connectors control-sync tests -name '*.[ch]')

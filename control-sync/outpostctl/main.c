@@ -1,8 +1,46 @@
-/* outpostctl: placeholder entry while the engine lands. */
+/* outpostctl: arguments and dispatch to the commands. */
 #include <stdio.h>
+#include <string.h>
 
-int main(void)
+#include "agent/core/alloc.h"
+#include "control-sync/outpostctl/ctl.h"
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *help;
+} commands[] = {
+	{"run", op_ctl_run, "run a pipeline once and print its result"},
+	{"check", op_ctl_check, "load pipelines and report every problem"},
+	{"steps", op_ctl_steps, "list step types, or the config keys of one"},
+	{"schema", op_ctl_schema, "print the JSON Schema of the pipeline format"},
+};
+
+static void usage(FILE *f)
 {
-	fputs("outpostctl: not built yet\n", stderr);
-	return 2;
+	fputs("usage: outpostctl COMMAND [ARGS]\n\ncommands:\n", f);
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+	fputs("\n'outpostctl COMMAND --help' describes a command.\n", f);
+}
+
+int main(int argc, char **argv)
+{
+	op_alloc_init();
+	if (argc < 2) {
+		usage(stderr);
+		return CTL_INVALID;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return CTL_OK;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].fn(argc - 2, argv + 2);
+	}
+	fprintf(stderr, "outpostctl: unknown command \"%s\"\n", argv[1]);
+	usage(stderr);
+	return CTL_INVALID;
 }

@@ -1,0 +1,26 @@
+/*
+ * outpostctl's commands. Each takes the arguments after its name and returns
+ * the process exit code: 0 success, 1 the pipeline failed, 2 invalid input
+ * (a bad pipeline, a bad argument, a file that cannot be read).
+ */
+#ifndef OP_OUTPOSTCTL_CTL_H
+#define OP_OUTPOSTCTL_CTL_H
+
+#include <stddef.h>
+
+#include "agent/core/err.h"
+
+#define CTL_OK 0
+#define CTL_FAILED 1
+#define CTL_INVALID 2
+
+int op_ctl_run(int argc, char **argv);
+int op_ctl_check(int argc, char **argv);
+int op_ctl_steps(int argc, char **argv);
+int op_ctl_schema(int argc, char **argv);
+
+/* Reads a whole file ("-" is stdin) of at most max bytes into *out (NUL-
+ * terminated, caller frees). On error prints why to stderr. */
+op_err op_ctl_read_file(const char *path, size_t max, char **out, size_t *len) OP_WUR;
+
+#endif

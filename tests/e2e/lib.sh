@@ -1,0 +1,69 @@
+# Helpers for the end-to-end tests: each test script sources this file and
+# drives $OUTPOSTCTL. A failed check prints what was expected and what came,
+# and the script exits non-zero at the end.
+set -u
+: "${OUTPOSTCTL:?set OUTPOSTCTL to the outpostctl binary}"
+E2E_DIR=$(cd "$(dirname "$0")" && pwd)
+TOP=$(cd "$E2E_DIR/../.." && pwd)
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+failures=0
+checks=0
+
+fail() {
+	echo "FAIL: $*" >&2
+	failures=$((failures + 1))
+}
+
+# run_ctl ARGS...: runs outpostctl; sets $rc, $out (stdout), $err (stderr).
+run_ctl() {
+	"$OUTPOSTCTL" "$@" >"$T/out" 2>"$T/err"
+	rc=$?
+	out=$(cat "$T/out")
+	err=$(cat "$T/err")
+}
+
+# expect_rc N: the last run_ctl exited with N.
+expect_rc() {
+	checks=$((checks + 1))
+	if [ "$rc" -ne "$1" ]; then
+		fail "${what:-}: exit $rc, expected $1; stdout: $out; stderr: $err"
+	fi
+}
+
+# expect_json FILTER EXPECTED: jq FILTER applied to stdout gives EXPECTED (compact JSON).
+expect_json() {
+	checks=$((checks + 1))
+	got=$(printf '%s' "$out" | jq -c "$1" 2>&1)
+	if [ "$got" != "$2" ]; then
+		fail "${what:-}: $1 is $got, expected $2"
+	fi
+}
+
+# expect_err_json FILTER EXPECTED: the same on stderr.
+expect_err_json() {
+	checks=$((checks + 1))
+	got=$(printf '%s' "$err" | jq -c "$1" 2>&1)
+	if [ "$got" != "$2" ]; then
+		fail "${what:-}: stderr $1 is $got, expected $2 (stderr: $err)"
+	fi
+}
+
+# expect_err_has TEXT: stderr contains TEXT (fixed string).
+expect_err_has() {
+	checks=$((checks + 1))
+	case "$err" in
+	*"$1"*) ;;
+	*) fail "${what:-}: stderr lacks \"$1\"; stderr was: $err" ;;
+	esac
+}
+
+# pipeline NAME JSON: writes $T/NAME.json.
+pipeline() {
+	printf '%s\n' "$2" >"$T/$1.json"
+}
+
+finish() {
+	echo "$checks checks, $failures failed"
+	[ "$failures" -eq 0 ]
+}
