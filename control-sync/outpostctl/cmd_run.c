@@ -35,7 +35,8 @@ op_err op_ctl_read_file(const char *path, size_t max, char **out, size_t *len)
 	while (buf) {
 		if (n + 1 >= cap) {
 			if (cap > max) {
-				fprintf(stderr, "outpostctl: %s: larger than %zu bytes\n", path, max);
+				fprintf(stderr, "outpostctl: %s: larger than %zu bytes\n", path,
+				        max);
 				rc = OP_ELIMIT;
 				break;
 			}
@@ -115,8 +116,22 @@ static int json_file(const struct dirent *de)
 	return de->d_name[0] != '.' && n > 5 && strcmp(de->d_name + n - 5, ".json") == 0;
 }
 
-/* Adds every pipeline of dir except the file `skip` (already loaded). */
-static int load_dir(struct op_engine *e, const char *dir, const char *skip, int *problems)
+/* True when path names the same file as one of the n paths in files. */
+static bool same_file_as_any(const char *path, char *const *files, int n)
+{
+	char real[PATH_MAX], other[PATH_MAX];
+	if (n == 0 || realpath(path, real) == NULL)
+		return false;
+	for (int i = 0; i < n; i++) {
+		if (realpath(files[i], other) && strcmp(real, other) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Adds every pipeline of dir except the n files in skip (already loaded). */
+static int load_dir(struct op_engine *e, const char *dir, char *const *skip, int nskip,
+                    int *problems)
 {
 	struct dirent **list = NULL;
 	int n = scandir(dir, &list, json_file, alphasort);
@@ -126,14 +141,11 @@ static int load_dir(struct op_engine *e, const char *dir, const char *skip, int 
 		(*problems)++;
 		return -1;
 	}
-	char skip_real[PATH_MAX] = "";
-	if (skip && realpath(skip, skip_real) == NULL)
-		skip_real[0] = '\0';
 	for (int i = 0; i < n; i++) {
-		char path[PATH_MAX], real[PATH_MAX];
+		char path[PATH_MAX];
 		snprintf(path, sizeof(path), "%s/%s", dir, list[i]->d_name);
 		free(list[i]);
-		if (skip_real[0] && realpath(path, real) && strcmp(real, skip_real) == 0)
+		if (same_file_as_any(path, skip, nskip))
 			continue;
 		struct op_pipeline *p = load_file(path, problems);
 		char err[512];
@@ -251,7 +263,7 @@ static cJSON *read_json(const char *path, const char *what)
 
 /* Loads the pipeline and its folder into a new engine; NULL if invalid. */
 static struct op_engine *load_all(const char *file, const char *dir,
-				  const struct op_pipeline **main_p)
+                                  const struct op_pipeline **main_p)
 {
 	int problems = 0;
 	struct op_engine *e = op_engine_new();
@@ -268,7 +280,7 @@ static struct op_engine *load_all(const char *file, const char *dir,
 		name = NULL;
 	}
 	if (dir)
-		load_dir(e, dir, file, &problems);
+		load_dir(e, dir, (char *const *)&file, 1, &problems);
 	if (problems == 0) {
 		struct op_diag d;
 		op_diag_init(&d);
@@ -280,7 +292,7 @@ static struct op_engine *load_all(const char *file, const char *dir,
 	}
 	if (problems) {
 		fprintf(stderr, "outpostctl: %d problem%s; nothing was run\n", problems,
-			problems == 1 ? "" : "s");
+		        problems == 1 ? "" : "s");
 		op_engine_free(e);
 		return NULL;
 	}
@@ -304,7 +316,7 @@ int op_ctl_run(int argc, char **argv)
 		if (g == NULL || !cJSON_IsObject(g)) {
 			if (g)
 				fprintf(stderr, "outpostctl: %s: globals must be a JSON object\n",
-					a.globals_file);
+				        a.globals_file);
 			cJSON_Delete(g);
 			goto out;
 		}
@@ -312,8 +324,8 @@ int op_ctl_run(int argc, char **argv)
 		for (cJSON *c = a.globals->child; c; c = c->next)
 			cJSON_DeleteItemFromObjectCaseSensitive(g, c->string);
 		while (a.globals->child)
-			cJSON_AddItemToArray(g, cJSON_DetachItemViaPointer(a.globals,
-									   a.globals->child));
+			cJSON_AddItemToArray(
+			    g, cJSON_DetachItemViaPointer(a.globals, a.globals->child));
 		cJSON_Delete(a.globals);
 		a.globals = g;
 	}
@@ -376,14 +388,19 @@ int op_ctl_check(int argc, char **argv)
 		}
 	}
 	struct op_engine *e = op_engine_new();
-	if (e == NULL)
+	char **given = op_calloc((size_t)argc + 1, sizeof(*given));
+	if (e == NULL || given == NULL) {
+		op_engine_free(e);
+		op_free(given);
+		fputs("outpostctl: out of memory\n", stderr);
 		return CTL_FAILED;
+	}
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--pipelines") == 0) {
 			i++;
 			continue;
 		}
-		files++;
+		given[files++] = argv[i];
 		struct op_pipeline *p = load_file(argv[i], &problems);
 		char err[512];
 		if (p && op_engine_add(e, p, err, sizeof(err)) != OP_OK) {
@@ -392,7 +409,8 @@ int op_ctl_check(int argc, char **argv)
 		}
 	}
 	if (dir)
-		load_dir(e, dir, NULL, &problems);
+		load_dir(e, dir, given, files, &problems);
+	op_free(given);
 	if (problems == 0) {
 		struct op_diag d;
 		op_diag_init(&d);

@@ -76,4 +76,14 @@ run_ctl check "$T/good.json" "$T/types.json"
 expect_rc 2
 expect_err_has 'types.json: version'
 
+what="check a file that is also in --pipelines loads it once"
+mkdir "$T/dir"
+pipeline dir/caller '{"name":"caller","version":"1","steps":[{"type":"call","config":{"pipeline":"callee"}}]}'
+pipeline dir/callee '{"name":"callee","version":"1","steps":[{"type":"set","config":{"template":1}}]}'
+run_ctl check "$T/dir/caller.json" --pipelines "$T/dir"
+expect_rc 0
+run_ctl check "$T/dir/caller.json"
+expect_rc 2
+expect_err_has 'callee'
+
 finish
