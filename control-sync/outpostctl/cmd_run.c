@@ -206,6 +206,8 @@ static int parse_run_args(int argc, char **argv, struct run_args *a)
 	for (int i = 0; i < argc; i++) {
 		const char *o = argv[i];
 		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+		if (o == NULL)
+			break;
 		if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0)
 			return -1;
 		if (strcmp(o, "--compact") == 0) {
