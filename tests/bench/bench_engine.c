@@ -84,14 +84,20 @@ int main(void)
 	}
 
 	uint64_t a0 = op_alloc_count();
+	int failed = 0;
 	double t0 = now();
 	for (int i = 0; i < iters; i++) {
 		cJSON *out = NULL;
 		struct op_fail f;
-		(void)op_engine_run(e, p, cJSON_Duplicate(msg, 1), NULL, &out, &f);
+		if (op_engine_run(e, p, cJSON_Duplicate(msg, 1), NULL, &out, &f) != OP_OK)
+			failed++;
 		cJSON_Delete(out);
 	}
 	double t1 = now();
+	if (failed) {
+		fprintf(stderr, "bench: %d executions failed\n", failed);
+		return 1;
+	}
 	uint64_t a1 = op_alloc_count();
 
 	/* Yardstick: parse and print the same message. */

@@ -304,7 +304,7 @@ START_TEST(generated_schema_accepts_the_demo)
 	struct op_schema *s = NULL;
 	char err[256];
 	ck_assert_int_eq(op_schema_compile(schema, 0, &s, err, sizeof(err)), OP_OK);
-	FILE *f = fopen("packaging/pipelines/demo-orders.json", "r");
+	FILE *f = fopen("packaging/demo/pipelines/demo-orders.json", "r");
 	ck_assert_ptr_nonnull(f);
 	char buf[16384];
 	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
