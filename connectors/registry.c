@@ -10,20 +10,20 @@
 #include "connectors/validate/step.h"
 
 static const struct op_step_type *const step_types[] = {
-	/* logic */
-	&op_step_set,
-	&op_step_choice,
-	&op_step_for_each,
-	&op_step_do_while,
-	&op_step_parallel,
-	&op_step_retry,
-	&op_step_block,
-	&op_step_call,
-	&op_step_log,
-	&op_step_throw_error,
-	/* data */
-	&op_step_transform,
-	&op_step_validate,
+    /* logic */
+    &op_step_set,
+    &op_step_choice,
+    &op_step_for_each,
+    &op_step_do_while,
+    &op_step_parallel,
+    &op_step_retry,
+    &op_step_block,
+    &op_step_call,
+    &op_step_log,
+    &op_step_throw_error,
+    /* data */
+    &op_step_transform,
+    &op_step_validate,
 };
 
 #define N_TYPES (sizeof(step_types) / sizeof(step_types[0]))

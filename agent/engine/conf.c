@@ -16,18 +16,18 @@
 #include "agent/expr/expr.h"
 
 static const char *const type_names[] = {
-	[OP_CONF_STRING] = "string",
-	[OP_CONF_INT] = "integer",
-	[OP_CONF_NUMBER] = "number",
-	[OP_CONF_BOOL] = "boolean",
-	[OP_CONF_ENUM] = "string (one of a set)",
-	[OP_CONF_EXPR] = "expression string",
-	[OP_CONF_TEMPLATE] = "JSON template",
-	[OP_CONF_JSON] = "JSON value",
-	[OP_CONF_STEPS] = "array of steps",
-	[OP_CONF_LIST] = "array of objects",
-	[OP_CONF_OBJECT] = "object",
-	[OP_CONF_STRINGS] = "array of strings",
+    [OP_CONF_STRING] = "string",
+    [OP_CONF_INT] = "integer",
+    [OP_CONF_NUMBER] = "number",
+    [OP_CONF_BOOL] = "boolean",
+    [OP_CONF_ENUM] = "string (one of a set)",
+    [OP_CONF_EXPR] = "expression string",
+    [OP_CONF_TEMPLATE] = "JSON template",
+    [OP_CONF_JSON] = "JSON value",
+    [OP_CONF_STEPS] = "array of steps",
+    [OP_CONF_LIST] = "array of objects",
+    [OP_CONF_OBJECT] = "object",
+    [OP_CONF_STRINGS] = "array of strings",
 };
 
 const char *op_conf_type_name(enum op_conf_type t)
@@ -60,10 +60,9 @@ static void *at(void *base, const struct op_conf_field *f)
 }
 
 static op_err bind_value(struct op_load *ld, const struct op_conf_field *f, const cJSON *v,
-			 void *out);
+                         void *out);
 
-static op_err bind_enum(struct op_load *ld, const struct op_conf_field *f, const cJSON *v,
-			int *out)
+static op_err bind_enum(struct op_load *ld, const struct op_conf_field *f, const cJSON *v, int *out)
 {
 	if (cJSON_IsString(v)) {
 		for (int i = 0; f->choices[i]; i++) {
@@ -81,10 +80,10 @@ static op_err bind_enum(struct op_load *ld, const struct op_conf_field *f, const
 	}
 	if (cJSON_IsString(v) && !f->secret)
 		op_diag_add(ld->d, NULL, "unknown value \"%.64s\"; expected one of %s",
-			    v->valuestring, op_buf_str(&b));
+		            v->valuestring, op_buf_str(&b));
 	else
 		op_diag_add(ld->d, NULL, "expected one of %s, got %s", op_buf_str(&b),
-			    json_kind(v));
+		            json_kind(v));
 	op_buf_fini(&b);
 	return OP_ECONFIG;
 }
@@ -102,8 +101,7 @@ static op_err bind_strings(struct op_load *ld, const cJSON *v, struct op_conf_st
 		return OP_ENOMEM;
 	size_t i = 0;
 	const cJSON *it;
-	cJSON_ArrayForEach(it, v)
-	{
+	cJSON_ArrayForEach (it, v) {
 		if (!cJSON_IsString(it)) {
 			size_t m = op_diag_push_index(ld->d, i);
 			op_diag_add(ld->d, NULL, "expected a string, got %s", json_kind(it));
@@ -118,7 +116,7 @@ static op_err bind_strings(struct op_load *ld, const cJSON *v, struct op_conf_st
 }
 
 static op_err bind_list(struct op_load *ld, const struct op_conf_field *f, const cJSON *v,
-			struct op_conf_list *out)
+                        struct op_conf_list *out)
 {
 	if (!cJSON_IsArray(v)) {
 		op_diag_add(ld->d, NULL, "expected an array of objects, got %s", json_kind(v));
@@ -130,8 +128,7 @@ static op_err bind_list(struct op_load *ld, const struct op_conf_field *f, const
 	if (out->v == NULL)
 		return OP_ENOMEM;
 	const cJSON *it;
-	cJSON_ArrayForEach(it, v)
-	{
+	cJSON_ArrayForEach (it, v) {
 		size_t m = op_diag_push_index(ld->d, out->n);
 		op_err e = op_conf_bind(ld, f->sub, it, op_conf_list_at(out, f->sub, out->n));
 		out->n++;
@@ -145,7 +142,7 @@ static op_err bind_list(struct op_load *ld, const struct op_conf_field *f, const
 }
 
 static op_err bind_int(struct op_load *ld, const struct op_conf_field *f, const cJSON *v,
-		       long long *out)
+                       long long *out)
 {
 	double d = v->valuedouble;
 	if (!cJSON_IsNumber(v) || d != floor(d) || fabs(d) > 9007199254740992.0) {
@@ -155,7 +152,7 @@ static op_err bind_int(struct op_load *ld, const struct op_conf_field *f, const 
 	long long n = (long long)d;
 	if ((f->min || f->max) && (n < f->min || n > f->max)) {
 		op_diag_add(ld->d, NULL, "%lld is out of range; expected %lld to %lld", n, f->min,
-			    f->max);
+		            f->max);
 		return OP_ECONFIG;
 	}
 	*out = n;
@@ -163,7 +160,7 @@ static op_err bind_int(struct op_load *ld, const struct op_conf_field *f, const 
 }
 
 static op_err bind_value(struct op_load *ld, const struct op_conf_field *f, const cJSON *v,
-			 void *out)
+                         void *out)
 {
 	char err[256];
 	switch (f->type) {
@@ -238,7 +235,7 @@ static void unknown_key(struct op_load *ld, const struct op_conf_table *t, const
 			break;
 	}
 	op_diag_add(ld->d, key, "unknown key; %s%s", t->n ? "expected one of: " : "",
-		    t->n ? op_buf_str(&b) : "this object takes no keys");
+	            t->n ? op_buf_str(&b) : "this object takes no keys");
 	op_buf_fini(&b);
 }
 
@@ -252,8 +249,7 @@ op_err op_conf_bind(struct op_load *ld, const struct op_conf_table *t, const cJS
 	}
 	const cJSON *it;
 	if (obj) {
-		cJSON_ArrayForEach(it, obj)
-		{
+		cJSON_ArrayForEach (it, obj) {
 			if (find_field(t, it->string) == NULL) {
 				unknown_key(ld, t, it->string);
 				rc = OP_ECONFIG;
@@ -267,7 +263,7 @@ op_err op_conf_bind(struct op_load *ld, const struct op_conf_table *t, const cJS
 		if (v == NULL) {
 			if (f->required) {
 				op_diag_add(ld->d, f->name, "missing required key (%s)",
-					    op_conf_type_name(f->type));
+				            op_conf_type_name(f->type));
 				rc = OP_ECONFIG;
 				continue;
 			}

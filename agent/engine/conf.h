@@ -41,9 +41,9 @@ struct op_conf_field {
 	enum op_conf_type type;
 	size_t off;
 	bool required;
-	bool secret;      /* never printed or logged */
-	const char *def;  /* default as JSON text, NULL for none (zero/NULL) */
-	long long min;    /* INT bounds; both 0 = unbounded */
+	bool secret;     /* never printed or logged */
+	const char *def; /* default as JSON text, NULL for none (zero/NULL) */
+	long long min;   /* INT bounds; both 0 = unbounded */
 	long long max;
 	const char *const *choices;      /* ENUM: NULL-terminated */
 	const struct op_conf_table *sub; /* LIST and OBJECT */
@@ -57,8 +57,11 @@ struct op_conf_table {
 	size_t size; /* size of the struct it binds into (LIST elements) */
 };
 
-#define OP_CONF_TABLE(tname, ctype, arr) \
-	{.name = (tname), .fields = (arr), .n = sizeof(arr) / sizeof((arr)[0]), .size = sizeof(ctype)}
+#define OP_CONF_TABLE(tname, ctype, arr)                                               \
+	{                                                                              \
+		.name = (tname), .fields = (arr), .n = sizeof(arr) / sizeof((arr)[0]), \
+		.size = sizeof(ctype)                                                  \
+	}
 
 struct op_conf_list {
 	void *v; /* n structs of sub->size bytes */
@@ -78,7 +81,7 @@ struct op_conf_strings {
  * state op_conf_release() can free.
  */
 op_err op_conf_bind(struct op_load *ld, const struct op_conf_table *t, const cJSON *obj,
-		    void *out) OP_WUR;
+                    void *out) OP_WUR;
 
 /* Frees everything binding stored in cfg (not cfg itself). */
 void op_conf_release(const struct op_conf_table *t, void *cfg);
@@ -88,7 +91,7 @@ const char *op_conf_type_name(enum op_conf_type t);
 
 /* The i-th element of a bound LIST. */
 static inline void *op_conf_list_at(const struct op_conf_list *l, const struct op_conf_table *sub,
-				    size_t i)
+                                    size_t i)
 {
 	return (char *)l->v + i * sub->size;
 }

@@ -56,7 +56,7 @@ op_err op_engine_add(struct op_engine *e, struct op_pipeline *p, char *err, size
 {
 	if (op_engine_find(e, p->name)) {
 		snprintf(err, errlen, "%s: a pipeline named \"%s\" is already loaded", p->origin,
-			 p->name);
+		         p->name);
 		op_pipeline_free(p);
 		return OP_EINVAL;
 	}
@@ -87,8 +87,8 @@ static void link_step(const struct op_step *st, void *ud)
 	const char *target = op_engine__call_target(st);
 	if (target && op_engine_find(c->e, target) == NULL)
 		op_diag_add_at(c->d, st->path,
-			       "%s: step calls pipeline \"%s\", which is not loaded",
-			       c->p->name, target);
+		               "%s: step calls pipeline \"%s\", which is not loaded", c->p->name,
+		               target);
 }
 
 op_err op_engine_link(const struct op_engine *e, struct op_diag *d)
@@ -112,7 +112,7 @@ void op_engine_set_globals(struct op_engine *e, cJSON *globals)
 }
 
 op_err op_engine_run(struct op_engine *e, const struct op_pipeline *p, cJSON *input,
-		     const struct op_run_opts *opts, cJSON **out, struct op_fail *f)
+                     const struct op_run_opts *opts, cJSON **out, struct op_fail *f)
 {
 	*out = NULL;
 	memset(f, 0, sizeof(*f));

@@ -54,6 +54,6 @@ struct op_run_opts {
  * failed, that failure).
  */
 op_err op_engine_run(struct op_engine *e, const struct op_pipeline *p, cJSON *input,
-		     const struct op_run_opts *opts, cJSON **out, struct op_fail *f) OP_WUR;
+                     const struct op_run_opts *opts, cJSON **out, struct op_fail *f) OP_WUR;
 
 #endif

@@ -60,7 +60,7 @@ void op_exec__fork(const struct op_exec *parent, struct op_exec *child);
 
 /* Runs pipeline p (steps then onError) inside an existing run. */
 op_err op_engine__run_pipeline(struct op_exec *x, const struct op_pipeline *p,
-			       const cJSON *metadata, cJSON *msg, cJSON **out) OP_WUR;
+                               const cJSON *metadata, cJSON *msg, cJSON **out) OP_WUR;
 /* Builds metadata for a run of p. */
 cJSON *op_engine__metadata(const struct op_pipeline *p, const struct op_run_opts *o);
 
@@ -75,7 +75,7 @@ const char *op_engine__call_target(const struct op_step *st);
 
 /* The engine's step types (registered in connectors/registry.c). */
 extern const struct op_step_type op_step_choice, op_step_for_each, op_step_do_while,
-	op_step_parallel, op_step_retry, op_step_block, op_step_throw_error, op_step_log,
-	op_step_set, op_step_call;
+    op_step_parallel, op_step_retry, op_step_block, op_step_throw_error, op_step_log, op_step_set,
+    op_step_call;
 
 #endif

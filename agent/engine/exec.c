@@ -64,7 +64,7 @@ void op_exec_env(const struct op_exec *x, const cJSON *msg, struct op_expr_env *
 }
 
 op_err op_exec_eval(struct op_exec *x, const struct op_expr *e, const char *key, const cJSON *msg,
-		    struct op_val *out)
+                    struct op_val *out)
 {
 	struct op_expr_env env;
 	char err[512];
@@ -77,7 +77,7 @@ op_err op_exec_eval(struct op_exec *x, const struct op_expr *e, const char *key,
 }
 
 op_err op_exec_eval_bool(struct op_exec *x, const struct op_expr *e, const char *key,
-			 const cJSON *msg, bool *out)
+                         const cJSON *msg, bool *out)
 {
 	struct op_expr_env env;
 	char err[512];
@@ -89,8 +89,8 @@ op_err op_exec_eval_bool(struct op_exec *x, const struct op_expr *e, const char 
 	return OP_OK;
 }
 
-op_err op_exec_render(struct op_exec *x, const struct op_tmpl *t, const char *key,
-		      const cJSON *msg, cJSON **out)
+op_err op_exec_render(struct op_exec *x, const struct op_tmpl *t, const char *key, const cJSON *msg,
+                      cJSON **out)
 {
 	struct op_expr_env env;
 	char err[512];
@@ -144,9 +144,9 @@ op_err op_exec_iteration(struct op_exec *x)
 	long long n = atomic_fetch_add_explicit(&x->run->iterations, 1, memory_order_relaxed) + 1;
 	if (n > x->lim->max_iterations)
 		return op_exec_fail(x, OP_ELIMIT, "ITERATION_LIMIT",
-				    "more than %lld loop iterations in one execution "
-				    "(settings.limits.maxIterations)",
-				    x->lim->max_iterations);
+		                    "more than %lld loop iterations in one execution "
+		                    "(settings.limits.maxIterations)",
+		                    x->lim->max_iterations);
 	return OP_OK;
 }
 
@@ -198,9 +198,9 @@ static op_err store_output(struct op_exec *x, const struct op_step *st, cJSON *m
 		if (!cJSON_IsObject(at)) {
 			cJSON_Delete(result);
 			return op_exec_fail(x, OP_EINVAL, "OUTPUT_PATH",
-					    "output: cannot store the result under \"%s\": the "
-					    "message there is not an object",
-					    st->output[i]);
+			                    "output: cannot store the result under \"%s\": the "
+			                    "message there is not an object",
+			                    st->output[i]);
 		}
 		const char *key = st->output[i];
 		if (st->output[i + 1] == NULL) {
@@ -252,9 +252,9 @@ op_err op_exec_steps(struct op_exec *x, const struct op_steps *s, cJSON *msg, cJ
 	if (x->depth >= x->lim->max_depth) {
 		cJSON_Delete(msg);
 		return op_exec_fail(x, OP_ELIMIT, "DEPTH_LIMIT",
-				    "steps nested deeper than %lld at run time "
-				    "(settings.limits.maxDepth)",
-				    x->lim->max_depth);
+		                    "steps nested deeper than %lld at run time "
+		                    "(settings.limits.maxDepth)",
+		                    x->lim->max_depth);
 	}
 	const struct op_step *outer = x->step;
 	op_err rc = OP_OK;
@@ -264,22 +264,22 @@ op_err op_exec_steps(struct op_exec *x, const struct op_steps *s, cJSON *msg, cJ
 		x->step = st;
 		if (op_exec__cancelled(x)) {
 			rc = op_exec_fail(x, OP_EBUSY, "CANCELLED",
-					  "cancelled because a parallel branch failed");
+			                  "cancelled because a parallel branch failed");
 			break;
 		}
 		if (x->run->deadline_ns && op_engine__now_ns() > x->run->deadline_ns) {
 			rc = op_exec_fail(x, OP_ETIMEOUT, "EXECUTION_TIMEOUT",
-					  "execution exceeded its timeout of %lld ms "
-					  "(settings.timeoutMs)",
-					  x->p->settings.timeout_ms);
+			                  "execution exceeded its timeout of %lld ms "
+			                  "(settings.timeoutMs)",
+			                  x->p->settings.timeout_ms);
 			break;
 		}
 		long long n = atomic_fetch_add_explicit(&x->run->steps, 1, memory_order_relaxed);
 		if (n >= x->lim->max_steps) {
 			rc = op_exec_fail(x, OP_ELIMIT, "STEP_LIMIT",
-					  "more than %lld steps in one execution "
-					  "(settings.limits.maxSteps)",
-					  x->lim->max_steps);
+			                  "more than %lld steps in one execution "
+			                  "(settings.limits.maxSteps)",
+			                  x->lim->max_steps);
 			break;
 		}
 		cJSON *next = NULL;
@@ -301,9 +301,9 @@ op_err op_exec_steps(struct op_exec *x, const struct op_steps *s, cJSON *msg, cJ
 		if (json_size(next, cap) > cap) {
 			cJSON_Delete(next);
 			rc = op_exec_fail(x, OP_ELIMIT, "MESSAGE_TOO_LARGE",
-					  "the step's output is larger than %lld bytes "
-					  "(settings.limits.maxMessageBytes)",
-					  x->lim->max_message_bytes);
+			                  "the step's output is larger than %lld bytes "
+			                  "(settings.limits.maxMessageBytes)",
+			                  x->lim->max_message_bytes);
 			break;
 		}
 		msg = next;
@@ -319,7 +319,7 @@ op_err op_exec_steps(struct op_exec *x, const struct op_steps *s, cJSON *msg, cJ
 }
 
 op_err op_engine__run_pipeline(struct op_exec *x, const struct op_pipeline *p,
-			       const cJSON *metadata, cJSON *msg, cJSON **out)
+                               const cJSON *metadata, cJSON *msg, cJSON **out)
 {
 	const struct op_pipeline *saved_p = x->p;
 	const cJSON *saved_meta = x->metadata;
@@ -328,7 +328,7 @@ op_err op_engine__run_pipeline(struct op_exec *x, const struct op_pipeline *p,
 	op_err rc = op_exec_steps(x, &p->steps, msg, out);
 	if (rc && rc != OP_EBUSY && p->on_error.n > 0) {
 		OP_LOGI("%s: step %s failed (%s: %s); running onError", p->name, x->fail.step,
-			x->fail.code, x->fail.msg);
+		        x->fail.code, x->fail.msg);
 		cJSON *err = op_exec_error_json(x);
 		if (err == NULL) {
 			rc = op_exec_fail(x, OP_ENOMEM, "NOMEM", "out of memory");
@@ -359,8 +359,8 @@ cJSON *op_engine__metadata(const struct op_pipeline *p, const struct op_run_opts
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	snprintf(started, sizeof(started), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
-		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		 ts.tv_nsec / 1000000);
+	         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	         ts.tv_nsec / 1000000);
 
 	cJSON *m = cJSON_CreateObject();
 	cJSON *pl = cJSON_CreateObject();

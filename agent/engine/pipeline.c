@@ -15,164 +15,164 @@
 #include "agent/core/buf.h"
 #include "agent/engine/engine_int.h"
 
-const char *const op_trigger_types[] = {"manual", "http", "schedule", "event", "mqtt", "remote",
-					NULL};
+const char *const op_trigger_types[] = {"manual", "http",   "schedule", "event",
+                                        "mqtt",   "remote", NULL};
 
 static const struct op_conf_field trigger_fields[] = {
-	{.name = "type",
-	 .type = OP_CONF_ENUM,
-	 .off = offsetof(struct op_trigger_conf, type),
-	 .def = "\"manual\"",
-	 .choices = op_trigger_types,
-	 .help = "what starts an execution"},
-	{.name = "config",
-	 .type = OP_CONF_JSON,
-	 .off = offsetof(struct op_trigger_conf, config),
-	 .def = "{}",
-	 .help = "the trigger type's settings"},
+    {.name = "type",
+     .type = OP_CONF_ENUM,
+     .off = offsetof(struct op_trigger_conf, type),
+     .def = "\"manual\"",
+     .choices = op_trigger_types,
+     .help = "what starts an execution"},
+    {.name = "config",
+     .type = OP_CONF_JSON,
+     .off = offsetof(struct op_trigger_conf, config),
+     .def = "{}",
+     .help = "the trigger type's settings"},
 };
 static const struct op_conf_table trigger_table =
-	OP_CONF_TABLE("trigger", struct op_trigger_conf, trigger_fields);
+    OP_CONF_TABLE("trigger", struct op_trigger_conf, trigger_fields);
 
 static const struct op_conf_field retry_fields[] = {
-	{.name = "attempts",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct op_retry_policy, attempts),
-	 .def = "1",
-	 .min = 1,
-	 .max = 100,
-	 .help = "attempts per event, the first included (1 = no retry)"},
-	{.name = "backoffMs",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct op_retry_policy, backoff_ms),
-	 .def = "1000",
-	 .min = 0,
-	 .max = 86400000,
-	 .help = "wait before the second attempt"},
-	{.name = "maxBackoffMs",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct op_retry_policy, max_backoff_ms),
-	 .def = "300000",
-	 .min = 0,
-	 .max = 86400000,
-	 .help = "longest wait between attempts"},
-	{.name = "multiplier",
-	 .type = OP_CONF_NUMBER,
-	 .off = offsetof(struct op_retry_policy, multiplier),
-	 .def = "2",
-	 .help = "each wait is the previous one times this"},
-	{.name = "jitter",
-	 .type = OP_CONF_BOOL,
-	 .off = offsetof(struct op_retry_policy, jitter),
-	 .def = "true",
-	 .help = "randomise each wait between half and all of it"},
+    {.name = "attempts",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct op_retry_policy, attempts),
+     .def = "1",
+     .min = 1,
+     .max = 100,
+     .help = "attempts per event, the first included (1 = no retry)"},
+    {.name = "backoffMs",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct op_retry_policy, backoff_ms),
+     .def = "1000",
+     .min = 0,
+     .max = 86400000,
+     .help = "wait before the second attempt"},
+    {.name = "maxBackoffMs",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct op_retry_policy, max_backoff_ms),
+     .def = "300000",
+     .min = 0,
+     .max = 86400000,
+     .help = "longest wait between attempts"},
+    {.name = "multiplier",
+     .type = OP_CONF_NUMBER,
+     .off = offsetof(struct op_retry_policy, multiplier),
+     .def = "2",
+     .help = "each wait is the previous one times this"},
+    {.name = "jitter",
+     .type = OP_CONF_BOOL,
+     .off = offsetof(struct op_retry_policy, jitter),
+     .def = "true",
+     .help = "randomise each wait between half and all of it"},
 };
 static const struct op_conf_table retry_table =
-	OP_CONF_TABLE("retry", struct op_retry_policy, retry_fields);
+    OP_CONF_TABLE("retry", struct op_retry_policy, retry_fields);
 
 static const struct op_conf_field limit_fields[] = {
-	{.name = "maxSteps",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct op_limits, max_steps),
-	 .def = "100000",
-	 .min = 1,
-	 .max = 100000000,
-	 .help = "steps run in one execution, loop bodies included"},
-	{.name = "maxIterations",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct op_limits, max_iterations),
-	 .def = "100000",
-	 .min = 1,
-	 .max = 100000000,
-	 .help = "loop iterations in one execution, all loops together"},
-	{.name = "maxDepth",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct op_limits, max_depth),
-	 .def = "64",
-	 .min = 1,
-	 .max = 1000,
-	 .help = "nesting of logic steps and pipeline calls at run time"},
-	{.name = "maxMessageBytes",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct op_limits, max_message_bytes),
-	 .def = "16777216",
-	 .min = 1024,
-	 .max = 1073741824,
-	 .help = "largest message (as JSON text) a step may produce"},
+    {.name = "maxSteps",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct op_limits, max_steps),
+     .def = "100000",
+     .min = 1,
+     .max = 100000000,
+     .help = "steps run in one execution, loop bodies included"},
+    {.name = "maxIterations",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct op_limits, max_iterations),
+     .def = "100000",
+     .min = 1,
+     .max = 100000000,
+     .help = "loop iterations in one execution, all loops together"},
+    {.name = "maxDepth",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct op_limits, max_depth),
+     .def = "64",
+     .min = 1,
+     .max = 1000,
+     .help = "nesting of logic steps and pipeline calls at run time"},
+    {.name = "maxMessageBytes",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct op_limits, max_message_bytes),
+     .def = "16777216",
+     .min = 1024,
+     .max = 1073741824,
+     .help = "largest message (as JSON text) a step may produce"},
 };
 static const struct op_conf_table limits_table =
-	OP_CONF_TABLE("limits", struct op_limits, limit_fields);
+    OP_CONF_TABLE("limits", struct op_limits, limit_fields);
 
 static const struct op_conf_field settings_fields[] = {
-	{.name = "timeoutMs",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct op_settings, timeout_ms),
-	 .def = "30000",
-	 .min = 1,
-	 .max = 86400000,
-	 .help = "longest an execution may run"},
-	{.name = "concurrency",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct op_settings, concurrency),
-	 .def = "4",
-	 .min = 1,
-	 .max = 1024,
-	 .help = "executions of this pipeline running at once"},
-	{.name = "retry",
-	 .type = OP_CONF_OBJECT,
-	 .off = offsetof(struct op_settings, retry),
-	 .sub = &retry_table,
-	 .help = "retry policy for failed executions (retryable errors only)"},
-	{.name = "limits",
-	 .type = OP_CONF_OBJECT,
-	 .off = offsetof(struct op_settings, limits),
-	 .sub = &limits_table,
-	 .help = "bounds that stop a runaway execution"},
-	{.name = "sensitiveFields",
-	 .type = OP_CONF_STRINGS,
-	 .off = offsetof(struct op_settings, sensitive),
-	 .help = "message fields shown as *** whenever a message is logged"},
+    {.name = "timeoutMs",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct op_settings, timeout_ms),
+     .def = "30000",
+     .min = 1,
+     .max = 86400000,
+     .help = "longest an execution may run"},
+    {.name = "concurrency",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct op_settings, concurrency),
+     .def = "4",
+     .min = 1,
+     .max = 1024,
+     .help = "executions of this pipeline running at once"},
+    {.name = "retry",
+     .type = OP_CONF_OBJECT,
+     .off = offsetof(struct op_settings, retry),
+     .sub = &retry_table,
+     .help = "retry policy for failed executions (retryable errors only)"},
+    {.name = "limits",
+     .type = OP_CONF_OBJECT,
+     .off = offsetof(struct op_settings, limits),
+     .sub = &limits_table,
+     .help = "bounds that stop a runaway execution"},
+    {.name = "sensitiveFields",
+     .type = OP_CONF_STRINGS,
+     .off = offsetof(struct op_settings, sensitive),
+     .help = "message fields shown as *** whenever a message is logged"},
 };
 static const struct op_conf_table settings_table =
-	OP_CONF_TABLE("settings", struct op_settings, settings_fields);
+    OP_CONF_TABLE("settings", struct op_settings, settings_fields);
 
 static const struct op_conf_field pipeline_fields[] = {
-	{.name = "name",
-	 .type = OP_CONF_STRING,
-	 .off = offsetof(struct op_pipeline, name),
-	 .required = true,
-	 .help = "unique name: letters, digits, '.', '_' and '-', at most 128"},
-	{.name = "version",
-	 .type = OP_CONF_STRING,
-	 .off = offsetof(struct op_pipeline, version),
-	 .required = true,
-	 .help = "version of this document, e.g. \"1.4.0\""},
-	{.name = "description",
-	 .type = OP_CONF_STRING,
-	 .off = offsetof(struct op_pipeline, description),
-	 .help = "what the pipeline is for"},
-	{.name = "trigger",
-	 .type = OP_CONF_OBJECT,
-	 .off = offsetof(struct op_pipeline, trigger),
-	 .sub = &trigger_table,
-	 .help = "what starts it; absent means manual (outpostctl run, call)"},
-	{.name = "steps",
-	 .type = OP_CONF_STEPS,
-	 .off = offsetof(struct op_pipeline, steps),
-	 .required = true,
-	 .help = "the steps, run in order on the message"},
-	{.name = "onError",
-	 .type = OP_CONF_STEPS,
-	 .off = offsetof(struct op_pipeline, on_error),
-	 .help = "steps run on the error object when a step fails"},
-	{.name = "settings",
-	 .type = OP_CONF_OBJECT,
-	 .off = offsetof(struct op_pipeline, settings),
-	 .sub = &settings_table,
-	 .help = "timeout, concurrency, retry policy, limits"},
+    {.name = "name",
+     .type = OP_CONF_STRING,
+     .off = offsetof(struct op_pipeline, name),
+     .required = true,
+     .help = "unique name: letters, digits, '.', '_' and '-', at most 128"},
+    {.name = "version",
+     .type = OP_CONF_STRING,
+     .off = offsetof(struct op_pipeline, version),
+     .required = true,
+     .help = "version of this document, e.g. \"1.4.0\""},
+    {.name = "description",
+     .type = OP_CONF_STRING,
+     .off = offsetof(struct op_pipeline, description),
+     .help = "what the pipeline is for"},
+    {.name = "trigger",
+     .type = OP_CONF_OBJECT,
+     .off = offsetof(struct op_pipeline, trigger),
+     .sub = &trigger_table,
+     .help = "what starts it; absent means manual (outpostctl run, call)"},
+    {.name = "steps",
+     .type = OP_CONF_STEPS,
+     .off = offsetof(struct op_pipeline, steps),
+     .required = true,
+     .help = "the steps, run in order on the message"},
+    {.name = "onError",
+     .type = OP_CONF_STEPS,
+     .off = offsetof(struct op_pipeline, on_error),
+     .help = "steps run on the error object when a step fails"},
+    {.name = "settings",
+     .type = OP_CONF_OBJECT,
+     .off = offsetof(struct op_pipeline, settings),
+     .sub = &settings_table,
+     .help = "timeout, concurrency, retry policy, limits"},
 };
 const struct op_conf_table op_pipeline_table =
-	OP_CONF_TABLE("pipeline", struct op_pipeline, pipeline_fields);
+    OP_CONF_TABLE("pipeline", struct op_pipeline, pipeline_fields);
 
 struct step_doc {
 	char *type;
@@ -183,28 +183,28 @@ struct step_doc {
 };
 
 static const struct op_conf_field step_fields[] = {
-	{.name = "type",
-	 .type = OP_CONF_STRING,
-	 .off = offsetof(struct step_doc, type),
-	 .required = true,
-	 .help = "the step type (outpostctl steps lists them)"},
-	{.name = "name",
-	 .type = OP_CONF_STRING,
-	 .off = offsetof(struct step_doc, name),
-	 .help = "a name for logs and errors"},
-	{.name = "description",
-	 .type = OP_CONF_STRING,
-	 .off = offsetof(struct step_doc, description),
-	 .help = "free text"},
-	{.name = "output",
-	 .type = OP_CONF_STRING,
-	 .off = offsetof(struct step_doc, output),
-	 .help = "store the step's result at this key path of the message (\"a.b\") "
-		 "instead of replacing the message"},
-	{.name = "config",
-	 .type = OP_CONF_JSON,
-	 .off = offsetof(struct step_doc, config),
-	 .help = "the step type's settings"},
+    {.name = "type",
+     .type = OP_CONF_STRING,
+     .off = offsetof(struct step_doc, type),
+     .required = true,
+     .help = "the step type (outpostctl steps lists them)"},
+    {.name = "name",
+     .type = OP_CONF_STRING,
+     .off = offsetof(struct step_doc, name),
+     .help = "a name for logs and errors"},
+    {.name = "description",
+     .type = OP_CONF_STRING,
+     .off = offsetof(struct step_doc, description),
+     .help = "free text"},
+    {.name = "output",
+     .type = OP_CONF_STRING,
+     .off = offsetof(struct step_doc, output),
+     .help = "store the step's result at this key path of the message (\"a.b\") "
+             "instead of replacing the message"},
+    {.name = "config",
+     .type = OP_CONF_JSON,
+     .off = offsetof(struct step_doc, config),
+     .help = "the step type's settings"},
 };
 static const struct op_conf_table step_table = OP_CONF_TABLE("step", struct step_doc, step_fields);
 
@@ -254,9 +254,9 @@ static op_err parse_output(struct op_load *ld, const char *path, struct op_step 
 	if (n > 16 || path[0] == '\0' || path[0] == '.' || path[strlen(path) - 1] == '.' ||
 	    strstr(path, "..")) {
 		op_diag_add(ld->d, "output",
-			    "expected a key path like \"result\" or \"order.tax\" (at most 16 "
-			    "keys), got \"%.64s\"",
-			    path);
+		            "expected a key path like \"result\" or \"order.tax\" (at most 16 "
+		            "keys), got \"%.64s\"",
+		            path);
 		return OP_ECONFIG;
 	}
 	st->output = op_calloc(n + 1, sizeof(char *));
@@ -292,8 +292,8 @@ static op_err load_step(struct op_load *ld, const cJSON *j, struct op_step *st)
 	st->type = op_step_type_find(doc.type);
 	if (st->type == NULL) {
 		op_diag_add(ld->d, "type",
-			    "unknown step type \"%.64s\" (outpostctl steps lists the types)",
-			    doc.type);
+		            "unknown step type \"%.64s\" (outpostctl steps lists the types)",
+		            doc.type);
 		rc = OP_ECONFIG;
 		goto out;
 	}
@@ -333,7 +333,7 @@ op_err op_engine__load_steps(struct op_load *ld, const cJSON *arr, struct op_ste
 	if (++ld->nesting > OP_LOAD_MAX_NESTING) {
 		ld->nesting--;
 		op_diag_add(ld->d, NULL, "steps are nested deeper than %d levels",
-			    OP_LOAD_MAX_NESTING);
+		            OP_LOAD_MAX_NESTING);
 		return OP_ECONFIG;
 	}
 	op_err rc = OP_OK;
@@ -344,8 +344,7 @@ op_err op_engine__load_steps(struct op_load *ld, const cJSON *arr, struct op_ste
 		return OP_ENOMEM;
 	}
 	const cJSON *it;
-	cJSON_ArrayForEach(it, arr)
-	{
+	cJSON_ArrayForEach (it, arr) {
 		size_t m = op_diag_push_index(ld->d, out->n);
 		op_err e = load_step(ld, it, &out->v[out->n]);
 		out->n++;
@@ -371,12 +370,12 @@ static void check_name(struct op_load *ld, const char *name)
 	}
 	if (!ok)
 		op_diag_add(ld->d, "name",
-			    "expected 1 to 128 letters, digits, '.', '_' or '-', got \"%.64s\"",
-			    name);
+		            "expected 1 to 128 letters, digits, '.', '_' or '-', got \"%.64s\"",
+		            name);
 }
 
 op_err op_pipeline_load_json(const cJSON *doc, const char *origin, struct op_diag *d,
-			     struct op_pipeline **out)
+                             struct op_pipeline **out)
 {
 	*out = NULL;
 	struct op_load ld = {.d = d};
@@ -415,12 +414,12 @@ fail:
 }
 
 op_err op_pipeline_load(const char *text, size_t len, const char *origin, struct op_diag *d,
-			struct op_pipeline **out)
+                        struct op_pipeline **out)
 {
 	*out = NULL;
 	if (len > OP_PIPELINE_MAX_BYTES) {
 		op_diag_add(d, NULL, "document is %zu bytes; the limit is %u", len,
-			    OP_PIPELINE_MAX_BYTES);
+		            OP_PIPELINE_MAX_BYTES);
 		return OP_ELIMIT;
 	}
 	const char *end = NULL;
@@ -441,7 +440,7 @@ op_err op_pipeline_load(const char *text, size_t len, const char *origin, struct
 			}
 		}
 		op_diag_add(d, NULL, "not valid JSON: syntax error at line %zu, column %zu", line,
-			    col);
+		            col);
 		return OP_EPARSE;
 	}
 	op_err rc = op_pipeline_load_json(doc, origin, d, out);

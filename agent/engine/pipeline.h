@@ -35,7 +35,7 @@ struct op_retry_policy {
 };
 
 struct op_settings {
-	long long timeout_ms; /* whole execution */
+	long long timeout_ms;  /* whole execution */
 	long long concurrency; /* executions of this pipeline at once (runtime) */
 	struct op_retry_policy retry;
 	struct op_limits limits;
@@ -67,10 +67,10 @@ extern const struct op_conf_table op_pipeline_table;
  * are in d and *out is NULL; OP_ENOMEM likewise.
  */
 op_err op_pipeline_load(const char *text, size_t len, const char *origin, struct op_diag *d,
-			struct op_pipeline **out) OP_WUR;
+                        struct op_pipeline **out) OP_WUR;
 /* Loads from a parsed document (borrowed). */
 op_err op_pipeline_load_json(const cJSON *doc, const char *origin, struct op_diag *d,
-			     struct op_pipeline **out) OP_WUR;
+                             struct op_pipeline **out) OP_WUR;
 void op_pipeline_free(struct op_pipeline *p);
 
 /* Calls fn on every step of p, nested ones included, in document order. */

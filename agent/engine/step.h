@@ -62,15 +62,14 @@ const struct op_step_type *op_step_type_at(size_t i);
 /* --- For prepare(): load context ---------------------------------------- */
 
 /* Records a problem at the step's config path plus suffix ("program"). */
-void op_load_problem(struct op_load *ld, const char *suffix, const char *fmt, ...)
-	OP_PRINTF(3, 4);
+void op_load_problem(struct op_load *ld, const char *suffix, const char *fmt, ...) OP_PRINTF(3, 4);
 
 /* --- For run(): the execution ------------------------------------------- */
 
 /* Describes the failure of the current step. code is a short upper-case
  * identifier ("VALIDATION", "JQ_ERROR"); returns cls for `return op_exec_fail(...)`. */
 op_err op_exec_fail(struct op_exec *x, op_err cls, const char *code, const char *fmt, ...)
-	OP_PRINTF(4, 5);
+    OP_PRINTF(4, 5);
 
 /* The expression roots for this execution with msg as `message`. */
 void op_exec_env(const struct op_exec *x, const cJSON *msg, struct op_expr_env *env);
@@ -78,11 +77,11 @@ void op_exec_env(const struct op_exec *x, const cJSON *msg, struct op_expr_env *
 /* Evaluates an expression / renders a template against msg; on error the
  * failure is recorded (code "EXPRESSION", naming the config key). */
 op_err op_exec_eval(struct op_exec *x, const struct op_expr *e, const char *key, const cJSON *msg,
-		    struct op_val *out) OP_WUR;
+                    struct op_val *out) OP_WUR;
 op_err op_exec_eval_bool(struct op_exec *x, const struct op_expr *e, const char *key,
-			 const cJSON *msg, bool *out) OP_WUR;
-op_err op_exec_render(struct op_exec *x, const struct op_tmpl *t, const char *key,
-		      const cJSON *msg, cJSON **out) OP_WUR;
+                         const cJSON *msg, bool *out) OP_WUR;
+op_err op_exec_render(struct op_exec *x, const struct op_tmpl *t, const char *key, const cJSON *msg,
+                      cJSON **out) OP_WUR;
 
 /* Runs a step list on msg (taken); see op_step_type.run for ownership. */
 op_err op_exec_steps(struct op_exec *x, const struct op_steps *s, cJSON *msg, cJSON **out) OP_WUR;

@@ -19,17 +19,17 @@ struct set_cfg {
 };
 
 static const struct op_conf_field set_fields[] = {
-	{.name = "template",
-	 .type = OP_CONF_TEMPLATE,
-	 .off = offsetof(struct set_cfg, tmpl),
-	 .required = true,
-	 .help = "JSON template of the new message; strings may hold {{ }} expressions"},
-	{.name = "merge",
-	 .type = OP_CONF_BOOL,
-	 .off = offsetof(struct set_cfg, merge),
-	 .def = "false",
-	 .help = "merge the template's keys into the message (both objects) instead of "
-		 "replacing it"},
+    {.name = "template",
+     .type = OP_CONF_TEMPLATE,
+     .off = offsetof(struct set_cfg, tmpl),
+     .required = true,
+     .help = "JSON template of the new message; strings may hold {{ }} expressions"},
+    {.name = "merge",
+     .type = OP_CONF_BOOL,
+     .off = offsetof(struct set_cfg, merge),
+     .def = "false",
+     .help = "merge the template's keys into the message (both objects) instead of "
+             "replacing it"},
 };
 static const struct op_conf_table set_table = OP_CONF_TABLE("set", struct set_cfg, set_fields);
 
@@ -59,10 +59,10 @@ static op_err set_run(struct op_exec *x, const struct op_step *st, cJSON *msg, c
 }
 
 const struct op_step_type op_step_set = {
-	.name = "set",
-	.summary = "build a new message from a JSON template with expressions",
-	.conf = &set_table,
-	.run = set_run,
+    .name = "set",
+    .summary = "build a new message from a JSON template with expressions",
+    .conf = &set_table,
+    .run = set_run,
 };
 
 /* --- log ------------------------------------------------------------------- */
@@ -75,17 +75,17 @@ struct log_cfg {
 };
 
 static const struct op_conf_field log_fields[] = {
-	{.name = "level",
-	 .type = OP_CONF_ENUM,
-	 .off = offsetof(struct log_cfg, level),
-	 .def = "\"info\"",
-	 .choices = log_levels,
-	 .help = "error, warn, info or debug"},
-	{.name = "message",
-	 .type = OP_CONF_EXPR,
-	 .off = offsetof(struct log_cfg, text),
-	 .required = true,
-	 .help = "what to log; a value that is not a string is logged as JSON"},
+    {.name = "level",
+     .type = OP_CONF_ENUM,
+     .off = offsetof(struct log_cfg, level),
+     .def = "\"info\"",
+     .choices = log_levels,
+     .help = "error, warn, info or debug"},
+    {.name = "message",
+     .type = OP_CONF_EXPR,
+     .off = offsetof(struct log_cfg, text),
+     .required = true,
+     .help = "what to log; a value that is not a string is logged as JSON"},
 };
 static const struct op_conf_table log_table = OP_CONF_TABLE("log", struct log_cfg, log_fields);
 
@@ -132,14 +132,14 @@ static op_err log_run(struct op_exec *x, const struct op_step *st, cJSON *msg, c
 	}
 	if (cJSON_IsString(v.v)) {
 		op_log_write(lvl, OP_LOG_MODULE, "%s/%s: %s", x->p->name, st->name,
-			     v.v->valuestring);
+		             v.v->valuestring);
 	} else {
 		cJSON *copy = x->p->settings.sensitive.n ? op_val_take(&v) : NULL;
 		if (copy)
 			mask(copy, &x->p->settings.sensitive);
 		char *text = cJSON_PrintUnformatted(copy ? copy : v.v);
 		op_log_write(lvl, OP_LOG_MODULE, "%s/%s: %s", x->p->name, st->name,
-			     text ? text : "(out of memory)");
+		             text ? text : "(out of memory)");
 		op_free(text);
 		cJSON_Delete(copy);
 	}
@@ -149,19 +149,19 @@ static op_err log_run(struct op_exec *x, const struct op_step *st, cJSON *msg, c
 }
 
 const struct op_step_type op_step_log = {
-	.name = "log",
-	.summary = "log a line built from an expression; the message passes through",
-	.conf = &log_table,
-	.run = log_run,
+    .name = "log",
+    .summary = "log a line built from an expression; the message passes through",
+    .conf = &log_table,
+    .run = log_run,
 };
 
 /* --- throw-error ----------------------------------------------------------- */
 
 static const char *const error_classes[] = {
 #define OP_ERR_CHOICE_(n, s, r, d) s,
-	OP_ERR_MAP(OP_ERR_CHOICE_)
+    OP_ERR_MAP(OP_ERR_CHOICE_)
 #undef OP_ERR_CHOICE_
-		NULL};
+        NULL};
 
 struct throw_cfg {
 	char *code;
@@ -170,26 +170,26 @@ struct throw_cfg {
 };
 
 static const struct op_conf_field throw_fields[] = {
-	{.name = "code",
-	 .type = OP_CONF_STRING,
-	 .off = offsetof(struct throw_cfg, code),
-	 .def = "\"USER_ERROR\"",
-	 .help = "the error's code, e.g. \"ORDER_REJECTED\""},
-	{.name = "message",
-	 .type = OP_CONF_EXPR,
-	 .off = offsetof(struct throw_cfg, text),
-	 .required = true,
-	 .help = "the error's text"},
-	{.name = "class",
-	 .type = OP_CONF_ENUM,
-	 .off = offsetof(struct throw_cfg, cls),
-	 .def = "\"user\"",
-	 .choices = error_classes,
-	 .help = "error class; retryable ones (retry, timeout, noconn, busy, full, io) "
-		 "let retry steps and the retry policy try again"},
+    {.name = "code",
+     .type = OP_CONF_STRING,
+     .off = offsetof(struct throw_cfg, code),
+     .def = "\"USER_ERROR\"",
+     .help = "the error's code, e.g. \"ORDER_REJECTED\""},
+    {.name = "message",
+     .type = OP_CONF_EXPR,
+     .off = offsetof(struct throw_cfg, text),
+     .required = true,
+     .help = "the error's text"},
+    {.name = "class",
+     .type = OP_CONF_ENUM,
+     .off = offsetof(struct throw_cfg, cls),
+     .def = "\"user\"",
+     .choices = error_classes,
+     .help = "error class; retryable ones (retry, timeout, noconn, busy, full, io) "
+             "let retry steps and the retry policy try again"},
 };
 static const struct op_conf_table throw_table =
-	OP_CONF_TABLE("throw-error", struct throw_cfg, throw_fields);
+    OP_CONF_TABLE("throw-error", struct throw_cfg, throw_fields);
 
 static op_err throw_prepare(struct op_load *ld, struct op_step *st)
 {
@@ -210,9 +210,9 @@ static op_err throw_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 	if (rc == OP_OK) {
 		char *text = cJSON_IsString(v.v) ? NULL : cJSON_PrintUnformatted(v.v);
 		rc = op_exec_fail(x, (op_err)c->cls, c->code, "%s",
-				  text                 ? text
-				  : cJSON_IsString(v.v) ? v.v->valuestring
-							: "(out of memory)");
+		                  text                  ? text
+		                  : cJSON_IsString(v.v) ? v.v->valuestring
+		                                        : "(out of memory)");
 		op_free(text);
 	}
 	op_val_drop(&v);
@@ -221,9 +221,9 @@ static op_err throw_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 }
 
 const struct op_step_type op_step_throw_error = {
-	.name = "throw-error",
-	.summary = "fail the execution with a code, a message and a class",
-	.conf = &throw_table,
-	.prepare = throw_prepare,
-	.run = throw_run,
+    .name = "throw-error",
+    .summary = "fail the execution with a code, a message and a class",
+    .conf = &throw_table,
+    .prepare = throw_prepare,
+    .run = throw_run,
 };

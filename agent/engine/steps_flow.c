@@ -28,34 +28,34 @@ struct choice_cfg {
 };
 
 static const struct op_conf_field choice_when_fields[] = {
-	{.name = "if",
-	 .type = OP_CONF_EXPR,
-	 .off = offsetof(struct choice_when, cond),
-	 .required = true,
-	 .help = "condition, e.g. \"{{ message.total > 100 }}\""},
-	{.name = "steps",
-	 .type = OP_CONF_STEPS,
-	 .off = offsetof(struct choice_when, steps),
-	 .required = true,
-	 .help = "steps run when the condition is true"},
+    {.name = "if",
+     .type = OP_CONF_EXPR,
+     .off = offsetof(struct choice_when, cond),
+     .required = true,
+     .help = "condition, e.g. \"{{ message.total > 100 }}\""},
+    {.name = "steps",
+     .type = OP_CONF_STEPS,
+     .off = offsetof(struct choice_when, steps),
+     .required = true,
+     .help = "steps run when the condition is true"},
 };
 static const struct op_conf_table choice_when_table =
-	OP_CONF_TABLE("when", struct choice_when, choice_when_fields);
+    OP_CONF_TABLE("when", struct choice_when, choice_when_fields);
 
 static const struct op_conf_field choice_fields[] = {
-	{.name = "when",
-	 .type = OP_CONF_LIST,
-	 .off = offsetof(struct choice_cfg, when),
-	 .required = true,
-	 .sub = &choice_when_table,
-	 .help = "conditions tried in order; the first true one runs its steps"},
-	{.name = "otherwise",
-	 .type = OP_CONF_STEPS,
-	 .off = offsetof(struct choice_cfg, otherwise),
-	 .help = "steps run when no condition is true (default: pass the message on)"},
+    {.name = "when",
+     .type = OP_CONF_LIST,
+     .off = offsetof(struct choice_cfg, when),
+     .required = true,
+     .sub = &choice_when_table,
+     .help = "conditions tried in order; the first true one runs its steps"},
+    {.name = "otherwise",
+     .type = OP_CONF_STEPS,
+     .off = offsetof(struct choice_cfg, otherwise),
+     .help = "steps run when no condition is true (default: pass the message on)"},
 };
 static const struct op_conf_table choice_table =
-	OP_CONF_TABLE("choice", struct choice_cfg, choice_fields);
+    OP_CONF_TABLE("choice", struct choice_cfg, choice_fields);
 
 static op_err choice_run(struct op_exec *x, const struct op_step *st, cJSON *msg, cJSON **out)
 {
@@ -77,10 +77,10 @@ static op_err choice_run(struct op_exec *x, const struct op_step *st, cJSON *msg
 }
 
 const struct op_step_type op_step_choice = {
-	.name = "choice",
-	.summary = "run the steps of the first condition that holds, or otherwise",
-	.conf = &choice_table,
-	.run = choice_run,
+    .name = "choice",
+    .summary = "run the steps of the first condition that holds, or otherwise",
+    .conf = &choice_table,
+    .run = choice_run,
 };
 
 /* --- running step lists in parallel ---------------------------------------- */
@@ -88,10 +88,10 @@ const struct op_step_type op_step_choice = {
 struct par_job {
 	struct op_exec *parent;
 	size_t n;
-	const cJSON **inputs;             /* borrowed; each worker copies its own */
-	const struct op_steps **steps;    /* per task */
-	cJSON **results;                  /* per task, filled by workers */
-	bool collect;                     /* failures become {"error": ...} results */
+	const cJSON **inputs;          /* borrowed; each worker copies its own */
+	const struct op_steps **steps; /* per task */
+	cJSON **results;               /* per task, filled by workers */
+	bool collect;                  /* failures become {"error": ...} results */
 	_Atomic size_t next;
 	struct op_cancel cancel;
 	pthread_mutex_t lock;
@@ -151,18 +151,18 @@ static void *par_worker(void *arg)
 
 /* Runs n tasks with at most bound at once; results into an array in task order. */
 static op_err par_run(struct op_exec *x, size_t n, long long bound, const cJSON **inputs,
-		      const struct op_steps **steps, bool collect, cJSON **out)
+                      const struct op_steps **steps, bool collect, cJSON **out)
 {
 	op_err rc = OP_OK;
 	pthread_t *tids = NULL;
 	size_t started = 0;
 	struct par_job j = {
-		.parent = x,
-		.n = n,
-		.inputs = inputs,
-		.steps = steps,
-		.collect = collect,
-		.cancel = {.parent = x->cancel},
+	    .parent = x,
+	    .n = n,
+	    .inputs = inputs,
+	    .steps = steps,
+	    .collect = collect,
+	    .cancel = {.parent = x->cancel},
 	};
 	pthread_mutex_init(&j.lock, NULL);
 	j.results = op_calloc(n ? n : 1, sizeof(cJSON *));
@@ -223,38 +223,38 @@ struct foreach_cfg {
 };
 
 static const struct op_conf_field foreach_fields[] = {
-	{.name = "items",
-	 .type = OP_CONF_EXPR,
-	 .off = offsetof(struct foreach_cfg, items),
-	 .def = "\"{{ message }}\"",
-	 .help = "expression giving the array to walk"},
-	{.name = "steps",
-	 .type = OP_CONF_STEPS,
-	 .off = offsetof(struct foreach_cfg, steps),
-	 .required = true,
-	 .help = "steps run with each item as the message"},
-	{.name = "parallel",
-	 .type = OP_CONF_BOOL,
-	 .off = offsetof(struct foreach_cfg, parallel),
-	 .def = "false",
-	 .help = "run items concurrently, at most maxParallel at once"},
-	{.name = "maxParallel",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct foreach_cfg, max_parallel),
-	 .def = "4",
-	 .min = 1,
-	 .max = 64,
-	 .help = "items run at once when parallel"},
-	{.name = "onItemError",
-	 .type = OP_CONF_ENUM,
-	 .off = offsetof(struct foreach_cfg, on_item_error),
-	 .def = "\"fail\"",
-	 .choices = item_error_modes,
-	 .help = "fail: the first failing item fails the step; collect: its result is "
-		 "{\"error\": {...}} and the loop goes on"},
+    {.name = "items",
+     .type = OP_CONF_EXPR,
+     .off = offsetof(struct foreach_cfg, items),
+     .def = "\"{{ message }}\"",
+     .help = "expression giving the array to walk"},
+    {.name = "steps",
+     .type = OP_CONF_STEPS,
+     .off = offsetof(struct foreach_cfg, steps),
+     .required = true,
+     .help = "steps run with each item as the message"},
+    {.name = "parallel",
+     .type = OP_CONF_BOOL,
+     .off = offsetof(struct foreach_cfg, parallel),
+     .def = "false",
+     .help = "run items concurrently, at most maxParallel at once"},
+    {.name = "maxParallel",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct foreach_cfg, max_parallel),
+     .def = "4",
+     .min = 1,
+     .max = 64,
+     .help = "items run at once when parallel"},
+    {.name = "onItemError",
+     .type = OP_CONF_ENUM,
+     .off = offsetof(struct foreach_cfg, on_item_error),
+     .def = "\"fail\"",
+     .choices = item_error_modes,
+     .help = "fail: the first failing item fails the step; collect: its result is "
+             "{\"error\": {...}} and the loop goes on"},
 };
 static const struct op_conf_table foreach_table =
-	OP_CONF_TABLE("for-each", struct foreach_cfg, foreach_fields);
+    OP_CONF_TABLE("for-each", struct foreach_cfg, foreach_fields);
 
 static const char *kind_of(const cJSON *v)
 {
@@ -282,7 +282,7 @@ static op_err foreach_run(struct op_exec *x, const struct op_step *st, cJSON *ms
 		goto out;
 	if (!cJSON_IsArray(items.v)) {
 		rc = op_exec_fail(x, OP_EINVAL, "ITEMS_NOT_ARRAY",
-				  "config.items: expected an array, got %s", kind_of(items.v));
+		                  "config.items: expected an array, got %s", kind_of(items.v));
 		goto out;
 	}
 	size_t n = (size_t)cJSON_GetArraySize(items.v);
@@ -294,13 +294,12 @@ static op_err foreach_run(struct op_exec *x, const struct op_step *st, cJSON *ms
 	}
 	size_t i = 0;
 	const cJSON *it;
-	cJSON_ArrayForEach(it, items.v)
-	{
+	cJSON_ArrayForEach (it, items.v) {
 		inputs[i] = it;
 		steps[i++] = &c->steps;
 	}
-	rc = par_run(x, n, c->parallel ? c->max_parallel : 1, inputs, steps,
-		     c->on_item_error == 1, out);
+	rc = par_run(x, n, c->parallel ? c->max_parallel : 1, inputs, steps, c->on_item_error == 1,
+	             out);
 out:
 	op_free(inputs);
 	op_free(steps);
@@ -310,11 +309,11 @@ out:
 }
 
 const struct op_step_type op_step_for_each = {
-	.name = "for-each",
-	.summary = "run steps for each item of an array, in sequence or in parallel; "
-		   "the results form an array",
-	.conf = &foreach_table,
-	.run = foreach_run,
+    .name = "for-each",
+    .summary = "run steps for each item of an array, in sequence or in parallel; "
+               "the results form an array",
+    .conf = &foreach_table,
+    .run = foreach_run,
 };
 
 /* --- parallel -------------------------------------------------------------- */
@@ -330,36 +329,36 @@ struct parallel_cfg {
 };
 
 static const struct op_conf_field branch_fields[] = {
-	{.name = "name",
-	 .type = OP_CONF_STRING,
-	 .off = offsetof(struct branch_cfg, name),
-	 .help = "a name for logs"},
-	{.name = "steps",
-	 .type = OP_CONF_STEPS,
-	 .off = offsetof(struct branch_cfg, steps),
-	 .required = true,
-	 .help = "the branch's steps, run on a copy of the message"},
+    {.name = "name",
+     .type = OP_CONF_STRING,
+     .off = offsetof(struct branch_cfg, name),
+     .help = "a name for logs"},
+    {.name = "steps",
+     .type = OP_CONF_STEPS,
+     .off = offsetof(struct branch_cfg, steps),
+     .required = true,
+     .help = "the branch's steps, run on a copy of the message"},
 };
 static const struct op_conf_table branch_table =
-	OP_CONF_TABLE("branch", struct branch_cfg, branch_fields);
+    OP_CONF_TABLE("branch", struct branch_cfg, branch_fields);
 
 static const struct op_conf_field parallel_fields[] = {
-	{.name = "branches",
-	 .type = OP_CONF_LIST,
-	 .off = offsetof(struct parallel_cfg, branches),
-	 .required = true,
-	 .sub = &branch_table,
-	 .help = "branches run concurrently; results joined into an array in this order"},
-	{.name = "maxParallel",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct parallel_cfg, max_parallel),
-	 .def = "8",
-	 .min = 1,
-	 .max = 64,
-	 .help = "branches run at once"},
+    {.name = "branches",
+     .type = OP_CONF_LIST,
+     .off = offsetof(struct parallel_cfg, branches),
+     .required = true,
+     .sub = &branch_table,
+     .help = "branches run concurrently; results joined into an array in this order"},
+    {.name = "maxParallel",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct parallel_cfg, max_parallel),
+     .def = "8",
+     .min = 1,
+     .max = 64,
+     .help = "branches run at once"},
 };
 static const struct op_conf_table parallel_table =
-	OP_CONF_TABLE("parallel", struct parallel_cfg, parallel_fields);
+    OP_CONF_TABLE("parallel", struct parallel_cfg, parallel_fields);
 
 static op_err parallel_run(struct op_exec *x, const struct op_step *st, cJSON *msg, cJSON **out)
 {
@@ -386,11 +385,11 @@ out:
 }
 
 const struct op_step_type op_step_parallel = {
-	.name = "parallel",
-	.summary = "run branches concurrently on copies of the message; results joined "
-		   "into an array",
-	.conf = &parallel_table,
-	.run = parallel_run,
+    .name = "parallel",
+    .summary = "run branches concurrently on copies of the message; results joined "
+               "into an array",
+    .conf = &parallel_table,
+    .run = parallel_run,
 };
 
 /* --- do-while -------------------------------------------------------------- */
@@ -402,26 +401,26 @@ struct dowhile_cfg {
 };
 
 static const struct op_conf_field dowhile_fields[] = {
-	{.name = "condition",
-	 .type = OP_CONF_EXPR,
-	 .off = offsetof(struct dowhile_cfg, cond),
-	 .required = true,
-	 .help = "checked after each pass on its output; true runs another pass"},
-	{.name = "steps",
-	 .type = OP_CONF_STEPS,
-	 .off = offsetof(struct dowhile_cfg, steps),
-	 .required = true,
-	 .help = "the body; each pass gets the previous pass's output"},
-	{.name = "maxIterations",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct dowhile_cfg, max_iterations),
-	 .def = "1000",
-	 .min = 1,
-	 .max = 10000000,
-	 .help = "passes allowed; a condition still true after them is an error"},
+    {.name = "condition",
+     .type = OP_CONF_EXPR,
+     .off = offsetof(struct dowhile_cfg, cond),
+     .required = true,
+     .help = "checked after each pass on its output; true runs another pass"},
+    {.name = "steps",
+     .type = OP_CONF_STEPS,
+     .off = offsetof(struct dowhile_cfg, steps),
+     .required = true,
+     .help = "the body; each pass gets the previous pass's output"},
+    {.name = "maxIterations",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct dowhile_cfg, max_iterations),
+     .def = "1000",
+     .min = 1,
+     .max = 10000000,
+     .help = "passes allowed; a condition still true after them is an error"},
 };
 static const struct op_conf_table dowhile_table =
-	OP_CONF_TABLE("do-while", struct dowhile_cfg, dowhile_fields);
+    OP_CONF_TABLE("do-while", struct dowhile_cfg, dowhile_fields);
 
 static op_err dowhile_run(struct op_exec *x, const struct op_step *st, cJSON *msg, cJSON **out)
 {
@@ -430,9 +429,9 @@ static op_err dowhile_run(struct op_exec *x, const struct op_step *st, cJSON *ms
 		if (i >= c->max_iterations) {
 			cJSON_Delete(msg);
 			return op_exec_fail(x, OP_ELIMIT, "MAX_ITERATIONS",
-					    "condition still true after %lld passes "
-					    "(config.maxIterations)",
-					    c->max_iterations);
+			                    "condition still true after %lld passes "
+			                    "(config.maxIterations)",
+			                    c->max_iterations);
 		}
 		op_err rc = op_exec_iteration(x);
 		cJSON *next = NULL;
@@ -456,10 +455,10 @@ static op_err dowhile_run(struct op_exec *x, const struct op_step *st, cJSON *ms
 }
 
 const struct op_step_type op_step_do_while = {
-	.name = "do-while",
-	.summary = "run steps, then again while a condition holds (bounded)",
-	.conf = &dowhile_table,
-	.run = dowhile_run,
+    .name = "do-while",
+    .summary = "run steps, then again while a condition holds (bounded)",
+    .conf = &dowhile_table,
+    .run = dowhile_run,
 };
 
 /* --- retry ----------------------------------------------------------------- */
@@ -474,46 +473,46 @@ struct retry_cfg {
 };
 
 static const struct op_conf_field retry_fields[] = {
-	{.name = "steps",
-	 .type = OP_CONF_STEPS,
-	 .off = offsetof(struct retry_cfg, steps),
-	 .required = true,
-	 .help = "steps tried again, from the same input, when they fail with a "
-		 "retryable class"},
-	{.name = "attempts",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct retry_cfg, attempts),
-	 .def = "3",
-	 .min = 1,
-	 .max = 100,
-	 .help = "attempts, the first included"},
-	{.name = "backoffMs",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct retry_cfg, backoff_ms),
-	 .def = "200",
-	 .min = 0,
-	 .max = 3600000,
-	 .help = "wait before the second attempt"},
-	{.name = "maxBackoffMs",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct retry_cfg, max_backoff_ms),
-	 .def = "10000",
-	 .min = 0,
-	 .max = 3600000,
-	 .help = "longest wait between attempts"},
-	{.name = "multiplier",
-	 .type = OP_CONF_NUMBER,
-	 .off = offsetof(struct retry_cfg, multiplier),
-	 .def = "2",
-	 .help = "each wait is the previous one times this (1 to 100)"},
-	{.name = "jitter",
-	 .type = OP_CONF_BOOL,
-	 .off = offsetof(struct retry_cfg, jitter),
-	 .def = "true",
-	 .help = "wait a random time between half and all of the backoff"},
+    {.name = "steps",
+     .type = OP_CONF_STEPS,
+     .off = offsetof(struct retry_cfg, steps),
+     .required = true,
+     .help = "steps tried again, from the same input, when they fail with a "
+             "retryable class"},
+    {.name = "attempts",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct retry_cfg, attempts),
+     .def = "3",
+     .min = 1,
+     .max = 100,
+     .help = "attempts, the first included"},
+    {.name = "backoffMs",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct retry_cfg, backoff_ms),
+     .def = "200",
+     .min = 0,
+     .max = 3600000,
+     .help = "wait before the second attempt"},
+    {.name = "maxBackoffMs",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct retry_cfg, max_backoff_ms),
+     .def = "10000",
+     .min = 0,
+     .max = 3600000,
+     .help = "longest wait between attempts"},
+    {.name = "multiplier",
+     .type = OP_CONF_NUMBER,
+     .off = offsetof(struct retry_cfg, multiplier),
+     .def = "2",
+     .help = "each wait is the previous one times this (1 to 100)"},
+    {.name = "jitter",
+     .type = OP_CONF_BOOL,
+     .off = offsetof(struct retry_cfg, jitter),
+     .def = "true",
+     .help = "wait a random time between half and all of the backoff"},
 };
 static const struct op_conf_table retry_table =
-	OP_CONF_TABLE("retry", struct retry_cfg, retry_fields);
+    OP_CONF_TABLE("retry", struct retry_cfg, retry_fields);
 
 static op_err retry_prepare(struct op_load *ld, struct op_step *st)
 {
@@ -555,19 +554,20 @@ static op_err retry_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 			break;
 		long long wait = (long long)backoff;
 		if (c->jitter && wait > 1)
-			wait = wait / 2 + (long long)(jitter_rand() % (unsigned long long)(wait / 2 + 1));
+			wait = wait / 2 +
+			       (long long)(jitter_rand() % (unsigned long long)(wait / 2 + 1));
 		OP_LOGI("%s: step %s attempt %lld of %lld failed (%s: %s); retrying in %lld ms",
-			x->p->name, st->name, attempt, c->attempts, x->fail.code, x->fail.msg,
-			wait);
+		        x->p->name, st->name, attempt, c->attempts, x->fail.code, x->fail.msg,
+		        wait);
 		op_err w = op_exec__wait(x, wait);
 		if (w == OP_ETIMEOUT) {
 			char prev[sizeof(x->fail.msg) / 2];
 			if (snprintf(prev, sizeof(prev), "%s: %s", x->fail.code, x->fail.msg) < 0)
 				prev[0] = 0;
 			rc = op_exec_fail(x, OP_ETIMEOUT, "EXECUTION_TIMEOUT",
-					  "execution exceeded its timeout of %lld ms while waiting "
-					  "to retry (last error %s)",
-					  x->p->settings.timeout_ms, prev);
+			                  "execution exceeded its timeout of %lld ms while waiting "
+			                  "to retry (last error %s)",
+			                  x->p->settings.timeout_ms, prev);
 			break;
 		}
 		if (w)
@@ -581,11 +581,11 @@ static op_err retry_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 }
 
 const struct op_step_type op_step_retry = {
-	.name = "retry",
-	.summary = "run steps again with backoff and jitter when they fail with a retryable class",
-	.conf = &retry_table,
-	.prepare = retry_prepare,
-	.run = retry_run,
+    .name = "retry",
+    .summary = "run steps again with backoff and jitter when they fail with a retryable class",
+    .conf = &retry_table,
+    .prepare = retry_prepare,
+    .run = retry_run,
 };
 
 /* --- block ----------------------------------------------------------------- */
@@ -596,19 +596,19 @@ struct block_cfg {
 };
 
 static const struct op_conf_field block_fields[] = {
-	{.name = "steps",
-	 .type = OP_CONF_STEPS,
-	 .off = offsetof(struct block_cfg, steps),
-	 .required = true,
-	 .help = "the sub-flow"},
-	{.name = "onError",
-	 .type = OP_CONF_STEPS,
-	 .off = offsetof(struct block_cfg, on_error),
-	 .help = "run on the error object {code, message, step, class} when a step of "
-		 "the sub-flow fails; its output is the block's output"},
+    {.name = "steps",
+     .type = OP_CONF_STEPS,
+     .off = offsetof(struct block_cfg, steps),
+     .required = true,
+     .help = "the sub-flow"},
+    {.name = "onError",
+     .type = OP_CONF_STEPS,
+     .off = offsetof(struct block_cfg, on_error),
+     .help = "run on the error object {code, message, step, class} when a step of "
+             "the sub-flow fails; its output is the block's output"},
 };
 static const struct op_conf_table block_table =
-	OP_CONF_TABLE("block", struct block_cfg, block_fields);
+    OP_CONF_TABLE("block", struct block_cfg, block_fields);
 
 static op_err block_run(struct op_exec *x, const struct op_step *st, cJSON *msg, cJSON **out)
 {
@@ -625,10 +625,10 @@ static op_err block_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 }
 
 const struct op_step_type op_step_block = {
-	.name = "block",
-	.summary = "a sub-flow with its own onError handler",
-	.conf = &block_table,
-	.run = block_run,
+    .name = "block",
+    .summary = "a sub-flow with its own onError handler",
+    .conf = &block_table,
+    .run = block_run,
 };
 
 /* --- call ------------------------------------------------------------------ */
@@ -639,18 +639,17 @@ struct call_cfg {
 };
 
 static const struct op_conf_field call_fields[] = {
-	{.name = "pipeline",
-	 .type = OP_CONF_STRING,
-	 .off = offsetof(struct call_cfg, pipeline),
-	 .required = true,
-	 .help = "name of the pipeline to run"},
-	{.name = "input",
-	 .type = OP_CONF_TEMPLATE,
-	 .off = offsetof(struct call_cfg, input),
-	 .help = "its input message (default: this message)"},
+    {.name = "pipeline",
+     .type = OP_CONF_STRING,
+     .off = offsetof(struct call_cfg, pipeline),
+     .required = true,
+     .help = "name of the pipeline to run"},
+    {.name = "input",
+     .type = OP_CONF_TEMPLATE,
+     .off = offsetof(struct call_cfg, input),
+     .help = "its input message (default: this message)"},
 };
-static const struct op_conf_table call_table =
-	OP_CONF_TABLE("call", struct call_cfg, call_fields);
+static const struct op_conf_table call_table = OP_CONF_TABLE("call", struct call_cfg, call_fields);
 
 const char *op_engine__call_target(const struct op_step *st)
 {
@@ -667,7 +666,7 @@ static op_err call_run(struct op_exec *x, const struct op_step *st, cJSON *msg, 
 	const struct op_pipeline *target = op_engine_find(x->run->eng, c->pipeline);
 	if (target == NULL) {
 		rc = op_exec_fail(x, OP_ENOTFOUND, "PIPELINE_NOT_FOUND",
-				  "no pipeline named \"%s\" is loaded", c->pipeline);
+		                  "no pipeline named \"%s\" is loaded", c->pipeline);
 		goto out;
 	}
 	if (c->input) {
@@ -701,7 +700,7 @@ static op_err call_run(struct op_exec *x, const struct op_step *st, cJSON *msg, 
 		snprintf(inner, sizeof(inner), "%s", child.fail.step);
 		/* A long chain of names is cut; the start says where it began. */
 		if (snprintf(x->fail.step, sizeof(x->fail.step), "%s > %s:%s", st->name,
-			     target->name, inner) >= (int)sizeof(x->fail.step))
+		             target->name, inner) >= (int)sizeof(x->fail.step))
 			OP_LOGD("%s: failing step name was shortened", x->p->name);
 	}
 out:
@@ -711,8 +710,8 @@ out:
 }
 
 const struct op_step_type op_step_call = {
-	.name = "call",
-	.summary = "run another pipeline with this message as its input and take its result",
-	.conf = &call_table,
-	.run = call_run,
+    .name = "call",
+    .summary = "run another pipeline with this message as its input and take its result",
+    .conf = &call_table,
+    .run = call_run,
 };

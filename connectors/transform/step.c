@@ -11,15 +11,15 @@ struct transform_cfg {
 };
 
 static const struct op_conf_field transform_fields[] = {
-	{.name = "program",
-	 .type = OP_CONF_STRING,
-	 .off = offsetof(struct transform_cfg, program),
-	 .required = true,
-	 .help = "jq program; its one output is the new message ($globals, $metadata "
-		 "are bound)"},
+    {.name = "program",
+     .type = OP_CONF_STRING,
+     .off = offsetof(struct transform_cfg, program),
+     .required = true,
+     .help = "jq program; its one output is the new message ($globals, $metadata "
+             "are bound)"},
 };
 static const struct op_conf_table transform_table =
-	OP_CONF_TABLE("transform", struct transform_cfg, transform_fields);
+    OP_CONF_TABLE("transform", struct transform_cfg, transform_fields);
 
 static op_err transform_prepare(struct op_load *ld, struct op_step *st)
 {
@@ -56,10 +56,10 @@ static void transform_release(struct op_step *st)
 }
 
 const struct op_step_type op_step_transform = {
-	.name = "transform",
-	.summary = "reshape the message with a jq program",
-	.conf = &transform_table,
-	.prepare = transform_prepare,
-	.run = transform_run,
-	.release = transform_release,
+    .name = "transform",
+    .summary = "reshape the message with a jq program",
+    .conf = &transform_table,
+    .prepare = transform_prepare,
+    .run = transform_run,
+    .release = transform_release,
 };

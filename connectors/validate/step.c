@@ -18,27 +18,27 @@ struct validate_cfg {
 };
 
 static const struct op_conf_field validate_fields[] = {
-	{.name = "schema",
-	 .type = OP_CONF_JSON,
-	 .off = offsetof(struct validate_cfg, schema),
-	 .required = true,
-	 .help = "the JSON Schema (an object or a boolean)"},
-	{.name = "draft",
-	 .type = OP_CONF_ENUM,
-	 .off = offsetof(struct validate_cfg, draft),
-	 .def = "\"auto\"",
-	 .choices = drafts,
-	 .help = "auto: from the schema's $schema, else 2020-12"},
-	{.name = "maxErrors",
-	 .type = OP_CONF_INT,
-	 .off = offsetof(struct validate_cfg, max_errors),
-	 .def = "10",
-	 .min = 1,
-	 .max = 1000,
-	 .help = "problems listed in the error text"},
+    {.name = "schema",
+     .type = OP_CONF_JSON,
+     .off = offsetof(struct validate_cfg, schema),
+     .required = true,
+     .help = "the JSON Schema (an object or a boolean)"},
+    {.name = "draft",
+     .type = OP_CONF_ENUM,
+     .off = offsetof(struct validate_cfg, draft),
+     .def = "\"auto\"",
+     .choices = drafts,
+     .help = "auto: from the schema's $schema, else 2020-12"},
+    {.name = "maxErrors",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct validate_cfg, max_errors),
+     .def = "10",
+     .min = 1,
+     .max = 1000,
+     .help = "problems listed in the error text"},
 };
 static const struct op_conf_table validate_table =
-	OP_CONF_TABLE("validate", struct validate_cfg, validate_fields);
+    OP_CONF_TABLE("validate", struct validate_cfg, validate_fields);
 
 static op_err validate_prepare(struct op_load *ld, struct op_step *st)
 {
@@ -72,10 +72,10 @@ static op_err validate_run(struct op_exec *x, const struct op_step *st, cJSON *m
 	cJSON_Delete(msg);
 	if (rc == OP_OK)
 		op_exec_fail(x, OP_EINVAL, "VALIDATION", "message does not match the schema: %s",
-			     op_buf_str(&errs));
+		             op_buf_str(&errs));
 	else
 		op_exec_fail(x, rc, "VALIDATION", "validation could not finish: %s",
-			     op_err_str(rc));
+		             op_err_str(rc));
 	op_buf_fini(&errs);
 	return rc == OP_OK ? OP_EINVAL : rc;
 }
@@ -87,10 +87,10 @@ static void validate_release(struct op_step *st)
 }
 
 const struct op_step_type op_step_validate = {
-	.name = "validate",
-	.summary = "check the message against a JSON Schema (draft 2020-12 or draft-07)",
-	.conf = &validate_table,
-	.prepare = validate_prepare,
-	.run = validate_run,
-	.release = validate_release,
+    .name = "validate",
+    .summary = "check the message against a JSON Schema (draft 2020-12 or draft-07)",
+    .conf = &validate_table,
+    .prepare = validate_prepare,
+    .run = validate_run,
+    .release = validate_release,
 };

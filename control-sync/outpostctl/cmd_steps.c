@@ -20,7 +20,7 @@ static void print_fields(const struct op_conf_table *t, const char *prefix)
 			size_t n = (size_t)snprintf(type, sizeof(type), "one of");
 			for (int k = 0; f->choices[k] && n < sizeof(type); k++)
 				n += (size_t)snprintf(type + n, sizeof(type) - n, "%s%s",
-						      k ? "|" : " ", f->choices[k]);
+				                      k ? "|" : " ", f->choices[k]);
 		} else if (f->type == OP_CONF_INT && (f->min || f->max)) {
 			snprintf(type, sizeof(type), "integer %lld..%lld", f->min, f->max);
 		} else {
@@ -29,14 +29,14 @@ static void print_fields(const struct op_conf_table *t, const char *prefix)
 		printf("  %-22s %-30s %-9s %s\n", name, type,
 		       f->required ? "required"
 		       : f->def    ? ""
-				   : "optional",
+		                   : "optional",
 		       f->help ? f->help : "");
 		if (f->def && !f->required)
 			printf("  %-22s %-30s %-9s default: %s\n", "", "", "", f->def);
 		if (f->type == OP_CONF_LIST || f->type == OP_CONF_OBJECT) {
 			char sub[160];
 			snprintf(sub, sizeof(sub), "%s%s", name,
-				 f->type == OP_CONF_LIST ? "[]." : ".");
+			         f->type == OP_CONF_LIST ? "[]." : ".");
 			print_fields(f->sub, sub);
 		}
 	}
@@ -56,8 +56,9 @@ int op_ctl_steps(int argc, char **argv)
 	}
 	t = op_step_type_find(argv[0]);
 	if (t == NULL) {
-		fprintf(stderr, "outpostctl: unknown step type \"%s\"; outpostctl steps lists them\n",
-			argv[0]);
+		fprintf(stderr,
+		        "outpostctl: unknown step type \"%s\"; outpostctl steps lists them\n",
+		        argv[0]);
 		return CTL_INVALID;
 	}
 	printf("%s: %s\n\nconfig keys:\n", t->name, t->summary);

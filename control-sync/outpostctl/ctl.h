@@ -10,8 +10,8 @@
 
 #include "agent/core/err.h"
 
-#define CTL_OK 0
-#define CTL_FAILED 1
+#define CTL_OK      0
+#define CTL_FAILED  1
 #define CTL_INVALID 2
 
 int op_ctl_run(int argc, char **argv);

@@ -10,10 +10,10 @@ static const struct {
 	int (*fn)(int argc, char **argv);
 	const char *help;
 } commands[] = {
-	{"run", op_ctl_run, "run a pipeline once and print its result"},
-	{"check", op_ctl_check, "load pipelines and report every problem"},
-	{"steps", op_ctl_steps, "list step types, or the config keys of one"},
-	{"schema", op_ctl_schema, "print the JSON Schema of the pipeline format"},
+    {"run", op_ctl_run, "run a pipeline once and print its result"},
+    {"check", op_ctl_check, "load pipelines and report every problem"},
+    {"steps", op_ctl_steps, "list step types, or the config keys of one"},
+    {"schema", op_ctl_schema, "print the JSON Schema of the pipeline format"},
 };
 
 static void usage(FILE *f)

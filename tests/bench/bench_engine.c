@@ -13,22 +13,22 @@
 #include "agent/engine/engine.h"
 
 static const char doc[] =
-	"{\"name\":\"bench\",\"version\":\"1\",\"steps\":["
-	"{\"type\":\"set\",\"config\":{\"merge\":true,\"template\":{\"ref\":\"{{ CONCAT(message."
-	"customer.country, '-', message.id) }}\",\"count\":\"{{ SIZE(message.items) }}\"}}},"
-	"{\"type\":\"choice\",\"config\":{\"when\":[{\"if\":\"{{ message.count > 5 }}\",\"steps\":"
-	"[{\"type\":\"set\",\"config\":{\"merge\":true,\"template\":{\"big\":true}}}]}],"
-	"\"otherwise\":[{\"type\":\"set\",\"config\":{\"merge\":true,\"template\":{\"big\":false}}}"
-	"]}},"
-	"{\"type\":\"for-each\",\"output\":\"lines\",\"config\":{\"items\":\"{{ message.items }}\","
-	"\"steps\":[{\"type\":\"set\",\"config\":{\"template\":{\"sku\":\"{{ message.sku }}\","
-	"\"amount\":\"{{ message.qty * message.price }}\"}}}]}},"
-	"{\"type\":\"transform\",\"config\":{\"program\":\"{id, ref, big, lines, total: "
-	"([.lines[].amount] | add)}\"}},"
-	"{\"type\":\"validate\",\"config\":{\"schema\":{\"type\":\"object\",\"required\":[\"id\","
-	"\"total\",\"lines\"],\"properties\":{\"id\":{\"type\":\"string\"},\"total\":{\"type\":"
-	"\"number\",\"minimum\":0},\"lines\":{\"type\":\"array\",\"items\":{\"type\":\"object\","
-	"\"required\":[\"sku\",\"amount\"]}}}}}}]}";
+    "{\"name\":\"bench\",\"version\":\"1\",\"steps\":["
+    "{\"type\":\"set\",\"config\":{\"merge\":true,\"template\":{\"ref\":\"{{ CONCAT(message."
+    "customer.country, '-', message.id) }}\",\"count\":\"{{ SIZE(message.items) }}\"}}},"
+    "{\"type\":\"choice\",\"config\":{\"when\":[{\"if\":\"{{ message.count > 5 }}\",\"steps\":"
+    "[{\"type\":\"set\",\"config\":{\"merge\":true,\"template\":{\"big\":true}}}]}],"
+    "\"otherwise\":[{\"type\":\"set\",\"config\":{\"merge\":true,\"template\":{\"big\":false}}}"
+    "]}},"
+    "{\"type\":\"for-each\",\"output\":\"lines\",\"config\":{\"items\":\"{{ message.items }}\","
+    "\"steps\":[{\"type\":\"set\",\"config\":{\"template\":{\"sku\":\"{{ message.sku }}\","
+    "\"amount\":\"{{ message.qty * message.price }}\"}}}]}},"
+    "{\"type\":\"transform\",\"config\":{\"program\":\"{id, ref, big, lines, total: "
+    "([.lines[].amount] | add)}\"}},"
+    "{\"type\":\"validate\",\"config\":{\"schema\":{\"type\":\"object\",\"required\":[\"id\","
+    "\"total\",\"lines\"],\"properties\":{\"id\":{\"type\":\"string\"},\"total\":{\"type\":"
+    "\"number\",\"minimum\":0},\"lines\":{\"type\":\"array\",\"items\":{\"type\":\"object\","
+    "\"required\":[\"sku\",\"amount\"]}}}}}}]}";
 
 static double now(void)
 {
@@ -41,15 +41,15 @@ static char *make_message(void)
 {
 	static char buf[4096];
 	size_t n = (size_t)snprintf(buf, sizeof(buf),
-				    "{\"id\":\"ORD-2026-000123\",\"customer\":{\"name\":\"ACME "
-				    "Industrial Supplies\",\"country\":\"DE\",\"email\":"
-				    "\"buyer@acme.example\"},\"notes\":\"deliver to gate 4\","
-				    "\"items\":[");
+	                            "{\"id\":\"ORD-2026-000123\",\"customer\":{\"name\":\"ACME "
+	                            "Industrial Supplies\",\"country\":\"DE\",\"email\":"
+	                            "\"buyer@acme.example\"},\"notes\":\"deliver to gate 4\","
+	                            "\"items\":[");
 	for (int i = 0; i < 10; i++)
 		n += (size_t)snprintf(buf + n, sizeof(buf) - n,
-				      "%s{\"sku\":\"SKU-%05d\",\"name\":\"Part number %d\","
-				      "\"qty\":%d,\"price\":%d.25}",
-				      i ? "," : "", 1000 + i, i, i + 1, 10 * i + 3);
+		                      "%s{\"sku\":\"SKU-%05d\",\"name\":\"Part number %d\","
+		                      "\"qty\":%d,\"price\":%d.25}",
+		                      i ? "," : "", 1000 + i, i, i + 1, 10 * i + 3);
 	snprintf(buf + n, sizeof(buf) - n, "]}");
 	return buf;
 }
@@ -77,7 +77,7 @@ int main(void)
 		struct op_fail f;
 		if (op_engine_run(e, p, cJSON_Duplicate(msg, 1), NULL, &out, &f) != OP_OK) {
 			fprintf(stderr, "bench pipeline failed: %s %s at %s\n", f.code, f.msg,
-				f.step);
+			        f.step);
 			return 1;
 		}
 		cJSON_Delete(out);

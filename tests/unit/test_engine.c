@@ -34,8 +34,8 @@ static struct op_pipeline *load_ok(const char *text)
 	return p;
 }
 
-static cJSON *run_text(struct op_engine *e, const struct op_pipeline *p, const char *in,
-		       op_err *rc, struct op_fail *f)
+static cJSON *run_text(struct op_engine *e, const struct op_pipeline *p, const char *in, op_err *rc,
+                       struct op_fail *f)
 {
 	cJSON *out = NULL;
 	*rc = op_engine_run(e, p, op_test_json(in), NULL, &out, f);
@@ -44,9 +44,9 @@ static cJSON *run_text(struct op_engine *e, const struct op_pipeline *p, const c
 
 START_TEST(defaults_are_bound)
 {
-	struct op_pipeline *p = load_ok(
-		"{\"name\":\"a\",\"version\":\"1\",\"steps\":[{\"type\":\"log\",\"config\":{"
-		"\"message\":\"hi\"}}]}");
+	struct op_pipeline *p =
+	    load_ok("{\"name\":\"a\",\"version\":\"1\",\"steps\":[{\"type\":\"log\",\"config\":{"
+	            "\"message\":\"hi\"}}]}");
 	ck_assert_int_eq(p->settings.timeout_ms, 30000);
 	ck_assert_int_eq(p->settings.retry.attempts, 1);
 	ck_assert(p->settings.retry.jitter);
@@ -64,10 +64,10 @@ START_TEST(problems_have_paths)
 	struct op_diag d;
 	op_diag_init(&d);
 	struct op_pipeline *p =
-		load("{\"name\":\"a\",\"version\":\"1\",\"settings\":{\"retry\":{\"attempts\":0,"
-		     "\"multiplier\":0.5}},\"steps\":[{\"type\":\"choice\",\"config\":{\"when\":"
-		     "[{\"if\":\"{{ 1 }}\",\"steps\":[{\"type\":\"set\",\"name\":7}]}]}}]}",
-		     &d);
+	    load("{\"name\":\"a\",\"version\":\"1\",\"settings\":{\"retry\":{\"attempts\":0,"
+	         "\"multiplier\":0.5}},\"steps\":[{\"type\":\"choice\",\"config\":{\"when\":"
+	         "[{\"if\":\"{{ 1 }}\",\"steps\":[{\"type\":\"set\",\"name\":7}]}]}}]}",
+	         &d);
 	ck_assert_ptr_null(p);
 	ck_assert_uint_eq(op_diag_count(&d), 4);
 	ck_assert_str_eq(d.v[0].path, "steps[0].config.when[0].steps[0].name");
@@ -116,9 +116,9 @@ static void unswap_flaky(const struct op_step *st, void *ud)
 }
 
 static const char retry_doc[] =
-	"{\"name\":\"r\",\"version\":\"1\",\"steps\":[{\"type\":\"retry\",\"config\":{"
-	"\"attempts\":4,\"backoffMs\":0,\"steps\":[{\"type\":\"throw-error\",\"name\":\"flaky\","
-	"\"config\":{\"message\":\"x\"}}]}}]}";
+    "{\"name\":\"r\",\"version\":\"1\",\"steps\":[{\"type\":\"retry\",\"config\":{"
+    "\"attempts\":4,\"backoffMs\":0,\"steps\":[{\"type\":\"throw-error\",\"name\":\"flaky\","
+    "\"config\":{\"message\":\"x\"}}]}}]}";
 
 static void check_retry(int fail_times, op_err want_rc, int want_calls)
 {
@@ -164,11 +164,11 @@ START_TEST(parallel_failure_is_not_masked_by_cancellation)
 	 * reported failure must be the real one, never CANCELLED. */
 	struct op_engine *e = op_engine_new();
 	struct op_pipeline *p = load_ok(
-		"{\"name\":\"p\",\"version\":\"1\",\"steps\":[{\"type\":\"parallel\",\"config\":{"
-		"\"branches\":[{\"steps\":[{\"type\":\"do-while\",\"config\":{\"condition\":\"{{ "
-		"true }}\",\"maxIterations\":10000000,\"steps\":[{\"type\":\"set\",\"config\":{"
-		"\"template\":1}}]}}]},{\"steps\":[{\"type\":\"throw-error\",\"name\":\"boom\","
-		"\"config\":{\"code\":\"BOOM\",\"message\":\"x\"}}]}]}}]}");
+	    "{\"name\":\"p\",\"version\":\"1\",\"steps\":[{\"type\":\"parallel\",\"config\":{"
+	    "\"branches\":[{\"steps\":[{\"type\":\"do-while\",\"config\":{\"condition\":\"{{ "
+	    "true }}\",\"maxIterations\":10000000,\"steps\":[{\"type\":\"set\",\"config\":{"
+	    "\"template\":1}}]}}]},{\"steps\":[{\"type\":\"throw-error\",\"name\":\"boom\","
+	    "\"config\":{\"code\":\"BOOM\",\"message\":\"x\"}}]}]}}]}");
 	op_err rc;
 	struct op_fail f;
 	cJSON *out = run_text(e, p, "{}", &rc, &f);
@@ -207,10 +207,10 @@ START_TEST(runs_concurrently)
 {
 	struct op_engine *e = op_engine_new();
 	struct op_pipeline *p = load_ok(
-		"{\"name\":\"c\",\"version\":\"1\",\"steps\":[{\"type\":\"for-each\",\"config\":{"
-		"\"items\":\"{{ [message.n, message.n, message.n] }}\",\"parallel\":true,"
-		"\"steps\":[{\"type\":\"transform\",\"config\":{\"program\":\". \"}}]}},"
-		"{\"type\":\"transform\",\"config\":{\"program\":\"[.[0], .[1], (.|add)]\"}}]}");
+	    "{\"name\":\"c\",\"version\":\"1\",\"steps\":[{\"type\":\"for-each\",\"config\":{"
+	    "\"items\":\"{{ [message.n, message.n, message.n] }}\",\"parallel\":true,"
+	    "\"steps\":[{\"type\":\"transform\",\"config\":{\"program\":\". \"}}]}},"
+	    "{\"type\":\"transform\",\"config\":{\"program\":\"[.[0], .[1], (.|add)]\"}}]}");
 	pthread_t t[4];
 	struct thread_arg a[4];
 	for (int i = 0; i < 4; i++) {
@@ -230,8 +230,8 @@ START_TEST(output_path_needs_an_object)
 {
 	struct op_engine *e = op_engine_new();
 	struct op_pipeline *p = load_ok(
-		"{\"name\":\"o\",\"version\":\"1\",\"steps\":[{\"type\":\"set\",\"output\":\"a.b\","
-		"\"config\":{\"template\":\"{{ message.a }}\"}}]}");
+	    "{\"name\":\"o\",\"version\":\"1\",\"steps\":[{\"type\":\"set\",\"output\":\"a.b\","
+	    "\"config\":{\"template\":\"{{ message.a }}\"}}]}");
 	op_err rc;
 	struct op_fail f;
 	cJSON *out = run_text(e, p, "{\"a\":{\"x\":1}}", &rc, &f);
@@ -248,14 +248,14 @@ START_TEST(output_path_needs_an_object)
 END_TEST
 
 static const char oom_doc[] =
-	"{\"name\":\"oom\",\"version\":\"1\",\"settings\":{\"sensitiveFields\":[\"pw\"]},"
-	"\"steps\":[{\"type\":\"validate\",\"config\":{\"schema\":{\"type\":\"object\","
-	"\"required\":[\"a\"]}}},{\"type\":\"set\",\"output\":\"r\",\"config\":{\"template\":{"
-	"\"x\":\"{{ UPPER(message.s) }}\"}}},{\"type\":\"choice\",\"config\":{\"when\":[{\"if\":"
-	"\"{{ message.a > 1 }}\",\"steps\":[{\"type\":\"log\",\"config\":{\"level\":\"debug\","
-	"\"message\":\"{{ message }}\"}}]}]}},{\"type\":\"for-each\",\"config\":{\"items\":\"{{ "
-	"message.list }}\",\"steps\":[{\"type\":\"transform\",\"config\":{\"program\":\". + 1\"}}]}}],"
-	"\"onError\":[{\"type\":\"set\",\"config\":{\"template\":\"{{ message.code }}\"}}]}";
+    "{\"name\":\"oom\",\"version\":\"1\",\"settings\":{\"sensitiveFields\":[\"pw\"]},"
+    "\"steps\":[{\"type\":\"validate\",\"config\":{\"schema\":{\"type\":\"object\","
+    "\"required\":[\"a\"]}}},{\"type\":\"set\",\"output\":\"r\",\"config\":{\"template\":{"
+    "\"x\":\"{{ UPPER(message.s) }}\"}}},{\"type\":\"choice\",\"config\":{\"when\":[{\"if\":"
+    "\"{{ message.a > 1 }}\",\"steps\":[{\"type\":\"log\",\"config\":{\"level\":\"debug\","
+    "\"message\":\"{{ message }}\"}}]}]}},{\"type\":\"for-each\",\"config\":{\"items\":\"{{ "
+    "message.list }}\",\"steps\":[{\"type\":\"transform\",\"config\":{\"program\":\". + 1\"}}]}}],"
+    "\"onError\":[{\"type\":\"set\",\"config\":{\"template\":\"{{ message.code }}\"}}]}";
 
 START_TEST(out_of_memory_anywhere)
 {
@@ -273,8 +273,8 @@ START_TEST(out_of_memory_anywhere)
 		op_diag_fini(&d);
 		if (rc != OP_OK) {
 			ck_assert_msg(rc == OP_ENOMEM || rc == OP_ECONFIG || rc == OP_EPARSE,
-				      "load failed with %s at n=%llu", op_err_name(rc),
-				      (unsigned long long)n);
+			              "load failed with %s at n=%llu", op_err_name(rc),
+			              (unsigned long long)n);
 			continue;
 		}
 		struct op_engine *e = op_engine_new();
@@ -315,8 +315,8 @@ START_TEST(generated_schema_accepts_the_demo)
 	ck_assert_int_eq(op_schema_validate(s, doc, &valid, NULL, 0), OP_OK);
 	ck_assert(valid);
 	cJSON *bad = op_test_json(
-		"{\"name\":\"x\",\"version\":\"1\",\"steps\":[{\"type\":\"choice\",\"config\":{"
-		"\"when\":[{\"if\":\"x\"}]}}]}");
+	    "{\"name\":\"x\",\"version\":\"1\",\"steps\":[{\"type\":\"choice\",\"config\":{"
+	    "\"when\":[{\"if\":\"x\"}]}}]}");
 	ck_assert_int_eq(op_schema_validate(s, bad, &valid, NULL, 0), OP_OK);
 	ck_assert(!valid);
 	cJSON_Delete(bad);
