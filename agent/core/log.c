@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/json.h"
 
 #define RL_SLOTS  64
 #define RL_BURST  10
@@ -116,7 +117,7 @@ static void emit(enum op_log_level lvl, const char *module, const char *msg)
 		if (o && cJSON_AddStringToObject(o, "level", level_names[lvl]) &&
 		    cJSON_AddStringToObject(o, "module", module) &&
 		    cJSON_AddStringToObject(o, "msg", msg))
-			s = cJSON_PrintUnformatted(o);
+			s = op_json_print(o, OP_JSON_COMPACT);
 		cJSON_Delete(o);
 		if (s) {
 			fprintf(stderr, "%s\n", s);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/json.h"
 #include "agent/core/log.h"
 #include "agent/engine/engine_int.h"
 
@@ -137,7 +138,7 @@ static op_err log_run(struct op_exec *x, const struct op_step *st, cJSON *msg, c
 		cJSON *copy = x->p->settings.sensitive.n ? op_val_take(&v) : NULL;
 		if (copy)
 			mask(copy, &x->p->settings.sensitive);
-		char *text = cJSON_PrintUnformatted(copy ? copy : v.v);
+		char *text = op_json_print(copy ? copy : v.v, OP_JSON_COMPACT);
 		op_log_write(lvl, OP_LOG_MODULE, "%s/%s: %s", x->p->name, st->name,
 		             text ? text : "(out of memory)");
 		op_free(text);
@@ -208,7 +209,7 @@ static op_err throw_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 	(void)out;
 	op_err rc = op_exec_eval(x, c->text, "message", msg, &v);
 	if (rc == OP_OK) {
-		char *text = cJSON_IsString(v.v) ? NULL : cJSON_PrintUnformatted(v.v);
+		char *text = cJSON_IsString(v.v) ? NULL : op_json_print(v.v, OP_JSON_COMPACT);
 		rc = op_exec_fail(x, (op_err)c->cls, c->code, "%s",
 		                  text                  ? text
 		                  : cJSON_IsString(v.v) ? v.v->valuestring

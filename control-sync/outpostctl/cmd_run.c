@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/json.h"
 #include "agent/core/log.h"
 #include "agent/engine/engine.h"
 #include "control-sync/outpostctl/ctl.h"
@@ -350,14 +351,14 @@ int op_ctl_run(int argc, char **argv)
 	input = NULL;
 	if (err) {
 		cJSON *ej = op_fail_to_json(&f);
-		char *s = ej ? cJSON_Print(ej) : NULL;
+		char *s = ej ? op_json_print(ej, OP_JSON_PRETTY) : NULL;
 		fprintf(stderr, "%s\n", s ? s : f.msg);
 		op_free(s);
 		cJSON_Delete(ej);
 		rc = CTL_FAILED;
 		goto out;
 	}
-	char *s = a.compact ? cJSON_PrintUnformatted(out) : cJSON_Print(out);
+	char *s = op_json_print(out, a.compact ? OP_JSON_COMPACT : OP_JSON_PRETTY);
 	if (s == NULL) {
 		fprintf(stderr, "outpostctl: out of memory printing the result\n");
 		rc = CTL_FAILED;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/json.h"
 #include "agent/engine/pipeline.h"
 #include "control-sync/outpostctl/ctl.h"
 
@@ -74,7 +75,7 @@ int op_ctl_schema(int argc, char **argv)
 		return CTL_INVALID;
 	}
 	cJSON *s = op_pipeline_json_schema();
-	char *text = s ? cJSON_Print(s) : NULL;
+	char *text = s ? op_json_print(s, OP_JSON_PRETTY) : NULL;
 	cJSON_Delete(s);
 	if (text == NULL) {
 		fputs("outpostctl: out of memory\n", stderr);

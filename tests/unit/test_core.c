@@ -1,10 +1,12 @@
 /* Unit tests of the core library: error classes, capped buffers, diagnostics. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "agent/core/buf.h"
 #include "agent/core/diag.h"
 #include "agent/core/err.h"
+#include "agent/core/json.h"
 #include "tests/unit/test.h"
 
 START_TEST(err_names_and_classes)
@@ -83,6 +85,61 @@ START_TEST(diag_paths)
 }
 END_TEST
 
+/* Every number reads back as the same double; integers print without exponent. */
+START_TEST(json_numbers_round_trip)
+{
+	static const char *const cases[][2] = {
+	    {"9007199254740992", "9007199254740992"},
+	    {"1234567890123456", "1234567890123456"},
+	    {"0.1", "0.1"},
+	    {"-2.5", "-2.5"},
+	    {"1e300", "1e300"},
+	    {"1.5e-7", "1.5e-7"},
+	    {"123456789012345680000", "123456789012345680000"},
+	    {"0.30000000000000004", "0.30000000000000004"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cJSON *v = op_test_json(cases[i][0]);
+		char *s = op_json_print(v, OP_JSON_COMPACT);
+		ck_assert_ptr_nonnull(s);
+		ck_assert_double_eq(strtod(s, NULL), v->valuedouble);
+		if (i < 6)
+			ck_assert_str_eq(s, cases[i][1]);
+		op_free(s);
+		cJSON_Delete(v);
+	}
+	char tmp[64];
+	op_json_num_format(1.0 / 0.0, tmp, sizeof(tmp));
+	ck_assert_str_eq(tmp, "null");
+}
+END_TEST
+
+START_TEST(json_strings_and_layout)
+{
+	cJSON *v = op_test_json("{\"a\":[1,{\"b\":\"q\\\"\\\\\\n\\u0001\"}],\"e\":{},\"f\":[]}");
+	char *s = op_json_print(v, OP_JSON_COMPACT);
+	ck_assert_str_eq(s, "{\"a\":[1,{\"b\":\"q\\\"\\\\\\n\\u0001\"}],\"e\":{},\"f\":[]}");
+	op_free(s);
+	s = op_json_print(v, OP_JSON_PRETTY);
+	ck_assert_str_eq(
+	    s, "{\n  \"a\": [\n    1,\n    {\n      \"b\": \"q\\\"\\\\\\n\\u0001\"\n    }\n  ],\n"
+	       "  \"e\": {},\n  \"f\": []\n}");
+	op_free(s);
+	cJSON_Delete(v);
+
+	/* Too deep to print is an error, not a stack overflow. */
+	cJSON *deep = cJSON_CreateArray();
+	cJSON *cur = deep;
+	for (int i = 0; i < OP_JSON_MAX_DEPTH + 5; i++) {
+		cJSON *n = cJSON_CreateArray();
+		cJSON_AddItemToArray(cur, n);
+		cur = n;
+	}
+	ck_assert_ptr_null(op_json_print(deep, OP_JSON_COMPACT));
+	cJSON_Delete(deep);
+}
+END_TEST
+
 static Suite *core_suite(void)
 {
 	Suite *s = suite_create("core");
@@ -91,6 +148,8 @@ static Suite *core_suite(void)
 	tcase_add_test(tc, buf_caps_without_truncating);
 	tcase_add_test(tc, buf_out_of_memory_leaves_buffer);
 	tcase_add_test(tc, diag_paths);
+	tcase_add_test(tc, json_numbers_round_trip);
+	tcase_add_test(tc, json_strings_and_layout);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,0 +1,177 @@
+/*
+ * JSON printer: cJSON's tree, our number and string formatting.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/core/alloc.h"
+#include "agent/core/json.h"
+
+/* Integers below this print digit by digit, without exponent. */
+#define PLAIN_INT_LIMIT 1e17
+
+size_t op_json_num_format(double d, char *out, size_t outlen)
+{
+	int n;
+	if (!isfinite(d)) {
+		n = snprintf(out, outlen, "null");
+	} else if (d == 0) {
+		n = snprintf(out, outlen, "%s", signbit(d) ? "-0" : "0");
+	} else if (d == floor(d) && fabs(d) < PLAIN_INT_LIMIT) {
+		n = snprintf(out, outlen, "%.0f", d);
+	} else {
+		n = 0;
+		for (int prec = 1; prec <= 17; prec++) {
+			n = snprintf(out, outlen, "%.*g", prec, d);
+			if (strtod(out, NULL) == d)
+				break;
+		}
+		/* "1.5e-07" -> "1.5e-7", "1e+21" -> "1e21", as JavaScript writes them. */
+		char *e = strchr(out, 'e');
+		if (e) {
+			char *z = e + 1;
+			char *q = z;
+			if (*q == '+')
+				q++;
+			else if (*q == '-')
+				q++, z++;
+			while (*q == '0' && q[1])
+				q++;
+			if (q != z) {
+				memmove(z, q, strlen(q) + 1);
+				n = (int)strlen(out);
+			}
+		}
+	}
+	return n < 0 ? 0 : (size_t)n;
+}
+
+op_err op_json_append_string(struct op_buf *b, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	op_err e = op_buf_addc(b, '"');
+	size_t run = 0;
+	for (size_t i = 0; e == OP_OK && i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch >= 0x20 && ch != '"' && ch != '\\')
+			continue;
+		e = op_buf_add(b, s + run, i - run);
+		run = i + 1;
+		if (e != OP_OK)
+			break;
+		char esc[6] = {'\\', 0, 0, 0, 0, 0};
+		size_t n = 2;
+		switch (ch) {
+		case '"':
+		case '\\':
+			esc[1] = (char)ch;
+			break;
+		case '\b':
+			esc[1] = 'b';
+			break;
+		case '\f':
+			esc[1] = 'f';
+			break;
+		case '\n':
+			esc[1] = 'n';
+			break;
+		case '\r':
+			esc[1] = 'r';
+			break;
+		case '\t':
+			esc[1] = 't';
+			break;
+		default:
+			esc[1] = 'u';
+			esc[2] = '0';
+			esc[3] = '0';
+			esc[4] = hex[ch >> 4];
+			esc[5] = hex[ch & 15];
+			n = 6;
+			break;
+		}
+		e = op_buf_add(b, esc, n);
+	}
+	if (e == OP_OK)
+		e = op_buf_add(b, s + run, len - run);
+	if (e == OP_OK)
+		e = op_buf_addc(b, '"');
+	return e;
+}
+
+static op_err newline(struct op_buf *b, int flags, int depth)
+{
+	if (!(flags & OP_JSON_PRETTY))
+		return OP_OK;
+	op_err e = op_buf_addc(b, '\n');
+	for (int i = 0; e == OP_OK && i < depth; i++)
+		e = op_buf_add(b, "  ", 2);
+	return e;
+}
+
+static op_err append(struct op_buf *b, const cJSON *v, int flags, int depth)
+{
+	if (depth > OP_JSON_MAX_DEPTH)
+		return OP_ELIMIT;
+	if (v == NULL || cJSON_IsNull(v) || cJSON_IsInvalid(v))
+		return op_buf_add(b, "null", 4);
+	if (cJSON_IsTrue(v))
+		return op_buf_add(b, "true", 4);
+	if (cJSON_IsFalse(v))
+		return op_buf_add(b, "false", 5);
+	if (cJSON_IsNumber(v)) {
+		char tmp[64];
+		size_t n = op_json_num_format(v->valuedouble, tmp, sizeof(tmp));
+		return op_buf_add(b, tmp, n);
+	}
+	if (cJSON_IsString(v)) {
+		const char *s = v->valuestring ? v->valuestring : "";
+		return op_json_append_string(b, s, strlen(s));
+	}
+	if (cJSON_IsRaw(v))
+		return op_buf_adds(b, v->valuestring ? v->valuestring : "null");
+
+	bool obj = cJSON_IsObject(v);
+	op_err e = op_buf_addc(b, obj ? '{' : '[');
+	const cJSON *c = v->child;
+	for (; e == OP_OK && c; c = c->next) {
+		e = newline(b, flags, depth + 1);
+		if (e == OP_OK && obj) {
+			const char *k = c->string ? c->string : "";
+			e = op_json_append_string(b, k, strlen(k));
+			if (e == OP_OK)
+				e = (flags & OP_JSON_PRETTY) ? op_buf_add(b, ": ", 2)
+				                             : op_buf_addc(b, ':');
+		}
+		if (e == OP_OK)
+			e = append(b, c, flags, depth + 1);
+		if (e == OP_OK && c->next)
+			e = op_buf_addc(b, ',');
+	}
+	if (e == OP_OK && v->child)
+		e = newline(b, flags, depth);
+	if (e == OP_OK)
+		e = op_buf_addc(b, obj ? '}' : ']');
+	return e;
+}
+
+op_err op_json_append(struct op_buf *b, const cJSON *v, int flags)
+{
+	return append(b, v, flags, 0);
+}
+
+char *op_json_print(const cJSON *v, int flags)
+{
+	struct op_buf b;
+	op_buf_init(&b, SIZE_MAX / 2);
+	if (op_json_append(&b, v, flags) != OP_OK) {
+		op_buf_fini(&b);
+		return NULL;
+	}
+	char *s = op_buf_take(&b);
+	if (s == NULL)
+		s = op_strdup("");
+	return s;
+}

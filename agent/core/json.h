@@ -1,0 +1,46 @@
+/*
+ * Printing JSON without losing numbers.
+ *
+ * cJSON 1.7.15 prints a number with "%1.15g" whenever that reads back within
+ * DBL_EPSILON of the value, so 9007199254740993-sized order numbers and ids
+ * come out as 9.00719925474099e+15: a silent change of data. Everything the
+ * agent writes (results, stored events, responses) goes through this printer
+ * instead, which writes the shortest text that reads back as exactly the same
+ * double, and integers without exponent or fraction.
+ */
+#ifndef OP_CORE_JSON_H
+#define OP_CORE_JSON_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "agent/core/buf.h"
+#include "agent/core/err.h"
+
+/* Deepest value the printer walks; deeper input is OP_ELIMIT. */
+#define OP_JSON_MAX_DEPTH 1000
+
+enum op_json_flags {
+	OP_JSON_COMPACT = 0,
+	OP_JSON_PRETTY = 1, /* two-space indents, one member per line */
+};
+
+/*
+ * Writes the shortest decimal text of d that strtod() reads back as d
+ * ("0.1", "1e+21" -> "1e21", 12 -> "12") into out (at least 32 bytes).
+ * NaN and infinities, which JSON cannot hold, are written as "null".
+ * Returns the length.
+ */
+size_t op_json_num_format(double d, char *out, size_t outlen);
+
+/* Appends the JSON text of v (NULL prints null). OP_ELIMIT past b's cap or too deep. */
+op_err op_json_append(struct op_buf *b, const cJSON *v, int flags) OP_WUR;
+
+/* Appends s[0..len) as a JSON string literal with quotes. */
+op_err op_json_append_string(struct op_buf *b, const char *s, size_t len) OP_WUR;
+
+/* The JSON text of v, op_malloc'd and NUL-terminated; NULL when out of memory or too deep. */
+char *op_json_print(const cJSON *v, int flags);
+
+#endif
