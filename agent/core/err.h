@@ -33,6 +33,7 @@
 	X(LIMIT, "limit", false, "a limit was exceeded")                 \
 	X(UNSUPPORTED, "unsupported", false, "not supported")            \
 	X(USER, "user", false, "error raised by the pipeline")           \
+	X(CANCELED, "cancelled", false, "cancelled")                     \
 	X(INTERNAL, "internal", false, "internal error")
 
 typedef enum op_err {

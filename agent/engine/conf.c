@@ -174,6 +174,12 @@ static op_err bind_value(struct op_load *ld, const struct op_conf_field *f, cons
 	case OP_CONF_NUMBER:
 		if (!cJSON_IsNumber(v))
 			break;
+		if ((f->min || f->max) &&
+		    (v->valuedouble < (double)f->min || v->valuedouble > (double)f->max)) {
+			op_diag_add(ld->d, NULL, "%g is out of range; expected %lld to %lld",
+			            v->valuedouble, f->min, f->max);
+			return OP_ECONFIG;
+		}
 		*(double *)out = v->valuedouble;
 		return OP_OK;
 	case OP_CONF_BOOL:

@@ -43,7 +43,7 @@ struct op_conf_field {
 	bool required;
 	bool secret;     /* never printed or logged */
 	const char *def; /* default as JSON text, NULL for none (zero/NULL) */
-	long long min;   /* INT bounds; both 0 = unbounded */
+	long long min;   /* INT and NUMBER bounds; both 0 = unbounded */
 	long long max;
 	const char *const *choices;      /* ENUM: NULL-terminated */
 	const struct op_conf_table *sub; /* LIST and OBJECT */

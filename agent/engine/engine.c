@@ -124,8 +124,8 @@ op_err op_engine_run(struct op_engine *e, const struct op_pipeline *p, cJSON *in
 		snprintf(f->msg, sizeof(f->msg), "out of memory");
 		return OP_ENOMEM;
 	}
-	struct op_run run = {.eng = e, .globals = e->globals};
-	run.deadline_ns = op_engine__now_ns() + p->settings.timeout_ms * 1000000LL;
+	struct op_run run = {.eng = e, .globals = e->globals, .timeout_ms = p->settings.timeout_ms};
+	run.deadline_ns = op_engine__now_ns() + run.timeout_ms * 1000000LL;
 	struct op_exec x = {.run = &run, .p = p, .metadata = meta, .lim = &p->settings.limits};
 	op_err rc = op_engine__run_pipeline(&x, p, meta, input, out);
 	if (rc)

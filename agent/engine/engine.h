@@ -18,6 +18,9 @@ struct op_engine;
 /* What went wrong in a failed execution: the error object users see. */
 struct op_fail {
 	op_err cls;
+	/* A bound of the whole execution was hit (timeout, step or iteration
+	 * limit, cancellation): block and call onError handlers do not catch it. */
+	bool run_level;
 	char code[64];
 	char step[256];
 	char msg[1024];

@@ -23,9 +23,19 @@ struct op_load {
 	size_t cur_mark;     /* diag path length of cur's config */
 };
 
+/* The keys of a step object (type, name, description, output, config). */
+extern const struct op_conf_table op_engine__step_table;
+
 /* Loads a JSON array of steps into out (zeroed). Problems into ld. */
 op_err op_engine__load_steps(struct op_load *ld, const cJSON *arr, struct op_steps *out) OP_WUR;
 void op_engine__free_steps(struct op_steps *s);
+
+/* What the top pipeline's onError may still use after the run hit a bound. */
+#define OP_ONERROR_GRACE_MS    5000
+#define OP_ONERROR_GRACE_STEPS 1000
+
+/* Most threads one execution may start for parallel work, all groups together. */
+#define OP_RUN_MAX_THREADS 64
 
 /* State of one execution shared by every thread working on it. */
 struct op_run {
@@ -33,7 +43,10 @@ struct op_run {
 	const cJSON *globals;
 	atomic_llong steps;
 	atomic_llong iterations;
-	long long deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
+	atomic_int threads;    /* threads started for parallel work, now running */
+	long long deadline_ns; /* CLOCK_MONOTONIC; 0 = none; moved only by grant_grace */
+	long long timeout_ms;  /* the top pipeline's settings.timeoutMs */
+	bool grace_used;       /* onError's grace was granted (top thread only) */
 };
 
 /* Set when a sibling in a parallel group failed; groups nest. */
@@ -65,10 +78,14 @@ op_err op_engine__run_pipeline(struct op_exec *x, const struct op_pipeline *p,
 cJSON *op_engine__metadata(const struct op_pipeline *p, const struct op_run_opts *o);
 
 long long op_engine__now_ns(void);
+/* Marks x's failure as a bound of the whole run (see op_fail.run_level); returns rc. */
+op_err op_exec__fail_run(op_err rc, struct op_exec *x);
+/* True when x's failure is a bound of the whole run. */
+bool op_exec__run_level(const struct op_exec *x);
 /* True when this thread of control should stop (a parallel sibling failed). */
 bool op_exec__cancelled(const struct op_exec *x);
 /* Waits ms milliseconds or until the deadline or a cancellation; returns
- * OP_ETIMEOUT past the deadline, OP_EBUSY when cancelled. */
+ * OP_ETIMEOUT past the deadline, OP_ECANCELED when cancelled. */
 op_err op_exec__wait(struct op_exec *x, long long ms);
 /* The target of a call step (for linking). */
 const char *op_engine__call_target(const struct op_step *st);

@@ -29,6 +29,7 @@ op_err op_exec_fail(struct op_exec *x, op_err cls, const char *code, const char 
 {
 	struct op_fail *f = &x->fail;
 	f->cls = cls;
+	f->run_level = false;
 	snprintf(f->code, sizeof(f->code), "%s", code ? code : "ERROR");
 	snprintf(f->step, sizeof(f->step), "%s", x->step ? x->step->name : "");
 	va_list ap;
@@ -102,6 +103,17 @@ op_err op_exec_render(struct op_exec *x, const struct op_tmpl *t, const char *ke
 	return OP_OK;
 }
 
+op_err op_exec__fail_run(op_err rc, struct op_exec *x)
+{
+	x->fail.run_level = true;
+	return rc;
+}
+
+bool op_exec__run_level(const struct op_exec *x)
+{
+	return x->fail.run_level;
+}
+
 bool op_exec__cancelled(const struct op_exec *x)
 {
 	for (const struct op_cancel *c = x->cancel; c; c = c->parent) {
@@ -124,7 +136,7 @@ op_err op_exec__wait(struct op_exec *x, long long ms)
 	/* Wait in short slices so a cancelled or timed-out execution stops soon. */
 	while (ms > 0) {
 		if (op_exec__cancelled(x))
-			return OP_EBUSY;
+			return OP_ECANCELED;
 		long long left = op_exec_remaining_ms(x);
 		if (left <= 0)
 			return OP_ETIMEOUT;
@@ -143,10 +155,11 @@ op_err op_exec_iteration(struct op_exec *x)
 {
 	long long n = atomic_fetch_add_explicit(&x->run->iterations, 1, memory_order_relaxed) + 1;
 	if (n > x->lim->max_iterations)
-		return op_exec_fail(x, OP_ELIMIT, "ITERATION_LIMIT",
-		                    "more than %lld loop iterations in one execution "
-		                    "(settings.limits.maxIterations)",
-		                    x->lim->max_iterations);
+		return op_exec__fail_run(op_exec_fail(x, OP_ELIMIT, "ITERATION_LIMIT",
+		                                      "more than %lld loop iterations in one "
+		                                      "execution (settings.limits.maxIterations)",
+		                                      x->lim->max_iterations),
+		                         x);
 	return OP_OK;
 }
 
@@ -263,23 +276,28 @@ op_err op_exec_steps(struct op_exec *x, const struct op_steps *s, cJSON *msg, cJ
 		const struct op_step *st = &s->v[i];
 		x->step = st;
 		if (op_exec__cancelled(x)) {
-			rc = op_exec_fail(x, OP_EBUSY, "CANCELLED",
-			                  "cancelled because a parallel branch failed");
+			rc = op_exec__fail_run(op_exec_fail(x, OP_ECANCELED, "CANCELLED",
+			                                    "cancelled because a parallel branch "
+			                                    "failed"),
+			                       x);
 			break;
 		}
 		if (x->run->deadline_ns && op_engine__now_ns() > x->run->deadline_ns) {
-			rc = op_exec_fail(x, OP_ETIMEOUT, "EXECUTION_TIMEOUT",
-			                  "execution exceeded its timeout of %lld ms "
-			                  "(settings.timeoutMs)",
-			                  x->p->settings.timeout_ms);
+			rc =
+			    op_exec__fail_run(op_exec_fail(x, OP_ETIMEOUT, "EXECUTION_TIMEOUT",
+			                                   "execution exceeded its timeout of %lld "
+			                                   "ms (settings.timeoutMs)",
+			                                   x->run->timeout_ms),
+			                      x);
 			break;
 		}
 		long long n = atomic_fetch_add_explicit(&x->run->steps, 1, memory_order_relaxed);
 		if (n >= x->lim->max_steps) {
-			rc = op_exec_fail(x, OP_ELIMIT, "STEP_LIMIT",
-			                  "more than %lld steps in one execution "
-			                  "(settings.limits.maxSteps)",
-			                  x->lim->max_steps);
+			rc = op_exec__fail_run(op_exec_fail(x, OP_ELIMIT, "STEP_LIMIT",
+			                                    "more than %lld steps in one execution "
+			                                    "(settings.limits.maxSteps)",
+			                                    x->lim->max_steps),
+			                       x);
 			break;
 		}
 		cJSON *next = NULL;
@@ -318,6 +336,31 @@ op_err op_exec_steps(struct op_exec *x, const struct op_steps *s, cJSON *msg, cJ
 	return OP_OK;
 }
 
+/*
+ * Lets the top pipeline's onError run after the execution hit a bound of
+ * its own: a fresh deadline of up to OP_ONERROR_GRACE_MS and room for
+ * OP_ONERROR_GRACE_STEPS more steps and iterations. Once per execution, and
+ * never after a cancellation (someone else decided the execution is over).
+ */
+static bool grant_grace(struct op_exec *x)
+{
+	struct op_run *r = x->run;
+	if (r->grace_used || x->fail.cls == OP_ECANCELED || op_exec__cancelled(x))
+		return false;
+	r->grace_used = true;
+	long long ms = r->timeout_ms < OP_ONERROR_GRACE_MS ? r->timeout_ms : OP_ONERROR_GRACE_MS;
+	long long deadline = op_engine__now_ns() + ms * 1000000LL;
+	if (r->deadline_ns && r->deadline_ns < deadline)
+		r->deadline_ns = deadline;
+	long long steps = x->lim->max_steps - OP_ONERROR_GRACE_STEPS;
+	long long iters = x->lim->max_iterations - OP_ONERROR_GRACE_STEPS;
+	if (atomic_load(&r->steps) > steps)
+		atomic_store(&r->steps, steps < 0 ? 0 : steps);
+	if (atomic_load(&r->iterations) > iters)
+		atomic_store(&r->iterations, iters < 0 ? 0 : iters);
+	return true;
+}
+
 op_err op_engine__run_pipeline(struct op_exec *x, const struct op_pipeline *p,
                                const cJSON *metadata, cJSON *msg, cJSON **out)
 {
@@ -325,8 +368,11 @@ op_err op_engine__run_pipeline(struct op_exec *x, const struct op_pipeline *p,
 	const cJSON *saved_meta = x->metadata;
 	x->p = p;
 	x->metadata = metadata;
+	bool top = x->depth == 0;
 	op_err rc = op_exec_steps(x, &p->steps, msg, out);
-	if (rc && rc != OP_EBUSY && p->on_error.n > 0) {
+	/* A bound of the whole run ends it, except that the top pipeline's
+	 * onError still gets one small budget to report it. */
+	if (rc && p->on_error.n > 0 && (!x->fail.run_level || (top && grant_grace(x)))) {
 		OP_LOGI("%s: step %s failed (%s: %s); running onError", p->name, x->fail.step,
 		        x->fail.code, x->fail.msg);
 		cJSON *err = op_exec_error_json(x);

@@ -60,6 +60,8 @@ static const struct op_conf_field retry_fields[] = {
      .type = OP_CONF_NUMBER,
      .off = offsetof(struct op_retry_policy, multiplier),
      .def = "2",
+     .min = 1,
+     .max = 100,
      .help = "each wait is the previous one times this"},
     {.name = "jitter",
      .type = OP_CONF_BOOL,
@@ -206,7 +208,8 @@ static const struct op_conf_field step_fields[] = {
      .off = offsetof(struct step_doc, config),
      .help = "the step type's settings"},
 };
-static const struct op_conf_table step_table = OP_CONF_TABLE("step", struct step_doc, step_fields);
+const struct op_conf_table op_engine__step_table =
+    OP_CONF_TABLE("step", struct step_doc, step_fields);
 
 void op_load_problem(struct op_load *ld, const char *suffix, const char *fmt, ...)
 {
@@ -276,7 +279,7 @@ static op_err parse_output(struct op_load *ld, const char *path, struct op_step 
 static op_err load_step(struct op_load *ld, const cJSON *j, struct op_step *st)
 {
 	struct step_doc doc = {0};
-	op_err rc = op_conf_bind(ld, &step_table, j, &doc);
+	op_err rc = op_conf_bind(ld, &op_engine__step_table, j, &doc);
 	if (rc == OP_ENOMEM)
 		goto out;
 	if ((st->path = op_strdup(op_diag_path(ld->d))) == NULL) {
@@ -324,7 +327,7 @@ static op_err load_step(struct op_load *ld, const cJSON *j, struct op_step *st)
 		rc = OP_ECONFIG;
 	}
 out:
-	op_conf_release(&step_table, &doc);
+	op_conf_release(&op_engine__step_table, &doc);
 	return rc;
 }
 
@@ -392,8 +395,6 @@ op_err op_pipeline_load_json(const cJSON *doc, const char *origin, struct op_dia
 		op_diag_add(d, "version", "expected 1 to 64 characters");
 	if (p->steps.v && p->steps.n == 0)
 		op_diag_add(d, "steps", "a pipeline needs at least one step");
-	if (p->settings.retry.multiplier < 1.0 || p->settings.retry.multiplier > 100.0)
-		op_diag_add_at(d, "settings.retry.multiplier", "expected a number from 1 to 100");
 	if (d->nomem) {
 		rc = OP_ENOMEM;
 		goto fail;

@@ -20,16 +20,13 @@ static cJSON *field_schema(const struct op_conf_field *f)
 		cJSON_AddStringToObject(s, "type", "string");
 		break;
 	case OP_CONF_INT:
+	case OP_CONF_NUMBER:
 		s = cJSON_CreateObject();
-		cJSON_AddStringToObject(s, "type", "integer");
+		cJSON_AddStringToObject(s, "type", f->type == OP_CONF_INT ? "integer" : "number");
 		if (f->min || f->max) {
 			cJSON_AddNumberToObject(s, "minimum", (double)f->min);
 			cJSON_AddNumberToObject(s, "maximum", (double)f->max);
 		}
-		break;
-	case OP_CONF_NUMBER:
-		s = cJSON_CreateObject();
-		cJSON_AddStringToObject(s, "type", "number");
 		break;
 	case OP_CONF_BOOL:
 		s = cJSON_CreateObject();
@@ -132,22 +129,16 @@ cJSON *op_pipeline_json_schema(void)
 	cJSON *items = cJSON_AddObjectToObject(steps, "items");
 	cJSON_AddStringToObject(items, "$ref", "#/$defs/step");
 
-	cJSON *step = cJSON_AddObjectToObject(defs, "step");
-	cJSON_AddStringToObject(step, "type", "object");
-	cJSON *req = cJSON_AddArrayToObject(step, "required");
-	cJSON_AddItemToArray(req, cJSON_CreateString("type"));
-	cJSON *props = cJSON_AddObjectToObject(step, "properties");
-	cJSON *type = cJSON_AddObjectToObject(props, "type");
+	/* The step object from its table, with the type narrowed to the registry's. */
+	cJSON *step = table_schema(&op_engine__step_table);
+	cJSON_AddItemToObject(defs, "step", step);
+	cJSON *props = cJSON_GetObjectItemCaseSensitive(step, "properties");
+	cJSON *type = cJSON_CreateObject();
+	cJSON_ReplaceItemInObjectCaseSensitive(props, "type", type);
 	cJSON *types = cJSON_AddArrayToObject(type, "enum");
-	cJSON_AddStringToObject(type, "description", "the step type");
-	cJSON *name = cJSON_AddObjectToObject(props, "name");
-	cJSON_AddStringToObject(name, "type", "string");
-	cJSON_AddStringToObject(name, "description", "a name for logs and errors");
-	cJSON *desc = cJSON_AddObjectToObject(props, "description");
-	cJSON_AddStringToObject(desc, "type", "string");
-	cJSON *cfg = cJSON_AddObjectToObject(props, "config");
+	cJSON_AddStringToObject(type, "description", "the step type (outpostctl steps lists them)");
+	cJSON *cfg = cJSON_GetObjectItemCaseSensitive(props, "config");
 	cJSON_AddStringToObject(cfg, "type", "object");
-	cJSON_AddFalseToObject(step, "additionalProperties");
 	cJSON *all = cJSON_AddArrayToObject(step, "allOf");
 
 	const struct op_step_type *t;

@@ -99,22 +99,34 @@ static bool is_sensitive(const struct op_conf_strings *s, const char *key)
 	return false;
 }
 
-/* Masks sensitive keys of v in place (v is a private copy). */
-static void mask(cJSON *v, const struct op_conf_strings *s)
+/*
+ * Masks sensitive keys of v in place (v is a private copy): each such
+ * member's value becomes "***", whatever its type. Returns false when out of
+ * memory, and then v must not be logged.
+ */
+static bool mask(cJSON *v, const struct op_conf_strings *s)
 {
 	for (cJSON *c = v->child; c; c = c->next) {
 		if (cJSON_IsObject(v) && is_sensitive(s, c->string)) {
 			cJSON *star = cJSON_CreateString("***");
-			if (star == NULL || !cJSON_ReplaceItemViaPointer(v, c, star)) {
+			if (star == NULL)
+				return false;
+			/* The replacement takes the member's place and its key. */
+			star->string = c->string;
+			star->type |= c->type & cJSON_StringIsConst;
+			c->string = NULL;
+			c->type &= ~cJSON_StringIsConst;
+			if (!cJSON_ReplaceItemViaPointer(v, c, star)) {
 				cJSON_Delete(star);
-				cJSON_SetValuestring(c, "***");
-				continue;
+				return false;
 			}
 			c = star;
 			continue;
 		}
-		mask(c, s);
+		if (!mask(c, s))
+			return false;
 	}
+	return true;
 }
 
 static op_err log_run(struct op_exec *x, const struct op_step *st, cJSON *msg, cJSON **out)
@@ -135,10 +147,13 @@ static op_err log_run(struct op_exec *x, const struct op_step *st, cJSON *msg, c
 		op_log_write(lvl, OP_LOG_MODULE, "%s/%s: %s", x->p->name, st->name,
 		             v.v->valuestring);
 	} else {
-		cJSON *copy = x->p->settings.sensitive.n ? op_val_take(&v) : NULL;
-		if (copy)
-			mask(copy, &x->p->settings.sensitive);
-		char *text = op_json_print(copy ? copy : v.v, OP_JSON_COMPACT);
+		bool masking = x->p->settings.sensitive.n > 0;
+		cJSON *copy = masking ? op_val_take(&v) : NULL;
+		char *text = NULL;
+		if (!masking)
+			text = op_json_print(v.v, OP_JSON_COMPACT);
+		else if (copy && mask(copy, &x->p->settings.sensitive))
+			text = op_json_print(copy, OP_JSON_COMPACT);
 		op_log_write(lvl, OP_LOG_MODULE, "%s/%s: %s", x->p->name, st->name,
 		             text ? text : "(out of memory)");
 		op_free(text);
@@ -158,16 +173,17 @@ const struct op_step_type op_step_log = {
 
 /* --- throw-error ----------------------------------------------------------- */
 
+/* The classes a pipeline may raise: every class but "ok" and "cancelled". */
 static const char *const error_classes[] = {
-#define OP_ERR_CHOICE_(n, s, r, d) s,
-    OP_ERR_MAP(OP_ERR_CHOICE_)
-#undef OP_ERR_CHOICE_
-        NULL};
+    "retry",   "timeout",     "noconn", "busy",     "full",  "nomem",    "io",
+    "invalid", "config",      "auth",   "rejected", "parse", "notfound", "corrupt",
+    "limit",   "unsupported", "user",   "internal", NULL};
 
 struct throw_cfg {
 	char *code;
 	struct op_expr *text;
-	int cls;
+	int cls;    /* index into error_classes */
+	op_err err; /* that class, resolved by prepare */
 };
 
 static const struct op_conf_field throw_fields[] = {
@@ -194,11 +210,13 @@ static const struct op_conf_table throw_table =
 
 static op_err throw_prepare(struct op_load *ld, struct op_step *st)
 {
-	const struct throw_cfg *c = st->cfg;
-	if (c->cls == OP_OK) {
-		op_load_problem(ld, "class", "\"ok\" is not an error class");
-		return OP_ECONFIG;
+	struct throw_cfg *c = st->cfg;
+	op_err cls;
+	if (!op_err_from_name(error_classes[c->cls], &cls)) {
+		op_load_problem(ld, "class", "unknown class \"%s\"", error_classes[c->cls]);
+		return OP_EINTERNAL;
 	}
+	c->err = cls;
 	return OP_OK;
 }
 
@@ -210,7 +228,7 @@ static op_err throw_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 	op_err rc = op_exec_eval(x, c->text, "message", msg, &v);
 	if (rc == OP_OK) {
 		char *text = cJSON_IsString(v.v) ? NULL : op_json_print(v.v, OP_JSON_COMPACT);
-		rc = op_exec_fail(x, (op_err)c->cls, c->code, "%s",
+		rc = op_exec_fail(x, c->err, c->code, "%s",
 		                  text                  ? text
 		                  : cJSON_IsString(v.v) ? v.v->valuestring
 		                                        : "(out of memory)");

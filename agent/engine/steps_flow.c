@@ -103,7 +103,7 @@ static void par_record_failure(struct par_job *j, op_err rc, const struct op_fai
 {
 	pthread_mutex_lock(&j->lock);
 	/* The first real failure wins; cancellations of siblings are echoes. */
-	if (j->rc == OP_OK || (j->rc == OP_EBUSY && rc != OP_EBUSY)) {
+	if (j->rc == OP_OK || (j->rc == OP_ECANCELED && rc != OP_ECANCELED)) {
 		j->rc = rc;
 		j->fail = *f;
 	}
@@ -130,7 +130,7 @@ static void *par_worker(void *arg)
 		}
 		if (rc == OP_OK)
 			rc = op_exec_steps(&x, j->steps[i], in, &j->results[i]);
-		if (rc && j->collect && rc != OP_EBUSY && rc != OP_ELIMIT) {
+		if (rc && j->collect && !op_exec__run_level(&x)) {
 			cJSON *e = op_exec_error_json(&x);
 			cJSON *w = cJSON_CreateObject();
 			if (e && w && cJSON_AddItemToObject(w, "error", e)) {
@@ -149,6 +149,26 @@ static void *par_worker(void *arg)
 	return NULL;
 }
 
+/*
+ * Takes up to want (at most n) threads from the run's budget of
+ * OP_RUN_MAX_THREADS, so nested parallel groups cannot multiply into
+ * thousands of threads; the caller gives them back after joining.
+ */
+static size_t reserve_threads(struct op_run *r, size_t want, size_t n)
+{
+	if (want > n)
+		want = n;
+	int cur = atomic_load(&r->threads);
+	for (;;) {
+		int room = OP_RUN_MAX_THREADS - cur;
+		int take = room <= 0 ? 0 : (want < (size_t)room ? (int)want : room);
+		if (take == 0)
+			return 0;
+		if (atomic_compare_exchange_weak(&r->threads, &cur, cur + take))
+			return (size_t)take;
+	}
+}
+
 /* Runs n tasks with at most bound at once; results into an array in task order. */
 static op_err par_run(struct op_exec *x, size_t n, long long bound, const cJSON **inputs,
                       const struct op_steps **steps, bool collect, cJSON **out)
@@ -164,11 +184,10 @@ static op_err par_run(struct op_exec *x, size_t n, long long bound, const cJSON 
 	    .collect = collect,
 	    .cancel = {.parent = x->cancel},
 	};
-	pthread_mutex_init(&j.lock, NULL);
+	if (pthread_mutex_init(&j.lock, NULL) != 0)
+		return op_exec_fail(x, OP_ENOMEM, "NOMEM", "out of resources for a lock");
 	j.results = op_calloc(n ? n : 1, sizeof(cJSON *));
-	size_t extra = (size_t)(bound < 1 ? 1 : bound) - 1;
-	if (extra > n)
-		extra = n;
+	size_t extra = reserve_threads(x->run, (size_t)(bound < 1 ? 1 : bound) - 1, n);
 	tids = op_calloc(extra ? extra : 1, sizeof(pthread_t));
 	if (j.results == NULL || tids == NULL) {
 		rc = op_exec_fail(x, OP_ENOMEM, "NOMEM", "out of memory");
@@ -186,6 +205,17 @@ static op_err par_run(struct op_exec *x, size_t n, long long bound, const cJSON 
 		x->fail = j.fail;
 		rc = j.rc;
 		goto out;
+	}
+	/* Workers stop without a failure of their own when an enclosing group
+	 * was cancelled; the tasks they skipped have no result. */
+	for (size_t i = 0; i < n; i++) {
+		if (j.results[i] == NULL) {
+			rc = op_exec__fail_run(op_exec_fail(x, OP_ECANCELED, "CANCELLED",
+			                                    "cancelled because a parallel branch "
+			                                    "failed"),
+			                       x);
+			goto out;
+		}
 	}
 	cJSON *arr = cJSON_CreateArray();
 	for (size_t i = 0; arr && i < n; i++) {
@@ -206,6 +236,7 @@ out:
 		cJSON_Delete(j.results[i]);
 	op_free(j.results);
 	op_free(tids);
+	atomic_fetch_sub(&x->run->threads, (int)extra);
 	pthread_mutex_destroy(&j.lock);
 	return rc;
 }
@@ -504,6 +535,8 @@ static const struct op_conf_field retry_fields[] = {
      .type = OP_CONF_NUMBER,
      .off = offsetof(struct retry_cfg, multiplier),
      .def = "2",
+     .min = 1,
+     .max = 100,
      .help = "each wait is the previous one times this (1 to 100)"},
     {.name = "jitter",
      .type = OP_CONF_BOOL,
@@ -513,16 +546,6 @@ static const struct op_conf_field retry_fields[] = {
 };
 static const struct op_conf_table retry_table =
     OP_CONF_TABLE("retry", struct retry_cfg, retry_fields);
-
-static op_err retry_prepare(struct op_load *ld, struct op_step *st)
-{
-	const struct retry_cfg *c = st->cfg;
-	if (c->multiplier < 1.0 || c->multiplier > 100.0) {
-		op_load_problem(ld, "multiplier", "expected a number from 1 to 100");
-		return OP_ECONFIG;
-	}
-	return OP_OK;
-}
 
 static unsigned long long jitter_rand(void)
 {
@@ -550,8 +573,11 @@ static op_err retry_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 			break;
 		}
 		rc = op_exec_steps(x, &c->steps, in, out);
-		if (rc == OP_OK || last || !op_err_retryable(rc) || op_exec__cancelled(x))
+		if (rc == OP_OK || last || !op_err_retryable(rc) || x->fail.run_level ||
+		    op_exec__cancelled(x))
 			break;
+		if (backoff > (double)c->max_backoff_ms)
+			backoff = (double)c->max_backoff_ms;
 		long long wait = (long long)backoff;
 		if (c->jitter && wait > 1)
 			wait = wait / 2 +
@@ -564,17 +590,22 @@ static op_err retry_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 			char prev[sizeof(x->fail.msg) / 2];
 			if (snprintf(prev, sizeof(prev), "%s: %s", x->fail.code, x->fail.msg) < 0)
 				prev[0] = 0;
-			rc = op_exec_fail(x, OP_ETIMEOUT, "EXECUTION_TIMEOUT",
-			                  "execution exceeded its timeout of %lld ms while waiting "
-			                  "to retry (last error %s)",
-			                  x->p->settings.timeout_ms, prev);
+			rc =
+			    op_exec__fail_run(op_exec_fail(x, OP_ETIMEOUT, "EXECUTION_TIMEOUT",
+			                                   "execution exceeded its timeout of %lld "
+			                                   "ms while waiting to retry (last error "
+			                                   "%s)",
+			                                   x->run->timeout_ms, prev),
+			                      x);
 			break;
 		}
-		if (w)
-			break; /* cancelled: the sibling's failure is what counts */
+		if (w) {
+			rc = op_exec__fail_run(op_exec_fail(x, OP_ECANCELED, "CANCELLED",
+			                                    "cancelled while waiting to retry"),
+			                       x);
+			break;
+		}
 		backoff *= c->multiplier;
-		if (backoff > (double)c->max_backoff_ms)
-			backoff = (double)c->max_backoff_ms;
 	}
 	cJSON_Delete(msg);
 	return rc;
@@ -584,7 +615,6 @@ const struct op_step_type op_step_retry = {
     .name = "retry",
     .summary = "run steps again with backoff and jitter when they fail with a retryable class",
     .conf = &retry_table,
-    .prepare = retry_prepare,
     .run = retry_run,
 };
 
@@ -614,7 +644,7 @@ static op_err block_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 {
 	const struct block_cfg *c = st->cfg;
 	op_err rc = op_exec_steps(x, &c->steps, msg, out);
-	if (rc == OP_OK || rc == OP_EBUSY || c->on_error.n == 0)
+	if (rc == OP_OK || c->on_error.n == 0 || op_exec__run_level(x))
 		return rc;
 	OP_LOGD("%s: block %s caught %s: %s", x->p->name, st->name, x->fail.code, x->fail.msg);
 	cJSON *err = op_exec_error_json(x);

@@ -22,8 +22,10 @@ static void print_fields(const struct op_conf_table *t, const char *prefix)
 			for (int k = 0; f->choices[k] && n < sizeof(type); k++)
 				n += (size_t)snprintf(type + n, sizeof(type) - n, "%s%s",
 				                      k ? "|" : " ", f->choices[k]);
-		} else if (f->type == OP_CONF_INT && (f->min || f->max)) {
-			snprintf(type, sizeof(type), "integer %lld..%lld", f->min, f->max);
+		} else if ((f->type == OP_CONF_INT || f->type == OP_CONF_NUMBER) &&
+		           (f->min || f->max)) {
+			snprintf(type, sizeof(type), "%s %lld..%lld",
+			         f->type == OP_CONF_INT ? "integer" : "number", f->min, f->max);
 		} else {
 			snprintf(type, sizeof(type), "%s", op_conf_type_name(f->type));
 		}

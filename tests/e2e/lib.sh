@@ -43,7 +43,8 @@ expect_json() {
 # expect_err_json FILTER EXPECTED: the same on stderr.
 expect_err_json() {
 	checks=$((checks + 1))
-	got=$(printf '%s' "$err" | jq -c "$1" 2>&1)
+	# The error object is the last thing on stderr, after any log lines.
+	got=$(printf '%s\n' "$err" | sed -n '/^{/,$p' | jq -c "$1" 2>&1)
 	if [ "$got" != "$2" ]; then
 		fail "${what:-}: stderr $1 is $got, expected $2 (stderr: $err)"
 	fi

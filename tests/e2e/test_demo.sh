@@ -3,7 +3,7 @@
 P=$TOP/packaging/demo/pipelines
 
 what="demo order"
-run_ctl run "$P/demo-orders.json" --pipelines "$P" --input "$P/demo-input.json" --compact
+run_ctl run "$P/demo-orders.json" --pipelines "$P" --input "$TOP/packaging/demo/input.json" --compact
 expect_rc 0
 expect_json '.id' '"A-1001"'
 expect_json '.subtotal' '1041.5'
@@ -25,7 +25,7 @@ expect_json '.route' '"automatic"'
 
 what="input from stdin"
 "$OUTPOSTCTL" run "$P/demo-orders.json" --pipelines "$P" --input - --compact \
-	<"$P/demo-input.json" >"$T/out" 2>"$T/err"
+	<"$TOP/packaging/demo/input.json" >"$T/out" 2>"$T/err"
 rc=$?
 out=$(cat "$T/out")
 expect_rc 0
@@ -48,7 +48,7 @@ expect_rc 2
 expect_err_has "not valid JSON"
 
 what="called pipeline missing"
-run_ctl run "$P/demo-orders.json" --input "$P/demo-input.json"
+run_ctl run "$P/demo-orders.json" --input "$TOP/packaging/demo/input.json"
 expect_rc 2
 expect_err_has 'calls pipeline "demo-tax", which is not loaded'
 

@@ -97,7 +97,7 @@ pipeline rt '{"name":"r","version":"1","steps":[{"type":"retry","config":{"attem
            {"type":"throw-error","name":"flaky","config":{"code":"DOWN","message":"peer down","class":"noconn"}}]}}]}'
 run_ctl run "$T/rt.json"
 expect_rc 1
-expect_err_has '"code":	"DOWN"'
+expect_err_json '.code' '"DOWN"'
 n=$(grep -c 'r/steps\[0\].config.steps\[0\]: attempt' "$T/err")
 checks=$((checks + 1))
 [ "$n" -eq 3 ] || fail "retry: $n attempts logged, expected 3"
@@ -138,10 +138,11 @@ expect_err_json '.code' '"SECOND"'
 expect_err_json '.step' '"handler"'
 
 what="call runs another pipeline; output stores its result"
-pipeline callee '{"name":"callee","version":"2.0","steps":[{"type":"set","config":{"template":{"got":"{{ message }}","by":"{{ metadata.pipeline.name }}","caller":"{{ metadata.caller }}"}}}]}'
-pipeline caller '{"name":"caller","version":"1","steps":[{"type":"call","output":"res.inner","config":{"pipeline":"callee","input":"{{ message.x }}"}}]}'
+mkdir -p "$T/calldir"
+pipeline calldir/callee '{"name":"callee","version":"2.0","steps":[{"type":"set","config":{"template":{"got":"{{ message }}","by":"{{ metadata.pipeline.name }}","caller":"{{ metadata.caller }}"}}}]}'
+pipeline calldir/caller '{"name":"caller","version":"1","steps":[{"type":"call","output":"res.inner","config":{"pipeline":"callee","input":"{{ message.x }}"}}]}'
 printf '{"x": [1,2]}' >"$T/in.json"
-run_ctl run "$T/caller.json" --pipelines "$T" --input "$T/in.json" --compact
+run_ctl run "$T/calldir/caller.json" --pipelines "$T/calldir" --input "$T/in.json" --compact
 expect_rc 0
 expect_json '.' '{"x":[1,2],"res":{"inner":{"got":[1,2],"by":"callee","caller":"caller"}}}'
 
@@ -207,5 +208,60 @@ pipeline meta '{"name":"meta","version":"3.1","steps":[{"type":"set","config":{"
 run_ctl run "$T/meta.json" --global region=eu-1 --compact
 expect_rc 0
 expect_json '.' '{"p":{"name":"meta","version":"3.1"},"a":1,"t":"manual","idlen":36,"g":"eu-1"}'
+
+what="a retryable class raised by the pipeline still reaches onError"
+pipeline busy '{"name":"b","version":"1",
+  "steps":[{"type":"block","name":"inner","config":{
+     "steps":[{"type":"throw-error","config":{"code":"B1","message":"busy now","class":"busy"}}],
+     "onError":[{"type":"throw-error","config":{"code":"B2","message":"{{ message.code }}","class":"busy"}}]}}],
+  "onError":[{"type":"log","config":{"message":"handled"}}]}'
+run_ctl run "$T/busy.json" --compact
+expect_rc 0
+expect_json '.code' '"B2"'
+expect_json '.message' '"B1"'
+expect_json '.class' '"busy"'
+
+what="the top onError still runs after the execution timed out"
+pipeline slow2 '{"name":"s2","version":"1","settings":{"timeoutMs":50},"steps":[
+  {"type":"block","config":{
+    "steps":[{"type":"retry","config":{"attempts":100,"backoffMs":20,"jitter":false,"multiplier":1,
+       "steps":[{"type":"throw-error","config":{"message":"again","class":"retry"}}]}}],
+    "onError":[{"type":"log","config":{"message":"a block does not catch a timeout"}}]}}],
+  "onError":[{"type":"log","name":"report","config":{"message":"timed out: {{ message.code }}"}}]}'
+run_ctl run "$T/slow2.json" --compact
+expect_rc 0
+expect_json '.code' '"EXECUTION_TIMEOUT"'
+expect_err_has 'timed out: EXECUTION_TIMEOUT'
+checks=$((checks + 1))
+case "$err" in *"does not catch"*) fail "block onError caught a timeout: $err" ;; esac
+
+what="the top onError still runs after the step limit"
+pipeline lim '{"name":"lim","version":"1","settings":{"limits":{"maxSteps":3}},"steps":[
+  {"type":"log","config":{"message":"1"}},{"type":"log","config":{"message":"2"}},
+  {"type":"log","config":{"message":"3"}},{"type":"log","name":"fourth","config":{"message":"4"}}],
+  "onError":[{"type":"log","name":"handler","config":{"message":"{{ message.step }}"}}]}'
+run_ctl run "$T/lim.json" --compact
+expect_rc 0
+expect_json '.code' '"STEP_LIMIT"'
+expect_json '.step' '"fourth"'
+
+what="a failure in one parallel branch is not masked by a cancelled nested loop"
+pipeline par2 '{"name":"par2","version":"1","steps":[{"type":"parallel","name":"par","config":{"branches":[
+  {"steps":[{"type":"throw-error","name":"boom","config":{"code":"REAL","message":"real failure","class":"busy"}}]},
+  {"steps":[{"type":"for-each","name":"fe","config":{"items":"{{ [1,2,3,4,5,6,7,8] }}","parallel":true,"maxParallel":4,
+     "steps":[{"type":"retry","config":{"attempts":50,"backoffMs":10,"jitter":false,"multiplier":1,
+        "steps":[{"type":"throw-error","config":{"message":"slow","class":"retry"}}]}}]}}]}]}}]}'
+run_ctl run "$T/par2.json"
+expect_rc 1
+expect_err_json '.code' '"REAL"'
+expect_err_json '.class' '"busy"'
+
+what="masking keeps the key names of sensitive members, whatever their type"
+pipeline mask2 '{"name":"mask2","version":"1","settings":{"sensitiveFields":["pw","pin"]},"steps":[
+  {"type":"log","config":{"message":"{{ message }}"}}]}'
+printf '{"pw":"s3cret","pin":1234,"list":[{"pw":{"deep":"x"}}]}' >"$T/in.json"
+run_ctl run "$T/mask2.json" --input "$T/in.json" --compact
+expect_rc 0
+expect_err_has '{"pw":"***","pin":"***","list":[{"pw":"***"}]}'
 
 finish
