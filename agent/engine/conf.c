@@ -259,6 +259,15 @@ op_err op_conf_bind(struct op_load *ld, const struct op_conf_table *t, const cJS
 			if (find_field(t, it->string) == NULL) {
 				unknown_key(ld, t, it->string);
 				rc = OP_ECONFIG;
+				continue;
+			}
+			/* cJSON keeps both copies of a repeated key; only the first would count. */
+			for (const cJSON *o = obj->child; o != it; o = o->next) {
+				if (strcmp(o->string, it->string) == 0) {
+					op_diag_add(ld->d, it->string, "key given more than once");
+					rc = OP_ECONFIG;
+					break;
+				}
 			}
 		}
 	}

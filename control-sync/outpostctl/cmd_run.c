@@ -42,8 +42,11 @@ op_err op_ctl_read_file(const char *path, size_t max, char **out, size_t *len)
 				break;
 			}
 			char *nb = op_realloc(buf, cap * 2);
-			if (nb == NULL)
+			if (nb == NULL) {
+				fprintf(stderr, "outpostctl: %s: out of memory\n", path);
+				rc = OP_ENOMEM;
 				break;
+			}
 			buf = nb;
 			cap *= 2;
 		}
@@ -197,8 +200,12 @@ static int add_global(cJSON *g, const char *kv)
 		return -1;
 	}
 	cJSON_DeleteItemFromObjectCaseSensitive(g, name);
-	cJSON_AddItemToObject(g, name, v);
+	bool added = cJSON_AddItemToObject(g, name, v);
 	op_free(name);
+	if (!added) {
+		cJSON_Delete(v);
+		return -1;
+	}
 	return 0;
 }
 

@@ -86,4 +86,10 @@ run_ctl check "$T/dir/caller.json"
 expect_rc 2
 expect_err_has 'callee'
 
+what="a key given twice is refused, not silently ignored"
+pipeline dup '{"name":"dup","version":"1","steps":[{"type":"log","config":{"message":"a","message":"b"}}]}'
+run_ctl check "$T/dup.json"
+expect_rc 2
+expect_err_has 'dup.json: steps[0].config.message: key given more than once'
+
 finish
