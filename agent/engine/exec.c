@@ -242,6 +242,18 @@ static op_err run_step(struct op_exec *x, const struct op_step *st, cJSON *msg, 
 	*out = NULL;
 	if (st->output == NULL)
 		return st->type->run(x, st, msg, out);
+	if (st->type->view) {
+		cJSON *res = NULL;
+		op_err rc = st->type->view(x, st, msg, &res);
+		if (rc == OP_OK)
+			rc = store_output(x, st, msg, res);
+		if (rc) {
+			cJSON_Delete(msg);
+			return rc;
+		}
+		*out = msg;
+		return OP_OK;
+	}
 	cJSON *copy = cJSON_Duplicate(msg, 1);
 	if (copy == NULL) {
 		cJSON_Delete(msg);

@@ -39,6 +39,11 @@ struct op_step_type {
 	 * problems with op_load_problem() and return OP_ECONFIG. */
 	op_err (*prepare)(struct op_load *ld, struct op_step *st);
 	op_err (*run)(struct op_exec *x, const struct op_step *st, cJSON *msg, cJSON **out);
+	/* Optional, for steps whose result is computed from the message without
+	 * changing or keeping it (for-each, transform): the same as run() but
+	 * msg stays the caller's. A step with an output path then needs no copy
+	 * of the message. */
+	op_err (*view)(struct op_exec *x, const struct op_step *st, const cJSON *msg, cJSON **out);
 	/* Optional: frees st->priv. */
 	void (*release)(struct op_step *st);
 };

@@ -302,7 +302,8 @@ static const char *kind_of(const cJSON *v)
 	return "an array";
 }
 
-static op_err foreach_run(struct op_exec *x, const struct op_step *st, cJSON *msg, cJSON **out)
+static op_err foreach_view(struct op_exec *x, const struct op_step *st, const cJSON *msg,
+                           cJSON **out)
 {
 	const struct foreach_cfg *c = st->cfg;
 	struct op_val items = {0};
@@ -335,6 +336,12 @@ out:
 	op_free(inputs);
 	op_free(steps);
 	op_val_drop(&items);
+	return rc;
+}
+
+static op_err foreach_run(struct op_exec *x, const struct op_step *st, cJSON *msg, cJSON **out)
+{
+	op_err rc = foreach_view(x, st, msg, out);
 	cJSON_Delete(msg);
 	return rc;
 }
@@ -345,6 +352,7 @@ const struct op_step_type op_step_for_each = {
                "the results form an array",
     .conf = &foreach_table,
     .run = foreach_run,
+    .view = foreach_view,
 };
 
 /* --- parallel -------------------------------------------------------------- */

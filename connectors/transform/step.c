@@ -37,16 +37,23 @@ static op_err transform_prepare(struct op_load *ld, struct op_step *st)
 	return OP_OK;
 }
 
-static op_err transform_run(struct op_exec *x, const struct op_step *st, cJSON *msg, cJSON **out)
+static op_err transform_view(struct op_exec *x, const struct op_step *st, const cJSON *msg,
+                             cJSON **out)
 {
 	struct op_expr_env env;
 	char err[1024];
 	op_exec_env(x, msg, &env);
 	op_err rc = op_jq_run(st->priv, msg, env.globals, env.metadata, out, err, sizeof(err));
-	cJSON_Delete(msg);
 	if (rc)
 		return op_exec_fail(x, rc, rc == OP_ENOMEM ? "NOMEM" : "JQ_ERROR", "%s", err);
 	return OP_OK;
+}
+
+static op_err transform_run(struct op_exec *x, const struct op_step *st, cJSON *msg, cJSON **out)
+{
+	op_err rc = transform_view(x, st, msg, out);
+	cJSON_Delete(msg);
+	return rc;
 }
 
 static void transform_release(struct op_step *st)
@@ -61,5 +68,6 @@ const struct op_step_type op_step_transform = {
     .conf = &transform_table,
     .prepare = transform_prepare,
     .run = transform_run,
+    .view = transform_view,
     .release = transform_release,
 };
