@@ -12,7 +12,7 @@
 VARIANT ?= debug
 B := build/$(VARIANT)
 
-PKGS := libcjson wolfssl libpcre2-8
+PKGS := libcjson wolfssl libpcre2-8 lmdb libxxhash
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LIBS := $(PKG_LIBS) -ljq -lm -pthread
@@ -40,7 +40,8 @@ CC ?= cc
 ALL_CFLAGS = $(BASE_CFLAGS) $(V_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS = $(V_LDFLAGS) $(LDFLAGS)
 
-LIB_SRC := $(sort $(wildcard agent/core/*.c agent/expr/*.c agent/engine/*.c \
+LIB_SRC := $(sort $(wildcard agent/core/*.c agent/expr/*.c agent/engine/*.c agent/auth/*.c \
+	agent/store/*.c \
 	connectors/*.c connectors/*/*.c))
 CTL_SRC := $(sort $(wildcard control-sync/outpostctl/*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
@@ -76,6 +77,8 @@ $(B)/tests/bench/%: $(B)/tests/bench/%.o $(LIB)
 
 $(B)/tests/conformance/schema-suite: $(CONF_SRC:%.c=$(B)/%.o) $(LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+.SECONDARY:
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
 

@@ -263,13 +263,16 @@ START_TEST(out_of_memory_anywhere)
 	 * each must end cleanly with OP_ENOMEM (or succeed), never crash or
 	 * leak (the ASan run checks the leaks). */
 	int ok_runs = 0;
-	for (uint64_t n = 1; n < 3000; n++) {
+	bool reached_end = false;
+	for (uint64_t n = 1; n < 100000 && !reached_end; n++) {
 		struct op_diag d;
 		op_diag_init(&d);
 		struct op_pipeline *p = NULL;
+		uint64_t c0 = op_alloc_count();
 		op_alloc_fail_at(n);
 		op_err rc = op_pipeline_load(oom_doc, strlen(oom_doc), "oom", &d, &p);
 		op_alloc_fail_at(0);
+		bool load_untouched = op_alloc_count() - c0 < n;
 		op_diag_fini(&d);
 		if (rc != OP_OK) {
 			ck_assert_msg(rc == OP_ENOMEM || rc == OP_ECONFIG || rc == OP_EPARSE,
@@ -282,18 +285,23 @@ START_TEST(out_of_memory_anywhere)
 		cJSON *in = op_test_json("{\"a\":2,\"s\":\"abc\",\"pw\":1,\"list\":[1,2,3]}");
 		cJSON *out = NULL;
 		struct op_fail f;
+		c0 = op_alloc_count();
 		op_alloc_fail_at(n);
 		rc = op_engine_run(e, p, in, NULL, &out, &f);
 		op_alloc_fail_at(0);
 		if (rc == OP_OK) {
 			ok_runs++;
 			ck_assert_ptr_nonnull(out);
+			/* Neither the load nor the run reached the n-th allocation:
+			 * every larger n would repeat this run. */
+			reached_end = load_untouched && op_alloc_count() - c0 < n;
 		}
 		cJSON_Delete(out);
 		op_pipeline_free(p);
 		op_engine_free(e);
 	}
 	ck_assert_int_gt(ok_runs, 0);
+	ck_assert_msg(reached_end, "load and run never completed without a failed allocation");
 }
 END_TEST
 
