@@ -1,0 +1,145 @@
+/*
+ * Private to agent/store: the store handle, the write request that callers
+ * hand to the writer thread, and the record codec. Key invariant: only the
+ * writer thread (or op_store_open before it starts) opens write transactions
+ * and changes the pending counters; the live counters change only after a
+ * commit, under s->mu.
+ */
+#ifndef OP_STORE_STORE_INT_H
+#define OP_STORE_STORE_INT_H
+
+#include <lmdb.h>
+#include <pthread.h>
+
+#include "agent/store/store.h"
+
+#define OP_STORE__FORMAT   1u /* current store format version */
+#define OP_STORE__HDR      16u
+#define OP_STORE__KEY_MAX  511u
+#define OP_STORE__QKEY_MAX (OP_STORE_NAME_MAX + 1 + 16)
+
+/* Record kinds, byte 1 of every value header. */
+enum op_store__kind {
+	OP_STORE__K_META = 1,
+	OP_STORE__K_EVENT,
+	OP_STORE__K_EXEC,
+	OP_STORE__K_INDEX,
+	OP_STORE__K_BLOB,
+	OP_STORE__K_QUARANTINE,
+};
+
+enum op_store__op {
+	OP_STORE__ENQUEUE,
+	OP_STORE__TAKE,
+	OP_STORE__ACK,
+	OP_STORE__RETRY,
+	OP_STORE__DEAD,
+	OP_STORE__REPLAY,
+	OP_STORE__PUT,
+	OP_STORE__DEL,
+	OP_STORE__QUARANTINE,
+	OP_STORE__NOP,
+};
+
+/* A counter change a request makes once committed. pipe < 0: none. */
+struct op_store__delta {
+	int pipe;
+	int64_t events, bytes;
+};
+#define OP_STORE__MAXDELTA 8
+
+/* One write request; lives on the caller's stack while it waits. */
+struct op_store__req {
+	struct op_store__req *next;
+	enum op_store__op op;
+	/* inputs, borrowed from the caller */
+	const char *pipeline, *trigger, *payload, *error, *event_id, *key;
+	size_t payload_len;
+	int64_t t; /* not_before or now */
+	int64_t now;
+	enum op_store_db db;
+	const struct op_store_exec *rec;
+	char id[OP_UUID_LEN + 1];
+	size_t key_len;
+	/* outputs */
+	struct op_store_event *ev;
+	op_err result;
+	bool done;
+	pthread_cond_t cv;
+	/* effects on the counters */
+	struct op_store__delta d[OP_STORE__MAXDELTA];
+	int nd;
+	int64_t d_inflight, d_dead, d_quar;
+};
+
+struct op_store__pipe {
+	char *name;
+	uint64_t events, bytes; /* committed */
+	int64_t pend_events, pend_bytes;
+};
+
+struct op_store {
+	MDB_env *env;
+	MDB_dbi dbi[OP_STORE_DB_COUNT];
+	struct op_store_opts opts;
+	char *dir;
+	size_t psize;
+
+	/* readers hold it shared for a read txn; the writer exclusively to grow the map */
+	pthread_rwlock_t maplock;
+
+	pthread_mutex_t mu; /* everything below */
+	pthread_cond_t wake;
+	struct op_store__req *head, *tail;
+	size_t pending;
+	bool stopping, hold;
+	bool writer_started;
+	pthread_t writer;
+
+	struct op_store__pipe *pipes;
+	size_t npipes, cappipes;
+	uint64_t inflight, dead, quarantined;
+	uint64_t txns, requests, full, grows;
+	size_t mapsize;
+
+	/* writer thread only */
+	uint64_t seq, seq_saved;
+	int64_t pend_inflight, pend_dead, pend_quar;
+	bool space_low;
+	int64_t last_reader_check;
+};
+
+/* record.c */
+op_err op_store__from_mdb(int rc);
+int64_t op_store__now_ms(void);
+void op_store__seal(void *dst, const MDB_val *key, enum op_store__kind kind, size_t plen);
+op_err op_store__open_rec(const MDB_val *key, const MDB_val *val, enum op_store__kind kind,
+                          const uint8_t **payload, size_t *plen) OP_WUR;
+enum op_store__kind op_store__db_kind(enum op_store_db db);
+const char *op_store__db_name(enum op_store_db db);
+size_t op_store__event_size(const struct op_store_event *ev);
+void op_store__event_write(void *dst, const MDB_val *key, const struct op_store_event *ev,
+                           uint64_t seq);
+op_err op_store__event_read(const MDB_val *key, const MDB_val *val, struct op_store_event **out,
+                            uint64_t *seq) OP_WUR;
+size_t op_store__exec_size(const struct op_store_exec *rec);
+void op_store__exec_write(void *dst, const MDB_val *key, const struct op_store_exec *rec,
+                          uint64_t seq);
+op_err op_store__exec_read(const MDB_val *key, const MDB_val *val,
+                           struct op_store_exec **out) OP_WUR;
+size_t op_store__qkey(uint8_t *buf, const char *pipeline, int64_t not_before, uint64_t seq);
+void op_store__put_u64be(uint8_t *p, uint64_t v);
+uint64_t op_store__get_u64be(const uint8_t *p);
+bool op_store__name_ok(const char *name, size_t max);
+
+/* writer.c */
+void *op_store__writer_main(void *arg);
+op_err op_store__submit(struct op_store *s, struct op_store__req *r) OP_WUR;
+op_err op_store__quarantine(struct op_store *s, MDB_txn *txn, enum op_store_db db,
+                            const MDB_val *key, const MDB_val *val, struct op_store__req *r) OP_WUR;
+int op_store__pipe_get(struct op_store *s, const char *name, size_t len, bool create);
+/* Test hooks: while held the writer takes no requests; pending count. */
+void op_store__hold(struct op_store *s, bool on);
+size_t op_store__pending(struct op_store *s);
+
+#endif

@@ -1,0 +1,931 @@
+/*
+ * The store's single writer thread and the write requests it applies. Callers
+ * put a request on s->head and sleep on their own condition variable; the
+ * writer takes every pending request, applies each in a nested transaction of
+ * one write transaction (so one failing request is rolled back alone), commits
+ * once (group commit) and only then wakes the callers. Key invariant: a caller
+ * sees OP_OK only after the transaction holding its change is committed, and a
+ * failed commit is retried with the requests one by one, so a request that
+ * cannot fit (map or disk full) fails alone and nothing committed is lost.
+ * Counter changes are collected per request and reach the live counters only
+ * after the commit.
+ */
+#define OP_LOG_MODULE "store"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "agent/core/alloc.h"
+#include "agent/core/log.h"
+#include "agent/store/store_int.h"
+
+#define READER_CHECK_MS 60000
+#define MAX_QUARANTINE  4 /* corrupt queue records one take moves aside */
+#define GROW_AT_PERCENT 80
+/* At map_max, new data is refused while less than this is left, so that
+ * takes, acks and dead-lettering (which need pages too) can still drain. */
+#define RESERVE_PERCENT   10
+#define RESERVE_MIN_PAGES 64
+
+struct ctx {
+	struct op_store *s;
+	MDB_txn *t;
+	struct op_store__req *r;
+	bool mapfull; /* an LMDB call failed with MDB_MAP_FULL */
+	bool keep;    /* commit the nested txn although the result is an error */
+	int nquar;
+};
+
+static op_err mfail(struct ctx *c, int rc)
+{
+	if (rc == MDB_MAP_FULL)
+		c->mapfull = true;
+	return op_store__from_mdb(rc);
+}
+
+int op_store__pipe_get(struct op_store *s, const char *name, size_t len, bool create)
+{
+	int idx = -1;
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; i < s->npipes; i++) {
+		if (strlen(s->pipes[i].name) == len && memcmp(s->pipes[i].name, name, len) == 0) {
+			idx = (int)i;
+			goto out;
+		}
+	}
+	if (!create)
+		goto out;
+	if (s->npipes == s->cappipes) {
+		size_t cap = s->cappipes ? s->cappipes * 2 : 8;
+		struct op_store__pipe *p = op_realloc(s->pipes, cap * sizeof(*p));
+		if (p == NULL)
+			goto out;
+		s->pipes = p;
+		s->cappipes = cap;
+	}
+	char *n = op_strndup(name, len);
+	if (n == NULL)
+		goto out;
+	memset(&s->pipes[s->npipes], 0, sizeof(s->pipes[0]));
+	s->pipes[s->npipes].name = n;
+	idx = (int)s->npipes++;
+out:
+	pthread_mutex_unlock(&s->mu);
+	return idx;
+}
+
+static op_err delta(struct op_store__req *r, int pipe, int64_t events, int64_t bytes)
+{
+	if (r == NULL || pipe < 0)
+		return OP_OK;
+	for (int i = 0; i < r->nd; i++) {
+		if (r->d[i].pipe == pipe) {
+			r->d[i].events += events;
+			r->d[i].bytes += bytes;
+			return OP_OK;
+		}
+	}
+	if (r->nd == OP_STORE__MAXDELTA)
+		return OP_ELIMIT;
+	r->d[r->nd++] = (struct op_store__delta){pipe, events, bytes};
+	return OP_OK;
+}
+
+/* True if adding events/bytes to pipe stays within the queue bound, counting
+ * what earlier requests of this batch and this request already added. */
+static bool bound_ok(struct op_store *s, struct op_store__req *r, int pipe, size_t bytes)
+{
+	int64_t ev = 1, by = (int64_t)bytes;
+	for (int i = 0; i < r->nd; i++) {
+		if (r->d[i].pipe == pipe) {
+			ev += r->d[i].events;
+			by += r->d[i].bytes;
+		}
+	}
+	pthread_mutex_lock(&s->mu);
+	const struct op_store__pipe *p = &s->pipes[pipe];
+	ev += (int64_t)p->events + p->pend_events;
+	by += (int64_t)p->bytes + p->pend_bytes;
+	pthread_mutex_unlock(&s->mu);
+	return (uint64_t)ev <= s->opts.queue_max_events && (uint64_t)by <= s->opts.queue_max_bytes;
+}
+
+op_err op_store__quarantine(struct op_store *s, MDB_txn *txn, enum op_store_db db,
+                            const MDB_val *key, const MDB_val *val, struct op_store__req *r)
+{
+	/* Copy first: key and val may point into pages this txn is about to touch. */
+	size_t plen = 8 + key->mv_size + val->mv_size;
+	uint8_t *copy = op_malloc(plen);
+	if (copy == NULL)
+		return OP_ENOMEM;
+	copy[0] = (uint8_t)db;
+	copy[1] = copy[2] = copy[3] = 0;
+	uint32_t klen32 = (uint32_t)key->mv_size;
+	memcpy(copy + 4, &klen32, 4);
+	memcpy(copy + 8, key->mv_data, key->mv_size);
+	memcpy(copy + 8 + key->mv_size, val->mv_data, val->mv_size);
+	size_t vsize = val->mv_size;
+	int pipe = -1;
+	if (db == OP_STORE_DB_QUEUE && r != NULL) {
+		const uint8_t *nul = memchr(copy + 8, 0, key->mv_size);
+		if (nul != NULL)
+			pipe = op_store__pipe_get(s, (const char *)copy + 8,
+			                          (size_t)(nul - (copy + 8)), false);
+	}
+	uint8_t kb[8];
+	op_store__put_u64be(kb, s->seq++);
+	MDB_val qk = {8, kb}, qv = {OP_STORE__HDR + plen, NULL};
+	op_err e = OP_OK;
+	int rc = mdb_put(txn, s->dbi[OP_STORE_DB_QUARANTINE], &qk, &qv, MDB_RESERVE);
+	if (rc == 0) {
+		memcpy((uint8_t *)qv.mv_data + OP_STORE__HDR, copy, plen);
+		op_store__seal(qv.mv_data, &qk, OP_STORE__K_QUARANTINE, plen);
+		MDB_val k = {key->mv_size, copy + 8};
+		rc = mdb_del(txn, s->dbi[db], &k, NULL);
+	}
+	if (rc != 0) {
+		e = op_store__from_mdb(rc);
+		goto out;
+	}
+	if (r != NULL) {
+		e = delta(r, pipe, -1, -(int64_t)vsize);
+		if (e)
+			goto out;
+		if (db == OP_STORE_DB_INFLIGHT)
+			r->d_inflight--;
+		else if (db == OP_STORE_DB_DEAD)
+			r->d_dead--;
+		r->d_quar++;
+	} else {
+		s->quarantined++; /* op_store_open, before the writer runs */
+	}
+	OP_LOGE("corrupt record in database %s (key %zu bytes, value %zu bytes) moved to "
+	        "quarantine",
+	        op_store__db_name(db), key->mv_size, vsize);
+out:
+	op_free(copy);
+	return e;
+}
+
+static op_err put_event(struct ctx *c, enum op_store_db db, MDB_val *key,
+                        const struct op_store_event *ev, uint64_t seq)
+{
+	MDB_val v = {op_store__event_size(ev), NULL};
+	int rc = mdb_put(c->t, c->s->dbi[db], key, &v, MDB_RESERVE | MDB_NOOVERWRITE);
+	if (rc)
+		return mfail(c, rc);
+	op_store__event_write(v.mv_data, key, ev, seq);
+	return OP_OK;
+}
+
+static op_err write_exec(struct ctx *c, const struct op_store_exec *in)
+{
+	struct op_store *s = c->s;
+	struct op_store_exec rec = *in;
+	op_err e;
+	int rc;
+	if (rec.id[0] == 0) {
+		e = op_uuid_v4(rec.id);
+		if (e)
+			return e;
+	}
+	if (strnlen(rec.id, sizeof(rec.id)) != OP_UUID_LEN)
+		return OP_EINVAL;
+	MDB_val ik = {OP_UUID_LEN, rec.id}, iv;
+	rc = mdb_get(c->t, s->dbi[OP_STORE_DB_EXECIDX], &ik, &iv);
+	if (rc == 0)
+		return OP_EINVAL;
+	if (rc != MDB_NOTFOUND)
+		return mfail(c, rc);
+	uint64_t seq = s->seq++;
+	uint8_t kb[8];
+	op_store__put_u64be(kb, seq);
+	MDB_val k = {8, kb}, v = {op_store__exec_size(&rec), NULL};
+	rc = mdb_put(c->t, s->dbi[OP_STORE_DB_EXECS], &k, &v, MDB_RESERVE | MDB_NOOVERWRITE);
+	if (rc)
+		return mfail(c, rc);
+	op_store__exec_write(v.mv_data, &k, &rec, seq);
+	iv = (MDB_val){OP_STORE__HDR + 8, NULL};
+	rc = mdb_put(c->t, s->dbi[OP_STORE_DB_EXECIDX], &ik, &iv, MDB_RESERVE);
+	if (rc)
+		return mfail(c, rc);
+	memcpy((uint8_t *)iv.mv_data + OP_STORE__HDR, kb, 8);
+	op_store__seal(iv.mv_data, &ik, OP_STORE__K_INDEX, 8);
+
+	/* Retention: drop the oldest records (lowest keys) past the bound. */
+	MDB_stat st;
+	rc = mdb_stat(c->t, s->dbi[OP_STORE_DB_EXECS], &st);
+	if (rc)
+		return mfail(c, rc);
+	MDB_cursor *cur = NULL;
+	size_t entries = st.ms_entries;
+	if (entries <= s->opts.exec_retention)
+		return OP_OK;
+	rc = mdb_cursor_open(c->t, s->dbi[OP_STORE_DB_EXECS], &cur);
+	if (rc)
+		return mfail(c, rc);
+	e = OP_OK;
+	while (entries > s->opts.exec_retention) {
+		MDB_val ok, ov;
+		const uint8_t *p;
+		size_t n;
+		rc = mdb_cursor_get(cur, &ok, &ov, MDB_FIRST);
+		if (rc) {
+			e = mfail(c, rc);
+			break;
+		}
+		if (op_store__open_rec(&ok, &ov, OP_STORE__K_EXEC, &p, &n) == OP_OK && n >= 68) {
+			char id[OP_UUID_LEN];
+			memcpy(id, p + 32, OP_UUID_LEN);
+			MDB_val dk = {OP_UUID_LEN, id};
+			rc = mdb_del(c->t, s->dbi[OP_STORE_DB_EXECIDX], &dk, NULL);
+			if (rc && rc != MDB_NOTFOUND) {
+				e = mfail(c, rc);
+				break;
+			}
+		}
+		rc = mdb_cursor_del(cur, 0);
+		if (rc) {
+			e = mfail(c, rc);
+			break;
+		}
+		entries--;
+	}
+	mdb_cursor_close(cur);
+	return e;
+}
+
+static op_err do_enqueue(struct ctx *c)
+{
+	struct op_store *s = c->s;
+	struct op_store__req *r = c->r;
+	if (s->space_low)
+		return OP_EFULL;
+	struct op_store_event ev = {0};
+	memcpy(ev.id, r->id, sizeof(ev.id));
+	ev.pipeline = (char *)r->pipeline;
+	ev.trigger = (char *)r->trigger;
+	ev.payload = (char *)r->payload;
+	ev.payload_len = r->payload_len;
+	ev.attempt = 1;
+	ev.enqueued_ms = r->now;
+	ev.not_before_ms = r->t;
+	size_t size = op_store__event_size(&ev);
+	int pipe = op_store__pipe_get(s, r->pipeline, strlen(r->pipeline), true);
+	if (pipe < 0)
+		return OP_ENOMEM;
+	if (!bound_ok(s, r, pipe, size))
+		return OP_EFULL;
+	uint64_t seq = s->seq++;
+	uint8_t kb[OP_STORE__QKEY_MAX];
+	MDB_val k = {op_store__qkey(kb, r->pipeline, r->t, seq), kb};
+	op_err e = put_event(c, OP_STORE_DB_QUEUE, &k, &ev, seq);
+	if (e)
+		return e;
+	return delta(r, pipe, 1, (int64_t)size);
+}
+
+/* The queue key of the earliest due event, in kb/klen; false if none. A key
+ * that does not parse is moved to quarantine and the walk starts over. */
+static op_err find_due(struct ctx *c, MDB_cursor *cur, uint8_t *kb, size_t *klen)
+{
+	const char *only = c->r->pipeline;
+	size_t olen = only ? strlen(only) : 0;
+	int64_t now = c->r->now;
+again:
+	*klen = 0;
+	uint8_t seek[OP_STORE__QKEY_MAX];
+	MDB_val k, v;
+	int rc;
+	if (only) {
+		memcpy(seek, only, olen + 1);
+		k = (MDB_val){olen + 1, seek};
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	} else {
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	}
+	while (rc == 0) {
+		const uint8_t *kd = k.mv_data;
+		const uint8_t *nul = memchr(kd, 0, k.mv_size);
+		size_t nlen = nul ? (size_t)(nul - kd) : 0;
+		if (nul == NULL || k.mv_size != nlen + 17 || nlen > OP_STORE_NAME_MAX) {
+			if (c->nquar++ >= MAX_QUARANTINE)
+				return OP_EBUSY;
+			op_err e =
+			    op_store__quarantine(c->s, c->t, OP_STORE_DB_QUEUE, &k, &v, c->r);
+			if (e)
+				return e;
+			goto again;
+		}
+		if (only && (nlen != olen || memcmp(kd, only, olen) != 0))
+			break;
+		uint64_t nb = op_store__get_u64be(kd + nlen + 1);
+		/* (not_before, seq) big-endian at the key's end: memcmp orders them. */
+		if (nb <= (uint64_t)(now < 0 ? 0 : now) &&
+		    (*klen == 0 || memcmp(kd + nlen + 1, kb + *klen - 16, 16) < 0)) {
+			memcpy(kb, kd, k.mv_size);
+			*klen = k.mv_size;
+		}
+		if (only)
+			break;
+		/* Skip the rest of this pipeline: its first key is its earliest. */
+		memcpy(seek, kd, nlen);
+		seek[nlen] = 1;
+		k = (MDB_val){nlen + 1, seek};
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	}
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return mfail(c, rc);
+	return OP_OK;
+}
+
+static op_err do_take(struct ctx *c)
+{
+	struct op_store *s = c->s;
+	MDB_cursor *cur = NULL;
+	struct op_store_event *ev = NULL;
+	uint8_t kb[OP_STORE__QKEY_MAX];
+	size_t klen;
+	uint64_t seq;
+	op_err e;
+	int rc = mdb_cursor_open(c->t, s->dbi[OP_STORE_DB_QUEUE], &cur);
+	if (rc)
+		return mfail(c, rc);
+	for (;;) {
+		e = find_due(c, cur, kb, &klen);
+		if (e)
+			goto out;
+		if (klen == 0) {
+			e = OP_ENOTFOUND;
+			goto out;
+		}
+		MDB_val k = {klen, kb}, v;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+		if (rc) {
+			e = mfail(c, rc);
+			goto out;
+		}
+		e = op_store__event_read(&k, &v, &ev, &seq);
+		if (e != OP_ECORRUPT)
+			break;
+		if (c->nquar++ >= MAX_QUARANTINE) {
+			e = OP_EBUSY;
+			goto out;
+		}
+		e = op_store__quarantine(s, c->t, OP_STORE_DB_QUEUE, &k, &v, c->r);
+		if (e)
+			goto out;
+	}
+	if (e)
+		goto out;
+	mdb_cursor_close(cur);
+	cur = NULL;
+	size_t old_size = op_store__event_size(ev);
+	int pipe = op_store__pipe_get(s, ev->pipeline, strlen(ev->pipeline), true);
+	if (pipe < 0) {
+		e = OP_ENOMEM;
+		goto out;
+	}
+	MDB_val k = {klen, kb};
+	rc = mdb_del(c->t, s->dbi[OP_STORE_DB_QUEUE], &k, NULL);
+	if (rc) {
+		e = mfail(c, rc);
+		goto out;
+	}
+	ev->taken_ms = c->r->now;
+	MDB_val ik = {OP_UUID_LEN, ev->id};
+	e = put_event(c, OP_STORE_DB_INFLIGHT, &ik, ev, seq);
+	if (e)
+		goto out;
+	e = delta(c->r, pipe, -1, -(int64_t)old_size);
+	if (e)
+		goto out;
+	c->r->d_inflight++;
+	c->r->ev = ev;
+	ev = NULL;
+out:
+	if (cur)
+		mdb_cursor_close(cur);
+	op_store_event_free(ev);
+	/* Records quarantined on the way stay quarantined even if nothing was due. */
+	if (c->nquar > 0 && (e == OP_ENOTFOUND || e == OP_EBUSY))
+		c->keep = true;
+	return e;
+}
+
+/* Reads the event id from db into *ev; a corrupt one is quarantined. */
+static op_err get_event(struct ctx *c, enum op_store_db db, struct op_store_event **ev,
+                        uint64_t *seq)
+{
+	MDB_val k = {OP_UUID_LEN, (void *)c->r->event_id}, v;
+	*ev = NULL;
+	int rc = mdb_get(c->t, c->s->dbi[db], &k, &v);
+	if (rc)
+		return mfail(c, rc);
+	op_err e = op_store__event_read(&k, &v, ev, seq);
+	if (e == OP_ECORRUPT) {
+		op_err q = op_store__quarantine(c->s, c->t, db, &k, &v, c->r);
+		if (q)
+			return q;
+		c->keep = true;
+	}
+	return e;
+}
+
+/* Moves an event from `from` to the queue (retry, replay). */
+static op_err requeue(struct ctx *c, enum op_store_db from, bool replay)
+{
+	struct op_store *s = c->s;
+	struct op_store__req *r = c->r;
+	struct op_store_event *ev = NULL;
+	uint64_t seq;
+	op_err e = get_event(c, from, &ev, &seq);
+	if (e)
+		return e;
+	int pipe = op_store__pipe_get(s, ev->pipeline, strlen(ev->pipeline), true);
+	if (pipe < 0) {
+		e = OP_ENOMEM;
+		goto out;
+	}
+	char *olderr = ev->error;
+	if (replay) {
+		ev->attempt = 1;
+		ev->not_before_ms = 0; /* due at once, ahead of later events by its seq */
+		ev->error = NULL;
+		ev->dead_ms = 0;
+	} else {
+		ev->attempt++;
+		ev->not_before_ms = r->t;
+		ev->error = (char *)r->error;
+	}
+	ev->redelivered = false;
+	size_t size = op_store__event_size(ev);
+	if (replay && (s->space_low || !bound_ok(s, r, pipe, size))) {
+		e = OP_EFULL;
+		goto restore;
+	}
+	uint8_t kb[OP_STORE__QKEY_MAX];
+	MDB_val qk = {op_store__qkey(kb, ev->pipeline, ev->not_before_ms, seq), kb};
+	e = put_event(c, OP_STORE_DB_QUEUE, &qk, ev, seq);
+	if (e)
+		goto restore;
+	MDB_val k = {OP_UUID_LEN, ev->id};
+	int rc = mdb_del(c->t, s->dbi[from], &k, NULL);
+	if (rc) {
+		e = mfail(c, rc);
+		goto restore;
+	}
+	e = delta(r, pipe, 1, (int64_t)size);
+	if (from == OP_STORE_DB_INFLIGHT)
+		r->d_inflight--;
+	else
+		r->d_dead--;
+	if (!e && r->rec)
+		e = write_exec(c, r->rec);
+restore:
+	ev->error = olderr;
+out:
+	op_store_event_free(ev);
+	return e;
+}
+
+static op_err do_dead(struct ctx *c)
+{
+	struct op_store *s = c->s;
+	struct op_store__req *r = c->r;
+	struct op_store_event *ev = NULL;
+	uint64_t seq;
+	op_err e = get_event(c, OP_STORE_DB_INFLIGHT, &ev, &seq);
+	if (e)
+		return e;
+	char *olderr = ev->error;
+	ev->error = (char *)(r->error ? r->error : "");
+	ev->dead_ms = r->now;
+	MDB_val k = {OP_UUID_LEN, ev->id};
+	int rc = mdb_del(c->t, s->dbi[OP_STORE_DB_INFLIGHT], &k, NULL);
+	if (rc)
+		e = mfail(c, rc);
+	if (!e)
+		e = put_event(c, OP_STORE_DB_DEAD, &k, ev, seq);
+	if (!e) {
+		r->d_inflight--;
+		r->d_dead++;
+		if (r->rec)
+			e = write_exec(c, r->rec);
+	}
+	ev->error = olderr;
+	op_store_event_free(ev);
+	return e;
+}
+
+static op_err do_ack(struct ctx *c)
+{
+	MDB_val k = {OP_UUID_LEN, (void *)c->r->event_id};
+	int rc = mdb_del(c->t, c->s->dbi[OP_STORE_DB_INFLIGHT], &k, NULL);
+	if (rc)
+		return mfail(c, rc);
+	c->r->d_inflight--;
+	return c->r->rec ? write_exec(c, c->r->rec) : OP_OK;
+}
+
+static op_err do_put(struct ctx *c)
+{
+	struct op_store__req *r = c->r;
+	if (c->s->space_low)
+		return OP_EFULL;
+	MDB_val k = {r->key_len, (void *)r->key}, v = {OP_STORE__HDR + r->payload_len, NULL};
+	int rc = mdb_put(c->t, c->s->dbi[r->db], &k, &v, MDB_RESERVE);
+	if (rc)
+		return mfail(c, rc);
+	if (r->payload_len)
+		memcpy((uint8_t *)v.mv_data + OP_STORE__HDR, r->payload, r->payload_len);
+	op_store__seal(v.mv_data, &k, OP_STORE__K_BLOB, r->payload_len);
+	return OP_OK;
+}
+
+static op_err do_del(struct ctx *c)
+{
+	MDB_val k = {c->r->key_len, (void *)c->r->key};
+	int rc = mdb_del(c->t, c->s->dbi[c->r->db], &k, NULL);
+	return rc ? mfail(c, rc) : OP_OK;
+}
+
+/* A reader found a corrupt record: check again under the write txn. */
+static op_err do_quarantine(struct ctx *c)
+{
+	struct op_store__req *r = c->r;
+	MDB_val k = {r->key_len, (void *)r->key}, v;
+	int rc = mdb_get(c->t, c->s->dbi[r->db], &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return OP_OK;
+	if (rc)
+		return mfail(c, rc);
+	const uint8_t *p;
+	size_t n;
+	op_err e = op_store__open_rec(&k, &v, op_store__db_kind(r->db), &p, &n);
+	if (e == OP_OK && op_store__db_kind(r->db) == OP_STORE__K_EVENT) {
+		struct op_store_event *ev;
+		e = op_store__event_read(&k, &v, &ev, NULL);
+		op_store_event_free(ev);
+	} else if (e == OP_OK && r->db == OP_STORE_DB_EXECS) {
+		struct op_store_exec *rec;
+		e = op_store__exec_read(&k, &v, &rec);
+		op_store_exec_free(rec);
+	}
+	if (e == OP_ECORRUPT)
+		return op_store__quarantine(c->s, c->t, r->db, &k, &v, r);
+	return e;
+}
+
+static op_err apply(struct ctx *c)
+{
+	switch (c->r->op) {
+	case OP_STORE__ENQUEUE:
+		return do_enqueue(c);
+	case OP_STORE__TAKE:
+		return do_take(c);
+	case OP_STORE__ACK:
+		return do_ack(c);
+	case OP_STORE__RETRY:
+		return requeue(c, OP_STORE_DB_INFLIGHT, false);
+	case OP_STORE__DEAD:
+		return do_dead(c);
+	case OP_STORE__REPLAY:
+		return requeue(c, OP_STORE_DB_DEAD, true);
+	case OP_STORE__PUT:
+		return do_put(c);
+	case OP_STORE__DEL:
+		return do_del(c);
+	case OP_STORE__QUARANTINE:
+		return do_quarantine(c);
+	case OP_STORE__NOP:
+		return OP_OK;
+	}
+	return OP_EINTERNAL;
+}
+
+static void req_reset(struct op_store__req *r)
+{
+	op_store_event_free(r->ev);
+	r->ev = NULL;
+	r->result = OP_OK;
+	r->nd = 0;
+	r->d_inflight = r->d_dead = r->d_quar = 0;
+}
+
+static void pend_add(struct op_store *s, const struct op_store__req *r)
+{
+	pthread_mutex_lock(&s->mu);
+	for (int i = 0; i < r->nd; i++) {
+		s->pipes[r->d[i].pipe].pend_events += r->d[i].events;
+		s->pipes[r->d[i].pipe].pend_bytes += r->d[i].bytes;
+	}
+	pthread_mutex_unlock(&s->mu);
+	s->pend_inflight += r->d_inflight;
+	s->pend_dead += r->d_dead;
+	s->pend_quar += r->d_quar;
+}
+
+static uint64_t add_clamped(uint64_t v, int64_t d)
+{
+	if (d < 0 && (uint64_t)-d > v)
+		return 0;
+	return v + (uint64_t)d;
+}
+
+/* Commit (true) or drop (false) the pending counter changes of a batch. */
+static void pend_end(struct op_store *s, bool commit, size_t nreq)
+{
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; i < s->npipes; i++) {
+		struct op_store__pipe *p = &s->pipes[i];
+		if (commit) {
+			p->events = add_clamped(p->events, p->pend_events);
+			p->bytes = add_clamped(p->bytes, p->pend_bytes);
+		}
+		p->pend_events = p->pend_bytes = 0;
+	}
+	if (commit) {
+		s->inflight = add_clamped(s->inflight, s->pend_inflight);
+		s->dead = add_clamped(s->dead, s->pend_dead);
+		s->quarantined = add_clamped(s->quarantined, s->pend_quar);
+		s->txns++;
+		s->requests += nreq;
+	}
+	pthread_mutex_unlock(&s->mu);
+	s->pend_inflight = s->pend_dead = s->pend_quar = 0;
+}
+
+/* Grows the map by doubling (up to map_max) when it is past GROW_AT_PERCENT
+ * used, or at once if force. Runs between transactions: readers are kept out
+ * with the map lock, since LMDB forbids any open txn during a resize. */
+static bool grow(struct op_store *s, bool force)
+{
+	MDB_envinfo info;
+	if (mdb_env_info(s->env, &info) != 0)
+		return false;
+	size_t used = (info.me_last_pgno + 1) * s->psize;
+	size_t cur = info.me_mapsize;
+	if (cur >= s->opts.map_max)
+		return false;
+	if (!force && used * 100 < cur * GROW_AT_PERCENT)
+		return false;
+	size_t next = cur > s->opts.map_max / 2 ? s->opts.map_max : cur * 2;
+	pthread_rwlock_wrlock(&s->maplock);
+	int rc = mdb_env_set_mapsize(s->env, next);
+	pthread_rwlock_unlock(&s->maplock);
+	if (rc) {
+		OP_LOGW("cannot grow the map to %zu bytes: %s", next, mdb_strerror(rc));
+		return false;
+	}
+	pthread_mutex_lock(&s->mu);
+	s->mapsize = next;
+	s->grows++;
+	pthread_mutex_unlock(&s->mu);
+	OP_LOGI("map grown from %zu to %zu bytes (%zu used)", cur, next, used);
+	return true;
+}
+
+/* At map_max, admit new data only while real use (highest page minus free
+ * pages) leaves the reserve free. */
+static void check_space(struct op_store *s)
+{
+	s->space_low = false;
+	MDB_envinfo info;
+	if (mdb_env_info(s->env, &info) != 0 || info.me_mapsize < s->opts.map_max)
+		return;
+	size_t hw = (info.me_last_pgno + 1) * s->psize;
+	size_t reserve = s->opts.map_max / 100 * RESERVE_PERCENT;
+	if (reserve < RESERVE_MIN_PAGES * s->psize)
+		reserve = RESERVE_MIN_PAGES * s->psize;
+	if (reserve > s->opts.map_max / 2)
+		reserve = s->opts.map_max / 2;
+	if (hw + reserve <= s->opts.map_max)
+		return;
+	/* LMDB opens a cursor on the free-page DB only in a read txn. */
+	size_t freepg = 0;
+	MDB_txn *t;
+	MDB_cursor *cur;
+	pthread_rwlock_rdlock(&s->maplock);
+	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t) != 0) {
+		pthread_rwlock_unlock(&s->maplock);
+		return;
+	}
+	if (mdb_cursor_open(t, 0, &cur) != 0) {
+		mdb_txn_abort(t);
+		pthread_rwlock_unlock(&s->maplock);
+		return;
+	}
+	MDB_val k, v;
+	int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	while (rc == 0) {
+		size_t n = 0;
+		if (v.mv_size >= sizeof(size_t))
+			memcpy(&n, v.mv_data, sizeof(n));
+		freepg += n;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(t);
+	pthread_rwlock_unlock(&s->maplock);
+	size_t used = hw - (freepg * s->psize < hw ? freepg * s->psize : hw);
+	s->space_low = used + reserve > s->opts.map_max;
+}
+
+/* One write txn for the list; each request in its own nested txn. */
+static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *mapfull)
+{
+	MDB_txn *t = NULL;
+	*mapfull = false;
+	check_space(s);
+	int rc = mdb_txn_begin(s->env, NULL, 0, &t);
+	if (rc)
+		return op_store__from_mdb(rc);
+	for (struct op_store__req *r = list; r; r = r->next) {
+		struct ctx c = {.s = s, .t = NULL, .r = r};
+		req_reset(r);
+		rc = mdb_txn_begin(s->env, t, 0, &c.t);
+		if (rc) {
+			r->result = mfail(&c, rc);
+		} else {
+			op_err e = apply(&c);
+			if (e == OP_OK || c.keep) {
+				rc = mdb_txn_commit(c.t);
+				if (rc)
+					e = mfail(&c, rc);
+				else
+					pend_add(s, r);
+			} else {
+				mdb_txn_abort(c.t);
+			}
+			r->result = e;
+		}
+		if (r->result != OP_OK && r->ev) {
+			op_store_event_free(r->ev);
+			r->ev = NULL;
+		}
+		if (c.mapfull && s->mapsize < s->opts.map_max) {
+			/* Grow and run the whole batch again. */
+			mdb_txn_abort(t);
+			*mapfull = true;
+			return OP_EFULL;
+		}
+	}
+	if (s->seq != s->seq_saved) {
+		uint8_t kb[] = "seq";
+		MDB_val k = {3, kb}, v = {OP_STORE__HDR + 8, NULL};
+		rc = mdb_put(t, s->dbi[OP_STORE_DB_META], &k, &v, MDB_RESERVE);
+		if (rc) {
+			mdb_txn_abort(t);
+			*mapfull = rc == MDB_MAP_FULL;
+			return op_store__from_mdb(rc);
+		}
+		op_store__put_u64be((uint8_t *)v.mv_data + OP_STORE__HDR, s->seq);
+		op_store__seal(v.mv_data, &k, OP_STORE__K_META, 8);
+	}
+	rc = mdb_txn_commit(t);
+	if (rc) {
+		*mapfull = rc == MDB_MAP_FULL;
+		OP_LOGW("commit failed: %s", mdb_strerror(rc));
+		return op_store__from_mdb(rc);
+	}
+	s->seq_saved = s->seq;
+	return OP_OK;
+}
+
+static size_t list_len(const struct op_store__req *r)
+{
+	size_t n = 0;
+	for (; r; r = r->next)
+		n++;
+	return n;
+}
+
+static void run_batch(struct op_store *s, struct op_store__req *list)
+{
+	size_t n = list_len(list);
+	op_err e = OP_OK;
+	for (int i = 0; i < 4; i++) {
+		bool mapfull;
+		pend_end(s, false, 0);
+		e = try_batch(s, list, &mapfull);
+		if (e == OP_OK) {
+			pend_end(s, true, n);
+			return;
+		}
+		if (!(mapfull && grow(s, true)))
+			break;
+	}
+	pend_end(s, false, 0);
+	if (n > 1) {
+		/* The commit failed as a whole: find who does not fit, alone. */
+		for (struct op_store__req *r = list; r; r = r->next) {
+			struct op_store__req *next = r->next;
+			r->next = NULL;
+			run_batch(s, r);
+			r->next = next;
+		}
+		return;
+	}
+	req_reset(list);
+	list->result = e;
+}
+
+static void reader_check(struct op_store *s)
+{
+	int dead = 0;
+	int rc = mdb_reader_check(s->env, &dead);
+	if (rc)
+		OP_LOGW("reader check failed: %s", mdb_strerror(rc));
+	else if (dead > 0)
+		OP_LOGW("cleared %d stale reader slot(s)", dead);
+	s->last_reader_check = op_store__now_ms();
+}
+
+void *op_store__writer_main(void *arg)
+{
+	struct op_store *s = arg;
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		while ((s->head == NULL || s->hold) && !s->stopping) {
+			struct timespec ts;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_sec += 10;
+			pthread_cond_timedwait(&s->wake, &s->mu, &ts);
+			if (op_store__now_ms() - s->last_reader_check >= READER_CHECK_MS) {
+				pthread_mutex_unlock(&s->mu);
+				reader_check(s);
+				pthread_mutex_lock(&s->mu);
+			}
+		}
+		if (s->head == NULL)
+			break;
+		struct op_store__req *list = s->head;
+		s->head = s->tail = NULL;
+		s->pending = 0;
+		pthread_mutex_unlock(&s->mu);
+
+		grow(s, false);
+		run_batch(s, list);
+		if (op_store__now_ms() - s->last_reader_check >= READER_CHECK_MS)
+			reader_check(s);
+
+		pthread_mutex_lock(&s->mu);
+		while (list) {
+			struct op_store__req *next = list->next;
+			if (list->result == OP_EFULL)
+				s->full++;
+			list->done = true;
+			pthread_cond_signal(&list->cv);
+			list = next;
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+op_err op_store__submit(struct op_store *s, struct op_store__req *r)
+{
+	if (pthread_cond_init(&r->cv, NULL) != 0)
+		return OP_ENOMEM;
+	r->next = NULL;
+	r->done = false;
+	r->ev = NULL;
+	r->result = OP_OK;
+	r->now = r->now ? r->now : op_store__now_ms();
+	pthread_mutex_lock(&s->mu);
+	if (s->stopping) {
+		pthread_mutex_unlock(&s->mu);
+		pthread_cond_destroy(&r->cv);
+		return OP_ECANCELED;
+	}
+	if (s->tail)
+		s->tail->next = r;
+	else
+		s->head = r;
+	s->tail = r;
+	s->pending++;
+	pthread_cond_signal(&s->wake);
+	while (!r->done)
+		pthread_cond_wait(&r->cv, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+	pthread_cond_destroy(&r->cv);
+	return r->result;
+}
+
+void op_store__hold(struct op_store *s, bool on)
+{
+	pthread_mutex_lock(&s->mu);
+	s->hold = on;
+	pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->mu);
+}
+
+size_t op_store__pending(struct op_store *s)
+{
+	pthread_mutex_lock(&s->mu);
+	size_t n = s->pending;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
