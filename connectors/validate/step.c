@@ -57,6 +57,23 @@ static op_err validate_prepare(struct op_load *ld, struct op_step *st)
 	return OP_OK;
 }
 
+/* The validator writes one problem per line; an error text is one line:
+ * the problems joined with "; " (cut short, never overrun, at out's size). */
+static const char *one_line(const struct op_buf *b, char *out, size_t outlen)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < b->len && o + 3 < outlen; i++) {
+		if (b->data[i] != '\n') {
+			out[o++] = b->data[i];
+		} else if (i + 1 < b->len) {
+			out[o++] = ';';
+			out[o++] = ' ';
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
 static op_err validate_run(struct op_exec *x, const struct op_step *st, cJSON *msg, cJSON **out)
 {
 	const struct validate_cfg *c = st->cfg;
@@ -70,9 +87,10 @@ static op_err validate_run(struct op_exec *x, const struct op_step *st, cJSON *m
 		return OP_OK;
 	}
 	cJSON_Delete(msg);
+	char text[1024];
 	if (rc == OP_OK)
 		op_exec_fail(x, OP_EINVAL, "VALIDATION", "message does not match the schema: %s",
-		             op_buf_str(&errs));
+		             one_line(&errs, text, sizeof(text)));
 	else
 		op_exec_fail(x, rc, "VALIDATION", "validation could not finish: %s",
 		             op_err_str(rc));
