@@ -1,0 +1,1265 @@
+/*
+ * The daemon's config file: one static table of keys, parsed with inih.
+ *
+ * inih (Debian's build) does not give the handler a line number, folds
+ * indented lines into the previous value, splits lines longer than its buffer
+ * into two, and reports only the first malformed line. So the text goes in
+ * through ini_parse_stream with our own line reader, which counts lines,
+ * strips indentation, refuses overlong lines, and checks section headers and
+ * key lines itself; inih is left to split "key = value ; comment". The
+ * handler then binds each value through the table into a private struct.
+ * Invariant: the caller's struct is written only when the whole text loaded
+ * with no problem; otherwise it is zeroed.
+ */
+#include "agent/daemon/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/core/alloc.h"
+#include "agent/core/buf.h"
+#include "agent/core/json.h"
+#include "agent/core/log.h"
+
+#define KiB  (1024LL)
+#define MiB  (1024LL * KiB)
+#define GiB  (1024LL * MiB)
+#define TiB  (1024LL * GiB)
+#define SEC  (1000LL)
+#define MIN  (60LL * SEC)
+#define HOUR (60LL * MIN)
+
+#define OFF(m) offsetof(struct op_config, m)
+
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
+
+_Static_assert(OP_LOG_ERROR == 0 && OP_LOG_WARN == 1 && OP_LOG_INFO == 2 && OP_LOG_DEBUG == 3,
+               "log_levels[] follows enum op_log_level");
+
+/* Sections in the order they are printed. */
+static const char *const sections[] = {"agent", "store", "http", "admin", "globals"};
+#define N_SECTIONS  (sizeof(sections) / sizeof(sections[0]))
+#define SEC_GLOBALS 4
+#define SEC_NONE    (-1) /* before any [section] */
+#define SEC_SKIP    (-2) /* unknown or malformed section: already reported */
+
+static const struct op_config_key keys[] = {
+    {.section = "agent",
+     .key = "id",
+     .type = OP_CONFIG_STRING,
+     .off = OFF(agent.id),
+     .def = "",
+     .def_doc = "the host name",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "Name of this agent in logs and to the control plane; empty: the host name."},
+    {.section = "agent",
+     .key = "data_dir",
+     .type = OP_CONFIG_PATH,
+     .off = OFF(agent.data_dir),
+     .def = "/var/lib/outpost",
+     .help = "Folder of the LMDB store (queues, executions, dead letters); created if missing."},
+    {.section = "agent",
+     .key = "pipelines_dir",
+     .type = OP_CONFIG_PATH,
+     .off = OFF(agent.pipelines_dir),
+     .def = "/etc/outpost/pipelines.d",
+     .help = "Folder of pipeline files run when there is no control plane."},
+    {.section = "agent",
+     .key = "workers",
+     .type = OP_CONFIG_INT,
+     .off = OFF(agent.workers),
+     .def = "4",
+     .min = 1,
+     .max = 256,
+     .help = "Worker threads that run pipeline executions."},
+    {.section = "agent",
+     .key = "log_level",
+     .type = OP_CONFIG_ENUM,
+     .off = OFF(agent.log_level),
+     .def = "info",
+     .choices = log_levels,
+     .help = "Least severe level logged: error, warn, info or debug."},
+    {.section = "agent",
+     .key = "log_format",
+     .type = OP_CONFIG_ENUM,
+     .off = OFF(agent.log_format),
+     .def = "text",
+     .choices = log_formats,
+     .help = "Log lines on stderr as text, or json (one object per line)."},
+    {.section = "agent",
+     .key = "shutdown_timeout",
+     .type = OP_CONFIG_DURATION,
+     .off = OFF(agent.shutdown_timeout_ms),
+     .def = "10s",
+     .min = 0,
+     .max = HOUR,
+     .help = "How long a shutdown waits for running executions before requeueing them."},
+    {.section = "store",
+     .key = "map_initial",
+     .type = OP_CONFIG_BYTES,
+     .off = OFF(store.map_initial),
+     .def = "64MB",
+     .min = MiB,
+     .max = 16 * TiB,
+     .help = "Initial size of the store's memory map; it grows as needed up to map_max."},
+    {.section = "store",
+     .key = "map_max",
+     .type = OP_CONFIG_BYTES,
+     .off = OFF(store.map_max),
+     .def = "4GB",
+     .min = MiB,
+     .max = 16 * TiB,
+     .help = "Largest size of the store; when it is full, triggers refuse new events."},
+    {.section = "store",
+     .key = "exec_retention",
+     .type = OP_CONFIG_INT,
+     .off = OFF(store.exec_retention),
+     .def = "10000",
+     .min = 0,
+     .max = 100000000,
+     .help = "Execution records kept; the oldest are deleted past this (0: keep none)."},
+    {.section = "store",
+     .key = "queue_max_events",
+     .type = OP_CONFIG_INT,
+     .off = OFF(store.queue_max_events),
+     .def = "100000",
+     .min = 1,
+     .max = 1000000000,
+     .help = "Most events waiting in one pipeline's queue; past it triggers refuse events."},
+    {.section = "store",
+     .key = "queue_max_bytes",
+     .type = OP_CONFIG_BYTES,
+     .off = OFF(store.queue_max_bytes),
+     .def = "256MB",
+     .min = KiB,
+     .max = 16 * TiB,
+     .help = "Most bytes of events waiting in one pipeline's queue."},
+    {.section = "http",
+     .key = "listen",
+     .type = OP_CONFIG_LISTEN,
+     .off = OFF(http.listen),
+     .def = "127.0.0.1:8080",
+     .help = "Address of the HTTP triggers, host:port or [ipv6]:port; empty: off."},
+    {.section = "http",
+     .key = "max_body",
+     .type = OP_CONFIG_BYTES,
+     .off = OFF(http.max_body),
+     .def = "5MB",
+     .min = KiB,
+     .max = GiB,
+     .help = "Largest request body accepted; larger requests get 413."},
+    {.section = "http",
+     .key = "timeout",
+     .type = OP_CONFIG_DURATION,
+     .off = OFF(http.timeout_ms),
+     .def = "30s",
+     .min = 100,
+     .max = HOUR,
+     .help = "Longest a synchronous request waits for its pipeline; then 504."},
+    {.section = "http",
+     .key = "threads",
+     .type = OP_CONFIG_INT,
+     .off = OFF(http.threads),
+     .def = "4",
+     .min = 1,
+     .max = 256,
+     .help = "Threads serving HTTP connections."},
+    {.section = "http",
+     .key = "connection_limit",
+     .type = OP_CONFIG_INT,
+     .off = OFF(http.connection_limit),
+     .def = "1000",
+     .min = 1,
+     .max = 1000000,
+     .help = "Most open connections; further clients are refused."},
+    {.section = "http",
+     .key = "per_ip_limit",
+     .type = OP_CONFIG_INT,
+     .off = OFF(http.per_ip_limit),
+     .def = "0",
+     .min = 0,
+     .max = 1000000,
+     .help = "Most open connections from one client address (0: no limit)."},
+    {.section = "http",
+     .key = "client_timeout",
+     .type = OP_CONFIG_DURATION,
+     .off = OFF(http.client_timeout_ms),
+     .def = "10s",
+     .min = 100,
+     .max = HOUR,
+     .help = "A connection idle this long is closed (slow-client protection)."},
+    {.section = "http",
+     .key = "tls_cert",
+     .type = OP_CONFIG_PATH,
+     .off = OFF(http.tls_cert),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "PEM certificate (chain) for HTTPS, set together with tls_key; empty: plain HTTP."},
+    {.section = "http",
+     .key = "tls_key",
+     .type = OP_CONFIG_PATH,
+     .off = OFF(http.tls_key),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "PEM private key of tls_cert, readable by the service user only."},
+    {.section = "admin",
+     .key = "listen",
+     .type = OP_CONFIG_LISTEN,
+     .off = OFF(admin.listen),
+     .def = "127.0.0.1:9090",
+     .help = "Address of /healthz, /readyz and /metrics, host:port; empty: off."},
+};
+#define N_KEYS (sizeof(keys) / sizeof(keys[0]))
+
+const struct op_config_key *op_config_keys(size_t *n)
+{
+	*n = N_KEYS;
+	return keys;
+}
+
+const char *op_config_type_name(enum op_config_type t)
+{
+	switch (t) {
+	case OP_CONFIG_STRING:
+		return "string";
+	case OP_CONFIG_PATH:
+		return "path";
+	case OP_CONFIG_INT:
+		return "integer";
+	case OP_CONFIG_BYTES:
+		return "size";
+	case OP_CONFIG_DURATION:
+		return "duration";
+	case OP_CONFIG_BOOL:
+		return "boolean";
+	case OP_CONFIG_ENUM:
+		return "enum";
+	case OP_CONFIG_LISTEN:
+		return "address";
+	}
+	return "?";
+}
+
+/* ---- value parsing ---- */
+
+/* Reads a run of decimal digits; false on none or overflow. */
+static bool digits(const char **sp, uint64_t *out)
+{
+	const char *s = *sp;
+	uint64_t v = 0;
+	if (!isdigit((unsigned char)*s))
+		return false;
+	for (; isdigit((unsigned char)*s); s++) {
+		unsigned d = (unsigned)(*s - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	*sp = s;
+	*out = v;
+	return true;
+}
+
+static bool parse_ll(const char *s, long long *out)
+{
+	bool neg = false;
+	uint64_t v;
+	if (*s == '-' || *s == '+')
+		neg = *s++ == '-';
+	if (!digits(&s, &v) || *s)
+		return false;
+	if (v > (uint64_t)LLONG_MAX)
+		return false;
+	*out = neg ? -(long long)v : (long long)v;
+	return true;
+}
+
+bool op_config_parse_bytes(const char *s, uint64_t *out)
+{
+	static const struct {
+		const char *name;
+		uint64_t mul;
+	} units[] = {
+	    {"", 1},      {"b", 1},    {"k", KiB},   {"kb", KiB},  {"kib", KiB},
+	    {"m", MiB},   {"mb", MiB}, {"mib", MiB}, {"g", GiB},   {"gb", GiB},
+	    {"gib", GiB}, {"t", TiB},  {"tb", TiB},  {"tib", TiB},
+	};
+	uint64_t v;
+	if (!digits(&s, &v))
+		return false;
+	while (*s == ' ')
+		s++;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcasecmp(s, units[i].name) == 0) {
+			if (v > UINT64_MAX / units[i].mul)
+				return false;
+			*out = v * units[i].mul;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool op_config_parse_duration(const char *s, uint64_t *ms)
+{
+	uint64_t total = 0;
+	if (strcmp(s, "0") == 0) {
+		*ms = 0;
+		return true;
+	}
+	if (!*s)
+		return false;
+	while (*s) {
+		uint64_t v, mul;
+		if (!digits(&s, &v))
+			return false;
+		if (s[0] == 'm' && s[1] == 's') {
+			mul = 1;
+			s += 2;
+		} else if (*s == 's') {
+			mul = SEC;
+			s++;
+		} else if (*s == 'm') {
+			mul = MIN;
+			s++;
+		} else if (*s == 'h') {
+			mul = HOUR;
+			s++;
+		} else {
+			return false;
+		}
+		if (v > (UINT64_MAX - total) / mul)
+			return false;
+		total += v * mul;
+	}
+	*ms = total;
+	return true;
+}
+
+bool op_config_parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = {"true", "yes", "on", "1"};
+	static const char *const no[] = {"false", "no", "off", "0"};
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return true;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool valid_hostname(const char *h, size_t n)
+{
+	if (n == 0 || n > 253)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (!isalnum((unsigned char)h[i]) && h[i] != '-' && h[i] != '.')
+			return false;
+	}
+	return true;
+}
+
+/* Splits "host:port" / "[v6]:port" into a new host string and a port. */
+static bool parse_listen(const char *s, char **host, unsigned *port, bool *nomem)
+{
+	const char *h, *colon;
+	size_t hn;
+	char tmp[INET6_ADDRSTRLEN + 1];
+	unsigned char addr[sizeof(struct in6_addr)];
+	if (*s == '[') {
+		const char *close = strchr(s, ']');
+		if (close == NULL || close[1] != ':')
+			return false;
+		h = s + 1;
+		hn = (size_t)(close - h);
+		colon = close + 1;
+		if (hn == 0 || hn >= sizeof(tmp))
+			return false;
+		memcpy(tmp, h, hn);
+		tmp[hn] = '\0';
+		if (inet_pton(AF_INET6, tmp, addr) != 1)
+			return false;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL)
+			return false;
+		h = s;
+		hn = (size_t)(colon - s);
+		if (memchr(h, ':', hn) != NULL || !valid_hostname(h, hn))
+			return false;
+	}
+	const char *p = colon + 1;
+	uint64_t v;
+	if (!digits(&p, &v) || *p || v > 65535)
+		return false;
+	char *dup = op_strndup(h, hn);
+	if (dup == NULL) {
+		*nomem = true;
+		return false;
+	}
+	*host = dup;
+	*port = (unsigned)v;
+	return true;
+}
+
+static bool has_ctrl(const char *s)
+{
+	for (; *s; s++) {
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	}
+	return false;
+}
+
+/* ---- formatting ---- */
+
+static void fmt_bytes(uint64_t v, char *out, size_t n)
+{
+	static const struct {
+		const char *name;
+		uint64_t mul;
+	} units[] = {{"TB", TiB}, {"GB", GiB}, {"MB", MiB}, {"KB", KiB}};
+	for (size_t i = 0; i < 4 && v; i++) {
+		if (v % units[i].mul == 0) {
+			snprintf(out, n, "%llu%s", (unsigned long long)(v / units[i].mul),
+			         units[i].name);
+			return;
+		}
+	}
+	snprintf(out, n, "%llu", (unsigned long long)v);
+}
+
+static void fmt_duration(uint64_t ms, char *out, size_t n)
+{
+	static const struct {
+		const char *name;
+		uint64_t mul;
+	} units[] = {{"h", HOUR}, {"m", MIN}, {"s", SEC}, {"ms", 1}};
+	size_t len = 0;
+	if (ms == 0) {
+		snprintf(out, n, "0s");
+		return;
+	}
+	out[0] = '\0';
+	for (size_t i = 0; i < 4; i++) {
+		uint64_t q = ms / units[i].mul;
+		ms %= units[i].mul;
+		if (q && len < n) {
+			int w = snprintf(out + len, n - len, "%llu%s", (unsigned long long)q,
+			                 units[i].name);
+			if (w > 0)
+				len += (size_t)w;
+		}
+	}
+}
+
+/* Formats a bound of key k (bytes, ms or a plain number). */
+static void fmt_bound(const struct op_config_key *k, long long v, char *out, size_t n)
+{
+	if (k->type == OP_CONFIG_BYTES)
+		fmt_bytes((uint64_t)v, out, n);
+	else if (k->type == OP_CONFIG_DURATION)
+		fmt_duration((uint64_t)v, out, n);
+	else
+		snprintf(out, n, "%lld", v);
+}
+
+/* ---- load context ---- */
+
+struct load {
+	struct op_config cfg;
+	struct op_diag *d;
+	const char *name;
+	const char *text;
+	size_t len, pos;
+	int line;
+	int sec;          /* index into sections, SEC_NONE or SEC_SKIP */
+	int seen[N_KEYS]; /* line a key was set on, 0 = not set */
+	size_t problems;  /* problems recorded by this load */
+	bool nomem;
+};
+
+static void problem(struct load *l, int line, const char *fmt, ...) OP_PRINTF(3, 4);
+
+static void problem(struct load *l, int line, const char *fmt, ...)
+{
+	char path[PATH_MAX + 32];
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (line > 0)
+		snprintf(path, sizeof(path), "%s:%d", l->name, line);
+	else
+		snprintf(path, sizeof(path), "%s", l->name);
+	op_diag_add_at(l->d, path, "%s", msg);
+	l->problems++;
+	if (l->d->nomem)
+		l->nomem = true;
+}
+
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	size_t row[65];
+	if (la > 64 || lb > 64)
+		return SIZE_MAX;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t cost =
+			    tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+			size_t best = diag + cost;
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+static bool near(const char *got, const char *want)
+{
+	size_t dist = edit_distance(got, want);
+	return dist <= (strlen(want) <= 4 ? 1u : 2u);
+}
+
+static int find_section(const char *name)
+{
+	for (size_t i = 0; i < N_SECTIONS; i++) {
+		if (strcmp(name, sections[i]) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+static void unknown_section(struct load *l, const char *name)
+{
+	for (size_t i = 0; i < N_SECTIONS; i++) {
+		if (near(name, sections[i])) {
+			problem(l, l->line, "[%.64s]: unknown section, did you mean [%s]?", name,
+			        sections[i]);
+			return;
+		}
+	}
+	problem(l, l->line,
+	        "[%.64s]: unknown section, expected one of [agent], [store], [http], [admin], "
+	        "[globals]",
+	        name);
+}
+
+static void unknown_key(struct load *l, const char *sec, const char *name)
+{
+	char list[512];
+	size_t len = 0;
+	list[0] = '\0';
+	for (size_t i = 0; i < N_KEYS; i++) {
+		if (strcmp(keys[i].section, sec) != 0)
+			continue;
+		if (near(name, keys[i].key)) {
+			problem(l, l->line, "[%s] %.64s: unknown key, did you mean '%s'?", sec,
+			        name, keys[i].key);
+			return;
+		}
+		int w =
+		    snprintf(list + len, sizeof(list) - len, "%s%s", len ? ", " : "", keys[i].key);
+		if (w > 0 && (size_t)w < sizeof(list) - len)
+			len += (size_t)w;
+	}
+	problem(l, l->line, "[%s] %.64s: unknown key, expected one of: %s", sec, name, list);
+}
+
+/*
+ * Applies one value to l->cfg through key k. On a bad value records a problem
+ * and leaves the field at its previous value.
+ */
+static void set_value(struct load *l, int line, const struct op_config_key *k, const char *v)
+{
+	void *p = (char *)&l->cfg + k->off;
+	char lo[48], hi[48], got[48];
+	long long n = 0;
+	uint64_t u = 0;
+	bool b;
+
+	switch (k->type) {
+	case OP_CONFIG_STRING:
+	case OP_CONFIG_PATH: {
+		if (!*v && !(k->flags & OP_CONFIG_EMPTY_OK)) {
+			problem(l, line, "[%s] %s: empty, expected %s", k->section, k->key,
+			        k->type == OP_CONFIG_PATH ? "a path" : "a value");
+			return;
+		}
+		if (has_ctrl(v) || strlen(v) >= PATH_MAX) {
+			problem(l, line,
+			        "[%s] %s: '%.64s' is not valid, expected printable text "
+			        "shorter than %d bytes",
+			        k->section, k->key, v, PATH_MAX);
+			return;
+		}
+		char *dup = op_strdup(v);
+		if (dup == NULL) {
+			l->nomem = true;
+			return;
+		}
+		op_free(*(char **)p);
+		*(char **)p = dup;
+		return;
+	}
+	case OP_CONFIG_INT:
+		if (!parse_ll(v, &n)) {
+			problem(l, line,
+			        "[%s] %s: '%.64s' is not a whole number, expected %lld to %lld",
+			        k->section, k->key, v, k->min, k->max);
+			return;
+		}
+		break;
+	case OP_CONFIG_BYTES:
+		if (!op_config_parse_bytes(v, &u)) {
+			problem(l, line,
+			        "[%s] %s: '%.64s' is not a size, expected a whole number with an "
+			        "optional unit B, KB, MB, GB or TB (1 KB = 1024 bytes), e.g. 64MB",
+			        k->section, k->key, v);
+			return;
+		}
+		n = u > (uint64_t)LLONG_MAX ? LLONG_MAX : (long long)u;
+		break;
+	case OP_CONFIG_DURATION:
+		if (!op_config_parse_duration(v, &u)) {
+			problem(
+			    l, line,
+			    "[%s] %s: '%.64s' is not a duration, expected a whole number with a "
+			    "unit ms, s, m or h, e.g. 30s or 1m30s",
+			    k->section, k->key, v);
+			return;
+		}
+		n = u > (uint64_t)LLONG_MAX ? LLONG_MAX : (long long)u;
+		break;
+	case OP_CONFIG_BOOL:
+		if (!op_config_parse_bool(v, &b)) {
+			problem(l, line,
+			        "[%s] %s: '%.64s' is not a boolean, expected true or false",
+			        k->section, k->key, v);
+			return;
+		}
+		*(bool *)p = b;
+		return;
+	case OP_CONFIG_ENUM: {
+		char list[256];
+		size_t len = 0;
+		for (int i = 0; k->choices[i]; i++) {
+			if (strcmp(v, k->choices[i]) == 0) {
+				*(int *)p = i;
+				return;
+			}
+			int w = snprintf(list + len, sizeof(list) - len, "%s%s", i ? ", " : "",
+			                 k->choices[i]);
+			if (w > 0 && (size_t)w < sizeof(list) - len)
+				len += (size_t)w;
+		}
+		problem(l, line, "[%s] %s: '%.64s' is not allowed, expected one of: %s", k->section,
+		        k->key, v, list);
+		return;
+	}
+	case OP_CONFIG_LISTEN: {
+		struct op_config_listen *a = p;
+		char *host = NULL;
+		unsigned port = 0;
+		if (*v) {
+			bool nomem = false;
+			if (!parse_listen(v, &host, &port, &nomem)) {
+				if (nomem) {
+					l->nomem = true;
+					return;
+				}
+				problem(l, line,
+				        "[%s] %s: '%.64s' is not an address, expected host:port, "
+				        "[ipv6]:port (port 0 to 65535), or empty for off",
+				        k->section, k->key, v);
+				return;
+			}
+		}
+		op_free(a->host);
+		a->host = host;
+		a->port = port;
+		return;
+	}
+	}
+
+	if (n < k->min || n > k->max) {
+		fmt_bound(k, k->min, lo, sizeof(lo));
+		fmt_bound(k, k->max, hi, sizeof(hi));
+		if (k->type == OP_CONFIG_INT)
+			snprintf(got, sizeof(got), "%lld", n);
+		else
+			snprintf(got, sizeof(got), "%.40s", v);
+		problem(l, line, "[%s] %s: %s is out of range, expected %s to %s", k->section,
+		        k->key, got, lo, hi);
+		return;
+	}
+	if (k->type == OP_CONFIG_INT)
+		*(long long *)p = n;
+	else
+		*(uint64_t *)p = u;
+}
+
+static bool global_name_ok(const char *s)
+{
+	if (!isalpha((unsigned char)*s) && *s != '_')
+		return false;
+	for (; *s; s++) {
+		if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-')
+			return false;
+	}
+	return true;
+}
+
+static void set_global(struct load *l, const char *name, const char *v)
+{
+	if (!global_name_ok(name)) {
+		problem(l, l->line,
+		        "[globals] %.64s: not a valid name, expected letters, digits, '_' and "
+		        "'-', starting with a letter or '_'",
+		        name);
+		return;
+	}
+	if (cJSON_GetObjectItemCaseSensitive(l->cfg.globals, name) != NULL) {
+		problem(l, l->line, "[globals] %s: duplicate key", name);
+		return;
+	}
+	/*
+	 * Anything that is not JSON is a string. A parse that failed for lack of
+	 * memory looks the same, but then the string's allocation fails too.
+	 */
+	cJSON *val = cJSON_ParseWithOpts(v, NULL, 1);
+	if (val == NULL)
+		val = cJSON_CreateString(v);
+	if (val == NULL || !cJSON_AddItemToObject(l->cfg.globals, name, val)) {
+		cJSON_Delete(val);
+		l->nomem = true;
+	}
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct load *l = user;
+	(void)section; /* tracked by the reader, which also saw malformed headers */
+	if (l->nomem)
+		return 1;
+	if (l->sec == SEC_SKIP)
+		return 1;
+	if (l->sec == SEC_NONE) {
+		problem(l, l->line,
+		        "%.64s: set outside a section, expected a [section] line above it", name);
+		return 1;
+	}
+	const char *sec = sections[l->sec];
+	if (l->sec == SEC_GLOBALS) {
+		set_global(l, name, value);
+		return 1;
+	}
+	for (size_t i = 0; i < N_KEYS; i++) {
+		if (strcmp(keys[i].section, sec) != 0 || strcmp(keys[i].key, name) != 0)
+			continue;
+		if (l->seen[i]) {
+			problem(l, l->line, "[%s] %s: duplicate key, first set on line %d", sec,
+			        name, l->seen[i]);
+			return 1;
+		}
+		l->seen[i] = l->line;
+		set_value(l, l->line, &keys[i], value);
+		return 1;
+	}
+	unknown_key(l, sec, name);
+	return 1;
+}
+
+/* Checks a [section] header line s (n bytes, trimmed); sets l->sec. */
+static void header(struct load *l, const char *s, size_t n)
+{
+	const char *close = memchr(s, ']', n);
+	l->sec = SEC_SKIP;
+	if (close == NULL) {
+		problem(l, l->line, "'%.*s': section header without ']', expected [section]",
+		        (int)(n > 64 ? 64 : n), s);
+		return;
+	}
+	const char *rest = close + 1, *end = s + n;
+	while (rest < end && (*rest == ' ' || *rest == '\t'))
+		rest++;
+	if (rest < end && *rest != ';' && *rest != '#') {
+		problem(l, l->line, "text after the section header, expected a comment or nothing");
+		return;
+	}
+	const char *b = s + 1, *e = close;
+	while (b < e && (*b == ' ' || *b == '\t'))
+		b++;
+	while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	char name[80];
+	size_t len = (size_t)(e - b);
+	if (len >= sizeof(name))
+		len = sizeof(name) - 1;
+	memcpy(name, b, len);
+	name[len] = '\0';
+	int i = find_section(name);
+	if (i < 0) {
+		unknown_section(l, name);
+		return;
+	}
+	l->sec = i;
+}
+
+/*
+ * inih's line source. Hands inih one line at a time, trimmed, so that its
+ * continuation-line rule never fires; lines inih would misread are reported
+ * here and replaced by an empty line.
+ */
+static char *reader(char *str, int num, void *stream)
+{
+	struct load *l = stream;
+	if (l->pos >= l->len)
+		return NULL;
+	const char *s = l->text + l->pos;
+	size_t rem = l->len - l->pos;
+	const char *nl = memchr(s, '\n', rem);
+	size_t n = nl ? (size_t)(nl - s) : rem;
+	l->pos += n + (nl ? 1 : 0);
+	l->line++;
+	str[0] = '\0';
+	if (num < 4)
+		return str;
+	if (l->line == 1 && n >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0) {
+		s += 3;
+		n -= 3;
+	}
+	while (n && (s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	while (n && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+	}
+	if (memchr(s, '\0', n) != NULL) {
+		problem(l, l->line, "line holds a NUL byte, expected text");
+		return str;
+	}
+	if (n > (size_t)num - 3) {
+		problem(l, l->line, "line is %zu characters long, expected at most %d", n, num - 3);
+		return str;
+	}
+	if (n == 0 || *s == ';' || *s == '#')
+		return str;
+	if (*s == '[') {
+		header(l, s, n);
+		if (l->sec == SEC_SKIP)
+			return str;
+	} else {
+		/* inih splits at the first '=' or ':'. */
+		size_t i = 0;
+		while (i < n && s[i] != '=' && s[i] != ':')
+			i++;
+		if (i == n) {
+			problem(l, l->line, "'%.*s': expected key = value", (int)(n > 64 ? 64 : n),
+			        s);
+			return str;
+		}
+	}
+	memcpy(str, s, n);
+	str[n] = '\0';
+	return str;
+}
+
+static int key_line(const struct load *l, const char *sec, const char *key)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		if (strcmp(keys[i].section, sec) == 0 && strcmp(keys[i].key, key) == 0)
+			return l->seen[i];
+	}
+	return 0;
+}
+
+static void check_readable(struct load *l, const char *key, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		char eb[128];
+		const char *es = strerror_r(errno, eb, sizeof(eb));
+		problem(l, key_line(l, "http", key), "[http] %s: cannot read '%.200s': %s", key,
+		        path, es);
+		return;
+	}
+	close(fd);
+}
+
+/* Checks across keys, once every value is in. */
+static void finish(struct load *l)
+{
+	struct op_config *c = &l->cfg;
+	if (c->store.map_initial > c->store.map_max) {
+		char a[48], b[48];
+		int li = key_line(l, "store", "map_initial"), lm = key_line(l, "store", "map_max");
+		fmt_bytes(c->store.map_initial, a, sizeof(a));
+		fmt_bytes(c->store.map_max, b, sizeof(b));
+		problem(l, lm > li ? lm : li,
+		        "[store] map_max: %s is less than map_initial (%s), expected at least "
+		        "map_initial",
+		        b, a);
+	}
+	bool cert = c->http.tls_cert && *c->http.tls_cert;
+	bool key = c->http.tls_key && *c->http.tls_key;
+	if (cert != key) {
+		const char *set = cert ? "tls_cert" : "tls_key",
+		           *unset = cert ? "tls_key" : "tls_cert";
+		problem(l, key_line(l, "http", set),
+		        "[http] %s: set without %s, expected both or neither", set, unset);
+	} else if (cert) {
+		check_readable(l, "tls_cert", c->http.tls_cert);
+		check_readable(l, "tls_key", c->http.tls_key);
+	}
+	if (c->http.listen.host && c->admin.listen.host && c->http.listen.port != 0 &&
+	    c->http.listen.port == c->admin.listen.port &&
+	    strcmp(c->http.listen.host, c->admin.listen.host) == 0) {
+		problem(l, key_line(l, "admin", "listen"),
+		        "[admin] listen: same address as [http] listen, expected another port");
+	}
+	if (!c->agent.id || !*c->agent.id) {
+		char host[256];
+		if (gethostname(host, sizeof(host)) != 0 || !host[0]) {
+			problem(l, 0,
+			        "[agent] id: empty and the host name is unknown, expected an id");
+			return;
+		}
+		host[sizeof(host) - 1] = '\0';
+		char *dup = op_strdup(host);
+		if (dup == NULL) {
+			l->nomem = true;
+			return;
+		}
+		op_free(c->agent.id);
+		c->agent.id = dup;
+	}
+}
+
+static op_err load_text(const char *text, size_t len, const char *name, struct op_config *out,
+                        struct op_diag *d)
+{
+	struct load l;
+	op_err e;
+	memset(out, 0, sizeof(*out));
+	memset(&l, 0, sizeof(l));
+	l.d = d;
+	l.name = name;
+	l.text = text;
+	l.len = len;
+	l.sec = SEC_NONE;
+	e = op_config_defaults(&l.cfg);
+	if (e != OP_OK)
+		return e;
+	int rc = ini_parse_stream(reader, &l, handler, &l);
+	if (rc > 0 && l.problems == 0) {
+		/* Every malformed line inih knows of is caught by reader(). */
+		problem(&l, rc, "cannot parse this line");
+	} else if (rc < 0) {
+		l.nomem = true;
+	}
+	if (!l.nomem)
+		finish(&l);
+	if (l.nomem) {
+		e = OP_ENOMEM;
+		goto out;
+	}
+	if (l.problems) {
+		e = OP_ECONFIG;
+		goto out;
+	}
+	*out = l.cfg;
+	return OP_OK;
+out:
+	op_config_free(&l.cfg);
+	return e;
+}
+
+op_err op_config_load_string(const char *text, const char *name, struct op_config *out,
+                             struct op_diag *d)
+{
+	return load_text(text, strlen(text), name, out, d);
+}
+
+op_err op_config_load_file(const char *path, struct op_config *out, struct op_diag *d)
+{
+	struct op_buf b;
+	char chunk[16384];
+	char eb[128];
+	op_err e = OP_OK;
+	int fd = -1;
+	struct stat st;
+
+	memset(out, 0, sizeof(*out));
+	op_buf_init(&b, OP_CONFIG_MAX_FILE);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		int err = errno;
+		op_diag_add_at(d, path, "cannot open the config file: %s",
+		               strerror_r(err, eb, sizeof(eb)));
+		e = op_err_from_errno(err);
+		goto out;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		op_diag_add_at(d, path, "is a folder, expected a config file");
+		e = OP_EINVAL;
+		goto out;
+	}
+	if (st.st_size > OP_CONFIG_MAX_FILE) {
+		op_diag_add_at(d, path, "file is %lld bytes, expected at most %d (1 MiB)",
+		               (long long)st.st_size, OP_CONFIG_MAX_FILE);
+		e = OP_ELIMIT;
+		goto out;
+	}
+	for (;;) {
+		ssize_t got = read(fd, chunk, sizeof(chunk));
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			int err = errno;
+			op_diag_add_at(d, path, "cannot read the config file: %s",
+			               strerror_r(err, eb, sizeof(eb)));
+			e = op_err_from_errno(err);
+			goto out;
+		}
+		if (got == 0)
+			break;
+		e = op_buf_add(&b, chunk, (size_t)got);
+		if (e == OP_ELIMIT) {
+			op_diag_add_at(d, path, "file is larger than %d bytes (1 MiB)",
+			               OP_CONFIG_MAX_FILE);
+			goto out;
+		}
+		if (e != OP_OK)
+			goto out;
+	}
+	e = load_text(b.len ? op_buf_str(&b) : "", b.len, path, out, d);
+out:
+	if (fd >= 0)
+		close(fd);
+	op_buf_fini(&b);
+	return e;
+}
+
+op_err op_config_defaults(struct op_config *c)
+{
+	struct load l;
+	struct op_diag d;
+	memset(c, 0, sizeof(*c));
+	memset(&l, 0, sizeof(l));
+	op_diag_init(&d);
+	l.d = &d;
+	l.name = "(defaults)";
+	l.cfg.globals = cJSON_CreateObject();
+	if (l.cfg.globals == NULL)
+		return OP_ENOMEM;
+	for (size_t i = 0; i < N_KEYS && !l.nomem; i++)
+		set_value(&l, 0, &keys[i], keys[i].def);
+	/* The defaults are code: a problem with one is a bug, caught by the tests. */
+	op_err e = l.nomem ? OP_ENOMEM : l.problems ? OP_EINTERNAL : OP_OK;
+	op_diag_fini(&d);
+	if (e != OP_OK) {
+		op_config_free(&l.cfg);
+		return e;
+	}
+	*c = l.cfg;
+	return OP_OK;
+}
+
+void op_config_free(struct op_config *c)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		void *p = (char *)c + keys[i].off;
+		if (keys[i].type == OP_CONFIG_STRING || keys[i].type == OP_CONFIG_PATH)
+			op_free(*(char **)p);
+		else if (keys[i].type == OP_CONFIG_LISTEN)
+			op_free(((struct op_config_listen *)p)->host);
+	}
+	cJSON_Delete(c->globals);
+	memset(c, 0, sizeof(*c));
+}
+
+/* ---- printing ---- */
+
+static bool sensitive_name(const char *name)
+{
+	static const char *const words[] = {"password", "passwd",     "secret", "token",
+	                                    "key",      "credential", "private"};
+	char low[128];
+	size_t i;
+	for (i = 0; i < sizeof(low) - 1 && name[i]; i++)
+		low[i] = (char)tolower((unsigned char)name[i]);
+	low[i] = '\0';
+	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		if (strstr(low, words[i]))
+			return true;
+	}
+	return false;
+}
+
+/* The value of key k in c as config text: borrowed from c or written into out. */
+static const char *value_text(const struct op_config *c, const struct op_config_key *k, char *out,
+                              size_t n)
+{
+	const void *p = (const char *)c + k->off;
+	switch (k->type) {
+	case OP_CONFIG_STRING:
+	case OP_CONFIG_PATH: {
+		const char *s = *(char *const *)p;
+		return s ? s : "";
+	}
+	case OP_CONFIG_INT:
+		snprintf(out, n, "%lld", *(const long long *)p);
+		return out;
+	case OP_CONFIG_BYTES:
+		fmt_bytes(*(const uint64_t *)p, out, n);
+		return out;
+	case OP_CONFIG_DURATION:
+		fmt_duration(*(const uint64_t *)p, out, n);
+		return out;
+	case OP_CONFIG_BOOL:
+		return *(const bool *)p ? "true" : "false";
+	case OP_CONFIG_ENUM:
+		return k->choices[*(const int *)p];
+	case OP_CONFIG_LISTEN: {
+		const struct op_config_listen *a = p;
+		if (a->host == NULL)
+			return "";
+		if (strchr(a->host, ':'))
+			snprintf(out, n, "[%s]:%u", a->host, a->port);
+		else
+			snprintf(out, n, "%s:%u", a->host, a->port);
+		return out;
+	}
+	}
+	return "";
+}
+
+static void put_kv(FILE *f, const char *prefix, const char *key, const char *val)
+{
+	if (*val)
+		fprintf(f, "%s%s = %s\n", prefix, key, val);
+	else
+		fprintf(f, "%s%s =\n", prefix, key);
+}
+
+op_err op_config_dump(const struct op_config *c, FILE *f)
+{
+	char buf[600];
+	for (size_t s = 0; s < N_SECTIONS; s++) {
+		fprintf(f, "%s[%s]\n", s ? "\n" : "", sections[s]);
+		if (s == SEC_GLOBALS)
+			break;
+		for (size_t i = 0; i < N_KEYS; i++) {
+			if (strcmp(keys[i].section, sections[s]) != 0)
+				continue;
+			const char *v = value_text(c, &keys[i], buf, sizeof(buf));
+			if ((keys[i].flags & OP_CONFIG_SECRET) && *v)
+				v = "***";
+			put_kv(f, "", keys[i].key, v);
+		}
+	}
+	const cJSON *g;
+	cJSON_ArrayForEach (g, c->globals) {
+		if (sensitive_name(g->string)) {
+			put_kv(f, "", g->string, "***");
+			continue;
+		}
+		char *text = op_json_print(g, OP_JSON_COMPACT);
+		if (text == NULL)
+			return OP_ENOMEM;
+		put_kv(f, "", g->string, text);
+		op_free(text);
+	}
+	return ferror(f) ? OP_EIO : OP_OK;
+}
+
+op_err op_config_write_sample(FILE *f)
+{
+	fputs("# Outpost agent configuration: /etc/outpost/outpost.conf\n"
+	      "#\n"
+	      "# Every key is listed, commented out, with its default. To change one,\n"
+	      "# remove the leading '#' and edit the value; `outpostd --check-config`\n"
+	      "# checks the file and prints the effective configuration.\n"
+	      "# Sizes: a whole number with B, KB, MB, GB or TB (1 KB = 1024 bytes).\n"
+	      "# Durations: whole numbers with ms, s, m or h, e.g. 30s or 1m30s.\n"
+	      "# Comments: lines starting with '#' or ';', or ' ;' after a value.\n"
+	      "# Reference: docs/configuration.md\n"
+	      "# Generated from agent/daemon/config.c; edit the table there.\n",
+	      f);
+	for (size_t s = 0; s < SEC_GLOBALS; s++) {
+		fprintf(f, "\n[%s]\n", sections[s]);
+		for (size_t i = 0; i < N_KEYS; i++) {
+			if (strcmp(keys[i].section, sections[s]) != 0)
+				continue;
+			fprintf(f, "\n# %s\n", keys[i].help);
+			put_kv(f, "#", keys[i].key, keys[i].def);
+		}
+	}
+	fputs("\n[globals]\n"
+	      "\n"
+	      "# Free-form values pipelines read as globals (e.g. {{ globals.region }}).\n"
+	      "# A value that parses as JSON (42, true, [1, 2], \"text\") is taken as JSON,\n"
+	      "# anything else as a string. Names that look secret are masked in output.\n"
+	      "#region = eu-west\n",
+	      f);
+	return ferror(f) ? OP_EIO : OP_OK;
+}
+
+op_err op_config_write_doc(FILE *f)
+{
+	char lo[48], hi[48];
+	for (size_t s = 0; s < SEC_GLOBALS; s++) {
+		fprintf(f, "\n### [%s]\n\n", sections[s]);
+		fputs("| Key | Type | Default | Meaning |\n| --- | --- | --- | --- |\n", f);
+		for (size_t i = 0; i < N_KEYS; i++) {
+			const struct op_config_key *k = &keys[i];
+			if (strcmp(k->section, sections[s]) != 0)
+				continue;
+			fprintf(f, "| `%s` | %s", k->key, op_config_type_name(k->type));
+			if (k->type == OP_CONFIG_INT || k->type == OP_CONFIG_BYTES ||
+			    k->type == OP_CONFIG_DURATION) {
+				fmt_bound(k, k->min, lo, sizeof(lo));
+				fmt_bound(k, k->max, hi, sizeof(hi));
+				fprintf(f, ", %s to %s", lo, hi);
+			} else if (k->type == OP_CONFIG_ENUM) {
+				for (int j = 0; k->choices[j]; j++)
+					fprintf(f, "%s`%s`", j ? ", " : ": ", k->choices[j]);
+			}
+			if (k->def_doc)
+				fprintf(f, " | %s", k->def_doc);
+			else if (*k->def)
+				fprintf(f, " | `%s`", k->def);
+			else
+				fputs(" | (empty)", f);
+			fprintf(f, " | %s |\n", k->help);
+		}
+	}
+	fputc('\n', f);
+	return ferror(f) ? OP_EIO : OP_OK;
+}

@@ -1,0 +1,163 @@
+/*
+ * The daemon's own configuration: /etc/outpost/outpost.conf, an INI file read
+ * with inih. One static table (config.c) lists every key with its section,
+ * type, bounds, default and help line; the same table fills defaults,
+ * validates, prints the effective config (`outpostd --check-config`), writes
+ * the shipped commented sample (packaging/outpost.conf) and the key reference
+ * in docs/configuration.md, so they cannot disagree.
+ *
+ * A load parses into a new struct, records every problem it finds (not just
+ * the first) as "FILE:LINE" (the diag path) plus "[section] key: what was
+ * wrong, expected ..." (the message), and hands the struct over only when
+ * there was none: a config is taken whole or refused whole.
+ */
+#ifndef OP_DAEMON_CONFIG_H
+#define OP_DAEMON_CONFIG_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "agent/core/diag.h"
+#include "agent/core/err.h"
+
+/* Largest config file accepted. */
+#define OP_CONFIG_MAX_FILE (1024 * 1024)
+
+/* A listen address. Off (host NULL, port 0) when configured empty. */
+struct op_config_listen {
+	char *host;    /* IPv4 literal, IPv6 literal without brackets, or a name */
+	unsigned port; /* 0..65535; 0 = any free port */
+};
+
+struct op_config {
+	struct {
+		char *id; /* never empty after a load: defaults to the host name */
+		char *data_dir;
+		char *pipelines_dir;
+		long long workers;
+		int log_level;  /* enum op_log_level (agent/core/log.h) */
+		int log_format; /* enum op_config_log_format */
+		uint64_t shutdown_timeout_ms;
+	} agent;
+	struct {
+		uint64_t map_initial; /* bytes */
+		uint64_t map_max;     /* bytes */
+		long long exec_retention;
+		long long queue_max_events; /* per pipeline */
+		uint64_t queue_max_bytes;   /* per pipeline */
+	} store;
+	struct {
+		struct op_config_listen listen;
+		uint64_t max_body; /* bytes */
+		uint64_t timeout_ms;
+		long long threads;
+		long long connection_limit;
+		long long per_ip_limit; /* 0 = no limit */
+		uint64_t client_timeout_ms;
+		char *tls_cert; /* NULL or "": no TLS; set together with tls_key */
+		char *tls_key;
+	} http;
+	struct {
+		struct op_config_listen listen;
+	} admin;
+	cJSON *globals; /* always an object after defaults or a load */
+};
+
+enum op_config_log_format { OP_CONFIG_LOG_TEXT, OP_CONFIG_LOG_JSON };
+
+enum op_config_type {
+	OP_CONFIG_STRING,   /* char * */
+	OP_CONFIG_PATH,     /* char *; a file or folder name */
+	OP_CONFIG_INT,      /* long long in [min, max] */
+	OP_CONFIG_BYTES,    /* uint64_t bytes; "5MB", "1GiB" (1 KB = 1024 B); [min, max] */
+	OP_CONFIG_DURATION, /* uint64_t ms; "30s", "1m30s", "250ms"; [min, max] in ms */
+	OP_CONFIG_BOOL,     /* bool; true/false, yes/no, on/off, 1/0 */
+	OP_CONFIG_ENUM,     /* int: index into choices */
+	OP_CONFIG_LISTEN,   /* struct op_config_listen; "host:port", "[v6]:port", "" = off */
+};
+
+enum op_config_flags {
+	OP_CONFIG_EMPTY_OK = 1, /* STRING, PATH: an empty value is allowed */
+	OP_CONFIG_SECRET = 2,   /* masked as *** by op_config_dump */
+};
+
+/* One key of the table. */
+struct op_config_key {
+	const char *section;
+	const char *key;
+	enum op_config_type type;
+	size_t off;                 /* into struct op_config */
+	const char *def;            /* default, as config text */
+	const char *def_doc;        /* default as shown in docs when it is computed, or NULL */
+	long long min, max;         /* INT, BYTES (bytes), DURATION (ms) */
+	const char *const *choices; /* ENUM: NULL-terminated */
+	unsigned flags;             /* enum op_config_flags */
+	const char *help;           /* one line */
+};
+
+/* The key table, borrowed for the life of the process. */
+const struct op_config_key *op_config_keys(size_t *n);
+
+/* Name of a type for docs and help ("bytes", "duration", ...). */
+const char *op_config_type_name(enum op_config_type t);
+
+/*
+ * Fills c (any prior content is overwritten, not freed) with the defaults;
+ * agent.id is left empty (the host name is filled in by a load). OP_ENOMEM
+ * leaves c zeroed.
+ */
+op_err op_config_defaults(struct op_config *c) OP_WUR;
+
+/*
+ * Loads config text (NUL-terminated; name is used in messages as the file
+ * name) over the defaults into out. Every problem goes to d (which the caller
+ * initialised) as path "NAME:LINE" and message "[section] key: ...".
+ * Returns OP_OK (out owns a config: free it with op_config_free), OP_ECONFIG
+ * when any problem was found, OP_ENOMEM. On error out is zeroed.
+ */
+op_err op_config_load_string(const char *text, const char *name, struct op_config *out,
+                             struct op_diag *d) OP_WUR;
+
+/*
+ * Like op_config_load_string for the file at path. Files over
+ * OP_CONFIG_MAX_FILE are refused (OP_ELIMIT); a file that cannot be opened or
+ * read gives the errno class (OP_ENOTFOUND for a missing file) with the
+ * system's text in d under the path.
+ */
+op_err op_config_load_file(const char *path, struct op_config *out, struct op_diag *d) OP_WUR;
+
+/* Frees what c holds (not c) and zeroes it. Safe on a zeroed struct. */
+void op_config_free(struct op_config *c);
+
+/*
+ * Prints the effective config as loadable INI text, secrets and globals whose
+ * names look sensitive (password, secret, token, key, credential) masked as
+ * ***. OP_ENOMEM, or OP_EIO when writing fails.
+ */
+op_err op_config_dump(const struct op_config *c, FILE *f) OP_WUR;
+
+/*
+ * Writes the commented sample config shipped as /etc/outpost/outpost.conf:
+ * every key commented out with its default and help line. OP_EIO on a write
+ * error.
+ */
+op_err op_config_write_sample(FILE *f) OP_WUR;
+
+/*
+ * Writes the Markdown key reference (one table per section) that
+ * docs/configuration.md holds between its generated-section markers.
+ */
+op_err op_config_write_doc(FILE *f) OP_WUR;
+
+/* Value parsers behind the table, for other modules' settings. */
+/* "5MB", "1GiB", "512" (bytes). 1 KB = 1 KiB = 1024 bytes. False if not valid or too large. */
+bool op_config_parse_bytes(const char *s, uint64_t *out);
+/* "250ms", "30s", "1m30s", "2h", "0". False if not valid or too large. */
+bool op_config_parse_duration(const char *s, uint64_t *ms);
+/* true/false, yes/no, on/off, 1/0 (case-insensitive). */
+bool op_config_parse_bool(const char *s, bool *out);
+
+#endif

@@ -1,0 +1,761 @@
+/*
+ * Unit tests of the daemon config (agent/daemon/config.c): defaults, every
+ * value type, problems with their lines, globals, TLS pairing, file reading,
+ * out-of-memory, and that packaging/outpost.conf and the key tables in
+ * docs/configuration.md are exactly what the key table generates.
+ *
+ * After changing the table, regenerate both files with
+ *   OP_CONFIG_REGEN=1 build/debug/tests/unit/test_config
+ * (run from the repository root, as tests/run.sh does).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/core/buf.h"
+#include "agent/core/diag.h"
+#include "agent/core/log.h"
+#include "agent/daemon/config.h"
+#include "tests/unit/test.h"
+
+#define SAMPLE_PATH "packaging/outpost.conf"
+#define DOC_PATH    "docs/configuration.md"
+#define DOC_BEGIN   "<!-- BEGIN GENERATED KEYS"
+#define DOC_END     "<!-- END GENERATED KEYS -->"
+
+static void load_ok(const char *text, struct op_config *c)
+{
+	struct op_diag d;
+	op_diag_init(&d);
+	op_err e = op_config_load_string(text, "t.conf", c, &d);
+	if (e != OP_OK) {
+		for (size_t i = 0; i < d.n; i++)
+			fprintf(stderr, "%s: %s\n", d.v[i].path, d.v[i].msg);
+	}
+	ck_assert_int_eq(e, OP_OK);
+	ck_assert_uint_eq(op_diag_count(&d), 0);
+	op_diag_fini(&d);
+}
+
+/* Loads text expecting failure; returns every problem as "path: msg\n" lines. */
+static char *load_bad(const char *text)
+{
+	struct op_diag d;
+	struct op_config c;
+	struct op_buf b;
+	op_diag_init(&d);
+	memset(&c, 0xa5, sizeof(c));
+	op_err e = op_config_load_string(text, "t.conf", &c, &d);
+	ck_assert_int_eq(e, OP_ECONFIG);
+	/* Refused whole: nothing handed out. */
+	ck_assert_ptr_null(c.agent.data_dir);
+	ck_assert_ptr_null(c.globals);
+	ck_assert_uint_gt(d.n, 0);
+	op_buf_init(&b, 1 << 20);
+	for (size_t i = 0; i < d.n; i++)
+		ck_assert_int_eq(op_buf_addf(&b, "%s: %s\n", d.v[i].path, d.v[i].msg), OP_OK);
+	op_diag_fini(&d);
+	return op_buf_take(&b);
+}
+
+#define ck_bad(text, want)                    \
+	do {                                  \
+		char *got_ = load_bad(text);  \
+		ck_assert_str_eq(got_, want); \
+		op_free(got_);                \
+	} while (0)
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	ck_assert_msg(f != NULL, "cannot open %s (tests run from the repository root)", path);
+	struct op_buf b;
+	char chunk[4096];
+	size_t n;
+	op_buf_init(&b, 1 << 22);
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		ck_assert_int_eq(op_buf_add(&b, chunk, n), OP_OK);
+	fclose(f);
+	return op_buf_take(&b);
+}
+
+typedef op_err (*gen_fn)(FILE *f);
+
+static char *generate(gen_fn fn)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fn(f), OP_OK);
+	fclose(f);
+	char *dup = op_strdup(text);
+	free(text);
+	return dup;
+}
+
+static char *dump(const struct op_config *c)
+{
+	op_err (*fn)(const struct op_config *, FILE *) = op_config_dump;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fn(c, f), OP_OK);
+	fclose(f);
+	char *dup = op_strdup(text);
+	free(text);
+	return dup;
+}
+
+static void write_file(const char *path, const char *text, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fwrite(text, 1, len, f), len);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+START_TEST(defaults)
+{
+	struct op_config c;
+	ck_assert_int_eq(op_config_defaults(&c), OP_OK);
+	ck_assert_str_eq(c.agent.id, "");
+	ck_assert_str_eq(c.agent.data_dir, "/var/lib/outpost");
+	ck_assert_str_eq(c.agent.pipelines_dir, "/etc/outpost/pipelines.d");
+	ck_assert_int_eq(c.agent.workers, 4);
+	ck_assert_int_eq(c.agent.log_level, OP_LOG_INFO);
+	ck_assert_int_eq(c.agent.log_format, OP_CONFIG_LOG_TEXT);
+	ck_assert_uint_eq(c.agent.shutdown_timeout_ms, 10000);
+	ck_assert_uint_eq(c.store.map_initial, 64ull << 20);
+	ck_assert_uint_eq(c.store.map_max, 4ull << 30);
+	ck_assert_int_eq(c.store.exec_retention, 10000);
+	ck_assert_int_eq(c.store.queue_max_events, 100000);
+	ck_assert_uint_eq(c.store.queue_max_bytes, 256ull << 20);
+	ck_assert_str_eq(c.http.listen.host, "127.0.0.1");
+	ck_assert_uint_eq(c.http.listen.port, 8080);
+	ck_assert_uint_eq(c.http.max_body, 5ull << 20);
+	ck_assert_uint_eq(c.http.timeout_ms, 30000);
+	ck_assert_int_eq(c.http.threads, 4);
+	ck_assert_int_eq(c.http.connection_limit, 1000);
+	ck_assert_int_eq(c.http.per_ip_limit, 0);
+	ck_assert_uint_eq(c.http.client_timeout_ms, 10000);
+	ck_assert_str_eq(c.http.tls_cert, "");
+	ck_assert_str_eq(c.http.tls_key, "");
+	ck_assert_str_eq(c.admin.listen.host, "127.0.0.1");
+	ck_assert_uint_eq(c.admin.listen.port, 9090);
+	ck_assert(cJSON_IsObject(c.globals));
+	ck_assert_ptr_null(c.globals->child);
+	op_config_free(&c);
+	ck_assert_ptr_null(c.agent.data_dir);
+	op_config_free(&c); /* twice is harmless */
+
+	/* An empty file is the defaults, with the host name as id. */
+	char host[256] = "";
+	ck_assert_int_eq(gethostname(host, sizeof(host)), 0);
+	load_ok("", &c);
+	ck_assert_str_eq(c.agent.id, host);
+	ck_assert_int_eq(c.agent.workers, 4);
+	op_config_free(&c);
+
+	/* Every default sits inside its own bounds (else defaults() would fail). */
+	size_t n;
+	const struct op_config_key *k = op_config_keys(&n);
+	ck_assert_uint_eq(n, 22);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_ptr_nonnull(k[i].help);
+		ck_assert_ptr_null(strchr(k[i].help, '\n'));
+		ck_assert_ptr_null(strchr(k[i].help, '|'));
+	}
+}
+END_TEST
+
+START_TEST(value_types)
+{
+	struct op_config c;
+	load_ok("[agent]\n"
+	        "id = edge-01\n"
+	        "data_dir = build/run/data\n"
+	        "pipelines_dir = /srv/p\n"
+	        "workers = 256\n"
+	        "log_level = debug\n"
+	        "log_format = json\n"
+	        "shutdown_timeout = 1m30s\n"
+	        "[store]\n"
+	        "map_initial = 1GiB\n"
+	        "map_max = 2 tb\n"
+	        "exec_retention = 0\n"
+	        "queue_max_events = 1\n"
+	        "queue_max_bytes = 1048576\n"
+	        "[http]\n"
+	        "listen = [::1]:0\n"
+	        "max_body = 64k\n"
+	        "timeout = 250ms\n"
+	        "threads = 1\n"
+	        "connection_limit = 1000000\n"
+	        "per_ip_limit = 10\n"
+	        "client_timeout = 1h\n"
+	        "[admin]\n"
+	        "listen =\n",
+	        &c);
+	ck_assert_str_eq(c.agent.id, "edge-01");
+	ck_assert_str_eq(c.agent.data_dir, "build/run/data");
+	ck_assert_str_eq(c.agent.pipelines_dir, "/srv/p");
+	ck_assert_int_eq(c.agent.workers, 256);
+	ck_assert_int_eq(c.agent.log_level, OP_LOG_DEBUG);
+	ck_assert_int_eq(c.agent.log_format, OP_CONFIG_LOG_JSON);
+	ck_assert_uint_eq(c.agent.shutdown_timeout_ms, 90000);
+	ck_assert_uint_eq(c.store.map_initial, 1ull << 30);
+	ck_assert_uint_eq(c.store.map_max, 2ull << 40);
+	ck_assert_int_eq(c.store.exec_retention, 0);
+	ck_assert_int_eq(c.store.queue_max_events, 1);
+	ck_assert_uint_eq(c.store.queue_max_bytes, 1ull << 20);
+	ck_assert_str_eq(c.http.listen.host, "::1");
+	ck_assert_uint_eq(c.http.listen.port, 0);
+	ck_assert_uint_eq(c.http.max_body, 64 * 1024);
+	ck_assert_uint_eq(c.http.timeout_ms, 250);
+	ck_assert_int_eq(c.http.threads, 1);
+	ck_assert_int_eq(c.http.connection_limit, 1000000);
+	ck_assert_int_eq(c.http.per_ip_limit, 10);
+	ck_assert_uint_eq(c.http.client_timeout_ms, 3600000);
+	ck_assert_ptr_null(c.admin.listen.host);
+	ck_assert_uint_eq(c.admin.listen.port, 0);
+	op_config_free(&c);
+
+	load_ok("[http]\nlisten = localhost:65535\n[admin]\nlisten = 0.0.0.0:9\n", &c);
+	ck_assert_str_eq(c.http.listen.host, "localhost");
+	ck_assert_uint_eq(c.http.listen.port, 65535);
+	ck_assert_str_eq(c.admin.listen.host, "0.0.0.0");
+	ck_assert_uint_eq(c.admin.listen.port, 9);
+	op_config_free(&c);
+}
+END_TEST
+
+START_TEST(unit_parsers)
+{
+	uint64_t v;
+	bool b;
+	struct {
+		const char *s;
+		uint64_t want;
+	} sizes[] = {{"0", 0},
+	             {"512", 512},
+	             {"512B", 512},
+	             {"5MB", 5ull << 20},
+	             {"5mb", 5ull << 20},
+	             {"5 MiB", 5ull << 20},
+	             {"1GiB", 1ull << 30},
+	             {"3k", 3072},
+	             {"2TB", 2ull << 40},
+	             {"16777215TiB", 16777215ull << 40}};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		ck_assert_msg(op_config_parse_bytes(sizes[i].s, &v), "%s", sizes[i].s);
+		ck_assert_uint_eq(v, sizes[i].want);
+	}
+	const char *bad_sizes[] = {
+	    "",  "MB", "-1", "1.5GB", "5XB", "5 M B", "5MBs", "18446744073709551616", "16777216TiB",
+	    " 5"};
+	for (size_t i = 0; i < sizeof(bad_sizes) / sizeof(bad_sizes[0]); i++)
+		ck_assert_msg(!op_config_parse_bytes(bad_sizes[i], &v), "%s", bad_sizes[i]);
+
+	struct {
+		const char *s;
+		uint64_t want;
+	} durs[] = {{"0", 0},       {"0s", 0},       {"250ms", 250},   {"30s", 30000},
+	            {"5m", 300000}, {"2h", 7200000}, {"1m30s", 90000}, {"1h1m1s1ms", 3661001}};
+	for (size_t i = 0; i < sizeof(durs) / sizeof(durs[0]); i++) {
+		ck_assert_msg(op_config_parse_duration(durs[i].s, &v), "%s", durs[i].s);
+		ck_assert_uint_eq(v, durs[i].want);
+	}
+	const char *bad_durs[] = {"",    "10",   "s",    "5d",  "1.5s",
+	                          "-1s", "1m30", "10 s", "30S", "99999999999999999999h"};
+	for (size_t i = 0; i < sizeof(bad_durs) / sizeof(bad_durs[0]); i++)
+		ck_assert_msg(!op_config_parse_duration(bad_durs[i], &v), "%s", bad_durs[i]);
+
+	const char *yes[] = {"true", "YES", "on", "1"}, *no[] = {"false", "No", "OFF", "0"};
+	for (size_t i = 0; i < 4; i++) {
+		b = false;
+		ck_assert(op_config_parse_bool(yes[i], &b) && b);
+		b = true;
+		ck_assert(op_config_parse_bool(no[i], &b) && !b);
+	}
+	ck_assert(!op_config_parse_bool("", &b));
+	ck_assert(!op_config_parse_bool("2", &b));
+	ck_assert(!op_config_parse_bool("truee", &b));
+}
+END_TEST
+
+START_TEST(bad_values_and_bounds)
+{
+	ck_bad("[agent]\n"
+	       "workers = 0\n"
+	       "workers2 = 1\n"
+	       "log_level = verbose\n"
+	       "shutdown_timeout = 10\n"
+	       "data_dir =\n"
+	       "[http]\n"
+	       "max_body = 512\n"
+	       "timeout = 50ms\n"
+	       "threads = four\n"
+	       "connection_limit = 1000001\n"
+	       "listen = 127.0.0.1\n"
+	       "[admin]\n"
+	       "listen = [::1]:70000\n"
+	       "[store]\n"
+	       "map_max = 5XB\n",
+	       "t.conf:2: [agent] workers: 0 is out of range, expected 1 to 256\n"
+	       "t.conf:3: [agent] workers2: unknown key, did you mean 'workers'?\n"
+	       "t.conf:4: [agent] log_level: 'verbose' is not allowed, expected one of: error, "
+	       "warn, info, debug\n"
+	       "t.conf:5: [agent] shutdown_timeout: '10' is not a duration, expected a whole "
+	       "number with a unit ms, s, m or h, e.g. 30s or 1m30s\n"
+	       "t.conf:6: [agent] data_dir: empty, expected a path\n"
+	       "t.conf:8: [http] max_body: 512 is out of range, expected 1KB to 1GB\n"
+	       "t.conf:9: [http] timeout: 50ms is out of range, expected 100ms to 1h\n"
+	       "t.conf:10: [http] threads: 'four' is not a whole number, expected 1 to 256\n"
+	       "t.conf:11: [http] connection_limit: 1000001 is out of range, expected 1 to "
+	       "1000000\n"
+	       "t.conf:12: [http] listen: '127.0.0.1' is not an address, expected host:port, "
+	       "[ipv6]:port (port 0 to 65535), or empty for off\n"
+	       "t.conf:14: [admin] listen: '[::1]:70000' is not an address, expected host:port, "
+	       "[ipv6]:port (port 0 to 65535), or empty for off\n"
+	       "t.conf:16: [store] map_max: '5XB' is not a size, expected a whole number with an "
+	       "optional unit B, KB, MB, GB or TB (1 KB = 1024 bytes), e.g. 64MB\n");
+	ck_bad("[store]\nmap_max = 17TB\nexec_retention = -1\n",
+	       "t.conf:2: [store] map_max: 17TB is out of range, expected 1MB to 16TB\n"
+	       "t.conf:3: [store] exec_retention: -1 is out of range, expected 0 to 100000000\n");
+	ck_bad("[agent]\nid = a\tb\n",
+	       "t.conf:2: [agent] id: 'a\tb' is not valid, expected printable text shorter than "
+	       "4096 bytes\n");
+	ck_bad("[http]\nlisten = exa mple:80\n[admin]\nlisten = [::1]8080\n",
+	       "t.conf:2: [http] listen: 'exa mple:80' is not an address, expected host:port, "
+	       "[ipv6]:port (port 0 to 65535), or empty for off\n"
+	       "t.conf:4: [admin] listen: '[::1]8080' is not an address, expected host:port, "
+	       "[ipv6]:port (port 0 to 65535), or empty for off\n");
+}
+END_TEST
+
+START_TEST(structure_problems_with_lines)
+{
+	ck_bad("# comment\n"
+	       "workers = 2\n"
+	       "[agnet]\n"
+	       "workers = 3\n"
+	       "[agent]\n"
+	       "workers = 2\n"
+	       "log_level = warn\n"
+	       "workers = 3\n"
+	       "no value here\n"
+	       "[http\n"
+	       "max_body = 1MB\n"
+	       "[http] junk\n"
+	       "[frobnicate]\n"
+	       "[http]\n"
+	       "bogus = 1\n",
+	       "t.conf:2: workers: set outside a section, expected a [section] line above it\n"
+	       "t.conf:3: [agnet]: unknown section, did you mean [agent]?\n"
+	       "t.conf:8: [agent] workers: duplicate key, first set on line 6\n"
+	       "t.conf:9: 'no value here': expected key = value\n"
+	       "t.conf:10: '[http': section header without ']', expected [section]\n"
+	       "t.conf:12: text after the section header, expected a comment or nothing\n"
+	       "t.conf:13: [frobnicate]: unknown section, expected one of [agent], [store], "
+	       "[http], [admin], [globals]\n"
+	       "t.conf:15: [http] bogus: unknown key, expected one of: listen, max_body, timeout, "
+	       "threads, connection_limit, per_ip_limit, client_timeout, tls_cert, tls_key\n");
+
+	/* A line longer than inih's buffer is refused, not split in two. */
+	char text[400];
+	snprintf(text, sizeof(text), "[agent]\ndata_dir = /%0250d\nworkers = 0\n", 0);
+	ck_bad(text, "t.conf:2: line is 262 characters long, expected at most 197\n"
+	             "t.conf:3: [agent] workers: 0 is out of range, expected 1 to 256\n");
+
+	/* A NUL byte inside the file (only load_file can see one). */
+	const char nul[] = "[agent]\nworkers = 2\0\nworkers = 3\n";
+	char path[] = "/tmp/op-config-XXXXXX";
+	int fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	write_file(path, nul, sizeof(nul) - 1);
+	struct op_config c;
+	struct op_diag d;
+	op_diag_init(&d);
+	ck_assert_int_eq(op_config_load_file(path, &c, &d), OP_ECONFIG);
+	ck_assert_uint_eq(d.n, 1);
+	ck_assert_str_eq(d.v[0].msg, "line holds a NUL byte, expected text");
+	char want[64];
+	snprintf(want, sizeof(want), "%s:2", path);
+	ck_assert_str_eq(d.v[0].path, want);
+	op_diag_fini(&d);
+	unlink(path);
+}
+END_TEST
+
+START_TEST(syntax_accepted)
+{
+	struct op_config c;
+	/* BOM, CRLF, indentation, inline comments, ':' separator, spaces in headers. */
+	load_ok("\xEF\xBB\xBF; leading comment\r\n"
+	        "[ agent ]   ; the agent\r\n"
+	        "    workers = 8 ; eight\r\n"
+	        "\tlog_level: error\r\n"
+	        "  # indented comment\n"
+	        "[http]\n"
+	        "  listen = 127.0.0.1:18080\n"
+	        "  timeout = 5s\n",
+	        &c);
+	ck_assert_int_eq(c.agent.workers, 8);
+	ck_assert_int_eq(c.agent.log_level, OP_LOG_ERROR);
+	ck_assert_str_eq(c.http.listen.host, "127.0.0.1");
+	ck_assert_uint_eq(c.http.listen.port, 18080);
+	ck_assert_uint_eq(c.http.timeout_ms, 5000);
+	op_config_free(&c);
+
+	/* Sections may repeat; keys still may not. */
+	load_ok("[agent]\nworkers = 2\n[http]\nthreads = 2\n[agent]\nlog_level = warn\n", &c);
+	ck_assert_int_eq(c.agent.workers, 2);
+	ck_assert_int_eq(c.agent.log_level, OP_LOG_WARN);
+	op_config_free(&c);
+	ck_bad("[agent]\nworkers = 2\n[http]\n[agent]\nworkers = 2\n",
+	       "t.conf:5: [agent] workers: duplicate key, first set on line 2\n");
+}
+END_TEST
+
+START_TEST(globals)
+{
+	struct op_config c;
+	load_ok("[globals]\n"
+	        "region = eu-west\n"
+	        "rate = 0.25\n"
+	        "big = 42\n"
+	        "on = true\n"
+	        "list = [1, \"a\"]\n"
+	        "quoted = \"hello world\"\n"
+	        "obj = {\"k\": null}\n"
+	        "empty =\n"
+	        "api_token = s3cr3t\n",
+	        &c);
+	ck_assert_json_text(c.globals, "{\"region\": \"eu-west\", \"rate\": 0.25, \"big\": 42, "
+	                               "\"on\": true, \"list\": [1, \"a\"], "
+	                               "\"quoted\": \"hello world\", \"obj\": {\"k\": null}, "
+	                               "\"empty\": \"\", \"api_token\": \"s3cr3t\"}");
+	char *text = dump(&c);
+	ck_assert_ptr_nonnull(strstr(text, "\n[globals]\nregion = \"eu-west\"\nrate = 0.25\n"));
+	ck_assert_ptr_nonnull(strstr(text, "\napi_token = ***\n"));
+	ck_assert_ptr_null(strstr(text, "s3cr3t"));
+	op_free(text);
+	op_config_free(&c);
+
+	ck_bad("[globals]\na = 1\n2b = 1\na = 2\nwith.dot = 3\n",
+	       "t.conf:3: [globals] 2b: not a valid name, expected letters, digits, '_' and '-', "
+	       "starting with a letter or '_'\n"
+	       "t.conf:4: [globals] a: duplicate key\n"
+	       "t.conf:5: [globals] with.dot: not a valid name, expected letters, digits, '_' and "
+	       "'-', starting with a letter or '_'\n");
+}
+END_TEST
+
+START_TEST(tls_pairing)
+{
+	ck_bad("[http]\ntls_cert = /etc/outpost/cert.pem\n",
+	       "t.conf:2: [http] tls_cert: set without tls_key, expected both or neither\n");
+	ck_bad("[http]\n\ntls_key = /etc/outpost/key.pem\n",
+	       "t.conf:3: [http] tls_key: set without tls_cert, expected both or neither\n");
+	ck_bad("[http]\ntls_cert = /nonexistent/cert.pem\ntls_key = /nonexistent/key.pem\n",
+	       "t.conf:2: [http] tls_cert: cannot read '/nonexistent/cert.pem': No such file or "
+	       "directory\n"
+	       "t.conf:3: [http] tls_key: cannot read '/nonexistent/key.pem': No such file or "
+	       "directory\n");
+
+	char cert[] = "/tmp/op-cert-XXXXXX", key[] = "/tmp/op-key-XXXXXX";
+	int fc = mkstemp(cert), fk = mkstemp(key);
+	ck_assert(fc >= 0 && fk >= 0);
+	close(fc);
+	close(fk);
+	char text[256];
+	snprintf(text, sizeof(text), "[http]\ntls_cert = %s\ntls_key = %s\n", cert, key);
+	struct op_config c;
+	load_ok(text, &c);
+	ck_assert_str_eq(c.http.tls_cert, cert);
+	ck_assert_str_eq(c.http.tls_key, key);
+	op_config_free(&c);
+	unlink(cert);
+	unlink(key);
+}
+END_TEST
+
+START_TEST(cross_checks)
+{
+	ck_bad("[store]\nmap_initial = 8GB\n",
+	       "t.conf:2: [store] map_max: 4GB is less than map_initial (8GB), expected at least "
+	       "map_initial\n");
+	ck_bad("[store]\nmap_max = 16MB\n",
+	       "t.conf:2: [store] map_max: 16MB is less than map_initial (64MB), expected at "
+	       "least map_initial\n");
+	ck_bad("[http]\nlisten = 127.0.0.1:9090\n",
+	       "t.conf: [admin] listen: same address as [http] listen, expected another port\n");
+	struct op_config c;
+	load_ok("[http]\nlisten = 127.0.0.1:0\n[admin]\nlisten = 127.0.0.1:0\n", &c);
+	op_config_free(&c);
+}
+END_TEST
+
+START_TEST(load_file_errors)
+{
+	struct op_config c;
+	struct op_diag d;
+	op_diag_init(&d);
+	memset(&c, 0xa5, sizeof(c));
+	ck_assert_int_eq(op_config_load_file("/nonexistent/outpost.conf", &c, &d), OP_ENOTFOUND);
+	ck_assert_ptr_null(c.globals);
+	ck_assert_uint_eq(d.n, 1);
+	ck_assert_str_eq(d.v[0].path, "/nonexistent/outpost.conf");
+	ck_assert_str_eq(d.v[0].msg, "cannot open the config file: No such file or directory");
+	op_diag_fini(&d);
+
+	op_diag_init(&d);
+	ck_assert_int_eq(op_config_load_file("/tmp", &c, &d), OP_EINVAL);
+	ck_assert_str_eq(d.v[0].msg, "is a folder, expected a config file");
+	op_diag_fini(&d);
+
+	char path[] = "/tmp/op-config-XXXXXX";
+	int fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	size_t big = OP_CONFIG_MAX_FILE + 1;
+	char *text = malloc(big);
+	ck_assert_ptr_nonnull(text);
+	memset(text, '\n', big);
+	write_file(path, text, big);
+	op_diag_init(&d);
+	ck_assert_int_eq(op_config_load_file(path, &c, &d), OP_ELIMIT);
+	ck_assert_str_eq(d.v[0].msg, "file is 1048577 bytes, expected at most 1048576 (1 MiB)");
+	op_diag_fini(&d);
+
+	/* Exactly 1 MiB is fine, and lines count across the whole file. */
+	memcpy(text + big - 1 - 12, "workers = 0\n", 12);
+	write_file(path, text, big - 1);
+	op_diag_init(&d);
+	ck_assert_int_eq(op_config_load_file(path, &c, &d), OP_ECONFIG);
+	ck_assert_uint_eq(d.n, 1);
+	ck_assert_str_eq(d.v[0].msg, "workers: set outside a section, expected a [section] line "
+	                             "above it");
+	char want[64];
+	/* 1 MiB - 12 newlines come before it. */
+	snprintf(want, sizeof(want), "%s:%d", path, OP_CONFIG_MAX_FILE - 12 + 1);
+	ck_assert_str_eq(d.v[0].path, want);
+	op_diag_fini(&d);
+	free(text);
+
+	if (geteuid() != 0) {
+		write_file(path, "[agent]\n", 8);
+		ck_assert_int_eq(chmod(path, 0), 0);
+		op_diag_init(&d);
+		ck_assert_int_eq(op_config_load_file(path, &c, &d), OP_EAUTH);
+		ck_assert_str_eq(d.v[0].msg, "cannot open the config file: Permission denied");
+		op_diag_fini(&d);
+	}
+	unlink(path);
+}
+END_TEST
+
+START_TEST(dump_round_trip)
+{
+	struct op_config c, c2;
+	load_ok("[agent]\nid = edge\nshutdown_timeout = 90500ms\n[store]\nmap_max = 1536MB\n"
+	        "queue_max_bytes = 1025\n[http]\nlisten = [::]:8443\n[admin]\nlisten =\n"
+	        "[globals]\nregion = eu\nn = [1,2]\n",
+	        &c);
+	char *text = dump(&c);
+	ck_assert_str_eq(text, "[agent]\n"
+	                       "id = edge\n"
+	                       "data_dir = /var/lib/outpost\n"
+	                       "pipelines_dir = /etc/outpost/pipelines.d\n"
+	                       "workers = 4\n"
+	                       "log_level = info\n"
+	                       "log_format = text\n"
+	                       "shutdown_timeout = 1m30s500ms\n"
+	                       "\n[store]\n"
+	                       "map_initial = 64MB\n"
+	                       "map_max = 1536MB\n"
+	                       "exec_retention = 10000\n"
+	                       "queue_max_events = 100000\n"
+	                       "queue_max_bytes = 1025\n"
+	                       "\n[http]\n"
+	                       "listen = [::]:8443\n"
+	                       "max_body = 5MB\n"
+	                       "timeout = 30s\n"
+	                       "threads = 4\n"
+	                       "connection_limit = 1000\n"
+	                       "per_ip_limit = 0\n"
+	                       "client_timeout = 10s\n"
+	                       "tls_cert =\n"
+	                       "tls_key =\n"
+	                       "\n[admin]\n"
+	                       "listen =\n"
+	                       "\n[globals]\n"
+	                       "region = \"eu\"\n"
+	                       "n = [1,2]\n");
+	load_ok(text, &c2);
+	char *text2 = dump(&c2);
+	ck_assert_str_eq(text, text2);
+	ck_assert_json_eq(c.globals, c2.globals);
+	op_free(text);
+	op_free(text2);
+	op_config_free(&c);
+	op_config_free(&c2);
+}
+END_TEST
+
+static void regen_sample(const char *want)
+{
+	write_file(SAMPLE_PATH, want, strlen(want));
+}
+
+START_TEST(sample_file_is_generated)
+{
+	char *want = generate(op_config_write_sample);
+	if (getenv("OP_CONFIG_REGEN"))
+		regen_sample(want);
+	char *got = slurp(SAMPLE_PATH);
+	ck_assert_msg(strcmp(got, want) == 0,
+	              SAMPLE_PATH " differs from op_config_write_sample(); regenerate with "
+	                          "OP_CONFIG_REGEN=1 build/debug/tests/unit/test_config");
+	/* Every key is in it, commented out with its default. */
+	size_t n;
+	const struct op_config_key *k = op_config_keys(&n);
+	for (size_t i = 0; i < n; i++) {
+		char line[256];
+		if (*k[i].def)
+			snprintf(line, sizeof(line), "\n#%s = %s\n", k[i].key, k[i].def);
+		else
+			snprintf(line, sizeof(line), "\n#%s =\n", k[i].key);
+		ck_assert_msg(strstr(got, line) != NULL, "%s missing", k[i].key);
+	}
+	/* Loading it gives the defaults. */
+	struct op_config c, def;
+	load_ok(got, &c);
+	ck_assert_int_eq(op_config_defaults(&def), OP_OK);
+	op_free(def.agent.id);
+	def.agent.id = op_strdup(c.agent.id);
+	char *a = dump(&c), *b = dump(&def);
+	ck_assert_str_eq(a, b);
+	op_free(a);
+	op_free(b);
+	op_config_free(&c);
+	op_config_free(&def);
+	op_free(got);
+	op_free(want);
+}
+END_TEST
+
+START_TEST(doc_tables_are_generated)
+{
+	char *want = generate(op_config_write_doc);
+	char *doc = slurp(DOC_PATH);
+	char *b = strstr(doc, DOC_BEGIN);
+	ck_assert_msg(b != NULL, DOC_PATH " lacks the " DOC_BEGIN " marker");
+	b = strchr(b, '\n');
+	ck_assert_ptr_nonnull(b);
+	b++;
+	char *e = strstr(b, DOC_END);
+	ck_assert_msg(e != NULL, DOC_PATH " lacks the " DOC_END " marker");
+	if (getenv("OP_CONFIG_REGEN")) {
+		struct op_buf nb;
+		op_buf_init(&nb, 1 << 22);
+		ck_assert_int_eq(op_buf_add(&nb, doc, (size_t)(b - doc)), OP_OK);
+		ck_assert_int_eq(op_buf_adds(&nb, want), OP_OK);
+		ck_assert_int_eq(op_buf_adds(&nb, e), OP_OK);
+		write_file(DOC_PATH, op_buf_str(&nb), nb.len);
+		op_buf_fini(&nb);
+		op_free(doc);
+		doc = slurp(DOC_PATH);
+		b = strchr(strstr(doc, DOC_BEGIN), '\n') + 1;
+		e = strstr(b, DOC_END);
+	}
+	*e = '\0';
+	ck_assert_msg(strcmp(b, want) == 0,
+	              DOC_PATH " key tables differ from op_config_write_doc(); regenerate with "
+	                       "OP_CONFIG_REGEN=1 build/debug/tests/unit/test_config");
+	/* Spot check that the generator says what the table says. */
+	ck_assert_ptr_nonnull(
+	    strstr(b, "| `workers` | integer, 1 to 256 | `4` | Worker threads that run"));
+	ck_assert_ptr_nonnull(strstr(b, "| `id` | string | the host name |"));
+	op_free(doc);
+	op_free(want);
+}
+END_TEST
+
+START_TEST(out_of_memory)
+{
+	const char *text = "[agent]\nid = edge\ndata_dir = /d\nworkers = 9\n"
+	                   "[http]\nlisten = [::1]:80\ntls_cert =\n"
+	                   "[globals]\na = 1\nb = [1, {\"x\": \"y\"}]\nc = text\n";
+	struct op_config ref;
+	load_ok(text, &ref);
+	char *want = dump(&ref);
+	op_config_free(&ref);
+	bool done = false;
+	for (uint64_t n = 1; n < 10000 && !done; n++) {
+		struct op_config c;
+		struct op_diag d;
+		op_diag_init(&d);
+		op_alloc_fail_at(n);
+		op_err e = op_config_load_string(text, "t.conf", &c, &d);
+		op_alloc_fail_at(0);
+		if (e == OP_OK) {
+			char *got = dump(&c);
+			ck_assert_str_eq(got, want);
+			op_free(got);
+			op_config_free(&c);
+			done = true;
+		} else {
+			ck_assert_msg(e == OP_ENOMEM, "n=%llu: %s", (unsigned long long)n,
+			              op_err_name(e));
+			ck_assert_ptr_null(c.globals);
+			ck_assert_ptr_null(c.agent.id);
+		}
+		op_diag_fini(&d);
+	}
+	ck_assert(done);
+	op_free(want);
+
+	for (uint64_t n = 1; n < 1000; n++) {
+		struct op_config c;
+		op_alloc_fail_at(n);
+		op_err e = op_config_defaults(&c);
+		op_alloc_fail_at(0);
+		if (e == OP_OK) {
+			op_config_free(&c);
+			break;
+		}
+		ck_assert_int_eq(e, OP_ENOMEM);
+		ck_assert_ptr_null(c.globals);
+	}
+}
+END_TEST
+
+static Suite *config_suite(void)
+{
+	Suite *s = suite_create("config");
+	TCase *tc = tcase_create("config");
+	tcase_add_test(tc, defaults);
+	tcase_add_test(tc, value_types);
+	tcase_add_test(tc, unit_parsers);
+	tcase_add_test(tc, bad_values_and_bounds);
+	tcase_add_test(tc, structure_problems_with_lines);
+	tcase_add_test(tc, syntax_accepted);
+	tcase_add_test(tc, globals);
+	tcase_add_test(tc, tls_pairing);
+	tcase_add_test(tc, cross_checks);
+	tcase_add_test(tc, load_file_errors);
+	tcase_add_test(tc, dump_round_trip);
+	tcase_add_test(tc, sample_file_is_generated);
+	tcase_add_test(tc, doc_tables_are_generated);
+	tcase_add_test(tc, out_of_memory);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+OP_TEST_MAIN(config_suite)
