@@ -149,9 +149,9 @@ static void msg_vaddf(struct msgbuf *mb, const char *fmt, va_list ap)
 	mb->len += (size_t)n < mb->cap - mb->len ? (size_t)n : mb->cap - mb->len - 1;
 }
 
-/* Replaces the message with fmt and returns e: the one way errors are set. */
-static op_err fail(struct msgbuf *mb, op_err e, const char *fmt, ...) OP_PRINTF(3, 4);
-static op_err fail(struct msgbuf *mb, op_err e, const char *fmt, ...)
+/* Replaces the message with fmt. */
+static void msg_setf(struct msgbuf *mb, const char *fmt, ...) OP_PRINTF(2, 3);
+static void msg_setf(struct msgbuf *mb, const char *fmt, ...)
 {
 	va_list ap;
 	mb->len = 0;
@@ -160,8 +160,15 @@ static op_err fail(struct msgbuf *mb, op_err e, const char *fmt, ...)
 	va_start(ap, fmt);
 	msg_vaddf(mb, fmt, ap);
 	va_end(ap);
-	return e;
 }
+
+/*
+ * Replaces the message with fmt, ... and evaluates to e: the one way errors
+ * are set. A macro so that the class returned is visible at each call (the
+ * analyzer does not follow variadic calls, so through a function it assumed
+ * `return fail(...)` could return OP_OK).
+ */
+#define fail(mb, e, ...) (msg_setf((mb), __VA_ARGS__), (e))
 
 /*
  * Appends one of jq's compile messages, removing the prelude from the source
@@ -391,6 +398,7 @@ static void make_key(void)
 
 static op_err tcache_get(struct tcache **out, struct msgbuf *mb)
 {
+	*out = NULL;
 	pthread_once(&key_once, make_key);
 	if (!key_ok)
 		return fail(mb, OP_EINTERNAL, "cannot create a thread key for jq states");
@@ -689,6 +697,8 @@ static op_err spend(size_t *budget, size_t n, struct msgbuf *mb, size_t max)
 /* A jv string as a C string for cJSON, which cannot carry NUL. */
 static op_err jv_cstr(jv s, const char **out, size_t *len, const char *what, struct msgbuf *mb)
 {
+	*out = NULL;
+	*len = 0;
 	int n = jv_string_length_bytes(jv_copy(s));
 	const char *p = jv_string_value(s);
 	if (memchr(p, '\0', (size_t)n) != NULL)

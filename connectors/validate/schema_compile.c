@@ -257,9 +257,7 @@ static op_err add_anchor(struct op_schema__cc *cc, struct op_schema__node *n, co
 	char *key = op_schema__alloc(s, bl + nl + 2);
 	if (key == NULL)
 		return OP_ENOMEM;
-	memcpy(key, base, bl);
-	key[bl] = '#';
-	memcpy(key + bl + 1, name, nl + 1);
+	snprintf(key, bl + nl + 2, "%s#%s", base, name);
 	struct op_schema__node *old = op_schema__smap_get(&cc->anchors, key);
 	if (old != NULL && old != n)
 		return op_schema__fail(cc, n, kw, "duplicate anchor \"%s\" in %s", name, base);
@@ -577,7 +575,8 @@ static op_err pick_dialect(struct op_schema__cc *cc, const cJSON *root, int *dra
 	const cJSON *meta = caller_doc(cc->opts, sc->valuestring);
 	const cJSON *msc =
 	    cJSON_IsObject(meta) ? cJSON_GetObjectItemCaseSensitive(meta, "$schema") : NULL;
-	d = cJSON_IsString(msc) && msc->valuestring ? op_schema__dialect(msc->valuestring) : 0;
+	const char *mdialect = cJSON_GetStringValue(msc); /* NULL unless a string */
+	d = mdialect != NULL ? op_schema__dialect(mdialect) : 0;
 	if (d == 0) {
 		if (forced)
 			return OP_OK;

@@ -252,7 +252,8 @@ static op_err kw_dynamic_ref(struct op_schema__cc *cc, struct op_schema__node *n
 	const cJSON *da = cJSON_IsObject(n->dyn_ref->json)
 	                      ? cJSON_GetObjectItemCaseSensitive(n->dyn_ref->json, "$dynamicAnchor")
 	                      : NULL;
-	if (cJSON_IsString(da) && da->valuestring != NULL && strcmp(da->valuestring, anchor) == 0) {
+	const char *dname = cJSON_GetStringValue(da); /* NULL unless a string */
+	if (dname != NULL && strcmp(dname, anchor) == 0) {
 		n->dyn_name = op_schema__strndup(cc->s, anchor, strlen(anchor));
 		if (n->dyn_name == NULL)
 			return OP_ENOMEM;

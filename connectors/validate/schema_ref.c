@@ -6,6 +6,7 @@
  * document is looked for only among those two sets, so a schema can never
  * make the agent fetch anything; a URI found in neither is a compile error.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "agent/core/alloc.h"
@@ -92,12 +93,14 @@ static op_err remove_dots(struct op_buf *out, const char *in, size_t n)
 	while (i < n && !e) {
 		const char *r = in + i;
 		size_t m = n - i;
+		/* One branch per case of steps 2A-2E, in the RFC's order. */
 		if (m >= 3 && memcmp(r, "../", 3) == 0) {
 			i += 3;
+			// NOLINTNEXTLINE(bugprone-branch-clone): 2A "./" and 2B "/./" stay apart
 		} else if (m >= 2 && memcmp(r, "./", 2) == 0) {
 			i += 2;
 		} else if (m >= 3 && memcmp(r, "/./", 3) == 0) {
-			i += 2;
+			i += 2; /* leaves the "/" in place of "/./" */
 		} else if (m == 2 && memcmp(r, "/.", 2) == 0) {
 			e = op_buf_addc(out, '/');
 			i = n;
@@ -279,12 +282,13 @@ static op_err index_doc(struct op_schema__cc *cc, struct op_schema__node *from, 
 	int draft = from->draft;
 	const cJSON *sc =
 	    cJSON_IsObject(doc) ? cJSON_GetObjectItemCaseSensitive(doc, "$schema") : NULL;
-	if (cJSON_IsString(sc) && sc->valuestring != NULL) {
-		int d = op_schema__dialect(sc->valuestring);
+	const char *dialect = cJSON_GetStringValue(sc); /* NULL unless a string */
+	if (dialect != NULL) {
+		int d = op_schema__dialect(dialect);
 		if (d == 0)
 			return op_schema__fail(cc, from, kw,
 			                       "document %s has an unsupported $schema \"%s\"", uri,
-			                       sc->valuestring);
+			                       dialect);
 		draft = d;
 	}
 	size_t n = strlen(uri);
@@ -292,8 +296,7 @@ static op_err index_doc(struct op_schema__cc *cc, struct op_schema__node *from, 
 	char *loc = op_schema__alloc(cc->s, n + 2);
 	if (base == NULL || loc == NULL)
 		return OP_ENOMEM;
-	memcpy(loc, uri, n);
-	loc[n] = '#';
+	snprintf(loc, n + 2, "%s#", uri);
 	return op_schema__index(cc, doc, base, NULL, loc, draft, OP_SCHEMA__V_ALL, &root);
 }
 

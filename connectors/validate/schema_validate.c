@@ -777,12 +777,13 @@ static int v_body(struct vctx *c, const struct op_schema__node *n, const cJSON *
 }
 
 /* A node with unevaluatedProperties/Items on a matching instance: collects
- * the annotations of everything else first, then checks what is left. */
-static int v_uneval(struct vctx *c, const struct op_schema__node *n, const cJSON *inst,
-                    const struct ipath *p, struct ann *a)
+ * the annotations of everything else first, then checks what is left against
+ * u, the unevaluatedProperties or unevaluatedItems subschema for inst. */
+static int v_uneval(struct vctx *c, const struct op_schema__node *n,
+                    const struct op_schema__node *u, const cJSON *inst, const struct ipath *p,
+                    struct ann *a)
 {
 	bool object = cJSON_IsObject(inst);
-	const struct op_schema__node *u = object ? n->uneval_props : n->uneval_items;
 	struct ann local;
 	size_t i = 0;
 
@@ -830,10 +831,12 @@ static int v_node(struct vctx *c, const struct op_schema__node *n, const cJSON *
 		c->scope = &fr;
 	}
 	c->depth++;
+	const struct op_schema__node *u = cJSON_IsObject(inst)  ? n->uneval_props
+	                                  : cJSON_IsArray(inst) ? n->uneval_items
+	                                                        : NULL;
 	int r;
-	if ((n->uneval_props != NULL && cJSON_IsObject(inst)) ||
-	    (n->uneval_items != NULL && cJSON_IsArray(inst)))
-		r = v_uneval(c, n, inst, p, a);
+	if (u != NULL)
+		r = v_uneval(c, n, u, inst, p, a);
 	else
 		r = v_body(c, n, inst, p, a);
 	c->depth--;
