@@ -7,9 +7,9 @@
  *
  * Key invariant: an instant is milliseconds since 1970-01-01T00:00:00Z
  * between OP_EXPR__DATE_MIN_MS and OP_EXPR__DATE_MAX_MS. Every function
- * here works on its arguments and caller storage only (and tz.c's zone
- * cache, which is thread-safe): no global is written, so any thread may
- * call it.
+ * here works on its arguments and caller storage only (and the zone cache
+ * of agent/core/tz.c, which is thread-safe): no global is written, so any
+ * thread may call it.
  */
 #ifndef OP_EXPR_DATE_INT_H
 #define OP_EXPR_DATE_INT_H
@@ -20,6 +20,7 @@
 
 #include "agent/core/buf.h"
 #include "agent/core/err.h"
+#include "agent/core/tz.h"
 #include "agent/expr/expr_int.h"
 
 /* 0001-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z. */
@@ -75,7 +76,7 @@ void op_expr__breakdown(const struct op_expr__zone *z, int64_t ms, struct op_exp
 /*
  * The instant (seconds) of local wall time `local` in z. pref, when
  * non-NULL, is an offset to keep if it is valid there (java.time keeps the
- * offset across an overlap); otherwise tz.c's rule applies.
+ * offset across an overlap); otherwise op_tz_local's rule applies.
  */
 int64_t op_expr__zone_local(const struct op_expr__zone *z, int64_t local, const int32_t *pref);
 

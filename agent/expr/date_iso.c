@@ -3,7 +3,7 @@
  * fields of a zone and back, dates written as "2026-03-29T10:15:30.123+02:00"
  * (optionally with java.time's "[Zone/Name]" suffix), dates, offsets and
  * epoch milliseconds read from text, and durations such as "P1DT2H" read and
- * added to an instant. Zones come from tz.c and never from libc.
+ * added to an instant. Zones come from agent/core/tz.c and never from libc.
  *
  * Key invariant: these are pure functions of their arguments and caller
  * storage. Readers never look past len (text is not NUL-terminated) and
@@ -44,7 +44,7 @@ size_t op_expr__fmt_off(char *out, size_t outlen, int32_t off, int style, bool z
 static int32_t zone_off(const struct op_expr__zone *z, int64_t sec, const char **abbr)
 {
 	*abbr = NULL;
-	return z->tz ? op_expr__tz_offset(z->tz, sec, abbr) : z->off;
+	return z->tz ? op_tz_offset(z->tz, sec, abbr) : z->off;
 }
 
 void op_expr__breakdown(const struct op_expr__zone *z, int64_t ms, struct op_expr__bd *t)
@@ -66,9 +66,9 @@ void op_expr__breakdown(const struct op_expr__zone *z, int64_t ms, struct op_exp
 	t->hour = (int)(tod / 3600);
 	t->min = (int)(tod / 60 % 60);
 	t->sec = (int)(tod % 60);
-	op_expr__civil_from_days(t->days, &t->year, &t->mon, &t->day);
+	op_civil_from_days(t->days, &t->year, &t->mon, &t->day);
 	t->wday = (int)(t->days + 4 - op_expr__floor_div(t->days + 4, 7) * 7);
-	t->yday = (int)(t->days - op_expr__days_from_civil(t->year, 1, 1) + 1);
+	t->yday = (int)(t->days - op_days_from_civil(t->year, 1, 1) + 1);
 }
 
 int64_t op_expr__zone_local(const struct op_expr__zone *z, int64_t local, const int32_t *pref)
@@ -77,10 +77,10 @@ int64_t op_expr__zone_local(const struct op_expr__zone *z, int64_t local, const 
 		return local - z->off;
 	if (pref) {
 		int64_t t = local - *pref;
-		if (op_expr__tz_offset(z->tz, t, NULL) == *pref)
+		if (op_tz_offset(z->tz, t, NULL) == *pref)
 			return t;
 	}
-	return op_expr__tz_local(z->tz, local);
+	return op_tz_local(z->tz, local);
 }
 
 /* ---- writing and reading ISO 8601 text ---- */
@@ -393,7 +393,7 @@ bool op_expr__dur_apply(const struct op_expr__zone *z, int64_t ms, const struct 
 		unsigned day = t.day;
 		if (day > op_expr__month_days(y, m))
 			day = op_expr__month_days(y, m);
-		int64_t days = op_expr__days_from_civil(y, m, day) + d->days;
+		int64_t days = op_days_from_civil(y, m, day) + d->days;
 		int64_t local = days * 86400 + t.hour * 3600 + t.min * 60 + t.sec;
 		ms = op_expr__zone_local(z, local, &t.off) * 1000 + t.ms;
 	}

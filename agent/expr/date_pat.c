@@ -291,7 +291,7 @@ op_err op_expr__pattern_format(struct op_buf *b, const struct op_expr__pattern *
 			break;
 		case 'V':
 			if (z->tz)
-				e = op_buf_adds(b, op_expr__tz_name(z->tz));
+				e = op_buf_adds(b, op_tz_name(z->tz));
 			else
 				e = op_buf_add(b, tmp,
 				               op_expr__fmt_off(tmp, sizeof(tmp), t->off, 3, true));
@@ -421,8 +421,7 @@ static op_err parse_fields(const char *s, size_t len, const struct op_expr__patt
 				                ch == 'z' ? "abbreviation" : "ID");
 			if (ch == 'V') {
 				char msg[200];
-				op_err e =
-				    op_expr__tz_get(s + sc.i, j - sc.i, &f->vz, msg, sizeof(msg));
+				op_err e = op_tz_get(s + sc.i, j - sc.i, &f->vz, msg, sizeof(msg));
 				if (e == OP_ENOMEM)
 					return e;
 				if (e != OP_OK)
@@ -527,14 +526,13 @@ static op_err parse_fields(const char *s, size_t len, const struct op_expr__patt
 /* The instant of local wall time `local` in tz whose abbreviation is abbr. */
 static bool local_with_abbr(const struct op_tz *tz, int64_t local, const char *abbr, int64_t *out)
 {
-	int32_t cand[3] = {op_expr__tz_offset(tz, local - 86400, NULL),
-	                   op_expr__tz_offset(tz, local, NULL),
-	                   op_expr__tz_offset(tz, local + 86400, NULL)};
+	int32_t cand[3] = {op_tz_offset(tz, local - 86400, NULL), op_tz_offset(tz, local, NULL),
+	                   op_tz_offset(tz, local + 86400, NULL)};
 	bool found = false;
 	for (int i = 0; i < 3; i++) {
 		const char *a;
 		int64_t t = local - cand[i];
-		if (op_expr__tz_offset(tz, t, &a) == cand[i] && strcasecmp(a, abbr) == 0 &&
+		if (op_tz_offset(tz, t, &a) == cand[i] && strcasecmp(a, abbr) == 0 &&
 		    (!found || t < *out)) {
 			*out = t;
 			found = true;
@@ -549,13 +547,13 @@ static op_err fields_instant(struct fields *f, const struct op_tz *tz, int64_t *
 {
 	*ms = 0;
 	if (f->yday >= 0) {
-		int64_t jan1 = op_expr__days_from_civil(f->year, 1, 1);
+		int64_t jan1 = op_days_from_civil(f->year, 1, 1);
 		if (f->yday > (op_expr__is_leap(f->year) ? 366 : 365))
 			return no_match(bad, f->pos_yday, "%lld has no day %d", (long long)f->year,
 			                f->yday);
 		int64_t y;
 		unsigned m, d;
-		op_expr__civil_from_days(jan1 + f->yday - 1, &y, &m, &d);
+		op_civil_from_days(jan1 + f->yday - 1, &y, &m, &d);
 		if (f->has_md && ((int)m != f->mon || (int)d != f->day))
 			return no_match(bad, f->pos_yday, "day of year %d is not %04lld-%02d-%02d",
 			                f->yday, (long long)f->year, f->mon, f->day);
@@ -565,7 +563,7 @@ static op_err fields_instant(struct fields *f, const struct op_tz *tz, int64_t *
 	if ((unsigned)f->day > op_expr__month_days(f->year, (unsigned)f->mon))
 		return no_match(bad, f->pos_day, "day %d is out of range for %04lld-%02d", f->day,
 		                (long long)f->year, f->mon);
-	int64_t days = op_expr__days_from_civil(f->year, (unsigned)f->mon, (unsigned)f->day);
+	int64_t days = op_days_from_civil(f->year, (unsigned)f->mon, (unsigned)f->day);
 	if (f->wday >= 0) {
 		int wd = (int)(days + 4 - op_expr__floor_div(days + 4, 7) * 7);
 		if (wd != f->wday)
@@ -597,7 +595,7 @@ static op_err fields_instant(struct fields *f, const struct op_tz *tz, int64_t *
 		if (!local_with_abbr(tz, local, f->abbr, &sec))
 			return no_match(bad, f->pos_abbr,
 			                "'%s' is not in use in time zone %s at that time", f->abbr,
-			                op_expr__tz_name(tz));
+			                op_tz_name(tz));
 	} else {
 		struct op_expr__zone z = {tz, 0};
 		sec = op_expr__zone_local(&z, local, NULL);

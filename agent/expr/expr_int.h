@@ -1,7 +1,7 @@
 /*
  * Private to agent/expr: the syntax tree, the evaluation value type and the
  * function table shared by the parser (expr.c), the evaluator (eval.c), the
- * function libraries (fn_*.c), time zones (tz.c) and templates (tmpl.c).
+ * function libraries (fn_*.c) and templates (tmpl.c).
  *
  * Key invariant: a compiled tree is never written after compile returns,
  * except for the regex cache of MATCHES calls with a computed pattern, which
@@ -279,32 +279,5 @@ bool op_expr__utf8_valid(const char *s, size_t len);
  */
 op_err op_expr__buf_result(struct op_expr__ctx *c, const struct op_node *call, struct op_buf *b,
                            op_err e, struct op_xv *out) OP_WUR;
-
-/* ---- tz.c ---- */
-
-struct op_tz;
-
-/*
- * Finds a time zone: an IANA name ("Europe/Berlin", read from the system's
- * TZif files and cached for the life of the process), "UTC"/"Z"/"GMT", or a
- * fixed offset "+01:00". The zone stays valid until the process ends. On
- * error (OP_EINVAL for a bad or unknown name, OP_ENOMEM) msg says why.
- */
-op_err op_expr__tz_get(const char *name, size_t len, const struct op_tz **out, char *msg,
-                       size_t msglen) OP_WUR;
-/* Offset from UTC in seconds at instant t (seconds since the epoch). */
-int32_t op_expr__tz_offset(const struct op_tz *z, int64_t t, const char **abbr);
-/*
- * The instant for local wall time `local` (seconds since the epoch as if UTC).
- * In a gap (spring forward) the wall time is moved forward by the gap; in an
- * overlap (fall back) the earlier instant is chosen, as java.time does.
- */
-int64_t op_expr__tz_local(const struct op_tz *z, int64_t local);
-/* The zone's name as given ("Europe/Berlin", "UTC", "+01:00"). */
-const char *op_expr__tz_name(const struct op_tz *z);
-
-/* Days since 1970-01-01 of a proleptic Gregorian date, and back. */
-int64_t op_expr__days_from_civil(int64_t y, unsigned m, unsigned d);
-void op_expr__civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d);
 
 #endif

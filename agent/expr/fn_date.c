@@ -9,7 +9,7 @@
  * of epoch milliseconds, together with "its zone": the bracketed zone, else
  * the written offset, else UTC. ISO 8601 text and durations are in
  * date_iso.c, patterns (a subset of Java's DateTimeFormatter letters) in
- * date_pat.c; time zones come from tz.c and never from libc.
+ * date_pat.c; time zones come from agent/core/tz.c and never from libc.
  *
  * Key invariant: literal patterns, zones, durations and units are checked
  * once at compile time and kept in the call's aux, which is read-only after
@@ -117,7 +117,7 @@ static op_err want_date(struct op_expr__ctx *c, const struct op_node *call, size
 	if (o.zone) {
 		char msg[200];
 		const struct op_tz *tz;
-		op_err e = op_expr__tz_get(o.zone, o.zlen, &tz, msg, sizeof(msg));
+		op_err e = op_tz_get(o.zone, o.zlen, &tz, msg, sizeof(msg));
 		if (e != OP_OK)
 			return zone_fail(c, call, i, e, msg);
 		d->z.tz = tz;
@@ -126,8 +126,8 @@ static op_err want_date(struct op_expr__ctx *c, const struct op_node *call, size
 		d->z.tz = NULL;
 		d->z.off = o.off;
 	}
-	int64_t local = op_expr__days_from_civil(o.year, o.mon, o.day) * 86400 + o.hour * 3600 +
-	                o.min * 60 + o.sec;
+	int64_t local =
+	    op_days_from_civil(o.year, o.mon, o.day) * 86400 + o.hour * 3600 + o.min * 60 + o.sec;
 	int64_t sec = o.has_off ? local - o.off : op_expr__zone_local(&d->z, local, NULL);
 	d->ms = sec * 1000 + o.ms;
 	if (d->ms < OP_EXPR__DATE_MIN_MS || d->ms > OP_EXPR__DATE_MAX_MS)
@@ -223,7 +223,7 @@ static op_err prep_zone(struct op_node *call, size_t i, char *err, size_t errlen
 	char msg[200];
 	if (!op_expr__lit_str(call, i, &s))
 		return OP_OK;
-	op_err e = op_expr__tz_get(s, strlen(s), &tz, msg, sizeof(msg));
+	op_err e = op_tz_get(s, strlen(s), &tz, msg, sizeof(msg));
 	if (e == OP_ENOMEM)
 		return nomem_err(err, errlen);
 	if (e != OP_OK)
@@ -339,7 +339,7 @@ static const struct op_tz *utc(void)
 	const struct op_tz *z = NULL;
 	char msg[8];
 	/* "UTC" is built in: never fails, never allocates. */
-	if (op_expr__tz_get("UTC", 3, &z, msg, sizeof(msg)) != OP_OK)
+	if (op_tz_get("UTC", 3, &z, msg, sizeof(msg)) != OP_OK)
 		return NULL;
 	return z;
 }
@@ -360,7 +360,7 @@ static op_err want_zone(struct op_expr__ctx *c, const struct op_node *call, stru
 	op_err e = op_expr__want_str(c, call, i, &argv[i]);
 	if (e != OP_OK)
 		return e;
-	e = op_expr__tz_get(argv[i].s, argv[i].len, out, msg, sizeof(msg));
+	e = op_tz_get(argv[i].s, argv[i].len, out, msg, sizeof(msg));
 	return e == OP_OK ? OP_OK : zone_fail(c, call, i, e, msg);
 }
 
@@ -620,7 +620,7 @@ static op_err fn_add(struct op_expr__ctx *c, const struct op_node *call, struct 
 	int64_t ms;
 	if (!op_expr__dur_apply(&d.z, d.ms, &dur, &ms))
 		return range_fail(c, call);
-	return ret_iso(c, &d.z, ms, d.bracket ? op_expr__tz_name(d.z.tz) : NULL, out);
+	return ret_iso(c, &d.z, ms, d.bracket ? op_tz_name(d.z.tz) : NULL, out);
 }
 
 /* ---- DATEDIFF, TOEPOCH ---- */

@@ -1,6 +1,6 @@
 /*
  * Unit tests of the date and time functions (agent/expr/fn_date.c) and the
- * time zones under them (agent/expr/tz.c): real expressions compiled with
+ * time zones under them (agent/core/tz.c): real expressions compiled with
  * op_expr_compile and run with op_expr_eval. Expected instants around DST
  * changes and under the TZif footer rules were cross-checked with Python's
  * zoneinfo on the same tzdata. Some tests write TZif files of their own
@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/core/tz.h"
 #include "agent/expr/expr.h"
 #include "agent/expr/expr_int.h"
 #include "tests/unit/test.h"
@@ -179,15 +180,15 @@ START_TEST(calendar_round_trip)
 {
 	int64_t y;
 	unsigned m, d;
-	ck_assert_int_eq(op_expr__days_from_civil(1970, 1, 1), 0);
-	ck_assert_int_eq(op_expr__days_from_civil(2000, 3, 1), 11017);
-	ck_assert_int_eq(op_expr__days_from_civil(1, 1, 1), -719162);
+	ck_assert_int_eq(op_days_from_civil(1970, 1, 1), 0);
+	ck_assert_int_eq(op_days_from_civil(2000, 3, 1), 11017);
+	ck_assert_int_eq(op_days_from_civil(1, 1, 1), -719162);
 	for (int64_t z = -800000; z <= 3000000; z += 7) {
-		op_expr__civil_from_days(z, &y, &m, &d);
-		ck_assert_int_eq(op_expr__days_from_civil(y, m, d), z);
+		op_civil_from_days(z, &y, &m, &d);
+		ck_assert_int_eq(op_days_from_civil(y, m, d), z);
 		ck_assert(m >= 1 && m <= 12 && d >= 1 && d <= 31);
 	}
-	op_expr__civil_from_days(-1, &y, &m, &d);
+	op_civil_from_days(-1, &y, &m, &d);
 	ck_assert(y == 1969 && m == 12 && d == 31);
 }
 END_TEST
@@ -446,7 +447,7 @@ START_TEST(posix_rule_forms)
 		unsigned char v1[44 + 2 * 4 + 2 + 2 * 6 + 8];
 		unsigned char *q = v1 + 44;
 		memset(v1, 0, 44);
-		memcpy(v1, "TZif", 4);
+		memcpy(v1, "TZif", 5); /* magic, then version byte 0: version 1 */
 		put32(v1 + 32, 2);
 		put32(v1 + 36, 2);
 		put32(v1 + 40, 8);

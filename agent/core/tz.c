@@ -1,10 +1,10 @@
 /*
- * Time zones for the date functions: IANA zones read from the system's TZif
- * files (RFC 8536, versions 1 to 4, the 64-bit section when there is one,
- * and the footer's POSIX TZ rule for instants past the last transition),
- * UTC, and fixed offsets such as "+01:00"; plus the proleptic Gregorian
- * calendar arithmetic the date functions share. The libc TZ machinery
- * (TZ, localtime_r) is not used: it holds one process-wide zone.
+ * Time zones for the date functions and the schedule trigger: IANA zones
+ * read from the system's TZif files (RFC 8536, versions 1 to 4, the 64-bit
+ * section when there is one, and the footer's POSIX TZ rule for instants
+ * past the last transition), UTC, and fixed offsets such as "+01:00"; plus
+ * the proleptic Gregorian calendar arithmetic they share. The libc TZ
+ * machinery (TZ, localtime_r) is not used: it holds one process-wide zone.
  *
  * Key invariant: a zone is never written after it is published in the
  * cache, and never freed, so any thread may read it without a lock. The
@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "agent/core/alloc.h"
-#include "agent/expr/expr_int.h"
+#include "agent/core/tz.h"
 
 /* Largest TZif file read (real ones are under 5 KiB). */
 #define TZ_MAX_FILE (256u * 1024u)
@@ -98,7 +98,7 @@ static struct op_tz *_Atomic cache[CACHE_BUCKETS];
 /* ---- calendar ---- */
 
 /* Howard Hinnant's days_from_civil / civil_from_days, over int64. */
-int64_t op_expr__days_from_civil(int64_t y, unsigned m, unsigned d)
+int64_t op_days_from_civil(int64_t y, unsigned m, unsigned d)
 {
 	y -= m <= 2;
 	int64_t era = (y >= 0 ? y : y - 399) / 400;
@@ -108,7 +108,7 @@ int64_t op_expr__days_from_civil(int64_t y, unsigned m, unsigned d)
 	return era * 146097 + doe - 719468;
 }
 
-void op_expr__civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+void op_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
 {
 	z += 719468;
 	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
@@ -143,7 +143,7 @@ static unsigned month_days(int64_t y, unsigned m)
 /* Day number (days since the epoch) of a rule date in year y. */
 static int64_t rule_day(const struct rule_date *r, int64_t y)
 {
-	int64_t jan1 = op_expr__days_from_civil(y, 1, 1);
+	int64_t jan1 = op_days_from_civil(y, 1, 1);
 	switch (r->kind) {
 	case RULE_JULIAN1:
 		/* Jn counts 1..365 and never Feb 29. */
@@ -151,7 +151,7 @@ static int64_t rule_day(const struct rule_date *r, int64_t y)
 	case RULE_JULIAN0:
 		return jan1 + r->day;
 	default: {
-		int64_t first = op_expr__days_from_civil(y, r->mon, 1);
+		int64_t first = op_days_from_civil(y, r->mon, 1);
 		int64_t wd = first + 4 - floor_div(first + 4, 7) * 7; /* 0 = Sunday */
 		int64_t day = first + (r->wday - wd + 7) % 7 + (int64_t)(r->week - 1) * 7;
 		int64_t last = first + month_days(y, r->mon) - 1;
@@ -170,7 +170,7 @@ static int32_t rule_offset(const struct tz_rule *r, int64_t t, const char **abbr
 	}
 	int64_t y;
 	unsigned mo, d;
-	op_expr__civil_from_days(floor_div(t + r->std_off, 86400), &y, &mo, &d);
+	op_civil_from_days(floor_div(t + r->std_off, 86400), &y, &mo, &d);
 	/* Start is given in standard time, end in daylight time. */
 	int64_t s = rule_day(&r->start, y) * 86400 + r->start.time - r->std_off;
 	int64_t e = rule_day(&r->end, y) * 86400 + r->end.time - r->dst_off;
@@ -678,8 +678,7 @@ static const struct op_tz *cache_add(struct op_tz *z)
 	return have;
 }
 
-op_err op_expr__tz_get(const char *name, size_t len, const struct op_tz **out, char *msg,
-                       size_t msglen)
+op_err op_tz_get(const char *name, size_t len, const struct op_tz **out, char *msg, size_t msglen)
 {
 	*out = NULL;
 	if (len == 3 && memcmp(name, "UTC", 3) == 0) {
@@ -748,7 +747,7 @@ op_err op_expr__tz_get(const char *name, size_t len, const struct op_tz **out, c
 
 /* ---- queries ---- */
 
-int32_t op_expr__tz_offset(const struct op_tz *z, int64_t t, const char **abbr)
+int32_t op_tz_offset(const struct op_tz *z, int64_t t, const char **abbr)
 {
 	const char *dummy;
 	if (abbr == NULL)
@@ -783,7 +782,7 @@ int32_t op_expr__tz_offset(const struct op_tz *z, int64_t t, const char **abbr)
 	return ty->off;
 }
 
-int64_t op_expr__tz_local(const struct op_tz *z, int64_t local)
+int64_t op_tz_local(const struct op_tz *z, int64_t local)
 {
 	if (z->kind == TZ_FIXED)
 		return local - z->fixed_off;
@@ -793,14 +792,14 @@ int64_t op_expr__tz_local(const struct op_tz *z, int64_t local)
 	 * local - o. Two valid ones: an overlap, take the earlier. None: a gap,
 	 * shift forward by it, which is local minus the offset before it.
 	 */
-	int32_t before = op_expr__tz_offset(z, local - 86400, NULL);
-	int32_t cand[3] = {before, op_expr__tz_offset(z, local, NULL),
-	                   op_expr__tz_offset(z, local + 86400, NULL)};
+	int32_t before = op_tz_offset(z, local - 86400, NULL);
+	int32_t cand[3] = {before, op_tz_offset(z, local, NULL),
+	                   op_tz_offset(z, local + 86400, NULL)};
 	bool found = false;
 	int64_t best = 0;
 	for (int i = 0; i < 3; i++) {
 		int64_t t = local - cand[i];
-		if (op_expr__tz_offset(z, t, NULL) == cand[i] && (!found || t < best)) {
+		if (op_tz_offset(z, t, NULL) == cand[i] && (!found || t < best)) {
 			best = t;
 			found = true;
 		}
@@ -808,7 +807,7 @@ int64_t op_expr__tz_local(const struct op_tz *z, int64_t local)
 	return found ? best : local - before;
 }
 
-const char *op_expr__tz_name(const struct op_tz *z)
+const char *op_tz_name(const struct op_tz *z)
 {
 	return z->name;
 }
