@@ -16,7 +16,7 @@
 #include "agent/store/store_int.h"
 
 #define EV_FIXED         (8 * 5 + 4 + 4 + OP_UUID_LEN)
-#define EXEC_FIXED       (8 * 3 + 4 + 4 + 2 * OP_UUID_LEN)
+#define EXEC_FIXED       (8 * 3 + 4 + 2 * OP_UUID_LEN)
 #define EV_F_REDELIVERED 1u
 #define EV_F_ERROR       2u
 
@@ -371,8 +371,8 @@ op_err op_store__event_read(const MDB_val *key, const MDB_val *val, struct op_st
 
 size_t op_store__exec_size(const struct op_store_exec *rec)
 {
-	return OP_STORE__HDR + EXEC_FIXED + 16 + slen(rec->pipeline) + slen(rec->trigger) +
-	       slen(rec->status) + slen(rec->error);
+	return OP_STORE__HDR + EXEC_FIXED + 20 + slen(rec->pipeline) + slen(rec->version) +
+	       slen(rec->trigger) + slen(rec->status) + slen(rec->error);
 }
 
 void op_store__exec_write(void *dst, const MDB_val *key, const struct op_store_exec *rec,
@@ -384,15 +384,25 @@ void op_store__exec_write(void *dst, const MDB_val *key, const struct op_store_e
 	w_u64(&w, seq);
 	w_u64(&w, (uint64_t)rec->start_ms);
 	w_u64(&w, (uint64_t)rec->duration_ms);
-	w_u32(&w, rec->version);
 	w_u32(&w, rec->attempt);
 	w_bytes(&w, rec->id, OP_UUID_LEN);
 	w_bytes(&w, ev, OP_UUID_LEN);
 	w_str(&w, rec->pipeline, slen(rec->pipeline));
+	w_str(&w, rec->version, slen(rec->version));
 	w_str(&w, rec->trigger, slen(rec->trigger));
 	w_str(&w, rec->status, slen(rec->status));
 	w_str(&w, rec->error, slen(rec->error));
 	op_store__seal(dst, key, OP_STORE__K_EXEC, op_store__exec_size(rec) - OP_STORE__HDR);
+}
+
+bool op_store__exec_id(const uint8_t *p, size_t n, char id[OP_UUID_LEN])
+{
+	/* seq, start, duration, attempt, then the id. */
+	const size_t at = 8 * 3 + 4;
+	if (n < at + OP_UUID_LEN)
+		return false;
+	memcpy(id, p + at, OP_UUID_LEN);
+	return true;
 }
 
 op_err op_store__exec_read(const MDB_val *key, const MDB_val *val, struct op_store_exec **out)
@@ -411,7 +421,6 @@ op_err op_store__exec_read(const MDB_val *key, const MDB_val *val, struct op_sto
 	rec->seq = r_u64(&r);
 	rec->start_ms = (int64_t)r_u64(&r);
 	rec->duration_ms = (int64_t)r_u64(&r);
-	rec->version = r_u32(&r);
 	rec->attempt = r_u32(&r);
 	r_id(&r, rec->id);
 	const uint8_t *evid = r_take(&r, OP_UUID_LEN);
@@ -420,6 +429,7 @@ op_err op_store__exec_read(const MDB_val *key, const MDB_val *val, struct op_sto
 		rec->event_id[OP_UUID_LEN] = 0;
 	}
 	rec->pipeline = r_str(&r, NULL, &nomem);
+	rec->version = r_str(&r, NULL, &nomem);
 	rec->trigger = r_str(&r, NULL, &nomem);
 	rec->status = r_str(&r, NULL, &nomem);
 	rec->error = r_str(&r, NULL, &nomem);
@@ -456,6 +466,7 @@ void op_store_exec_free(struct op_store_exec *rec)
 	if (rec == NULL)
 		return;
 	op_free(rec->pipeline);
+	op_free(rec->version);
 	op_free(rec->trigger);
 	op_free(rec->status);
 	op_free(rec->error);

@@ -66,7 +66,7 @@ struct op_store_exec {
 	char id[OP_UUID_LEN + 1]; /* input: "" lets the store make one */
 	char event_id[OP_UUID_LEN + 1];
 	char *pipeline;
-	uint32_t version;
+	char *version; /* the pipeline's version string */
 	char *trigger;
 	int64_t start_ms;
 	int64_t duration_ms;

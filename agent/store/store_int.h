@@ -125,6 +125,8 @@ op_err op_store__event_read(const MDB_val *key, const MDB_val *val, struct op_st
 size_t op_store__exec_size(const struct op_store_exec *rec);
 void op_store__exec_write(void *dst, const MDB_val *key, const struct op_store_exec *rec,
                           uint64_t seq);
+/* The execution id inside an opened execution record's payload; false if too short. */
+bool op_store__exec_id(const uint8_t *p, size_t n, char id[OP_UUID_LEN]);
 op_err op_store__exec_read(const MDB_val *key, const MDB_val *val,
                            struct op_store_exec **out) OP_WUR;
 size_t op_store__qkey(uint8_t *buf, const char *pipeline, int64_t not_before, uint64_t seq);

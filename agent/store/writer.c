@@ -235,9 +235,9 @@ static op_err write_exec(struct ctx *c, const struct op_store_exec *in)
 			e = mfail(c, rc);
 			break;
 		}
-		if (op_store__open_rec(&ok, &ov, OP_STORE__K_EXEC, &p, &n) == OP_OK && n >= 68) {
-			char id[OP_UUID_LEN];
-			memcpy(id, p + 32, OP_UUID_LEN);
+		char id[OP_UUID_LEN];
+		if (op_store__open_rec(&ok, &ov, OP_STORE__K_EXEC, &p, &n) == OP_OK &&
+		    op_store__exec_id(p, n, id)) {
 			MDB_val dk = {OP_UUID_LEN, id};
 			rc = mdb_del(c->t, s->dbi[OP_STORE_DB_EXECIDX], &dk, NULL);
 			if (rc && rc != MDB_NOTFOUND) {

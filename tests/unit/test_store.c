@@ -108,7 +108,7 @@ START_TEST(round_trip)
 	ck_assert_uint_eq(stats(s).inflight, 1);
 
 	struct op_store_exec rec = {.pipeline = "orders",
-	                            .version = 3,
+	                            .version = "1.4.0",
 	                            .trigger = "http",
 	                            .start_ms = now,
 	                            .duration_ms = 12,
@@ -126,7 +126,7 @@ START_TEST(round_trip)
 	ck_assert_uint_eq(n, 1);
 	ck_assert_str_eq(recs[0]->event_id, id[0]);
 	ck_assert_str_eq(recs[0]->status, "success");
-	ck_assert_uint_eq(recs[0]->version, 3);
+	ck_assert_str_eq(recs[0]->version, "1.4.0");
 	ck_assert_int_eq(recs[0]->duration_ms, 12);
 	struct op_store_exec *one;
 	ck_assert_int_eq(op_store_get_exec(s, recs[0]->id, &one), OP_OK);
