@@ -534,7 +534,9 @@ START_TEST(load_file_errors)
 	op_diag_fini(&d);
 
 	/* Exactly 1 MiB is fine, and lines count across the whole file. */
-	memcpy(text + big - 1 - 12, "workers = 0\n", 12);
+	static const char line[] = "workers = 0\n";
+	const size_t linelen = sizeof(line) - 1; /* written without its NUL */
+	memcpy(text + big - 1 - linelen, line, linelen);
 	write_file(path, text, big - 1);
 	op_diag_init(&d);
 	ck_assert_int_eq(op_config_load_file(path, &c, &d), OP_ECONFIG);
