@@ -12,7 +12,7 @@
 VARIANT ?= debug
 B := build/$(VARIANT)
 
-PKGS := libcjson wolfssl libpcre2-8 lmdb libxxhash inih
+PKGS := libcjson wolfssl libpcre2-8 lmdb libxxhash inih libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LIBS := $(PKG_LIBS) -ljq -lm -pthread
@@ -41,7 +41,7 @@ ALL_CFLAGS = $(BASE_CFLAGS) $(V_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS = $(V_LDFLAGS) $(LDFLAGS)
 
 LIB_SRC := $(sort $(wildcard agent/core/*.c agent/expr/*.c agent/engine/*.c agent/auth/*.c \
-	agent/store/*.c agent/daemon/*.c agent/trigger/*.c \
+	agent/store/*.c agent/daemon/*.c agent/trigger/*.c agent/http/*.c \
 	connectors/*.c connectors/*/*.c))
 CTL_SRC := $(sort $(wildcard control-sync/outpostctl/*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))

@@ -1,0 +1,908 @@
+/*
+ * The HTTP server: libmicrohttpd with its internal epoll thread pool. MHD
+ * calls on_request() several times per request: once when the headers are
+ * in (we check limits and may answer at once), once per body chunk (we copy
+ * it into a capped buffer), and once more when the request is complete (we
+ * call the handler and queue its response). Per-request state lives in
+ * MHD's con_cls and is freed in on_completed(). MHD is told not to decode
+ * anything (an identity unescape callback) so the router sees the raw path
+ * and splits it before decoding; query arguments are decoded here. Key
+ * invariant: the in-flight count is raised before a handler is called and
+ * lowered when MHD reports the request completed (answer sent or connection
+ * gone), under one mutex, so stop can wait for answers to go out.
+ */
+#include "agent/http/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define OP_LOG_MODULE "http"
+#include "agent/core/alloc.h"
+#include "agent/core/buf.h"
+#include "agent/core/json.h"
+#include "agent/core/log.h"
+
+/* Connections MHD accepts beyond connection_limit so that we can answer 503. */
+#define CONN_SLACK 64u
+
+struct op_http_server {
+	struct MHD_Daemon *d;
+	op_http_handler h;
+	void *ud;
+	size_t max_body;
+	unsigned request_ms;
+	unsigned connection_limit;
+	unsigned stop_ms;
+	uint16_t port;
+	char name[32];
+	atomic_uint conns;
+	atomic_bool stopping;
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* signalled when inflight drops */
+	unsigned inflight;
+	char *cert;
+	char *key;
+	size_t key_len;
+};
+
+struct reqstate {
+	struct op_buf body;
+	bool too_large; /* the body passed max_body; it is being dropped */
+	size_t dropped;
+	bool nomem;
+	bool counted;  /* in s->inflight until completed */
+	bool answered; /* a response was queued early; ignore the rest */
+};
+
+uint64_t op_http_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void fail(char *err, size_t errlen, const char *fmt, ...) OP_PRINTF(3, 4);
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (err == NULL || errlen == 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+int op_http_status_for(op_err e)
+{
+	switch (e) {
+	case OP_OK:
+		return 200;
+	case OP_ETIMEOUT:
+		return 504;
+	case OP_EBUSY:
+	case OP_EFULL:
+	case OP_ENOMEM:
+	case OP_ERETRY:
+		return 503;
+	case OP_ELIMIT:
+		return 413;
+	case OP_EPARSE:
+	case OP_EINVAL:
+		return 400;
+	case OP_ENOTFOUND:
+		return 404;
+	case OP_EAUTH:
+		return 401;
+	case OP_EUNSUPPORTED:
+		return 415;
+	default:
+		return 500;
+	}
+}
+
+void op_http_response_fini(struct op_http_response *resp)
+{
+	cJSON_Delete(resp->headers);
+	op_free(resp->body);
+	memset(resp, 0, sizeof(*resp));
+}
+
+op_err op_http_respond_json(struct op_http_response *resp, int status, const cJSON *v)
+{
+	char *text = op_json_print(v, OP_JSON_COMPACT);
+	if (text == NULL)
+		return OP_ENOMEM;
+	op_free(resp->body);
+	resp->body = text;
+	resp->body_len = strlen(text);
+	resp->status = status;
+	snprintf(resp->content_type, sizeof(resp->content_type), "application/json");
+	return OP_OK;
+}
+
+/* Appends {"error":{"code":...,"message":...}} to b. */
+static op_err error_body(struct op_buf *b, const char *code, const char *message)
+{
+	op_err e = op_buf_adds(b, "{\"error\":{\"code\":");
+	if (e == OP_OK)
+		e = op_json_append_string(b, code, strlen(code));
+	if (e == OP_OK)
+		e = op_buf_adds(b, ",\"message\":");
+	if (e == OP_OK)
+		e = op_json_append_string(b, message, strlen(message));
+	if (e == OP_OK)
+		e = op_buf_adds(b, "}}");
+	return e;
+}
+
+op_err op_http_respond_error(struct op_http_response *resp, int status, const char *code,
+                             const char *message)
+{
+	struct op_buf b;
+	op_buf_init(&b, 1 << 20);
+	op_err e = error_body(&b, code, message);
+	if (e != OP_OK) {
+		op_buf_fini(&b);
+		return e;
+	}
+	op_free(resp->body);
+	resp->body_len = b.len;
+	resp->body = op_buf_take(&b);
+	resp->status = status;
+	snprintf(resp->content_type, sizeof(resp->content_type), "application/json");
+	return OP_OK;
+}
+
+op_err op_http_response_header(struct op_http_response *resp, const char *name, const char *value)
+{
+	if (strpbrk(name, "\r\n: ") != NULL || name[0] == '\0' || strpbrk(value, "\r\n") != NULL)
+		return OP_EINVAL;
+	if (resp->headers == NULL) {
+		resp->headers = cJSON_CreateObject();
+		if (resp->headers == NULL)
+			return OP_ENOMEM;
+	}
+	cJSON *v = cJSON_CreateString(value);
+	if (v == NULL)
+		return OP_ENOMEM;
+	cJSON *old = cJSON_GetObjectItemCaseSensitive(resp->headers, name);
+	if (old == NULL) {
+		if (!cJSON_AddItemToObject(resp->headers, name, v))
+			goto nomem;
+		return OP_OK;
+	}
+	if (!cJSON_IsArray(old)) {
+		cJSON *arr = cJSON_CreateArray();
+		if (arr == NULL)
+			goto nomem;
+		cJSON_DetachItemViaPointer(resp->headers, old);
+		cJSON_AddItemToArray(arr, old);
+		if (!cJSON_AddItemToObject(resp->headers, name, arr)) {
+			cJSON_Delete(arr);
+			goto nomem;
+		}
+		old = arr;
+	}
+	if (!cJSON_AddItemToArray(old, v))
+		goto nomem;
+	return OP_OK;
+nomem:
+	cJSON_Delete(v);
+	return OP_ENOMEM;
+}
+
+static bool content_type_is_json(const char *ct)
+{
+	size_t n = strcspn(ct, ";");
+	while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+		n--;
+	if (n == 16 && strncasecmp(ct, "application/json", 16) == 0)
+		return true;
+	/* application/<anything>+json (problem+json, vnd.x+json) */
+	return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
+	       strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
+op_err op_http_json_body(const struct op_http_request *req, cJSON **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (req->content_type[0] != '\0' && !content_type_is_json(req->content_type)) {
+		fail(err, errlen,
+		     "expected a JSON body (Content-Type: application/json), got \"%.64s\"",
+		     req->content_type);
+		return OP_EUNSUPPORTED;
+	}
+	if (req->body_len == 0) {
+		fail(err, errlen, "the request body is empty; a JSON document was expected");
+		return OP_EPARSE;
+	}
+	const char *nul = memchr(req->body, '\0', req->body_len);
+	if (nul != NULL) {
+		fail(err, errlen, "invalid JSON: NUL byte at offset %zu",
+		     (size_t)(nul - req->body));
+		return OP_EPARSE;
+	}
+	const char *end = NULL;
+	/* +1: the server NUL-terminates bodies; cJSON needs the NUL to reject trailing data. */
+	cJSON *v = cJSON_ParseWithLengthOpts(req->body, req->body_len + 1, &end, 1);
+	if (v != NULL) {
+		*out = v;
+		return OP_OK;
+	}
+	size_t pos = end != NULL && end >= req->body ? (size_t)(end - req->body) : 0;
+	if (pos > req->body_len)
+		pos = req->body_len;
+	size_t line = 1, col = 1;
+	for (size_t i = 0; i < pos; i++) {
+		if (req->body[i] == '\n') {
+			line++;
+			col = 1;
+		} else {
+			col++;
+		}
+	}
+	/* Up to 16 characters from the error position, printable only. */
+	char near[17];
+	size_t k = 0;
+	for (size_t i = pos; i < req->body_len && k < 16; i++) {
+		unsigned char c = (unsigned char)req->body[i];
+		if (c == '\n')
+			break;
+		near[k++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	near[k] = '\0';
+	if (pos >= req->body_len)
+		fail(err, errlen, "invalid JSON at line %zu, column %zu: unexpected end of input",
+		     line, col);
+	else
+		fail(err, errlen,
+		     "invalid JSON at line %zu, column %zu: unexpected text near \"%s\"", line, col,
+		     near);
+	return OP_EPARSE;
+}
+
+/* --- MHD glue ------------------------------------------------------------ */
+
+static void free_body(void *p)
+{
+	op_free(p);
+}
+
+/*
+ * Queues status with body (taken; may be NULL) and the given headers, always
+ * with a Content-Length (MHD adds it for buffer responses).
+ */
+static enum MHD_Result queue(struct op_http_server *s, struct MHD_Connection *c, int status,
+                             char *body, size_t len, const char *ctype, const cJSON *headers,
+                             const char *allow, bool close)
+{
+	struct MHD_Response *r;
+	if (body != NULL) {
+		r = MHD_create_response_from_buffer_with_free_callback(len, body, free_body);
+		if (r == NULL)
+			op_free(body);
+	} else {
+		r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	}
+	if (r == NULL)
+		return MHD_NO; /* out of memory: MHD closes the connection */
+	bool ok = true;
+	const cJSON *h;
+	cJSON_ArrayForEach (h, headers) {
+		if (cJSON_IsString(h)) {
+			ok = ok && MHD_add_response_header(r, h->string, h->valuestring) == MHD_YES;
+			continue;
+		}
+		const cJSON *v;
+		cJSON_ArrayForEach (v, h) {
+			if (cJSON_IsString(v))
+				ok = ok && MHD_add_response_header(r, h->string, v->valuestring) ==
+				               MHD_YES;
+		}
+	}
+	if (ctype != NULL && ctype[0] != '\0')
+		ok = ok &&
+		     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) == MHD_YES;
+	if (allow != NULL && allow[0] != '\0')
+		ok = ok && MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow) == MHD_YES;
+	if (close || atomic_load(&s->stopping))
+		ok = ok &&
+		     MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close") == MHD_YES;
+	if (!ok) {
+		/* A handler set a header MHD refuses (bad characters): that is our 500. */
+		MHD_destroy_response(r);
+		OP_LOGW("%s: response header refused, answering 500", s->name);
+		struct op_buf b;
+		op_buf_init(&b, 4096);
+		if (error_body(&b, "internal", "the response had an invalid header") != OP_OK) {
+			op_buf_fini(&b);
+			return MHD_NO;
+		}
+		size_t n = b.len;
+		return queue(s, c, 500, op_buf_take(&b), n, "application/json", NULL, NULL, close);
+	}
+	enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result queue_error(struct op_http_server *s, struct MHD_Connection *c, int status,
+                                   const char *code, const char *message, bool close)
+{
+	struct op_buf b;
+	op_buf_init(&b, 4096);
+	if (error_body(&b, code, message) != OP_OK) {
+		op_buf_fini(&b);
+		return MHD_NO;
+	}
+	size_t n = b.len;
+	return queue(s, c, status, op_buf_take(&b), n, "application/json", NULL, NULL, close);
+}
+
+static int hexval(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decodes a query component in place ('+' is a space). False on bad %XX or NUL. */
+static bool query_decode(char *s)
+{
+	char *w = s;
+	for (const char *r = s; *r != '\0'; r++) {
+		if (*r == '+') {
+			*w++ = ' ';
+		} else if (*r == '%') {
+			int hi = hexval((unsigned char)r[1]);
+			int lo = hi < 0 ? -1 : hexval((unsigned char)r[2]);
+			if (lo < 0 || (hi == 0 && lo == 0))
+				return false;
+			*w++ = (char)(hi * 16 + lo);
+			r += 2;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = '\0';
+	return true;
+}
+
+struct collect {
+	cJSON *obj;
+	op_err e;
+};
+
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+	struct collect *co = cls;
+	(void)kind;
+	char *name = op_strdup(key);
+	if (name == NULL) {
+		co->e = OP_ENOMEM;
+		return MHD_NO;
+	}
+	for (char *p = name; *p; p++) {
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	}
+	value = value ? value : "";
+	cJSON *old = cJSON_GetObjectItemCaseSensitive(co->obj, name);
+	if (old != NULL) {
+		/* RFC 9110: repeated fields are one comma-separated list. */
+		size_t n = strlen(old->valuestring) + strlen(value) + 3;
+		char *j = op_malloc(n);
+		if (j != NULL)
+			snprintf(j, n, "%s, %s", old->valuestring, value);
+		bool ok = j != NULL && cJSON_SetValuestring(old, j) != NULL;
+		op_free(j);
+		op_free(name);
+		if (!ok) {
+			co->e = OP_ENOMEM;
+			return MHD_NO;
+		}
+		return MHD_YES;
+	}
+	cJSON *v = cJSON_CreateString(value);
+	if (v == NULL || !cJSON_AddItemToObject(co->obj, name, v)) {
+		cJSON_Delete(v);
+		op_free(name);
+		co->e = OP_ENOMEM;
+		return MHD_NO;
+	}
+	op_free(name);
+	return MHD_YES;
+}
+
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+	struct collect *co = cls;
+	(void)kind;
+	char *k = op_strdup(key);
+	char *v = op_strdup(value ? value : "");
+	cJSON *sv = NULL;
+	if (k == NULL || v == NULL) {
+		co->e = OP_ENOMEM;
+		goto out;
+	}
+	if (!query_decode(k) || !query_decode(v)) {
+		co->e = OP_EINVAL;
+		goto out;
+	}
+	sv = cJSON_CreateString(v);
+	if (sv == NULL) {
+		co->e = OP_ENOMEM;
+		goto out;
+	}
+	cJSON *old = cJSON_GetObjectItemCaseSensitive(co->obj, k);
+	if (old == NULL) {
+		if (!cJSON_AddItemToObject(co->obj, k, sv))
+			co->e = OP_ENOMEM;
+		else
+			sv = NULL;
+		goto out;
+	}
+	if (!cJSON_IsArray(old)) {
+		cJSON *arr = cJSON_CreateArray();
+		if (arr == NULL) {
+			co->e = OP_ENOMEM;
+			goto out;
+		}
+		cJSON_DetachItemViaPointer(co->obj, old);
+		cJSON_AddItemToArray(arr, old);
+		if (!cJSON_AddItemToObject(co->obj, k, arr)) {
+			cJSON_Delete(arr);
+			co->e = OP_ENOMEM;
+			goto out;
+		}
+		old = arr;
+	}
+	if (!cJSON_AddItemToArray(old, sv))
+		co->e = OP_ENOMEM;
+	else
+		sv = NULL;
+out:
+	cJSON_Delete(sv);
+	op_free(k);
+	op_free(v);
+	return co->e == OP_OK ? MHD_YES : MHD_NO;
+}
+
+static void remote_addr(struct MHD_Connection *c, char *out, size_t outlen)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	snprintf(out, outlen, "unknown");
+	if (ci == NULL || ci->client_addr == NULL)
+		return;
+	const struct sockaddr *sa = ci->client_addr;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+		          (socklen_t)outlen);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+		          out, (socklen_t)outlen);
+}
+
+static enum MHD_Result dispatch(struct op_http_server *s, struct MHD_Connection *c, const char *url,
+                                const char *method, struct reqstate *st)
+{
+	struct op_http_response resp;
+	struct collect hq = {NULL, OP_OK}, qq = {NULL, OP_OK};
+	enum MHD_Result ret = MHD_NO;
+	char addr[INET6_ADDRSTRLEN + 1];
+	memset(&resp, 0, sizeof(resp));
+
+	hq.obj = cJSON_CreateObject();
+	qq.obj = cJSON_CreateObject();
+	if (hq.obj == NULL || qq.obj == NULL) {
+		ret = queue_error(s, c, 503, "nomem", "out of memory", true);
+		goto out;
+	}
+	MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header, &hq);
+	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, &qq);
+	if (hq.e == OP_ENOMEM || qq.e == OP_ENOMEM) {
+		ret = queue_error(s, c, 503, "nomem", "out of memory", true);
+		goto out;
+	}
+	if (qq.e != OP_OK) {
+		ret = queue_error(s, c, 400, "invalid", "malformed percent-encoding in the query",
+		                  false);
+		goto out;
+	}
+	remote_addr(c, addr, sizeof(addr));
+	const cJSON *ct = cJSON_GetObjectItemCaseSensitive(hq.obj, "content-type");
+	struct op_http_request req = {
+	    .method = method,
+	    .path = url,
+	    .query = qq.obj,
+	    .headers = hq.obj,
+	    .body = st->body.data ? st->body.data : "",
+	    .body_len = st->body.len,
+	    .content_type = cJSON_IsString(ct) ? ct->valuestring : "",
+	    .remote_addr = addr,
+	    .deadline_ms = op_http_now_ms() + s->request_ms,
+	    .stopping = &s->stopping,
+	};
+
+	/* Counted until on_completed(): stop waits for the answer to be sent, too. */
+	pthread_mutex_lock(&s->mu);
+	s->inflight++;
+	pthread_mutex_unlock(&s->mu);
+	st->counted = true;
+	op_err e = s->h(&req, &resp, s->ud);
+
+	if (resp.status == 0) {
+		int status = e == OP_OK ? 500 : op_http_status_for(e);
+		const char *msg = e == OP_OK ? "the handler produced no response" : op_err_str(e);
+		ret =
+		    queue_error(s, c, status, e == OP_OK ? "internal" : op_err_name(e), msg, false);
+		goto out;
+	}
+	if (resp.status < 100 || resp.status > 999) {
+		ret =
+		    queue_error(s, c, 500, "internal", "the handler set an invalid status", false);
+		goto out;
+	}
+	char *body = resp.body;
+	resp.body = NULL;
+	ret = queue(s, c, resp.status, body, resp.body_len, resp.content_type, resp.headers, NULL,
+	            false);
+out:
+	op_http_response_fini(&resp);
+	cJSON_Delete(hq.obj);
+	cJSON_Delete(qq.obj);
+	return ret;
+}
+
+static enum MHD_Result queue_413(struct op_http_server *s, struct MHD_Connection *c)
+{
+	char msg[96];
+	snprintf(msg, sizeof(msg), "the request body is larger than %zu bytes", s->max_body);
+	return queue_error(s, c, 413, "limit", msg, true);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+	struct op_http_server *s = cls;
+	struct reqstate *st = *con_cls;
+	(void)version;
+	if (st == NULL) {
+		st = op_calloc(1, sizeof(*st));
+		if (st == NULL)
+			return MHD_NO;
+		op_buf_init(&st->body, s->max_body);
+		*con_cls = st;
+		if (atomic_load(&s->conns) > s->connection_limit) {
+			st->answered = true;
+			return queue_error(s, c, 503, "busy",
+			                   "too many connections, try again later", true);
+		}
+		const char *cl =
+		    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl != NULL) {
+			char *end;
+			errno = 0;
+			unsigned long long n = strtoull(cl, &end, 10);
+			if (errno == 0 && *end == '\0' && n > s->max_body) {
+				st->answered = true;
+				return queue_413(s, c); /* before reading any of the body */
+			}
+		}
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0) {
+		size_t n = *upload_data_size;
+		*upload_data_size = 0;
+		if (st->answered || st->nomem)
+			return MHD_YES;
+		if (st->too_large) {
+			/*
+			 * MHD 0.9.75 cannot queue a response in the middle of a body, so
+			 * a chunked body past the limit is read and dropped to its end
+			 * for the 413, but only up to another max_body: an endless
+			 * stream gets its connection closed instead.
+			 */
+			st->dropped += n;
+			return st->dropped > s->max_body ? MHD_NO : MHD_YES;
+		}
+		op_err e = op_buf_add(&st->body, upload_data, n);
+		if (e == OP_ELIMIT) {
+			st->too_large = true;
+			st->dropped = n;
+			op_buf_fini(&st->body);
+		} else if (e != OP_OK) {
+			st->nomem = true;
+		}
+		return MHD_YES;
+	}
+	if (st->answered)
+		return MHD_YES;
+	st->answered = true;
+	if (st->too_large)
+		return queue_413(s, c);
+	if (st->nomem)
+		return queue_error(s, c, 503, "nomem", "out of memory", true);
+	return dispatch(s, c, url, method, st);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+	struct op_http_server *s = cls;
+	(void)c;
+	(void)toe;
+	struct reqstate *st = *con_cls;
+	if (st == NULL)
+		return;
+	if (st->counted) {
+		pthread_mutex_lock(&s->mu);
+		s->inflight--;
+		pthread_cond_broadcast(&s->cv);
+		pthread_mutex_unlock(&s->mu);
+	}
+	op_buf_fini(&st->body);
+	op_free(st);
+	*con_cls = NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+	struct op_http_server *s = cls;
+	(void)c;
+	(void)socket_context;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+		atomic_fetch_add(&s->conns, 1);
+	else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+		atomic_fetch_sub(&s->conns, 1);
+}
+
+/* Leaves the path and arguments raw: the router and collect_arg decode. */
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+	(void)cls;
+	(void)c;
+	return strlen(s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) OP_PRINTF(2, 0);
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	const struct op_http_server *s = cls;
+	char line[512];
+	vsnprintf(line, sizeof(line), fmt, ap);
+	size_t n = strlen(line);
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		line[--n] = '\0';
+	OP_LOGD("%s: libmicrohttpd: %s", s->name, line);
+}
+
+/* Reads a whole (small) file; OP_ECONFIG with err when unreadable. */
+static op_err read_file(const char *path, char **out, size_t *len, char *err, size_t errlen)
+{
+	*out = NULL;
+	*len = 0;
+	FILE *f = fopen(path, "rb");
+	if (f == NULL) {
+		char eb[128];
+		fail(err, errlen, "cannot open %s: %s", path, strerror_r(errno, eb, sizeof(eb)));
+		return OP_ECONFIG;
+	}
+	struct op_buf b;
+	op_buf_init(&b, 1 << 20);
+	op_err e = OP_OK;
+	char chunk[4096];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		e = op_buf_add(&b, chunk, n);
+		if (e != OP_OK)
+			break;
+	}
+	if (e == OP_OK && ferror(f))
+		e = OP_EIO;
+	fclose(f);
+	if (e != OP_OK) {
+		fail(err, errlen, "cannot read %s: %s", path, op_err_str(e));
+		op_buf_fini(&b);
+		return e == OP_ENOMEM ? e : OP_ECONFIG;
+	}
+	*len = b.len;
+	*out = op_buf_take(&b);
+	if (*out == NULL) {
+		fail(err, errlen, "%s is empty", path);
+		return OP_ECONFIG;
+	}
+	return OP_OK;
+}
+
+static void server_free(struct op_http_server *s)
+{
+	if (s == NULL)
+		return;
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
+	op_free(s->cert);
+	op_free_secret(s->key, s->key_len);
+	op_free(s);
+}
+
+op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, void *ud,
+                            struct op_http_server **out, char *err, size_t errlen)
+{
+	op_err e = OP_OK;
+	struct op_http_server *s = NULL;
+	struct sockaddr_storage ss;
+	*out = NULL;
+	memset(&ss, 0, sizeof(ss));
+
+	s = op_calloc(1, sizeof(*s));
+	if (s == NULL)
+		return OP_ENOMEM;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	atomic_init(&s->conns, 0);
+	atomic_init(&s->stopping, false);
+	s->h = h;
+	s->ud = ud;
+	s->max_body = o->max_body ? o->max_body : OP_HTTP_DEFAULT_MAX_BODY;
+	s->request_ms = o->request_ms ? o->request_ms : OP_HTTP_DEFAULT_REQUEST_MS;
+	s->connection_limit = o->connection_limit ? o->connection_limit : 1000;
+	s->stop_ms = o->stop_ms ? o->stop_ms : OP_HTTP_DEFAULT_STOP_MS;
+	snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "http");
+	unsigned threads = o->threads ? o->threads : 2;
+	unsigned client_timeout =
+	    o->client_timeout ? o->client_timeout : OP_HTTP_DEFAULT_CLIENT_TIMEOUT;
+	const char *host = o->host ? o->host : "127.0.0.1";
+	unsigned flags =
+	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_TURBO;
+
+	if (h == NULL || threads > 256) {
+		fail(err, errlen, "%s: a handler and 1 to 256 threads are required", s->name);
+		e = OP_ECONFIG;
+		goto out;
+	}
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(o->port);
+	} else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(o->port);
+		flags |= MHD_USE_IPv6;
+	} else {
+		fail(err, errlen, "%s: host \"%s\" is not a numeric IPv4 or IPv6 address", s->name,
+		     host);
+		e = OP_ECONFIG;
+		goto out;
+	}
+	if ((o->tls_cert == NULL) != (o->tls_key == NULL)) {
+		fail(err, errlen, "%s: TLS needs both a certificate and a key", s->name);
+		e = OP_ECONFIG;
+		goto out;
+	}
+	if (o->tls_cert != NULL) {
+		if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+			fail(err, errlen, "%s: this libmicrohttpd has no TLS support", s->name);
+			e = OP_ECONFIG;
+			goto out;
+		}
+		size_t clen;
+		e = read_file(o->tls_cert, &s->cert, &clen, err, errlen);
+		if (e == OP_OK)
+			e = read_file(o->tls_key, &s->key, &s->key_len, err, errlen);
+		if (e != OP_OK)
+			goto out;
+		flags |= MHD_USE_TLS;
+	}
+	if (MHD_is_feature_supported(MHD_FEATURE_AUTOSUPPRESS_SIGPIPE) != MHD_YES)
+		OP_LOGW("%s: libmicrohttpd cannot suppress SIGPIPE; ignore it in the process",
+		        s->name);
+
+	struct MHD_OptionItem opts[16];
+	int n = 0;
+#define OPT(opt, v, p) opts[n++] = (struct MHD_OptionItem){(opt), (intptr_t)(v), (p)}
+	OPT(MHD_OPTION_SOCK_ADDR, 0, &ss);
+	if (threads > 1)
+		OPT(MHD_OPTION_THREAD_POOL_SIZE, threads, NULL);
+	OPT(MHD_OPTION_CONNECTION_TIMEOUT, client_timeout, NULL);
+	OPT(MHD_OPTION_CONNECTION_LIMIT, s->connection_limit + CONN_SLACK, NULL);
+	if (o->per_ip_limit)
+		OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->per_ip_limit, NULL);
+	OPT(MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL);
+	OPT(MHD_OPTION_NOTIFY_COMPLETED, on_completed, s);
+	OPT(MHD_OPTION_NOTIFY_CONNECTION, on_connection, s);
+	OPT(MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, s);
+	OPT(MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s);
+	if (s->cert != NULL) {
+		OPT(MHD_OPTION_HTTPS_MEM_CERT, 0, s->cert);
+		OPT(MHD_OPTION_HTTPS_MEM_KEY, 0, s->key);
+	}
+	OPT(MHD_OPTION_END, 0, NULL);
+#undef OPT
+
+	s->d = MHD_start_daemon(flags | MHD_USE_ERROR_LOG, o->port, NULL, NULL, on_request, s,
+	                        MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+	if (s->d == NULL) {
+		fail(err, errlen, "%s: cannot listen on %s port %u (in use, bad address%s)",
+		     s->name, host, (unsigned)o->port, s->cert ? ", or bad certificate/key" : "");
+		e = s->cert ? OP_ECONFIG : OP_EIO;
+		goto out;
+	}
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+	s->port = di ? di->port : o->port;
+out:
+	if (e != OP_OK) {
+		server_free(s);
+		return e;
+	}
+	*out = s;
+	return OP_OK;
+}
+
+uint16_t op_http_server_port(const struct op_http_server *s)
+{
+	return s->port;
+}
+
+unsigned op_http_server_inflight(const struct op_http_server *s)
+{
+	struct op_http_server *m = (struct op_http_server *)s;
+	pthread_mutex_lock(&m->mu);
+	unsigned n = m->inflight;
+	pthread_mutex_unlock(&m->mu);
+	return n;
+}
+
+op_err op_http_server_stop(struct op_http_server *s)
+{
+	if (s == NULL)
+		return OP_OK;
+	op_err e = OP_OK;
+	atomic_store(&s->stopping, true);
+	/* Stop accepting. The listen socket becomes ours, closed after MHD's threads end. */
+	MHD_socket lfd = MHD_quiesce_daemon(s->d);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += s->stop_ms / 1000;
+	until.tv_nsec += (long)(s->stop_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&s->mu);
+	while (s->inflight > 0) {
+		if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT)
+			break;
+	}
+	if (s->inflight > 0) {
+		OP_LOGW("%s: %u handler(s) still running after %u ms of stopping", s->name,
+		        s->inflight, s->stop_ms);
+		e = OP_ETIMEOUT;
+	}
+	pthread_mutex_unlock(&s->mu);
+	MHD_stop_daemon(s->d);
+	if (lfd != MHD_INVALID_SOCKET)
+		close(lfd);
+	server_free(s);
+	return e;
+}
