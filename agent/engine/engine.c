@@ -124,7 +124,10 @@ op_err op_engine_run(struct op_engine *e, const struct op_pipeline *p, cJSON *in
 		snprintf(f->msg, sizeof(f->msg), "out of memory");
 		return OP_ENOMEM;
 	}
-	struct op_run run = {.eng = e, .globals = e->globals, .timeout_ms = p->settings.timeout_ms};
+	struct op_run run = {.eng = e,
+	                     .globals = e->globals,
+	                     .timeout_ms = p->settings.timeout_ms,
+	                     .stop = opts ? opts->stop : NULL};
 	run.deadline_ns = op_engine__now_ns() + run.timeout_ms * 1000000LL;
 	struct op_exec x = {.run = &run, .p = p, .metadata = meta, .lim = &p->settings.limits};
 	op_err rc = op_engine__run_pipeline(&x, p, meta, input, out);
@@ -132,4 +135,14 @@ op_err op_engine_run(struct op_engine *e, const struct op_pipeline *p, cJSON *in
 		*f = x.fail;
 	cJSON_Delete(meta);
 	return rc;
+}
+
+size_t op_engine_count(const struct op_engine *e)
+{
+	return e->n;
+}
+
+const struct op_pipeline *op_engine_at(const struct op_engine *e, size_t i)
+{
+	return i < e->n ? e->v[i] : NULL;
 }

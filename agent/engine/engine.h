@@ -8,6 +8,7 @@
 #define OP_ENGINE_ENGINE_H
 
 #include <cjson/cJSON.h>
+#include <stdatomic.h>
 
 #include "agent/core/diag.h"
 #include "agent/core/err.h"
@@ -48,7 +49,14 @@ struct op_run_opts {
 	const char *event_id;     /* NULL: same as execution id */
 	const cJSON *trigger;     /* trigger data for metadata.trigger, NULL = {} */
 	long long attempt;        /* 0 means 1 */
+	/* Set by another thread to stop the execution at its next step (it then
+	 * fails with code CANCELLED, class cancelled); NULL: never. */
+	const atomic_bool *stop;
 };
+
+/* Number of pipelines in e, and the i-th in the order they were added. */
+size_t op_engine_count(const struct op_engine *e);
+const struct op_pipeline *op_engine_at(const struct op_engine *e, size_t i);
 
 /*
  * Runs p on input (taken). On OP_OK *out holds the result (caller deletes):

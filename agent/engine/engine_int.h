@@ -43,10 +43,11 @@ struct op_run {
 	const cJSON *globals;
 	atomic_llong steps;
 	atomic_llong iterations;
-	atomic_int threads;    /* threads started for parallel work, now running */
-	long long deadline_ns; /* CLOCK_MONOTONIC; 0 = none; moved only by grant_grace */
-	long long timeout_ms;  /* the top pipeline's settings.timeoutMs */
-	bool grace_used;       /* onError's grace was granted (top thread only) */
+	atomic_int threads;      /* threads started for parallel work, now running */
+	long long deadline_ns;   /* CLOCK_MONOTONIC; 0 = none; moved only by grant_grace */
+	long long timeout_ms;    /* the top pipeline's settings.timeoutMs */
+	bool grace_used;         /* onError's grace was granted (top thread only) */
+	const atomic_bool *stop; /* op_run_opts.stop: the owner wants it to end */
 };
 
 /* Set when a sibling in a parallel group failed; groups nest. */
@@ -82,7 +83,10 @@ long long op_engine__now_ns(void);
 op_err op_exec__fail_run(op_err rc, struct op_exec *x);
 /* True when x's failure is a bound of the whole run. */
 bool op_exec__run_level(const struct op_exec *x);
-/* True when this thread of control should stop (a parallel sibling failed). */
+/* Why op_exec__cancelled() is true, for the error text. */
+const char *op_exec__cancel_reason(const struct op_exec *x);
+/* True when this thread of control should stop (a parallel sibling failed,
+ * or the run's owner set op_run_opts.stop). */
 bool op_exec__cancelled(const struct op_exec *x);
 /* Waits ms milliseconds or until the deadline or a cancellation; returns
  * OP_ETIMEOUT past the deadline, OP_ECANCELED when cancelled. */

@@ -114,8 +114,17 @@ bool op_exec__run_level(const struct op_exec *x)
 	return x->fail.run_level;
 }
 
+const char *op_exec__cancel_reason(const struct op_exec *x)
+{
+	if (x->run->stop && atomic_load_explicit(x->run->stop, memory_order_relaxed))
+		return "cancelled: the execution was stopped (the agent is shutting down)";
+	return "cancelled because a parallel branch failed";
+}
+
 bool op_exec__cancelled(const struct op_exec *x)
 {
+	if (x->run->stop && atomic_load_explicit(x->run->stop, memory_order_relaxed))
+		return true;
 	for (const struct op_cancel *c = x->cancel; c; c = c->parent) {
 		if (atomic_load_explicit(&c->flag, memory_order_relaxed))
 			return true;
@@ -288,9 +297,8 @@ op_err op_exec_steps(struct op_exec *x, const struct op_steps *s, cJSON *msg, cJ
 		const struct op_step *st = &s->v[i];
 		x->step = st;
 		if (op_exec__cancelled(x)) {
-			rc = op_exec__fail_run(op_exec_fail(x, OP_ECANCELED, "CANCELLED",
-			                                    "cancelled because a parallel branch "
-			                                    "failed"),
+			rc = op_exec__fail_run(op_exec_fail(x, OP_ECANCELED, "CANCELLED", "%s",
+			                                    op_exec__cancel_reason(x)),
 			                       x);
 			break;
 		}

@@ -485,6 +485,14 @@ op_err op_store_ack(struct op_store *s, const char *event_id, const struct op_st
 	return op_store__submit(s, &r);
 }
 
+op_err op_store_record(struct op_store *s, const struct op_store_exec *rec)
+{
+	if (rec == NULL)
+		return OP_EINVAL;
+	struct op_store__req r = {.op = OP_STORE__RECORD, .rec = rec};
+	return op_store__submit(s, &r);
+}
+
 op_err op_store_retry(struct op_store *s, const char *event_id, int64_t not_before_ms,
                       const char *error, const struct op_store_exec *rec)
 {

@@ -148,6 +148,12 @@ op_err op_store_take(struct op_store *s, const char *pipeline, int64_t now_ms,
 op_err op_store_ack(struct op_store *s, const char *event_id,
                     const struct op_store_exec *rec) OP_WUR;
 
+/*
+ * Writes an execution record that has no queued event (a synchronous run),
+ * under the same retention bound. Returns after the commit.
+ */
+op_err op_store_record(struct op_store *s, const struct op_store_exec *rec) OP_WUR;
+
 /* Puts an in-flight event back into its queue with attempt + 1, due at
  * not_before_ms, remembering error (may be NULL); writes rec if not NULL.
  * Not subject to the queue bound (the event was already accepted). */

@@ -38,6 +38,7 @@ enum op_store__op {
 	OP_STORE__PUT,
 	OP_STORE__DEL,
 	OP_STORE__QUARANTINE,
+	OP_STORE__RECORD,
 	OP_STORE__NOP,
 };
 

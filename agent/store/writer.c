@@ -597,6 +597,8 @@ static op_err apply(struct ctx *c)
 		return do_put(c);
 	case OP_STORE__DEL:
 		return do_del(c);
+	case OP_STORE__RECORD:
+		return write_exec(c, c->r->rec);
 	case OP_STORE__QUARANTINE:
 		return do_quarantine(c);
 	case OP_STORE__NOP:

@@ -12,70 +12,22 @@
 #include <string.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/file.h"
 #include "agent/core/json.h"
 #include "agent/core/log.h"
 #include "agent/engine/engine.h"
+#include "agent/engine/loader.h"
 #include "control-sync/outpostctl/ctl.h"
 
 #define MAX_INPUT_BYTES (64u << 20)
 
 op_err op_ctl_read_file(const char *path, size_t max, char **out, size_t *len)
 {
-	*out = NULL;
-	*len = 0;
-	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-	if (f == NULL) {
-		char eb[128];
-		int e = errno;
-		fprintf(stderr, "outpostctl: %s: %s\n", path, strerror_r(e, eb, sizeof(eb)));
-		return op_err_from_errno(e);
-	}
-	size_t cap = 4096, n = 0;
-	char *buf = op_malloc(cap);
-	op_err rc = OP_OK;
-	while (buf) {
-		if (n + 1 >= cap) {
-			if (cap > max) {
-				fprintf(stderr, "outpostctl: %s: larger than %zu bytes\n", path,
-				        max);
-				rc = OP_ELIMIT;
-				break;
-			}
-			char *nb = op_realloc(buf, cap * 2);
-			if (nb == NULL) {
-				fprintf(stderr, "outpostctl: %s: out of memory\n", path);
-				rc = OP_ENOMEM;
-				break;
-			}
-			buf = nb;
-			cap *= 2;
-		}
-		size_t got = fread(buf + n, 1, cap - n - 1, f);
-		n += got;
-		if (got == 0) {
-			if (ferror(f)) {
-				fprintf(stderr, "outpostctl: %s: read error\n", path);
-				rc = OP_EIO;
-			}
-			break;
-		}
-	}
-	if (f != stdin)
-		fclose(f);
-	if (buf == NULL || (rc == OP_OK && n > max)) {
-		if (buf == NULL)
-			fprintf(stderr, "outpostctl: out of memory\n");
-		op_free(buf);
-		return buf == NULL ? OP_ENOMEM : OP_ELIMIT;
-	}
-	if (rc) {
-		op_free(buf);
-		return rc;
-	}
-	buf[n] = '\0';
-	*out = buf;
-	*len = n;
-	return OP_OK;
+	char err[256] = "";
+	op_err rc = op_file_read(path, max, out, len, err, sizeof(err));
+	if (rc)
+		fprintf(stderr, "outpostctl: %s: %s\n", path, err);
+	return rc;
 }
 
 static void print_problems(const char *file, const struct op_diag *d)
@@ -90,76 +42,11 @@ static void print_problems(const char *file, const struct op_diag *d)
 		fprintf(stderr, "%s: ... and %zu more problems\n", file, d->lost);
 }
 
-/* Loads one file; prints its problems. Returns NULL when it is invalid. */
-static struct op_pipeline *load_file(const char *path, int *problems)
+/* The loader's report callback: prints the problems, counts them in *ud. */
+static void report(void *ud, const char *file, const struct op_diag *d)
 {
-	char *text = NULL;
-	size_t len = 0;
-	struct op_pipeline *p = NULL;
-	if (op_ctl_read_file(path, OP_PIPELINE_MAX_BYTES, &text, &len) != OP_OK) {
-		(*problems)++;
-		return NULL;
-	}
-	struct op_diag d;
-	op_diag_init(&d);
-	op_err rc = op_pipeline_load(text, len, path, &d, &p);
-	if (rc) {
-		print_problems(path, &d);
-		if (rc == OP_ENOMEM)
-			fprintf(stderr, "%s: out of memory\n", path);
-		*problems += (int)op_diag_count(&d) + (rc == OP_ENOMEM);
-	}
-	op_diag_fini(&d);
-	op_free(text);
-	return p;
-}
-
-static int json_file(const struct dirent *de)
-{
-	size_t n = strlen(de->d_name);
-	return de->d_name[0] != '.' && n > 5 && strcmp(de->d_name + n - 5, ".json") == 0;
-}
-
-/* True when path names the same file as one of the n paths in files. */
-static bool same_file_as_any(const char *path, char *const *files, int n)
-{
-	char real[PATH_MAX], other[PATH_MAX];
-	if (n == 0 || realpath(path, real) == NULL)
-		return false;
-	for (int i = 0; i < n; i++) {
-		if (realpath(files[i], other) && strcmp(real, other) == 0)
-			return true;
-	}
-	return false;
-}
-
-/* Adds every pipeline of dir except the n files in skip (already loaded). */
-static int load_dir(struct op_engine *e, const char *dir, char *const *skip, int nskip,
-                    int *problems)
-{
-	struct dirent **list = NULL;
-	int n = scandir(dir, &list, json_file, alphasort);
-	if (n < 0) {
-		char eb[128];
-		fprintf(stderr, "outpostctl: %s: %s\n", dir, strerror_r(errno, eb, sizeof(eb)));
-		(*problems)++;
-		return -1;
-	}
-	for (int i = 0; i < n; i++) {
-		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s/%s", dir, list[i]->d_name);
-		free(list[i]);
-		if (same_file_as_any(path, skip, nskip))
-			continue;
-		struct op_pipeline *p = load_file(path, problems);
-		char err[512];
-		if (p && op_engine_add(e, p, err, sizeof(err)) != OP_OK) {
-			fprintf(stderr, "%s\n", err);
-			(*problems)++;
-		}
-	}
-	free(list);
-	return 0;
+	print_problems(file, d);
+	*(int *)ud += (int)op_diag_count(d);
 }
 
 struct run_args {
@@ -281,16 +168,17 @@ static struct op_engine *load_all(const char *file, const char *dir,
 		fprintf(stderr, "outpostctl: out of memory\n");
 		return NULL;
 	}
-	struct op_pipeline *p = load_file(file, &problems);
-	const char *name = p ? p->name : NULL;
-	char err[512];
-	if (p && op_engine_add(e, p, err, sizeof(err)) != OP_OK) {
-		fprintf(stderr, "%s\n", err);
+	const struct op_pipeline *p = NULL;
+	if (op_engine_load_file(e, file, report, &problems) == OP_OK)
+		p = op_engine_at(e, op_engine_count(e) - 1);
+	else if (problems == 0)
 		problems++;
-		name = NULL;
+	if (dir) {
+		char *skip[] = {(char *)file};
+		if (op_engine_load_dir(e, dir, skip, 1, report, &problems, NULL) != OP_OK &&
+		    problems == 0)
+			problems++;
 	}
-	if (dir)
-		load_dir(e, dir, (char *const *)&file, 1, &problems);
 	if (problems == 0) {
 		struct op_diag d;
 		op_diag_init(&d);
@@ -306,7 +194,7 @@ static struct op_engine *load_all(const char *file, const char *dir,
 		op_engine_free(e);
 		return NULL;
 	}
-	*main_p = op_engine_find(e, name);
+	*main_p = p;
 	return e;
 }
 
@@ -411,15 +299,12 @@ int op_ctl_check(int argc, char **argv)
 			continue;
 		}
 		given[files++] = argv[i];
-		struct op_pipeline *p = load_file(argv[i], &problems);
-		char err[512];
-		if (p && op_engine_add(e, p, err, sizeof(err)) != OP_OK) {
-			fprintf(stderr, "%s\n", err);
+		if (op_engine_load_file(e, argv[i], report, &problems) != OP_OK && problems == 0)
 			problems++;
-		}
 	}
-	if (dir)
-		load_dir(e, dir, given, files, &problems);
+	if (dir && op_engine_load_dir(e, dir, given, (size_t)files, report, &problems, NULL) &&
+	    problems == 0)
+		problems++;
 	op_free(given);
 	if (problems == 0) {
 		struct op_diag d;

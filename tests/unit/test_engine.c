@@ -226,6 +226,49 @@ START_TEST(runs_concurrently)
 }
 END_TEST
 
+struct stop_arg {
+	struct op_engine *e;
+	const struct op_pipeline *p;
+	atomic_bool stop;
+	op_err rc;
+	struct op_fail f;
+};
+
+static void *run_until_stopped(void *arg)
+{
+	struct stop_arg *a = arg;
+	struct op_run_opts o = {.stop = &a->stop};
+	cJSON *out = NULL;
+	a->rc = op_engine_run(a->e, a->p, cJSON_CreateObject(), &o, &out, &a->f);
+	cJSON_Delete(out);
+	return NULL;
+}
+
+/* The owner of a run stops it: the run fails with CANCELLED at its next step,
+ * without running onError, however far it got. */
+START_TEST(owner_stops_a_run)
+{
+	struct op_engine *e = op_engine_new();
+	struct op_pipeline *p =
+	    load_ok("{\"name\":\"loop\",\"version\":\"1\",\"settings\":{\"timeoutMs\":600000,"
+	            "\"limits\":{\"maxIterations\":100000000,\"maxSteps\":100000000}},"
+	            "\"steps\":[{\"type\":\"do-while\",\"config\":{\"condition\":\"{{ true }}\","
+	            "\"maxIterations\":10000000,\"steps\":[{\"type\":\"log\",\"config\":{"
+	            "\"level\":\"debug\",\"message\":\"x\"}}]}}],"
+	            "\"onError\":[{\"type\":\"set\",\"config\":{\"template\":\"handled\"}}]}");
+	struct stop_arg a = {.e = e, .p = p};
+	pthread_t t;
+	ck_assert_int_eq(pthread_create(&t, NULL, run_until_stopped, &a), 0);
+	atomic_store(&a.stop, true);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(a.rc, OP_ECANCELED);
+	ck_assert_str_eq(a.f.code, "CANCELLED");
+	ck_assert(a.f.run_level);
+	op_pipeline_free(p);
+	op_engine_free(e);
+}
+END_TEST
+
 START_TEST(output_path_needs_an_object)
 {
 	struct op_engine *e = op_engine_new();
@@ -346,6 +389,7 @@ static Suite *engine_suite(void)
 	tcase_add_test(tc, parallel_failure_is_not_masked_by_cancellation);
 	tcase_add_test(tc, runs_concurrently);
 	tcase_add_test(tc, output_path_needs_an_object);
+	tcase_add_test(tc, owner_stops_a_run);
 	tcase_add_test(tc, out_of_memory_anywhere);
 	tcase_add_test(tc, generated_schema_accepts_the_demo);
 	suite_add_tcase(s, tc);

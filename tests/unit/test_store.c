@@ -178,6 +178,35 @@ START_TEST(round_trip)
 }
 END_TEST
 
+/* A synchronous run's record has no event: it is stored and listed all the same. */
+START_TEST(record_without_event)
+{
+	struct op_store_opts o = {0};
+	struct op_store *s = open_opts(&o);
+	struct op_store_exec rec = {.pipeline = "sync",
+	                            .version = "2",
+	                            .status = "success",
+	                            .attempt = 1,
+	                            .duration_ms = 42};
+	ck_assert_int_eq(op_store_record(s, &rec), OP_OK);
+	struct op_store_exec **recs;
+	size_t n;
+	ck_assert_int_eq(op_store_list_execs(s, 10, &recs, &n), OP_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(recs[0]->pipeline, "sync");
+	ck_assert_str_eq(recs[0]->version, "2");
+	ck_assert_int_eq(recs[0]->duration_ms, 42);
+	ck_assert_str_eq(recs[0]->event_id, "");
+	struct op_store_exec *one;
+	ck_assert_int_eq(op_store_get_exec(s, recs[0]->id, &one), OP_OK);
+	ck_assert_str_eq(one->status, "success");
+	op_store_exec_free(one);
+	op_store_execs_free(recs, n);
+	ck_assert_int_eq(op_store_record(s, NULL), OP_EINVAL);
+	op_store_close(s);
+}
+END_TEST
+
 START_TEST(order_by_not_before)
 {
 	struct op_store *s = open_default();
@@ -900,6 +929,7 @@ static Suite *store_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, round_trip);
 	tcase_add_test(tc, order_by_not_before);
+	tcase_add_test(tc, record_without_event);
 	tcase_add_test(tc, group_commit_batches);
 	tcase_add_test(tc, batch_isolates_failures);
 	tcase_add_test(tc, batch_isolates_map_full);
