@@ -1,0 +1,631 @@
+/*
+ * The runtime: pipeline sets, the store and the workers.
+ *
+ * Invariants. A pipeline set (an engine) is reference-counted: the current
+ * one is held by the runtime, and every worker or caller that uses one holds
+ * a reference for as long as it runs on it, so a reload never frees a set
+ * under an execution. A worker takes an event out of its queue only into a
+ * lease (op_store_take), and every lease ends in exactly one of ack, retry
+ * or dead; a lease left by a crash is redelivered by the store at the next
+ * open. Workers sleep on a condition variable when nothing is due: they are
+ * woken by a submit or a retry, or by the earliest known due time.
+ */
+#define OP_LOG_MODULE "runtime"
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "agent/core/alloc.h"
+#include "agent/core/json.h"
+#include "agent/core/log.h"
+#include "agent/daemon/runtime.h"
+#include "agent/engine/loader.h"
+
+/* Longest a worker sleeps while events are queued but none is due. */
+#define IDLE_RECHECK_MS 1000
+
+struct op_runtime_set {
+	struct op_engine *e;
+	int refs; /* under rt->mu */
+};
+
+/* Executions running per pipeline, for settings.concurrency. */
+struct running {
+	char *name;
+	long long n;
+};
+
+struct op_runtime {
+	const struct op_config *cfg;
+	struct op_store *store;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;      /* work may be available, or stopping */
+	pthread_cond_t idle_cv; /* an execution ended */
+	struct op_runtime_set *set;
+	struct running *run;
+	size_t nrun, caprun;
+	uint64_t wake;       /* bumped by submits and retries */
+	int64_t next_due_ms; /* earliest known not-before of a delayed event */
+	bool stopping;
+	long long active; /* executions running */
+	struct op_runtime_counts counts;
+
+	atomic_bool stop_runs; /* tells running executions to stop */
+	pthread_t *workers;
+	size_t nworkers;
+	unsigned rr; /* round-robin start, under mu */
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void deadline_ts(int64_t ms_from_now, struct timespec *ts)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms_from_now / 1000;
+	ts->tv_nsec += (ms_from_now % 1000) * 1000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
+/* ---- pipeline sets ---- */
+
+struct op_runtime_set *op_runtime_get(struct op_runtime *rt)
+{
+	pthread_mutex_lock(&rt->mu);
+	struct op_runtime_set *s = rt->set;
+	s->refs++;
+	pthread_mutex_unlock(&rt->mu);
+	return s;
+}
+
+static void set_free(struct op_runtime_set *s)
+{
+	if (s == NULL)
+		return;
+	op_engine_free(s->e);
+	op_free(s);
+}
+
+void op_runtime_put(struct op_runtime *rt, struct op_runtime_set *s)
+{
+	pthread_mutex_lock(&rt->mu);
+	bool last = --s->refs == 0;
+	pthread_mutex_unlock(&rt->mu);
+	if (last)
+		set_free(s);
+}
+
+const struct op_engine *op_runtime_engine(const struct op_runtime_set *s)
+{
+	return s->e;
+}
+
+struct op_store *op_runtime_store(struct op_runtime *rt)
+{
+	return rt->store;
+}
+
+struct load_report {
+	struct op_diag *d;
+};
+
+/* Copies a file's problems into the caller's diagnostics, the file as path. */
+static void report(void *ud, const char *file, const struct op_diag *fd)
+{
+	struct load_report *r = ud;
+	for (size_t i = 0; i < fd->n; i++) {
+		if (fd->v[i].path[0])
+			op_diag_add_at(r->d, file, "%s: %s", fd->v[i].path, fd->v[i].msg);
+		else
+			op_diag_add_at(r->d, file, "%s", fd->v[i].msg);
+	}
+	if (fd->lost)
+		op_diag_add_at(r->d, file, "... and %zu more problems", fd->lost);
+}
+
+/* Builds a pipeline set from the folder; NULL with problems in d. */
+static struct op_runtime_set *set_load(const struct op_config *cfg, struct op_diag *d)
+{
+	struct op_runtime_set *s = op_calloc(1, sizeof(*s));
+	if (s == NULL || (s->e = op_engine_new()) == NULL) {
+		op_free(s);
+		op_diag_add_at(d, cfg->agent.pipelines_dir, "out of memory");
+		return NULL;
+	}
+	size_t before = op_diag_count(d);
+	struct load_report r = {d};
+	op_err rc = op_engine_load_dir(s->e, cfg->agent.pipelines_dir, NULL, 0, report, &r, NULL);
+	if (rc == OP_OK)
+		rc = op_engine_link(s->e, d);
+	cJSON *g = cJSON_Duplicate(cfg->globals, 1);
+	if (rc == OP_OK && g == NULL) {
+		op_diag_add_at(d, "globals", "out of memory");
+		rc = OP_ENOMEM;
+	}
+	if (rc != OP_OK || op_diag_count(d) != before) {
+		cJSON_Delete(g);
+		set_free(s);
+		return NULL;
+	}
+	op_engine_set_globals(s->e, g);
+	s->refs = 1;
+	return s;
+}
+
+op_err op_runtime_reload(struct op_runtime *rt, struct op_diag *d)
+{
+	struct op_runtime_set *s = set_load(rt->cfg, d);
+	if (s == NULL)
+		return OP_ECONFIG;
+	pthread_mutex_lock(&rt->mu);
+	struct op_runtime_set *old = rt->set;
+	rt->set = s;
+	rt->wake++;
+	pthread_cond_broadcast(&rt->cv);
+	pthread_mutex_unlock(&rt->mu);
+	op_runtime_put(rt, old);
+	OP_LOGI("pipelines reloaded: %zu deployed", op_engine_count(s->e));
+	return OP_OK;
+}
+
+/* ---- running counts (under rt->mu) ---- */
+
+static struct running *running_of(struct op_runtime *rt, const char *name)
+{
+	for (size_t i = 0; i < rt->nrun; i++) {
+		if (strcmp(rt->run[i].name, name) == 0)
+			return &rt->run[i];
+	}
+	if (rt->nrun == rt->caprun) {
+		size_t cap = rt->caprun ? rt->caprun * 2 : 16;
+		struct running *v = op_realloc(rt->run, cap * sizeof(*v));
+		if (v == NULL)
+			return NULL;
+		rt->run = v;
+		rt->caprun = cap;
+	}
+	char *n = op_strdup(name);
+	if (n == NULL)
+		return NULL;
+	rt->run[rt->nrun] = (struct running){.name = n, .n = 0};
+	return &rt->run[rt->nrun++];
+}
+
+/* ---- executions ---- */
+
+static void fail_text(const struct op_fail *f, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s: %s (step %s, class %s)", f->code, f->msg,
+	         f->step[0] ? f->step : "-", op_err_name(f->cls));
+}
+
+/* Wait before attempt `attempt + 1` under policy r, with jitter. */
+static int64_t backoff_ms(const struct op_retry_policy *r, uint32_t attempt)
+{
+	double w = (double)r->backoff_ms;
+	for (uint32_t i = 1; i < attempt && w < (double)r->max_backoff_ms; i++)
+		w *= r->multiplier;
+	if (w > (double)r->max_backoff_ms)
+		w = (double)r->max_backoff_ms;
+	int64_t ms = (int64_t)w;
+	if (r->jitter && ms > 1) {
+		uint64_t x = (uint64_t)now_ms() * 6364136223846793005ULL + (uintptr_t)&x;
+		ms = ms / 2 + (int64_t)((x >> 33) % (uint64_t)(ms / 2 + 1));
+	}
+	return ms;
+}
+
+static const char *trigger_type(const cJSON *trigger)
+{
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(trigger, "type");
+	return cJSON_IsString(t) ? t->valuestring : "manual";
+}
+
+static void count(struct op_runtime *rt, uint64_t *which)
+{
+	pthread_mutex_lock(&rt->mu);
+	(*which)++;
+	pthread_mutex_unlock(&rt->mu);
+}
+
+/* Runs one taken event to its end: ack, retry or dead letter. */
+static void execute(struct op_runtime *rt, const struct op_pipeline *p, const struct op_engine *e,
+                    struct op_store_event *ev)
+{
+	char err[1400] = "";
+	struct op_fail f = {0};
+	cJSON *out = NULL;
+	cJSON *trigger = ev->trigger[0] ? cJSON_Parse(ev->trigger) : NULL;
+	cJSON *msg = cJSON_ParseWithLength(ev->payload, ev->payload_len);
+	struct op_store_exec rec = {.event_id = "",
+	                            .pipeline = p->name,
+	                            .version = p->version,
+	                            .trigger = (char *)trigger_type(trigger),
+	                            .attempt = ev->attempt,
+	                            .start_ms = now_ms()};
+	memcpy(rec.event_id, ev->id, sizeof(rec.event_id));
+	op_err rc = op_uuid_v4(rec.id);
+	if (rc == OP_OK && msg == NULL) {
+		/* Checksummed, so not corruption: text we could not parse back. */
+		snprintf(err, sizeof(err), "STORED_PAYLOAD: the event is not valid JSON");
+		rec.status = "error";
+		rec.error = err;
+		rec.duration_ms = 0;
+		if (op_store_dead(rt->store, ev->id, err, &rec) == OP_OK)
+			count(rt, &rt->counts.dead);
+		goto out;
+	}
+	if (rc == OP_OK) {
+		struct op_run_opts o = {.execution_id = rec.id,
+		                        .event_id = ev->id,
+		                        .trigger = trigger,
+		                        .attempt = ev->attempt,
+		                        .stop = &rt->stop_runs};
+		rc = op_engine_run((struct op_engine *)e, p, msg, &o, &out, &f);
+		msg = NULL;
+	} else {
+		f.cls = rc;
+		snprintf(f.code, sizeof(f.code), "NOMEM");
+		snprintf(f.msg, sizeof(f.msg), "out of memory");
+	}
+	rec.duration_ms = now_ms() - rec.start_ms;
+	op_err sr;
+	if (rc == OP_OK) {
+		rec.status = "success";
+		sr = op_store_ack(rt->store, ev->id, &rec);
+		if (sr == OP_OK)
+			count(rt, &rt->counts.succeeded);
+	} else {
+		fail_text(&f, err, sizeof(err));
+		rec.error = err;
+		const struct op_retry_policy *pol = &p->settings.retry;
+		if (f.cls == OP_ECANCELED && atomic_load(&rt->stop_runs)) {
+			/* Stopped by shutdown: back to the queue, due at once. */
+			rec.status = "interrupted";
+			sr = op_store_retry(rt->store, ev->id, 0, err, &rec);
+			if (sr == OP_OK)
+				count(rt, &rt->counts.interrupted);
+		} else if (op_err_retryable(f.cls) && (long long)ev->attempt < pol->attempts) {
+			int64_t due = now_ms() + backoff_ms(pol, ev->attempt);
+			rec.status = "retry";
+			sr = op_store_retry(rt->store, ev->id, due, err, &rec);
+			if (sr == OP_OK) {
+				pthread_mutex_lock(&rt->mu);
+				rt->counts.retried++;
+				if (due < rt->next_due_ms)
+					rt->next_due_ms = due;
+				rt->wake++;
+				pthread_cond_broadcast(&rt->cv);
+				pthread_mutex_unlock(&rt->mu);
+			}
+			OP_LOGI("%s: execution %s (event %s, attempt %u) failed: %s; retrying in "
+			        "%lld ms",
+			        p->name, rec.id, ev->id, ev->attempt, err,
+			        (long long)(due - now_ms()));
+		} else {
+			rec.status = "error";
+			sr = op_store_dead(rt->store, ev->id, err, &rec);
+			if (sr == OP_OK)
+				count(rt, &rt->counts.dead);
+			OP_LOGW("%s: execution %s (event %s, attempt %u) failed: %s; dead-lettered",
+			        p->name, rec.id, ev->id, ev->attempt, err);
+		}
+	}
+	if (sr != OP_OK)
+		OP_LOGE("%s: event %s: cannot record the end of its execution (%s); it will run "
+		        "again after a restart",
+		        p->name, ev->id, op_err_str(sr));
+out:
+	cJSON_Delete(msg);
+	cJSON_Delete(out);
+	cJSON_Delete(trigger);
+}
+
+/*
+ * Takes one due event from a pipeline of the set that is below its
+ * concurrency, starting after the last pipeline served. Sets *queued when
+ * some queue holds events (due or not).
+ */
+static op_err take_one(struct op_runtime *rt, struct op_runtime_set *set,
+                       const struct op_pipeline **pp, struct op_store_event **ev, bool *queued)
+{
+	size_t n = op_engine_count(set->e);
+	pthread_mutex_lock(&rt->mu);
+	unsigned start = rt->rr++;
+	pthread_mutex_unlock(&rt->mu);
+	*queued = false;
+	for (size_t k = 0; k < n; k++) {
+		const struct op_pipeline *p = op_engine_at(set->e, (start + k) % n);
+		uint64_t events = 0, bytes = 0;
+		op_store_queue_depth(rt->store, p->name, &events, &bytes);
+		if (events == 0)
+			continue;
+		*queued = true;
+		pthread_mutex_lock(&rt->mu);
+		struct running *r = running_of(rt, p->name);
+		bool room = r && r->n < p->settings.concurrency && !rt->stopping;
+		if (room)
+			r->n++;
+		pthread_mutex_unlock(&rt->mu);
+		if (!room)
+			continue;
+		op_err rc = op_store_take(rt->store, p->name, 0, ev);
+		if (rc == OP_OK) {
+			*pp = p;
+			return OP_OK;
+		}
+		pthread_mutex_lock(&rt->mu);
+		r->n--;
+		pthread_mutex_unlock(&rt->mu);
+		if (rc != OP_ENOTFOUND && rc != OP_EBUSY)
+			OP_LOGE("%s: cannot take an event from the queue: %s", p->name,
+			        op_err_str(rc));
+	}
+	return OP_ENOTFOUND;
+}
+
+static void *worker_main(void *arg)
+{
+	struct op_runtime *rt = arg;
+	for (;;) {
+		pthread_mutex_lock(&rt->mu);
+		if (rt->stopping) {
+			pthread_mutex_unlock(&rt->mu);
+			break;
+		}
+		uint64_t seen = rt->wake;
+		pthread_mutex_unlock(&rt->mu);
+
+		struct op_runtime_set *set = op_runtime_get(rt);
+		const struct op_pipeline *p = NULL;
+		struct op_store_event *ev = NULL;
+		bool queued = false;
+		if (take_one(rt, set, &p, &ev, &queued) == OP_OK) {
+			pthread_mutex_lock(&rt->mu);
+			rt->active++;
+			pthread_mutex_unlock(&rt->mu);
+			execute(rt, p, set->e, ev);
+			pthread_mutex_lock(&rt->mu);
+			rt->active--;
+			struct running *r = running_of(rt, p->name);
+			if (r)
+				r->n--;
+			rt->wake++; /* a concurrency slot is free again */
+			pthread_cond_broadcast(&rt->cv);
+			pthread_cond_broadcast(&rt->idle_cv);
+			pthread_mutex_unlock(&rt->mu);
+			op_store_event_free(ev);
+			op_runtime_put(rt, set);
+			continue;
+		}
+		op_runtime_put(rt, set);
+
+		pthread_mutex_lock(&rt->mu);
+		if (!rt->stopping && rt->wake == seen) {
+			if (queued) {
+				/* Events wait for their retry time: sleep until the
+				 * earliest we know of, and check now and then. */
+				int64_t wait = IDLE_RECHECK_MS;
+				int64_t now = now_ms();
+				if (rt->next_due_ms > now && rt->next_due_ms - now < wait)
+					wait = rt->next_due_ms - now;
+				else if (rt->next_due_ms <= now)
+					rt->next_due_ms = INT64_MAX;
+				struct timespec ts;
+				deadline_ts(wait < 1 ? 1 : wait, &ts);
+				pthread_cond_timedwait(&rt->cv, &rt->mu, &ts);
+			} else {
+				pthread_cond_broadcast(&rt->idle_cv);
+				pthread_cond_wait(&rt->cv, &rt->mu);
+			}
+		}
+		pthread_mutex_unlock(&rt->mu);
+	}
+	return NULL;
+}
+
+/* ---- open, close ---- */
+
+op_err op_runtime_open(const struct op_config *cfg, struct op_runtime **out, struct op_diag *d)
+{
+	*out = NULL;
+	struct op_runtime *rt = op_calloc(1, sizeof(*rt));
+	if (rt == NULL)
+		return OP_ENOMEM;
+	rt->cfg = cfg;
+	rt->next_due_ms = INT64_MAX;
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (pthread_mutex_init(&rt->mu, NULL) || pthread_cond_init(&rt->cv, &ca) ||
+	    pthread_cond_init(&rt->idle_cv, &ca)) {
+		pthread_condattr_destroy(&ca);
+		op_free(rt);
+		return OP_ENOMEM;
+	}
+	pthread_condattr_destroy(&ca);
+
+	rt->set = set_load(cfg, d);
+	if (rt->set == NULL) {
+		op_runtime_close(rt);
+		return OP_ECONFIG;
+	}
+	char path[4096], err[512] = "";
+	snprintf(path, sizeof(path), "%s/store", cfg->agent.data_dir);
+	struct op_store_opts so = {.dir = path,
+	                           .map_initial = cfg->store.map_initial,
+	                           .map_max = cfg->store.map_max,
+	                           .exec_retention = (uint64_t)cfg->store.exec_retention,
+	                           .queue_max_events = (uint64_t)cfg->store.queue_max_events,
+	                           .queue_max_bytes = cfg->store.queue_max_bytes};
+	op_err rc = op_store_open(&so, &rt->store, err, sizeof(err));
+	if (rc) {
+		op_diag_add_at(d, path, "cannot open the store: %s", err);
+		op_runtime_close(rt);
+		return rc;
+	}
+	size_t n = (size_t)(cfg->agent.workers > 0 ? cfg->agent.workers : 1);
+	rt->workers = op_calloc(n, sizeof(*rt->workers));
+	if (rt->workers == NULL) {
+		op_runtime_close(rt);
+		return OP_ENOMEM;
+	}
+	for (; rt->nworkers < n; rt->nworkers++) {
+		if (pthread_create(&rt->workers[rt->nworkers], NULL, worker_main, rt) != 0) {
+			op_diag_add_at(d, "agent.workers", "cannot start worker %zu of %zu",
+			               rt->nworkers + 1, n);
+			op_runtime_close(rt);
+			return OP_ENOMEM;
+		}
+	}
+	OP_LOGI("runtime ready: %zu pipelines, %zu workers, store %s", op_engine_count(rt->set->e),
+	        n, path);
+	*out = rt;
+	return OP_OK;
+}
+
+void op_runtime_close(struct op_runtime *rt)
+{
+	if (rt == NULL)
+		return;
+	pthread_mutex_lock(&rt->mu);
+	rt->stopping = true;
+	pthread_cond_broadcast(&rt->cv);
+	/* Let running executions finish within the bound, then stop them. */
+	struct timespec ts;
+	deadline_ts((int64_t)rt->cfg->agent.shutdown_timeout_ms, &ts);
+	while (rt->active > 0) {
+		if (pthread_cond_timedwait(&rt->idle_cv, &rt->mu, &ts) != 0)
+			break;
+	}
+	if (rt->active > 0)
+		OP_LOGW("%lld executions still running after %llu ms: stopping them; their "
+		        "events go back to their queues",
+		        rt->active, (unsigned long long)rt->cfg->agent.shutdown_timeout_ms);
+	pthread_mutex_unlock(&rt->mu);
+	atomic_store(&rt->stop_runs, true);
+	for (size_t i = 0; i < rt->nworkers; i++)
+		pthread_join(rt->workers[i], NULL);
+	op_free(rt->workers);
+	op_store_close(rt->store);
+	if (rt->set)
+		op_runtime_put(rt, rt->set);
+	for (size_t i = 0; i < rt->nrun; i++)
+		op_free(rt->run[i].name);
+	op_free(rt->run);
+	pthread_cond_destroy(&rt->cv);
+	pthread_cond_destroy(&rt->idle_cv);
+	pthread_mutex_destroy(&rt->mu);
+	op_free(rt);
+}
+
+/* ---- entry points for triggers ---- */
+
+op_err op_runtime_submit(struct op_runtime *rt, const char *pipeline, const cJSON *message,
+                         const cJSON *trigger, char id[OP_UUID_LEN + 1])
+{
+	struct op_runtime_set *set = op_runtime_get(rt);
+	bool known = op_engine_find(set->e, pipeline) != NULL;
+	op_runtime_put(rt, set);
+	if (!known)
+		return OP_ENOTFOUND;
+	char *payload = op_json_print(message, OP_JSON_COMPACT);
+	char *trig = trigger ? op_json_print(trigger, OP_JSON_COMPACT) : NULL;
+	op_err rc = OP_ENOMEM;
+	if (payload && (trigger == NULL || trig))
+		rc = op_store_enqueue(rt->store, pipeline, trig, payload, strlen(payload), 0, id);
+	op_free(payload);
+	op_free(trig);
+	if (rc == OP_OK) {
+		pthread_mutex_lock(&rt->mu);
+		rt->wake++;
+		pthread_cond_signal(&rt->cv);
+		pthread_mutex_unlock(&rt->mu);
+	}
+	return rc;
+}
+
+op_err op_runtime_run(struct op_runtime *rt, const char *pipeline, cJSON *message,
+                      const cJSON *trigger, cJSON **out, struct op_fail *f)
+{
+	*out = NULL;
+	memset(f, 0, sizeof(*f));
+	struct op_runtime_set *set = op_runtime_get(rt);
+	const struct op_pipeline *p = op_engine_find(set->e, pipeline);
+	if (p == NULL) {
+		op_runtime_put(rt, set);
+		cJSON_Delete(message);
+		f->cls = OP_ENOTFOUND;
+		snprintf(f->code, sizeof(f->code), "PIPELINE_NOT_FOUND");
+		snprintf(f->msg, sizeof(f->msg), "no pipeline named \"%s\" is deployed", pipeline);
+		return OP_ENOTFOUND;
+	}
+	struct op_store_exec rec = {.pipeline = p->name,
+	                            .version = p->version,
+	                            .trigger = (char *)trigger_type(trigger),
+	                            .attempt = 1,
+	                            .start_ms = now_ms()};
+	op_err rc = op_uuid_v4(rec.id);
+	if (rc == OP_OK) {
+		struct op_run_opts o = {
+		    .execution_id = rec.id, .trigger = trigger, .stop = &rt->stop_runs};
+		rc = op_engine_run(set->e, p, message, &o, out, f);
+	} else {
+		cJSON_Delete(message);
+		f->cls = rc;
+		snprintf(f->code, sizeof(f->code), "NOMEM");
+		snprintf(f->msg, sizeof(f->msg), "out of memory");
+	}
+	char err[1400];
+	rec.duration_ms = now_ms() - rec.start_ms;
+	rec.status = rc == OP_OK ? "success" : "error";
+	if (rc) {
+		fail_text(f, err, sizeof(err));
+		rec.error = err;
+	}
+	op_err sr = op_store_record(rt->store, &rec);
+	if (sr)
+		OP_LOGW("%s: execution %s: cannot store its record: %s", p->name, rec.id,
+		        op_err_str(sr));
+	count(rt, rc == OP_OK ? &rt->counts.succeeded : &rt->counts.failed);
+	op_runtime_put(rt, set);
+	return rc;
+}
+
+void op_runtime_counts(struct op_runtime *rt, struct op_runtime_counts *c)
+{
+	pthread_mutex_lock(&rt->mu);
+	*c = rt->counts;
+	pthread_mutex_unlock(&rt->mu);
+}
+
+op_err op_runtime_wait_idle(struct op_runtime *rt, int64_t timeout_ms)
+{
+	struct timespec ts;
+	deadline_ts(timeout_ms, &ts);
+	op_err rc = OP_OK;
+	pthread_mutex_lock(&rt->mu);
+	for (;;) {
+		struct op_store_stats st;
+		bool idle = rt->active == 0 && op_store_stats(rt->store, &st) == OP_OK &&
+		            st.queued == 0 && st.inflight == 0;
+		if (idle)
+			break;
+		if (pthread_cond_timedwait(&rt->idle_cv, &rt->mu, &ts) != 0) {
+			rc = OP_ETIMEOUT;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&rt->mu);
+	return rc;
+}

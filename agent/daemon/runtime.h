@@ -1,0 +1,88 @@
+/*
+ * The daemon's runtime: the deployed pipeline set, the durable store and the
+ * worker pool that drains the store's queues through the engine.
+ *
+ * An accepted event is in the store before op_runtime_submit() returns; it
+ * leaves its queue only when its execution ended (acknowledged with an
+ * execution record, put back for a retry, or dead-lettered), so a crash
+ * means redelivery, never loss. The pipeline set is replaced whole by
+ * op_runtime_reload(); executions that started on the old set finish on it.
+ */
+#ifndef OP_DAEMON_RUNTIME_H
+#define OP_DAEMON_RUNTIME_H
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+
+#include "agent/core/diag.h"
+#include "agent/core/uuid.h"
+#include "agent/daemon/config.h"
+#include "agent/engine/engine.h"
+#include "agent/store/store.h"
+
+struct op_runtime;
+
+/*
+ * Opens the store under cfg->agent.data_dir, loads every pipeline of
+ * cfg->agent.pipelines_dir and starts cfg->agent.workers workers. Problems
+ * (a bad pipeline, a store that cannot open) go to d, one entry per problem
+ * with the file as its path. cfg must outlive the runtime.
+ */
+op_err op_runtime_open(const struct op_config *cfg, struct op_runtime **out,
+                       struct op_diag *d) OP_WUR;
+
+/*
+ * Stops taking events, asks running executions to stop once
+ * cfg->agent.shutdown_timeout_ms has passed (they are then put back in
+ * their queues), waits for the workers and closes the store. NULL is a no-op.
+ */
+void op_runtime_close(struct op_runtime *rt);
+
+/*
+ * Loads the pipelines folder again into a new set and swaps it in, or
+ * refuses it whole (problems in d) and keeps the running set.
+ */
+op_err op_runtime_reload(struct op_runtime *rt, struct op_diag *d) OP_WUR;
+
+/*
+ * Durably enqueues message for pipeline (returns after the commit) with
+ * trigger (may be NULL) as its metadata.trigger; the event id goes to id.
+ * OP_ENOTFOUND: no such pipeline. OP_EFULL: queue or store full (answer
+ * with backpressure). OP_ECANCELED: the runtime is closing.
+ */
+op_err op_runtime_submit(struct op_runtime *rt, const char *pipeline, const cJSON *message,
+                         const cJSON *trigger, char id[OP_UUID_LEN + 1]) OP_WUR;
+
+/*
+ * Runs pipeline on message (taken) on the calling thread and records the
+ * execution. On OP_OK *out is the result (caller deletes); otherwise f says
+ * why (OP_ENOTFOUND: no such pipeline, f->code "PIPELINE_NOT_FOUND").
+ */
+op_err op_runtime_run(struct op_runtime *rt, const char *pipeline, cJSON *message,
+                      const cJSON *trigger, cJSON **out, struct op_fail *f) OP_WUR;
+
+/* A reference to the current pipeline set; give it back with op_runtime_put(). */
+struct op_runtime_set;
+struct op_runtime_set *op_runtime_get(struct op_runtime *rt);
+void op_runtime_put(struct op_runtime *rt, struct op_runtime_set *set);
+const struct op_engine *op_runtime_engine(const struct op_runtime_set *set);
+
+struct op_store *op_runtime_store(struct op_runtime *rt);
+
+/* Executions ended since open, by outcome; for tests and metrics. */
+struct op_runtime_counts {
+	uint64_t succeeded;   /* queued or synchronous */
+	uint64_t failed;      /* synchronous runs that failed */
+	uint64_t retried;     /* queued events put back for another attempt */
+	uint64_t dead;        /* queued events dead-lettered */
+	uint64_t interrupted; /* stopped by shutdown, put back in their queue */
+};
+void op_runtime_counts(struct op_runtime *rt, struct op_runtime_counts *c);
+
+/*
+ * Waits until no event is queued or running, or timeout_ms passes; returns
+ * OP_OK or OP_ETIMEOUT. For tests and draining.
+ */
+op_err op_runtime_wait_idle(struct op_runtime *rt, int64_t timeout_ms) OP_WUR;
+
+#endif

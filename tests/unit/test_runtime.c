@@ -1,0 +1,257 @@
+/*
+ * The runtime end to end in one process: a real store in a temporary folder,
+ * pipelines from files, real worker threads. Waits are on conditions with
+ * deadlines (op_runtime_wait_idle), never fixed sleeps.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/daemon/runtime.h"
+#include "tests/unit/test.h"
+
+static char dir[256];
+static char pdir[300];
+static struct op_config cfg;
+
+static void write_pipeline(const char *name, const char *json)
+{
+	char path[400];
+	snprintf(path, sizeof(path), "%s/%s.json", pdir, name);
+	FILE *f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(json, f);
+	fclose(f);
+}
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/op_test_runtime_XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(pdir, sizeof(pdir), "%s/pipelines", dir);
+	ck_assert_int_eq(mkdir(pdir, 0700), 0);
+	ck_assert_int_eq(op_config_defaults(&cfg), OP_OK);
+	op_free(cfg.agent.data_dir);
+	op_free(cfg.agent.pipelines_dir);
+	cfg.agent.data_dir = op_strdup(dir);
+	cfg.agent.pipelines_dir = op_strdup(pdir);
+	cfg.agent.workers = 3;
+	cfg.agent.shutdown_timeout_ms = 200;
+	cfg.store.map_initial = 1 << 20;
+	write_pipeline("ok", "{\"name\":\"ok\",\"version\":\"1.2\",\"steps\":[{\"type\":\"set\","
+	                     "\"config\":{\"template\":{\"n\":\"{{ message.n * 2 }}\"}}}]}");
+	write_pipeline("flaky", "{\"name\":\"flaky\",\"version\":\"1\",\"settings\":{\"retry\":{"
+	                        "\"attempts\":3,\"backoffMs\":1,\"jitter\":false}},\"steps\":[{"
+	                        "\"type\":\"throw-error\",\"config\":{\"code\":\"DOWN\","
+	                        "\"message\":\"peer down\",\"class\":\"noconn\"}}]}");
+	write_pipeline("bad", "{\"name\":\"bad\",\"version\":\"1\",\"settings\":{\"retry\":{"
+	                      "\"attempts\":3,\"backoffMs\":1}},\"steps\":[{\"type\":"
+	                      "\"throw-error\",\"config\":{\"code\":\"NOPE\",\"message\":\"no\","
+	                      "\"class\":\"invalid\"}}]}");
+}
+
+static void teardown(void)
+{
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(cmd), 0); /* lint: allow (test cleanup) */
+	op_config_free(&cfg);
+}
+
+static struct op_runtime *open_rt(void)
+{
+	struct op_diag d;
+	op_diag_init(&d);
+	struct op_runtime *rt = NULL;
+	op_err rc = op_runtime_open(&cfg, &rt, &d);
+	for (size_t i = 0; i < d.n; i++)
+		fprintf(stderr, "%s: %s\n", d.v[i].path, d.v[i].msg);
+	op_diag_fini(&d);
+	ck_assert_int_eq(rc, OP_OK);
+	return rt;
+}
+
+static void submit(struct op_runtime *rt, const char *pipeline, int n)
+{
+	cJSON *m = cJSON_CreateObject();
+	cJSON_AddNumberToObject(m, "n", n);
+	char id[OP_UUID_LEN + 1];
+	ck_assert_int_eq(op_runtime_submit(rt, pipeline, m, NULL, id), OP_OK);
+	ck_assert_uint_eq(strlen(id), OP_UUID_LEN);
+	cJSON_Delete(m);
+}
+
+START_TEST(events_run_and_are_recorded)
+{
+	struct op_runtime *rt = open_rt();
+	for (int i = 0; i < 40; i++)
+		submit(rt, "ok", i);
+	ck_assert_int_eq(op_runtime_wait_idle(rt, 20000), OP_OK);
+	struct op_runtime_counts c;
+	op_runtime_counts(rt, &c);
+	ck_assert_uint_eq(c.succeeded, 40);
+	struct op_store_exec **recs;
+	size_t n;
+	ck_assert_int_eq(op_store_list_execs(op_runtime_store(rt), 100, &recs, &n), OP_OK);
+	ck_assert_uint_eq(n, 40);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_str_eq(recs[i]->status, "success");
+		ck_assert_str_eq(recs[i]->pipeline, "ok");
+		ck_assert_str_eq(recs[i]->version, "1.2");
+		ck_assert_uint_eq(recs[i]->attempt, 1);
+		ck_assert_uint_eq(strlen(recs[i]->event_id), OP_UUID_LEN);
+	}
+	op_store_execs_free(recs, n);
+	char id[OP_UUID_LEN + 1];
+	cJSON *m = cJSON_CreateObject();
+	ck_assert_int_eq(op_runtime_submit(rt, "nosuch", m, NULL, id), OP_ENOTFOUND);
+	cJSON_Delete(m);
+	op_runtime_close(rt);
+}
+END_TEST
+
+START_TEST(retryable_failures_retry_then_dead_letter)
+{
+	struct op_runtime *rt = open_rt();
+	submit(rt, "flaky", 1);
+	submit(rt, "bad", 1);
+	ck_assert_int_eq(op_runtime_wait_idle(rt, 20000), OP_OK);
+	struct op_runtime_counts c;
+	op_runtime_counts(rt, &c);
+	ck_assert_uint_eq(c.retried, 2); /* flaky: attempts 1 and 2 */
+	ck_assert_uint_eq(c.dead, 2);    /* flaky after attempt 3, bad at once */
+	struct op_store_event **evs;
+	size_t n;
+	ck_assert_int_eq(op_store_list_dead(op_runtime_store(rt), "flaky", 10, &evs, &n), OP_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(evs[0]->attempt, 3);
+	ck_assert_ptr_nonnull(strstr(evs[0]->error, "DOWN: peer down"));
+	op_store_events_free(evs, n);
+	ck_assert_int_eq(op_store_list_dead(op_runtime_store(rt), "bad", 10, &evs, &n), OP_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(evs[0]->attempt, 1);
+	op_store_events_free(evs, n);
+	op_runtime_close(rt);
+}
+END_TEST
+
+START_TEST(sync_run_returns_and_records)
+{
+	struct op_runtime *rt = open_rt();
+	cJSON *out = NULL;
+	struct op_fail f;
+	ck_assert_int_eq(op_runtime_run(rt, "ok", op_test_json("{\"n\":21}"), NULL, &out, &f),
+	                 OP_OK);
+	ck_assert_json_text(out, "{\"n\":42}");
+	cJSON_Delete(out);
+	ck_assert_int_eq(op_runtime_run(rt, "bad", op_test_json("{}"), NULL, &out, &f), OP_EINVAL);
+	ck_assert_str_eq(f.code, "NOPE");
+	ck_assert_int_eq(op_runtime_run(rt, "nosuch", op_test_json("{}"), NULL, &out, &f),
+	                 OP_ENOTFOUND);
+	ck_assert_str_eq(f.code, "PIPELINE_NOT_FOUND");
+	struct op_store_exec **recs;
+	size_t n;
+	ck_assert_int_eq(op_store_list_execs(op_runtime_store(rt), 10, &recs, &n), OP_OK);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(recs[0]->status, "error");
+	ck_assert_ptr_nonnull(strstr(recs[0]->error, "NOPE"));
+	ck_assert_str_eq(recs[1]->status, "success");
+	op_store_execs_free(recs, n);
+	op_runtime_close(rt);
+}
+END_TEST
+
+START_TEST(reload_is_whole_or_refused)
+{
+	struct op_runtime *rt = open_rt();
+	write_pipeline("late", "{\"name\":\"late\",\"version\":\"1\",\"steps\":[{\"type\":\"log\","
+	                       "\"config\":{\"message\":\"hi\",\"level\":\"debug\"}}]}");
+	struct op_diag d;
+	op_diag_init(&d);
+	ck_assert_int_eq(op_runtime_reload(rt, &d), OP_OK);
+	submit(rt, "late", 1);
+	/* A broken file refuses the new set whole; the running set goes on. */
+	write_pipeline("broken", "{\"name\":\"broken\",\"version\":\"1\",\"steps\":[{\"type\":"
+	                         "\"nosuch\"}]}");
+	write_pipeline("later",
+	               "{\"name\":\"later\",\"version\":\"1\",\"steps\":[{\"type\":\"log\","
+	               "\"config\":{\"message\":\"hi\"}}]}");
+	ck_assert_int_eq(op_runtime_reload(rt, &d), OP_ECONFIG);
+	ck_assert_uint_eq(d.n, 1);
+	ck_assert_ptr_nonnull(strstr(d.v[0].path, "broken.json"));
+	ck_assert_ptr_nonnull(strstr(d.v[0].msg, "steps[0].type: unknown step type"));
+	op_diag_fini(&d);
+	cJSON *m = cJSON_CreateObject();
+	char id[OP_UUID_LEN + 1];
+	ck_assert_int_eq(op_runtime_submit(rt, "later", m, NULL, id), OP_ENOTFOUND);
+	cJSON_Delete(m);
+	submit(rt, "late", 2);
+	ck_assert_int_eq(op_runtime_wait_idle(rt, 20000), OP_OK);
+	struct op_runtime_counts c;
+	op_runtime_counts(rt, &c);
+	ck_assert_uint_eq(c.succeeded, 2);
+	op_runtime_close(rt);
+}
+END_TEST
+
+/* Shutdown stops an execution that outlives shutdown_timeout; its event goes
+ * back to the queue and runs again after the next open. */
+START_TEST(shutdown_requeues_running_events)
+{
+	write_pipeline("spin", "{\"name\":\"spin\",\"version\":\"1\",\"settings\":{\"timeoutMs\":"
+	                       "600000,\"limits\":{\"maxIterations\":100000000,\"maxSteps\":"
+	                       "100000000}},\"steps\":[{\"type\":\"do-while\",\"config\":{"
+	                       "\"condition\":\"{{ globals.spin == true }}\",\"maxIterations\":"
+	                       "10000000,\"steps\":[{\"type\":\"log\",\"config\":{\"level\":"
+	                       "\"debug\",\"message\":\"x\"}}]}}]}");
+	cJSON_AddTrueToObject(cfg.globals, "spin");
+	struct op_runtime *rt = open_rt();
+	submit(rt, "spin", 1);
+	/* Wait (bounded) until a worker holds it. */
+	struct op_store_stats st = {0};
+	for (int i = 0; i < 20000; i++) {
+		ck_assert_int_eq(op_store_stats(op_runtime_store(rt), &st), OP_OK);
+		if (st.inflight == 1)
+			break;
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	ck_assert_uint_eq(st.inflight, 1);
+	op_runtime_close(rt);
+
+	/* Next start: the event is queued again, attempt 2; let it finish now. */
+	cJSON_ReplaceItemInObject(cfg.globals, "spin", cJSON_CreateFalse());
+	rt = open_rt();
+	ck_assert_int_eq(op_runtime_wait_idle(rt, 20000), OP_OK);
+	struct op_store_exec **recs;
+	size_t n;
+	ck_assert_int_eq(op_store_list_execs(op_runtime_store(rt), 10, &recs, &n), OP_OK);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(recs[0]->status, "success");
+	ck_assert_uint_eq(recs[0]->attempt, 2);
+	ck_assert_str_eq(recs[1]->status, "interrupted");
+	ck_assert_ptr_nonnull(strstr(recs[1]->error, "CANCELLED"));
+	op_store_execs_free(recs, n);
+	op_runtime_close(rt);
+}
+END_TEST
+
+static Suite *runtime_suite(void)
+{
+	Suite *s = suite_create("runtime");
+	TCase *tc = tcase_create("runtime");
+	tcase_set_timeout(tc, 60);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, events_run_and_are_recorded);
+	tcase_add_test(tc, retryable_failures_retry_then_dead_letter);
+	tcase_add_test(tc, sync_run_returns_and_records);
+	tcase_add_test(tc, reload_is_whole_or_refused);
+	tcase_add_test(tc, shutdown_requeues_running_events);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+OP_TEST_MAIN(runtime_suite)
