@@ -14,9 +14,7 @@
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
 #include "agent/engine/engine_int.h"
-
-const char *const op_trigger_types[] = {"manual", "http",   "schedule", "event",
-                                        "mqtt",   "remote", NULL};
+#include "agent/trigger/trigger.h"
 
 static const struct op_conf_field trigger_fields[] = {
     {.name = "type",
@@ -29,7 +27,7 @@ static const struct op_conf_field trigger_fields[] = {
      .type = OP_CONF_JSON,
      .off = offsetof(struct op_trigger_conf, config),
      .def = "{}",
-     .help = "the trigger type's settings"},
+     .help = "the trigger type's settings (docs/triggers.md)"},
 };
 static const struct op_conf_table trigger_table =
     OP_CONF_TABLE("trigger", struct op_trigger_conf, trigger_fields);
@@ -211,6 +209,11 @@ static const struct op_conf_field step_fields[] = {
 const struct op_conf_table op_engine__step_table =
     OP_CONF_TABLE("step", struct step_doc, step_fields);
 
+struct op_diag *op_load_diag(struct op_load *ld)
+{
+	return ld->d;
+}
+
 void op_load_problem(struct op_load *ld, const char *suffix, const char *fmt, ...)
 {
 	struct op_buf b;
@@ -363,6 +366,24 @@ op_err op_engine__load_steps(struct op_load *ld, const cJSON *arr, struct op_ste
 	return rc;
 }
 
+/* Binds the trigger's config through its type's table, unless the type
+ * itself was wrong (that problem is already listed). */
+static op_err load_trigger(struct op_load *ld, const cJSON *doc, struct op_trigger_conf *t)
+{
+	const cJSON *tj =
+	    cJSON_IsObject(doc) ? cJSON_GetObjectItemCaseSensitive(doc, "trigger") : NULL;
+	const cJSON *ty = cJSON_IsObject(tj) ? cJSON_GetObjectItemCaseSensitive(tj, "type") : NULL;
+	if (tj != NULL && !cJSON_IsObject(tj))
+		return OP_ECONFIG;
+	if (ty != NULL &&
+	    (!cJSON_IsString(ty) || strcmp(ty->valuestring, op_trigger_types[t->type]) != 0))
+		return OP_ECONFIG;
+	size_t m = op_diag_push_key(ld->d, "trigger");
+	op_err rc = op_trigger_load(ld, t);
+	op_diag_pop(ld->d, m);
+	return rc;
+}
+
 static void check_name(struct op_load *ld, const char *name)
 {
 	size_t n = strlen(name);
@@ -389,6 +410,10 @@ op_err op_pipeline_load_json(const cJSON *doc, const char *origin, struct op_dia
 	op_err rc = op_conf_bind(&ld, &op_pipeline_table, doc, p);
 	if (rc == OP_ENOMEM)
 		goto fail;
+	if (load_trigger(&ld, doc, &p->trigger) == OP_ENOMEM) {
+		rc = OP_ENOMEM;
+		goto fail;
+	}
 	if (p->name)
 		check_name(&ld, p->name);
 	if (p->version && (p->version[0] == '\0' || strlen(p->version) > 64))
@@ -453,6 +478,7 @@ void op_pipeline_free(struct op_pipeline *p)
 {
 	if (p == NULL)
 		return;
+	op_trigger_release(&p->trigger);
 	op_conf_release(&op_pipeline_table, p);
 	op_free(p->origin);
 	op_free(p);

@@ -42,9 +42,12 @@ struct op_settings {
 	struct op_conf_strings sensitive; /* message fields masked as *** in logs */
 };
 
+/* The trigger; agent/trigger/trigger.h binds config and reads cfg and priv. */
 struct op_trigger_conf {
-	int type; /* index into op_trigger_types */
-	cJSON *config;
+	int type;      /* index into op_trigger_types (enum op_trigger_kind) */
+	cJSON *config; /* as given */
+	void *cfg;     /* config bound through the trigger type's table */
+	void *priv;    /* compiled by the trigger type's prepare() */
 };
 
 struct op_pipeline {
@@ -58,6 +61,7 @@ struct op_pipeline {
 	char *origin; /* file name or "<input>", for messages */
 };
 
+/* Trigger type names, NULL-terminated (agent/trigger/trigger.c). */
 extern const char *const op_trigger_types[];
 extern const struct op_conf_table op_pipeline_table;
 
@@ -72,6 +76,10 @@ op_err op_pipeline_load(const char *text, size_t len, const char *origin, struct
 op_err op_pipeline_load_json(const cJSON *doc, const char *origin, struct op_diag *d,
                              struct op_pipeline **out) OP_WUR;
 void op_pipeline_free(struct op_pipeline *p);
+
+/* The diagnostics of a load in progress, for prepare() functions that hand
+ * them to another compiler (op_auth_compile). Borrowed for the load. */
+struct op_diag *op_load_diag(struct op_load *ld);
 
 /* Calls fn on every step of p, nested ones included, in document order. */
 typedef void (*op_step_visit_fn)(const struct op_step *st, void *ud);

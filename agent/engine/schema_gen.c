@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "agent/engine/engine_int.h"
+#include "agent/trigger/trigger.h"
 
 static cJSON *table_schema(const struct op_conf_table *t);
 
@@ -103,6 +104,54 @@ static bool has_required(const struct op_conf_table *t)
 	return false;
 }
 
+/* Narrows trigger.config to the trigger type's table, one if/then per type. A
+ * type other than manual must be named ("type" absent means manual). */
+static void trigger_schema(cJSON *root, cJSON *defs)
+{
+	cJSON *props = cJSON_GetObjectItemCaseSensitive(root, "properties");
+	cJSON *trig = cJSON_GetObjectItemCaseSensitive(props, "trigger");
+	cJSON *tprops = cJSON_GetObjectItemCaseSensitive(trig, "properties");
+	cJSON *cfg = cJSON_GetObjectItemCaseSensitive(tprops, "config");
+	cJSON_AddStringToObject(cfg, "type", "object");
+	cJSON *all = cJSON_AddArrayToObject(trig, "allOf");
+	const struct op_trigger_type *t;
+	for (size_t i = 0; (t = op_trigger_type_at(i)) != NULL; i++) {
+		char ref[96];
+		snprintf(ref, sizeof(ref), "trigger-%s", t->name);
+		cJSON *cs;
+		if (t->conf) {
+			cs = table_schema(t->conf);
+		} else {
+			cs = cJSON_CreateObject();
+			cJSON_AddStringToObject(cs, "type", "object");
+			cJSON_AddFalseToObject(cs, "additionalProperties");
+		}
+		cJSON_AddStringToObject(cs, "description", t->summary);
+		cJSON_AddItemToObject(defs, ref, cs);
+
+		cJSON *rule = cJSON_CreateObject();
+		cJSON *ifs = cJSON_AddObjectToObject(rule, "if");
+		cJSON *ip = cJSON_AddObjectToObject(ifs, "properties");
+		cJSON *it = cJSON_AddObjectToObject(ip, "type");
+		cJSON_AddStringToObject(it, "const", t->name);
+		if (i != OP_TRIGGER_MANUAL) {
+			cJSON *r = cJSON_AddArrayToObject(ifs, "required");
+			cJSON_AddItemToArray(r, cJSON_CreateString("type"));
+		}
+		cJSON *then = cJSON_AddObjectToObject(rule, "then");
+		cJSON *tp = cJSON_AddObjectToObject(then, "properties");
+		cJSON *tc = cJSON_AddObjectToObject(tp, "config");
+		char full[128];
+		snprintf(full, sizeof(full), "#/$defs/%s", ref);
+		cJSON_AddStringToObject(tc, "$ref", full);
+		if (t->conf && has_required(t->conf)) {
+			cJSON *r = cJSON_AddArrayToObject(then, "required");
+			cJSON_AddItemToArray(r, cJSON_CreateString("config"));
+		}
+		cJSON_AddItemToArray(all, rule);
+	}
+}
+
 cJSON *op_pipeline_json_schema(void)
 {
 	cJSON *root = table_schema(&op_pipeline_table);
@@ -124,6 +173,7 @@ cJSON *op_pipeline_json_schema(void)
 	root = hdr;
 
 	cJSON *defs = cJSON_AddObjectToObject(root, "$defs");
+	trigger_schema(root, defs);
 	cJSON *steps = cJSON_AddObjectToObject(defs, "steps");
 	cJSON_AddStringToObject(steps, "type", "array");
 	cJSON *items = cJSON_AddObjectToObject(steps, "items");
