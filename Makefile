@@ -12,7 +12,7 @@
 VARIANT ?= debug
 B := build/$(VARIANT)
 
-PKGS := libcjson wolfssl libpcre2-8 lmdb libxxhash inih libmicrohttpd
+PKGS := libcjson wolfssl libpcre2-8 lmdb libxxhash inih libmicrohttpd libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LIBS := $(PKG_LIBS) -ljq -lm -pthread
@@ -44,6 +44,7 @@ LIB_SRC := $(sort $(wildcard agent/core/*.c agent/expr/*.c agent/engine/*.c agen
 	agent/store/*.c agent/daemon/*.c agent/trigger/*.c agent/http/*.c \
 	connectors/*.c connectors/*/*.c))
 CTL_SRC := $(sort $(wildcard control-sync/outpostctl/*.c))
+D_SRC := $(sort $(wildcard agent/outpostd/*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 TESTLIB_SRC := $(filter-out $(TEST_SRC),$(sort $(wildcard tests/unit/*.c)))
 BENCH_SRC := $(sort $(wildcard tests/bench/bench_*.c))
@@ -51,11 +52,12 @@ CONF_SRC := $(sort $(wildcard tests/conformance/*.c))
 
 LIB := $(B)/libop.a
 OUTPOSTCTL := $(B)/outpostctl
+OUTPOSTD := $(B)/outpostd
 TESTS := $(TEST_SRC:%.c=$(B)/%)
 BENCHES := $(BENCH_SRC:%.c=$(B)/%)
 CONFORMANCE := $(if $(CONF_SRC),$(B)/tests/conformance/schema-suite)
 
-all: $(OUTPOSTCTL)
+all: $(OUTPOSTCTL) $(OUTPOSTD)
 
 $(B)/%.o: %.c
 	@mkdir -p $(@D)
@@ -66,6 +68,9 @@ $(LIB): $(LIB_SRC:%.c=$(B)/%.o)
 	rm -f $@ && ar rcs $@ $^
 
 $(OUTPOSTCTL): $(CTL_SRC:%.c=$(B)/%.o) $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(OUTPOSTD): $(D_SRC:%.c=$(B)/%.o) $(LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
@@ -94,13 +99,14 @@ deps-test:
 release:
 	$(MAKE) VARIANT=release all
 
-DEMO := packaging/demo/pipelines/demo-orders.json
 run: deps
 	$(MAKE) VARIANT=debug all
-	build/debug/outpostctl run $(DEMO) --pipelines packaging/demo/pipelines \
-		--input packaging/demo/input.json
+	@echo "outpostd starts in the foreground (Ctrl-C stops it). In another terminal:"
+	@echo "  curl -s -XPOST localhost:8080/orders -H 'content-type: application/json' -d @packaging/demo/input.json"
+	@echo "  curl -s localhost:9090/metrics"
+	build/debug/outpostd --dev --pipelines packaging/demo/pipelines
 
-build-tests: $(OUTPOSTCTL) $(TESTS) $(CONFORMANCE)
+build-tests: $(OUTPOSTCTL) $(OUTPOSTD) $(TESTS) $(CONFORMANCE)
 
 test-only: build-tests
 	tests/run.sh $(B)

@@ -11,10 +11,12 @@
  * woken by a submit or a retry, or by the earliest known due time.
  */
 #define OP_LOG_MODULE "runtime"
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "agent/core/alloc.h"
@@ -39,6 +41,7 @@ struct running {
 
 struct op_runtime {
 	const struct op_config *cfg;
+	struct op_runtime_hooks hooks;
 	struct op_store *store;
 
 	pthread_mutex_t mu;
@@ -162,11 +165,17 @@ static struct op_runtime_set *set_load(const struct op_config *cfg, struct op_di
 	return s;
 }
 
-op_err op_runtime_reload(struct op_runtime *rt, struct op_diag *d)
+op_err op_runtime_reload(struct op_runtime *rt, op_runtime_check_fn check, void *ud,
+                         struct op_diag *d)
 {
 	struct op_runtime_set *s = set_load(rt->cfg, d);
 	if (s == NULL)
 		return OP_ECONFIG;
+	op_err rc = check ? check(ud, s->e, d) : OP_OK;
+	if (rc) {
+		set_free(s);
+		return rc;
+	}
 	pthread_mutex_lock(&rt->mu);
 	struct op_runtime_set *old = rt->set;
 	rt->set = s;
@@ -321,6 +330,8 @@ static void execute(struct op_runtime *rt, const struct op_pipeline *p, const st
 			        p->name, rec.id, ev->id, ev->attempt, err);
 		}
 	}
+	if (rt->hooks.ended && rec.status)
+		rt->hooks.ended(rt->hooks.ud, p->name, rec.status, rec.duration_ms);
 	if (sr != OP_OK)
 		OP_LOGE("%s: event %s: cannot record the end of its execution (%s); it will run "
 		        "again after a restart",
@@ -436,13 +447,16 @@ static void *worker_main(void *arg)
 
 /* ---- open, close ---- */
 
-op_err op_runtime_open(const struct op_config *cfg, struct op_runtime **out, struct op_diag *d)
+op_err op_runtime_open(const struct op_config *cfg, const struct op_runtime_hooks *hooks,
+                       struct op_runtime **out, struct op_diag *d)
 {
 	*out = NULL;
 	struct op_runtime *rt = op_calloc(1, sizeof(*rt));
 	if (rt == NULL)
 		return OP_ENOMEM;
 	rt->cfg = cfg;
+	if (hooks)
+		rt->hooks = *hooks;
 	rt->next_due_ms = INT64_MAX;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -461,6 +475,13 @@ op_err op_runtime_open(const struct op_config *cfg, struct op_runtime **out, str
 		return OP_ECONFIG;
 	}
 	char path[4096], err[512] = "";
+	if (mkdir(cfg->agent.data_dir, 0700) != 0 && errno != EEXIST) {
+		char eb[128];
+		op_diag_add_at(d, cfg->agent.data_dir, "cannot create the data folder: %s",
+		               strerror_r(errno, eb, sizeof(eb)));
+		op_runtime_close(rt);
+		return OP_EIO;
+	}
 	snprintf(path, sizeof(path), "%s/store", cfg->agent.data_dir);
 	struct op_store_opts so = {.dir = path,
 	                           .map_initial = cfg->store.map_initial,
@@ -593,6 +614,8 @@ op_err op_runtime_run(struct op_runtime *rt, const char *pipeline, cJSON *messag
 		fail_text(f, err, sizeof(err));
 		rec.error = err;
 	}
+	if (rt->hooks.ended)
+		rt->hooks.ended(rt->hooks.ud, p->name, rec.status, rec.duration_ms);
 	op_err sr = op_store_record(rt->store, &rec);
 	if (sr)
 		OP_LOGW("%s: execution %s: cannot store its record: %s", p->name, rec.id,

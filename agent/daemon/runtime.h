@@ -22,14 +22,23 @@
 
 struct op_runtime;
 
+/* Observers of the runtime (metrics); any may be NULL. Called on worker and
+ * trigger threads: must be quick and thread-safe. */
+struct op_runtime_hooks {
+	/* An execution ended with status "success", "error", "retry",
+	 * "interrupted"; duration in milliseconds. */
+	void (*ended)(void *ud, const char *pipeline, const char *status, int64_t duration_ms);
+	void *ud;
+};
+
 /*
  * Opens the store under cfg->agent.data_dir, loads every pipeline of
  * cfg->agent.pipelines_dir and starts cfg->agent.workers workers. Problems
  * (a bad pipeline, a store that cannot open) go to d, one entry per problem
  * with the file as its path. cfg must outlive the runtime.
  */
-op_err op_runtime_open(const struct op_config *cfg, struct op_runtime **out,
-                       struct op_diag *d) OP_WUR;
+op_err op_runtime_open(const struct op_config *cfg, const struct op_runtime_hooks *hooks,
+                       struct op_runtime **out, struct op_diag *d) OP_WUR;
 
 /*
  * Stops taking events, asks running executions to stop once
@@ -39,10 +48,19 @@ op_err op_runtime_open(const struct op_config *cfg, struct op_runtime **out,
 void op_runtime_close(struct op_runtime *rt);
 
 /*
- * Loads the pipelines folder again into a new set and swaps it in, or
- * refuses it whole (problems in d) and keeps the running set.
+ * Checks a new pipeline set before it is swapped in (routes that clash, ...):
+ * problems into d and a non-OK result refuse it. May keep what it built
+ * in ud for the caller.
  */
-op_err op_runtime_reload(struct op_runtime *rt, struct op_diag *d) OP_WUR;
+typedef op_err (*op_runtime_check_fn)(void *ud, const struct op_engine *e, struct op_diag *d);
+
+/*
+ * Loads the pipelines folder again into a new set, lets check (may be NULL)
+ * approve it, and swaps it in; or refuses it whole (problems in d) and keeps
+ * the running set.
+ */
+op_err op_runtime_reload(struct op_runtime *rt, op_runtime_check_fn check, void *ud,
+                         struct op_diag *d) OP_WUR;
 
 /*
  * Durably enqueues message for pipeline (returns after the commit) with

@@ -66,7 +66,7 @@ static struct op_runtime *open_rt(void)
 	struct op_diag d;
 	op_diag_init(&d);
 	struct op_runtime *rt = NULL;
-	op_err rc = op_runtime_open(&cfg, &rt, &d);
+	op_err rc = op_runtime_open(&cfg, NULL, &rt, &d);
 	for (size_t i = 0; i < d.n; i++)
 		fprintf(stderr, "%s: %s\n", d.v[i].path, d.v[i].msg);
 	op_diag_fini(&d);
@@ -171,7 +171,7 @@ START_TEST(reload_is_whole_or_refused)
 	                       "\"config\":{\"message\":\"hi\",\"level\":\"debug\"}}]}");
 	struct op_diag d;
 	op_diag_init(&d);
-	ck_assert_int_eq(op_runtime_reload(rt, &d), OP_OK);
+	ck_assert_int_eq(op_runtime_reload(rt, NULL, NULL, &d), OP_OK);
 	submit(rt, "late", 1);
 	/* A broken file refuses the new set whole; the running set goes on. */
 	write_pipeline("broken", "{\"name\":\"broken\",\"version\":\"1\",\"steps\":[{\"type\":"
@@ -179,7 +179,7 @@ START_TEST(reload_is_whole_or_refused)
 	write_pipeline("later",
 	               "{\"name\":\"later\",\"version\":\"1\",\"steps\":[{\"type\":\"log\","
 	               "\"config\":{\"message\":\"hi\"}}]}");
-	ck_assert_int_eq(op_runtime_reload(rt, &d), OP_ECONFIG);
+	ck_assert_int_eq(op_runtime_reload(rt, NULL, NULL, &d), OP_ECONFIG);
 	ck_assert_uint_eq(d.n, 1);
 	ck_assert_ptr_nonnull(strstr(d.v[0].path, "broken.json"));
 	ck_assert_ptr_nonnull(strstr(d.v[0].msg, "steps[0].type: unknown step type"));

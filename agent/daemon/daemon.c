@@ -1,0 +1,547 @@
+/*
+ * The daemon: wires the runtime to the HTTP trigger server and the admin
+ * endpoint, and keeps the metrics.
+ *
+ * Invariant: the HTTP routes always belong to the pipeline set that runs.
+ * Routes are built from a candidate set before it is swapped in (so clashing
+ * routes refuse a reload whole), and requests hold a reference to the route
+ * table they matched in, so a reload never frees one under a request.
+ */
+#define OP_LOG_MODULE "daemon"
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "agent/auth/auth.h"
+#include "agent/core/alloc.h"
+#include "agent/core/buf.h"
+#include "agent/core/log.h"
+#include "agent/daemon/daemon.h"
+#include "agent/daemon/metrics.h"
+#include "agent/daemon/runtime.h"
+#include "agent/engine/loader.h"
+#include "agent/http/route.h"
+#include "agent/http/server.h"
+#include "agent/trigger/http_map.h"
+#include "agent/trigger/trigger.h"
+
+struct route_target {
+	const char *pipeline; /* borrowed from the set the routes hold */
+	const struct op_http_trigger *t;
+};
+
+/* The HTTP routes of one pipeline set; they hold a reference to that set. */
+struct routes {
+	struct op_http_router *router;
+	struct route_target *targets;
+	size_t n;
+	struct op_runtime_set *set; /* NULL until attached (and in op_daemon_check) */
+	int refs;                   /* under dm->mu */
+};
+
+struct op_daemon {
+	struct op_config *cfg;
+	struct op_runtime *rt;
+	struct op_http_server *http, *admin;
+	atomic_bool ready;
+
+	pthread_mutex_t mu;
+	struct routes *routes;
+
+	struct op_metrics *m;
+	struct op_metric *executions, *durations, *http_requests, *queue_depth, *dead, *inflight,
+	    *map_bytes, *used_bytes, *free_bytes, *up;
+};
+
+/* ---- metrics ---- */
+
+static const double duration_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                         0.25,  0.5,    1,     2.5,  5,     10,   30};
+
+static void on_ended(void *ud, const char *pipeline, const char *status, int64_t duration_ms)
+{
+	struct op_daemon *dm = ud;
+	const char *lv[] = {pipeline, status};
+	op_metric_inc_labels(dm->executions, lv, 1);
+	const char *pv[] = {pipeline};
+	op_metric_observe_labels(dm->durations, pv, (double)duration_ms / 1000.0);
+}
+
+static void on_scrape(void *ud, struct op_metrics *m)
+{
+	(void)m;
+	struct op_daemon *dm = ud;
+	struct op_store *s = op_runtime_store(dm->rt);
+	struct op_runtime_set *set = op_runtime_get(dm->rt);
+	const struct op_engine *e = op_runtime_engine(set);
+	for (size_t i = 0; i < op_engine_count(e); i++) {
+		const struct op_pipeline *p = op_engine_at(e, i);
+		uint64_t events = 0, bytes = 0;
+		op_store_queue_depth(s, p->name, &events, &bytes);
+		const char *lv[] = {p->name};
+		op_metric_set(op_metric_with(dm->queue_depth, lv), (double)events);
+	}
+	op_runtime_put(dm->rt, set);
+	struct op_store_stats st;
+	if (op_store_stats(s, &st) == OP_OK) {
+		op_metric_set(op_metric_with(dm->dead, NULL), (double)st.dead);
+		op_metric_set(op_metric_with(dm->inflight, NULL), (double)st.inflight);
+		op_metric_set(op_metric_with(dm->map_bytes, NULL), (double)st.map_size);
+		op_metric_set(op_metric_with(dm->used_bytes, NULL), (double)st.used);
+		op_metric_set(op_metric_with(dm->free_bytes, NULL), (double)(st.map_max - st.used));
+	}
+}
+
+static op_err metrics_new(struct op_daemon *dm)
+{
+	static const char *const pipeline_status[] = {"pipeline", "status", NULL};
+	static const char *const pipeline[] = {"pipeline", NULL};
+	static const char *const code[] = {"code", NULL};
+	struct op_metrics *m = dm->m = op_metrics_new();
+	if (m == NULL)
+		return OP_ENOMEM;
+	dm->up = op_metrics_gauge(m, "outpost_up", "1 while the agent runs", NULL);
+	dm->executions = op_metrics_counter(m, "outpost_executions_total",
+	                                    "executions ended, by pipeline and status (success, "
+	                                    "error, retry, interrupted)",
+	                                    pipeline_status);
+	dm->durations = op_metrics_histogram(
+	    m, "outpost_execution_duration_seconds", "execution durations, by pipeline", pipeline,
+	    duration_bounds, sizeof(duration_bounds) / sizeof(duration_bounds[0]));
+	dm->http_requests =
+	    op_metrics_counter(m, "outpost_http_requests_total",
+	                       "HTTP trigger requests answered, by status code", code);
+	dm->queue_depth = op_metrics_gauge(m, "outpost_queue_depth",
+	                                   "events waiting in a pipeline's queue", pipeline);
+	dm->dead =
+	    op_metrics_gauge(m, "outpost_dead_letters", "events in the dead-letter queue", NULL);
+	dm->inflight = op_metrics_gauge(m, "outpost_inflight", "events being executed", NULL);
+	dm->map_bytes =
+	    op_metrics_gauge(m, "outpost_store_map_bytes", "current size of the store's map", NULL);
+	dm->used_bytes =
+	    op_metrics_gauge(m, "outpost_store_used_bytes", "bytes of the store in use", NULL);
+	dm->free_bytes = op_metrics_gauge(m, "outpost_store_free_bytes",
+	                                  "bytes the store may still grow into (to map_max)", NULL);
+	if (!dm->up || !dm->executions || !dm->durations || !dm->http_requests ||
+	    !dm->queue_depth || !dm->dead || !dm->inflight || !dm->map_bytes || !dm->used_bytes ||
+	    !dm->free_bytes)
+		return OP_ENOMEM;
+	op_metric_set(op_metric_with(dm->up, NULL), 1);
+	return op_metrics_on_scrape(m, on_scrape, dm);
+}
+
+/* ---- routes ---- */
+
+static void routes_free(struct op_runtime *rt, struct routes *r)
+{
+	if (r == NULL)
+		return;
+	op_http_router_free(r->router);
+	op_free(r->targets);
+	if (r->set)
+		op_runtime_put(rt, r->set);
+	op_free(r);
+}
+
+static struct routes *routes_get(struct op_daemon *dm)
+{
+	pthread_mutex_lock(&dm->mu);
+	struct routes *r = dm->routes;
+	if (r)
+		r->refs++;
+	pthread_mutex_unlock(&dm->mu);
+	return r;
+}
+
+static void routes_put(struct op_daemon *dm, struct routes *r)
+{
+	if (r == NULL)
+		return;
+	pthread_mutex_lock(&dm->mu);
+	bool last = --r->refs == 0;
+	pthread_mutex_unlock(&dm->mu);
+	if (last)
+		routes_free(dm->rt, r);
+}
+
+/* Builds the route table of a pipeline set: clashing routes are problems. */
+static op_err routes_build(const struct op_engine *e, struct routes **out, struct op_diag *d)
+{
+	*out = NULL;
+	size_t n = op_engine_count(e);
+	struct routes *r = op_calloc(1, sizeof(*r));
+	if (r == NULL || (r->router = op_http_router_new()) == NULL ||
+	    (r->targets = op_calloc(n ? n : 1, sizeof(*r->targets))) == NULL) {
+		if (r)
+			op_http_router_free(r->router);
+		op_free(r);
+		return OP_ENOMEM;
+	}
+	r->refs = 1;
+	op_err rc = OP_OK;
+	for (size_t i = 0; i < n; i++) {
+		const struct op_pipeline *p = op_engine_at(e, i);
+		const struct op_http_trigger *t = op_trigger_http(p);
+		if (t == NULL)
+			continue;
+		struct route_target *tg = &r->targets[r->n++];
+		*tg = (struct route_target){.pipeline = p->name, .t = t};
+		char err[256];
+		const char *tmpl = op_http_route_template(t->route);
+		op_err ar = op_http_router_add(r->router, t->method, tmpl, tg, err, sizeof(err));
+		if (ar == OP_ENOMEM) {
+			rc = ar;
+			break;
+		}
+		if (ar) {
+			op_diag_add_at(d, p->origin, "trigger.config.path: %s %s: %s", t->method,
+			               tmpl, err);
+			rc = OP_ECONFIG;
+		}
+	}
+	if (rc) {
+		routes_free(NULL, r);
+		return rc;
+	}
+	*out = r;
+	return OP_OK;
+}
+
+struct reload_ctx {
+	struct op_daemon *dm;
+	struct routes *built;
+};
+
+static op_err check_set(void *ud, const struct op_engine *e, struct op_diag *d)
+{
+	struct reload_ctx *c = ud;
+	return routes_build(e, &c->built, d);
+}
+
+/* Makes r the routes in use; r takes a reference to the set now running,
+ * the one it was built from (reloads are serialised on the main thread). */
+static void routes_swap(struct op_daemon *dm, struct routes *r)
+{
+	r->set = op_runtime_get(dm->rt);
+	pthread_mutex_lock(&dm->mu);
+	struct routes *old = dm->routes;
+	dm->routes = r;
+	pthread_mutex_unlock(&dm->mu);
+	routes_put(dm, old);
+}
+
+/* ---- the HTTP trigger handler ---- */
+
+struct hdr_view {
+	const cJSON *headers;
+};
+
+static bool header_of(void *ud, const char *name, const char **val, size_t *len)
+{
+	const struct hdr_view *h = ud;
+	const cJSON *it;
+	cJSON_ArrayForEach (it, h->headers) {
+		if (it->string && strcasecmp(it->string, name) == 0 && cJSON_IsString(it)) {
+			*val = it->valuestring;
+			*len = strlen(it->valuestring);
+			return true;
+		}
+	}
+	return false;
+}
+
+static op_err dispatch(struct op_daemon *dm, const struct op_http_request *req,
+                       const struct route_target *tg, const cJSON *params,
+                       struct op_http_response *resp)
+{
+	const struct op_http_trigger *t = tg->t;
+	/* The rate limit comes first: a flood of bad credentials must not buy
+	 * password hashing. */
+	uint64_t retry_ms = 0;
+	if (t->rate && !op_rate_take(t->rate, op_http_now_ms(), &retry_ms))
+		return op_http_respond_rate_limited(retry_ms, resp);
+	char why[OP_AUTH_WHY_MAX] = "";
+	cJSON *claims = NULL;
+	struct hdr_view hv = {req->headers};
+	struct op_auth_request ar = {.header = header_of, .ud = &hv};
+	op_err rc = op_auth_check(t->auth, &ar, &claims, why, sizeof(why));
+	if (rc == OP_EAUTH) {
+		OP_LOGI("%s %s from %s: refused: %s", req->method, req->path, req->remote_addr,
+		        why);
+		rc = op_http_respond_error(resp, 401, "UNAUTHORIZED", "authentication required");
+		const char *ch = op_auth_challenge(t->auth);
+		if (rc == OP_OK && ch)
+			rc = op_http_response_header(resp, "WWW-Authenticate", ch);
+		return rc;
+	}
+	if (rc)
+		return rc;
+	cJSON *msg = NULL;
+	rc = op_http_trigger_message(t, req, params, &msg, resp);
+	cJSON *data = rc == OP_OK ? op_http_trigger_data(t, req, claims) : NULL;
+	cJSON_Delete(claims);
+	if (rc == OP_EPARSE)
+		return OP_OK; /* resp holds the 400 */
+	if (rc == OP_OK && data == NULL)
+		rc = OP_ENOMEM;
+	if (rc) {
+		cJSON_Delete(msg);
+		return rc;
+	}
+	if (t->mode == OP_HTTP_ASYNC) {
+		char id[OP_UUID_LEN + 1];
+		rc = op_runtime_submit(dm->rt, tg->pipeline, msg, data, id);
+		cJSON_Delete(msg);
+		cJSON_Delete(data);
+		if (rc == OP_EFULL) {
+			rc = op_http_respond_error(
+			    resp, 503, "QUEUE_FULL",
+			    "the pipeline's queue or the store is full; retry "
+			    "later");
+			if (rc == OP_OK)
+				rc = op_http_response_header(resp, "Retry-After", "1");
+			return rc;
+		}
+		return rc ? rc : op_http_trigger_respond_accepted(id, resp);
+	}
+	cJSON *out = NULL;
+	struct op_fail f;
+	rc = op_runtime_run(dm->rt, tg->pipeline, msg, data, &out, &f);
+	cJSON_Delete(data);
+	if (rc == OP_OK)
+		rc = op_http_trigger_respond(t, out, resp);
+	else
+		rc = op_http_trigger_respond_fail(&f, resp);
+	cJSON_Delete(out);
+	return rc == OP_EINVAL ? OP_OK : rc; /* EINVAL: resp holds a 500 saying why */
+}
+
+static void count_code(struct op_daemon *dm, int status)
+{
+	char code[8];
+	snprintf(code, sizeof(code), "%d", status);
+	const char *lv[] = {code};
+	op_metric_inc_labels(dm->http_requests, lv, 1);
+}
+
+static op_err http_handler(const struct op_http_request *req, struct op_http_response *resp,
+                           void *ud)
+{
+	struct op_daemon *dm = ud;
+	struct routes *r = routes_get(dm);
+	struct op_http_match m = {0};
+	op_err rc = r ? op_http_router_match(r->router, req->method, req->path, &m) : OP_ENOTFOUND;
+	if (rc == OP_ENOTFOUND) {
+		rc = op_http_respond_error(resp, 404, "NOT_FOUND", "no pipeline is triggered here");
+	} else if (rc == OP_EUNSUPPORTED) {
+		rc = op_http_respond_error(resp, 405, "METHOD_NOT_ALLOWED",
+		                           "the pipeline here takes other methods");
+		if (rc == OP_OK)
+			rc = op_http_response_header(resp, "Allow", m.allow);
+	} else if (rc == OP_EINVAL) {
+		rc = op_http_respond_error(resp, 400, "BAD_PATH", "the path is malformed");
+	} else if (rc == OP_OK) {
+		rc = dispatch(dm, req, m.target, m.params, resp);
+	}
+	op_http_match_fini(&m);
+	routes_put(dm, r);
+	count_code(dm, rc == OP_OK ? resp->status : op_http_status_for(rc));
+	return rc;
+}
+
+/* ---- the admin endpoint ---- */
+
+static op_err admin_handler(const struct op_http_request *req, struct op_http_response *resp,
+                            void *ud)
+{
+	struct op_daemon *dm = ud;
+	bool get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+	if (get && strcmp(req->path, "/healthz") == 0) {
+		cJSON *o = cJSON_CreateObject();
+		op_err rc = o && cJSON_AddStringToObject(o, "status", "ok")
+		                ? op_http_respond_json(resp, 200, o)
+		                : OP_ENOMEM;
+		cJSON_Delete(o);
+		return rc;
+	}
+	if (get && strcmp(req->path, "/readyz") == 0) {
+		bool ready = atomic_load(&dm->ready);
+		cJSON *o = cJSON_CreateObject();
+		op_err rc = o && cJSON_AddStringToObject(o, "status", ready ? "ready" : "starting")
+		                ? op_http_respond_json(resp, ready ? 200 : 503, o)
+		                : OP_ENOMEM;
+		cJSON_Delete(o);
+		return rc;
+	}
+	if (get && strcmp(req->path, "/metrics") == 0) {
+		struct op_buf b;
+		op_buf_init(&b, 16u << 20);
+		op_err rc = op_metrics_render(dm->m, &b);
+		if (rc) {
+			op_buf_fini(&b);
+			return rc;
+		}
+		resp->status = 200;
+		resp->body_len = b.len;
+		resp->body = op_buf_take(&b);
+		snprintf(resp->content_type, sizeof(resp->content_type),
+		         "text/plain; version=0.0.4; charset=utf-8");
+		return OP_OK;
+	}
+	if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/readyz") == 0 ||
+	    strcmp(req->path, "/metrics") == 0) {
+		op_err rc = op_http_respond_error(resp, 405, "METHOD_NOT_ALLOWED", "use GET");
+		return rc ? rc : op_http_response_header(resp, "Allow", "GET, HEAD");
+	}
+	return op_http_respond_error(resp, 404, "NOT_FOUND",
+	                             "the admin endpoint has /healthz, /readyz and /metrics");
+}
+
+/* ---- start, reload, stop ---- */
+
+static op_err listen_start(const struct op_config_listen *l, const char *name,
+                           const struct op_config *cfg, bool triggers, op_http_handler h,
+                           struct op_daemon *dm, struct op_http_server **out, struct op_diag *d)
+{
+	*out = NULL;
+	if (l->host == NULL)
+		return OP_OK;
+	struct op_http_opts o = {.host = l->host, .port = (uint16_t)l->port, .name = name};
+	if (triggers) {
+		o.threads = (unsigned)cfg->http.threads;
+		o.max_body = (size_t)cfg->http.max_body;
+		o.request_ms = (unsigned)cfg->http.timeout_ms;
+		o.client_timeout = (unsigned)((cfg->http.client_timeout_ms + 999) / 1000);
+		o.connection_limit = (unsigned)cfg->http.connection_limit;
+		o.per_ip_limit = (unsigned)cfg->http.per_ip_limit;
+		o.tls_cert = cfg->http.tls_cert && *cfg->http.tls_cert ? cfg->http.tls_cert : NULL;
+		o.tls_key = cfg->http.tls_key && *cfg->http.tls_key ? cfg->http.tls_key : NULL;
+	} else {
+		o.threads = 1;
+		o.max_body = 4096;
+	}
+	char err[256] = "";
+	op_err rc = op_http_server_start(&o, h, dm, out, err, sizeof(err));
+	if (rc)
+		op_diag_add_at(d, triggers ? "[http] listen" : "[admin] listen",
+		               "cannot listen on %s:%u: %s", l->host, l->port, err);
+	return rc;
+}
+
+op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_diag *d)
+{
+	*out = NULL;
+	struct op_daemon *dm = op_calloc(1, sizeof(*dm));
+	if (dm == NULL)
+		return OP_ENOMEM;
+	dm->cfg = cfg;
+	if (pthread_mutex_init(&dm->mu, NULL)) {
+		op_free(dm);
+		return OP_ENOMEM;
+	}
+	op_err rc = metrics_new(dm);
+	struct op_runtime_hooks hooks = {.ended = on_ended, .ud = dm};
+	if (rc == OP_OK)
+		rc = op_runtime_open(cfg, &hooks, &dm->rt, d);
+	if (rc == OP_OK) {
+		struct op_runtime_set *set = op_runtime_get(dm->rt);
+		struct routes *r = NULL;
+		rc = routes_build(op_runtime_engine(set), &r, d);
+		op_runtime_put(dm->rt, set);
+		if (rc == OP_OK)
+			routes_swap(dm, r);
+	}
+	if (rc == OP_OK)
+		rc = listen_start(&cfg->admin.listen, "admin", cfg, false, admin_handler, dm,
+		                  &dm->admin, d);
+	if (rc == OP_OK)
+		rc = listen_start(&cfg->http.listen, "http", cfg, true, http_handler, dm, &dm->http,
+		                  d);
+	if (rc) {
+		op_daemon_stop(dm);
+		return rc;
+	}
+	atomic_store(&dm->ready, true);
+	if (dm->http)
+		OP_LOGI("HTTP triggers on %s:%u", cfg->http.listen.host, op_daemon_http_port(dm));
+	if (dm->admin)
+		OP_LOGI("admin endpoint on %s:%u", cfg->admin.listen.host,
+		        op_daemon_admin_port(dm));
+	*out = dm;
+	return OP_OK;
+}
+
+op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_diag *d)
+{
+	/* Only the pipelines folder and the globals change without a restart. */
+	char *dir = next->agent.pipelines_dir;
+	cJSON *globals = next->globals;
+	char *old_dir = dm->cfg->agent.pipelines_dir;
+	cJSON *old_globals = dm->cfg->globals;
+	dm->cfg->agent.pipelines_dir = dir;
+	dm->cfg->globals = globals;
+	struct reload_ctx c = {dm, NULL};
+	op_err rc = op_runtime_reload(dm->rt, check_set, &c, d);
+	if (rc) {
+		dm->cfg->agent.pipelines_dir = old_dir;
+		dm->cfg->globals = old_globals;
+		routes_free(dm->rt, c.built);
+		return rc;
+	}
+	next->agent.pipelines_dir = old_dir;
+	next->globals = old_globals;
+	routes_swap(dm, c.built);
+	return OP_OK;
+}
+
+void op_daemon_stop(struct op_daemon *dm)
+{
+	if (dm == NULL)
+		return;
+	atomic_store(&dm->ready, false);
+	if (dm->http && op_http_server_stop(dm->http) != OP_OK)
+		OP_LOGW("HTTP requests still running when the trigger server stopped");
+	if (dm->admin && op_http_server_stop(dm->admin) != OP_OK)
+		OP_LOGW("admin requests still running when the admin endpoint stopped");
+	routes_free(dm->rt, dm->routes);
+	op_runtime_close(dm->rt);
+	op_metrics_free(dm->m);
+	pthread_mutex_destroy(&dm->mu);
+	op_free(dm);
+}
+
+unsigned op_daemon_http_port(const struct op_daemon *dm)
+{
+	return dm->http ? op_http_server_port(dm->http) : 0;
+}
+
+unsigned op_daemon_admin_port(const struct op_daemon *dm)
+{
+	return dm->admin ? op_http_server_port(dm->admin) : 0;
+}
+
+static void check_report(void *ud, const char *file, const struct op_diag *fd)
+{
+	struct op_diag *d = ud;
+	for (size_t i = 0; i < fd->n; i++)
+		op_diag_add_at(d, file, "%s%s%s", fd->v[i].path, fd->v[i].path[0] ? ": " : "",
+		               fd->v[i].msg);
+}
+
+op_err op_daemon_check(const struct op_config *cfg, struct op_diag *d)
+{
+	struct op_engine *e = op_engine_new();
+	if (e == NULL)
+		return OP_ENOMEM;
+	op_err rc = op_engine_load_dir(e, cfg->agent.pipelines_dir, NULL, 0, check_report, d, NULL);
+	if (rc == OP_OK)
+		rc = op_engine_link(e, d);
+	struct routes *r = NULL;
+	if (rc == OP_OK)
+		rc = routes_build(e, &r, d);
+	routes_free(NULL, r);
+	op_engine_free(e);
+	return rc;
+}

@@ -1,0 +1,38 @@
+/*
+ * The daemon as a whole: the runtime, the HTTP trigger server, the admin
+ * endpoint (/healthz, /readyz, /metrics) and the metrics they feed. main()
+ * owns the config and the signals; everything else starts and stops here.
+ */
+#ifndef OP_DAEMON_DAEMON_H
+#define OP_DAEMON_DAEMON_H
+
+#include "agent/core/diag.h"
+#include "agent/daemon/config.h"
+
+struct op_daemon;
+
+/*
+ * Starts everything cfg describes; cfg must outlive the daemon (reloads
+ * update its pipelines_dir and globals). Problems go to d.
+ */
+op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_diag *d) OP_WUR;
+
+/*
+ * Takes the pipelines folder and globals of next (a freshly loaded config)
+ * and reloads the pipelines and their triggers as one set; on any problem
+ * the running set goes on and d says why. Other settings need a restart
+ * (a warning is logged when they differ).
+ */
+op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_diag *d) OP_WUR;
+
+/* Stops accepting requests, drains and closes. NULL is a no-op. */
+void op_daemon_stop(struct op_daemon *dm);
+
+/* Loads the pipelines of cfg and checks their triggers, starting nothing. */
+op_err op_daemon_check(const struct op_config *cfg, struct op_diag *d) OP_WUR;
+
+/* The bound ports (tests use port 0); 0 when that server is off. */
+unsigned op_daemon_http_port(const struct op_daemon *dm);
+unsigned op_daemon_admin_port(const struct op_daemon *dm);
+
+#endif

@@ -1,0 +1,173 @@
+# outpostd end to end: a generated config on free ports, HTTP triggers (sync
+# and async), the admin endpoint, SIGHUP reloads, --check-config, SIGTERM.
+# Waits poll a condition with a deadline; nothing sleeps for a fixed time.
+. "$(dirname "$0")/lib.sh"
+: "${OUTPOSTD:?set OUTPOSTD to the outpostd binary}"
+
+mkdir -p "$T/pipelines"
+cat >"$T/outpost.conf" <<CONF
+[agent]
+id = e2e
+data_dir = $T/data
+pipelines_dir = $T/pipelines
+workers = 2
+shutdown_timeout = 2s
+[store]
+map_initial = 1MB
+[http]
+listen = 127.0.0.1:0
+max_body = 64KB
+[admin]
+listen = 127.0.0.1:0
+[globals]
+region = eu-1
+CONF
+cat >"$T/pipelines/echo.json" <<'JSON'
+{"name":"echo","version":"1","trigger":{"type":"http","config":{"method":"POST","path":"/echo/{id}"}},
+ "steps":[{"type":"set","config":{"template":{"id":"{{ message.params.id }}","body":"{{ message.body }}",
+   "q":"{{ message.query.x }}","region":"{{ globals.region }}"}}}]}
+JSON
+cat >"$T/pipelines/queue.json" <<'JSON'
+{"name":"queue","version":"1","trigger":{"type":"http","config":{"method":"POST","path":"/queue","mode":"async"}},
+ "steps":[{"type":"log","config":{"message":"queued {{ message.body.n }}"}}]}
+JSON
+cat >"$T/pipelines/fails.json" <<'JSON'
+{"name":"fails","version":"1","trigger":{"type":"http","config":{"method":"GET","path":"/fails"}},
+ "steps":[{"type":"throw-error","config":{"code":"NOPE","message":"refused","class":"invalid"}}]}
+JSON
+
+what="--check-config accepts a good config"
+"$OUTPOSTD" --config "$T/outpost.conf" --check-config >"$T/out" 2>"$T/err"
+rc=$?; out=$(cat "$T/out"); err=$(cat "$T/err")
+expect_rc 0
+expect_err_has 'config and pipelines are valid'
+
+"$OUTPOSTD" --config "$T/outpost.conf" >"$T/d.log" 2>&1 &
+pid=$!
+# The ports are chosen by the kernel; the daemon logs them once it is ready.
+port=""
+admin=""
+i=0
+while [ $i -lt 200 ]; do
+	port=$(sed -n 's/.*HTTP triggers on 127.0.0.1:\([0-9]*\).*/\1/p' "$T/d.log")
+	admin=$(sed -n 's/.*admin endpoint on 127.0.0.1:\([0-9]*\).*/\1/p' "$T/d.log")
+	grep -q 'ready (agent e2e)' "$T/d.log" && [ -n "$port" ] && [ -n "$admin" ] && break
+	kill -0 $pid 2>/dev/null || break
+	i=$((i + 1))
+	sleep 0.05 # poll interval while waiting for the log line, bounded by the loop
+done
+checks=$((checks + 1))
+[ -n "$port" ] && [ -n "$admin" ] || fail "daemon did not become ready: $(cat "$T/d.log")"
+
+# http METHOD PATH [BODY]: sets $status and $out.
+http() {
+	if [ $# -ge 3 ]; then
+		status=$(curl -s -o "$T/body" -w '%{http_code}' -X "$1" "http://127.0.0.1:$port$2" \
+			-H 'content-type: application/json' --data-binary "$3")
+	else
+		status=$(curl -s -o "$T/body" -w '%{http_code}' -X "$1" "http://127.0.0.1:$port$2")
+	fi
+	out=$(cat "$T/body")
+}
+expect_status() {
+	checks=$((checks + 1))
+	[ "$status" = "$1" ] || fail "${what:-}: HTTP $status, expected $1: $out"
+}
+
+what="sync trigger answers with the result"
+http POST '/echo/17?x=y' '{"a":[1,2]}'
+expect_status 200
+expect_json '.' '{"id":"17","body":{"a":[1,2]},"q":"y","region":"eu-1"}'
+
+what="a failing pipeline answers with its class's status"
+http GET /fails
+expect_status 400
+expect_json '.error.code' '"NOPE"'
+
+what="unknown path and wrong method"
+http GET /nowhere
+expect_status 404
+http GET /queue
+expect_status 405
+
+what="bad JSON is a 400 naming the position"
+http POST /echo/1 '{"a":'
+expect_status 400
+expect_json '.error.message | test("line 1")' 'true'
+
+what="async trigger answers 202 with the event id after the commit"
+n=0
+while [ $n -lt 20 ]; do
+	http POST /queue "{\"n\":$n}"
+	expect_status 202
+	n=$((n + 1))
+done
+expect_json '.eventId | length' '36'
+i=0
+done_n=0
+while [ $i -lt 200 ]; do
+	done_n=$(curl -s "http://127.0.0.1:$admin/metrics" |
+		sed -n 's/^outpost_executions_total{pipeline="queue",status="success"} \([0-9]*\)$/\1/p')
+	[ "${done_n:-0}" -ge 20 ] && break
+	i=$((i + 1))
+	sleep 0.05 # poll interval, bounded by the loop
+done
+checks=$((checks + 1))
+[ "${done_n:-0}" -eq 20 ] || fail "async: $done_n of 20 executions done"
+
+what="admin endpoint"
+checks=$((checks + 1))
+curl -sf "http://127.0.0.1:$admin/healthz" | grep -q '"ok"' || fail "healthz"
+checks=$((checks + 1))
+curl -sf "http://127.0.0.1:$admin/readyz" | grep -q '"ready"' || fail "readyz"
+checks=$((checks + 1))
+curl -s "http://127.0.0.1:$admin/metrics" | grep -q '^outpost_http_requests_total{code="202"} 20$' ||
+	fail "metrics: $(curl -s "http://127.0.0.1:$admin/metrics" | grep http_requests)"
+
+what="SIGHUP with a broken pipeline keeps the running set"
+printf '{"name":"broken","version":"1","steps":[{"type":"nosuch"}]}' >"$T/pipelines/broken.json"
+kill -HUP $pid
+i=0
+while [ $i -lt 200 ] && ! grep -q 'reload refused' "$T/d.log"; do
+	i=$((i + 1))
+	sleep 0.05 # poll interval, bounded by the loop
+done
+checks=$((checks + 1))
+grep -q 'broken.json: steps\[0\].type: unknown step type' "$T/d.log" || fail "reload problem not logged"
+http POST /echo/2 '{}'
+expect_status 200
+
+what="SIGHUP with a good set swaps it in"
+rm "$T/pipelines/broken.json"
+cat >"$T/pipelines/new.json" <<'JSON'
+{"name":"new","version":"1","trigger":{"type":"http","config":{"method":"GET","path":"/new"}},
+ "steps":[{"type":"set","config":{"template":{"new":true}}}]}
+JSON
+kill -HUP $pid
+i=0
+while [ $i -lt 200 ]; do
+	http GET /new
+	[ "$status" = 200 ] && break
+	i=$((i + 1))
+	sleep 0.05 # poll interval, bounded by the loop
+done
+expect_status 200
+expect_json '.new' 'true'
+
+what="SIGTERM stops it cleanly"
+kill -TERM $pid
+wait $pid
+rc=$?
+expect_rc 0
+checks=$((checks + 1))
+grep -q 'stopped' "$T/d.log" || fail "no clean stop: $(tail -5 "$T/d.log")"
+
+what="--check-config names a bad key with its line"
+printf '[agent]\nworkrs = 3\n' >"$T/bad.conf"
+"$OUTPOSTD" --config "$T/bad.conf" --check-config >"$T/out" 2>"$T/err"
+rc=$?; out=$(cat "$T/out"); err=$(cat "$T/err")
+expect_rc 2
+expect_err_has 'bad.conf:2'
+expect_err_has 'workrs'
+
+finish
