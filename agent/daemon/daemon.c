@@ -308,7 +308,7 @@ static op_err dispatch(struct op_daemon *dm, const struct op_http_request *req,
 	}
 	cJSON *out = NULL;
 	struct op_fail f;
-	rc = op_runtime_run(dm->rt, tg->pipeline, msg, data, &out, &f);
+	rc = op_runtime_run(dm->rt, tg->pipeline, msg, data, t->timeout_ms, &out, &f);
 	cJSON_Delete(data);
 	if (rc == OP_OK)
 		rc = op_http_trigger_respond(t, out, resp);

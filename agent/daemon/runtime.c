@@ -577,7 +577,7 @@ op_err op_runtime_submit(struct op_runtime *rt, const char *pipeline, const cJSO
 }
 
 op_err op_runtime_run(struct op_runtime *rt, const char *pipeline, cJSON *message,
-                      const cJSON *trigger, cJSON **out, struct op_fail *f)
+                      const cJSON *trigger, long long timeout_ms, cJSON **out, struct op_fail *f)
 {
 	*out = NULL;
 	memset(f, 0, sizeof(*f));
@@ -598,8 +598,10 @@ op_err op_runtime_run(struct op_runtime *rt, const char *pipeline, cJSON *messag
 	                            .start_ms = now_ms()};
 	op_err rc = op_uuid_v4(rec.id);
 	if (rc == OP_OK) {
-		struct op_run_opts o = {
-		    .execution_id = rec.id, .trigger = trigger, .stop = &rt->stop_runs};
+		struct op_run_opts o = {.execution_id = rec.id,
+		                        .trigger = trigger,
+		                        .stop = &rt->stop_runs,
+		                        .timeout_ms = timeout_ms};
 		rc = op_engine_run(set->e, p, message, &o, out, f);
 	} else {
 		cJSON_Delete(message);

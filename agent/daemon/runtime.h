@@ -73,11 +73,13 @@ op_err op_runtime_submit(struct op_runtime *rt, const char *pipeline, const cJSO
 
 /*
  * Runs pipeline on message (taken) on the calling thread and records the
- * execution. On OP_OK *out is the result (caller deletes); otherwise f says
+ * execution, within timeout_ms when that is tighter than the pipeline's
+ * timeout (0: the pipeline's). On OP_OK *out is the result (caller deletes); otherwise f says
  * why (OP_ENOTFOUND: no such pipeline, f->code "PIPELINE_NOT_FOUND").
  */
 op_err op_runtime_run(struct op_runtime *rt, const char *pipeline, cJSON *message,
-                      const cJSON *trigger, cJSON **out, struct op_fail *f) OP_WUR;
+                      const cJSON *trigger, long long timeout_ms, cJSON **out,
+                      struct op_fail *f) OP_WUR;
 
 /* A reference to the current pipeline set; give it back with op_runtime_put(). */
 struct op_runtime_set;

@@ -126,7 +126,10 @@ op_err op_engine_run(struct op_engine *e, const struct op_pipeline *p, cJSON *in
 	}
 	struct op_run run = {.eng = e,
 	                     .globals = e->globals,
-	                     .timeout_ms = p->settings.timeout_ms,
+	                     .timeout_ms = opts && opts->timeout_ms > 0 &&
+	                                           opts->timeout_ms < p->settings.timeout_ms
+	                                       ? opts->timeout_ms
+	                                       : p->settings.timeout_ms,
 	                     .stop = opts ? opts->stop : NULL};
 	run.deadline_ns = op_engine__now_ns() + run.timeout_ms * 1000000LL;
 	struct op_exec x = {.run = &run, .p = p, .metadata = meta, .lim = &p->settings.limits};

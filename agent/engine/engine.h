@@ -52,6 +52,9 @@ struct op_run_opts {
 	/* Set by another thread to stop the execution at its next step (it then
 	 * fails with code CANCELLED, class cancelled); NULL: never. */
 	const atomic_bool *stop;
+	/* A tighter deadline than the pipeline's settings.timeoutMs (a sync HTTP
+	 * trigger's timeoutMs); 0 or more than the pipeline's: the pipeline's. */
+	long long timeout_ms;
 };
 
 /* Number of pipelines in e, and the i-th in the order they were added. */

@@ -36,6 +36,12 @@ cat >"$T/pipelines/fails.json" <<'JSON'
  "steps":[{"type":"throw-error","config":{"code":"NOPE","message":"refused","class":"invalid"}}]}
 JSON
 
+cat >"$T/pipelines/slow.json" <<'JSON'
+{"name":"slow","version":"1","trigger":{"type":"http","config":{"method":"GET","path":"/slow","timeoutMs":100}},
+ "steps":[{"type":"retry","config":{"attempts":100,"backoffMs":50,"jitter":false,"multiplier":1,
+   "steps":[{"type":"throw-error","config":{"message":"not yet","class":"retry"}}]}}]}
+JSON
+
 what="--check-config accepts a good config"
 "$OUTPOSTD" --config "$T/outpost.conf" --check-config >"$T/out" 2>"$T/err"
 rc=$?; out=$(cat "$T/out"); err=$(cat "$T/err")
@@ -83,6 +89,11 @@ what="a failing pipeline answers with its class's status"
 http GET /fails
 expect_status 400
 expect_json '.error.code' '"NOPE"'
+
+what="a sync trigger's timeoutMs answers 504"
+http GET /slow
+expect_status 504
+expect_json '.error.code' '"EXECUTION_TIMEOUT"'
 
 what="unknown path and wrong method"
 http GET /nowhere

@@ -143,13 +143,14 @@ START_TEST(sync_run_returns_and_records)
 	struct op_runtime *rt = open_rt();
 	cJSON *out = NULL;
 	struct op_fail f;
-	ck_assert_int_eq(op_runtime_run(rt, "ok", op_test_json("{\"n\":21}"), NULL, &out, &f),
+	ck_assert_int_eq(op_runtime_run(rt, "ok", op_test_json("{\"n\":21}"), NULL, 0, &out, &f),
 	                 OP_OK);
 	ck_assert_json_text(out, "{\"n\":42}");
 	cJSON_Delete(out);
-	ck_assert_int_eq(op_runtime_run(rt, "bad", op_test_json("{}"), NULL, &out, &f), OP_EINVAL);
+	ck_assert_int_eq(op_runtime_run(rt, "bad", op_test_json("{}"), NULL, 0, &out, &f),
+	                 OP_EINVAL);
 	ck_assert_str_eq(f.code, "NOPE");
-	ck_assert_int_eq(op_runtime_run(rt, "nosuch", op_test_json("{}"), NULL, &out, &f),
+	ck_assert_int_eq(op_runtime_run(rt, "nosuch", op_test_json("{}"), NULL, 0, &out, &f),
 	                 OP_ENOTFOUND);
 	ck_assert_str_eq(f.code, "PIPELINE_NOT_FOUND");
 	struct op_store_exec **recs;
