@@ -109,6 +109,12 @@ op_err op_exec__fail_run(op_err rc, struct op_exec *x)
 	return rc;
 }
 
+const char *op_exec_id(const struct op_exec *x)
+{
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(x->metadata, "execution_id");
+	return cJSON_IsString(id) ? id->valuestring : "-";
+}
+
 bool op_exec__run_level(const struct op_exec *x)
 {
 	return x->fail.run_level;
@@ -328,7 +334,8 @@ op_err op_exec_steps(struct op_exec *x, const struct op_steps *s, cJSON *msg, cJ
 			cJSON_Delete(next);
 			if (x->fail.code[0] == '\0')
 				op_exec_fail(x, rc, "STEP_FAILED", "%s", op_err_str(rc));
-			OP_LOGD("%s: step %s failed: %s", x->p->name, st->name, x->fail.msg);
+			OP_LOGD("%s exec=%s: step %s failed: %s", x->p->name, op_exec_id(x),
+			        st->name, x->fail.msg);
 			break;
 		}
 		if (next == NULL) {
@@ -393,8 +400,8 @@ op_err op_engine__run_pipeline(struct op_exec *x, const struct op_pipeline *p,
 	/* A bound of the whole run ends it, except that the top pipeline's
 	 * onError still gets one small budget to report it. */
 	if (rc && p->on_error.n > 0 && (!x->fail.run_level || (top && grant_grace(x)))) {
-		OP_LOGI("%s: step %s failed (%s: %s); running onError", p->name, x->fail.step,
-		        x->fail.code, x->fail.msg);
+		OP_LOGI("%s exec=%s: step %s failed (%s: %s); running onError", p->name,
+		        op_exec_id(x), x->fail.step, x->fail.code, x->fail.msg);
 		cJSON *err = op_exec_error_json(x);
 		if (err == NULL) {
 			rc = op_exec_fail(x, OP_ENOMEM, "NOMEM", "out of memory");

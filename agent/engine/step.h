@@ -78,6 +78,8 @@ op_err op_exec_fail(struct op_exec *x, op_err cls, const char *code, const char 
 
 /* The expression roots for this execution with msg as `message`. */
 void op_exec_env(const struct op_exec *x, const cJSON *msg, struct op_expr_env *env);
+/* The execution id (metadata.execution_id), for log lines. */
+const char *op_exec_id(const struct op_exec *x);
 
 /* Evaluates an expression / renders a template against msg; on error the
  * failure is recorded (code "EXPRESSION", naming the config key). */

@@ -590,9 +590,11 @@ static op_err retry_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 		if (c->jitter && wait > 1)
 			wait = wait / 2 +
 			       (long long)(jitter_rand() % (unsigned long long)(wait / 2 + 1));
-		OP_LOGI("%s: step %s attempt %lld of %lld failed (%s: %s); retrying in %lld ms",
-		        x->p->name, st->name, attempt, c->attempts, x->fail.code, x->fail.msg,
-		        wait);
+		OP_LOGI(
+		    "%s exec=%s: step %s attempt %lld of %lld failed (%s: %s); retrying in %lld "
+		    "ms",
+		    x->p->name, op_exec_id(x), st->name, attempt, c->attempts, x->fail.code,
+		    x->fail.msg, wait);
 		op_err w = op_exec__wait(x, wait);
 		if (w == OP_ETIMEOUT) {
 			char prev[sizeof(x->fail.msg) / 2];
@@ -654,7 +656,8 @@ static op_err block_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 	op_err rc = op_exec_steps(x, &c->steps, msg, out);
 	if (rc == OP_OK || c->on_error.n == 0 || op_exec__run_level(x))
 		return rc;
-	OP_LOGD("%s: block %s caught %s: %s", x->p->name, st->name, x->fail.code, x->fail.msg);
+	OP_LOGD("%s exec=%s: block %s caught %s: %s", x->p->name, op_exec_id(x), st->name,
+	        x->fail.code, x->fail.msg);
 	cJSON *err = op_exec_error_json(x);
 	if (err == NULL)
 		return op_exec_fail(x, OP_ENOMEM, "NOMEM", "out of memory");

@@ -98,7 +98,7 @@ pipeline rt '{"name":"r","version":"1","steps":[{"type":"retry","config":{"attem
 run_ctl run "$T/rt.json"
 expect_rc 1
 expect_err_json '.code' '"DOWN"'
-n=$(grep -c 'r/steps\[0\].config.steps\[0\]: attempt' "$T/err")
+n=$(grep -c 'r/steps\[0\].config.steps\[0\] exec=[0-9a-f-]*: attempt' "$T/err")
 checks=$((checks + 1))
 [ "$n" -eq 3 ] || fail "retry: $n attempts logged, expected 3"
 
