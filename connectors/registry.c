@@ -21,6 +21,7 @@ static const struct op_step_type *const step_types[] = {
     &op_step_call,
     &op_step_log,
     &op_step_throw_error,
+    &op_step_event_publish,
     /* data */
     &op_step_transform,
     &op_step_validate,

@@ -17,6 +17,8 @@ struct op_engine {
 	struct op_pipeline **v;
 	size_t n, cap;
 	cJSON *globals;
+	op_engine_publish_fn publish; /* NULL: no event bus */
+	void *publish_ud;
 };
 
 struct op_engine *op_engine_new(void)
@@ -109,6 +111,21 @@ void op_engine_set_globals(struct op_engine *e, cJSON *globals)
 		return; /* keep the old ones rather than none */
 	cJSON_Delete(e->globals);
 	e->globals = globals;
+}
+
+void op_engine_set_publisher(struct op_engine *e, op_engine_publish_fn fn, void *ud)
+{
+	e->publish = fn;
+	e->publish_ud = ud;
+}
+
+op_err op_engine__publish(struct op_engine *e, const char *event, const cJSON *payload,
+                          const cJSON *meta, size_t *delivered)
+{
+	*delivered = 0;
+	if (e->publish == NULL)
+		return OP_EUNSUPPORTED;
+	return e->publish(e->publish_ud, event, payload, meta, delivered);
 }
 
 op_err op_engine_run(struct op_engine *e, const struct op_pipeline *p, cJSON *input,

@@ -43,6 +43,24 @@ op_err op_engine_link(const struct op_engine *e, struct op_diag *d) OP_WUR;
 /* Replaces the globals (taken; may be NULL for {}). */
 void op_engine_set_globals(struct op_engine *e, cJSON *globals);
 
+/*
+ * Publishes event (a valid event name) with payload to every pipeline that
+ * subscribes to it; meta is the publishing execution's metadata. Sets
+ * *delivered to the number of subscribers that got a durable copy, also on
+ * error (those already enqueued keep theirs). Returns OP_OK, or the class of
+ * the first enqueue that failed (OP_EFULL, OP_ENOMEM: retryable). Called on
+ * execution threads, so it must be thread-safe.
+ */
+typedef op_err (*op_engine_publish_fn)(void *ud, const char *event, const cJSON *payload,
+                                       const cJSON *meta, size_t *delivered);
+
+/*
+ * Sets the publisher `event-publish` steps call (NULL: none, and those steps
+ * fail with class unsupported). ud is stored, not owned: it must outlive e.
+ * Set before runs start, like the globals.
+ */
+void op_engine_set_publisher(struct op_engine *e, op_engine_publish_fn fn, void *ud);
+
 /* Per-run inputs beyond the message. Everything is borrowed. */
 struct op_run_opts {
 	const char *execution_id; /* NULL: a new UUID */

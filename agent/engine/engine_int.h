@@ -91,12 +91,16 @@ bool op_exec__cancelled(const struct op_exec *x);
 /* Waits ms milliseconds or until the deadline or a cancellation; returns
  * OP_ETIMEOUT past the deadline, OP_ECANCELED when cancelled. */
 op_err op_exec__wait(struct op_exec *x, long long ms);
+/* Publishes through e's publisher (op_engine_set_publisher); OP_EUNSUPPORTED
+ * with *delivered = 0 when e has none. */
+op_err op_engine__publish(struct op_engine *e, const char *event, const cJSON *payload,
+                          const cJSON *meta, size_t *delivered) OP_WUR;
 /* The target of a call step (for linking). */
 const char *op_engine__call_target(const struct op_step *st);
 
 /* The engine's step types (registered in connectors/registry.c). */
 extern const struct op_step_type op_step_choice, op_step_for_each, op_step_do_while,
     op_step_parallel, op_step_retry, op_step_block, op_step_throw_error, op_step_log, op_step_set,
-    op_step_call;
+    op_step_call, op_step_event_publish;
 
 #endif
