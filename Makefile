@@ -12,7 +12,7 @@
 VARIANT ?= debug
 B := build/$(VARIANT)
 
-PKGS := libcjson wolfssl libpcre2-8 lmdb libxxhash inih libmicrohttpd libsystemd
+PKGS := libcjson wolfssl libpcre2-8 lmdb libxxhash inih libmicrohttpd libsystemd libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LIBS := $(PKG_LIBS) -ljq -lm -pthread
@@ -117,12 +117,18 @@ test: deps-test
 asan: deps-test
 	$(MAKE) VARIANT=asan WERROR=1 test-only
 
-bench: deps
+bench:
+	@packaging/install-deps.sh build bench
 	$(MAKE) VARIANT=release bench-run
 
+# The C benchmarks, then the scripts (tests/bench/*.sh: wrk and nginx against
+# outpostd) with this variant's binaries.
 .PHONY: bench-run
-bench-run: $(BENCHES)
+bench-run: $(BENCHES) $(OUTPOSTD) $(OUTPOSTCTL)
 	@for b in $(BENCHES); do $$b || exit 1; done
+	@for s in $(sort $(wildcard tests/bench/*.sh)); do \
+		OUTPOSTD=$(OUTPOSTD) OUTPOSTCTL=$(OUTPOSTCTL) sh $$s || exit 1; \
+	done
 
 JSON_SCHEMA_SUITE ?= ../shared/json-schema-test-suite
 conformance: deps

@@ -18,9 +18,12 @@
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
 #include "agent/core/log.h"
+#include "agent/daemon/admin.h"
 #include "agent/daemon/daemon.h"
+#include "agent/daemon/events.h"
 #include "agent/daemon/metrics.h"
 #include "agent/daemon/runtime.h"
+#include "agent/daemon/scheduler.h"
 #include "agent/engine/loader.h"
 #include "agent/http/route.h"
 #include "agent/http/server.h"
@@ -44,6 +47,7 @@ struct routes {
 struct op_daemon {
 	struct op_config *cfg;
 	struct op_runtime *rt;
+	struct op_scheduler *sched; /* schedule triggers */
 	struct op_http_server *http, *admin;
 	atomic_bool ready;
 
@@ -395,8 +399,12 @@ static op_err admin_handler(const struct op_http_request *req, struct op_http_re
 		op_err rc = op_http_respond_error(resp, 405, "METHOD_NOT_ALLOWED", "use GET");
 		return rc ? rc : op_http_response_header(resp, "Allow", "GET, HEAD");
 	}
+	/* The JSON API for outpostctl; unauthenticated, so the admin listener
+	 * must stay on loopback (see agent/daemon/admin.h). */
+	if (op_admin_is_api(req->path))
+		return op_admin_handle(dm->rt, req, resp);
 	return op_http_respond_error(resp, 404, "NOT_FOUND",
-	                             "the admin endpoint has /healthz, /readyz and /metrics");
+	                             "the admin endpoint has /healthz, /readyz, /metrics, /api/");
 }
 
 /* ---- start, reload, stop ---- */
@@ -430,6 +438,13 @@ static op_err listen_start(const struct op_config_listen *l, const char *name,
 	return rc;
 }
 
+/* Each new pipeline set publishes its events through the runtime's queues. */
+static void on_engine_new(void *ud, struct op_runtime *rt, struct op_engine *e)
+{
+	(void)ud;
+	op_engine_set_publisher(e, op_events_publish, rt);
+}
+
 op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_diag *d)
 {
 	*out = NULL;
@@ -442,7 +457,7 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 		return OP_ENOMEM;
 	}
 	op_err rc = metrics_new(dm);
-	struct op_runtime_hooks hooks = {.ended = on_ended, .ud = dm};
+	struct op_runtime_hooks hooks = {.ended = on_ended, .engine_new = on_engine_new, .ud = dm};
 	if (rc == OP_OK)
 		rc = op_runtime_open(cfg, &hooks, &dm->rt, d);
 	if (rc == OP_OK) {
@@ -459,6 +474,8 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 	if (rc == OP_OK)
 		rc = listen_start(&cfg->http.listen, "http", cfg, true, http_handler, dm, &dm->http,
 		                  d);
+	if (rc == OP_OK && (rc = op_scheduler_start(dm->rt, &dm->sched)) != OP_OK)
+		op_diag_add_at(d, "scheduler", "cannot start the scheduler: %s", op_err_str(rc));
 	if (rc) {
 		op_daemon_stop(dm);
 		return rc;
@@ -493,6 +510,9 @@ op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_
 	next->agent.pipelines_dir = old_dir;
 	next->globals = old_globals;
 	routes_swap(dm, c.built);
+	/* The new set runs either way; on OP_ENOMEM the old schedules go on. */
+	if (op_scheduler_reload(dm->sched) != OP_OK)
+		OP_LOGW("pipelines reloaded, schedules not: the previous ones go on");
 	return OP_OK;
 }
 
@@ -500,6 +520,7 @@ void op_daemon_stop(struct op_daemon *dm)
 {
 	if (dm == NULL)
 		return;
+	op_scheduler_stop(dm->sched);
 	atomic_store(&dm->ready, false);
 	if (dm->http && op_http_server_stop(dm->http) != OP_OK)
 		OP_LOGW("HTTP requests still running when the trigger server stopped");

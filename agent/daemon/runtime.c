@@ -137,8 +137,9 @@ static void report(void *ud, const char *file, const struct op_diag *fd)
 }
 
 /* Builds a pipeline set from the folder; NULL with problems in d. */
-static struct op_runtime_set *set_load(const struct op_config *cfg, struct op_diag *d)
+static struct op_runtime_set *set_load(struct op_runtime *rt, struct op_diag *d)
 {
+	const struct op_config *cfg = rt->cfg;
 	struct op_runtime_set *s = op_calloc(1, sizeof(*s));
 	if (s == NULL || (s->e = op_engine_new()) == NULL) {
 		op_free(s);
@@ -161,6 +162,8 @@ static struct op_runtime_set *set_load(const struct op_config *cfg, struct op_di
 		return NULL;
 	}
 	op_engine_set_globals(s->e, g);
+	if (rt->hooks.engine_new)
+		rt->hooks.engine_new(rt->hooks.ud, rt, s->e);
 	s->refs = 1;
 	return s;
 }
@@ -168,7 +171,7 @@ static struct op_runtime_set *set_load(const struct op_config *cfg, struct op_di
 op_err op_runtime_reload(struct op_runtime *rt, op_runtime_check_fn check, void *ud,
                          struct op_diag *d)
 {
-	struct op_runtime_set *s = set_load(rt->cfg, d);
+	struct op_runtime_set *s = set_load(rt, d);
 	if (s == NULL)
 		return OP_ECONFIG;
 	op_err rc = check ? check(ud, s->e, d) : OP_OK;
@@ -469,7 +472,7 @@ op_err op_runtime_open(const struct op_config *cfg, const struct op_runtime_hook
 	}
 	pthread_condattr_destroy(&ca);
 
-	rt->set = set_load(cfg, d);
+	rt->set = set_load(rt, d);
 	if (rt->set == NULL) {
 		op_runtime_close(rt);
 		return OP_ECONFIG;
@@ -624,6 +627,32 @@ op_err op_runtime_run(struct op_runtime *rt, const char *pipeline, cJSON *messag
 		        op_err_str(sr));
 	count(rt, rc == OP_OK ? &rt->counts.succeeded : &rt->counts.failed);
 	op_runtime_put(rt, set);
+	return rc;
+}
+
+bool op_runtime_busy(struct op_runtime *rt, const char *pipeline)
+{
+	uint64_t events = 0;
+	op_store_queue_depth(rt->store, pipeline, &events, NULL);
+	if (events > 0)
+		return true;
+	bool running = false;
+	pthread_mutex_lock(&rt->mu);
+	for (size_t i = 0; i < rt->nrun && !running; i++)
+		running = strcmp(rt->run[i].name, pipeline) == 0 && rt->run[i].n > 0;
+	pthread_mutex_unlock(&rt->mu);
+	return running;
+}
+
+op_err op_runtime_replay(struct op_runtime *rt, const char *event_id)
+{
+	op_err rc = op_store_replay(rt->store, event_id);
+	if (rc == OP_OK) {
+		pthread_mutex_lock(&rt->mu);
+		rt->wake++;
+		pthread_cond_signal(&rt->cv);
+		pthread_mutex_unlock(&rt->mu);
+	}
 	return rc;
 }
 

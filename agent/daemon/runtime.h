@@ -28,6 +28,10 @@ struct op_runtime_hooks {
 	/* An execution ended with status "success", "error", "retry",
 	 * "interrupted"; duration in milliseconds. */
 	void (*ended)(void *ud, const char *pipeline, const char *status, int64_t duration_ms);
+	/* A pipeline set was built (at open and at each reload) and is not yet
+	 * in use: the place to set what the engine needs from its host (the
+	 * event publisher). Called on the thread that opens or reloads. */
+	void (*engine_new)(void *ud, struct op_runtime *rt, struct op_engine *e);
 	void *ud;
 };
 
@@ -88,6 +92,20 @@ void op_runtime_put(struct op_runtime *rt, struct op_runtime_set *set);
 const struct op_engine *op_runtime_engine(const struct op_runtime_set *set);
 
 struct op_store *op_runtime_store(struct op_runtime *rt);
+
+/*
+ * Puts dead letter event_id back into its queue (op_store_replay: due now,
+ * attempt 1) and wakes a worker for it. OP_ENOTFOUND: no such dead letter;
+ * OP_EINVAL: not an event id; OP_EFULL: the store is full.
+ */
+op_err op_runtime_replay(struct op_runtime *rt, const char *event_id) OP_WUR;
+
+/*
+ * True when pipeline has an event queued (due or waiting for a retry) or an
+ * execution running: what a schedule without overlap checks before a run.
+ * A snapshot: it may change as soon as it returns.
+ */
+bool op_runtime_busy(struct op_runtime *rt, const char *pipeline);
 
 /* Executions ended since open, by outcome; for tests and metrics. */
 struct op_runtime_counts {

@@ -672,6 +672,75 @@ out:
 	return OP_OK;
 }
 
+op_err op_store_get_dead(struct op_store *s, const char *event_id, struct op_store_event **out)
+{
+	struct bad bad = {0};
+	MDB_txn *t = NULL;
+	*out = NULL;
+	if (!id_ok(event_id))
+		return OP_EINVAL;
+	op_err e = rd_begin(s, &t);
+	if (e)
+		return e;
+	MDB_val k = {OP_UUID_LEN, (void *)event_id}, v;
+	int rc = mdb_get(t, s->dbi[OP_STORE_DB_DEAD], &k, &v);
+	if (rc) {
+		e = op_store__from_mdb(rc);
+		goto out;
+	}
+	e = op_store__event_read(&k, &v, out, NULL);
+	if (e == OP_ECORRUPT)
+		bad_add(&bad, OP_STORE_DB_DEAD, &k);
+out:
+	rd_end(s, t);
+	bad_flush(s, &bad);
+	return e;
+}
+
+op_err op_store_dead_count(struct op_store *s, const char *pipeline, uint64_t *n)
+{
+	struct bad bad = {0};
+	MDB_txn *t = NULL;
+	MDB_cursor *c = NULL;
+	uint64_t cnt = 0;
+	*n = 0;
+	op_err e = rd_begin(s, &t);
+	if (e)
+		return e;
+	int rc = mdb_cursor_open(t, s->dbi[OP_STORE_DB_DEAD], &c);
+	if (rc) {
+		e = op_store__from_mdb(rc);
+		goto out;
+	}
+	MDB_val k, d;
+	rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
+	while (rc == 0) {
+		struct op_store_event *ev;
+		e = op_store__event_read(&k, &d, &ev, NULL);
+		if (e == OP_ECORRUPT) {
+			bad_add(&bad, OP_STORE_DB_DEAD, &k);
+			e = OP_OK;
+		} else if (e) {
+			goto out;
+		} else {
+			if (pipeline == NULL || strcmp(pipeline, ev->pipeline) == 0)
+				cnt++;
+			op_store_event_free(ev);
+		}
+		rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+	}
+	if (rc && rc != MDB_NOTFOUND)
+		e = op_store__from_mdb(rc);
+out:
+	if (c)
+		mdb_cursor_close(c);
+	rd_end(s, t);
+	bad_flush(s, &bad);
+	if (e == OP_OK)
+		*n = cnt;
+	return e;
+}
+
 op_err op_store_list_execs(struct op_store *s, size_t limit, struct op_store_exec ***out, size_t *n)
 {
 	struct op_store_exec **v = NULL;

@@ -174,6 +174,15 @@ op_err op_store_replay(struct op_store *s, const char *event_id) OP_WUR;
 op_err op_store_list_dead(struct op_store *s, const char *pipeline, size_t limit,
                           struct op_store_event ***out, size_t *n) OP_WUR;
 
+/* One dead letter by event id, in *out (caller frees with op_store_event_free).
+ * OP_ENOTFOUND: no such dead letter. OP_EINVAL: not an event id. */
+op_err op_store_get_dead(struct op_store *s, const char *event_id,
+                         struct op_store_event **out) OP_WUR;
+
+/* Counts the dead letters of pipeline (all if NULL) into *n. Reads every
+ * dead letter, one at a time: O(dead letters), for admin listings. */
+op_err op_store_dead_count(struct op_store *s, const char *pipeline, uint64_t *n) OP_WUR;
+
 /* The most recent execution records, newest first, at most limit. */
 op_err op_store_list_execs(struct op_store *s, size_t limit, struct op_store_exec ***out,
                            size_t *n) OP_WUR;

@@ -1,7 +1,9 @@
 /*
  * outpostctl's commands. Each takes the arguments after its name and returns
- * the process exit code: 0 success, 1 the pipeline failed, 2 invalid input
- * (a bad pipeline, a bad argument, a file that cannot be read).
+ * the process exit code: 0 success, 1 the pipeline failed (or, for the admin
+ * commands, the agent is unreachable or the call failed), 2 invalid input
+ * (a bad pipeline, a bad argument, a file that cannot be read), 3 what the
+ * admin command names does not exist (execution, dead letter).
  */
 #ifndef OP_OUTPOSTCTL_CTL_H
 #define OP_OUTPOSTCTL_CTL_H
@@ -10,14 +12,22 @@
 
 #include "agent/core/err.h"
 
-#define CTL_OK      0
-#define CTL_FAILED  1
-#define CTL_INVALID 2
+#define CTL_OK       0
+#define CTL_FAILED   1
+#define CTL_INVALID  2
+#define CTL_NOTFOUND 3
 
 int op_ctl_run(int argc, char **argv);
 int op_ctl_check(int argc, char **argv);
 int op_ctl_steps(int argc, char **argv);
 int op_ctl_schema(int argc, char **argv);
+
+/* Local admin, through the running agent's admin endpoint (cmd_admin.c). */
+int op_ctl_pipelines(int argc, char **argv);
+int op_ctl_executions(int argc, char **argv);
+int op_ctl_execution(int argc, char **argv);
+int op_ctl_dead(int argc, char **argv);
+int op_ctl_replay(int argc, char **argv);
 
 /* Reads a whole file ("-" is stdin) of at most max bytes into *out (NUL-
  * terminated, caller frees). On error prints why to stderr. */

@@ -14,14 +14,24 @@ static const struct {
     {"check", op_ctl_check, "load pipelines and report every problem"},
     {"steps", op_ctl_steps, "list step types, or the config keys of one"},
     {"schema", op_ctl_schema, "print the JSON Schema of the pipeline format"},
+    {"pipelines", op_ctl_pipelines, "list the agent's pipelines with queue depths"},
+    {"executions", op_ctl_executions, "list the agent's recent executions"},
+    {"execution", op_ctl_execution, "show one execution record"},
+    {"dead", op_ctl_dead, "list dead letters, or show one"},
+    {"replay", op_ctl_replay, "put a dead letter back into its queue"},
 };
 
 static void usage(FILE *f)
 {
 	fputs("usage: outpostctl COMMAND [ARGS]\n\ncommands:\n", f);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
-	fputs("\n'outpostctl COMMAND --help' describes a command.\n", f);
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+	fputs("\n'outpostctl COMMAND --help' describes a command.\n"
+	      "The admin commands (pipelines ... replay) call a running agent's admin endpoint:\n"
+	      "--admin HOST:PORT (default $OUTPOST_ADMIN or 127.0.0.1:9090), --json for raw JSON.\n"
+	      "\nExit status: 0 ok; 1 the pipeline or call failed, or the agent is unreachable;\n"
+	      "2 bad usage or invalid input; 3 not found.\n",
+	      f);
 }
 
 int main(int argc, char **argv)

@@ -181,4 +181,175 @@ expect_rc 2
 expect_err_has 'bad.conf:2'
 expect_err_has 'workrs'
 
+what="schedule and event triggers: a cron fire publishes to a subscriber"
+mkdir -p "$T/sp"
+sed -e "s#^data_dir = .*#data_dir = $T/sdata#" -e "s#^pipelines_dir = .*#pipelines_dir = $T/sp#" \
+	"$T/outpost.conf" >"$T/sched.conf"
+cat >"$T/sp/tick.json" <<'JSON'
+{"name":"tick","version":"1","trigger":{"type":"schedule","config":{"cron":"* * * * * *","input":{"n":1}}},
+ "steps":[{"type":"event-publish","config":{"name":"ticked"}}]}
+JSON
+cat >"$T/sp/sub.json" <<'JSON'
+{"name":"sub","version":"1","trigger":{"type":"event","config":{"name":"ticked"}},
+ "steps":[{"type":"log","config":{"level":"debug","message":"got {{ message.n }}"}}]}
+JSON
+"$OUTPOSTD" --config "$T/sched.conf" >"$T/s.log" 2>&1 &
+spid=$!
+sadmin=""
+subs=0
+i=0
+while [ $i -lt 300 ]; do
+	[ -z "$sadmin" ] && sadmin=$(sed -n 's/.*admin endpoint on 127.0.0.1:\([0-9]*\).*/\1/p' "$T/s.log") 2>/dev/null
+	if [ -n "$sadmin" ]; then
+		subs=$(curl -s "http://127.0.0.1:$sadmin/metrics" |
+			sed -n 's/^outpost_executions_total{pipeline="sub",status="success"} \([0-9]*\)$/\1/p')
+		[ "${subs:-0}" -ge 1 ] && break
+	fi
+	kill -0 $spid 2>/dev/null || break
+	i=$((i + 1))
+	sleep 0.05 # poll interval, bounded by the loop
+done
+checks=$((checks + 1))
+[ "${subs:-0}" -ge 1 ] || fail "$what: no subscriber execution: $(tail -5 "$T/s.log")"
+kill -TERM $spid
+wait $spid
+rc=$?
+expect_rc 0
+pipeline pub '{"name":"pub","version":"1","steps":[{"type":"event-publish","config":{"name":"x"}}]}'
+what="event-publish without a daemon fails with class unsupported"
+run_ctl run "$T/pub.json"
+expect_rc 1
+expect_err_json '.code' '"NO_EVENT_BUS"'
+
+# ---- outpostctl local admin, against the daemon started again on the same store ----
+cat >"$T/pipelines/doomed.json" <<'JSON'
+{"name":"doomed","version":"3","trigger":{"type":"http","config":{"method":"POST","path":"/doomed","mode":"async"}},
+ "steps":[{"type":"throw-error","config":{"code":"DOOMED","message":"never works","class":"invalid"}}]}
+JSON
+"$OUTPOSTD" --config "$T/outpost.conf" >"$T/d2.log" 2>&1 &
+pid=$!
+port=""
+admin=""
+i=0
+while [ $i -lt 200 ]; do
+	port=$(sed -n 's/.*HTTP triggers on 127.0.0.1:\([0-9]*\).*/\1/p' "$T/d2.log")
+	admin=$(sed -n 's/.*admin endpoint on 127.0.0.1:\([0-9]*\).*/\1/p' "$T/d2.log")
+	grep -q 'ready (agent e2e)' "$T/d2.log" && [ -n "$port" ] && [ -n "$admin" ] && break
+	kill -0 $pid 2>/dev/null || break
+	i=$((i + 1))
+	sleep 0.05 # poll interval while waiting for the log line, bounded by the loop
+done
+checks=$((checks + 1))
+[ -n "$port" ] && [ -n "$admin" ] || fail "daemon did not restart: $(cat "$T/d2.log")"
+A="127.0.0.1:$admin"
+
+what="outpostctl pipelines lists the pipelines with trigger and queue numbers"
+run_ctl pipelines --admin "$A" --json
+expect_rc 0
+expect_json '[.[].name] | sort' '["doomed","echo","fails","new","queue","slow"]'
+expect_json '.[] | select(.name == "queue") | .trigger' \
+	'{"type":"http","method":"POST","path":"/queue","mode":"async"}'
+expect_json '.[] | select(.name == "queue") | [.version, .queued, .deadLetters]' '["1",0,0]'
+run_ctl pipelines --admin "$A"
+expect_rc 0
+checks=$((checks + 1))
+printf '%s\n' "$out" | grep -Eq '^NAME +VERSION +TRIGGER +QUEUED +DEAD$' || fail "$what: no header: $out"
+checks=$((checks + 1))
+printf '%s\n' "$out" | grep -Eq '^queue +1 +http POST /queue \(async\) +0 +0$' ||
+	fail "$what: no queue row: $out"
+
+what="outpostctl executions lists recent ones, newest first, from before the restart"
+OUTPOST_ADMIN="$A" run_ctl executions --pipeline queue --json
+expect_rc 0
+expect_json 'length' '20'
+expect_json 'map(.pipeline + ":" + .status) | unique' '["queue:success"]'
+expect_json '[.[].startedAtMs] == ([.[].startedAtMs] | sort | reverse)' 'true'
+exec_id=$(printf '%s' "$out" | jq -r '.[0].id')
+OUTPOST_ADMIN="$A" run_ctl executions --limit 3 --json
+expect_json 'length' '3'
+run_ctl executions --admin "$A" --limit 2
+expect_rc 0
+checks=$((checks + 1))
+[ "$(printf '%s\n' "$out" | wc -l)" -eq 3 ] || fail "$what: expected a header and 2 rows: $out"
+
+what="outpostctl execution ID shows one"
+run_ctl execution "$exec_id" --admin "$A"
+expect_rc 0
+checks=$((checks + 1))
+printf '%s\n' "$out" | grep -q '^status: *success$' || fail "$what: $out"
+checks=$((checks + 1))
+printf '%s\n' "$out" | grep -q '^pipeline: *queue (version 1)$' || fail "$what: $out"
+run_ctl execution "$exec_id" --admin "$A" --json
+expect_json '[.id, .trigger, .attempt]' "[\"$exec_id\",\"http\",1]"
+run_ctl execution 00000000-0000-4000-8000-000000000000 --admin "$A"
+expect_rc 3
+expect_err_has 'no execution with id 00000000-0000-4000-8000-000000000000'
+
+what="a failing async pipeline lands in the dead letters"
+http POST /doomed '{"k":1}'
+expect_status 202
+eid=$(printf '%s' "$out" | jq -r '.eventId')
+i=0
+while [ $i -lt 200 ]; do
+	run_ctl dead --pipeline doomed --admin "$A" --json
+	[ "$(printf '%s' "$out" | jq length)" = 1 ] && break
+	i=$((i + 1))
+	sleep 0.05 # poll interval, bounded by the loop
+done
+expect_json '[.[0].eventId, .[0].attempt, .[0].triggerType]' "[\"$eid\",1,\"http\"]"
+expect_json '.[0].error | test("DOOMED")' 'true'
+expect_json '.[0] | has("payload")' 'false'
+dead1=$(printf '%s' "$out" | jq '.[0].deadAtMs')
+run_ctl dead --admin "$A"
+expect_rc 0
+checks=$((checks + 1))
+printf '%s\n' "$out" | grep -Eq "^$eid +[0-9-]+ [0-9:]+ +doomed +1 +[0-9]+ +DOOMED" ||
+	fail "$what: no dead row: $out"
+run_ctl dead "$eid" --admin "$A" --json
+expect_json '.payload.body' '{"k":1}'
+run_ctl pipelines --admin "$A" --json
+expect_json '.[] | select(.name == "doomed") | .deadLetters' '1'
+
+what="outpostctl replay puts it back; it fails again and returns to the dead letters"
+run_ctl replay "$eid" --admin "$A"
+expect_rc 0
+checks=$((checks + 1))
+[ "$out" = "replayed $eid: queued again as attempt 1" ] || fail "$what: $out"
+i=0
+while [ $i -lt 200 ]; do
+	run_ctl executions --pipeline doomed --admin "$A" --json
+	[ "$(printf '%s' "$out" | jq length)" = 2 ] && break
+	i=$((i + 1))
+	sleep 0.05 # poll interval, bounded by the loop
+done
+expect_json "map(.eventId == \"$eid\" and .status == \"error\" and .attempt == 1)" '[true,true]'
+i=0
+while [ $i -lt 200 ]; do
+	run_ctl dead --pipeline doomed --admin "$A" --json
+	[ "$(printf '%s' "$out" | jq length)" = 1 ] && break
+	i=$((i + 1))
+	sleep 0.05 # poll interval, bounded by the loop
+done
+expect_json "[.[0].eventId, .[0].deadAtMs > $dead1]" "[\"$eid\",true]"
+run_ctl replay 00000000-0000-4000-8000-000000000000 --admin "$A"
+expect_rc 3
+expect_err_has 'no dead letter with id'
+
+what="outpostctl admin errors: unreachable agent and bad usage"
+run_ctl pipelines --admin 127.0.0.1:1
+expect_rc 1
+expect_err_has "cannot reach the agent's admin endpoint at 127.0.0.1:1: Connection refused"
+run_ctl executions --limit 0 --admin "$A"
+expect_rc 2
+run_ctl execution --admin "$A"
+expect_rc 2
+run_ctl dead --nope
+expect_rc 2
+
+what="the restarted daemon stops cleanly"
+kill -TERM $pid
+wait $pid
+rc=$?
+expect_rc 0
+
 finish
