@@ -147,6 +147,20 @@ void op_log_vwrite(enum op_log_level lvl, const char *module, const char *fmt, v
 	pthread_mutex_unlock(&log_lock);
 }
 
+void op_log_write_always(enum op_log_level lvl, const char *module, const char *fmt, ...)
+{
+	char line[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if ((unsigned)lvl > OP_LOG_DEBUG)
+		lvl = OP_LOG_ERROR;
+	pthread_mutex_lock(&log_lock);
+	emit(lvl, module, line);
+	pthread_mutex_unlock(&log_lock);
+}
+
 void op_log_write(enum op_log_level lvl, const char *module, const char *fmt, ...)
 {
 	va_list ap;

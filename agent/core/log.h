@@ -30,6 +30,13 @@ void op_log_set_sink(op_log_sink_fn fn, void *ud);
 
 bool op_log_enabled(enum op_log_level lvl);
 void op_log_write(enum op_log_level lvl, const char *module, const char *fmt, ...) OP_PRINTF(3, 4);
+/*
+ * Like op_log_write without the rate limit. For lines a pipeline asks for
+ * (the log step): they share one format, so the identical-message limit
+ * would drop one pipeline's lines for another's.
+ */
+void op_log_write_always(enum op_log_level lvl, const char *module, const char *fmt, ...)
+    OP_PRINTF(3, 4);
 void op_log_vwrite(enum op_log_level lvl, const char *module, const char *fmt, va_list ap)
     OP_PRINTF(3, 0);
 

@@ -144,8 +144,8 @@ static op_err log_run(struct op_exec *x, const struct op_step *st, cJSON *msg, c
 		return rc;
 	}
 	if (cJSON_IsString(v.v)) {
-		op_log_write(lvl, OP_LOG_MODULE, "%s/%s exec=%s: %s", x->p->name, st->name,
-		             op_exec_id(x), v.v->valuestring);
+		op_log_write_always(lvl, OP_LOG_MODULE, "%s/%s exec=%s: %s", x->p->name, st->name,
+		                    op_exec_id(x), v.v->valuestring);
 	} else {
 		bool masking = x->p->settings.sensitive.n > 0;
 		cJSON *copy = masking ? op_val_take(&v) : NULL;
@@ -154,8 +154,8 @@ static op_err log_run(struct op_exec *x, const struct op_step *st, cJSON *msg, c
 			text = op_json_print(v.v, OP_JSON_COMPACT);
 		else if (copy && mask(copy, &x->p->settings.sensitive))
 			text = op_json_print(copy, OP_JSON_COMPACT);
-		op_log_write(lvl, OP_LOG_MODULE, "%s/%s exec=%s: %s", x->p->name, st->name,
-		             op_exec_id(x), text ? text : "(out of memory)");
+		op_log_write_always(lvl, OP_LOG_MODULE, "%s/%s exec=%s: %s", x->p->name, st->name,
+		                    op_exec_id(x), text ? text : "(out of memory)");
 		op_free(text);
 		cJSON_Delete(copy);
 	}
