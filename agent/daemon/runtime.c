@@ -621,7 +621,9 @@ op_err op_runtime_run(struct op_runtime *rt, const char *pipeline, cJSON *messag
 	}
 	if (rt->hooks.ended)
 		rt->hooks.ended(rt->hooks.ud, p->name, rec.status, rec.duration_ms);
-	op_err sr = op_store_record(rt->store, &rec);
+	/* The answer does not wait for the record's fsync: a synchronous run has
+	 * no event to lose, only its record (see op_store_record_nowait). */
+	op_err sr = op_store_record_nowait(rt->store, &rec);
 	if (sr)
 		OP_LOGW("%s: execution %s: cannot store its record: %s", p->name, rec.id,
 		        op_err_str(sr));
@@ -681,5 +683,8 @@ op_err op_runtime_wait_idle(struct op_runtime *rt, int64_t timeout_ms)
 		}
 	}
 	pthread_mutex_unlock(&rt->mu);
+	/* Records written without waiting (synchronous runs) are in too. */
+	if (rc == OP_OK)
+		rc = op_store_flush(rt->store);
 	return rc;
 }

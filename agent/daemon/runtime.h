@@ -118,8 +118,9 @@ struct op_runtime_counts {
 void op_runtime_counts(struct op_runtime *rt, struct op_runtime_counts *c);
 
 /*
- * Waits until no event is queued or running, or timeout_ms passes; returns
- * OP_OK or OP_ETIMEOUT. For tests and draining.
+ * Waits until no event is queued or running and every execution record is
+ * committed, or timeout_ms passes; returns OP_OK or OP_ETIMEOUT. For tests
+ * and draining.
  */
 op_err op_runtime_wait_idle(struct op_runtime *rt, int64_t timeout_ms) OP_WUR;
 

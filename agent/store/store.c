@@ -493,6 +493,54 @@ op_err op_store_record(struct op_store *s, const struct op_store_exec *rec)
 	return op_store__submit(s, &r);
 }
 
+/* Bytes of s with its NUL, 0 for NULL. */
+static size_t str_size(const char *s)
+{
+	return s ? strlen(s) + 1 : 0;
+}
+
+/* Copies s into *at and advances it; NULL stays NULL. */
+static char *str_put(char **at, const char *s)
+{
+	if (s == NULL)
+		return NULL;
+	size_t n = strlen(s) + 1;
+	char *d = memcpy(*at, s, n);
+	*at += n;
+	return d;
+}
+
+op_err op_store_flush(struct op_store *s)
+{
+	struct op_store__req r = {.op = OP_STORE__NOP};
+	return op_store__submit(s, &r);
+}
+
+op_err op_store_record_nowait(struct op_store *s, const struct op_store_exec *rec)
+{
+	if (rec == NULL)
+		return OP_EINVAL;
+	struct blk {
+		struct op_store__req r;
+		struct op_store_exec rec;
+	};
+	size_t strs = str_size(rec->pipeline) + str_size(rec->version) + str_size(rec->trigger) +
+	              str_size(rec->status) + str_size(rec->error);
+	struct blk *b = op_calloc(1, sizeof(*b) + strs);
+	if (b == NULL)
+		return OP_ENOMEM;
+	char *at = (char *)(b + 1);
+	b->rec = *rec;
+	b->rec.pipeline = str_put(&at, rec->pipeline);
+	b->rec.version = str_put(&at, rec->version);
+	b->rec.trigger = str_put(&at, rec->trigger);
+	b->rec.status = str_put(&at, rec->status);
+	b->rec.error = str_put(&at, rec->error);
+	b->r.op = OP_STORE__RECORD;
+	b->r.rec = &b->rec;
+	return op_store__submit_detached(s, &b->r);
+}
+
 op_err op_store_retry(struct op_store *s, const char *event_id, int64_t not_before_ms,
                       const char *error, const struct op_store_exec *rec)
 {

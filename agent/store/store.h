@@ -154,6 +154,16 @@ op_err op_store_ack(struct op_store *s, const char *event_id,
  */
 op_err op_store_record(struct op_store *s, const struct op_store_exec *rec) OP_WUR;
 
+/*
+ * The same without waiting for the commit (the record is copied): for
+ * answers that must not wait for an fsync. A record lost to a crash before
+ * the next commit is the price; a failure to store it is logged.
+ */
+op_err op_store_record_nowait(struct op_store *s, const struct op_store_exec *rec) OP_WUR;
+
+/* Returns once every write queued before it is committed. */
+op_err op_store_flush(struct op_store *s) OP_WUR;
+
 /* Puts an in-flight event back into its queue with attempt + 1, due at
  * not_before_ms, remembering error (may be NULL); writes rec if not NULL.
  * Not subject to the queue bound (the event was already accepted). */

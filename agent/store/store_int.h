@@ -66,6 +66,7 @@ struct op_store__req {
 	struct op_store_event *ev;
 	op_err result;
 	bool done;
+	bool detached; /* nobody waits: the writer frees it (op_free) once applied */
 	pthread_cond_t cv;
 	/* effects on the counters */
 	struct op_store__delta d[OP_STORE__MAXDELTA];
@@ -138,6 +139,9 @@ bool op_store__name_ok(const char *name, size_t max);
 /* writer.c */
 void *op_store__writer_main(void *arg);
 op_err op_store__submit(struct op_store *s, struct op_store__req *r) OP_WUR;
+/* Queues r (op_malloc'd, with everything it points to in the same block)
+ * without waiting; the writer applies and frees it. */
+op_err op_store__submit_detached(struct op_store *s, struct op_store__req *r) OP_WUR;
 op_err op_store__quarantine(struct op_store *s, MDB_txn *txn, enum op_store_db db,
                             const MDB_val *key, const MDB_val *val, struct op_store__req *r) OP_WUR;
 int op_store__pipe_get(struct op_store *s, const char *name, size_t len, bool create);

@@ -878,13 +878,45 @@ void *op_store__writer_main(void *arg)
 			struct op_store__req *next = list->next;
 			if (list->result == OP_EFULL)
 				s->full++;
-			list->done = true;
-			pthread_cond_signal(&list->cv);
+			if (list->detached) {
+				if (list->result != OP_OK)
+					OP_LOGW("an execution record was not stored: %s",
+					        op_err_str(list->result));
+				op_free(list);
+			} else {
+				list->done = true;
+				pthread_cond_signal(&list->cv);
+			}
 			list = next;
 		}
 	}
 	pthread_mutex_unlock(&s->mu);
 	return NULL;
+}
+
+op_err op_store__submit_detached(struct op_store *s, struct op_store__req *r)
+{
+	r->next = NULL;
+	r->done = false;
+	r->detached = true;
+	r->ev = NULL;
+	r->result = OP_OK;
+	r->now = r->now ? r->now : op_store__now_ms();
+	pthread_mutex_lock(&s->mu);
+	if (s->stopping) {
+		pthread_mutex_unlock(&s->mu);
+		op_free(r);
+		return OP_ECANCELED;
+	}
+	if (s->tail)
+		s->tail->next = r;
+	else
+		s->head = r;
+	s->tail = r;
+	s->pending++;
+	pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->mu);
+	return OP_OK;
 }
 
 op_err op_store__submit(struct op_store *s, struct op_store__req *r)

@@ -153,6 +153,8 @@ START_TEST(sync_run_returns_and_records)
 	ck_assert_int_eq(op_runtime_run(rt, "nosuch", op_test_json("{}"), NULL, 0, &out, &f),
 	                 OP_ENOTFOUND);
 	ck_assert_str_eq(f.code, "PIPELINE_NOT_FOUND");
+	/* Records of synchronous runs are written without waiting: flush first. */
+	ck_assert_int_eq(op_store_flush(op_runtime_store(rt)), OP_OK);
 	struct op_store_exec **recs;
 	size_t n;
 	ck_assert_int_eq(op_store_list_execs(op_runtime_store(rt), 10, &recs, &n), OP_OK);

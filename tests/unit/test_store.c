@@ -203,6 +203,20 @@ START_TEST(record_without_event)
 	op_store_exec_free(one);
 	op_store_execs_free(recs, n);
 	ck_assert_int_eq(op_store_record(s, NULL), OP_EINVAL);
+
+	/* Without waiting: the record is a copy, stored by the next commit. */
+	char err[32];
+	snprintf(err, sizeof(err), "%s", "boom");
+	struct op_store_exec later = {
+	    .pipeline = "sync", .version = "3", .status = "error", .error = err, .attempt = 1};
+	ck_assert_int_eq(op_store_record_nowait(s, &later), OP_OK);
+	err[0] = 'X'; /* the caller's buffers are free once it returns */
+	ck_assert_int_eq(op_store_flush(s), OP_OK);
+	ck_assert_int_eq(op_store_list_execs(s, 10, &recs, &n), OP_OK);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(recs[0]->version, "3");
+	ck_assert_str_eq(recs[0]->error, "boom");
+	op_store_execs_free(recs, n);
 	op_store_close(s);
 }
 END_TEST
