@@ -94,6 +94,8 @@ struct op_store {
 	pthread_cond_t wake;
 	struct op_store__req *head, *tail;
 	size_t pending;
+	size_t waiting;            /* pending requests a caller waits for */
+	int64_t detached_since_ms; /* when the oldest pending detached request came */
 	bool stopping, hold;
 	bool writer_started;
 	pthread_t writer;

@@ -845,6 +845,34 @@ static void reader_check(struct op_store *s)
 	s->last_reader_check = op_store__now_ms();
 }
 
+/*
+ * Requests nobody waits for (records of synchronous runs) are held up to
+ * DETACHED_DELAY_MS, or until DETACHED_BATCH of them or a waited-for request
+ * arrive, so that a stream of them costs a few commits per second rather
+ * than one per batch of a handful.
+ */
+#define DETACHED_DELAY_MS 10
+#define DETACHED_BATCH    512
+
+/* With s->mu held: true once the pending detached requests should go. */
+static bool detached_due(struct op_store *s)
+{
+	if (s->waiting > 0 || s->pending >= DETACHED_BATCH || s->stopping)
+		return true;
+	int64_t left = s->detached_since_ms + DETACHED_DELAY_MS - op_store__now_ms();
+	if (left <= 0)
+		return true;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_nsec += (long)left * 1000000L;
+	while (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&s->wake, &s->mu, &ts);
+	return false;
+}
+
 void *op_store__writer_main(void *arg)
 {
 	struct op_store *s = arg;
@@ -863,9 +891,12 @@ void *op_store__writer_main(void *arg)
 		}
 		if (s->head == NULL)
 			break;
+		if (!detached_due(s))
+			continue;
 		struct op_store__req *list = s->head;
 		s->head = s->tail = NULL;
 		s->pending = 0;
+		s->waiting = 0;
 		pthread_mutex_unlock(&s->mu);
 
 		grow(s, false);
@@ -908,6 +939,8 @@ op_err op_store__submit_detached(struct op_store *s, struct op_store__req *r)
 		op_free(r);
 		return OP_ECANCELED;
 	}
+	if (s->head == NULL || s->waiting == s->pending)
+		s->detached_since_ms = r->now;
 	if (s->tail)
 		s->tail->next = r;
 	else
@@ -940,6 +973,7 @@ op_err op_store__submit(struct op_store *s, struct op_store__req *r)
 		s->head = r;
 	s->tail = r;
 	s->pending++;
+	s->waiting++;
 	pthread_cond_signal(&s->wake);
 	while (!r->done)
 		pthread_cond_wait(&r->cv, &s->mu);
