@@ -654,69 +654,104 @@ static void rd_end(struct op_store *s, MDB_txn *t)
 	pthread_rwlock_unlock(&s->maplock);
 }
 
-op_err op_store_list_dead(struct op_store *s, const char *pipeline, size_t limit,
-                          struct op_store_event ***out, size_t *n)
+/*
+ * Walks the records of db in key order (or backwards) in one read
+ * transaction, calling visit for each until it sets *stop or returns an
+ * error. A record visit finds corrupt (OP_ECORRUPT) is skipped and handed to
+ * the writer for quarantine after the transaction.
+ */
+typedef op_err (*visit_fn)(void *ud, const MDB_val *k, const MDB_val *d, bool *stop);
+
+static op_err walk(struct op_store *s, enum op_store_db db, bool backwards, visit_fn visit,
+                   void *ud)
 {
-	struct op_store_event **v = NULL;
 	struct bad bad = {0};
 	MDB_txn *t = NULL;
 	MDB_cursor *c = NULL;
-	size_t cnt = 0;
-	*out = NULL;
-	*n = 0;
 	op_err e = rd_begin(s, &t);
 	if (e)
 		return e;
-	MDB_stat st;
-	int rc = mdb_stat(t, s->dbi[OP_STORE_DB_DEAD], &st);
-	if (rc == 0)
-		rc = mdb_cursor_open(t, s->dbi[OP_STORE_DB_DEAD], &c);
-	if (rc) {
-		e = op_store__from_mdb(rc);
-		goto out;
-	}
-	size_t cap = st.ms_entries < limit ? st.ms_entries : limit;
-	if (cap == 0)
-		goto out;
-	v = op_calloc(cap, sizeof(*v));
-	if (v == NULL) {
-		e = OP_ENOMEM;
-		goto out;
-	}
+	int rc = mdb_cursor_open(t, s->dbi[db], &c);
 	MDB_val k, d;
-	rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
-	while (rc == 0 && cnt < cap) {
-		struct op_store_event *ev;
-		e = op_store__event_read(&k, &d, &ev, NULL);
+	if (rc == 0)
+		rc = mdb_cursor_get(c, &k, &d, backwards ? MDB_LAST : MDB_FIRST);
+	bool stop = false;
+	while (rc == 0 && !stop) {
+		e = visit(ud, &k, &d, &stop);
 		if (e == OP_ECORRUPT) {
-			bad_add(&bad, OP_STORE_DB_DEAD, &k);
+			bad_add(&bad, db, &k);
 			e = OP_OK;
 		} else if (e) {
-			goto out;
-		} else if (pipeline && strcmp(pipeline, ev->pipeline) != 0) {
-			op_store_event_free(ev);
-		} else {
-			v[cnt++] = ev;
+			break;
 		}
-		rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+		rc = mdb_cursor_get(c, &k, &d, backwards ? MDB_PREV : MDB_NEXT);
 	}
-	if (rc && rc != MDB_NOTFOUND)
+	if (e == OP_OK && rc && rc != MDB_NOTFOUND)
 		e = op_store__from_mdb(rc);
-out:
 	if (c)
 		mdb_cursor_close(c);
 	rd_end(s, t);
 	bad_flush(s, &bad);
+	return e;
+}
+
+/* A growing array of decoded records, up to limit. */
+struct collect {
+	void **v;
+	size_t n, cap, limit;
+	const char *pipeline; /* filter, NULL for all */
+	uint64_t count;       /* matching records (dead_count) */
+};
+
+static op_err collect_add(struct collect *c, void *item)
+{
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 16;
+		if (cap > c->limit)
+			cap = c->limit;
+		void **v = op_realloc(c->v, cap * sizeof(*v));
+		if (v == NULL)
+			return OP_ENOMEM;
+		c->v = v;
+		c->cap = cap;
+	}
+	c->v[c->n++] = item;
+	return OP_OK;
+}
+
+static op_err visit_dead(void *ud, const MDB_val *k, const MDB_val *d, bool *stop)
+{
+	struct collect *c = ud;
+	struct op_store_event *ev;
+	op_err e = op_store__event_read(k, d, &ev, NULL);
+	if (e)
+		return e;
+	if (c->pipeline && strcmp(c->pipeline, ev->pipeline) != 0) {
+		op_store_event_free(ev);
+		return OP_OK;
+	}
+	e = collect_add(c, ev);
+	if (e)
+		op_store_event_free(ev);
+	*stop = c->n >= c->limit;
+	return e;
+}
+
+op_err op_store_list_dead(struct op_store *s, const char *pipeline, size_t limit,
+                          struct op_store_event ***out, size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	if (limit == 0)
+		return OP_OK;
+	struct collect c = {.limit = limit, .pipeline = pipeline};
+	op_err e = walk(s, OP_STORE_DB_DEAD, false, visit_dead, &c);
 	if (e) {
-		op_store_events_free(v, cnt);
+		op_store_events_free((struct op_store_event **)c.v, c.n);
 		return e;
 	}
-	if (cnt == 0) {
-		op_free(v);
-		v = NULL;
-	}
-	*out = v;
-	*n = cnt;
+	*out = (struct op_store_event **)c.v;
+	*n = c.n;
 	return OP_OK;
 }
 
@@ -745,110 +780,58 @@ out:
 	return e;
 }
 
-op_err op_store_dead_count(struct op_store *s, const char *pipeline, uint64_t *n)
+static op_err visit_count(void *ud, const MDB_val *k, const MDB_val *d, bool *stop)
 {
-	struct bad bad = {0};
-	MDB_txn *t = NULL;
-	MDB_cursor *c = NULL;
-	uint64_t cnt = 0;
-	*n = 0;
-	op_err e = rd_begin(s, &t);
+	(void)stop;
+	struct collect *c = ud;
+	struct op_store_event *ev;
+	op_err e = op_store__event_read(k, d, &ev, NULL);
 	if (e)
 		return e;
-	int rc = mdb_cursor_open(t, s->dbi[OP_STORE_DB_DEAD], &c);
-	if (rc) {
-		e = op_store__from_mdb(rc);
-		goto out;
-	}
-	MDB_val k, d;
-	rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
-	while (rc == 0) {
-		struct op_store_event *ev;
-		e = op_store__event_read(&k, &d, &ev, NULL);
-		if (e == OP_ECORRUPT) {
-			bad_add(&bad, OP_STORE_DB_DEAD, &k);
-			e = OP_OK;
-		} else if (e) {
-			goto out;
-		} else {
-			if (pipeline == NULL || strcmp(pipeline, ev->pipeline) == 0)
-				cnt++;
-			op_store_event_free(ev);
-		}
-		rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
-	}
-	if (rc && rc != MDB_NOTFOUND)
-		e = op_store__from_mdb(rc);
-out:
-	if (c)
-		mdb_cursor_close(c);
-	rd_end(s, t);
-	bad_flush(s, &bad);
+	if (c->pipeline == NULL || strcmp(c->pipeline, ev->pipeline) == 0)
+		c->count++;
+	op_store_event_free(ev);
+	return OP_OK;
+}
+
+op_err op_store_dead_count(struct op_store *s, const char *pipeline, uint64_t *n)
+{
+	struct collect c = {.pipeline = pipeline};
+	*n = 0;
+	op_err e = walk(s, OP_STORE_DB_DEAD, false, visit_count, &c);
 	if (e == OP_OK)
-		*n = cnt;
+		*n = c.count;
+	return e;
+}
+
+static op_err visit_exec(void *ud, const MDB_val *k, const MDB_val *d, bool *stop)
+{
+	struct collect *c = ud;
+	struct op_store_exec *rec;
+	op_err e = op_store__exec_read(k, d, &rec);
+	if (e)
+		return e;
+	e = collect_add(c, rec);
+	if (e)
+		op_store_exec_free(rec);
+	*stop = c->n >= c->limit;
 	return e;
 }
 
 op_err op_store_list_execs(struct op_store *s, size_t limit, struct op_store_exec ***out, size_t *n)
 {
-	struct op_store_exec **v = NULL;
-	struct bad bad = {0};
-	MDB_txn *t = NULL;
-	MDB_cursor *c = NULL;
-	size_t cnt = 0;
 	*out = NULL;
 	*n = 0;
-	op_err e = rd_begin(s, &t);
-	if (e)
-		return e;
-	MDB_stat st;
-	int rc = mdb_stat(t, s->dbi[OP_STORE_DB_EXECS], &st);
-	if (rc == 0)
-		rc = mdb_cursor_open(t, s->dbi[OP_STORE_DB_EXECS], &c);
-	if (rc) {
-		e = op_store__from_mdb(rc);
-		goto out;
-	}
-	size_t cap = st.ms_entries < limit ? st.ms_entries : limit;
-	if (cap == 0)
-		goto out;
-	v = op_calloc(cap, sizeof(*v));
-	if (v == NULL) {
-		e = OP_ENOMEM;
-		goto out;
-	}
-	MDB_val k, d;
-	rc = mdb_cursor_get(c, &k, &d, MDB_LAST);
-	while (rc == 0 && cnt < cap) {
-		struct op_store_exec *rec;
-		e = op_store__exec_read(&k, &d, &rec);
-		if (e == OP_ECORRUPT) {
-			bad_add(&bad, OP_STORE_DB_EXECS, &k);
-			e = OP_OK;
-		} else if (e) {
-			goto out;
-		} else {
-			v[cnt++] = rec;
-		}
-		rc = mdb_cursor_get(c, &k, &d, MDB_PREV);
-	}
-	if (rc && rc != MDB_NOTFOUND)
-		e = op_store__from_mdb(rc);
-out:
-	if (c)
-		mdb_cursor_close(c);
-	rd_end(s, t);
-	bad_flush(s, &bad);
+	if (limit == 0)
+		return OP_OK;
+	struct collect c = {.limit = limit};
+	op_err e = walk(s, OP_STORE_DB_EXECS, true, visit_exec, &c);
 	if (e) {
-		op_store_execs_free(v, cnt);
+		op_store_execs_free((struct op_store_exec **)c.v, c.n);
 		return e;
 	}
-	if (cnt == 0) {
-		op_free(v);
-		v = NULL;
-	}
-	*out = v;
-	*n = cnt;
+	*out = (struct op_store_exec **)c.v;
+	*n = c.n;
 	return OP_OK;
 }
 
