@@ -256,6 +256,74 @@ static bool header_of(void *ud, const char *name, const char **val, size_t *len)
 	return false;
 }
 
+static void count_code(struct op_daemon *dm, int status);
+
+/* The answer of an async trigger once its enqueue ended with rc. */
+static void accepted_answer(op_err rc, const char *id, struct op_http_response *resp)
+{
+	op_err e = rc;
+	if (rc == OP_EFULL) {
+		e = op_http_respond_error(resp, 503, "QUEUE_FULL",
+		                          "the pipeline's queue or the store is full; retry later");
+		if (e == OP_OK)
+			e = op_http_response_header(resp, "Retry-After", "1");
+	} else if (rc == OP_OK) {
+		e = op_http_trigger_respond_accepted(id, resp);
+	} else {
+		int status = op_http_status_for(rc);
+		e = op_http_respond_error(resp, status, "NOT_ACCEPTED", op_err_str(rc));
+	}
+	if (e != OP_OK) {
+		op_http_response_fini(resp);
+		resp->status = 503; /* out of memory: an empty 503 */
+	}
+}
+
+/* An async request waiting for its durable commit (the connection is suspended). */
+struct accept_wait {
+	struct op_daemon *dm;
+	struct op_http_deferred *d;
+};
+
+static void on_accepted(void *ud, op_err rc, const char *id)
+{
+	struct accept_wait *w = ud;
+	struct op_http_response resp = {0};
+	accepted_answer(rc, id, &resp);
+	count_code(w->dm, resp.status);
+	op_http_complete(w->d, &resp);
+	op_free(w);
+}
+
+/*
+ * Enqueues an async trigger's event and answers 202 once it is committed.
+ * The handler thread does not wait for the disk: the answer is deferred
+ * and sent from the store's writer thread, so hundreds of requests share
+ * one commit. Without memory for that it waits, as a last resort.
+ */
+static op_err submit_async(struct op_daemon *dm, const struct op_http_request *req,
+                           const char *pipeline, const cJSON *msg, const cJSON *data,
+                           struct op_http_response *resp)
+{
+	struct accept_wait *w = op_malloc(sizeof(*w));
+	struct op_http_deferred *d = w ? op_http_defer(req) : NULL;
+	if (d == NULL) {
+		op_free(w);
+		char id[OP_UUID_LEN + 1];
+		op_err rc = op_runtime_submit(dm->rt, pipeline, msg, data, id);
+		accepted_answer(rc, id, resp);
+		return OP_OK;
+	}
+	*w = (struct accept_wait){dm, d};
+	op_err rc = op_runtime_submit_cb(dm->rt, pipeline, msg, data, on_accepted, w);
+	if (rc) {
+		/* Refused before the store saw it: answer now, through the token. */
+		on_accepted(w, rc, "");
+	}
+	resp->deferred = true;
+	return OP_OK;
+}
+
 static op_err dispatch(struct op_daemon *dm, const struct op_http_request *req,
                        const struct route_target *tg, const cJSON *params,
                        struct op_http_response *resp)
@@ -295,20 +363,10 @@ static op_err dispatch(struct op_daemon *dm, const struct op_http_request *req,
 		return rc;
 	}
 	if (t->mode == OP_HTTP_ASYNC) {
-		char id[OP_UUID_LEN + 1];
-		rc = op_runtime_submit(dm->rt, tg->pipeline, msg, data, id);
+		rc = submit_async(dm, req, tg->pipeline, msg, data, resp);
 		cJSON_Delete(msg);
 		cJSON_Delete(data);
-		if (rc == OP_EFULL) {
-			rc = op_http_respond_error(
-			    resp, 503, "QUEUE_FULL",
-			    "the pipeline's queue or the store is full; retry "
-			    "later");
-			if (rc == OP_OK)
-				rc = op_http_response_header(resp, "Retry-After", "1");
-			return rc;
-		}
-		return rc ? rc : op_http_trigger_respond_accepted(id, resp);
+		return rc;
 	}
 	cJSON *out = NULL;
 	struct op_fail f;
@@ -351,7 +409,8 @@ static op_err http_handler(const struct op_http_request *req, struct op_http_res
 	}
 	op_http_match_fini(&m);
 	routes_put(dm, r);
-	count_code(dm, rc == OP_OK ? resp->status : op_http_status_for(rc));
+	if (!(rc == OP_OK && resp->deferred)) /* deferred ones count when answered */
+		count_code(dm, rc == OP_OK ? resp->status : op_http_status_for(rc));
 	return rc;
 }
 

@@ -579,6 +579,51 @@ op_err op_runtime_submit(struct op_runtime *rt, const char *pipeline, const cJSO
 	return rc;
 }
 
+struct submit_wait {
+	struct op_runtime *rt;
+	void (*done)(void *ud, op_err rc, const char *id);
+	void *ud;
+};
+
+static void submitted(void *arg, op_err rc, const char *id)
+{
+	struct submit_wait *w = arg;
+	struct op_runtime *rt = w->rt;
+	if (rc == OP_OK) {
+		pthread_mutex_lock(&rt->mu);
+		rt->wake++;
+		pthread_cond_signal(&rt->cv);
+		pthread_mutex_unlock(&rt->mu);
+	}
+	w->done(w->ud, rc, id);
+	op_free(w);
+}
+
+op_err op_runtime_submit_cb(struct op_runtime *rt, const char *pipeline, const cJSON *message,
+                            const cJSON *trigger, void (*done)(void *ud, op_err rc, const char *id),
+                            void *ud)
+{
+	struct op_runtime_set *set = op_runtime_get(rt);
+	bool known = op_engine_find(set->e, pipeline) != NULL;
+	op_runtime_put(rt, set);
+	if (!known)
+		return OP_ENOTFOUND;
+	struct submit_wait *w = op_malloc(sizeof(*w));
+	char *payload = op_json_print(message, OP_JSON_COMPACT);
+	char *trig = trigger ? op_json_print(trigger, OP_JSON_COMPACT) : NULL;
+	op_err rc = OP_ENOMEM;
+	if (w && payload && (trigger == NULL || trig)) {
+		*w = (struct submit_wait){rt, done, ud};
+		rc = op_store_enqueue_cb(rt->store, pipeline, trig, payload, strlen(payload), 0,
+		                         submitted, w);
+	}
+	if (rc)
+		op_free(w);
+	op_free(payload);
+	op_free(trig);
+	return rc;
+}
+
 op_err op_runtime_run(struct op_runtime *rt, const char *pipeline, cJSON *message,
                       const cJSON *trigger, long long timeout_ms, cJSON **out, struct op_fail *f)
 {

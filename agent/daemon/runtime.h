@@ -76,6 +76,15 @@ op_err op_runtime_submit(struct op_runtime *rt, const char *pipeline, const cJSO
                          const cJSON *trigger, char id[OP_UUID_LEN + 1]) OP_WUR;
 
 /*
+ * op_runtime_submit without waiting for the commit: done(ud, result, id) is
+ * called once, on the store's writer thread, when the event is committed
+ * (OP_OK) or refused. A non-OK return means done will not be called.
+ */
+op_err op_runtime_submit_cb(struct op_runtime *rt, const char *pipeline, const cJSON *message,
+                            const cJSON *trigger, void (*done)(void *ud, op_err rc, const char *id),
+                            void *ud) OP_WUR;
+
+/*
  * Runs pipeline on message (taken) on the calling thread and records the
  * execution, within timeout_ms when that is tighter than the pipeline's
  * timeout (0: the pipeline's). On OP_OK *out is the result (caller deletes); otherwise f says

@@ -55,13 +55,30 @@ struct op_http_server {
 	size_t key_len;
 };
 
+/*
+ * A deferred answer: made by op_http_defer(), completed once by
+ * op_http_complete(), queued by on_request() when MHD calls it again after
+ * the resume. The lock orders "suspend" before "resume" whatever the threads.
+ */
+struct op_http_deferred {
+	pthread_mutex_t mu;
+	struct op_http_server *s;
+	struct MHD_Connection *c;
+	bool suspended; /* the connection is suspended, waiting for us */
+	bool done;      /* resp holds the answer */
+	struct op_http_response resp;
+};
+
 struct reqstate {
 	struct op_buf body;
 	bool too_large; /* the body passed max_body; it is being dropped */
 	size_t dropped;
 	bool nomem;
-	bool counted;  /* in s->inflight until completed */
-	bool answered; /* a response was queued early; ignore the rest */
+	bool counted;                 /* in s->inflight until completed */
+	bool answered;                /* a response was queued early; ignore the rest */
+	struct op_http_deferred *def; /* a deferred answer, until queued */
+	struct MHD_Connection *conn;  /* for op_http_defer() */
+	struct op_http_server *server;
 };
 
 uint64_t op_http_now_ms(void)
@@ -500,6 +517,56 @@ static void remote_addr(struct MHD_Connection *c, char *out, size_t outlen)
 		          out, (socklen_t)outlen);
 }
 
+struct op_http_deferred *op_http_defer(const struct op_http_request *req)
+{
+	struct reqstate *st = req->conn;
+	if (st == NULL || st->def)
+		return NULL;
+	struct op_http_deferred *d = op_calloc(1, sizeof(*d));
+	if (d == NULL || pthread_mutex_init(&d->mu, NULL) != 0) {
+		op_free(d);
+		return NULL;
+	}
+	d->s = st->server;
+	d->c = st->conn;
+	st->def = d;
+	return d;
+}
+
+void op_http_complete(struct op_http_deferred *d, struct op_http_response *resp)
+{
+	pthread_mutex_lock(&d->mu);
+	d->resp = *resp;
+	memset(resp, 0, sizeof(*resp));
+	d->done = true;
+	if (d->suspended)
+		MHD_resume_connection(d->c); /* MHD calls on_request() again */
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* Queues a completed deferred answer and frees the token. */
+static enum MHD_Result queue_deferred(struct op_http_server *s, struct MHD_Connection *c,
+                                      struct reqstate *st)
+{
+	struct op_http_deferred *d = st->def;
+	st->def = NULL;
+	struct op_http_response *r = &d->resp;
+	enum MHD_Result ret;
+	if (r->status < 100 || r->status > 999) {
+		ret = queue_error(s, c, 500, "internal", "the deferred answer has no valid status",
+		                  false);
+	} else {
+		char *body = r->body;
+		r->body = NULL;
+		ret = queue(s, c, r->status, body, r->body_len, r->content_type, r->headers, NULL,
+		            false);
+	}
+	op_http_response_fini(r);
+	pthread_mutex_destroy(&d->mu);
+	op_free(d);
+	return ret;
+}
+
 static enum MHD_Result dispatch(struct op_http_server *s, struct MHD_Connection *c, const char *url,
                                 const char *method, struct reqstate *st)
 {
@@ -539,7 +606,10 @@ static enum MHD_Result dispatch(struct op_http_server *s, struct MHD_Connection 
 	    .remote_addr = addr,
 	    .deadline_ms = op_http_now_ms() + s->request_ms,
 	    .stopping = &s->stopping,
+	    .conn = st,
 	};
+	st->conn = c;
+	st->server = s;
 
 	/* Counted until on_completed(): stop waits for the answer to be sent, too. */
 	pthread_mutex_lock(&s->mu);
@@ -548,6 +618,21 @@ static enum MHD_Result dispatch(struct op_http_server *s, struct MHD_Connection 
 	st->counted = true;
 	op_err e = s->h(&req, &resp, s->ud);
 
+	if (e == OP_OK && resp.deferred && st->def) {
+		struct op_http_deferred *d = st->def;
+		pthread_mutex_lock(&d->mu);
+		if (d->done) {
+			/* Already answered on another thread: send it now. */
+			pthread_mutex_unlock(&d->mu);
+			ret = queue_deferred(s, c, st);
+		} else {
+			d->suspended = true;
+			MHD_suspend_connection(c);
+			pthread_mutex_unlock(&d->mu);
+			ret = MHD_YES;
+		}
+		goto out;
+	}
 	if (resp.status == 0) {
 		int status = e == OP_OK ? 500 : op_http_status_for(e);
 		const char *msg = e == OP_OK ? "the handler produced no response" : op_err_str(e);
@@ -634,6 +719,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		}
 		return MHD_YES;
 	}
+	if (st->def) {
+		/* Called again after op_http_complete() resumed us. */
+		bool done;
+		pthread_mutex_lock(&st->def->mu);
+		done = st->def->done;
+		pthread_mutex_unlock(&st->def->mu);
+		return done ? queue_deferred(s, c, st) : MHD_YES;
+	}
 	if (st->answered)
 		return MHD_YES;
 	st->answered = true;
@@ -658,6 +751,15 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		s->inflight--;
 		pthread_cond_broadcast(&s->cv);
 		pthread_mutex_unlock(&s->mu);
+	}
+	if (st->def) {
+		/* Closed after the resume but before the answer went out: the
+		 * completer has finished with the token (it resumes under the lock). */
+		pthread_mutex_lock(&st->def->mu);
+		pthread_mutex_unlock(&st->def->mu);
+		op_http_response_fini(&st->def->resp);
+		pthread_mutex_destroy(&st->def->mu);
+		op_free(st->def);
 	}
 	op_buf_fini(&st->body);
 	op_free(st);
@@ -772,8 +874,8 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 	unsigned client_timeout =
 	    o->client_timeout ? o->client_timeout : OP_HTTP_DEFAULT_CLIENT_TIMEOUT;
 	const char *host = o->host ? o->host : "127.0.0.1";
-	unsigned flags =
-	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_TURBO;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+	                 MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME;
 
 	if (h == NULL || threads > 256) {
 		fail(err, errlen, "%s: a handler and 1 to 256 threads are required", s->name);

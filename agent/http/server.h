@@ -55,6 +55,7 @@ struct op_http_request {
 	const char *remote_addr;     /* "127.0.0.1" or "::1" */
 	uint64_t deadline_ms;        /* op_http_now_ms() value by which to answer */
 	const atomic_bool *stopping; /* atomic_load: true once the server is stopping */
+	void *conn;                  /* the server's, for op_http_defer() */
 };
 
 /*
@@ -68,7 +69,22 @@ struct op_http_response {
 	char *body;
 	size_t body_len;
 	char content_type[128];
+	/* Set by the handler after op_http_defer(): the answer comes later
+	 * through op_http_complete(); everything else here is ignored. */
+	bool deferred;
 };
+
+/*
+ * A request whose answer comes later, from any thread (e.g. after a durable
+ * commit): the handler calls op_http_defer(req), hands the token to whoever
+ * will answer, sets resp->deferred and returns at once; the connection is
+ * suspended meanwhile, so a handler thread never waits for a disk. The
+ * token must be completed exactly once.
+ */
+struct op_http_deferred;
+struct op_http_deferred *op_http_defer(const struct op_http_request *req);
+/* Answers a deferred request with resp (taken, as from a handler). */
+void op_http_complete(struct op_http_deferred *d, struct op_http_response *resp);
 
 /*
  * Called once per complete request on an MHD thread, concurrently from up

@@ -462,6 +462,43 @@ op_err op_store_enqueue(struct op_store *s, const char *pipeline, const char *tr
 	return e;
 }
 
+op_err op_store_enqueue_cb(struct op_store *s, const char *pipeline, const char *trigger,
+                           const char *payload, size_t payload_len, int64_t not_before_ms,
+                           void (*done)(void *ud, op_err rc, const char *id), void *ud)
+{
+	if (done == NULL || !op_store__name_ok(pipeline, OP_STORE_NAME_MAX) ||
+	    (payload == NULL && payload_len) || not_before_ms < 0 ||
+	    (trigger && strlen(trigger) > 65536))
+		return OP_EINVAL;
+	if (payload_len > UINT32_MAX / 2 || payload_len > s->opts.queue_max_bytes)
+		return OP_ELIMIT;
+	size_t np = strlen(pipeline) + 1, nt = trigger ? strlen(trigger) + 1 : 0;
+	struct op_store__req *r = op_calloc(1, sizeof(*r) + np + nt + payload_len + 1);
+	if (r == NULL)
+		return OP_ENOMEM;
+	char *at = (char *)(r + 1);
+	r->pipeline = memcpy(at, pipeline, np);
+	at += np;
+	if (trigger) {
+		r->trigger = memcpy(at, trigger, nt);
+		at += nt;
+	}
+	if (payload_len)
+		memcpy(at, payload, payload_len);
+	r->payload = at;
+	r->payload_len = payload_len;
+	r->op = OP_STORE__ENQUEUE;
+	r->t = not_before_ms;
+	r->done_cb = done;
+	r->done_ud = ud;
+	op_err e = op_uuid_v4(r->id);
+	if (e) {
+		op_free(r);
+		return e;
+	}
+	return op_store__submit_detached(s, r);
+}
+
 op_err op_store_take(struct op_store *s, const char *pipeline, int64_t now_ms,
                      struct op_store_event **out)
 {

@@ -133,6 +133,16 @@ op_err op_store_enqueue(struct op_store *s, const char *pipeline, const char *tr
                         char id_out[OP_UUID_LEN + 1]) OP_WUR;
 
 /*
+ * op_store_enqueue without waiting: the arguments are copied and done(ud,
+ * result, id) is called once, on the writer thread, after the commit (result
+ * as op_store_enqueue's) — keep it short. A non-OK return means done will not
+ * be called. For callers that must not block on the disk (HTTP handlers).
+ */
+op_err op_store_enqueue_cb(struct op_store *s, const char *pipeline, const char *trigger,
+                           const char *payload, size_t payload_len, int64_t not_before_ms,
+                           void (*done)(void *ud, op_err rc, const char *id), void *ud) OP_WUR;
+
+/*
  * Moves the earliest due event (not_before <= now_ms; FIFO among equals) of
  * pipeline, or of all pipelines if pipeline is NULL, into flight (a lease)
  * and returns it in *out (caller frees). now_ms 0: the current time.

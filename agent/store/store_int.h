@@ -67,6 +67,10 @@ struct op_store__req {
 	op_err result;
 	bool done;
 	bool detached; /* nobody waits: the writer frees it (op_free) once applied */
+	/* detached with a completion: called on the writer thread, outside its
+	 * lock, after the commit (or the failure), before the request is freed */
+	void (*done_cb)(void *ud, op_err rc, const char *id);
+	void *done_ud;
 	pthread_cond_t cv;
 	/* effects on the counters */
 	struct op_store__delta d[OP_STORE__MAXDELTA];

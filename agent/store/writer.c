@@ -905,11 +905,15 @@ void *op_store__writer_main(void *arg)
 			reader_check(s);
 
 		pthread_mutex_lock(&s->mu);
+		struct op_store__req *cbs = NULL;
 		while (list) {
 			struct op_store__req *next = list->next;
 			if (list->result == OP_EFULL)
 				s->full++;
-			if (list->detached) {
+			if (list->detached && list->done_cb) {
+				list->next = cbs;
+				cbs = list;
+			} else if (list->detached) {
 				if (list->result != OP_OK)
 					OP_LOGW("an execution record was not stored: %s",
 					        op_err_str(list->result));
@@ -919,6 +923,16 @@ void *op_store__writer_main(void *arg)
 				pthread_cond_signal(&list->cv);
 			}
 			list = next;
+		}
+		if (cbs) {
+			pthread_mutex_unlock(&s->mu);
+			while (cbs) {
+				struct op_store__req *next = cbs->next;
+				cbs->done_cb(cbs->done_ud, cbs->result, cbs->id);
+				op_free(cbs);
+				cbs = next;
+			}
+			pthread_mutex_lock(&s->mu);
 		}
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -939,7 +953,9 @@ op_err op_store__submit_detached(struct op_store *s, struct op_store__req *r)
 		op_free(r);
 		return OP_ECANCELED;
 	}
-	if (s->head == NULL || s->waiting == s->pending)
+	if (r->done_cb)
+		s->waiting++; /* someone waits for it, if not on this thread */
+	else if (s->head == NULL || s->waiting == s->pending)
 		s->detached_since_ms = r->now;
 	if (s->tail)
 		s->tail->next = r;
