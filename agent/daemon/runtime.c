@@ -36,7 +36,8 @@ struct op_runtime_set {
 /* Executions running per pipeline, for settings.concurrency. */
 struct running {
 	char *name;
-	long long n;
+	long long n;    /* executions running */
+	long long held; /* taken into rt->ready, not started yet */
 };
 
 struct op_runtime {
@@ -48,6 +49,7 @@ struct op_runtime {
 	pthread_cond_t cv;      /* work may be available, or stopping */
 	pthread_cond_t idle_cv; /* an execution ended */
 	struct op_runtime_set *set;
+	struct op_store_event *ready, *ready_tail; /* taken, slot held, not yet run */
 	struct running *run;
 	size_t nrun, caprun;
 	uint64_t wake;       /* bumped by submits and retries */
@@ -293,8 +295,10 @@ static void execute(struct op_runtime *rt, const struct op_pipeline *p, const st
 	rec.duration_ms = now_ms() - rec.start_ms;
 	op_err sr;
 	if (rc == OP_OK) {
+		/* The lease ends with the next commit; a crash before it means
+		 * one more run, which at-least-once allows. */
 		rec.status = "success";
-		sr = op_store_ack(rt->store, ev->id, &rec);
+		sr = op_store_ack_nowait(rt->store, ev->id, &rec);
 		if (sr == OP_OK)
 			count(rt, &rt->counts.succeeded);
 	} else {
@@ -345,13 +349,17 @@ out:
 	cJSON_Delete(trigger);
 }
 
+/* Most events one take moves into flight (they wait in rt->ready). */
+#define TAKE_BATCH 32
+
 /*
- * Takes one due event from a pipeline of the set that is below its
- * concurrency, starting after the last pipeline served. Sets *queued when
- * some queue holds events (due or not).
+ * Takes due events of a pipeline of the set that is below its concurrency,
+ * starting after the last pipeline served: one to run now in *ev (its slot
+ * counted), up to TAKE_BATCH more onto rt->ready (held: taken into flight,
+ * run as slots free up). Sets *queued when some queue holds events.
  */
 static op_err take_one(struct op_runtime *rt, struct op_runtime_set *set,
-                       const struct op_pipeline **pp, struct op_store_event **ev, bool *queued)
+                       struct op_store_event **ev, bool *queued)
 {
 	size_t n = op_engine_count(set->e);
 	pthread_mutex_lock(&rt->mu);
@@ -367,51 +375,123 @@ static op_err take_one(struct op_runtime *rt, struct op_runtime_set *set,
 		*queued = true;
 		pthread_mutex_lock(&rt->mu);
 		struct running *r = running_of(rt, p->name);
-		bool room = r && r->n < p->settings.concurrency && !rt->stopping;
-		if (room)
-			r->n++;
+		long long want = 0;
+		if (r && !rt->stopping && r->n < p->settings.concurrency) {
+			want = TAKE_BATCH - r->held;
+			if ((uint64_t)want > events)
+				want = (long long)events;
+		}
+		if (want > 0)
+			r->n++; /* the slot of the one that runs now */
 		pthread_mutex_unlock(&rt->mu);
-		if (!room)
+		if (want <= 0)
 			continue;
-		op_err rc = op_store_take(rt->store, p->name, 0, ev);
-		if (rc == OP_OK) {
-			*pp = p;
+		struct op_store_event *evs[TAKE_BATCH];
+		size_t got = 0;
+		op_err rc = op_store_take_n(rt->store, p->name, 0, evs, (size_t)want, &got);
+		pthread_mutex_lock(&rt->mu);
+		if (got == 0)
+			r->n--;
+		for (size_t i = 1; i < got; i++) {
+			evs[i]->next_ready = NULL;
+			if (rt->ready_tail)
+				rt->ready_tail->next_ready = evs[i];
+			else
+				rt->ready = evs[i];
+			rt->ready_tail = evs[i];
+			r->held++;
+		}
+		if (got > 1) {
+			rt->wake++;
+			pthread_cond_broadcast(&rt->cv);
+		}
+		pthread_mutex_unlock(&rt->mu);
+		if (got > 0) {
+			*ev = evs[0];
 			return OP_OK;
 		}
-		pthread_mutex_lock(&rt->mu);
-		r->n--;
-		pthread_mutex_unlock(&rt->mu);
-		if (rc != OP_ENOTFOUND && rc != OP_EBUSY)
-			OP_LOGE("%s: cannot take an event from the queue: %s", p->name,
+		if (rc != OP_OK && rc != OP_ENOTFOUND && rc != OP_EBUSY)
+			OP_LOGE("%s: cannot take events from the queue: %s", p->name,
 			        op_err_str(rc));
 	}
 	return OP_ENOTFOUND;
+}
+
+/*
+ * The first held event whose pipeline has a free slot (the slot is taken),
+ * or NULL. Under rt->mu. A pipeline no longer deployed always has room (its
+ * event is dead-lettered by run_event).
+ */
+static struct op_store_event *ready_pop(struct op_runtime *rt, const struct op_runtime_set *set)
+{
+	struct op_store_event *prev = NULL;
+	for (struct op_store_event *ev = rt->ready; ev; prev = ev, ev = ev->next_ready) {
+		struct running *r = running_of(rt, ev->pipeline);
+		const struct op_pipeline *p = set ? op_engine_find(set->e, ev->pipeline) : NULL;
+		if (set && r && p && r->n >= p->settings.concurrency)
+			continue;
+		if (prev)
+			prev->next_ready = ev->next_ready;
+		else
+			rt->ready = ev->next_ready;
+		if (rt->ready_tail == ev)
+			rt->ready_tail = prev;
+		ev->next_ready = NULL;
+		if (r) {
+			r->held--;
+			r->n++;
+		}
+		return ev;
+	}
+	return NULL;
+}
+
+/* Runs ev on the set's pipeline of that name, or dead-letters it if gone. */
+static void run_event(struct op_runtime *rt, struct op_runtime_set *set, struct op_store_event *ev)
+{
+	const struct op_pipeline *p = op_engine_find(set->e, ev->pipeline);
+	if (p == NULL) {
+		char err[256];
+		snprintf(err, sizeof(err), "PIPELINE_GONE: no pipeline named \"%s\" is deployed",
+		         ev->pipeline);
+		struct op_store_exec rec = {.pipeline = ev->pipeline,
+		                            .status = "error",
+		                            .error = err,
+		                            .attempt = ev->attempt,
+		                            .start_ms = now_ms()};
+		memcpy(rec.event_id, ev->id, sizeof(rec.event_id));
+		if (op_uuid_v4(rec.id) == OP_OK &&
+		    op_store_dead(rt->store, ev->id, err, &rec) == OP_OK)
+			count(rt, &rt->counts.dead);
+		return;
+	}
+	execute(rt, p, set->e, ev);
 }
 
 static void *worker_main(void *arg)
 {
 	struct op_runtime *rt = arg;
 	for (;;) {
+		struct op_runtime_set *set = op_runtime_get(rt);
 		pthread_mutex_lock(&rt->mu);
 		if (rt->stopping) {
 			pthread_mutex_unlock(&rt->mu);
+			op_runtime_put(rt, set);
 			break;
 		}
 		uint64_t seen = rt->wake;
+		struct op_store_event *ev = ready_pop(rt, set);
 		pthread_mutex_unlock(&rt->mu);
 
-		struct op_runtime_set *set = op_runtime_get(rt);
-		const struct op_pipeline *p = NULL;
-		struct op_store_event *ev = NULL;
 		bool queued = false;
-		if (take_one(rt, set, &p, &ev, &queued) == OP_OK) {
+		if (ev != NULL || take_one(rt, set, &ev, &queued) == OP_OK) {
 			pthread_mutex_lock(&rt->mu);
 			rt->active++;
 			pthread_mutex_unlock(&rt->mu);
-			execute(rt, p, set->e, ev);
+			run_event(rt, set, ev);
 			pthread_mutex_lock(&rt->mu);
 			rt->active--;
-			struct running *r = running_of(rt, p->name);
+			struct running *r = running_of(rt, ev->pipeline);
 			if (r)
 				r->n--;
 			rt->wake++; /* a concurrency slot is free again */
@@ -540,6 +620,10 @@ void op_runtime_close(struct op_runtime *rt)
 	atomic_store(&rt->stop_runs, true);
 	for (size_t i = 0; i < rt->nworkers; i++)
 		pthread_join(rt->workers[i], NULL);
+	/* Taken but never started: they stay in flight in the store, which puts
+	 * them back in their queues at the next open (attempt unchanged). */
+	for (struct op_store_event *ev; (ev = ready_pop(rt, NULL)) != NULL;)
+		op_store_event_free(ev);
 	op_free(rt->workers);
 	op_store_close(rt->store);
 	if (rt->set)
@@ -686,7 +770,8 @@ bool op_runtime_busy(struct op_runtime *rt, const char *pipeline)
 	bool running = false;
 	pthread_mutex_lock(&rt->mu);
 	for (size_t i = 0; i < rt->nrun && !running; i++)
-		running = strcmp(rt->run[i].name, pipeline) == 0 && rt->run[i].n > 0;
+		running =
+		    strcmp(rt->run[i].name, pipeline) == 0 && rt->run[i].n + rt->run[i].held > 0;
 	pthread_mutex_unlock(&rt->mu);
 	return running;
 }
@@ -722,7 +807,14 @@ op_err op_runtime_wait_idle(struct op_runtime *rt, int64_t timeout_ms)
 		            st.queued == 0 && st.inflight == 0;
 		if (idle)
 			break;
-		if (pthread_cond_timedwait(&rt->idle_cv, &rt->mu, &ts) != 0) {
+		/* Acknowledgements commit after the executions end: look again
+		 * every few milliseconds, not only when an execution ends. */
+		struct timespec slice;
+		deadline_ts(5, &slice);
+		bool last = slice.tv_sec > ts.tv_sec ||
+		            (slice.tv_sec == ts.tv_sec && slice.tv_nsec >= ts.tv_nsec);
+		if (pthread_cond_timedwait(&rt->idle_cv, &rt->mu, last ? &ts : &slice) != 0 &&
+		    last) {
 			rc = OP_ETIMEOUT;
 			break;
 		}

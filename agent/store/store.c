@@ -462,6 +462,70 @@ op_err op_store_enqueue(struct op_store *s, const char *pipeline, const char *tr
 	return e;
 }
 
+/* Bytes of s with its NUL, 0 for NULL. */
+static size_t str_size(const char *s)
+{
+	return s ? strlen(s) + 1 : 0;
+}
+
+/* Copies s into *at and advances it; NULL stays NULL. */
+static char *str_put(char **at, const char *s)
+{
+	if (s == NULL)
+		return NULL;
+	size_t n = strlen(s) + 1;
+	char *d = memcpy(*at, s, n);
+	*at += n;
+	return d;
+}
+
+op_err op_store_take_n(struct op_store *s, const char *pipeline, int64_t now_ms,
+                       struct op_store_event **evs, size_t max, size_t *n)
+{
+	*n = 0;
+	if (pipeline == NULL || !op_store__name_ok(pipeline, OP_STORE_NAME_MAX) || max == 0)
+		return OP_EINVAL;
+	struct op_store__req r = {
+	    .op = OP_STORE__TAKE_N, .pipeline = pipeline, .now = now_ms, .evs = evs, .maxev = max};
+	op_err e = op_store__submit(s, &r);
+	if (e == OP_OK)
+		*n = r.nev;
+	return e;
+}
+
+op_err op_store_ack_nowait(struct op_store *s, const char *event_id,
+                           const struct op_store_exec *rec)
+{
+	if (!id_ok(event_id))
+		return OP_EINVAL;
+	struct blk {
+		struct op_store__req r;
+		struct op_store_exec rec;
+		char id[OP_UUID_LEN + 1];
+	};
+	size_t strs = rec ? str_size(rec->pipeline) + str_size(rec->version) +
+	                        str_size(rec->trigger) + str_size(rec->status) +
+	                        str_size(rec->error)
+	                  : 0;
+	struct blk *b = op_calloc(1, sizeof(*b) + strs);
+	if (b == NULL)
+		return OP_ENOMEM;
+	memcpy(b->id, event_id, OP_UUID_LEN);
+	b->r.op = OP_STORE__ACK;
+	b->r.event_id = b->id;
+	if (rec) {
+		char *at = (char *)(b + 1);
+		b->rec = *rec;
+		b->rec.pipeline = str_put(&at, rec->pipeline);
+		b->rec.version = str_put(&at, rec->version);
+		b->rec.trigger = str_put(&at, rec->trigger);
+		b->rec.status = str_put(&at, rec->status);
+		b->rec.error = str_put(&at, rec->error);
+		b->r.rec = &b->rec;
+	}
+	return op_store__submit_detached(s, &b->r);
+}
+
 op_err op_store_enqueue_cb(struct op_store *s, const char *pipeline, const char *trigger,
                            const char *payload, size_t payload_len, int64_t not_before_ms,
                            void (*done)(void *ud, op_err rc, const char *id), void *ud)
@@ -528,23 +592,6 @@ op_err op_store_record(struct op_store *s, const struct op_store_exec *rec)
 		return OP_EINVAL;
 	struct op_store__req r = {.op = OP_STORE__RECORD, .rec = rec};
 	return op_store__submit(s, &r);
-}
-
-/* Bytes of s with its NUL, 0 for NULL. */
-static size_t str_size(const char *s)
-{
-	return s ? strlen(s) + 1 : 0;
-}
-
-/* Copies s into *at and advances it; NULL stays NULL. */
-static char *str_put(char **at, const char *s)
-{
-	if (s == NULL)
-		return NULL;
-	size_t n = strlen(s) + 1;
-	char *d = memcpy(*at, s, n);
-	*at += n;
-	return d;
 }
 
 op_err op_store_flush(struct op_store *s)

@@ -52,8 +52,9 @@ struct op_store_event {
 	bool redelivered; /* was in flight when the process stopped */
 	int64_t enqueued_ms;
 	int64_t not_before_ms;
-	int64_t taken_ms; /* when it was last taken */
-	int64_t dead_ms;  /* when it was dead-lettered */
+	int64_t taken_ms;                  /* when it was last taken */
+	int64_t dead_ms;                   /* when it was dead-lettered */
+	struct op_store_event *next_ready; /* free for the caller's lists */
 };
 
 /*
@@ -151,6 +152,22 @@ op_err op_store_enqueue_cb(struct op_store *s, const char *pipeline, const char 
  */
 op_err op_store_take(struct op_store *s, const char *pipeline, int64_t now_ms,
                      struct op_store_event **out) OP_WUR;
+
+/*
+ * Takes up to max due events of pipeline (not NULL) into flight in one
+ * transaction: evs gets *n of them (caller frees each). OP_ENOTFOUND when
+ * none is due. For workers that serve many events per commit.
+ */
+op_err op_store_take_n(struct op_store *s, const char *pipeline, int64_t now_ms,
+                       struct op_store_event **evs, size_t max, size_t *n) OP_WUR;
+
+/*
+ * op_store_ack without waiting for the commit (rec is copied). A crash
+ * before the commit leaves the event in flight, so it runs again after the
+ * restart: at-least-once, as always. A failure is logged.
+ */
+op_err op_store_ack_nowait(struct op_store *s, const char *event_id,
+                           const struct op_store_exec *rec) OP_WUR;
 
 /* The execution of an in-flight event ended: removes the lease and writes
  * the execution record rec (may be NULL) in one transaction. OP_ENOTFOUND: no

@@ -39,6 +39,7 @@ enum op_store__op {
 	OP_STORE__DEL,
 	OP_STORE__QUARANTINE,
 	OP_STORE__RECORD,
+	OP_STORE__TAKE_N,
 	OP_STORE__NOP,
 };
 
@@ -64,6 +65,8 @@ struct op_store__req {
 	size_t key_len;
 	/* outputs */
 	struct op_store_event *ev;
+	struct op_store_event **evs; /* OP_STORE__TAKE_N: the caller's array of maxev */
+	size_t nev, maxev;
 	op_err result;
 	bool done;
 	bool detached; /* nobody waits: the writer frees it (op_free) once applied */

@@ -415,6 +415,23 @@ out:
 }
 
 /* Reads the event id from db into *ev; a corrupt one is quarantined. */
+/* Up to maxev due events of one pipeline into flight, in one transaction. */
+static op_err do_take_n(struct ctx *c)
+{
+	struct op_store__req *r = c->r;
+	op_err e = OP_OK;
+	while (r->nev < r->maxev) {
+		e = do_take(c);
+		if (e)
+			break;
+		r->evs[r->nev++] = r->ev;
+		r->ev = NULL;
+	}
+	if (r->nev > 0 && (e == OP_ENOTFOUND || e == OP_EBUSY))
+		e = OP_OK;
+	return e;
+}
+
 static op_err get_event(struct ctx *c, enum op_store_db db, struct op_store_event **ev,
                         uint64_t *seq)
 {
@@ -599,6 +616,8 @@ static op_err apply(struct ctx *c)
 		return do_del(c);
 	case OP_STORE__RECORD:
 		return write_exec(c, c->r->rec);
+	case OP_STORE__TAKE_N:
+		return do_take_n(c);
 	case OP_STORE__QUARANTINE:
 		return do_quarantine(c);
 	case OP_STORE__NOP:
@@ -607,10 +626,20 @@ static op_err apply(struct ctx *c)
 	return OP_EINTERNAL;
 }
 
+static void req_evs_free(struct op_store__req *r)
+{
+	for (size_t i = 0; i < r->nev; i++) {
+		op_store_event_free(r->evs[i]);
+		r->evs[i] = NULL;
+	}
+	r->nev = 0;
+}
+
 static void req_reset(struct op_store__req *r)
 {
 	op_store_event_free(r->ev);
 	r->ev = NULL;
+	req_evs_free(r);
 	r->result = OP_OK;
 	r->nd = 0;
 	r->d_inflight = r->d_dead = r->d_quar = 0;
@@ -767,6 +796,8 @@ static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *ma
 			op_store_event_free(r->ev);
 			r->ev = NULL;
 		}
+		if (r->result != OP_OK)
+			req_evs_free(r);
 		if (c.mapfull && s->mapsize < s->opts.map_max) {
 			/* Grow and run the whole batch again. */
 			mdb_txn_abort(t);
@@ -915,7 +946,8 @@ void *op_store__writer_main(void *arg)
 				cbs = list;
 			} else if (list->detached) {
 				if (list->result != OP_OK)
-					OP_LOGW("an execution record was not stored: %s",
+					OP_LOGW("a write nobody waited for (an acknowledgement or "
+					        "a record) failed: %s",
 					        op_err_str(list->result));
 				op_free(list);
 			} else {

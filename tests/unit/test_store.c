@@ -221,6 +221,39 @@ START_TEST(record_without_event)
 }
 END_TEST
 
+/* Workers take events in batches and acknowledge without waiting. */
+START_TEST(take_many_ack_without_waiting)
+{
+	struct op_store_opts o = {0};
+	struct op_store *s = open_opts(&o);
+	for (int i = 0; i < 10; i++)
+		enq(s, "batch", "{}", 0, NULL);
+	enq(s, "other", "{}", 0, NULL);
+	struct op_store_event *evs[16];
+	size_t n = 0;
+	ck_assert_int_eq(op_store_take_n(s, "batch", 0, evs, 4, &n), OP_OK);
+	ck_assert_uint_eq(n, 4);
+	ck_assert_int_eq(op_store_take_n(s, "batch", 0, evs + 4, 12, &n), OP_OK);
+	ck_assert_uint_eq(n, 6); /* only this pipeline's */
+	ck_assert_int_eq(op_store_take_n(s, "batch", 0, evs, 4, &n), OP_ENOTFOUND);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_uint_eq(depth(s, "batch"), 0);
+	ck_assert_uint_eq(depth(s, "other"), 1);
+	ck_assert_int_eq(op_store_take_n(s, NULL, 0, evs, 4, &n), OP_EINVAL);
+	for (int i = 0; i < 10; i++) {
+		struct op_store_exec rec = {.pipeline = "batch", .status = "success", .attempt = 1};
+		memcpy(rec.event_id, evs[i]->id, sizeof(rec.event_id));
+		ck_assert_int_eq(op_store_ack_nowait(s, evs[i]->id, &rec), OP_OK);
+		op_store_event_free(evs[i]);
+	}
+	ck_assert_int_eq(op_store_flush(s), OP_OK);
+	struct op_store_stats st = stats(s);
+	ck_assert_uint_eq(st.inflight, 0);
+	ck_assert_uint_eq(st.entries[OP_STORE_DB_EXECS], 10);
+	op_store_close(s);
+}
+END_TEST
+
 START_TEST(order_by_not_before)
 {
 	struct op_store *s = open_default();
@@ -943,6 +976,7 @@ static Suite *store_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, round_trip);
 	tcase_add_test(tc, order_by_not_before);
+	tcase_add_test(tc, take_many_ack_without_waiting);
 	tcase_add_test(tc, record_without_event);
 	tcase_add_test(tc, group_commit_batches);
 	tcase_add_test(tc, batch_isolates_failures);
