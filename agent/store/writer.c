@@ -985,9 +985,10 @@ op_err op_store__submit_detached(struct op_store *s, struct op_store__req *r)
 		op_free(r);
 		return OP_ECANCELED;
 	}
+	bool first = s->head == NULL;
 	if (r->done_cb)
 		s->waiting++; /* someone waits for it, if not on this thread */
-	else if (s->head == NULL || s->waiting == s->pending)
+	else if (first || s->waiting == s->pending)
 		s->detached_since_ms = r->now;
 	if (s->tail)
 		s->tail->next = r;
@@ -995,7 +996,10 @@ op_err op_store__submit_detached(struct op_store *s, struct op_store__req *r)
 		s->head = r;
 	s->tail = r;
 	s->pending++;
-	pthread_cond_signal(&s->wake);
+	/* A writer holding records back wakes at its deadline anyway: wake it
+	 * early only when this request should not wait. */
+	if (first || r->done_cb || s->pending >= DETACHED_BATCH)
+		pthread_cond_signal(&s->wake);
 	pthread_mutex_unlock(&s->mu);
 	return OP_OK;
 }
