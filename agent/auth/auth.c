@@ -22,6 +22,7 @@
 #include "agent/auth/auth_int.h"
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
+#include "agent/core/json.h"
 
 static const char *const type_names[] = {
     [OP_AUTH__NONE] = "none",
@@ -66,23 +67,6 @@ void op_auth__ecc_thread_mark(void)
 void op_auth__crypto_init(void)
 {
 	(void)pthread_once(&crypto_once, crypto_init_once);
-}
-
-static const char *json_kind(const cJSON *j)
-{
-	if (cJSON_IsObject(j))
-		return "an object";
-	if (cJSON_IsArray(j))
-		return "an array";
-	if (cJSON_IsString(j))
-		return "a string";
-	if (cJSON_IsNumber(j))
-		return "a number";
-	if (cJSON_IsBool(j))
-		return "a boolean";
-	if (cJSON_IsNull(j))
-		return "null";
-	return "an invalid value";
 }
 
 static const char *kind_name(enum op_auth__kind k)
@@ -150,7 +134,7 @@ static bool check_value(struct op_diag *d, const struct op_auth__field *f, const
 					size_t m = op_diag_push_key(d, f->name);
 					op_diag_push_index(d, i);
 					op_diag_add(d, NULL, "expected a string, got %s",
-					            json_kind(it));
+					            op_json_kind(it));
 					op_diag_pop(d, m);
 					ok = false;
 				}
@@ -160,7 +144,7 @@ static bool check_value(struct op_diag *d, const struct op_auth__field *f, const
 		}
 		break;
 	}
-	op_diag_add(d, f->name, "expected %s, got %s", kind_name(f->kind), json_kind(v));
+	op_diag_add(d, f->name, "expected %s, got %s", kind_name(f->kind), op_json_kind(v));
 	return false;
 }
 
@@ -168,7 +152,7 @@ bool op_auth__check_object(struct op_diag *d, const cJSON *obj, const struct op_
                            size_t n)
 {
 	if (!cJSON_IsObject(obj)) {
-		op_diag_add(d, NULL, "expected an object, got %s", json_kind(obj));
+		op_diag_add(d, NULL, "expected an object, got %s", op_json_kind(obj));
 		return false;
 	}
 	bool ok = true;
@@ -354,13 +338,13 @@ op_err op_auth_compile(const cJSON *config, struct op_diag *d, struct op_auth **
 	*out = NULL;
 	op_auth__crypto_init();
 	if (!cJSON_IsObject(config)) {
-		op_diag_add(d, NULL, "expected an object, got %s", json_kind(config));
+		op_diag_add(d, NULL, "expected an object, got %s", op_json_kind(config));
 		return OP_ECONFIG;
 	}
 	const cJSON *t = cJSON_GetObjectItemCaseSensitive(config, "type");
 	if (!cJSON_IsString(t)) {
 		op_diag_add(d, "type", t ? "expected a string, got %s" : "missing required key%s",
-		            t ? json_kind(t)
+		            t ? op_json_kind(t)
 		              : " (one of \"apikey\", \"basic\", \"jwt\", \"none\")");
 		return OP_ECONFIG;
 	}

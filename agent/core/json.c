@@ -175,3 +175,20 @@ char *op_json_print(const cJSON *v, int flags)
 		s = op_strdup("");
 	return s;
 }
+
+const char *op_json_kind(const cJSON *v)
+{
+	if (v == NULL || cJSON_IsNull(v))
+		return "null";
+	if (cJSON_IsObject(v))
+		return "an object";
+	if (cJSON_IsArray(v))
+		return "an array";
+	if (cJSON_IsString(v))
+		return "a string";
+	if (cJSON_IsNumber(v))
+		return "a number";
+	if (cJSON_IsBool(v))
+		return "a boolean";
+	return "an invalid value";
+}

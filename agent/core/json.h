@@ -40,6 +40,10 @@ op_err op_json_append(struct op_buf *b, const cJSON *v, int flags) OP_WUR;
 /* Appends s[0..len) as a JSON string literal with quotes. */
 op_err op_json_append_string(struct op_buf *b, const char *s, size_t len) OP_WUR;
 
+/* "an object", "an array", "a string", "a number", "a boolean", "null" (also for
+ * NULL): the kind of v, for error texts ("expected an array, got a string"). */
+const char *op_json_kind(const cJSON *v);
+
 /* The JSON text of v, op_malloc'd and NUL-terminated; NULL when out of memory or too deep. */
 char *op_json_print(const cJSON *v, int flags);
 

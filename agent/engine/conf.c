@@ -12,6 +12,7 @@
 
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
+#include "agent/core/json.h"
 #include "agent/engine/engine_int.h"
 #include "agent/expr/expr.h"
 
@@ -35,23 +36,6 @@ const char *op_conf_type_name(enum op_conf_type t)
 	if ((unsigned)t >= sizeof(type_names) / sizeof(type_names[0]))
 		return "?";
 	return type_names[t];
-}
-
-static const char *json_kind(const cJSON *j)
-{
-	if (cJSON_IsObject(j))
-		return "an object";
-	if (cJSON_IsArray(j))
-		return "an array";
-	if (cJSON_IsString(j))
-		return "a string";
-	if (cJSON_IsNumber(j))
-		return "a number";
-	if (cJSON_IsBool(j))
-		return "a boolean";
-	if (cJSON_IsNull(j))
-		return "null";
-	return "an invalid value";
 }
 
 static void *at(void *base, const struct op_conf_field *f)
@@ -83,7 +67,7 @@ static op_err bind_enum(struct op_load *ld, const struct op_conf_field *f, const
 		            v->valuestring, op_buf_str(&b));
 	else
 		op_diag_add(ld->d, NULL, "expected one of %s, got %s", op_buf_str(&b),
-		            json_kind(v));
+		            op_json_kind(v));
 	op_buf_fini(&b);
 	return OP_ECONFIG;
 }
@@ -91,7 +75,7 @@ static op_err bind_enum(struct op_load *ld, const struct op_conf_field *f, const
 static op_err bind_strings(struct op_load *ld, const cJSON *v, struct op_conf_strings *out)
 {
 	if (!cJSON_IsArray(v)) {
-		op_diag_add(ld->d, NULL, "expected an array of strings, got %s", json_kind(v));
+		op_diag_add(ld->d, NULL, "expected an array of strings, got %s", op_json_kind(v));
 		return OP_ECONFIG;
 	}
 	int n = cJSON_GetArraySize(v);
@@ -104,7 +88,7 @@ static op_err bind_strings(struct op_load *ld, const cJSON *v, struct op_conf_st
 	cJSON_ArrayForEach (it, v) {
 		if (!cJSON_IsString(it)) {
 			size_t m = op_diag_push_index(ld->d, i);
-			op_diag_add(ld->d, NULL, "expected a string, got %s", json_kind(it));
+			op_diag_add(ld->d, NULL, "expected a string, got %s", op_json_kind(it));
 			op_diag_pop(ld->d, m);
 			rc = OP_ECONFIG;
 		} else if ((out->v[out->n++] = op_strdup(it->valuestring)) == NULL) {
@@ -119,7 +103,7 @@ static op_err bind_list(struct op_load *ld, const struct op_conf_field *f, const
                         struct op_conf_list *out)
 {
 	if (!cJSON_IsArray(v)) {
-		op_diag_add(ld->d, NULL, "expected an array of objects, got %s", json_kind(v));
+		op_diag_add(ld->d, NULL, "expected an array of objects, got %s", op_json_kind(v));
 		return OP_ECONFIG;
 	}
 	size_t n = (size_t)cJSON_GetArraySize(v);
@@ -146,7 +130,7 @@ static op_err bind_int(struct op_load *ld, const struct op_conf_field *f, const 
 {
 	double d = v->valuedouble;
 	if (!cJSON_IsNumber(v) || d != floor(d) || fabs(d) > 9007199254740992.0) {
-		op_diag_add(ld->d, NULL, "expected an integer, got %s", json_kind(v));
+		op_diag_add(ld->d, NULL, "expected an integer, got %s", op_json_kind(v));
 		return OP_ECONFIG;
 	}
 	long long n = (long long)d;
@@ -219,7 +203,8 @@ static op_err bind_value(struct op_load *ld, const struct op_conf_field *f, cons
 	case OP_CONF_STRINGS:
 		return bind_strings(ld, v, out);
 	}
-	op_diag_add(ld->d, NULL, "expected %s, got %s", op_conf_type_name(f->type), json_kind(v));
+	op_diag_add(ld->d, NULL, "expected %s, got %s", op_conf_type_name(f->type),
+	            op_json_kind(v));
 	return OP_ECONFIG;
 }
 
@@ -249,7 +234,7 @@ op_err op_conf_bind(struct op_load *ld, const struct op_conf_table *t, const cJS
 {
 	op_err rc = OP_OK;
 	if (obj != NULL && !cJSON_IsObject(obj)) {
-		op_diag_add(ld->d, NULL, "expected an object, got %s", json_kind(obj));
+		op_diag_add(ld->d, NULL, "expected an object, got %s", op_json_kind(obj));
 		obj = NULL;
 		rc = OP_ECONFIG;
 	}

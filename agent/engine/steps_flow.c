@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/json.h"
 #include "agent/core/log.h"
 #include "agent/engine/engine_int.h"
 
@@ -287,21 +288,6 @@ static const struct op_conf_field foreach_fields[] = {
 static const struct op_conf_table foreach_table =
     OP_CONF_TABLE("for-each", struct foreach_cfg, foreach_fields);
 
-static const char *kind_of(const cJSON *v)
-{
-	if (v == NULL || cJSON_IsNull(v))
-		return "null";
-	if (cJSON_IsObject(v))
-		return "an object";
-	if (cJSON_IsString(v))
-		return "a string";
-	if (cJSON_IsNumber(v))
-		return "a number";
-	if (cJSON_IsBool(v))
-		return "a boolean";
-	return "an array";
-}
-
 static op_err foreach_view(struct op_exec *x, const struct op_step *st, const cJSON *msg,
                            cJSON **out)
 {
@@ -314,7 +300,7 @@ static op_err foreach_view(struct op_exec *x, const struct op_step *st, const cJ
 		goto out;
 	if (!cJSON_IsArray(items.v)) {
 		rc = op_exec_fail(x, OP_EINVAL, "ITEMS_NOT_ARRAY",
-		                  "config.items: expected an array, got %s", kind_of(items.v));
+		                  "config.items: expected an array, got %s", op_json_kind(items.v));
 		goto out;
 	}
 	size_t n = (size_t)cJSON_GetArraySize(items.v);
