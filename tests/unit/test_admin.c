@@ -6,40 +6,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "agent/daemon/admin.h"
+#include "tests/unit/rt_fixture.h"
 #include "tests/unit/test.h"
 
-static char dir[256];
-static char pdir[300];
-static struct op_config cfg;
+static struct op_rt_fixture fx;
 
 static void write_pipeline(const char *name, const char *json)
 {
-	char path[400];
-	snprintf(path, sizeof(path), "%s/%s.json", pdir, name);
-	FILE *f = fopen(path, "w");
-	ck_assert_ptr_nonnull(f);
-	fputs(json, f);
-	fclose(f);
+	op_rt_fixture_pipeline(&fx, name, json);
 }
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/op_test_admin_XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	snprintf(pdir, sizeof(pdir), "%s/pipelines", dir);
-	ck_assert_int_eq(mkdir(pdir, 0700), 0);
-	ck_assert_int_eq(op_config_defaults(&cfg), OP_OK);
-	op_free(cfg.agent.data_dir);
-	op_free(cfg.agent.pipelines_dir);
-	cfg.agent.data_dir = op_strdup(dir);
-	cfg.agent.pipelines_dir = op_strdup(pdir);
-	cfg.agent.workers = 2;
-	cfg.agent.shutdown_timeout_ms = 200;
-	cfg.store.map_initial = 1 << 20;
+	op_rt_fixture_init(&fx, "op_test_admin");
 	write_pipeline("ok", "{\"name\":\"ok\",\"version\":\"1.2\",\"trigger\":{\"type\":\"http\","
 	                     "\"config\":{\"method\":\"POST\",\"path\":\"/ok/{id}\",\"mode\":"
 	                     "\"async\"}},\"steps\":[{\"type\":\"set\",\"config\":{\"template\":"
@@ -51,23 +33,12 @@ static void setup(void)
 
 static void teardown(void)
 {
-	char cmd[400];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	ck_assert_int_eq(system(cmd), 0); /* lint: allow (test cleanup) */
-	op_config_free(&cfg);
+	op_rt_fixture_fini(&fx);
 }
 
 static struct op_runtime *open_rt(void)
 {
-	struct op_diag d;
-	op_diag_init(&d);
-	struct op_runtime *rt = NULL;
-	op_err rc = op_runtime_open(&cfg, NULL, &rt, &d);
-	for (size_t i = 0; i < d.n; i++)
-		fprintf(stderr, "%s: %s\n", d.v[i].path, d.v[i].msg);
-	op_diag_fini(&d);
-	ck_assert_int_eq(rc, OP_OK);
-	return rt;
+	return op_rt_fixture_open(&fx, NULL);
 }
 
 static void submit(struct op_runtime *rt, const char *pipeline, int n, char id[OP_UUID_LEN + 1])

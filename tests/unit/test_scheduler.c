@@ -9,18 +9,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "agent/daemon/events.h"
 #include "agent/daemon/runtime.h"
 #include "agent/daemon/scheduler.h"
+#include "tests/unit/rt_fixture.h"
 #include "tests/unit/test.h"
 
-static char dir[256];
-static char pdir[300];
-static struct op_config cfg;
+static struct op_rt_fixture fx;
 
 #define NOOP_STEPS "[{\"type\":\"log\",\"config\":{\"level\":\"debug\",\"message\":\"x\"}}]"
 
@@ -30,12 +28,7 @@ static struct op_config cfg;
 
 static void write_pipeline(const char *name, const char *json)
 {
-	char path[400];
-	snprintf(path, sizeof(path), "%s/%s.json", pdir, name);
-	FILE *f = fopen(path, "w");
-	ck_assert_ptr_nonnull(f);
-	fputs(json, f);
-	fclose(f);
+	op_rt_fixture_pipeline(&fx, name, json);
 }
 
 /* A pipeline with a schedule trigger; extra is more trigger config keys. */
@@ -52,26 +45,12 @@ static void write_scheduled(const char *name, const char *cron, const char *extr
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/op_test_sched_XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	snprintf(pdir, sizeof(pdir), "%s/pipelines", dir);
-	ck_assert_int_eq(mkdir(pdir, 0700), 0);
-	ck_assert_int_eq(op_config_defaults(&cfg), OP_OK);
-	op_free(cfg.agent.data_dir);
-	op_free(cfg.agent.pipelines_dir);
-	cfg.agent.data_dir = op_strdup(dir);
-	cfg.agent.pipelines_dir = op_strdup(pdir);
-	cfg.agent.workers = 2;
-	cfg.agent.shutdown_timeout_ms = 200;
-	cfg.store.map_initial = 1 << 20;
+	op_rt_fixture_init(&fx, "op_test_sched");
 }
 
 static void teardown(void)
 {
-	char cmd[400];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	ck_assert_int_eq(system(cmd), 0); /* lint: allow (test cleanup) */
-	op_config_free(&cfg);
+	op_rt_fixture_fini(&fx);
 }
 
 static void with_bus(void *ud, struct op_runtime *rt, struct op_engine *e)
@@ -82,16 +61,8 @@ static void with_bus(void *ud, struct op_runtime *rt, struct op_engine *e)
 
 static struct op_runtime *open_rt(bool bus)
 {
-	struct op_diag d;
-	op_diag_init(&d);
-	struct op_runtime *rt = NULL;
 	struct op_runtime_hooks hooks = {.engine_new = with_bus};
-	op_err rc = op_runtime_open(&cfg, bus ? &hooks : NULL, &rt, &d);
-	for (size_t i = 0; i < d.n; i++)
-		fprintf(stderr, "%s: %s\n", d.v[i].path, d.v[i].msg);
-	op_diag_fini(&d);
-	ck_assert_int_eq(rc, OP_OK);
-	return rt;
+	return op_rt_fixture_open(&fx, bus ? &hooks : NULL);
 }
 
 static struct op_scheduler *start_sched(struct op_runtime *rt)
@@ -432,7 +403,7 @@ START_TEST(bad_event_name_is_refused_at_load)
 	struct op_diag d;
 	op_diag_init(&d);
 	struct op_runtime *rt = NULL;
-	ck_assert_int_eq(op_runtime_open(&cfg, NULL, &rt, &d), OP_ECONFIG);
+	ck_assert_int_eq(op_runtime_open(&fx.cfg, NULL, &rt, &d), OP_ECONFIG);
 	ck_assert_uint_eq(d.n, 1);
 	ck_assert_ptr_nonnull(strstr(d.v[0].msg, "steps[0].config.name"));
 	op_diag_fini(&d);
