@@ -64,6 +64,30 @@ pipeline() {
 	printf '%s\n' "$2" >"$T/$1.json"
 }
 
+# start_daemon CONFIG LOG: starts $OUTPOSTD on CONFIG, its stderr appended to
+# LOG, and waits (bounded) until it logs that it is ready. Sets $pid, and
+# $port and $admin from the listeners it logs (the kernel picks free ports
+# for port 0; empty when that listener is off). Returns 1 if it never got
+# ready or died.
+start_daemon() {
+	"$OUTPOSTD" --config "$1" >/dev/null 2>>"$2" &
+	pid=$!
+	port=""
+	admin=""
+	_i=0
+	while [ $_i -lt 200 ]; do
+		if grep -q ' ready (agent ' "$2"; then
+			port=$(sed -n 's/.*HTTP triggers on [^ ]*:\([0-9]*\).*/\1/p' "$2" | tail -n 1)
+			admin=$(sed -n 's/.*admin endpoint on [^ ]*:\([0-9]*\).*/\1/p' "$2" | tail -n 1)
+			return 0
+		fi
+		kill -0 $pid 2>/dev/null || return 1
+		_i=$((_i + 1))
+		sleep 0.05 # poll interval, bounded by the loop
+	done
+	return 1
+}
+
 finish() {
 	echo "$checks checks, $failures failed"
 	[ "$failures" -eq 0 ]

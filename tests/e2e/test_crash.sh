@@ -70,20 +70,7 @@ metric() {
 # is ready, sets $pid, $port and $admin. Fails the test and exits otherwise.
 start() {
 	log="$T/d.$1.log"
-	"$OUTPOSTD" --config "$T/outpost.conf" 2>>"$log" &
-	pid=$!
-	port=""
-	admin=""
-	dl=$(($(date +%s) + 10))
-	while [ "$(date +%s)" -lt $dl ]; do
-		if grep -q 'ready (agent crash)' "$log"; then
-			port=$(sed -n 's/.*HTTP triggers on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")
-			admin=$(sed -n 's/.*admin endpoint on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")
-			break
-		fi
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.05 # poll interval, bounded by the deadline
-	done
+	start_daemon "$T/outpost.conf" "$log"
 	if [ -z "$port" ] || [ -z "$admin" ]; then
 		fail "instance $1 did not become ready: $(tail -20 "$log")"
 		finish

@@ -48,20 +48,7 @@ rc=$?; out=$(cat "$T/out"); err=$(cat "$T/err")
 expect_rc 0
 expect_err_has 'config and pipelines are valid'
 
-"$OUTPOSTD" --config "$T/outpost.conf" >"$T/d.log" 2>&1 &
-pid=$!
-# The ports are chosen by the kernel; the daemon logs them once it is ready.
-port=""
-admin=""
-i=0
-while [ $i -lt 200 ]; do
-	port=$(sed -n 's/.*HTTP triggers on 127.0.0.1:\([0-9]*\).*/\1/p' "$T/d.log")
-	admin=$(sed -n 's/.*admin endpoint on 127.0.0.1:\([0-9]*\).*/\1/p' "$T/d.log")
-	grep -q 'ready (agent e2e)' "$T/d.log" && [ -n "$port" ] && [ -n "$admin" ] && break
-	kill -0 $pid 2>/dev/null || break
-	i=$((i + 1))
-	sleep 0.05 # poll interval while waiting for the log line, bounded by the loop
-done
+start_daemon "$T/outpost.conf" "$T/d.log"
 checks=$((checks + 1))
 [ -n "$port" ] && [ -n "$admin" ] || fail "daemon did not become ready: $(cat "$T/d.log")"
 
@@ -226,19 +213,7 @@ cat >"$T/pipelines/doomed.json" <<'JSON'
 {"name":"doomed","version":"3","trigger":{"type":"http","config":{"method":"POST","path":"/doomed","mode":"async"}},
  "steps":[{"type":"throw-error","config":{"code":"DOOMED","message":"never works","class":"invalid"}}]}
 JSON
-"$OUTPOSTD" --config "$T/outpost.conf" >"$T/d2.log" 2>&1 &
-pid=$!
-port=""
-admin=""
-i=0
-while [ $i -lt 200 ]; do
-	port=$(sed -n 's/.*HTTP triggers on 127.0.0.1:\([0-9]*\).*/\1/p' "$T/d2.log")
-	admin=$(sed -n 's/.*admin endpoint on 127.0.0.1:\([0-9]*\).*/\1/p' "$T/d2.log")
-	grep -q 'ready (agent e2e)' "$T/d2.log" && [ -n "$port" ] && [ -n "$admin" ] && break
-	kill -0 $pid 2>/dev/null || break
-	i=$((i + 1))
-	sleep 0.05 # poll interval while waiting for the log line, bounded by the loop
-done
+start_daemon "$T/outpost.conf" "$T/d2.log"
 checks=$((checks + 1))
 [ -n "$port" ] && [ -n "$admin" ] || fail "daemon did not restart: $(cat "$T/d2.log")"
 A="127.0.0.1:$admin"
