@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/json.h"
 #include "agent/expr/expr_int.h"
 
 /* The null returned (borrowed) for missing values. Never written. */
@@ -346,122 +347,20 @@ int op_expr__xv_equal(const struct op_xv *a, const struct op_xv *b)
 
 size_t op_expr__num_format(double d, char *out, size_t outlen)
 {
-	int n;
-	if (d == 0) {
-		n = snprintf(out, outlen, "0");
-	} else if (d == floor(d) && fabs(d) < 9007199254740992.0) {
-		n = snprintf(out, outlen, "%lld", (long long)d);
-	} else {
-		n = 0;
-		for (int prec = 1; prec <= 17; prec++) {
-			n = snprintf(out, outlen, "%.*g", prec, d);
-			if (strtod(out, NULL) == d)
-				break;
-		}
-		/* "1.5e-07" -> "1.5e-7", as most JSON writers do. */
-		char *e = strchr(out, 'e');
-		if (e && (e[1] == '-' || e[1] == '+')) {
-			char *z = e + 2;
-			char *q = z;
-			while (*q == '0' && q[1])
-				q++;
-			if (q != z) {
-				memmove(z, q, strlen(q) + 1);
-				n = (int)strlen(out);
-			}
-		}
-	}
-	return n < 0 ? 0 : (size_t)n;
-}
-
-static op_err json_string(struct op_buf *b, const char *s, size_t len)
-{
-	op_err e = op_buf_addc(b, '"');
-	size_t run = 0;
-	for (size_t i = 0; e == OP_OK && i < len; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		if (ch >= 0x20 && ch != '"' && ch != '\\')
-			continue;
-		e = op_buf_add(b, s + run, i - run);
-		run = i + 1;
-		if (e != OP_OK)
-			break;
-		switch (ch) {
-		case '"':
-			e = op_buf_add(b, "\\\"", 2);
-			break;
-		case '\\':
-			e = op_buf_add(b, "\\\\", 2);
-			break;
-		case '\n':
-			e = op_buf_add(b, "\\n", 2);
-			break;
-		case '\r':
-			e = op_buf_add(b, "\\r", 2);
-			break;
-		case '\t':
-			e = op_buf_add(b, "\\t", 2);
-			break;
-		case '\b':
-			e = op_buf_add(b, "\\b", 2);
-			break;
-		case '\f':
-			e = op_buf_add(b, "\\f", 2);
-			break;
-		default:
-			e = op_buf_addf(b, "\\u%04x", ch);
-			break;
-		}
-	}
-	if (e == OP_OK)
-		e = op_buf_add(b, s + run, len - run);
-	if (e == OP_OK)
-		e = op_buf_addc(b, '"');
-	return e;
+	return op_json_num_format(d, out, outlen);
 }
 
 static op_err num_append(struct op_buf *b, double d)
 {
-	char tmp[40];
-	size_t n = op_expr__num_format(d, tmp, sizeof(tmp));
+	char tmp[64];
+	size_t n = op_json_num_format(d, tmp, sizeof(tmp));
 	return op_buf_add(b, tmp, n);
 }
 
 op_err op_expr__json_append(struct op_buf *b, const cJSON *v, int depth)
 {
-	if (depth > OP_EXPR_JSON_DEPTH)
-		return OP_ELIMIT;
-	if (v == NULL || cJSON_IsNull(v) || cJSON_IsInvalid(v))
-		return op_buf_add(b, "null", 4);
-	if (cJSON_IsTrue(v))
-		return op_buf_add(b, "true", 4);
-	if (cJSON_IsFalse(v))
-		return op_buf_add(b, "false", 5);
-	if (cJSON_IsNumber(v))
-		return num_append(b, v->valuedouble);
-	if (cJSON_IsString(v)) {
-		const char *s = v->valuestring ? v->valuestring : "";
-		return json_string(b, s, strlen(s));
-	}
-	if (cJSON_IsRaw(v))
-		return op_buf_adds(b, v->valuestring ? v->valuestring : "null");
-	bool arr = cJSON_IsArray(v);
-	op_err e = op_buf_addc(b, arr ? '[' : '{');
-	for (const cJSON *c = v->child; e == OP_OK && c; c = c->next) {
-		if (c != v->child)
-			e = op_buf_addc(b, ',');
-		if (e == OP_OK && !arr) {
-			const char *k = c->string ? c->string : "";
-			e = json_string(b, k, strlen(k));
-			if (e == OP_OK)
-				e = op_buf_addc(b, ':');
-		}
-		if (e == OP_OK)
-			e = op_expr__json_append(b, c, depth + 1);
-	}
-	if (e == OP_OK)
-		e = op_buf_addc(b, arr ? ']' : '}');
-	return e;
+	(void)depth; /* op_json_append bounds the depth itself */
+	return op_json_append(b, v, OP_JSON_COMPACT);
 }
 
 op_err op_expr__xv_append_text(struct op_buf *b, const struct op_xv *x)
@@ -486,7 +385,7 @@ op_err op_expr__xv_append_json(struct op_buf *b, const struct op_xv *x)
 	case OP_XV_NULL:
 		return op_buf_add(b, "null", 4);
 	case OP_XV_STR:
-		return json_string(b, x->s, x->len);
+		return op_json_append_string(b, x->s, x->len);
 	default:
 		return op_expr__xv_append_text(b, x);
 	}

@@ -131,30 +131,6 @@ static int hexval(int c)
 	return -1;
 }
 
-static size_t utf8_put(char *o, unsigned long cp)
-{
-	if (cp < 0x80) {
-		o[0] = (char)cp;
-		return 1;
-	}
-	if (cp < 0x800) {
-		o[0] = (char)(0xC0 | (cp >> 6));
-		o[1] = (char)(0x80 | (cp & 0x3F));
-		return 2;
-	}
-	if (cp < 0x10000) {
-		o[0] = (char)(0xE0 | (cp >> 12));
-		o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-		o[2] = (char)(0x80 | (cp & 0x3F));
-		return 3;
-	}
-	o[0] = (char)(0xF0 | (cp >> 18));
-	o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-	o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-	o[3] = (char)(0x80 | (cp & 0x3F));
-	return 4;
-}
-
 static bool read_hex4(const char *s, unsigned long *out)
 {
 	unsigned long v = 0;
@@ -248,7 +224,7 @@ static bool lex_string(struct parser *p)
 				goto fail;
 			}
 			/* An escape is 6+ source bytes and yields at most 4. */
-			n += utf8_put(o + n, cp);
+			n += op_expr__utf8_put(o + n, cp);
 			break;
 		}
 		default:

@@ -272,6 +272,8 @@ size_t op_expr__utf8_skip(const char *s, size_t len, size_t n);
 /* Length of a valid UTF-8 sequence at s, or 0 if invalid. */
 size_t op_expr__utf8_valid_len(const unsigned char *s, size_t len);
 bool op_expr__utf8_valid(const char *s, size_t len);
+/* Writes code point cp as UTF-8 into o (room for 4 bytes); returns the length. */
+size_t op_expr__utf8_put(char *o, unsigned long cp);
 /*
  * Finishes a function's text result: on e == OP_OK moves b's content into
  * *out as an owned string; otherwise frees b and reports e as the function's

@@ -102,7 +102,7 @@ static unsigned long cp_decode(const unsigned char *s, size_t n)
 	return cp;
 }
 
-static size_t cp_encode(char *o, unsigned long cp)
+size_t op_expr__utf8_put(char *o, unsigned long cp)
 {
 	if (cp < 0x80) {
 		o[0] = (char)cp;
@@ -364,7 +364,7 @@ static op_err change_case(struct op_expr__ctx *c, const struct op_node *call, st
 				m = cp;
 		}
 		char tmp[4];
-		e = op_buf_add(&b, tmp, cp_encode(tmp, m));
+		e = op_buf_add(&b, tmp, op_expr__utf8_put(tmp, m));
 		i += n;
 	}
 	return op_expr__buf_result(c, call, &b, e, out);
