@@ -296,18 +296,26 @@ static op_err get_pipelines(struct op_runtime *rt, const struct op_http_request 
 	return respond(resp, 200, a);
 }
 
+/* The ?limit=N&pipeline=P of the listings; OP_EINVAL with resp set to a 400. */
+static op_err list_query(const struct op_http_request *req, struct op_http_response *resp,
+                         size_t *limit, const char **pipeline)
+{
+	static const char *const allowed[] = {"limit", "pipeline", NULL};
+	op_err rc = query_check(req, resp, allowed);
+	if (rc == OP_OK)
+		rc = query_limit(req, resp, limit);
+	if (rc == OP_OK)
+		rc = query_pipeline(req, resp, pipeline);
+	return rc;
+}
+
 static op_err get_executions(struct op_runtime *rt, const struct op_http_request *req,
                              const cJSON *params, struct op_http_response *resp)
 {
 	(void)params;
-	static const char *const allowed[] = {"limit", "pipeline", NULL};
 	size_t limit;
 	const char *pipeline = NULL;
-	op_err rc = query_check(req, resp, allowed);
-	if (rc == OP_OK)
-		rc = query_limit(req, resp, &limit);
-	if (rc == OP_OK)
-		rc = query_pipeline(req, resp, &pipeline);
+	op_err rc = list_query(req, resp, &limit, &pipeline);
 	if (rc)
 		return rc == OP_EINVAL ? OP_OK : rc;
 	struct op_store_exec **recs = NULL;
@@ -355,14 +363,9 @@ static op_err get_dead_list(struct op_runtime *rt, const struct op_http_request 
                             const cJSON *params, struct op_http_response *resp)
 {
 	(void)params;
-	static const char *const allowed[] = {"limit", "pipeline", NULL};
 	size_t limit;
 	const char *pipeline = NULL;
-	op_err rc = query_check(req, resp, allowed);
-	if (rc == OP_OK)
-		rc = query_limit(req, resp, &limit);
-	if (rc == OP_OK)
-		rc = query_pipeline(req, resp, &pipeline);
+	op_err rc = list_query(req, resp, &limit, &pipeline);
 	if (rc)
 		return rc == OP_EINVAL ? OP_OK : rc;
 	struct op_store_event **evs = NULL;
