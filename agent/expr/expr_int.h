@@ -269,9 +269,6 @@ bool op_expr__lit_str(const struct op_node *call, size_t i, const char **s);
 size_t op_expr__utf8_count(const char *s, size_t len);
 /* Byte offset after skipping n code points from the start, clamped at len. */
 size_t op_expr__utf8_skip(const char *s, size_t len, size_t n);
-/* Length of a valid UTF-8 sequence at s, or 0 if invalid. */
-size_t op_expr__utf8_valid_len(const unsigned char *s, size_t len);
-bool op_expr__utf8_valid(const char *s, size_t len);
 /* Writes code point cp as UTF-8 into o (room for 4 bytes); returns the length. */
 size_t op_expr__utf8_put(char *o, unsigned long cp);
 /*

@@ -19,6 +19,7 @@
 #include <wolfssl/wolfcrypt/hmac.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/utf8.h"
 #include "agent/core/uuid.h"
 #include "agent/expr/expr_int.h"
 
@@ -407,7 +408,7 @@ static op_err fn_b64decode(struct op_expr__ctx *c, const struct op_node *call, s
 		o[n++] = (char)(acc >> 10);
 		o[n++] = (char)(acc >> 2);
 	}
-	if (memchr(o, '\0', n) != NULL || !op_expr__utf8_valid(o, n)) {
+	if (memchr(o, '\0', n) != NULL || !op_utf8_valid(o, n)) {
 		e = op_expr__fail(c, OP_EINVAL, "%s: the decoded bytes are not UTF-8 text", name);
 		goto out;
 	}

@@ -16,51 +16,17 @@
 #include <wctype.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/utf8.h"
 #include "agent/expr/expr_int.h"
 
 /* ---- UTF-8 ---- */
-
-size_t op_expr__utf8_valid_len(const unsigned char *s, size_t len)
-{
-	if (len == 0)
-		return 0;
-	unsigned char c = s[0];
-	if (c < 0x80)
-		return 1;
-	size_t n;
-	unsigned long cp;
-	if (c >= 0xC2 && c <= 0xDF) {
-		n = 2;
-		cp = c & 0x1F;
-	} else if (c >= 0xE0 && c <= 0xEF) {
-		n = 3;
-		cp = c & 0x0F;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		n = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (len < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3F);
-	}
-	/* Overlong forms, surrogates and code points past U+10FFFF. */
-	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-	    (cp >= 0xD800 && cp <= 0xDFFF))
-		return 0;
-	return n;
-}
 
 /* Length of the code point at s: a valid sequence, or one byte. */
 static size_t cp_len(const char *s, size_t len)
 {
 	if ((unsigned char)s[0] < 0x80)
 		return 1;
-	size_t n = op_expr__utf8_valid_len((const unsigned char *)s, len);
+	size_t n = op_utf8_valid_len((const unsigned char *)s, len);
 	return n ? n : 1;
 }
 
@@ -78,17 +44,6 @@ size_t op_expr__utf8_skip(const char *s, size_t len, size_t n)
 	while (n-- > 0 && i < len)
 		i += cp_len(s + i, len - i);
 	return i;
-}
-
-bool op_expr__utf8_valid(const char *s, size_t len)
-{
-	for (size_t i = 0; i < len;) {
-		size_t n = op_expr__utf8_valid_len((const unsigned char *)s + i, len - i);
-		if (n == 0)
-			return false;
-		i += n;
-	}
-	return true;
 }
 
 /* Decodes the valid sequence of n bytes at s. */
@@ -344,7 +299,7 @@ static op_err change_case(struct op_expr__ctx *c, const struct op_node *call, st
 	struct op_buf b;
 	op_buf_init(&b, OP_EXPR_MAX_OUT);
 	for (size_t i = 0; i < len && e == OP_OK;) {
-		size_t n = op_expr__utf8_valid_len((const unsigned char *)s + i, len - i);
+		size_t n = op_utf8_valid_len((const unsigned char *)s + i, len - i);
 		if (n == 0) {
 			e = op_buf_addc(&b, s[i]);
 			i++;
