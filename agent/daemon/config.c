@@ -51,6 +51,7 @@ static const char *const sections[] = {"agent", "store", "http", "admin", "globa
 #define SEC_GLOBALS 4
 #define SEC_NONE    (-1) /* before any [section] */
 #define SEC_SKIP    (-2) /* unknown or malformed section: already reported */
+#define SEC_BROKER  (-3) /* a [broker NAME] section: struct load's broker */
 
 static const struct op_config_key keys[] = {
     {.section = "agent",
@@ -220,10 +221,110 @@ static const struct op_config_key keys[] = {
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
+#define BOFF(m) offsetof(struct op_config_broker, m)
+
+/* The keys of each [broker NAME] section. */
+static const struct op_config_key broker_keys[] = {
+    {.section = "broker",
+     .key = "url",
+     .type = OP_CONFIG_STRING,
+     .off = BOFF(url),
+     .def = "",
+     .flags = OP_CONFIG_REQUIRED,
+     .example = "mqtts://broker.example.internal:8883",
+     .help = "Broker address, mqtt://host[:port] (1883) or mqtts://host[:port] (8883, TLS)."},
+    {.section = "broker",
+     .key = "ca_file",
+     .type = OP_CONFIG_PATH,
+     .off = BOFF(ca_file),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "PEM CA bundle that verifies the broker (mqtts only); empty: the system's CAs."},
+    {.section = "broker",
+     .key = "cert_file",
+     .type = OP_CONFIG_PATH,
+     .off = BOFF(cert_file),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "PEM client certificate for mutual TLS, set together with key_file (mqtts only)."},
+    {.section = "broker",
+     .key = "key_file",
+     .type = OP_CONFIG_PATH,
+     .off = BOFF(key_file),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "PEM private key of cert_file, readable by the service user only."},
+    {.section = "broker",
+     .key = "username",
+     .type = OP_CONFIG_STRING,
+     .off = BOFF(username),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "User name the agent connects with; empty: none."},
+    {.section = "broker",
+     .key = "password",
+     .type = OP_CONFIG_STRING,
+     .off = BOFF(password),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK | OP_CONFIG_SECRET,
+     .help = "Password of username; empty: none."},
+    {.section = "broker",
+     .key = "client_id",
+     .type = OP_CONFIG_STRING,
+     .off = BOFF(client_id),
+     .def = "",
+     .def_doc = "`outpost-` and the agent id",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "Prefix of the MQTT client ids the agent uses; empty: outpost- and the agent id."},
+    {.section = "broker",
+     .key = "keepalive",
+     .type = OP_CONFIG_DURATION,
+     .off = BOFF(keepalive_ms),
+     .def = "30s",
+     .min = SEC,
+     .max = HOUR,
+     .help = "MQTT keep-alive: an idle connection is checked with a ping this often."},
+    {.section = "broker",
+     .key = "connect_timeout",
+     .type = OP_CONFIG_DURATION,
+     .off = BOFF(connect_timeout_ms),
+     .def = "10s",
+     .min = SEC,
+     .max = 5 * MIN,
+     .help = "Longest a connection attempt (TCP, TLS and MQTT CONNECT) may take."},
+    {.section = "broker",
+     .key = "max_inflight",
+     .type = OP_CONFIG_INT,
+     .off = BOFF(max_inflight),
+     .def = "1000",
+     .min = 10,
+     .max = 65535,
+     .help = "QoS 1 messages in flight per client; the broker must allow as many "
+             "(mosquitto: max_inflight_messages) or QoS 1 stalls."},
+};
+#define N_BKEYS (sizeof(broker_keys) / sizeof(broker_keys[0]))
+
 const struct op_config_key *op_config_keys(size_t *n)
 {
 	*n = N_KEYS;
 	return keys;
+}
+
+const struct op_config_key *op_config_broker_keys(size_t *n)
+{
+	*n = N_BKEYS;
+	return broker_keys;
+}
+
+const struct op_config_broker *op_config_broker(const struct op_config *c, const char *name)
+{
+	if (name == NULL)
+		return NULL;
+	for (size_t i = 0; i < c->n_brokers; i++) {
+		if (strcmp(c->brokers[i].name, name) == 0)
+			return &c->brokers[i];
+	}
+	return NULL;
 }
 
 const char *op_config_type_name(enum op_config_type t)
@@ -416,6 +517,129 @@ static bool parse_listen(const char *s, char **host, unsigned *port, bool *nomem
 	return true;
 }
 
+/* A broker url split up; host points into the url. */
+struct mqtt_url {
+	bool tls;
+	const char *host;
+	size_t host_len;
+	unsigned port;
+};
+
+static bool all_digits_dots(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!isdigit((unsigned char)s[i]) && s[i] != '.')
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Splits a broker url "scheme://host[:port]". On a bad url writes why (the
+ * part of a problem message after "url: ") and returns false. The url itself
+ * is not echoed when it holds user credentials.
+ */
+static bool parse_mqtt_url(const char *s, struct mqtt_url *u, char *why, size_t n)
+{
+	static const struct {
+		const char *name;
+		bool tls;
+	} schemes[] = {{"mqtt", false}, {"tcp", false}, {"mqtts", true}, {"ssl", true}};
+	const char *sep = strstr(s, "://");
+	if (sep == NULL) {
+		snprintf(why, n,
+		         "'%.64s' is not a URL, expected mqtt://host[:port] or mqtts://host[:port]",
+		         s);
+		return false;
+	}
+	size_t sl = (size_t)(sep - s), i;
+	for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+		if (strlen(schemes[i].name) == sl && strncasecmp(s, schemes[i].name, sl) == 0)
+			break;
+	}
+	if (i == sizeof(schemes) / sizeof(schemes[0])) {
+		snprintf(why, n, "'%.64s' has scheme '%.*s', expected mqtt:// or mqtts://", s,
+		         (int)(sl > 16 ? 16 : sl), s);
+		return false;
+	}
+	u->tls = schemes[i].tls;
+	const char *a = sep + 3;
+	if (strchr(a, '@') != NULL) {
+		snprintf(why, n,
+		         "holds user credentials, expected them in the username and password keys");
+		return false;
+	}
+	size_t al = strcspn(a, "/?#");
+	if (a[al]) {
+		snprintf(why, n, "'%.64s' has a path, expected nothing after host[:port]", s);
+		return false;
+	}
+	const char *end = a + al, *p;
+	char tmp[INET6_ADDRSTRLEN + 1];
+	unsigned char addr[sizeof(struct in6_addr)];
+	bool host_ok;
+	if (*a == '[') {
+		const char *close = memchr(a, ']', al);
+		u->host = a + 1;
+		u->host_len = close ? (size_t)(close - u->host) : 0;
+		p = close ? close + 1 : end;
+		host_ok = close && u->host_len > 0 && u->host_len < sizeof(tmp);
+		if (host_ok) {
+			memcpy(tmp, u->host, u->host_len);
+			tmp[u->host_len] = '\0';
+			host_ok = inet_pton(AF_INET6, tmp, addr) == 1;
+		}
+	} else {
+		p = memchr(a, ':', al);
+		if (p == NULL)
+			p = end;
+		u->host = a;
+		u->host_len = (size_t)(p - a);
+		host_ok = valid_hostname(u->host, u->host_len);
+		/* All digits and dots is meant as an IPv4 address: it must be one. */
+		if (host_ok && all_digits_dots(u->host, u->host_len)) {
+			host_ok = u->host_len < sizeof(tmp);
+			if (host_ok) {
+				memcpy(tmp, u->host, u->host_len);
+				tmp[u->host_len] = '\0';
+				host_ok = inet_pton(AF_INET, tmp, addr) == 1;
+			}
+		}
+	}
+	if (!host_ok || (p < end && *p != ':')) {
+		snprintf(why, n,
+		         "'%.64s' has no valid host, expected a host name, an IPv4 address or "
+		         "an [IPv6] address",
+		         s);
+		return false;
+	}
+	u->port = u->tls ? 8883 : 1883;
+	if (p < end) {
+		const char *q = p + 1;
+		uint64_t v = 0;
+		if (!digits(&q, &v) || q != end || v == 0 || v > 65535) {
+			snprintf(why, n, "'%.64s' has port '%.*s', expected 1 to 65535", s,
+			         (int)((size_t)(end - p - 1) > 16 ? 16 : (size_t)(end - p - 1)),
+			         p + 1);
+			return false;
+		}
+		u->port = (unsigned)v;
+	}
+	return true;
+}
+
+static bool broker_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > OP_CONFIG_BROKER_NAME_MAX)
+		return false;
+	for (; *s; s++) {
+		if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-')
+			return false;
+	}
+	return true;
+}
+
 static bool has_ctrl(const char *s)
 {
 	for (; *s; s++) {
@@ -487,9 +711,12 @@ struct load {
 	const char *text;
 	size_t len, pos;
 	int line;
-	int sec;          /* index into sections, SEC_NONE or SEC_SKIP */
-	int seen[N_KEYS]; /* line a key was set on, 0 = not set */
-	size_t problems;  /* problems recorded by this load */
+	int sec;               /* index into sections, SEC_NONE, SEC_SKIP or SEC_BROKER */
+	size_t broker;         /* SEC_BROKER: index into cfg.brokers */
+	int seen[N_KEYS];      /* line a key was set on, 0 = not set */
+	int (*bseen)[N_BKEYS]; /* the same per broker, beside cfg.brokers */
+	size_t bcap;           /* capacity of cfg.brokers and bseen */
+	size_t problems;       /* problems recorded by this load */
 	bool nomem;
 };
 
@@ -557,6 +784,8 @@ static int find_section(const char *name)
 
 static void unknown_section(struct load *l, const char *name)
 {
+	char word[65];
+	size_t wl = strcspn(name, " \t");
 	for (size_t i = 0; i < N_SECTIONS; i++) {
 		if (near(name, sections[i])) {
 			problem(l, l->line, "[%.64s]: unknown section, did you mean [%s]?", name,
@@ -564,40 +793,62 @@ static void unknown_section(struct load *l, const char *name)
 			return;
 		}
 	}
+	if (wl < sizeof(word)) {
+		memcpy(word, name, wl);
+		word[wl] = '\0';
+		if (near(word, "broker")) {
+			problem(l, l->line, "[%.64s]: unknown section, did you mean [broker NAME]?",
+			        name);
+			return;
+		}
+	}
 	problem(l, l->line,
 	        "[%.64s]: unknown section, expected one of [agent], [store], [http], [admin], "
-	        "[globals]",
+	        "[broker NAME], [globals]",
 	        name);
 }
 
-static void unknown_key(struct load *l, const char *sec, const char *name)
+/* name is no key of section sec (the table's section) in table t; label names it. */
+static void unknown_key(struct load *l, const char *label, const char *sec,
+                        const struct op_config_key *t, size_t nt, const char *name)
 {
 	char list[512];
 	size_t len = 0;
 	list[0] = '\0';
-	for (size_t i = 0; i < N_KEYS; i++) {
-		if (strcmp(keys[i].section, sec) != 0)
+	for (size_t i = 0; i < nt; i++) {
+		if (strcmp(t[i].section, sec) != 0)
 			continue;
-		if (near(name, keys[i].key)) {
-			problem(l, l->line, "[%s] %.64s: unknown key, did you mean '%s'?", sec,
-			        name, keys[i].key);
+		if (near(name, t[i].key)) {
+			problem(l, l->line, "[%s] %.64s: unknown key, did you mean '%s'?", label,
+			        name, t[i].key);
 			return;
 		}
-		int w =
-		    snprintf(list + len, sizeof(list) - len, "%s%s", len ? ", " : "", keys[i].key);
+		int w = snprintf(list + len, sizeof(list) - len, "%s%s", len ? ", " : "", t[i].key);
 		if (w > 0 && (size_t)w < sizeof(list) - len)
 			len += (size_t)w;
 	}
-	problem(l, l->line, "[%s] %.64s: unknown key, expected one of: %s", sec, name, list);
+	problem(l, l->line, "[%s] %.64s: unknown key, expected one of: %s", label, name, list);
+}
+
+/* Frees a string field, wiping it first when it holds a secret. */
+static void free_str(const struct op_config_key *k, char *s)
+{
+	if (s != NULL && (k->flags & OP_CONFIG_SECRET))
+		op_free_secret(s, strlen(s));
+	else
+		op_free(s);
 }
 
 /*
- * Applies one value to l->cfg through key k. On a bad value records a problem
- * and leaves the field at its previous value.
+ * Applies one value through key k to the struct at base (struct op_config, or
+ * struct op_config_broker for broker keys); label is the section as shown in
+ * messages ("http", "broker plant"). On a bad value records a problem and
+ * leaves the field at its previous value.
  */
-static void set_value(struct load *l, int line, const struct op_config_key *k, const char *v)
+static void set_value(struct load *l, void *base, const char *label, int line,
+                      const struct op_config_key *k, const char *v)
 {
-	void *p = (char *)&l->cfg + k->off;
+	void *p = (char *)base + k->off;
 	char lo[48], hi[48], got[48];
 	long long n = 0;
 	uint64_t u = 0;
@@ -607,7 +858,7 @@ static void set_value(struct load *l, int line, const struct op_config_key *k, c
 	case OP_CONFIG_STRING:
 	case OP_CONFIG_PATH: {
 		if (!*v && !(k->flags & OP_CONFIG_EMPTY_OK)) {
-			problem(l, line, "[%s] %s: empty, expected %s", k->section, k->key,
+			problem(l, line, "[%s] %s: empty, expected %s", label, k->key,
 			        k->type == OP_CONFIG_PATH ? "a path" : "a value");
 			return;
 		}
@@ -615,7 +866,7 @@ static void set_value(struct load *l, int line, const struct op_config_key *k, c
 			problem(l, line,
 			        "[%s] %s: '%.64s' is not valid, expected printable text "
 			        "shorter than %d bytes",
-			        k->section, k->key, v, PATH_MAX);
+			        label, k->key, v, PATH_MAX);
 			return;
 		}
 		char *dup = op_strdup(v);
@@ -623,7 +874,7 @@ static void set_value(struct load *l, int line, const struct op_config_key *k, c
 			l->nomem = true;
 			return;
 		}
-		op_free(*(char **)p);
+		free_str(k, *(char **)p);
 		*(char **)p = dup;
 		return;
 	}
@@ -631,7 +882,7 @@ static void set_value(struct load *l, int line, const struct op_config_key *k, c
 		if (!parse_ll(v, &n)) {
 			problem(l, line,
 			        "[%s] %s: '%.64s' is not a whole number, expected %lld to %lld",
-			        k->section, k->key, v, k->min, k->max);
+			        label, k->key, v, k->min, k->max);
 			return;
 		}
 		break;
@@ -640,7 +891,7 @@ static void set_value(struct load *l, int line, const struct op_config_key *k, c
 			problem(l, line,
 			        "[%s] %s: '%.64s' is not a size, expected a whole number with an "
 			        "optional unit B, KB, MB, GB or TB (1 KB = 1024 bytes), e.g. 64MB",
-			        k->section, k->key, v);
+			        label, k->key, v);
 			return;
 		}
 		n = u > (uint64_t)LLONG_MAX ? LLONG_MAX : (long long)u;
@@ -651,7 +902,7 @@ static void set_value(struct load *l, int line, const struct op_config_key *k, c
 			    l, line,
 			    "[%s] %s: '%.64s' is not a duration, expected a whole number with a "
 			    "unit ms, s, m or h, e.g. 30s or 1m30s",
-			    k->section, k->key, v);
+			    label, k->key, v);
 			return;
 		}
 		n = u > (uint64_t)LLONG_MAX ? LLONG_MAX : (long long)u;
@@ -659,8 +910,8 @@ static void set_value(struct load *l, int line, const struct op_config_key *k, c
 	case OP_CONFIG_BOOL:
 		if (!op_config_parse_bool(v, &b)) {
 			problem(l, line,
-			        "[%s] %s: '%.64s' is not a boolean, expected true or false",
-			        k->section, k->key, v);
+			        "[%s] %s: '%.64s' is not a boolean, expected true or false", label,
+			        k->key, v);
 			return;
 		}
 		*(bool *)p = b;
@@ -678,7 +929,7 @@ static void set_value(struct load *l, int line, const struct op_config_key *k, c
 			if (w > 0 && (size_t)w < sizeof(list) - len)
 				len += (size_t)w;
 		}
-		problem(l, line, "[%s] %s: '%.64s' is not allowed, expected one of: %s", k->section,
+		problem(l, line, "[%s] %s: '%.64s' is not allowed, expected one of: %s", label,
 		        k->key, v, list);
 		return;
 	}
@@ -696,7 +947,7 @@ static void set_value(struct load *l, int line, const struct op_config_key *k, c
 				problem(l, line,
 				        "[%s] %s: '%.64s' is not an address, expected host:port, "
 				        "[ipv6]:port (port 0 to 65535), or empty for off",
-				        k->section, k->key, v);
+				        label, k->key, v);
 				return;
 			}
 		}
@@ -714,8 +965,8 @@ static void set_value(struct load *l, int line, const struct op_config_key *k, c
 			snprintf(got, sizeof(got), "%lld", n);
 		else
 			snprintf(got, sizeof(got), "%.40s", v);
-		problem(l, line, "[%s] %s: %s is out of range, expected %s to %s", k->section,
-		        k->key, got, lo, hi);
+		problem(l, line, "[%s] %s: %s is out of range, expected %s to %s", label, k->key,
+		        got, lo, hi);
 		return;
 	}
 	if (k->type == OP_CONFIG_INT)
@@ -761,6 +1012,27 @@ static void set_global(struct load *l, const char *name, const char *v)
 	}
 }
 
+static void set_broker_key(struct load *l, const char *name, const char *value)
+{
+	struct op_config_broker *b = &l->cfg.brokers[l->broker];
+	int *seen = l->bseen[l->broker];
+	char label[16 + OP_CONFIG_BROKER_NAME_MAX];
+	snprintf(label, sizeof(label), "broker %s", b->name);
+	for (size_t i = 0; i < N_BKEYS; i++) {
+		if (strcmp(broker_keys[i].key, name) != 0)
+			continue;
+		if (seen[i]) {
+			problem(l, l->line, "[%s] %s: duplicate key, first set on line %d", label,
+			        name, seen[i]);
+			return;
+		}
+		seen[i] = l->line;
+		set_value(l, b, label, l->line, &broker_keys[i], value);
+		return;
+	}
+	unknown_key(l, label, "broker", broker_keys, N_BKEYS, name);
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct load *l = user;
@@ -772,6 +1044,10 @@ static int handler(void *user, const char *section, const char *name, const char
 	if (l->sec == SEC_NONE) {
 		problem(l, l->line,
 		        "%.64s: set outside a section, expected a [section] line above it", name);
+		return 1;
+	}
+	if (l->sec == SEC_BROKER) {
+		set_broker_key(l, name, value);
 		return 1;
 	}
 	const char *sec = sections[l->sec];
@@ -788,11 +1064,82 @@ static int handler(void *user, const char *section, const char *name, const char
 			return 1;
 		}
 		l->seen[i] = l->line;
-		set_value(l, l->line, &keys[i], value);
+		set_value(l, &l->cfg, sec, l->line, &keys[i], value);
 		return 1;
 	}
-	unknown_key(l, sec, name);
+	unknown_key(l, sec, sec, keys, N_KEYS, name);
 	return 1;
+}
+
+/* Handles a [broker NAME] header; name is what follows "broker", trimmed. */
+static void broker_header(struct load *l, const char *name)
+{
+	struct op_config *c = &l->cfg;
+	/* After a failed allocation the last broker may lack its name. */
+	if (l->nomem)
+		return;
+	if (!*name) {
+		problem(l, l->line, "[broker]: missing name, expected [broker NAME]");
+		return;
+	}
+	if (!broker_name_ok(name)) {
+		problem(l, l->line,
+		        "[broker %.64s]: not a valid broker name, expected [broker NAME] with NAME "
+		        "1 to %d letters, digits, '.', '_' or '-'",
+		        name, OP_CONFIG_BROKER_NAME_MAX);
+		return;
+	}
+	for (size_t i = 0; i < c->n_brokers; i++) {
+		if (strcmp(c->brokers[i].name, name) == 0) {
+			problem(l, l->line,
+			        "[broker %s]: duplicate broker section, first on line %d", name,
+			        c->brokers[i].line);
+			return;
+		}
+	}
+	if (c->n_brokers == OP_CONFIG_MAX_BROKERS) {
+		problem(l, l->line,
+		        "[broker %s]: more than %d broker sections, expected at most %d", name,
+		        OP_CONFIG_MAX_BROKERS, OP_CONFIG_MAX_BROKERS);
+		return;
+	}
+	if (c->n_brokers == l->bcap) {
+		size_t cap = l->bcap ? l->bcap * 2 : 4;
+		struct op_config_broker *nb = op_realloc(c->brokers, cap * sizeof(*nb));
+		if (nb == NULL) {
+			l->nomem = true;
+			return;
+		}
+		c->brokers = nb;
+		int(*ns)[N_BKEYS] = op_realloc(l->bseen, cap * sizeof(*ns));
+		if (ns == NULL) {
+			l->nomem = true;
+			return;
+		}
+		l->bseen = ns;
+		l->bcap = cap;
+	}
+	/* Counted before its fields are filled, so a failure half way is freed. */
+	struct op_config_broker *b = &c->brokers[c->n_brokers];
+	memset(b, 0, sizeof(*b));
+	memset(l->bseen[c->n_brokers], 0, sizeof(l->bseen[0]));
+	c->n_brokers++;
+	b->line = l->line;
+	b->name = op_strdup(name);
+	if (b->name == NULL) {
+		l->nomem = true;
+		return;
+	}
+	char label[16 + OP_CONFIG_BROKER_NAME_MAX];
+	snprintf(label, sizeof(label), "broker %s", name);
+	for (size_t i = 0; i < N_BKEYS && !l->nomem; i++) {
+		if (!(broker_keys[i].flags & OP_CONFIG_REQUIRED))
+			set_value(l, b, label, 0, &broker_keys[i], broker_keys[i].def);
+	}
+	if (l->nomem)
+		return;
+	l->sec = SEC_BROKER;
+	l->broker = c->n_brokers - 1;
 }
 
 /* Checks a [section] header line s (n bytes, trimmed); sets l->sec. */
@@ -817,12 +1164,19 @@ static void header(struct load *l, const char *s, size_t n)
 		b++;
 	while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
 		e--;
-	char name[80];
+	char name[256];
 	size_t len = (size_t)(e - b);
 	if (len >= sizeof(name))
 		len = sizeof(name) - 1;
 	memcpy(name, b, len);
 	name[len] = '\0';
+	size_t wl = strcspn(name, " \t");
+	if (wl == 6 && memcmp(name, "broker", 6) == 0) {
+		const char *nm = name + wl;
+		nm += strspn(nm, " \t");
+		broker_header(l, nm);
+		return;
+	}
 	int i = find_section(name);
 	if (i < 0) {
 		unknown_section(l, name);
@@ -899,17 +1253,94 @@ static int key_line(const struct load *l, const char *sec, const char *key)
 	return 0;
 }
 
-static void check_readable(struct load *l, const char *key, const char *path)
+/* The line key was set on in broker bi, 0 if not set. */
+static int broker_key_line(const struct load *l, size_t bi, const char *key)
+{
+	for (size_t i = 0; i < N_BKEYS; i++) {
+		if (strcmp(broker_keys[i].key, key) == 0)
+			return l->bseen[bi][i];
+	}
+	return 0;
+}
+
+/* Reports path (the value of key in section label, set on line) if it cannot be read. */
+static void check_readable(struct load *l, int line, const char *label, const char *key,
+                           const char *path)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
 		char eb[128];
 		const char *es = strerror_r(errno, eb, sizeof(eb));
-		problem(l, key_line(l, "http", key), "[http] %s: cannot read '%.200s': %s", key,
-		        path, es);
+		problem(l, line, "[%s] %s: cannot read '%.200s': %s", label, key, path, es);
 		return;
 	}
 	close(fd);
+}
+
+static bool is_set(const char *s)
+{
+	return s != NULL && *s;
+}
+
+/* Checks broker bi across its keys and fills the fields derived from its url. */
+static void finish_broker(struct load *l, size_t bi)
+{
+	struct op_config_broker *b = &l->cfg.brokers[bi];
+	char label[16 + OP_CONFIG_BROKER_NAME_MAX], why[256];
+	struct mqtt_url u;
+	bool url_ok = false;
+	memset(&u, 0, sizeof(u));
+	snprintf(label, sizeof(label), "broker %s", b->name);
+	int url_line = broker_key_line(l, bi, "url");
+	if (!url_line) {
+		problem(l, b->line, "[%s]: url is not set, expected mqtt:// or mqtts:// URL",
+		        label);
+	} else if (b->url != NULL) {
+		/* NULL when its value was refused, which was reported. */
+		url_ok = parse_mqtt_url(b->url, &u, why, sizeof(why));
+		if (!url_ok)
+			problem(l, url_line, "[%s] url: %s", label, why);
+	}
+	if (url_ok) {
+		size_t n = u.host_len + sizeof("mqtts://[]:65535");
+		b->tls = u.tls;
+		b->port = u.port;
+		b->host = op_strndup(u.host, u.host_len);
+		b->uri = op_malloc(n);
+		if (b->host == NULL || b->uri == NULL) {
+			l->nomem = true;
+			return;
+		}
+		if (memchr(u.host, ':', u.host_len) != NULL)
+			snprintf(b->uri, n, "%s://[%s]:%u", u.tls ? "ssl" : "tcp", b->host, u.port);
+		else
+			snprintf(b->uri, n, "%s://%s:%u", u.tls ? "ssl" : "tcp", b->host, u.port);
+	}
+
+	bool cert = is_set(b->cert_file), key = is_set(b->key_file);
+	if (cert != key) {
+		const char *set = cert ? "cert_file" : "key_file",
+		           *unset = cert ? "key_file" : "cert_file";
+		problem(l, broker_key_line(l, bi, set),
+		        "[%s] %s: set without %s, expected both or neither", label, set, unset);
+	}
+	const struct {
+		const char *key, *path;
+	} files[] = {
+	    {"ca_file", b->ca_file}, {"cert_file", b->cert_file}, {"key_file", b->key_file}};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		if (!is_set(files[i].path))
+			continue;
+		int line = broker_key_line(l, bi, files[i].key);
+		if (url_ok && !u.tls)
+			problem(
+			    l, line,
+			    "[%s] %s: set for the plain url '%.64s', expected an mqtts:// url or "
+			    "no %s",
+			    label, files[i].key, b->url, files[i].key);
+		else
+			check_readable(l, line, label, files[i].key, files[i].path);
+	}
 }
 
 /* Checks across keys, once every value is in. */
@@ -934,8 +1365,10 @@ static void finish(struct load *l)
 		problem(l, key_line(l, "http", set),
 		        "[http] %s: set without %s, expected both or neither", set, unset);
 	} else if (cert) {
-		check_readable(l, "tls_cert", c->http.tls_cert);
-		check_readable(l, "tls_key", c->http.tls_key);
+		check_readable(l, key_line(l, "http", "tls_cert"), "http", "tls_cert",
+		               c->http.tls_cert);
+		check_readable(l, key_line(l, "http", "tls_key"), "http", "tls_key",
+		               c->http.tls_key);
 	}
 	if (c->http.listen.host && c->admin.listen.host && c->http.listen.port != 0 &&
 	    c->http.listen.port == c->admin.listen.port &&
@@ -943,6 +1376,10 @@ static void finish(struct load *l)
 		problem(l, key_line(l, "admin", "listen"),
 		        "[admin] listen: same address as [http] listen, expected another port");
 	}
+	for (size_t i = 0; i < c->n_brokers && !l->nomem; i++)
+		finish_broker(l, i);
+	if (l->nomem)
+		return;
 	if (!c->agent.id || !*c->agent.id) {
 		char host[256];
 		if (gethostname(host, sizeof(host)) != 0 || !host[0]) {
@@ -993,9 +1430,11 @@ static op_err load_text(const char *text, size_t len, const char *name, struct o
 		e = OP_ECONFIG;
 		goto out;
 	}
+	op_free(l.bseen);
 	*out = l.cfg;
 	return OP_OK;
 out:
+	op_free(l.bseen);
 	op_config_free(&l.cfg);
 	return e;
 }
@@ -1079,7 +1518,7 @@ op_err op_config_defaults(struct op_config *c)
 	if (l.cfg.globals == NULL)
 		return OP_ENOMEM;
 	for (size_t i = 0; i < N_KEYS && !l.nomem; i++)
-		set_value(&l, 0, &keys[i], keys[i].def);
+		set_value(&l, &l.cfg, keys[i].section, 0, &keys[i], keys[i].def);
 	/* The defaults are code: a problem with one is a bug, caught by the tests. */
 	op_err e = l.nomem ? OP_ENOMEM : l.problems ? OP_EINTERNAL : OP_OK;
 	op_diag_fini(&d);
@@ -1091,15 +1530,29 @@ op_err op_config_defaults(struct op_config *c)
 	return OP_OK;
 }
 
-void op_config_free(struct op_config *c)
+/* Frees what the keys of table t hold in the struct at base. */
+static void free_values(void *base, const struct op_config_key *t, size_t nt)
 {
-	for (size_t i = 0; i < N_KEYS; i++) {
-		void *p = (char *)c + keys[i].off;
-		if (keys[i].type == OP_CONFIG_STRING || keys[i].type == OP_CONFIG_PATH)
-			op_free(*(char **)p);
-		else if (keys[i].type == OP_CONFIG_LISTEN)
+	for (size_t i = 0; i < nt; i++) {
+		void *p = (char *)base + t[i].off;
+		if (t[i].type == OP_CONFIG_STRING || t[i].type == OP_CONFIG_PATH)
+			free_str(&t[i], *(char **)p);
+		else if (t[i].type == OP_CONFIG_LISTEN)
 			op_free(((struct op_config_listen *)p)->host);
 	}
+}
+
+void op_config_free(struct op_config *c)
+{
+	free_values(c, keys, N_KEYS);
+	for (size_t i = 0; i < c->n_brokers; i++) {
+		struct op_config_broker *b = &c->brokers[i];
+		free_values(b, broker_keys, N_BKEYS);
+		op_free(b->name);
+		op_free(b->host);
+		op_free(b->uri);
+	}
+	op_free(c->brokers);
 	cJSON_Delete(c->globals);
 	memset(c, 0, sizeof(*c));
 }
@@ -1122,11 +1575,14 @@ static bool sensitive_name(const char *name)
 	return false;
 }
 
-/* The value of key k in c as config text: borrowed from c or written into out. */
-static const char *value_text(const struct op_config *c, const struct op_config_key *k, char *out,
-                              size_t n)
+/*
+ * The value of key k in the struct at base (struct op_config, or struct
+ * op_config_broker for broker keys) as config text: borrowed from base or
+ * written into out.
+ */
+static const char *value_text(const void *base, const struct op_config_key *k, char *out, size_t n)
 {
-	const void *p = (const char *)c + k->off;
+	const void *p = (const char *)base + k->off;
 	switch (k->type) {
 	case OP_CONFIG_STRING:
 	case OP_CONFIG_PATH: {
@@ -1168,22 +1624,32 @@ static void put_kv(FILE *f, const char *prefix, const char *key, const char *val
 		fprintf(f, "%s%s =\n", prefix, key);
 }
 
-op_err op_config_dump(const struct op_config *c, FILE *f)
+/* Prints the keys of table t in section sec with their values in base. */
+static void put_values(FILE *f, const void *base, const struct op_config_key *t, size_t nt,
+                       const char *sec)
 {
 	char buf[600];
-	for (size_t s = 0; s < N_SECTIONS; s++) {
-		fprintf(f, "%s[%s]\n", s ? "\n" : "", sections[s]);
-		if (s == SEC_GLOBALS)
-			break;
-		for (size_t i = 0; i < N_KEYS; i++) {
-			if (strcmp(keys[i].section, sections[s]) != 0)
-				continue;
-			const char *v = value_text(c, &keys[i], buf, sizeof(buf));
-			if ((keys[i].flags & OP_CONFIG_SECRET) && *v)
-				v = "***";
-			put_kv(f, "", keys[i].key, v);
-		}
+	for (size_t i = 0; i < nt; i++) {
+		if (strcmp(t[i].section, sec) != 0)
+			continue;
+		const char *v = value_text(base, &t[i], buf, sizeof(buf));
+		if ((t[i].flags & OP_CONFIG_SECRET) && *v)
+			v = "***";
+		put_kv(f, "", t[i].key, v);
 	}
+}
+
+op_err op_config_dump(const struct op_config *c, FILE *f)
+{
+	for (size_t s = 0; s < SEC_GLOBALS; s++) {
+		fprintf(f, "%s[%s]\n", s ? "\n" : "", sections[s]);
+		put_values(f, c, keys, N_KEYS, sections[s]);
+	}
+	for (size_t i = 0; i < c->n_brokers; i++) {
+		fprintf(f, "\n[broker %s]\n", c->brokers[i].name);
+		put_values(f, &c->brokers[i], broker_keys, N_BKEYS, "broker");
+	}
+	fprintf(f, "\n[%s]\n", sections[SEC_GLOBALS]);
 	const cJSON *g;
 	cJSON_ArrayForEach (g, c->globals) {
 		if (sensitive_name(g->string)) {
@@ -1221,6 +1687,17 @@ op_err op_config_write_sample(FILE *f)
 			put_kv(f, "#", keys[i].key, keys[i].def);
 		}
 	}
+	fputs("\n# MQTT brokers that MQTT triggers and steps name ({\"broker\": \"plant\"}),\n"
+	      "# one [broker NAME] section each, as many as needed; NAME is 1 to 64\n"
+	      "# letters, digits, '.', '_' or '-'. url is required, the other keys have\n"
+	      "# the defaults shown. For example:\n"
+	      "\n#[broker plant]\n",
+	      f);
+	for (size_t i = 0; i < N_BKEYS; i++) {
+		const struct op_config_key *k = &broker_keys[i];
+		fprintf(f, "\n# %s\n", k->help);
+		put_kv(f, "#", k->key, k->example ? k->example : k->def);
+	}
 	fputs("\n[globals]\n"
 	      "\n"
 	      "# Free-form values pipelines read as globals (e.g. {{ globals.region }}).\n"
@@ -1231,35 +1708,65 @@ op_err op_config_write_sample(FILE *f)
 	return ferror(f) ? OP_EIO : OP_OK;
 }
 
-op_err op_config_write_doc(FILE *f)
+/* Writes the Markdown table of the keys of table t in section sec. */
+static void doc_table(FILE *f, const struct op_config_key *t, size_t nt, const char *sec)
 {
 	char lo[48], hi[48];
+	fputs("| Key | Type | Default | Meaning |\n| --- | --- | --- | --- |\n", f);
+	for (size_t i = 0; i < nt; i++) {
+		const struct op_config_key *k = &t[i];
+		if (strcmp(k->section, sec) != 0)
+			continue;
+		fprintf(f, "| `%s` | %s", k->key, op_config_type_name(k->type));
+		if (k->type == OP_CONFIG_INT || k->type == OP_CONFIG_BYTES ||
+		    k->type == OP_CONFIG_DURATION) {
+			fmt_bound(k, k->min, lo, sizeof(lo));
+			fmt_bound(k, k->max, hi, sizeof(hi));
+			fprintf(f, ", %s to %s", lo, hi);
+		} else if (k->type == OP_CONFIG_ENUM) {
+			for (int j = 0; k->choices[j]; j++)
+				fprintf(f, "%s`%s`", j ? ", " : ": ", k->choices[j]);
+		}
+		if (k->flags & OP_CONFIG_REQUIRED)
+			fputs(" | (required)", f);
+		else if (k->def_doc)
+			fprintf(f, " | %s", k->def_doc);
+		else if (*k->def)
+			fprintf(f, " | `%s`", k->def);
+		else
+			fputs(" | (empty)", f);
+		fprintf(f, " | %s |\n", k->help);
+	}
+}
+
+op_err op_config_write_doc(FILE *f)
+{
 	for (size_t s = 0; s < SEC_GLOBALS; s++) {
 		fprintf(f, "\n### [%s]\n\n", sections[s]);
-		fputs("| Key | Type | Default | Meaning |\n| --- | --- | --- | --- |\n", f);
-		for (size_t i = 0; i < N_KEYS; i++) {
-			const struct op_config_key *k = &keys[i];
-			if (strcmp(k->section, sections[s]) != 0)
-				continue;
-			fprintf(f, "| `%s` | %s", k->key, op_config_type_name(k->type));
-			if (k->type == OP_CONFIG_INT || k->type == OP_CONFIG_BYTES ||
-			    k->type == OP_CONFIG_DURATION) {
-				fmt_bound(k, k->min, lo, sizeof(lo));
-				fmt_bound(k, k->max, hi, sizeof(hi));
-				fprintf(f, ", %s to %s", lo, hi);
-			} else if (k->type == OP_CONFIG_ENUM) {
-				for (int j = 0; k->choices[j]; j++)
-					fprintf(f, "%s`%s`", j ? ", " : ": ", k->choices[j]);
-			}
-			if (k->def_doc)
-				fprintf(f, " | %s", k->def_doc);
-			else if (*k->def)
-				fprintf(f, " | `%s`", k->def);
-			else
-				fputs(" | (empty)", f);
-			fprintf(f, " | %s |\n", k->help);
-		}
+		doc_table(f, keys, N_KEYS, sections[s]);
 	}
+	fputs("\n### [broker NAME]\n\n"
+	      "Any number of `[broker NAME]` sections may be given, one per MQTT broker, "
+	      "each name once\n"
+	      "(NAME: 1 to 64 letters, digits, `.`, `_` or `-`). Pipelines refer to a broker "
+	      "by its name,\n"
+	      "as in an MQTT trigger's `{\"type\": \"mqtt\", \"config\": {\"broker\": "
+	      "\"plant\", ...}}`. Brokers must\n"
+	      "allow `max_inflight` QoS 1 messages in flight per client (mosquitto:\n"
+	      "`max_inflight_messages 1000` and a large `max_queued_messages`), otherwise "
+	      "QoS 1 delivery\n"
+	      "stalls.\n"
+	      "\n"
+	      "```ini\n"
+	      "[broker plant]\n"
+	      "url = mqtts://broker.example.internal:8883\n"
+	      "ca_file = /etc/outpost/plant-ca.pem\n"
+	      "username = outpost\n"
+	      "password = change-me\n"
+	      "```\n"
+	      "\n",
+	      f);
+	doc_table(f, broker_keys, N_BKEYS, "broker");
 	fputc('\n', f);
 	return ferror(f) ? OP_EIO : OP_OK;
 }

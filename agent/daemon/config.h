@@ -6,6 +6,10 @@
  * the shipped commented sample (packaging/outpost.conf) and the key reference
  * in docs/configuration.md, so they cannot disagree.
  *
+ * Besides the fixed sections there may be any number of named MQTT broker
+ * sections, `[broker NAME]`, each bound through a second table of keys into
+ * a struct op_config_broker; MQTT triggers and steps name them.
+ *
  * A load parses into a new struct, records every problem it finds (not just
  * the first) as "FILE:LINE" (the diag path) plus "[section] key: what was
  * wrong, expected ..." (the message), and hands the struct over only when
@@ -30,6 +34,35 @@
 struct op_config_listen {
 	char *host;    /* IPv4 literal, IPv6 literal without brackets, or a name */
 	unsigned port; /* 0..65535; 0 = any free port */
+};
+
+/* Longest broker name ("[broker NAME]"); names match [A-Za-z0-9._-]{1,64}. */
+#define OP_CONFIG_BROKER_NAME_MAX 64
+/* Most [broker NAME] sections in one config. */
+#define OP_CONFIG_MAX_BROKERS 256
+
+/*
+ * One [broker NAME] section. After a load every string is non-NULL (empty when
+ * not set) and url was checked and split into tls, host and port.
+ */
+struct op_config_broker {
+	char *name;      /* NAME of the header */
+	char *url;       /* as written: mqtt://, mqtts://, tcp:// or ssl:// host[:port] */
+	char *ca_file;   /* "" = the system's CAs; mqtts only */
+	char *cert_file; /* client certificate for mutual TLS, with key_file; mqtts only */
+	char *key_file;
+	char *username;
+	char *password;  /* secret: masked by op_config_dump, wiped when freed */
+	char *client_id; /* prefix of the client ids; "" = "outpost-" + agent id */
+	uint64_t keepalive_ms;
+	uint64_t connect_timeout_ms;
+	long long max_inflight; /* QoS 1 messages in flight per client */
+	int line;               /* line of the header, 0 if none */
+	/* Derived from url at load. */
+	bool tls;      /* mqtts:// or ssl:// */
+	char *host;    /* IPv4 literal, IPv6 literal without brackets, or a name */
+	unsigned port; /* 1..65535; 1883 (mqtt) or 8883 (mqtts) when not given */
+	char *uri;     /* Paho's form: "tcp://host:port" or "ssl://host:port", [v6] */
 };
 
 struct op_config {
@@ -63,6 +96,8 @@ struct op_config {
 	struct {
 		struct op_config_listen listen;
 	} admin;
+	struct op_config_broker *brokers; /* owned; in file order; NULL when none */
+	size_t n_brokers;
 	cJSON *globals; /* always an object after defaults or a load */
 };
 
@@ -81,7 +116,8 @@ enum op_config_type {
 
 enum op_config_flags {
 	OP_CONFIG_EMPTY_OK = 1, /* STRING, PATH: an empty value is allowed */
-	OP_CONFIG_SECRET = 2,   /* masked as *** by op_config_dump */
+	OP_CONFIG_SECRET = 2,   /* masked as *** by op_config_dump, wiped when freed */
+	OP_CONFIG_REQUIRED = 4, /* no default: a section without the key is refused */
 };
 
 /* One key of the table. */
@@ -89,17 +125,30 @@ struct op_config_key {
 	const char *section;
 	const char *key;
 	enum op_config_type type;
-	size_t off;                 /* into struct op_config */
-	const char *def;            /* default, as config text */
+	size_t off;                 /* into struct op_config; for "broker", op_config_broker */
+	const char *def;            /* default, as config text ("" for REQUIRED keys) */
 	const char *def_doc;        /* default as shown in docs when it is computed, or NULL */
 	long long min, max;         /* INT, BYTES (bytes), DURATION (ms) */
 	const char *const *choices; /* ENUM: NULL-terminated */
 	unsigned flags;             /* enum op_config_flags */
 	const char *help;           /* one line */
+	const char *example;        /* value shown in the sample for REQUIRED keys, or NULL */
 };
 
 /* The key table, borrowed for the life of the process. */
 const struct op_config_key *op_config_keys(size_t *n);
+
+/*
+ * The keys of a [broker NAME] section (section "broker", offsets into struct
+ * op_config_broker), borrowed for the life of the process.
+ */
+const struct op_config_key *op_config_broker_keys(size_t *n);
+
+/*
+ * The broker section called name, borrowed from c (valid until c is freed),
+ * or NULL when c has none by that name (or name is NULL).
+ */
+const struct op_config_broker *op_config_broker(const struct op_config *c, const char *name);
 
 /* Name of a type for docs and help ("bytes", "duration", ...). */
 const char *op_config_type_name(enum op_config_type t);
@@ -133,7 +182,8 @@ op_err op_config_load_file(const char *path, struct op_config *out, struct op_di
 void op_config_free(struct op_config *c);
 
 /*
- * Prints the effective config as loadable INI text, secrets and globals whose
+ * Prints the effective config as loadable INI text, [broker NAME] sections
+ * after [admin], secrets (broker passwords) and globals whose
  * names look sensitive (password, secret, token, key, credential) masked as
  * ***. OP_ENOMEM, or OP_EIO when writing fails.
  */
@@ -141,13 +191,14 @@ op_err op_config_dump(const struct op_config *c, FILE *f) OP_WUR;
 
 /*
  * Writes the commented sample config shipped as /etc/outpost/outpost.conf:
- * every key commented out with its default and help line. OP_EIO on a write
- * error.
+ * every key commented out with its default and help line, and a commented
+ * example [broker NAME] section. OP_EIO on a write error.
  */
 op_err op_config_write_sample(FILE *f) OP_WUR;
 
 /*
- * Writes the Markdown key reference (one table per section) that
+ * Writes the Markdown key reference (one table per section, [broker NAME]
+ * included, with a paragraph on brokers) that
  * docs/configuration.md holds between its generated-section markers.
  */
 op_err op_config_write_doc(FILE *f) OP_WUR;

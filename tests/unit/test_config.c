@@ -1,7 +1,8 @@
 /*
  * Unit tests of the daemon config (agent/daemon/config.c): defaults, every
- * value type, problems with their lines, globals, TLS pairing, file reading,
- * out-of-memory, and that packaging/outpost.conf and the key tables in
+ * value type, problems with their lines, globals, TLS pairing, [broker NAME]
+ * sections, file reading, out-of-memory, and that packaging/outpost.conf and
+ * the key tables in
  * docs/configuration.md are exactly what the key table generates.
  *
  * After changing the table, regenerate both files with
@@ -52,6 +53,8 @@ static char *load_bad(const char *text)
 	/* Refused whole: nothing handed out. */
 	ck_assert_ptr_null(c.agent.data_dir);
 	ck_assert_ptr_null(c.globals);
+	ck_assert_ptr_null(c.brokers);
+	ck_assert_uint_eq(c.n_brokers, 0);
 	ck_assert_uint_gt(d.n, 0);
 	op_buf_init(&b, 1 << 20);
 	for (size_t i = 0; i < d.n; i++)
@@ -148,6 +151,9 @@ START_TEST(defaults)
 	ck_assert_uint_eq(c.admin.listen.port, 9090);
 	ck_assert(cJSON_IsObject(c.globals));
 	ck_assert_ptr_null(c.globals->child);
+	ck_assert_ptr_null(c.brokers);
+	ck_assert_uint_eq(c.n_brokers, 0);
+	ck_assert_ptr_null(op_config_broker(&c, "plant"));
 	op_config_free(&c);
 	ck_assert_ptr_null(c.agent.data_dir);
 	op_config_free(&c); /* twice is harmless */
@@ -168,6 +174,17 @@ START_TEST(defaults)
 		ck_assert_ptr_nonnull(k[i].help);
 		ck_assert_ptr_null(strchr(k[i].help, '\n'));
 		ck_assert_ptr_null(strchr(k[i].help, '|'));
+		ck_assert(!(k[i].flags & OP_CONFIG_REQUIRED));
+	}
+	k = op_config_broker_keys(&n);
+	ck_assert_uint_eq(n, 10);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_str_eq(k[i].section, "broker");
+		ck_assert_ptr_nonnull(k[i].help);
+		ck_assert_ptr_null(strchr(k[i].help, '\n'));
+		ck_assert_ptr_null(strchr(k[i].help, '|'));
+		/* A required key has an example for the sample, and no default. */
+		ck_assert((k[i].flags & OP_CONFIG_REQUIRED) ? k[i].example && !*k[i].def : 1);
 	}
 }
 END_TEST
@@ -361,7 +378,7 @@ START_TEST(structure_problems_with_lines)
 	       "t.conf:10: '[http': section header without ']', expected [section]\n"
 	       "t.conf:12: text after the section header, expected a comment or nothing\n"
 	       "t.conf:13: [frobnicate]: unknown section, expected one of [agent], [store], "
-	       "[http], [admin], [globals]\n"
+	       "[http], [admin], [broker NAME], [globals]\n"
 	       "t.conf:15: [http] bogus: unknown key, expected one of: listen, max_body, timeout, "
 	       "threads, connection_limit, per_ip_limit, client_timeout, tls_cert, tls_key\n");
 
@@ -501,6 +518,315 @@ START_TEST(cross_checks)
 }
 END_TEST
 
+START_TEST(broker_all_keys)
+{
+	char ca[] = "/tmp/op-ca-XXXXXX", cert[] = "/tmp/op-cert-XXXXXX",
+	     key[] = "/tmp/op-key-XXXXXX";
+	int fa = mkstemp(ca), fc = mkstemp(cert), fk = mkstemp(key);
+	ck_assert(fa >= 0 && fc >= 0 && fk >= 0);
+	close(fa);
+	close(fc);
+	close(fk);
+	char text[1024];
+	snprintf(text, sizeof(text),
+	         "[agent]\n"
+	         "id = edge\n"
+	         "[broker plant]\n"
+	         "url = mqtts://broker.example.internal:18883\n"
+	         "ca_file = %s\n"
+	         "cert_file = %s\n"
+	         "key_file = %s\n"
+	         "username = outpost\n"
+	         "password = pa ss\n"
+	         "client_id = edge-7\n"
+	         "keepalive = 1h\n"
+	         "connect_timeout = 5m\n"
+	         "max_inflight = 65535\n",
+	         ca, cert, key);
+	struct op_config c;
+	load_ok(text, &c);
+	ck_assert_uint_eq(c.n_brokers, 1);
+	const struct op_config_broker *b = op_config_broker(&c, "plant");
+	ck_assert_ptr_eq(b, &c.brokers[0]);
+	ck_assert_str_eq(b->name, "plant");
+	ck_assert_int_eq(b->line, 3);
+	ck_assert_str_eq(b->url, "mqtts://broker.example.internal:18883");
+	ck_assert_str_eq(b->ca_file, ca);
+	ck_assert_str_eq(b->cert_file, cert);
+	ck_assert_str_eq(b->key_file, key);
+	ck_assert_str_eq(b->username, "outpost");
+	ck_assert_str_eq(b->password, "pa ss");
+	ck_assert_str_eq(b->client_id, "edge-7");
+	ck_assert_uint_eq(b->keepalive_ms, 3600000);
+	ck_assert_uint_eq(b->connect_timeout_ms, 300000);
+	ck_assert_int_eq(b->max_inflight, 65535);
+	ck_assert(b->tls);
+	ck_assert_str_eq(b->host, "broker.example.internal");
+	ck_assert_uint_eq(b->port, 18883);
+	ck_assert_str_eq(b->uri, "ssl://broker.example.internal:18883");
+	ck_assert_ptr_null(op_config_broker(&c, "Plant"));
+	ck_assert_ptr_null(op_config_broker(&c, NULL));
+	op_config_free(&c);
+	ck_assert_ptr_null(c.brokers);
+	ck_assert_uint_eq(c.n_brokers, 0);
+	unlink(ca);
+	unlink(cert);
+	unlink(key);
+}
+END_TEST
+
+START_TEST(broker_two_and_defaults)
+{
+	struct op_config c;
+	char name64[65];
+	memset(name64, 'n', 64);
+	name64[64] = '\0';
+	char text[512];
+	snprintf(text, sizeof(text),
+	         "[agent]\n"
+	         "workers = 2\n"
+	         "\n"
+	         "[broker plant]\n"
+	         "url = mqtt://10.1.2.3\n"
+	         "[ broker\tPlant-2_b.x ]  ; second\n"
+	         "url = ssl://[::1]\n"
+	         "[agent]\n"
+	         "log_level = warn\n"
+	         "[broker %s]\n"
+	         "url = tcp://h:1\n",
+	         name64);
+	load_ok(text, &c);
+	ck_assert_int_eq(c.agent.workers, 2);
+	ck_assert_int_eq(c.agent.log_level, OP_LOG_WARN);
+	ck_assert_uint_eq(c.n_brokers, 3);
+
+	const struct op_config_broker *b = &c.brokers[0];
+	ck_assert_str_eq(b->name, "plant");
+	ck_assert_int_eq(b->line, 4);
+	ck_assert_str_eq(b->url, "mqtt://10.1.2.3");
+	ck_assert_str_eq(b->ca_file, "");
+	ck_assert_str_eq(b->cert_file, "");
+	ck_assert_str_eq(b->key_file, "");
+	ck_assert_str_eq(b->username, "");
+	ck_assert_str_eq(b->password, "");
+	ck_assert_str_eq(b->client_id, "");
+	ck_assert_uint_eq(b->keepalive_ms, 30000);
+	ck_assert_uint_eq(b->connect_timeout_ms, 10000);
+	ck_assert_int_eq(b->max_inflight, 1000);
+	ck_assert(!b->tls);
+	ck_assert_str_eq(b->host, "10.1.2.3");
+	ck_assert_uint_eq(b->port, 1883);
+	ck_assert_str_eq(b->uri, "tcp://10.1.2.3:1883");
+
+	b = &c.brokers[1];
+	ck_assert_str_eq(b->name, "Plant-2_b.x");
+	ck_assert_int_eq(b->line, 6);
+	ck_assert(b->tls);
+	ck_assert_str_eq(b->host, "::1");
+	ck_assert_uint_eq(b->port, 8883);
+	ck_assert_str_eq(b->uri, "ssl://[::1]:8883");
+	ck_assert_uint_eq(b->keepalive_ms, 30000);
+
+	ck_assert_str_eq(c.brokers[2].name, name64);
+	ck_assert_str_eq(c.brokers[2].uri, "tcp://h:1");
+
+	ck_assert_ptr_eq(op_config_broker(&c, "plant"), &c.brokers[0]);
+	ck_assert_ptr_eq(op_config_broker(&c, "Plant-2_b.x"), &c.brokers[1]);
+	ck_assert_ptr_eq(op_config_broker(&c, name64), &c.brokers[2]);
+	ck_assert_ptr_null(op_config_broker(&c, "plant-2_b.x"));
+	ck_assert_ptr_null(op_config_broker(&c, ""));
+	op_config_free(&c);
+
+	/* Schemes and ports. */
+	struct {
+		const char *url, *uri;
+		bool tls;
+	} good[] = {
+	    {"mqtt://localhost", "tcp://localhost:1883", false},
+	    {"MQTTS://Broker.Example:8884", "ssl://Broker.Example:8884", true},
+	    {"tcp://h", "tcp://h:1883", false},
+	    {"ssl://h", "ssl://h:8883", true},
+	    {"mqtts://[fe80::1]:65535", "ssl://[fe80::1]:65535", true},
+	    {"mqtt://192.168.0.1:1", "tcp://192.168.0.1:1", false},
+	};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(text, sizeof(text), "[broker x]\nurl = %s\n", good[i].url);
+		load_ok(text, &c);
+		ck_assert_str_eq(c.brokers[0].url, good[i].url);
+		ck_assert_str_eq(c.brokers[0].uri, good[i].uri);
+		ck_assert(c.brokers[0].tls == good[i].tls);
+		op_config_free(&c);
+	}
+}
+END_TEST
+
+START_TEST(broker_header_problems)
+{
+	char text[512];
+	char name65[66];
+	memset(name65, 'a', 65);
+	name65[65] = '\0';
+	snprintf(text, sizeof(text),
+	         "[broker]\n"
+	         "url = mqtt://h\n"
+	         "[broker a b]\n"
+	         "[broker plant]\n"
+	         "url = mqtt://h\n"
+	         "[broker ]\n"
+	         "[broker plant]\n"
+	         "url = mqtt://other\n"
+	         "[brokers]\n"
+	         "[broker x/y]\n"
+	         "[broker %s]\n"
+	         "[brokr plant]\n",
+	         name65);
+	ck_bad(text, "t.conf:1: [broker]: missing name, expected [broker NAME]\n"
+	             "t.conf:3: [broker a b]: not a valid broker name, expected [broker NAME] "
+	             "with NAME 1 to 64 letters, digits, '.', '_' or '-'\n"
+	             "t.conf:6: [broker]: missing name, expected [broker NAME]\n"
+	             "t.conf:7: [broker plant]: duplicate broker section, first on line 4\n"
+	             "t.conf:9: [brokers]: unknown section, did you mean [broker NAME]?\n"
+	             "t.conf:10: [broker x/y]: not a valid broker name, expected [broker NAME] "
+	             "with NAME 1 to 64 letters, digits, '.', '_' or '-'\n"
+	             "t.conf:11: [broker aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	             "aaaaaa]: not a valid broker name, expected [broker NAME] with NAME 1 to 64 "
+	             "letters, digits, '.', '_' or '-'\n"
+	             "t.conf:12: [brokr plant]: unknown section, did you mean [broker NAME]?\n");
+
+	/* At most OP_CONFIG_MAX_BROKERS sections. */
+	struct op_buf b;
+	op_buf_init(&b, 1 << 20);
+	for (int i = 0; i < OP_CONFIG_MAX_BROKERS; i++)
+		ck_assert_int_eq(op_buf_addf(&b, "[broker b%d]\nurl = mqtt://h\n", i), OP_OK);
+	struct op_config c;
+	load_ok(op_buf_str(&b), &c);
+	ck_assert_uint_eq(c.n_brokers, OP_CONFIG_MAX_BROKERS);
+	ck_assert_ptr_eq(op_config_broker(&c, "b255"), &c.brokers[255]);
+	ck_assert_int_eq(c.brokers[255].line, 511);
+	op_config_free(&c);
+	ck_assert_int_eq(op_buf_adds(&b, "[broker one-more]\nurl = mqtt://h\n"), OP_OK);
+	ck_bad(op_buf_str(&b), "t.conf:513: [broker one-more]: more than 256 broker sections, "
+	                       "expected at most 256\n");
+	op_buf_fini(&b);
+}
+END_TEST
+
+START_TEST(broker_key_problems)
+{
+	/* Every problem of every broker, in one load. */
+	ck_bad("[broker plant]\n"
+	       "url = http://x\n"
+	       "keepalive = 0s\n"
+	       "connect_timeout = 6m\n"
+	       "max_inflight = 9\n"
+	       "uri = me\n"
+	       "url = mqtt://h\n"
+	       "password =\n"
+	       "keepalive = 2h\n"
+	       "[broker empty]\n"
+	       "url =\n"
+	       "tls = on\n"
+	       "[broker none]\n"
+	       "username = u\n"
+	       "[broker plain]\n"
+	       "url = mqtt://h:1883\n"
+	       "ca_file = /etc/outpost/ca.pem\n"
+	       "cert_file = /etc/outpost/c.pem\n"
+	       "[broker pair]\n"
+	       "url = mqtts://h\n"
+	       "key_file = /nonexistent/k.pem\n",
+	       "t.conf:3: [broker plant] keepalive: 0s is out of range, expected 1s to 1h\n"
+	       "t.conf:4: [broker plant] connect_timeout: 6m is out of range, expected 1s to 5m\n"
+	       "t.conf:5: [broker plant] max_inflight: 9 is out of range, expected 10 to 65535\n"
+	       "t.conf:6: [broker plant] uri: unknown key, did you mean 'url'?\n"
+	       "t.conf:7: [broker plant] url: duplicate key, first set on line 2\n"
+	       "t.conf:9: [broker plant] keepalive: duplicate key, first set on line 3\n"
+	       "t.conf:11: [broker empty] url: empty, expected a value\n"
+	       "t.conf:12: [broker empty] tls: unknown key, expected one of: url, ca_file, "
+	       "cert_file, key_file, username, password, client_id, keepalive, connect_timeout, "
+	       "max_inflight\n"
+	       "t.conf:2: [broker plant] url: 'http://x' has scheme 'http', expected mqtt:// or "
+	       "mqtts://\n"
+	       "t.conf:13: [broker none]: url is not set, expected mqtt:// or mqtts:// URL\n"
+	       "t.conf:18: [broker plain] cert_file: set without key_file, expected both or "
+	       "neither\n"
+	       "t.conf:17: [broker plain] ca_file: set for the plain url 'mqtt://h:1883', "
+	       "expected an mqtts:// url or no ca_file\n"
+	       "t.conf:18: [broker plain] cert_file: set for the plain url 'mqtt://h:1883', "
+	       "expected an mqtts:// url or no cert_file\n"
+	       "t.conf:21: [broker pair] key_file: set without cert_file, expected both or "
+	       "neither\n"
+	       "t.conf:21: [broker pair] key_file: cannot read '/nonexistent/k.pem': No such "
+	       "file or directory\n");
+
+	/* TLS files must be readable; each one is checked. */
+	ck_bad("[broker m]\n"
+	       "url = ssl://h\n"
+	       "ca_file = /nonexistent/ca.pem\n"
+	       "cert_file = /nonexistent/c.pem\n"
+	       "key_file = /nonexistent/k.pem\n",
+	       "t.conf:3: [broker m] ca_file: cannot read '/nonexistent/ca.pem': No such file or "
+	       "directory\n"
+	       "t.conf:4: [broker m] cert_file: cannot read '/nonexistent/c.pem': No such file or "
+	       "directory\n"
+	       "t.conf:5: [broker m] key_file: cannot read '/nonexistent/k.pem': No such file or "
+	       "directory\n");
+
+	/* A problem elsewhere still refuses the brokers. */
+	ck_bad("[broker ok]\nurl = mqtt://h\n[agent]\nworkers = 0\n",
+	       "t.conf:4: [agent] workers: 0 is out of range, expected 1 to 256\n");
+}
+END_TEST
+
+START_TEST(broker_bad_urls)
+{
+	struct {
+		const char *url, *why;
+	} bad[] = {
+	    {"broker.example:1883", "'broker.example:1883' is not a URL, expected "
+	                            "mqtt://host[:port] or mqtts://host[:port]"},
+	    {"http://x", "'http://x' has scheme 'http', expected mqtt:// or mqtts://"},
+	    {"://x", "'://x' has scheme '', expected mqtt:// or mqtts://"},
+	    {"mqtt://", "'mqtt://' has no valid host, expected a host name, an IPv4 address or an "
+	                "[IPv6] address"},
+	    {"mqtt://:1883", "'mqtt://:1883' has no valid host, expected a host name, an IPv4 "
+	                     "address or an [IPv6] address"},
+	    {"mqtt://exa mple", "'mqtt://exa mple' has no valid host, expected a host name, an "
+	                        "IPv4 address or an [IPv6] address"},
+	    {"mqtt://999.1.1.1", "'mqtt://999.1.1.1' has no valid host, expected a host name, an "
+	                         "IPv4 address or an [IPv6] address"},
+	    {"mqtt://::1", "'mqtt://::1' has no valid host, expected a host name, an IPv4 address "
+	                   "or an [IPv6] address"},
+	    {"mqtt://[::1", "'mqtt://[::1' has no valid host, expected a host name, an IPv4 "
+	                    "address or an [IPv6] address"},
+	    {"mqtt://[::g]:1", "'mqtt://[::g]:1' has no valid host, expected a host name, an IPv4 "
+	                       "address or an [IPv6] address"},
+	    {"mqtt://[::1]x", "'mqtt://[::1]x' has no valid host, expected a host name, an IPv4 "
+	                      "address or an [IPv6] address"},
+	    {"mqtt://[]:1", "'mqtt://[]:1' has no valid host, expected a host name, an IPv4 "
+	                    "address or an [IPv6] address"},
+	    {"mqtt://h:0", "'mqtt://h:0' has port '0', expected 1 to 65535"},
+	    {"mqtt://h:65536", "'mqtt://h:65536' has port '65536', expected 1 to 65535"},
+	    {"mqtts://h:", "'mqtts://h:' has port '', expected 1 to 65535"},
+	    {"mqtt://h:12x", "'mqtt://h:12x' has port '12x', expected 1 to 65535"},
+	    {"mqtt://h:1:2", "'mqtt://h:1:2' has port '1:2', expected 1 to 65535"},
+	    {"mqtt://h/", "'mqtt://h/' has a path, expected nothing after host[:port]"},
+	    {"mqtt://h:1883/topic", "'mqtt://h:1883/topic' has a path, expected nothing after "
+	                            "host[:port]"},
+	    {"mqtt://h?x=1", "'mqtt://h?x=1' has a path, expected nothing after host[:port]"},
+	    /* Credentials in the url are refused without being echoed. */
+	    {"mqtt://user:pw@h", "holds user credentials, expected them in the username and "
+	                         "password keys"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[256], want[512];
+		snprintf(text, sizeof(text), "[broker u]\nurl = %s\n", bad[i].url);
+		snprintf(want, sizeof(want), "t.conf:2: [broker u] url: %s\n", bad[i].why);
+		ck_bad(text, want);
+	}
+}
+END_TEST
+
 START_TEST(load_file_errors)
 {
 	struct op_config c;
@@ -566,8 +892,12 @@ START_TEST(dump_round_trip)
 {
 	struct op_config c, c2;
 	load_ok("[agent]\nid = edge\nshutdown_timeout = 90500ms\n[store]\nmap_max = 1536MB\n"
-	        "queue_max_bytes = 1025\n[http]\nlisten = [::]:8443\n[admin]\nlisten =\n"
-	        "[globals]\nregion = eu\nn = [1,2]\n",
+	        "queue_max_bytes = 1025\n[http]\nlisten = [::]:8443\n"
+	        "[broker plant]\nurl = tcp://[fd00::7]:1884\nusername = op\npassword = s3cr3t\n"
+	        "keepalive = 90s\nmax_inflight = 10\n"
+	        "[admin]\nlisten =\n"
+	        "[globals]\nregion = eu\nn = [1,2]\n"
+	        "[broker b.2]\nurl = mqtt://10.0.0.1\nclient_id = line-7\n",
 	        &c);
 	char *text = dump(&c);
 	ck_assert_str_eq(text, "[agent]\n"
@@ -596,13 +926,45 @@ START_TEST(dump_round_trip)
 	                       "tls_key =\n"
 	                       "\n[admin]\n"
 	                       "listen =\n"
+	                       "\n[broker plant]\n"
+	                       "url = tcp://[fd00::7]:1884\n"
+	                       "ca_file =\n"
+	                       "cert_file =\n"
+	                       "key_file =\n"
+	                       "username = op\n"
+	                       "password = ***\n"
+	                       "client_id =\n"
+	                       "keepalive = 1m30s\n"
+	                       "connect_timeout = 10s\n"
+	                       "max_inflight = 10\n"
+	                       "\n[broker b.2]\n"
+	                       "url = mqtt://10.0.0.1\n"
+	                       "ca_file =\n"
+	                       "cert_file =\n"
+	                       "key_file =\n"
+	                       "username =\n"
+	                       "password =\n"
+	                       "client_id = line-7\n"
+	                       "keepalive = 30s\n"
+	                       "connect_timeout = 10s\n"
+	                       "max_inflight = 1000\n"
 	                       "\n[globals]\n"
 	                       "region = \"eu\"\n"
 	                       "n = [1,2]\n");
+	ck_assert_ptr_null(strstr(text, "s3cr3t"));
 	load_ok(text, &c2);
 	char *text2 = dump(&c2);
 	ck_assert_str_eq(text, text2);
 	ck_assert_json_eq(c.globals, c2.globals);
+	/* The dump loads to the same brokers, the password aside. */
+	ck_assert_uint_eq(c2.n_brokers, 2);
+	ck_assert_str_eq(c2.brokers[0].password, "***");
+	for (size_t i = 0; i < 2; i++) {
+		ck_assert_str_eq(c2.brokers[i].name, c.brokers[i].name);
+		ck_assert_str_eq(c2.brokers[i].uri, c.brokers[i].uri);
+		ck_assert_uint_eq(c2.brokers[i].keepalive_ms, c.brokers[i].keepalive_ms);
+		ck_assert_int_eq(c2.brokers[i].max_inflight, c.brokers[i].max_inflight);
+	}
 	op_free(text);
 	op_free(text2);
 	op_config_free(&c);
@@ -635,6 +997,18 @@ START_TEST(sample_file_is_generated)
 			snprintf(line, sizeof(line), "\n#%s =\n", k[i].key);
 		ck_assert_msg(strstr(got, line) != NULL, "%s missing", k[i].key);
 	}
+	/* The example broker section lists every broker key, commented out. */
+	const char *bs = strstr(got, "\n#[broker plant]\n");
+	ck_assert_ptr_nonnull(bs);
+	k = op_config_broker_keys(&n);
+	for (size_t i = 0; i < n; i++) {
+		char line[300];
+		const char *v = k[i].example ? k[i].example : k[i].def;
+		snprintf(line, sizeof(line), "\n# %s\n#%s%s%s\n", k[i].help, k[i].key,
+		         *v ? " = " : " =", v);
+		ck_assert_msg(strstr(bs, line) != NULL, "broker %s missing", k[i].key);
+	}
+	ck_assert_ptr_nonnull(strstr(bs, "\n#url = mqtts://broker.example.internal:8883\n"));
 	/* Loading it gives the defaults. */
 	struct op_config c, def;
 	load_ok(got, &c);
@@ -684,6 +1058,10 @@ START_TEST(doc_tables_are_generated)
 	ck_assert_ptr_nonnull(
 	    strstr(b, "| `workers` | integer, 1 to 256 | `4` | Worker threads that run"));
 	ck_assert_ptr_nonnull(strstr(b, "| `id` | string | the host name |"));
+	ck_assert_ptr_nonnull(strstr(b, "\n### [broker NAME]\n"));
+	ck_assert_ptr_nonnull(strstr(b, "| `url` | string | (required) | "));
+	ck_assert_ptr_nonnull(strstr(b, "| `max_inflight` | integer, 10 to 65535 | `1000` | "));
+	ck_assert_ptr_nonnull(strstr(b, "`max_inflight_messages 1000`"));
 	op_free(doc);
 	op_free(want);
 }
@@ -693,6 +1071,9 @@ START_TEST(out_of_memory)
 {
 	const char *text = "[agent]\nid = edge\ndata_dir = /d\nworkers = 9\n"
 	                   "[http]\nlisten = [::1]:80\ntls_cert =\n"
+	                   "[broker a]\nurl = mqtt://[::1]\npassword = pw\n"
+	                   "[broker b]\nurl = mqtts://h\n[broker c]\nurl = mqtt://h\n"
+	                   "[broker d]\nurl = mqtt://h\n[broker e]\nurl = mqtt://h:2\n"
 	                   "[globals]\na = 1\nb = [1, {\"x\": \"y\"}]\nc = text\n";
 	struct op_config ref;
 	load_ok(text, &ref);
@@ -717,6 +1098,7 @@ START_TEST(out_of_memory)
 			              op_err_name(e));
 			ck_assert_ptr_null(c.globals);
 			ck_assert_ptr_null(c.agent.id);
+			ck_assert_ptr_null(c.brokers);
 		}
 		op_diag_fini(&d);
 	}
@@ -751,6 +1133,11 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, globals);
 	tcase_add_test(tc, tls_pairing);
 	tcase_add_test(tc, cross_checks);
+	tcase_add_test(tc, broker_all_keys);
+	tcase_add_test(tc, broker_two_and_defaults);
+	tcase_add_test(tc, broker_header_problems);
+	tcase_add_test(tc, broker_key_problems);
+	tcase_add_test(tc, broker_bad_urls);
 	tcase_add_test(tc, load_file_errors);
 	tcase_add_test(tc, dump_round_trip);
 	tcase_add_test(tc, sample_file_is_generated);
