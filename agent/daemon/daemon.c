@@ -22,6 +22,7 @@
 #include "agent/daemon/daemon.h"
 #include "agent/daemon/events.h"
 #include "agent/daemon/metrics.h"
+#include "agent/daemon/mqtt_in.h"
 #include "agent/daemon/runtime.h"
 #include "agent/daemon/scheduler.h"
 #include "agent/engine/loader.h"
@@ -48,6 +49,7 @@ struct op_daemon {
 	struct op_config *cfg;
 	struct op_runtime *rt;
 	struct op_scheduler *sched; /* schedule triggers */
+	struct op_mqtt_in *mqtt;    /* mqtt triggers */
 	struct op_http_server *http, *admin;
 	atomic_bool ready;
 
@@ -221,7 +223,9 @@ struct reload_ctx {
 static op_err check_set(void *ud, const struct op_engine *e, struct op_diag *d)
 {
 	struct reload_ctx *c = ud;
-	return routes_build(e, &c->built, d);
+	op_err rc = op_mqtt_in_check(c->dm->cfg, e, d);
+	op_err rr = routes_build(e, &c->built, d);
+	return rc ? rc : rr;
 }
 
 /* Makes r the routes in use; r takes a reference to the set now running,
@@ -522,7 +526,9 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 	if (rc == OP_OK) {
 		struct op_runtime_set *set = op_runtime_get(dm->rt);
 		struct routes *r = NULL;
-		rc = routes_build(op_runtime_engine(set), &r, d);
+		rc = op_mqtt_in_check(cfg, op_runtime_engine(set), d);
+		if (rc == OP_OK)
+			rc = routes_build(op_runtime_engine(set), &r, d);
 		op_runtime_put(dm->rt, set);
 		if (rc == OP_OK)
 			routes_swap(dm, r);
@@ -535,6 +541,10 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 		                  d);
 	if (rc == OP_OK && (rc = op_scheduler_start(dm->rt, &dm->sched)) != OP_OK)
 		op_diag_add_at(d, "scheduler", "cannot start the scheduler: %s", op_err_str(rc));
+	/* Consumers are this binary run again (see agent/trigger/mqtt_wire.h). */
+	if (rc == OP_OK &&
+	    (rc = op_mqtt_in_start(dm->rt, cfg, "/proc/self/exe", &dm->mqtt)) != OP_OK)
+		op_diag_add_at(d, "mqtt", "cannot start the MQTT triggers: %s", op_err_str(rc));
 	if (rc) {
 		op_daemon_stop(dm);
 		return rc;
@@ -572,6 +582,7 @@ op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_
 	/* The new set runs either way; on OP_ENOMEM the old schedules go on. */
 	if (op_scheduler_reload(dm->sched) != OP_OK)
 		OP_LOGW("pipelines reloaded, schedules not: the previous ones go on");
+	op_mqtt_in_reload(dm->mqtt);
 	return OP_OK;
 }
 
@@ -580,6 +591,8 @@ void op_daemon_stop(struct op_daemon *dm)
 	if (dm == NULL)
 		return;
 	op_scheduler_stop(dm->sched);
+	/* Before the runtime closes: their last commits still come back. */
+	op_mqtt_in_stop(dm->mqtt);
 	atomic_store(&dm->ready, false);
 	if (dm->http && op_http_server_stop(dm->http) != OP_OK)
 		OP_LOGW("HTTP requests still running when the trigger server stopped");
@@ -619,6 +632,8 @@ op_err op_daemon_check(const struct op_config *cfg, struct op_diag *d)
 	if (rc == OP_OK)
 		rc = op_engine_link(e, d);
 	struct routes *r = NULL;
+	if (rc == OP_OK)
+		rc = op_mqtt_in_check(cfg, e, d);
 	if (rc == OP_OK)
 		rc = routes_build(e, &r, d);
 	routes_free(NULL, r);

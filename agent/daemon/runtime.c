@@ -269,6 +269,19 @@ static void execute(struct op_runtime *rt, const struct op_pipeline *p, const st
 	                            .start_ms = now_ms()};
 	memcpy(rec.event_id, ev->id, sizeof(rec.event_id));
 	op_err rc = op_uuid_v4(rec.id);
+	const cJSON *bad = cJSON_GetObjectItemCaseSensitive(trigger, "payloadError");
+	if (rc == OP_OK && cJSON_IsString(bad)) {
+		/* A trigger took in what it could not turn into a message (an MQTT
+		 * payload that is not JSON): kept for the operator, never run. */
+		snprintf(err, sizeof(err), "BAD_PAYLOAD: %.1300s", bad->valuestring);
+		rec.status = "error";
+		rec.error = err;
+		rec.duration_ms = 0;
+		if (op_store_dead(rt->store, ev->id, err, &rec) == OP_OK)
+			count(rt, &rt->counts.dead);
+		OP_LOGW("%s: event %s not run: %s; dead-lettered", p->name, ev->id, err);
+		goto out;
+	}
 	if (rc == OP_OK && msg == NULL) {
 		/* Checksummed, so not corruption: text we could not parse back. */
 		snprintf(err, sizeof(err), "STORED_PAYLOAD: the event is not valid JSON");

@@ -20,6 +20,7 @@
 #include "agent/daemon/config.h"
 #include "agent/daemon/daemon.h"
 #include "agent/daemon/runtime.h"
+#include "agent/trigger/mqtt_wire.h"
 
 #ifndef OUTPOST_VERSION
 #define OUTPOST_VERSION "0.1.0"
@@ -181,6 +182,10 @@ static void serve(struct op_daemon *dm, const struct args *a, struct op_config *
 
 int main(int argc, char **argv)
 {
+	/* Internal: the daemon runs its MQTT consumers as this binary with this
+	 * one argument and their socket on fd 3 (agent/trigger/mqtt_wire.h). */
+	if (argc == 2 && strcmp(argv[1], "--mqtt-consumer") == 0)
+		return op_mqtt_consumer_main();
 	op_alloc_init();
 	struct args a = {0};
 	int rc = parse_args(argc, argv, &a);

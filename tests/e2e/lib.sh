@@ -92,3 +92,15 @@ finish() {
 	echo "$checks checks, $failures failed"
 	[ "$failures" -eq 0 ]
 }
+
+# wait_until SECONDS COMMAND...: runs COMMAND until it succeeds or SECONDS
+# pass; returns its last status. A poll with a deadline, not a fixed sleep.
+wait_until() {
+	_deadline=$(($(date +%s) + $1))
+	shift
+	while :; do
+		"$@" && return 0
+		[ "$(date +%s)" -ge "$_deadline" ] && return 1
+		sleep 0.05 # poll interval, bounded by the deadline
+	done
+}
