@@ -59,6 +59,8 @@ struct op_daemon {
 	struct op_metrics *m;
 	struct op_metric *executions, *durations, *http_requests, *queue_depth, *dead, *inflight,
 	    *map_bytes, *used_bytes, *free_bytes, *up;
+	struct op_metric *schedule_runs, *mqtt_consumers, *mqtt_connected, *mqtt_messages,
+	    *mqtt_restarts;
 };
 
 /* ---- metrics ---- */
@@ -98,6 +100,35 @@ static void on_scrape(void *ud, struct op_metrics *m)
 		op_metric_set(op_metric_with(dm->used_bytes, NULL), (double)st.used);
 		op_metric_set(op_metric_with(dm->free_bytes, NULL), (double)(st.map_max - st.used));
 	}
+	struct op_scheduler_stats ss;
+	op_scheduler_stats(dm->sched, &ss);
+	const struct {
+		const char *result;
+		uint64_t n;
+	} runs[] = {{"fired", ss.fired},
+	            {"skipped", ss.skipped},
+	            {"missed", ss.missed},
+	            {"caught_up", ss.caught_up},
+	            {"failed", ss.failed}};
+	for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+		const char *lv[] = {runs[i].result};
+		op_metric_set_total(op_metric_with(dm->schedule_runs, lv), (double)runs[i].n);
+	}
+	struct op_mqtt_in_stats ms;
+	op_mqtt_in_stats(dm->mqtt, &ms);
+	op_metric_set(op_metric_with(dm->mqtt_consumers, NULL), (double)ms.consumers);
+	op_metric_set(op_metric_with(dm->mqtt_connected, NULL), (double)ms.connected);
+	op_metric_set_total(op_metric_with(dm->mqtt_restarts, NULL), (double)ms.restarts);
+	const struct {
+		const char *result;
+		uint64_t n;
+	} msgs[] = {{"accepted", ms.accepted - ms.bad_payload},
+	            {"bad_payload", ms.bad_payload},
+	            {"busy", ms.busy}};
+	for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
+		const char *lv[] = {msgs[i].result};
+		op_metric_set_total(op_metric_with(dm->mqtt_messages, lv), (double)msgs[i].n);
+	}
 }
 
 static op_err metrics_new(struct op_daemon *dm)
@@ -130,6 +161,27 @@ static op_err metrics_new(struct op_daemon *dm)
 	    op_metrics_gauge(m, "outpost_store_used_bytes", "bytes of the store in use", NULL);
 	dm->free_bytes = op_metrics_gauge(m, "outpost_store_free_bytes",
 	                                  "bytes the store may still grow into (to map_max)", NULL);
+	static const char *const result[] = {"result", NULL};
+	dm->schedule_runs = op_metrics_counter(
+	    m, "outpost_schedule_runs_total",
+	    "schedule fire times, by result (fired, skipped while busy, missed during downtime, "
+	    "caught_up by missed: once, failed to enqueue)",
+	    result);
+	dm->mqtt_consumers = op_metrics_gauge(m, "outpost_mqtt_consumers",
+	                                      "MQTT trigger consumer processes wanted", NULL);
+	dm->mqtt_connected = op_metrics_gauge(m, "outpost_mqtt_consumers_connected",
+	                                      "MQTT consumers connected to their broker", NULL);
+	dm->mqtt_messages = op_metrics_counter(
+	    m, "outpost_mqtt_messages_total",
+	    "MQTT trigger messages, by result (accepted: queued, then acknowledged; bad_payload: "
+	    "queued as a dead letter; busy: refused for backpressure, offered again)",
+	    result);
+	dm->mqtt_restarts =
+	    op_metrics_counter(m, "outpost_mqtt_consumer_restarts_total",
+	                       "MQTT consumer processes restarted after they died", NULL);
+	if (!dm->schedule_runs || !dm->mqtt_consumers || !dm->mqtt_connected ||
+	    !dm->mqtt_messages || !dm->mqtt_restarts)
+		return OP_ENOMEM;
 	if (!dm->up || !dm->executions || !dm->durations || !dm->http_requests ||
 	    !dm->queue_depth || !dm->dead || !dm->inflight || !dm->map_bytes || !dm->used_bytes ||
 	    !dm->free_bytes)
@@ -533,18 +585,19 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 		if (rc == OP_OK)
 			routes_swap(dm, r);
 	}
-	if (rc == OP_OK)
-		rc = listen_start(&cfg->admin.listen, "admin", cfg, false, admin_handler, dm,
-		                  &dm->admin, d);
-	if (rc == OP_OK)
-		rc = listen_start(&cfg->http.listen, "http", cfg, true, http_handler, dm, &dm->http,
-		                  d);
+	/* Before the listeners: scrapes read these pointers. */
 	if (rc == OP_OK && (rc = op_scheduler_start(dm->rt, &dm->sched)) != OP_OK)
 		op_diag_add_at(d, "scheduler", "cannot start the scheduler: %s", op_err_str(rc));
 	/* Consumers are this binary run again (see agent/trigger/mqtt_wire.h). */
 	if (rc == OP_OK &&
 	    (rc = op_mqtt_in_start(dm->rt, cfg, "/proc/self/exe", &dm->mqtt)) != OP_OK)
 		op_diag_add_at(d, "mqtt", "cannot start the MQTT triggers: %s", op_err_str(rc));
+	if (rc == OP_OK)
+		rc = listen_start(&cfg->admin.listen, "admin", cfg, false, admin_handler, dm,
+		                  &dm->admin, d);
+	if (rc == OP_OK)
+		rc = listen_start(&cfg->http.listen, "http", cfg, true, http_handler, dm, &dm->http,
+		                  d);
 	if (rc) {
 		op_daemon_stop(dm);
 		return rc;
@@ -590,14 +643,15 @@ void op_daemon_stop(struct op_daemon *dm)
 {
 	if (dm == NULL)
 		return;
+	atomic_store(&dm->ready, false);
+	/* First: scrapes read the scheduler and the MQTT triggers. */
+	if (dm->admin && op_http_server_stop(dm->admin) != OP_OK)
+		OP_LOGW("admin requests still running when the admin endpoint stopped");
 	op_scheduler_stop(dm->sched);
 	/* Before the runtime closes: their last commits still come back. */
 	op_mqtt_in_stop(dm->mqtt);
-	atomic_store(&dm->ready, false);
 	if (dm->http && op_http_server_stop(dm->http) != OP_OK)
 		OP_LOGW("HTTP requests still running when the trigger server stopped");
-	if (dm->admin && op_http_server_stop(dm->admin) != OP_OK)
-		OP_LOGW("admin requests still running when the admin endpoint stopped");
 	routes_free(dm->rt, dm->routes);
 	op_runtime_close(dm->rt);
 	op_metrics_free(dm->m);

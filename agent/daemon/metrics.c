@@ -324,6 +324,17 @@ void op_metric_set(struct op_metric_child *c, double v)
 	atomic_store_explicit(&c->value, dbits(v), memory_order_relaxed);
 }
 
+void op_metric_set_total(struct op_metric_child *c, double total)
+{
+	if (c == NULL || c->fam->type != METRIC_COUNTER)
+		return;
+	uint64_t cur = atomic_load_explicit(&c->value, memory_order_relaxed);
+	while (total > bitsd(cur) &&
+	       !atomic_compare_exchange_weak_explicit(&c->value, &cur, dbits(total),
+	                                              memory_order_relaxed, memory_order_relaxed))
+		;
+}
+
 void op_metric_observe(struct op_metric_child *c, double v)
 {
 	if (c == NULL || c->fam->type != METRIC_HISTOGRAM)

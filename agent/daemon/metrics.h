@@ -116,6 +116,12 @@ struct op_metric_child *op_metric_with(struct op_metric *f, const char *const *l
 void op_metric_add(struct op_metric_child *c, double v);
 void op_metric_set(struct op_metric_child *c, double v);
 void op_metric_observe(struct op_metric_child *c, double v);
+/*
+ * Counters whose count is kept elsewhere (a module's own stats, copied in
+ * at scrape time): raises c to total. A total below the current value is
+ * ignored, so the counter never goes down. Counters only.
+ */
+void op_metric_set_total(struct op_metric_child *c, double total);
 
 /* op_metric_add(op_metric_with(f, label_values), v): a label lookup each call. */
 void op_metric_inc_labels(struct op_metric *f, const char *const *label_values, double v);

@@ -379,6 +379,10 @@ void op_scheduler_stop(struct op_scheduler *s)
 
 void op_scheduler_stats(struct op_scheduler *s, struct op_scheduler_stats *st)
 {
+	if (s == NULL) {
+		memset(st, 0, sizeof(*st));
+		return;
+	}
 	pthread_mutex_lock(&s->mu);
 	*st = s->stats;
 	pthread_mutex_unlock(&s->mu);

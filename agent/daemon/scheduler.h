@@ -62,6 +62,7 @@ op_err op_scheduler_reload(struct op_scheduler *s) OP_WUR;
 /* Stops the thread (it wakes at once) and frees s. NULL is a no-op. */
 void op_scheduler_stop(struct op_scheduler *s);
 
+/* Zeroes st when s is NULL. */
 void op_scheduler_stats(struct op_scheduler *s, struct op_scheduler_stats *st);
 
 #endif

@@ -51,6 +51,22 @@ START_TEST(counter_without_and_with_labels)
 	op_metric_set(c, 100); /* set is for gauges */
 	op_metric_observe(c, 1);
 	ck_assert(op_metric_value(c) == 3);
+	/* A total kept elsewhere raises the counter, never lowers it. */
+	op_metric_set_total(c, 10);
+	ck_assert(op_metric_value(c) == 10);
+	op_metric_set_total(c, 4);
+	op_metric_set_total(c, NAN);
+	ck_assert(op_metric_value(c) == 10);
+	op_metric_add(c, -7);
+	op_metric_set_total(c, 3);
+	ck_assert(op_metric_value(c) == 10);
+	op_metric_add(c, 1);
+	op_metric_set_total(c, 3);
+	ck_assert(op_metric_value(c) == 11);
+	/* Not for gauges. */
+	struct op_metric *g = op_metrics_gauge(m, "outpost_g", "G.", NULL);
+	op_metric_set_total(op_metric_with(g, NULL), 5);
+	ck_assert(op_metric_value(op_metric_with(g, NULL)) == 0);
 
 	const char *ok[] = {"orders", "ok"};
 	const char *err[] = {"orders", "error"};
@@ -66,12 +82,15 @@ START_TEST(counter_without_and_with_labels)
 
 	assert_render(m, "# HELP outpost_up_total Starts.\n"
 	                 "# TYPE outpost_up_total counter\n"
-	                 "outpost_up_total 3\n"
+	                 "outpost_up_total 11\n"
 	                 "# HELP outpost_executions_total Executions by outcome.\n"
 	                 "# TYPE outpost_executions_total counter\n"
 	                 "outpost_executions_total{pipeline=\"orders\",status=\"ok\"} 2\n"
 	                 "outpost_executions_total{pipeline=\"orders\",status=\"error\"} 1\n"
-	                 "outpost_executions_total{pipeline=\"invoices\",status=\"ok\"} 1\n");
+	                 "outpost_executions_total{pipeline=\"invoices\",status=\"ok\"} 1\n"
+	                 "# HELP outpost_g G.\n"
+	                 "# TYPE outpost_g gauge\n"
+	                 "outpost_g 0\n");
 	op_metrics_free(m);
 }
 END_TEST
