@@ -1,0 +1,185 @@
+# MQTT trigger end to end: outpostd subscribes at a real mosquitto over
+# mutual TLS (certificates from broker.sh's throwaway PKI) and runs a
+# pipeline per message. Checked: every QoS 1 message is run (counted by its
+# id at the sink: the pipeline's log lines), metadata.trigger, payload modes,
+# a bad payload dead-lettered, messages published while the agent is down
+# run after it restarts (persistent session, acked only after the commit),
+# an agent started before its broker connects when the broker comes, an
+# untrusted broker refused, reloads start and stop consumers, and a pipeline
+# naming an unknown broker refused with the file and key.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/broker.sh"
+: "${OUTPOSTD:?set OUTPOSTD to the outpostd binary}"
+
+pid=""
+stop_daemon() {
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	pid=""
+}
+
+start_broker || exit 1
+P=$T/pki
+
+# conf FILE CA: the agent's config with broker "plant" on the TLS listener.
+conf() {
+	cat >"$1" <<CONF
+[agent]
+id = e2e
+data_dir = $T/data
+pipelines_dir = $T/pipelines
+workers = 4
+shutdown_timeout = 2s
+[store]
+map_initial = 4MB
+[http]
+listen = 127.0.0.1:0
+[admin]
+listen = 127.0.0.1:0
+[broker plant]
+url = mqtts://127.0.0.1:$broker_tls_port
+ca_file = $2
+cert_file = $P/client-a.pem
+key_file = $P/client-a.key
+[broker plain]
+url = mqtt://127.0.0.1:$broker_port
+CONF
+}
+mkdir -p "$T/pipelines"
+conf "$T/outpost.conf" "$P/ca.pem"
+cat >"$T/pipelines/orders.json" <<'JSON'
+{"name":"orders","version":"1",
+ "trigger":{"type":"mqtt","config":{"broker":"plant","topic":"plant/+/orders","consumers":3}},
+ "steps":[{"type":"log","config":{"message":"sink {{ message.id }} {{ metadata.trigger.topic }} {{ metadata.trigger.qos }} {{ metadata.trigger.broker }}"}}]}
+JSON
+cat >"$T/pipelines/notes.json" <<'JSON'
+{"name":"notes","version":"1",
+ "trigger":{"type":"mqtt","config":{"broker":"plain","topic":"notes","payload":"text","qos":1}},
+ "steps":[{"type":"log","config":{"message":"note [{{ message }}]"}}]}
+JSON
+LOG=$T/outpostd.log
+
+# sinks: number of distinct ids run by orders.
+sinks() { grep -o 'sink [0-9a-z-]*' "$LOG" | sort -u | wc -l; }
+consumers() { pgrep -f -- '--mqtt-consumer' | wc -l; }
+subscribed() { [ "$(grep -c 'orders: MQTT consumer [0-9] subscribed' "$LOG")" -ge "$1" ]; }
+has_sinks() { [ "$(sinks)" -ge "$1" ]; }
+log_has() { grep -q -- "$1" "$LOG"; }
+pub_tls() {
+	mosquitto_pub -h 127.0.0.1 -p "$broker_tls_port" --cafile "$P/ca.pem" \
+		--cert "$P/client-b.pem" --key "$P/client-b.key" "$@"
+}
+# pub_orders FROM TO: QoS 1 orders with ids oFROM..oTO, spread over 3 plants.
+pub_orders() {
+	i=$1
+	while [ "$i" -le "$2" ]; do
+		printf '{"id":"o%d","qty":%d}\n' "$i" "$i"
+		i=$((i + 1))
+	done | pub_tls -q 1 -t "plant/p$(($1 % 3))/orders" -l
+}
+
+what="the daemon starts with MQTT triggers"
+checks=$((checks + 1))
+start_daemon "$T/outpost.conf" "$LOG" || fail "$what: not ready: $(cat "$LOG")"
+checks=$((checks + 1))
+wait_until 20 subscribed 3 || fail "$what: consumers did not subscribe: $(cat "$LOG")"
+consumers_are() { [ "$(consumers)" -eq "$1" ]; }
+expect_consumers() {
+	checks=$((checks + 1))
+	wait_until 10 consumers_are "$1" || fail "$what: $(consumers) consumer processes, expected $1"
+}
+expect_consumers 4
+
+what="300 QoS 1 messages over mutual TLS all run"
+pub_orders 1 300
+checks=$((checks + 1))
+wait_until 30 has_sinks 300 || fail "$what: $(sinks) of 300 ran"
+checks=$((checks + 1))
+log_has 'sink o17 plant/p1/orders 1 plant' || fail "$what: no 'sink o17 plant/p1/orders 1 plant' line"
+
+what="the MQTT metrics count them"
+metric() { curl -s "http://127.0.0.1:$admin/metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
+checks=$((checks + 1))
+got=$(metric 'outpost_mqtt_messages_total{result="accepted"}')
+[ "${got:-0}" -ge 300 ] || fail "$what: accepted is '$got', expected at least 300"
+checks=$((checks + 1))
+got=$(metric outpost_mqtt_consumers_connected)
+[ "$got" = 4 ] || fail "$what: consumers connected is '$got', expected 4"
+
+what="text payload"
+mosquitto_pub -h 127.0.0.1 -p "$broker_port" -q 1 -t notes -m 'hello, plant'
+checks=$((checks + 1))
+wait_until 10 log_has 'note \[hello, plant\]' || fail "$what: no note line"
+
+what="a payload that is not JSON is dead-lettered, not dropped"
+pub_tls -q 1 -t plant/p1/orders -m 'not json {'
+OUTPOST_ADMIN=127.0.0.1:$admin
+export OUTPOST_ADMIN
+dead_bad() {
+	run_ctl dead --json
+	printf '%s' "$out" | jq -e 'map(select(.error | startswith("BAD_PAYLOAD: payload is not JSON"))) | length == 1' >/dev/null
+}
+checks=$((checks + 1))
+wait_until 10 dead_bad || fail "$what: dead letters: $out"
+
+checks=$((checks + 1))
+got=$(metric 'outpost_mqtt_messages_total{result="bad_payload"}')
+[ "$got" = 1 ] || fail "$what: bad_payload is '$got', expected 1"
+
+what="messages published while the agent is down run after restart"
+stop_daemon
+expect_consumers 0
+pub_orders 301 400
+checks=$((checks + 1))
+start_daemon "$T/outpost.conf" "$LOG" || fail "$what: not ready"
+checks=$((checks + 1))
+wait_until 30 has_sinks 400 || fail "$what: $(sinks) of 400 ran"
+
+what="the broker goes away and comes back"
+kill_broker
+checks=$((checks + 1))
+wait_until 20 log_has 'reconnecting\|cannot connect' || fail "$what: no lost-connection line"
+restart_broker || exit 1
+n=$(grep -c 'orders: MQTT consumer [0-9] subscribed' "$LOG")
+checks=$((checks + 1))
+wait_until 60 subscribed $((n + 3)) || fail "$what: consumers did not come back: $(tail -20 "$LOG")"
+pub_orders 401 450
+checks=$((checks + 1))
+wait_until 30 has_sinks 450 || fail "$what: $(sinks) of 450 ran"
+
+what="a reload that removes the MQTT pipelines stops their consumers"
+mv "$T/pipelines/orders.json" "$T/orders.json.off"
+mv "$T/pipelines/notes.json" "$T/notes.json.off"
+kill -HUP "$pid"
+expect_consumers 0
+what="a reload that adds one back starts its consumers"
+mv "$T/orders.json.off" "$T/pipelines/orders.json"
+kill -HUP "$pid"
+expect_consumers 3
+stop_daemon
+
+what="a broker whose certificate the agent does not trust is refused"
+conf "$T/rogue.conf" "$P/rogue-ca.pem"
+: >"$T/rogue.log"
+LOG=$T/rogue.log
+checks=$((checks + 1))
+start_daemon "$T/rogue.conf" "$LOG" || fail "$what: not ready"
+checks=$((checks + 1))
+wait_until 20 log_has 'orders: MQTT consumer 0: .*\(TLS\|SSL\|certificate\|verify\)' ||
+	fail "$what: no TLS failure logged: $(cat "$LOG")"
+checks=$((checks + 1))
+log_has 'orders: MQTT consumer 0 connected' && fail "$what: it connected"
+stop_daemon
+
+what="a pipeline naming a broker the config lacks is refused"
+sed 's/"broker":"plant"/"broker":"nowhere"/' "$T/pipelines/orders.json" >"$T/pipelines/bad.json"
+sed -i 's/"name":"orders"/"name":"bad"/' "$T/pipelines/bad.json"
+"$OUTPOSTD" --config "$T/outpost.conf" --check-config >"$T/out" 2>"$T/err"
+rc=$?
+out=$(cat "$T/out")
+err=$(cat "$T/err")
+expect_rc 2
+expect_err_has "bad.json: trigger.config.broker: 'nowhere' is not a broker of the agent's config, expected a [broker nowhere] section"
+
+finish
