@@ -35,7 +35,7 @@ done
 for t in "$top"/tests/e2e/test_*.sh; do
 	[ -f "$t" ] || continue
 	n=$(basename "$t" .sh)
-	if OUTPOSTCTL="$B/outpostctl" OUTPOSTD="$B/outpostd" sh "$t" >"$log" 2>&1; then
+	if OUTPOSTCTL="$B/outpostctl" OUTPOSTD="$B/outpostd" bash "$t" >"$log" 2>&1; then
 		st=ok
 		pass=$((pass + 1))
 	else
