@@ -390,8 +390,9 @@ static op_err take_one(struct op_runtime *rt, struct op_runtime_set *set,
 		struct running *r = running_of(rt, p->name);
 		long long want = 0;
 		if (r && !rt->stopping && r->n < p->settings.concurrency) {
+			/* held can pass TAKE_BATCH: workers take concurrently. */
 			want = TAKE_BATCH - r->held;
-			if ((uint64_t)want > events)
+			if (want > 0 && (uint64_t)want > events)
 				want = (long long)events;
 		}
 		if (want > 0)
