@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "agent/engine/engine_int.h"
+#include "connectors/mqtt/step.h"
 #include "connectors/transform/step.h"
 #include "connectors/validate/step.h"
 
@@ -25,6 +26,8 @@ static const struct op_step_type *const step_types[] = {
     /* data */
     &op_step_transform,
     &op_step_validate,
+    /* connectors */
+    &op_step_mqtt_publish,
 };
 
 #define N_TYPES (sizeof(step_types) / sizeof(step_types[0]))

@@ -23,6 +23,7 @@
 #include "agent/daemon/events.h"
 #include "agent/daemon/metrics.h"
 #include "agent/daemon/mqtt_in.h"
+#include "agent/daemon/mqtt_out.h"
 #include "agent/daemon/runtime.h"
 #include "agent/daemon/scheduler.h"
 #include "agent/engine/loader.h"
@@ -50,6 +51,7 @@ struct op_daemon {
 	struct op_runtime *rt;
 	struct op_scheduler *sched; /* schedule triggers */
 	struct op_mqtt_in *mqtt;    /* mqtt triggers */
+	struct op_mqtt_out *pub;    /* mqtt-publish steps */
 	struct op_http_server *http, *admin;
 	atomic_bool ready;
 
@@ -59,8 +61,8 @@ struct op_daemon {
 	struct op_metrics *m;
 	struct op_metric *executions, *durations, *http_requests, *queue_depth, *dead, *inflight,
 	    *map_bytes, *used_bytes, *free_bytes, *up;
-	struct op_metric *schedule_runs, *mqtt_consumers, *mqtt_connected, *mqtt_messages,
-	    *mqtt_restarts;
+	struct op_metric *schedule_runs, *mqtt_consumers, *mqtt_connected, *mqtt_subscribed,
+	    *mqtt_messages, *mqtt_restarts;
 };
 
 /* ---- metrics ---- */
@@ -118,6 +120,7 @@ static void on_scrape(void *ud, struct op_metrics *m)
 	op_mqtt_in_stats(dm->mqtt, &ms);
 	op_metric_set(op_metric_with(dm->mqtt_consumers, NULL), (double)ms.consumers);
 	op_metric_set(op_metric_with(dm->mqtt_connected, NULL), (double)ms.connected);
+	op_metric_set(op_metric_with(dm->mqtt_subscribed, NULL), (double)ms.subscribed);
 	op_metric_set_total(op_metric_with(dm->mqtt_restarts, NULL), (double)ms.restarts);
 	const struct {
 		const char *result;
@@ -171,6 +174,8 @@ static op_err metrics_new(struct op_daemon *dm)
 	                                      "MQTT trigger consumer processes wanted", NULL);
 	dm->mqtt_connected = op_metrics_gauge(m, "outpost_mqtt_consumers_connected",
 	                                      "MQTT consumers connected to their broker", NULL);
+	dm->mqtt_subscribed = op_metrics_gauge(m, "outpost_mqtt_consumers_subscribed",
+	                                       "MQTT consumers subscribed to their topic", NULL);
 	dm->mqtt_messages = op_metrics_counter(
 	    m, "outpost_mqtt_messages_total",
 	    "MQTT trigger messages, by result (accepted: queued, then acknowledged; bad_payload: "
@@ -180,7 +185,7 @@ static op_err metrics_new(struct op_daemon *dm)
 	    op_metrics_counter(m, "outpost_mqtt_consumer_restarts_total",
 	                       "MQTT consumer processes restarted after they died", NULL);
 	if (!dm->schedule_runs || !dm->mqtt_consumers || !dm->mqtt_connected ||
-	    !dm->mqtt_messages || !dm->mqtt_restarts)
+	    !dm->mqtt_subscribed || !dm->mqtt_messages || !dm->mqtt_restarts)
 		return OP_ENOMEM;
 	if (!dm->up || !dm->executions || !dm->durations || !dm->http_requests ||
 	    !dm->queue_depth || !dm->dead || !dm->inflight || !dm->map_bytes || !dm->used_bytes ||
@@ -276,8 +281,9 @@ static op_err check_set(void *ud, const struct op_engine *e, struct op_diag *d)
 {
 	struct reload_ctx *c = ud;
 	op_err rc = op_mqtt_in_check(c->dm->cfg, e, d);
+	op_err rp = op_mqtt_out_check(c->dm->cfg, e, d);
 	op_err rr = routes_build(e, &c->built, d);
-	return rc ? rc : rr;
+	return rc ? rc : rp ? rp : rr;
 }
 
 /* Makes r the routes in use; r takes a reference to the set now running,
@@ -556,8 +562,11 @@ static op_err listen_start(const struct op_config_listen *l, const char *name,
 /* Each new pipeline set publishes its events through the runtime's queues. */
 static void on_engine_new(void *ud, struct op_runtime *rt, struct op_engine *e)
 {
-	(void)ud;
+	struct op_daemon *dm = ud;
 	op_engine_set_publisher(e, op_events_publish, rt);
+	struct op_host h = {0};
+	op_mqtt_out_host(dm->pub, &h);
+	op_engine_set_host(e, &h);
 }
 
 op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_diag *d)
@@ -572,6 +581,9 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 		return OP_ENOMEM;
 	}
 	op_err rc = metrics_new(dm);
+	/* Before the runtime: each pipeline set it builds publishes through it. */
+	if (rc == OP_OK)
+		rc = op_mqtt_out_new(cfg, &dm->pub);
 	struct op_runtime_hooks hooks = {.ended = on_ended, .engine_new = on_engine_new, .ud = dm};
 	if (rc == OP_OK)
 		rc = op_runtime_open(cfg, &hooks, &dm->rt, d);
@@ -579,6 +591,8 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 		struct op_runtime_set *set = op_runtime_get(dm->rt);
 		struct routes *r = NULL;
 		rc = op_mqtt_in_check(cfg, op_runtime_engine(set), d);
+		if (rc == OP_OK)
+			rc = op_mqtt_out_check(cfg, op_runtime_engine(set), d);
 		if (rc == OP_OK)
 			rc = routes_build(op_runtime_engine(set), &r, d);
 		op_runtime_put(dm->rt, set);
@@ -654,6 +668,7 @@ void op_daemon_stop(struct op_daemon *dm)
 		OP_LOGW("HTTP requests still running when the trigger server stopped");
 	routes_free(dm->rt, dm->routes);
 	op_runtime_close(dm->rt);
+	op_mqtt_out_free(dm->pub); /* after the workers: no publish runs */
 	op_metrics_free(dm->m);
 	pthread_mutex_destroy(&dm->mu);
 	op_free(dm);
@@ -688,6 +703,8 @@ op_err op_daemon_check(const struct op_config *cfg, struct op_diag *d)
 	struct routes *r = NULL;
 	if (rc == OP_OK)
 		rc = op_mqtt_in_check(cfg, e, d);
+	if (rc == OP_OK)
+		rc = op_mqtt_out_check(cfg, e, d);
 	if (rc == OP_OK)
 		rc = routes_build(e, &r, d);
 	routes_free(NULL, r);

@@ -19,6 +19,8 @@ struct op_engine {
 	cJSON *globals;
 	op_engine_publish_fn publish; /* NULL: no event bus */
 	void *publish_ud;
+	struct op_host host; /* copied by op_engine_set_host */
+	bool has_host;
 };
 
 struct op_engine *op_engine_new(void)
@@ -117,6 +119,18 @@ void op_engine_set_publisher(struct op_engine *e, op_engine_publish_fn fn, void 
 {
 	e->publish = fn;
 	e->publish_ud = ud;
+}
+
+void op_engine_set_host(struct op_engine *e, const struct op_host *h)
+{
+	e->has_host = h != NULL;
+	e->host = h ? *h : (struct op_host){0};
+}
+
+const struct op_host *op_exec_host(const struct op_exec *x)
+{
+	const struct op_engine *e = x->run->eng;
+	return e->has_host ? &e->host : NULL;
 }
 
 op_err op_engine__publish(struct op_engine *e, const char *event, const cJSON *payload,

@@ -61,6 +61,50 @@ typedef op_err (*op_engine_publish_fn)(void *ud, const char *event, const cJSON 
  */
 void op_engine_set_publisher(struct op_engine *e, op_engine_publish_fn fn, void *ud);
 
+/*
+ * What the host process (the daemon) lends to connector steps: connections
+ * and pools it owns and shares between executions. Today the MQTT clients of
+ * the config's [broker NAME] sections; database pools and accounts belong
+ * here too when connectors need them. Every function is optional: NULL means
+ * the host has none, and steps that need it fail with class unsupported
+ * (outpostctl run sets no host at all). Functions are called on execution
+ * threads, many at once, so they must be thread-safe; they make one attempt
+ * and never retry (the engine owns retries).
+ */
+struct op_host {
+	/*
+	 * Publishes len bytes at payload (borrowed for the call) to topic, an
+	 * MQTT topic name (1 to 65535 bytes of UTF-8, no '+', '#' or NUL), at
+	 * the [broker NAME] of the agent's config called broker, with qos 0 or
+	 * 1 and the retained flag. Waits at most timeout_ms: with QoS 1 until
+	 * the broker acknowledged the message (PUBACK), with QoS 0 until the
+	 * client took it. Returns OP_OK, or a class with why (whylen bytes, may
+	 * be 0) saying what went wrong for users:
+	 *   OP_ENOCONN   not connected to the broker, or the connection was lost
+	 *                before the acknowledgement: retry later
+	 *   OP_ETIMEOUT  no acknowledgement in time (it may still come, so a
+	 *                retry may publish twice)
+	 *   OP_EBUSY     too many messages in flight to that broker: retry later
+	 *   OP_EAUTH, OP_EREJECTED  the broker refused the client's connection
+	 *   OP_ENOTFOUND no broker of that name
+	 *   OP_EINVAL    not a valid topic name, or qos not 0 or 1
+	 *   OP_ELIMIT    the message is larger than an MQTT packet may be
+	 *   OP_ENOMEM
+	 */
+	op_err (*mqtt_publish)(void *ud, const char *broker, const char *topic, const void *payload,
+	                       size_t len, int qos, bool retained, long long timeout_ms, char *why,
+	                       size_t whylen);
+	void *ud; /* passed to every function; stored, not owned: must outlive e */
+};
+
+/*
+ * Sets the host resources steps reach through op_exec_host(); *h is copied
+ * (NULL clears: steps that need the host fail with class unsupported). ud is
+ * stored, not owned: it must outlive e. Set before runs start, like the
+ * globals and the publisher.
+ */
+void op_engine_set_host(struct op_engine *e, const struct op_host *h);
+
 /* Per-run inputs beyond the message. Everything is borrowed. */
 struct op_run_opts {
 	const char *execution_id; /* NULL: a new UUID */

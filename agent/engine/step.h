@@ -23,6 +23,7 @@
 #include "agent/expr/expr.h"
 
 struct op_exec;
+struct op_host;
 struct op_load;
 struct op_step;
 
@@ -80,6 +81,13 @@ op_err op_exec_fail(struct op_exec *x, op_err cls, const char *code, const char 
 void op_exec_env(const struct op_exec *x, const cJSON *msg, struct op_expr_env *env);
 /* The execution id (metadata.execution_id), for log lines. */
 const char *op_exec_id(const struct op_exec *x);
+
+/*
+ * The host's resources (struct op_host in agent/engine/engine.h, set with
+ * op_engine_set_host) for connectors, or NULL when the host set none
+ * (outpostctl run). Borrowed for the run; its functions may be NULL too.
+ */
+const struct op_host *op_exec_host(const struct op_exec *x);
 
 /* Evaluates an expression / renders a template against msg; on error the
  * failure is recorded (code "EXPRESSION", naming the config key). */
