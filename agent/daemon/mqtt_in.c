@@ -6,9 +6,10 @@
  * - A consumer has at most one message in the daemon at a time (it waits
  *   for the REPLY), so `pending` is a flag, and a consumer is freed only
  *   when it is not pending: the commit callback's pointer stays valid.
- * - Only the mqtt-in thread touches consumers and their sockets; the
- *   store's writer thread hands commit results over through `done` and
- *   the wake eventfd.
+ * - The mqtt-in thread owns consumers and reads their sockets. The commit
+ *   callback, on the store's writer thread, answers on the reply socket
+ *   itself (no hand-over, no extra wake-up per message); `pending`, `rfd`
+ *   and the stats are under m->mu, and rfd is closed under it.
  */
 #define OP_LOG_MODULE "mqtt"
 #include "agent/daemon/mqtt_in.h"
@@ -60,9 +61,10 @@ struct consumer {
 	enum op_mqtt_payload payload;
 	char *hello; /* the HELLO JSON: also what "unchanged settings" compares */
 	int fd;      /* -1 when the process is not running */
+	int rfd;     /* the reply socket; -1 likewise; under m->mu */
 	pid_t pid;
 	struct op_buf in;
-	bool pending;
+	bool pending;     /* under m->mu */
 	bool wanted;      /* false: stop it (and leave the subscription) */
 	bool unsubscribe; /* with !wanted: STOP asks it to leave the subscription */
 	bool stop_sent;
@@ -71,9 +73,6 @@ struct consumer {
 	int backoff_ms;
 	bool connected, subscribed;
 	bool lost_logged;
-	/* Commit result, set by the writer thread (under m->mu). */
-	bool done;
-	op_err done_rc;
 };
 
 struct op_mqtt_in {
@@ -252,6 +251,7 @@ static void plan(struct op_mqtt_in *m)
 			c->payload = t->payload;
 			c->hello = hello;
 			c->fd = -1;
+			c->rfd = -1;
 			c->wanted = true;
 			op_buf_init(&c->in, OP_MQTT_WIRE_MAX_FRAME + 8);
 			m->v[m->n++] = c;
@@ -277,23 +277,26 @@ oom:
 
 /* ---- processes ---- */
 
+/* Moves *fd (close-on-exec) above the child's fixed fds, so that dup2 onto
+ * them always happens (a dup2 onto itself would keep close-on-exec). */
+static bool lift(int *fd)
+{
+	if (*fd > OP_MQTT_REPLY_FD)
+		return true;
+	int d = fcntl(*fd, F_DUPFD_CLOEXEC, OP_MQTT_REPLY_FD + 1);
+	close(*fd);
+	*fd = d;
+	return d >= 0;
+}
+
 static void spawn(struct op_mqtt_in *m, struct consumer *c)
 {
-	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+	int sv[2] = {-1, -1}, rv[2] = {-1, -1};
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rv) != 0 || !lift(&sv[1]) ||
+	    !lift(&rv[1])) {
 		OP_LOGE("%s: consumer %d: socketpair: %s", c->pipeline, c->index, strerror(errno));
-		goto retry;
-	}
-	/* The child's end must not already be fd 3, or dup2 would not clear
-	 * its close-on-exec flag. */
-	if (sv[1] == OP_MQTT_WIRE_FD) {
-		int d = fcntl(sv[1], F_DUPFD_CLOEXEC, OP_MQTT_WIRE_FD + 1);
-		close(sv[1]);
-		sv[1] = d;
-		if (d < 0) {
-			close(sv[0]);
-			goto retry;
-		}
+		goto fail;
 	}
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t at;
@@ -302,6 +305,7 @@ static void spawn(struct op_mqtt_in *m, struct consumer *c)
 	posix_spawn_file_actions_init(&fa);
 	posix_spawnattr_init(&at);
 	posix_spawn_file_actions_adddup2(&fa, sv[1], OP_MQTT_WIRE_FD);
+	posix_spawn_file_actions_adddup2(&fa, rv[1], OP_MQTT_REPLY_FD);
 	/* Its own process group (a terminal's ^C reaches the daemon only, which
 	 * stops the consumers in order) and no blocked signals. */
 	posix_spawnattr_setpgroup(&at, 0);
@@ -312,13 +316,17 @@ static void spawn(struct op_mqtt_in *m, struct consumer *c)
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
 	close(sv[1]);
+	close(rv[1]);
+	sv[1] = rv[1] = -1;
 	if (rc != 0) {
 		OP_LOGE("%s: consumer %d: cannot start %s: %s", c->pipeline, c->index, m->exe,
 		        strerror(rc));
-		close(sv[0]);
-		goto retry;
+		goto fail;
 	}
 	c->fd = sv[0];
+	pthread_mutex_lock(&m->mu);
+	c->rfd = rv[0];
+	pthread_mutex_unlock(&m->mu);
 	op_buf_reset(&c->in);
 	c->connected = c->subscribed = false;
 	struct op_buf b;
@@ -329,7 +337,13 @@ static void spawn(struct op_mqtt_in *m, struct consumer *c)
 	op_buf_fini(&b);
 	OP_LOGD("%s: consumer %d started (pid %d)", c->pipeline, c->index, (int)c->pid);
 	return;
-retry:
+fail:
+	for (int i = 0; i < 2; i++) {
+		if (sv[i] >= 0)
+			close(sv[i]);
+		if (rv[i] >= 0)
+			close(rv[i]);
+	}
 	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : RESTART_MIN_MS;
 	if (c->backoff_ms > RESTART_MAX_MS)
 		c->backoff_ms = RESTART_MAX_MS;
@@ -352,6 +366,10 @@ static void ended(struct op_mqtt_in *m, struct consumer *c)
 {
 	close(c->fd);
 	c->fd = -1;
+	pthread_mutex_lock(&m->mu);
+	close(c->rfd);
+	c->rfd = -1;
+	pthread_mutex_unlock(&m->mu);
 	set_connected(c, false, false);
 	int status = 0;
 	pid_t r;
@@ -374,31 +392,45 @@ static void ended(struct op_mqtt_in *m, struct consumer *c)
 	        c->backoff_ms);
 }
 
+/* With m->mu held: answers c's pending message. */
 static void send_reply(struct consumer *c, enum op_mqtt_reply r, uint32_t retry_ms)
 {
-	char body[5];
-	body[0] = (char)r;
-	memcpy(body + 1, &retry_ms, 4);
-	struct op_buf b;
-	op_buf_init(&b, 64);
-	/* A consumer that died mid-reply shows up as EOF on the next poll. */
-	if (op_mqtt_frame_put(&b, OP_MQTT_REPLY, body, sizeof(body)) == OP_OK)
-		(void)send(c->fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-	op_buf_fini(&b);
+	char f[OP_MQTT_REPLY_LEN];
+	uint32_t len = OP_MQTT_REPLY_LEN - 4;
+	memcpy(f, &len, 4);
+	f[4] = OP_MQTT_REPLY;
+	f[5] = (char)r;
+	memcpy(f + 6, &retry_ms, 4);
+	/* A consumer that died shows up as EOF on its other socket. */
+	if (c->rfd >= 0)
+		(void)send(c->rfd, f, sizeof(f), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 /* ---- messages ---- */
 
+/* On the store's writer thread: the event is committed (or refused). */
 static void committed(void *ud, op_err rc, const char *id)
 {
 	(void)id;
 	struct consumer *c = ud;
 	struct op_mqtt_in *m = c->m;
 	pthread_mutex_lock(&m->mu);
-	c->done = true;
-	c->done_rc = rc;
+	c->pending = false;
+	if (rc == OP_OK) {
+		m->st.accepted++;
+		send_reply(c, OP_MQTT_COMMITTED, 0);
+	} else {
+		m->st.busy++;
+		OP_LOGW("%s: MQTT message not accepted (%s): the broker keeps it and it is offered "
+		        "again",
+		        c->pipeline, op_err_str(rc));
+		send_reply(c, OP_MQTT_BUSY, BUSY_RETRY_MS);
+	}
+	/* A consumer whose process is gone waits for this to be freed. */
+	bool gone = c->rfd < 0;
 	pthread_mutex_unlock(&m->mu);
-	wake(m);
+	if (gone)
+		wake(m);
 }
 
 static cJSON *base64_of(const char *p, size_t n)
@@ -464,7 +496,10 @@ static cJSON *message_of(enum op_mqtt_payload mode, const struct op_mqtt_msg *ms
 static void on_msg(struct op_mqtt_in *m, struct consumer *c, const char *body, size_t len)
 {
 	struct op_mqtt_msg msg;
-	if (c->pending || op_mqtt_msg_parse(body, len, &msg) != OP_OK) {
+	pthread_mutex_lock(&m->mu);
+	bool pending = c->pending;
+	pthread_mutex_unlock(&m->mu);
+	if (pending || op_mqtt_msg_parse(body, len, &msg) != OP_OK) {
 		OP_LOGE("%s: MQTT consumer %d sent a malformed message frame; restarting it",
 		        c->pipeline, c->index);
 		shutdown(c->fd, SHUT_RDWR);
@@ -501,39 +536,39 @@ static void on_msg(struct op_mqtt_in *m, struct consumer *c, const char *body, s
 	}
 	op_err rc = OP_ENOMEM;
 	if (ok) {
+		pthread_mutex_lock(&m->mu);
 		c->pending = true;
-		c->done = false;
+		pthread_mutex_unlock(&m->mu);
 		rc = op_runtime_submit_cb(m->rt, c->pipeline, message, trigger, committed, c);
-		if (rc != OP_OK)
-			c->pending = false;
 	}
 	cJSON_Delete(message);
 	cJSON_Delete(trigger);
 	if (rc != OP_OK) {
-		stat_add(m, &m->st.busy, 1);
+		pthread_mutex_lock(&m->mu);
+		c->pending = false;
+		m->st.busy++;
 		send_reply(c, OP_MQTT_BUSY, BUSY_RETRY_MS);
+		pthread_mutex_unlock(&m->mu);
 	}
 }
 
-/* A commit result came in for c. */
-static void on_done(struct op_mqtt_in *m, struct consumer *c, op_err rc)
+/* Logs once all wanted consumers of c's pipeline are subscribed. */
+static void log_all_subscribed(struct op_mqtt_in *m, struct consumer *c, const char *filter, int n)
 {
-	c->pending = false;
-	if (c->fd < 0)
-		return;
-	if (rc == OP_OK) {
-		stat_add(m, &m->st.accepted, 1);
-		send_reply(c, OP_MQTT_COMMITTED, 0);
-	} else {
-		stat_add(m, &m->st.busy, 1);
-		OP_LOGW("%s: MQTT message not accepted (%s): the broker keeps it and offers it "
-		        "again",
-		        c->pipeline, op_err_str(rc));
-		send_reply(c, OP_MQTT_BUSY, BUSY_RETRY_MS);
+	int want = 0, have = 0;
+	for (size_t i = 0; i < m->n; i++) {
+		const struct consumer *o = m->v[i];
+		if (!o->wanted || strcmp(o->pipeline, c->pipeline) != 0)
+			continue;
+		want++;
+		have += o->subscribed;
 	}
+	if (want == have)
+		OP_LOGI("%s: %d MQTT consumer%s subscribed to %.*s at broker %s", c->pipeline, want,
+		        want == 1 ? "" : "s", n, filter, c->broker);
 }
 
-static void on_status(struct consumer *c, const char *body, size_t len)
+static void on_status(struct op_mqtt_in *m, struct consumer *c, const char *body, size_t len)
 {
 	if (len < 1)
 		return;
@@ -544,12 +579,13 @@ static void on_status(struct consumer *c, const char *body, size_t len)
 	case OP_MQTT_CONNECTED:
 		set_connected(c, true, false);
 		c->backoff_ms = 0;
-		OP_LOGI("%s: MQTT consumer %d connected to %.*s", c->pipeline, c->index, n, t);
+		OP_LOGD("%s: MQTT consumer %d connected to %.*s", c->pipeline, c->index, n, t);
 		c->lost_logged = false;
 		break;
 	case OP_MQTT_SUBSCRIBED:
 		set_connected(c, true, true);
-		OP_LOGI("%s: MQTT consumer %d subscribed to %.*s", c->pipeline, c->index, n, t);
+		OP_LOGD("%s: MQTT consumer %d subscribed to %.*s", c->pipeline, c->index, n, t);
+		log_all_subscribed(m, c, t, n);
 		break;
 	case OP_MQTT_LOST:
 		set_connected(c, false, false);
@@ -603,7 +639,7 @@ static void readable(struct op_mqtt_in *m, struct consumer *c)
 		if (type == OP_MQTT_MSG)
 			on_msg(m, c, body, blen);
 		else if (type == OP_MQTT_STATUS)
-			on_status(c, body, blen);
+			on_status(m, c, body, blen);
 		off += used;
 	}
 	if (off) {
@@ -626,21 +662,6 @@ static void send_stop(struct consumer *c, bool unsubscribe)
 
 /* ---- the thread ---- */
 
-/* Takes the commit results the writer handed over. */
-static void collect(struct op_mqtt_in *m)
-{
-	for (size_t i = 0; i < m->n; i++) {
-		struct consumer *c = m->v[i];
-		pthread_mutex_lock(&m->mu);
-		bool done = c->done;
-		op_err rc = c->done_rc;
-		c->done = false;
-		pthread_mutex_unlock(&m->mu);
-		if (done)
-			on_done(m, c, rc);
-	}
-}
-
 /* Starts, stops and frees consumers as wanted; returns the poll timeout. */
 static int tend(struct op_mqtt_in *m, bool stopping)
 {
@@ -659,7 +680,10 @@ static int tend(struct op_mqtt_in *m, bool stopping)
 			c->stop_sent = false;
 			spawn(m, c);
 		}
-		if (c->fd < 0 && !run && !c->pending) {
+		pthread_mutex_lock(&m->mu);
+		bool pending = c->pending;
+		pthread_mutex_unlock(&m->mu);
+		if (c->fd < 0 && !run && !pending) {
 			consumer_free(c);
 			continue;
 		}
@@ -689,7 +713,6 @@ static void *thread_main(void *arg)
 		pthread_mutex_unlock(&m->mu);
 		if (reload && !stopping)
 			plan(m);
-		collect(m);
 		int timeout = tend(m, stopping);
 		if (stopping && m->n == 0)
 			break;

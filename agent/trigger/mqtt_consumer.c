@@ -1,9 +1,9 @@
 /*
  * An MQTT consumer process (see mqtt_wire.h for why it is a process).
  *
- * Threads: the main thread reads the daemon's frames (HELLO, REPLY, STOP)
- * and paces connection retries; paho's threads run the callbacks. The
- * message callback forwards the message and waits for the daemon's REPLY;
+ * Threads: the main thread reads the daemon's frames (HELLO, STOP) and paces
+ * connection retries; paho's threads run the callbacks. The message callback
+ * forwards the message and reads the daemon's REPLY from its own socket;
  * only a COMMITTED reply lets it return, so paho acks (QoS 1) only what is
  * durably queued. BUSY means backpressure: wait and offer the same message
  * again. When the daemon goes away (EOF) the process exits at once without
@@ -39,9 +39,6 @@ struct consumer {
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	bool have_reply;
-	enum op_mqtt_reply reply;
-	uint32_t retry_after_ms;
 	bool stopping; /* the daemon asked to stop or went away */
 	bool connecting;
 	bool connected;
@@ -195,21 +192,24 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
 			_exit(0);
 		pthread_mutex_unlock(&c->wmu);
 
-		pthread_mutex_lock(&c->mu);
-		while (!c->have_reply && !c->stopping)
-			pthread_cond_wait(&c->cv, &c->mu);
-		if (c->stopping) {
-			/* Never return: returning acks. The main thread exits. */
-			for (;;)
-				pthread_cond_wait(&c->cv, &c->mu);
+		char rep[OP_MQTT_REPLY_LEN];
+		size_t have = 0;
+		while (have < sizeof(rep)) {
+			ssize_t got = read(OP_MQTT_REPLY_FD, rep + have, sizeof(rep) - have);
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got <= 0)
+				_exit(0); /* the daemon is gone: never return, returning acks */
+			have += (size_t)got;
 		}
-		c->have_reply = false;
-		enum op_mqtt_reply r = c->reply;
-		uint32_t wait = c->retry_after_ms;
-		if (r == OP_MQTT_COMMITTED) {
-			pthread_mutex_unlock(&c->mu);
+		uint32_t len, wait;
+		memcpy(&len, rep, 4);
+		memcpy(&wait, rep + 6, 4);
+		if (len != OP_MQTT_REPLY_LEN - 4 || rep[4] != OP_MQTT_REPLY)
+			_exit(1);
+		if (rep[5] == OP_MQTT_COMMITTED)
 			break;
-		}
+		pthread_mutex_lock(&c->mu);
 		/* Backpressure: offer the same message again after the pause. */
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -221,6 +221,11 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
 		}
 		while (!c->stopping && pthread_cond_timedwait(&c->cv, &c->mu, &ts) != ETIMEDOUT)
 			;
+		if (c->stopping) {
+			/* Never return: returning acks. The main thread exits. */
+			for (;;)
+				pthread_cond_wait(&c->cv, &c->mu);
+		}
 		pthread_mutex_unlock(&c->mu);
 	}
 	op_buf_fini(&b);
@@ -321,18 +326,6 @@ static void stop(struct consumer *c, bool unsubscribe)
 	_exit(0);
 }
 
-static void on_reply(struct consumer *c, const char *body, size_t len)
-{
-	if (len < 5)
-		_exit(1);
-	pthread_mutex_lock(&c->mu);
-	c->reply = (enum op_mqtt_reply)(unsigned char)body[0];
-	memcpy(&c->retry_after_ms, body + 1, 4);
-	c->have_reply = true;
-	pthread_cond_broadcast(&c->cv);
-	pthread_mutex_unlock(&c->mu);
-}
-
 int op_mqtt_consumer_main(void)
 {
 	static struct consumer c;
@@ -340,8 +333,8 @@ int op_mqtt_consumer_main(void)
 	size_t have = 0;
 	bool started = false;
 
-	/* Only fd 0-2 and the socket: nothing else of the daemon's. */
-	(void)close_range(OP_MQTT_WIRE_FD + 1, ~0u, 0);
+	/* Only fd 0-2 and the sockets: nothing else of the daemon's. */
+	(void)close_range(OP_MQTT_REPLY_FD + 1, ~0u, 0);
 	if ((c.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
 		return 1;
 	pthread_mutex_init(&c.wmu, NULL);
@@ -408,8 +401,6 @@ int op_mqtt_consumer_main(void)
 				}
 				started = true;
 				connect_now(&c);
-			} else if (type == OP_MQTT_REPLY) {
-				on_reply(&c, body, blen);
 			} else if (type == OP_MQTT_STOP) {
 				stop(&c, blen > 0 && body[0]);
 			} else {

@@ -9,11 +9,14 @@
  * --mqtt-consumer), so several consumers of one shared subscription wait for
  * their commits at the same time and the store's group commit batches them.
  *
- * One stream socket per consumer, fd 3 in the child. A frame is a 4-byte
- * length (host order: both ends are the same binary) of what follows, a
- * 1-byte type and the body. The daemon sends HELLO once, then a REPLY for
- * each MSG; the consumer sends STATUS lines and at most one MSG at a time,
- * waiting for its REPLY before the callback returns (and paho acks).
+ * Two stream sockets per consumer: fd 3 in the child carries HELLO and STOP
+ * from the daemon and MSG and STATUS from the consumer; fd 4 carries only the
+ * daemon's REPLY frames, read by the consumer's message callback itself (one
+ * thread wake-up less per message than handing them over from the main
+ * thread). A frame is a 4-byte length (host order: both ends are the same
+ * binary) of what follows, a 1-byte type and the body. The consumer sends at
+ * most one MSG at a time and waits for its REPLY before the callback returns
+ * (and paho acks).
  */
 #ifndef OP_TRIGGER_MQTT_WIRE_H
 #define OP_TRIGGER_MQTT_WIRE_H
@@ -25,8 +28,11 @@
 #include "agent/core/buf.h"
 #include "agent/core/err.h"
 
-/* The consumer's end of the socket in the child process. */
-#define OP_MQTT_WIRE_FD 3
+/* The consumer's ends of the sockets in the child process. */
+#define OP_MQTT_WIRE_FD  3
+#define OP_MQTT_REPLY_FD 4
+/* Size of a REPLY frame: length, type, u8 reply, u32 retry_after_ms. */
+#define OP_MQTT_REPLY_LEN 10
 
 /* Largest frame either side accepts: the payload cap plus topic and header. */
 #define OP_MQTT_WIRE_MAX_FRAME (16u * 1024 * 1024 + 128 * 1024)
@@ -34,7 +40,7 @@
 enum op_mqtt_frame {
 	/* daemon -> consumer */
 	OP_MQTT_HELLO = 1, /* JSON: the consumer's settings (op_mqtt_hello) */
-	OP_MQTT_REPLY = 2, /* u8 enum op_mqtt_reply, u32 retry_after_ms */
+	OP_MQTT_REPLY = 2, /* on fd 4: u8 enum op_mqtt_reply, u32 retry_after_ms */
 	OP_MQTT_STOP = 3,  /* u8 unsubscribe: leave the subscription, then exit */
 	/* consumer -> daemon */
 	OP_MQTT_MSG = 10,    /* u8 qos, u8 retained, u8 dup, u8 truncated, u32 topic len,
@@ -93,7 +99,8 @@ op_err op_mqtt_msg_parse(const char *body, size_t len, struct op_mqtt_msg *m) OP
 op_err op_mqtt_write_all(int fd, const void *data, size_t len) OP_WUR;
 
 /*
- * The consumer process: fd OP_MQTT_WIRE_FD is its socket to the daemon.
+ * The consumer process: fds OP_MQTT_WIRE_FD and OP_MQTT_REPLY_FD are its
+ * sockets to the daemon.
  * Returns the process exit status. Called by outpostd --mqtt-consumer before
  * anything else is set up.
  */
