@@ -55,6 +55,8 @@ OUTPOSTCTL := $(B)/outpostctl
 OUTPOSTD := $(B)/outpostd
 TESTS := $(TEST_SRC:%.c=$(B)/%)
 BENCHES := $(BENCH_SRC:%.c=$(B)/%)
+# Load generators the bench scripts drive (not benchmarks on their own).
+BENCH_TOOLS := $(B)/tests/bench/mqtt_load
 CONFORMANCE := $(if $(CONF_SRC),$(B)/tests/conformance/schema-suite)
 
 all: $(OUTPOSTCTL) $(OUTPOSTD)
@@ -124,10 +126,11 @@ bench:
 # The C benchmarks, then the scripts (tests/bench/*.sh: wrk and nginx against
 # outpostd) with this variant's binaries.
 .PHONY: bench-run
-bench-run: $(BENCHES) $(OUTPOSTD) $(OUTPOSTCTL)
+bench-run: $(BENCHES) $(BENCH_TOOLS) $(OUTPOSTD) $(OUTPOSTCTL)
 	@for b in $(BENCHES); do $$b || exit 1; done
 	@for s in $(sort $(wildcard tests/bench/*.sh)); do \
-		OUTPOSTD=$(OUTPOSTD) OUTPOSTCTL=$(OUTPOSTCTL) sh $$s || exit 1; \
+		OUTPOSTD=$(OUTPOSTD) OUTPOSTCTL=$(OUTPOSTCTL) MQTT_LOAD=$(B)/tests/bench/mqtt_load \
+		bash $$s || exit 1; \
 	done
 
 JSON_SCHEMA_SUITE ?= ../shared/json-schema-test-suite
