@@ -328,8 +328,16 @@ void op_store__event_write(void *dst, const MDB_val *key, const struct op_store_
 	op_store__seal(dst, key, OP_STORE__K_EVENT, op_store__event_size(ev) - OP_STORE__HDR);
 }
 
-op_err op_store__event_read(const MDB_val *key, const MDB_val *val, struct op_store_event **out,
-                            uint64_t *seq)
+/* Skips a string, giving its length: what r_str reads, without a copy. */
+static void r_skip_str(struct rcur *r, size_t *len)
+{
+	uint32_t n = r_u32(r);
+	if (r_take(r, n) != NULL)
+		*len = n;
+}
+
+static op_err event_read(const MDB_val *key, const MDB_val *val, struct op_store_event **out,
+                         uint64_t *seq, bool payload)
 {
 	const uint8_t *p;
 	size_t n;
@@ -353,7 +361,10 @@ op_err op_store__event_read(const MDB_val *key, const MDB_val *val, struct op_st
 	r_id(&r, ev->id);
 	ev->pipeline = r_str(&r, NULL, &nomem);
 	ev->trigger = r_str(&r, NULL, &nomem);
-	ev->payload = r_str(&r, &ev->payload_len, &nomem);
+	if (payload)
+		ev->payload = r_str(&r, &ev->payload_len, &nomem);
+	else
+		r_skip_str(&r, &ev->payload_len);
 	char *err = r_str(&r, NULL, &nomem);
 	if (flags & EV_F_ERROR)
 		ev->error = err;
@@ -367,6 +378,18 @@ op_err op_store__event_read(const MDB_val *key, const MDB_val *val, struct op_st
 		*seq = sq;
 	*out = ev;
 	return OP_OK;
+}
+
+op_err op_store__event_read(const MDB_val *key, const MDB_val *val, struct op_store_event **out,
+                            uint64_t *seq)
+{
+	return event_read(key, val, out, seq, true);
+}
+
+op_err op_store__event_read_meta(const MDB_val *key, const MDB_val *val,
+                                 struct op_store_event **out)
+{
+	return event_read(key, val, out, NULL, false);
 }
 
 size_t op_store__exec_size(const struct op_store_exec *rec)

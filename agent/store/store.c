@@ -807,7 +807,7 @@ static op_err visit_dead(void *ud, const MDB_val *k, const MDB_val *d, bool *sto
 {
 	struct collect *c = ud;
 	struct op_store_event *ev;
-	op_err e = op_store__event_read(k, d, &ev, NULL);
+	op_err e = op_store__event_read_meta(k, d, &ev);
 	if (e)
 		return e;
 	if (c->pipeline && strcmp(c->pipeline, ev->pipeline) != 0) {

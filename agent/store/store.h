@@ -206,8 +206,11 @@ op_err op_store_dead(struct op_store *s, const char *event_id, const char *error
  * OP_ENOTFOUND: no such dead letter. OP_EFULL: the queue is full. */
 op_err op_store_replay(struct op_store *s, const char *event_id) OP_WUR;
 
-/* Up to limit dead letters (of pipeline, or all if NULL), in event id order.
- * *out is an array of *n events (caller frees with op_store_events_free). */
+/* Up to limit dead letters (of pipeline, or all if NULL), in event id order,
+ * without their payloads (payload NULL, payload_len its size: a listing of
+ * large events costs no more than one of small ones; op_store_get_dead has
+ * the payload). *out is an array of *n events (caller frees with
+ * op_store_events_free). */
 op_err op_store_list_dead(struct op_store *s, const char *pipeline, size_t limit,
                           struct op_store_event ***out, size_t *n) OP_WUR;
 

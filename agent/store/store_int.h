@@ -133,6 +133,10 @@ void op_store__event_write(void *dst, const MDB_val *key, const struct op_store_
                            uint64_t seq);
 op_err op_store__event_read(const MDB_val *key, const MDB_val *val, struct op_store_event **out,
                             uint64_t *seq) OP_WUR;
+/* Like op_store__event_read without the payload: ev->payload is NULL and
+ * ev->payload_len its size. For listings that show sizes only. */
+op_err op_store__event_read_meta(const MDB_val *key, const MDB_val *val,
+                                 struct op_store_event **out) OP_WUR;
 size_t op_store__exec_size(const struct op_store_exec *rec);
 void op_store__exec_write(void *dst, const MDB_val *key, const struct op_store_exec *rec,
                           uint64_t seq);

@@ -160,6 +160,14 @@ START_TEST(round_trip)
 	ck_assert_str_eq(dl[0]->id, id[1]);
 	ck_assert_str_eq(dl[0]->error, "fatal");
 	ck_assert_uint_eq(dl[0]->attempt, 2);
+	/* Listed without the payload, with its size. */
+	ck_assert_ptr_null(dl[0]->payload);
+	ck_assert_uint_gt(dl[0]->payload_len, 0);
+	struct op_store_event *whole;
+	ck_assert_int_eq(op_store_get_dead(s, id[1], &whole), OP_OK);
+	ck_assert_uint_eq(whole->payload_len, dl[0]->payload_len);
+	ck_assert_ptr_nonnull(whole->payload);
+	op_store_event_free(whole);
 	op_store_events_free(dl, n);
 	ck_assert_int_eq(op_store_list_dead(s, "other", 10, &dl, &n), OP_OK);
 	ck_assert_uint_eq(n, 0);
