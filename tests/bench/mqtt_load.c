@@ -165,14 +165,15 @@ int main(int argc, char **argv)
 	char payload[400];
 	double t0 = now_s(), deadline = t0 + 120;
 	for (long i = 0; i < n_total; i++) {
-		int len = snprintf(payload, sizeof(payload),
-		                   "{\"id\":%ld,\"order\":\"A-%06ld\",\"customer\":{\"id\":\"c-42\","
-		                   "\"name\":\"ACME Industrial Supplies\",\"country\":\"DE\"},"
-		                   "\"lines\":[{\"sku\":\"X-100\",\"qty\":3,\"price\":19.90},"
-		                   "{\"sku\":\"Y-220\",\"qty\":1,\"price\":249.00},"
-		                   "{\"sku\":\"Z-007\",\"qty\":12,\"price\":1.25}],"
-		                   "\"currency\":\"EUR\",\"note\":\"deliver to dock 4\"}",
-		                   i, i);
+		int len =
+		    snprintf(payload, sizeof(payload),
+		             "{\"id\":%ld,\"order\":\"A-%06ld\",\"customer\":{\"id\":\"c-42\","
+		             "\"name\":\"ACME Industrial Supplies\",\"country\":\"DE\"},"
+		             "\"lines\":[{\"sku\":\"X-100\",\"qty\":3,\"price\":19.90},"
+		             "{\"sku\":\"Y-220\",\"qty\":1,\"price\":249.00},"
+		             "{\"sku\":\"Z-007\",\"qty\":12,\"price\":1.25}],"
+		             "\"currency\":\"EUR\",\"note\":\"deliver to dock 4\"}",
+		             i, i);
 		pthread_mutex_lock(&mu);
 		while (outstanding >= WINDOW)
 			pthread_cond_wait(&cv, &mu);
