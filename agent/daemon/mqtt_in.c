@@ -137,6 +137,9 @@ static char *hello_of(const struct op_config *cfg, const struct op_pipeline *p,
                       const struct op_mqtt_trigger *t, const struct op_config_broker *b, int i)
 {
 	char *prefix = client_prefix(cfg, b);
+	/* Whole seconds for paho (the config bounds them to 1 s .. 1 h). */
+	int keepalive_s = (int)(b->keepalive_ms / 1000),
+	    connect_s = (int)(b->connect_timeout_ms / 1000);
 	struct op_buf id, filter;
 	op_buf_init(&id, 65535);
 	op_buf_init(&filter, 65535 + 1024);
@@ -154,8 +157,8 @@ static char *hello_of(const struct op_config *cfg, const struct op_pipeline *p,
 	    cJSON_AddStringToObject(o, "clientId", op_buf_str(&id)) &&
 	    cJSON_AddStringToObject(o, "filter", op_buf_str(&filter)) &&
 	    cJSON_AddNumberToObject(o, "qos", t->qos) &&
-	    cJSON_AddNumberToObject(o, "keepaliveS", (double)(b->keepalive_ms / 1000)) &&
-	    cJSON_AddNumberToObject(o, "connectTimeoutS", (double)(b->connect_timeout_ms / 1000)) &&
+	    cJSON_AddNumberToObject(o, "keepaliveS", keepalive_s) &&
+	    cJSON_AddNumberToObject(o, "connectTimeoutS", connect_s) &&
 	    cJSON_AddNumberToObject(o, "maxPayload", MAX_PAYLOAD) &&
 	    (!b->ca_file || !*b->ca_file || cJSON_AddStringToObject(o, "caFile", b->ca_file)) &&
 	    (!b->cert_file || !*b->cert_file ||
@@ -295,7 +298,9 @@ static void spawn(struct op_mqtt_in *m, struct consumer *c)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
 	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rv) != 0 || !lift(&sv[1]) ||
 	    !lift(&rv[1])) {
-		OP_LOGE("%s: consumer %d: socketpair: %s", c->pipeline, c->index, strerror(errno));
+		char eb[128];
+		OP_LOGE("%s: consumer %d: socketpair: %s", c->pipeline, c->index,
+		        strerror_r(errno, eb, sizeof(eb)));
 		goto fail;
 	}
 	posix_spawn_file_actions_t fa;
@@ -319,8 +324,9 @@ static void spawn(struct op_mqtt_in *m, struct consumer *c)
 	close(rv[1]);
 	sv[1] = rv[1] = -1;
 	if (rc != 0) {
+		char eb[128];
 		OP_LOGE("%s: consumer %d: cannot start %s: %s", c->pipeline, c->index, m->exe,
-		        strerror(rc));
+		        strerror_r(rc, eb, sizeof(eb)));
 		goto fail;
 	}
 	c->fd = sv[0];
@@ -742,7 +748,8 @@ static void *thread_main(void *arg)
 		}
 		int r = poll(pf, np, timeout);
 		if (r < 0 && errno != EINTR) {
-			OP_LOGE("poll: %s", strerror(errno));
+			char eb[128];
+			OP_LOGE("poll: %s", strerror_r(errno, eb, sizeof(eb)));
 			break;
 		}
 		if (r <= 0)

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -96,7 +97,10 @@ static void schedule_retry(struct consumer *c)
 		c->backoff_ms = 30000;
 	/* Jitter: 75% to 100% of the backoff, so a fleet does not retry in step. */
 	int jitter = c->backoff_ms / 4;
-	c->retry_at_ms = mono_ms() + c->backoff_ms - (jitter ? rand() % jitter : 0);
+	unsigned r = 0;
+	if (jitter && getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		r = (unsigned)mono_ms();
+	c->retry_at_ms = mono_ms() + c->backoff_ms - (jitter ? (int)(r % (unsigned)jitter) : 0);
 	pthread_mutex_unlock(&c->mu);
 	uint64_t one = 1;
 	while (write(c->wake, &one, sizeof(one)) < 0 && errno == EINTR)
@@ -340,7 +344,6 @@ int op_mqtt_consumer_main(void)
 	pthread_mutex_init(&c.wmu, NULL);
 	pthread_mutex_init(&c.mu, NULL);
 	pthread_cond_init(&c.cv, NULL);
-	srand((unsigned)(getpid() ^ (unsigned)mono_ms()));
 	for (;;) {
 		int timeout = -1;
 		pthread_mutex_lock(&c.mu);

@@ -142,7 +142,7 @@ int main(int argc, char **argv)
 	char uri[64];
 	snprintf(uri, sizeof(uri), "tcp://127.0.0.1:%s", argv[1]);
 	const char *pub_topic = argv[2], *sub_topic = argv[3];
-	n_total = atol(argv[4]);
+	n_total = strtol(argv[4], NULL, 10);
 	if (n_total <= 0 || (seen = calloc((size_t)n_total, 1)) == NULL)
 		return 1;
 	char sid[64], pid[64];
