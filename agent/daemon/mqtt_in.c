@@ -550,6 +550,9 @@ static void on_msg(struct op_mqtt_in *m, struct consumer *c, const char *body, s
 	cJSON_Delete(message);
 	cJSON_Delete(trigger);
 	if (rc != OP_OK) {
+		OP_LOGW("%s: MQTT message not accepted (%s): not acknowledged, offered again in %d "
+		        "ms",
+		        c->pipeline, op_err_str(rc), BUSY_RETRY_MS);
 		pthread_mutex_lock(&m->mu);
 		c->pending = false;
 		m->st.busy++;

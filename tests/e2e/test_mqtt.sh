@@ -184,6 +184,54 @@ checks=$((checks + 1))
 log_has 'orders: MQTT consumer 0 connected' && fail "$what: it connected"
 stop_daemon
 
+what="a full queue is backpressure: messages wait at the broker, none is lost"
+# A queue of at most 3 events, one slow execution at a time, 25 messages in a
+# burst: most are refused at first (not acknowledged), offered again, and all
+# run in the end.
+mkdir -p "$T/slowp"
+cat >"$T/slow.conf" <<CONF
+[agent]
+id = e2e-slow
+data_dir = $T/slowdata
+pipelines_dir = $T/slowp
+workers = 2
+shutdown_timeout = 2s
+[store]
+map_initial = 4MB
+queue_max_events = 3
+[http]
+listen =
+[admin]
+listen = 127.0.0.1:0
+[broker plain]
+url = mqtt://127.0.0.1:$broker_port
+CONF
+cat >"$T/slowp/slow.json" <<'JSON'
+{"name":"slow","version":"1",
+ "trigger":{"type":"mqtt","config":{"broker":"plain","topic":"slow","consumers":2}},
+ "settings":{"concurrency":1},
+ "steps":[{"type":"transform","config":{"program":"{id, n: (reduce range(0; 20000) as $i (0; . + $i))}"}},
+  {"type":"log","config":{"message":"slowsink {{ message.id }}"}}]}
+JSON
+LOG=$T/slow.log
+checks=$((checks + 1))
+start_daemon "$T/slow.conf" "$LOG" || fail "$what: not ready: $(cat "$LOG")"
+checks=$((checks + 1))
+wait_until 20 subscribed 2 || fail "$what: consumers did not subscribe"
+i=1
+while [ $i -le 25 ]; do
+	printf '{"id":"s%d"}\n' $i
+	i=$((i + 1))
+done | mosquitto_pub -h 127.0.0.1 -p "$broker_port" -q 1 -t slow -l
+slow_sinks() { grep -o 'slowsink s[0-9]*' "$LOG" | sort -u | wc -l; }
+all_slow() { [ "$(slow_sinks)" -ge 25 ]; }
+checks=$((checks + 1))
+wait_until 90 all_slow || fail "$what: $(slow_sinks) of 25 ran"
+checks=$((checks + 1))
+got=$(metric 'outpost_mqtt_messages_total{result="busy"}')
+[ "${got:-0}" -ge 1 ] || fail "$what: no message was refused (busy is '$got'): the test did not fill the queue"
+stop_daemon
+
 what="a pipeline naming a broker the config lacks is refused"
 sed 's/"broker":"plant"/"broker":"nowhere"/' "$T/pipelines/orders.json" >"$T/pipelines/bad.json"
 sed -i 's/"name":"orders"/"name":"bad"/' "$T/pipelines/bad.json"
