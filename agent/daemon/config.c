@@ -8,6 +8,8 @@
  * strips indentation, refuses overlong lines, and checks section headers and
  * key lines itself; inih is left to split "key = value ; comment". The
  * handler then binds each value through the table into a private struct.
+ * The [broker NAME] sections (their table, url check and cross-key checks)
+ * are in config_broker.c; config_int.h holds what the two files share.
  * Invariant: the caller's struct is written only when the whole text loaded
  * with no problem; otherwise it is zeroed.
  */
@@ -28,14 +30,7 @@
 #include "agent/core/buf.h"
 #include "agent/core/json.h"
 #include "agent/core/log.h"
-
-#define KiB  (1024LL)
-#define MiB  (1024LL * KiB)
-#define GiB  (1024LL * MiB)
-#define TiB  (1024LL * GiB)
-#define SEC  (1000LL)
-#define MIN  (60LL * SEC)
-#define HOUR (60LL * MIN)
+#include "agent/daemon/config_int.h"
 
 #define OFF(m) offsetof(struct op_config, m)
 
@@ -49,9 +44,6 @@ _Static_assert(OP_LOG_ERROR == 0 && OP_LOG_WARN == 1 && OP_LOG_INFO == 2 && OP_L
 static const char *const sections[] = {"agent", "store", "http", "admin", "globals"};
 #define N_SECTIONS  (sizeof(sections) / sizeof(sections[0]))
 #define SEC_GLOBALS 4
-#define SEC_NONE    (-1) /* before any [section] */
-#define SEC_SKIP    (-2) /* unknown or malformed section: already reported */
-#define SEC_BROKER  (-3) /* a [broker NAME] section: struct load's broker */
 
 static const struct op_config_key keys[] = {
     {.section = "agent",
@@ -220,111 +212,12 @@ static const struct op_config_key keys[] = {
      .help = "Address of /healthz, /readyz and /metrics, host:port; empty: off."},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
-
-#define BOFF(m) offsetof(struct op_config_broker, m)
-
-/* The keys of each [broker NAME] section. */
-static const struct op_config_key broker_keys[] = {
-    {.section = "broker",
-     .key = "url",
-     .type = OP_CONFIG_STRING,
-     .off = BOFF(url),
-     .def = "",
-     .flags = OP_CONFIG_REQUIRED,
-     .example = "mqtts://broker.example.internal:8883",
-     .help = "Broker address, mqtt://host[:port] (1883) or mqtts://host[:port] (8883, TLS)."},
-    {.section = "broker",
-     .key = "ca_file",
-     .type = OP_CONFIG_PATH,
-     .off = BOFF(ca_file),
-     .def = "",
-     .flags = OP_CONFIG_EMPTY_OK,
-     .help = "PEM CA bundle that verifies the broker (mqtts only); empty: the system's CAs."},
-    {.section = "broker",
-     .key = "cert_file",
-     .type = OP_CONFIG_PATH,
-     .off = BOFF(cert_file),
-     .def = "",
-     .flags = OP_CONFIG_EMPTY_OK,
-     .help = "PEM client certificate for mutual TLS, set together with key_file (mqtts only)."},
-    {.section = "broker",
-     .key = "key_file",
-     .type = OP_CONFIG_PATH,
-     .off = BOFF(key_file),
-     .def = "",
-     .flags = OP_CONFIG_EMPTY_OK,
-     .help = "PEM private key of cert_file, readable by the service user only."},
-    {.section = "broker",
-     .key = "username",
-     .type = OP_CONFIG_STRING,
-     .off = BOFF(username),
-     .def = "",
-     .flags = OP_CONFIG_EMPTY_OK,
-     .help = "User name the agent connects with; empty: none."},
-    {.section = "broker",
-     .key = "password",
-     .type = OP_CONFIG_STRING,
-     .off = BOFF(password),
-     .def = "",
-     .flags = OP_CONFIG_EMPTY_OK | OP_CONFIG_SECRET,
-     .help = "Password of username; empty: none."},
-    {.section = "broker",
-     .key = "client_id",
-     .type = OP_CONFIG_STRING,
-     .off = BOFF(client_id),
-     .def = "",
-     .def_doc = "`outpost-` and the agent id",
-     .flags = OP_CONFIG_EMPTY_OK,
-     .help = "Prefix of the MQTT client ids the agent uses; empty: outpost- and the agent id."},
-    {.section = "broker",
-     .key = "keepalive",
-     .type = OP_CONFIG_DURATION,
-     .off = BOFF(keepalive_ms),
-     .def = "30s",
-     .min = SEC,
-     .max = HOUR,
-     .help = "MQTT keep-alive: an idle connection is checked with a ping this often."},
-    {.section = "broker",
-     .key = "connect_timeout",
-     .type = OP_CONFIG_DURATION,
-     .off = BOFF(connect_timeout_ms),
-     .def = "10s",
-     .min = SEC,
-     .max = 5 * MIN,
-     .help = "Longest a connection attempt (TCP, TLS and MQTT CONNECT) may take."},
-    {.section = "broker",
-     .key = "max_inflight",
-     .type = OP_CONFIG_INT,
-     .off = BOFF(max_inflight),
-     .def = "1000",
-     .min = 10,
-     .max = 65535,
-     .help = "QoS 1 messages in flight per client; the broker must allow as many "
-             "(mosquitto: max_inflight_messages) or QoS 1 stalls."},
-};
-#define N_BKEYS (sizeof(broker_keys) / sizeof(broker_keys[0]))
+_Static_assert(N_KEYS == OP_CONFIG__N_KEYS, "OP_CONFIG__N_KEYS follows keys[]");
 
 const struct op_config_key *op_config_keys(size_t *n)
 {
 	*n = N_KEYS;
 	return keys;
-}
-
-const struct op_config_key *op_config_broker_keys(size_t *n)
-{
-	*n = N_BKEYS;
-	return broker_keys;
-}
-
-const struct op_config_broker *op_config_broker(const struct op_config *c, const char *name)
-{
-	if (name == NULL)
-		return NULL;
-	for (size_t i = 0; i < c->n_brokers; i++) {
-		if (strcmp(c->brokers[i].name, name) == 0)
-			return &c->brokers[i];
-	}
-	return NULL;
 }
 
 const char *op_config_type_name(enum op_config_type t)
@@ -353,7 +246,7 @@ const char *op_config_type_name(enum op_config_type t)
 /* ---- value parsing ---- */
 
 /* Reads a run of decimal digits; false on none or overflow. */
-static bool digits(const char **sp, uint64_t *out)
+bool op_config__digits(const char **sp, uint64_t *out)
 {
 	const char *s = *sp;
 	uint64_t v = 0;
@@ -376,7 +269,7 @@ static bool parse_ll(const char *s, long long *out)
 	uint64_t v;
 	if (*s == '-' || *s == '+')
 		neg = *s++ == '-';
-	if (!digits(&s, &v) || *s)
+	if (!op_config__digits(&s, &v) || *s)
 		return false;
 	if (v > (uint64_t)LLONG_MAX)
 		return false;
@@ -395,7 +288,7 @@ bool op_config_parse_bytes(const char *s, uint64_t *out)
 	    {"gib", GiB}, {"t", TiB},  {"tb", TiB},  {"tib", TiB},
 	};
 	uint64_t v;
-	if (!digits(&s, &v))
+	if (!op_config__digits(&s, &v))
 		return false;
 	while (*s == ' ')
 		s++;
@@ -421,7 +314,7 @@ bool op_config_parse_duration(const char *s, uint64_t *ms)
 		return false;
 	while (*s) {
 		uint64_t v, mul;
-		if (!digits(&s, &v))
+		if (!op_config__digits(&s, &v))
 			return false;
 		if (s[0] == 'm' && s[1] == 's') {
 			mul = 1;
@@ -463,7 +356,7 @@ bool op_config_parse_bool(const char *s, bool *out)
 	return false;
 }
 
-static bool valid_hostname(const char *h, size_t n)
+bool op_config__valid_hostname(const char *h, size_t n)
 {
 	if (n == 0 || n > 253)
 		return false;
@@ -500,12 +393,12 @@ static bool parse_listen(const char *s, char **host, unsigned *port, bool *nomem
 			return false;
 		h = s;
 		hn = (size_t)(colon - s);
-		if (memchr(h, ':', hn) != NULL || !valid_hostname(h, hn))
+		if (memchr(h, ':', hn) != NULL || !op_config__valid_hostname(h, hn))
 			return false;
 	}
 	const char *p = colon + 1;
 	uint64_t v;
-	if (!digits(&p, &v) || *p || v > 65535)
+	if (!op_config__digits(&p, &v) || *p || v > 65535)
 		return false;
 	char *dup = op_strndup(h, hn);
 	if (dup == NULL) {
@@ -514,129 +407,6 @@ static bool parse_listen(const char *s, char **host, unsigned *port, bool *nomem
 	}
 	*host = dup;
 	*port = (unsigned)v;
-	return true;
-}
-
-/* A broker url split up; host points into the url. */
-struct mqtt_url {
-	bool tls;
-	const char *host;
-	size_t host_len;
-	unsigned port;
-};
-
-static bool all_digits_dots(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (!isdigit((unsigned char)s[i]) && s[i] != '.')
-			return false;
-	}
-	return true;
-}
-
-/*
- * Splits a broker url "scheme://host[:port]". On a bad url writes why (the
- * part of a problem message after "url: ") and returns false. The url itself
- * is not echoed when it holds user credentials.
- */
-static bool parse_mqtt_url(const char *s, struct mqtt_url *u, char *why, size_t n)
-{
-	static const struct {
-		const char *name;
-		bool tls;
-	} schemes[] = {{"mqtt", false}, {"tcp", false}, {"mqtts", true}, {"ssl", true}};
-	const char *sep = strstr(s, "://");
-	if (sep == NULL) {
-		snprintf(why, n,
-		         "'%.64s' is not a URL, expected mqtt://host[:port] or mqtts://host[:port]",
-		         s);
-		return false;
-	}
-	size_t sl = (size_t)(sep - s), i;
-	for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
-		if (strlen(schemes[i].name) == sl && strncasecmp(s, schemes[i].name, sl) == 0)
-			break;
-	}
-	if (i == sizeof(schemes) / sizeof(schemes[0])) {
-		snprintf(why, n, "'%.64s' has scheme '%.*s', expected mqtt:// or mqtts://", s,
-		         (int)(sl > 16 ? 16 : sl), s);
-		return false;
-	}
-	u->tls = schemes[i].tls;
-	const char *a = sep + 3;
-	if (strchr(a, '@') != NULL) {
-		snprintf(why, n,
-		         "holds user credentials, expected them in the username and password keys");
-		return false;
-	}
-	size_t al = strcspn(a, "/?#");
-	if (a[al]) {
-		snprintf(why, n, "'%.64s' has a path, expected nothing after host[:port]", s);
-		return false;
-	}
-	const char *end = a + al, *p;
-	char tmp[INET6_ADDRSTRLEN + 1];
-	unsigned char addr[sizeof(struct in6_addr)];
-	bool host_ok;
-	if (*a == '[') {
-		const char *close = memchr(a, ']', al);
-		u->host = a + 1;
-		u->host_len = close ? (size_t)(close - u->host) : 0;
-		p = close ? close + 1 : end;
-		host_ok = close && u->host_len > 0 && u->host_len < sizeof(tmp);
-		if (host_ok) {
-			memcpy(tmp, u->host, u->host_len);
-			tmp[u->host_len] = '\0';
-			host_ok = inet_pton(AF_INET6, tmp, addr) == 1;
-		}
-	} else {
-		p = memchr(a, ':', al);
-		if (p == NULL)
-			p = end;
-		u->host = a;
-		u->host_len = (size_t)(p - a);
-		host_ok = valid_hostname(u->host, u->host_len);
-		/* All digits and dots is meant as an IPv4 address: it must be one. */
-		if (host_ok && all_digits_dots(u->host, u->host_len)) {
-			host_ok = u->host_len < sizeof(tmp);
-			if (host_ok) {
-				memcpy(tmp, u->host, u->host_len);
-				tmp[u->host_len] = '\0';
-				host_ok = inet_pton(AF_INET, tmp, addr) == 1;
-			}
-		}
-	}
-	if (!host_ok || (p < end && *p != ':')) {
-		snprintf(why, n,
-		         "'%.64s' has no valid host, expected a host name, an IPv4 address or "
-		         "an [IPv6] address",
-		         s);
-		return false;
-	}
-	u->port = u->tls ? 8883 : 1883;
-	if (p < end) {
-		const char *q = p + 1;
-		uint64_t v = 0;
-		if (!digits(&q, &v) || q != end || v == 0 || v > 65535) {
-			snprintf(why, n, "'%.64s' has port '%.*s', expected 1 to 65535", s,
-			         (int)((size_t)(end - p - 1) > 16 ? 16 : (size_t)(end - p - 1)),
-			         p + 1);
-			return false;
-		}
-		u->port = (unsigned)v;
-	}
-	return true;
-}
-
-static bool broker_name_ok(const char *s)
-{
-	size_t n = strlen(s);
-	if (n == 0 || n > OP_CONFIG_BROKER_NAME_MAX)
-		return false;
-	for (; *s; s++) {
-		if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-')
-			return false;
-	}
 	return true;
 }
 
@@ -704,25 +474,7 @@ static void fmt_bound(const struct op_config_key *k, long long v, char *out, siz
 
 /* ---- load context ---- */
 
-struct load {
-	struct op_config cfg;
-	struct op_diag *d;
-	const char *name;
-	const char *text;
-	size_t len, pos;
-	int line;
-	int sec;               /* index into sections, SEC_NONE, SEC_SKIP or SEC_BROKER */
-	size_t broker;         /* SEC_BROKER: index into cfg.brokers */
-	int seen[N_KEYS];      /* line a key was set on, 0 = not set */
-	int (*bseen)[N_BKEYS]; /* the same per broker, beside cfg.brokers */
-	size_t bcap;           /* capacity of cfg.brokers and bseen */
-	size_t problems;       /* problems recorded by this load */
-	bool nomem;
-};
-
-static void problem(struct load *l, int line, const char *fmt, ...) OP_PRINTF(3, 4);
-
-static void problem(struct load *l, int line, const char *fmt, ...)
+void op_config__problem(struct load *l, int line, const char *fmt, ...)
 {
 	char path[PATH_MAX + 32];
 	char msg[1024];
@@ -788,8 +540,9 @@ static void unknown_section(struct load *l, const char *name)
 	size_t wl = strcspn(name, " \t");
 	for (size_t i = 0; i < N_SECTIONS; i++) {
 		if (near(name, sections[i])) {
-			problem(l, l->line, "[%.64s]: unknown section, did you mean [%s]?", name,
-			        sections[i]);
+			op_config__problem(l, l->line,
+			                   "[%.64s]: unknown section, did you mean [%s]?", name,
+			                   sections[i]);
 			return;
 		}
 	}
@@ -797,20 +550,22 @@ static void unknown_section(struct load *l, const char *name)
 		memcpy(word, name, wl);
 		word[wl] = '\0';
 		if (near(word, "broker")) {
-			problem(l, l->line, "[%.64s]: unknown section, did you mean [broker NAME]?",
-			        name);
+			op_config__problem(l, l->line,
+			                   "[%.64s]: unknown section, did you mean [broker NAME]?",
+			                   name);
 			return;
 		}
 	}
-	problem(l, l->line,
-	        "[%.64s]: unknown section, expected one of [agent], [store], [http], [admin], "
-	        "[broker NAME], [globals]",
-	        name);
+	op_config__problem(
+	    l, l->line,
+	    "[%.64s]: unknown section, expected one of [agent], [store], [http], [admin], "
+	    "[broker NAME], [globals]",
+	    name);
 }
 
 /* name is no key of section sec (the table's section) in table t; label names it. */
-static void unknown_key(struct load *l, const char *label, const char *sec,
-                        const struct op_config_key *t, size_t nt, const char *name)
+void op_config__unknown_key(struct load *l, const char *label, const char *sec,
+                            const struct op_config_key *t, size_t nt, const char *name)
 {
 	char list[512];
 	size_t len = 0;
@@ -819,15 +574,17 @@ static void unknown_key(struct load *l, const char *label, const char *sec,
 		if (strcmp(t[i].section, sec) != 0)
 			continue;
 		if (near(name, t[i].key)) {
-			problem(l, l->line, "[%s] %.64s: unknown key, did you mean '%s'?", label,
-			        name, t[i].key);
+			op_config__problem(l, l->line,
+			                   "[%s] %.64s: unknown key, did you mean '%s'?", label,
+			                   name, t[i].key);
 			return;
 		}
 		int w = snprintf(list + len, sizeof(list) - len, "%s%s", len ? ", " : "", t[i].key);
 		if (w > 0 && (size_t)w < sizeof(list) - len)
 			len += (size_t)w;
 	}
-	problem(l, l->line, "[%s] %.64s: unknown key, expected one of: %s", label, name, list);
+	op_config__problem(l, l->line, "[%s] %.64s: unknown key, expected one of: %s", label, name,
+	                   list);
 }
 
 /* Frees a string field, wiping it first when it holds a secret. */
@@ -845,8 +602,8 @@ static void free_str(const struct op_config_key *k, char *s)
  * messages ("http", "broker plant"). On a bad value records a problem and
  * leaves the field at its previous value.
  */
-static void set_value(struct load *l, void *base, const char *label, int line,
-                      const struct op_config_key *k, const char *v)
+void op_config__set_value(struct load *l, void *base, const char *label, int line,
+                          const struct op_config_key *k, const char *v)
 {
 	void *p = (char *)base + k->off;
 	char lo[48], hi[48], got[48];
@@ -858,15 +615,15 @@ static void set_value(struct load *l, void *base, const char *label, int line,
 	case OP_CONFIG_STRING:
 	case OP_CONFIG_PATH: {
 		if (!*v && !(k->flags & OP_CONFIG_EMPTY_OK)) {
-			problem(l, line, "[%s] %s: empty, expected %s", label, k->key,
-			        k->type == OP_CONFIG_PATH ? "a path" : "a value");
+			op_config__problem(l, line, "[%s] %s: empty, expected %s", label, k->key,
+			                   k->type == OP_CONFIG_PATH ? "a path" : "a value");
 			return;
 		}
 		if (has_ctrl(v) || strlen(v) >= PATH_MAX) {
-			problem(l, line,
-			        "[%s] %s: '%.64s' is not valid, expected printable text "
-			        "shorter than %d bytes",
-			        label, k->key, v, PATH_MAX);
+			op_config__problem(l, line,
+			                   "[%s] %s: '%.64s' is not valid, expected printable text "
+			                   "shorter than %d bytes",
+			                   label, k->key, v, PATH_MAX);
 			return;
 		}
 		char *dup = op_strdup(v);
@@ -880,25 +637,27 @@ static void set_value(struct load *l, void *base, const char *label, int line,
 	}
 	case OP_CONFIG_INT:
 		if (!parse_ll(v, &n)) {
-			problem(l, line,
-			        "[%s] %s: '%.64s' is not a whole number, expected %lld to %lld",
-			        label, k->key, v, k->min, k->max);
+			op_config__problem(
+			    l, line,
+			    "[%s] %s: '%.64s' is not a whole number, expected %lld to %lld", label,
+			    k->key, v, k->min, k->max);
 			return;
 		}
 		break;
 	case OP_CONFIG_BYTES:
 		if (!op_config_parse_bytes(v, &u)) {
-			problem(l, line,
-			        "[%s] %s: '%.64s' is not a size, expected a whole number with an "
-			        "optional unit B, KB, MB, GB or TB (1 KB = 1024 bytes), e.g. 64MB",
-			        label, k->key, v);
+			op_config__problem(
+			    l, line,
+			    "[%s] %s: '%.64s' is not a size, expected a whole number with an "
+			    "optional unit B, KB, MB, GB or TB (1 KB = 1024 bytes), e.g. 64MB",
+			    label, k->key, v);
 			return;
 		}
 		n = u > (uint64_t)LLONG_MAX ? LLONG_MAX : (long long)u;
 		break;
 	case OP_CONFIG_DURATION:
 		if (!op_config_parse_duration(v, &u)) {
-			problem(
+			op_config__problem(
 			    l, line,
 			    "[%s] %s: '%.64s' is not a duration, expected a whole number with a "
 			    "unit ms, s, m or h, e.g. 30s or 1m30s",
@@ -909,9 +668,9 @@ static void set_value(struct load *l, void *base, const char *label, int line,
 		break;
 	case OP_CONFIG_BOOL:
 		if (!op_config_parse_bool(v, &b)) {
-			problem(l, line,
-			        "[%s] %s: '%.64s' is not a boolean, expected true or false", label,
-			        k->key, v);
+			op_config__problem(
+			    l, line, "[%s] %s: '%.64s' is not a boolean, expected true or false",
+			    label, k->key, v);
 			return;
 		}
 		*(bool *)p = b;
@@ -929,8 +688,8 @@ static void set_value(struct load *l, void *base, const char *label, int line,
 			if (w > 0 && (size_t)w < sizeof(list) - len)
 				len += (size_t)w;
 		}
-		problem(l, line, "[%s] %s: '%.64s' is not allowed, expected one of: %s", label,
-		        k->key, v, list);
+		op_config__problem(l, line, "[%s] %s: '%.64s' is not allowed, expected one of: %s",
+		                   label, k->key, v, list);
 		return;
 	}
 	case OP_CONFIG_LISTEN: {
@@ -944,10 +703,11 @@ static void set_value(struct load *l, void *base, const char *label, int line,
 					l->nomem = true;
 					return;
 				}
-				problem(l, line,
-				        "[%s] %s: '%.64s' is not an address, expected host:port, "
-				        "[ipv6]:port (port 0 to 65535), or empty for off",
-				        label, k->key, v);
+				op_config__problem(
+				    l, line,
+				    "[%s] %s: '%.64s' is not an address, expected host:port, "
+				    "[ipv6]:port (port 0 to 65535), or empty for off",
+				    label, k->key, v);
 				return;
 			}
 		}
@@ -965,8 +725,8 @@ static void set_value(struct load *l, void *base, const char *label, int line,
 			snprintf(got, sizeof(got), "%lld", n);
 		else
 			snprintf(got, sizeof(got), "%.40s", v);
-		problem(l, line, "[%s] %s: %s is out of range, expected %s to %s", label, k->key,
-		        got, lo, hi);
+		op_config__problem(l, line, "[%s] %s: %s is out of range, expected %s to %s", label,
+		                   k->key, got, lo, hi);
 		return;
 	}
 	if (k->type == OP_CONFIG_INT)
@@ -989,14 +749,15 @@ static bool global_name_ok(const char *s)
 static void set_global(struct load *l, const char *name, const char *v)
 {
 	if (!global_name_ok(name)) {
-		problem(l, l->line,
-		        "[globals] %.64s: not a valid name, expected letters, digits, '_' and "
-		        "'-', starting with a letter or '_'",
-		        name);
+		op_config__problem(
+		    l, l->line,
+		    "[globals] %.64s: not a valid name, expected letters, digits, '_' and "
+		    "'-', starting with a letter or '_'",
+		    name);
 		return;
 	}
 	if (cJSON_GetObjectItemCaseSensitive(l->cfg.globals, name) != NULL) {
-		problem(l, l->line, "[globals] %s: duplicate key", name);
+		op_config__problem(l, l->line, "[globals] %s: duplicate key", name);
 		return;
 	}
 	/*
@@ -1012,27 +773,6 @@ static void set_global(struct load *l, const char *name, const char *v)
 	}
 }
 
-static void set_broker_key(struct load *l, const char *name, const char *value)
-{
-	struct op_config_broker *b = &l->cfg.brokers[l->broker];
-	int *seen = l->bseen[l->broker];
-	char label[16 + OP_CONFIG_BROKER_NAME_MAX];
-	snprintf(label, sizeof(label), "broker %s", b->name);
-	for (size_t i = 0; i < N_BKEYS; i++) {
-		if (strcmp(broker_keys[i].key, name) != 0)
-			continue;
-		if (seen[i]) {
-			problem(l, l->line, "[%s] %s: duplicate key, first set on line %d", label,
-			        name, seen[i]);
-			return;
-		}
-		seen[i] = l->line;
-		set_value(l, b, label, l->line, &broker_keys[i], value);
-		return;
-	}
-	unknown_key(l, label, "broker", broker_keys, N_BKEYS, name);
-}
-
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct load *l = user;
@@ -1042,12 +782,13 @@ static int handler(void *user, const char *section, const char *name, const char
 	if (l->sec == SEC_SKIP)
 		return 1;
 	if (l->sec == SEC_NONE) {
-		problem(l, l->line,
-		        "%.64s: set outside a section, expected a [section] line above it", name);
+		op_config__problem(
+		    l, l->line, "%.64s: set outside a section, expected a [section] line above it",
+		    name);
 		return 1;
 	}
 	if (l->sec == SEC_BROKER) {
-		set_broker_key(l, name, value);
+		op_config__broker_key(l, name, value);
 		return 1;
 	}
 	const char *sec = sections[l->sec];
@@ -1059,87 +800,17 @@ static int handler(void *user, const char *section, const char *name, const char
 		if (strcmp(keys[i].section, sec) != 0 || strcmp(keys[i].key, name) != 0)
 			continue;
 		if (l->seen[i]) {
-			problem(l, l->line, "[%s] %s: duplicate key, first set on line %d", sec,
-			        name, l->seen[i]);
+			op_config__problem(l, l->line,
+			                   "[%s] %s: duplicate key, first set on line %d", sec,
+			                   name, l->seen[i]);
 			return 1;
 		}
 		l->seen[i] = l->line;
-		set_value(l, &l->cfg, sec, l->line, &keys[i], value);
+		op_config__set_value(l, &l->cfg, sec, l->line, &keys[i], value);
 		return 1;
 	}
-	unknown_key(l, sec, sec, keys, N_KEYS, name);
+	op_config__unknown_key(l, sec, sec, keys, N_KEYS, name);
 	return 1;
-}
-
-/* Handles a [broker NAME] header; name is what follows "broker", trimmed. */
-static void broker_header(struct load *l, const char *name)
-{
-	struct op_config *c = &l->cfg;
-	/* After a failed allocation the last broker may lack its name. */
-	if (l->nomem)
-		return;
-	if (!*name) {
-		problem(l, l->line, "[broker]: missing name, expected [broker NAME]");
-		return;
-	}
-	if (!broker_name_ok(name)) {
-		problem(l, l->line,
-		        "[broker %.64s]: not a valid broker name, expected [broker NAME] with NAME "
-		        "1 to %d letters, digits, '.', '_' or '-'",
-		        name, OP_CONFIG_BROKER_NAME_MAX);
-		return;
-	}
-	for (size_t i = 0; i < c->n_brokers; i++) {
-		if (strcmp(c->brokers[i].name, name) == 0) {
-			problem(l, l->line,
-			        "[broker %s]: duplicate broker section, first on line %d", name,
-			        c->brokers[i].line);
-			return;
-		}
-	}
-	if (c->n_brokers == OP_CONFIG_MAX_BROKERS) {
-		problem(l, l->line,
-		        "[broker %s]: more than %d broker sections, expected at most %d", name,
-		        OP_CONFIG_MAX_BROKERS, OP_CONFIG_MAX_BROKERS);
-		return;
-	}
-	if (c->n_brokers == l->bcap) {
-		size_t cap = l->bcap ? l->bcap * 2 : 4;
-		struct op_config_broker *nb = op_realloc(c->brokers, cap * sizeof(*nb));
-		if (nb == NULL) {
-			l->nomem = true;
-			return;
-		}
-		c->brokers = nb;
-		int(*ns)[N_BKEYS] = op_realloc(l->bseen, cap * sizeof(*ns));
-		if (ns == NULL) {
-			l->nomem = true;
-			return;
-		}
-		l->bseen = ns;
-		l->bcap = cap;
-	}
-	/* Counted before its fields are filled, so a failure half way is freed. */
-	struct op_config_broker *b = &c->brokers[c->n_brokers];
-	memset(b, 0, sizeof(*b));
-	memset(l->bseen[c->n_brokers], 0, sizeof(l->bseen[0]));
-	c->n_brokers++;
-	b->line = l->line;
-	b->name = op_strdup(name);
-	if (b->name == NULL) {
-		l->nomem = true;
-		return;
-	}
-	char label[16 + OP_CONFIG_BROKER_NAME_MAX];
-	snprintf(label, sizeof(label), "broker %s", name);
-	for (size_t i = 0; i < N_BKEYS && !l->nomem; i++) {
-		if (!(broker_keys[i].flags & OP_CONFIG_REQUIRED))
-			set_value(l, b, label, 0, &broker_keys[i], broker_keys[i].def);
-	}
-	if (l->nomem)
-		return;
-	l->sec = SEC_BROKER;
-	l->broker = c->n_brokers - 1;
 }
 
 /* Checks a [section] header line s (n bytes, trimmed); sets l->sec. */
@@ -1148,15 +819,17 @@ static void header(struct load *l, const char *s, size_t n)
 	const char *close = memchr(s, ']', n);
 	l->sec = SEC_SKIP;
 	if (close == NULL) {
-		problem(l, l->line, "'%.*s': section header without ']', expected [section]",
-		        (int)(n > 64 ? 64 : n), s);
+		op_config__problem(l, l->line,
+		                   "'%.*s': section header without ']', expected [section]",
+		                   (int)(n > 64 ? 64 : n), s);
 		return;
 	}
 	const char *rest = close + 1, *end = s + n;
 	while (rest < end && (*rest == ' ' || *rest == '\t'))
 		rest++;
 	if (rest < end && *rest != ';' && *rest != '#') {
-		problem(l, l->line, "text after the section header, expected a comment or nothing");
+		op_config__problem(l, l->line,
+		                   "text after the section header, expected a comment or nothing");
 		return;
 	}
 	const char *b = s + 1, *e = close;
@@ -1174,7 +847,7 @@ static void header(struct load *l, const char *s, size_t n)
 	if (wl == 6 && memcmp(name, "broker", 6) == 0) {
 		const char *nm = name + wl;
 		nm += strspn(nm, " \t");
-		broker_header(l, nm);
+		op_config__broker_header(l, nm);
 		return;
 	}
 	int i = find_section(name);
@@ -1215,11 +888,12 @@ static char *reader(char *str, int num, void *stream)
 		n--;
 	}
 	if (memchr(s, '\0', n) != NULL) {
-		problem(l, l->line, "line holds a NUL byte, expected text");
+		op_config__problem(l, l->line, "line holds a NUL byte, expected text");
 		return str;
 	}
 	if (n > (size_t)num - 3) {
-		problem(l, l->line, "line is %zu characters long, expected at most %d", n, num - 3);
+		op_config__problem(l, l->line, "line is %zu characters long, expected at most %d",
+		                   n, num - 3);
 		return str;
 	}
 	if (n == 0 || *s == ';' || *s == '#')
@@ -1234,8 +908,8 @@ static char *reader(char *str, int num, void *stream)
 		while (i < n && s[i] != '=' && s[i] != ':')
 			i++;
 		if (i == n) {
-			problem(l, l->line, "'%.*s': expected key = value", (int)(n > 64 ? 64 : n),
-			        s);
+			op_config__problem(l, l->line, "'%.*s': expected key = value",
+			                   (int)(n > 64 ? 64 : n), s);
 			return str;
 		}
 	}
@@ -1253,94 +927,19 @@ static int key_line(const struct load *l, const char *sec, const char *key)
 	return 0;
 }
 
-/* The line key was set on in broker bi, 0 if not set. */
-static int broker_key_line(const struct load *l, size_t bi, const char *key)
-{
-	for (size_t i = 0; i < N_BKEYS; i++) {
-		if (strcmp(broker_keys[i].key, key) == 0)
-			return l->bseen[bi][i];
-	}
-	return 0;
-}
-
 /* Reports path (the value of key in section label, set on line) if it cannot be read. */
-static void check_readable(struct load *l, int line, const char *label, const char *key,
-                           const char *path)
+void op_config__check_readable(struct load *l, int line, const char *label, const char *key,
+                               const char *path)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
 		char eb[128];
 		const char *es = strerror_r(errno, eb, sizeof(eb));
-		problem(l, line, "[%s] %s: cannot read '%.200s': %s", label, key, path, es);
+		op_config__problem(l, line, "[%s] %s: cannot read '%.200s': %s", label, key, path,
+		                   es);
 		return;
 	}
 	close(fd);
-}
-
-static bool is_set(const char *s)
-{
-	return s != NULL && *s;
-}
-
-/* Checks broker bi across its keys and fills the fields derived from its url. */
-static void finish_broker(struct load *l, size_t bi)
-{
-	struct op_config_broker *b = &l->cfg.brokers[bi];
-	char label[16 + OP_CONFIG_BROKER_NAME_MAX], why[256];
-	struct mqtt_url u;
-	bool url_ok = false;
-	memset(&u, 0, sizeof(u));
-	snprintf(label, sizeof(label), "broker %s", b->name);
-	int url_line = broker_key_line(l, bi, "url");
-	if (!url_line) {
-		problem(l, b->line, "[%s]: url is not set, expected mqtt:// or mqtts:// URL",
-		        label);
-	} else if (b->url != NULL) {
-		/* NULL when its value was refused, which was reported. */
-		url_ok = parse_mqtt_url(b->url, &u, why, sizeof(why));
-		if (!url_ok)
-			problem(l, url_line, "[%s] url: %s", label, why);
-	}
-	if (url_ok) {
-		size_t n = u.host_len + sizeof("mqtts://[]:65535");
-		b->tls = u.tls;
-		b->port = u.port;
-		b->host = op_strndup(u.host, u.host_len);
-		b->uri = op_malloc(n);
-		if (b->host == NULL || b->uri == NULL) {
-			l->nomem = true;
-			return;
-		}
-		if (memchr(u.host, ':', u.host_len) != NULL)
-			snprintf(b->uri, n, "%s://[%s]:%u", u.tls ? "ssl" : "tcp", b->host, u.port);
-		else
-			snprintf(b->uri, n, "%s://%s:%u", u.tls ? "ssl" : "tcp", b->host, u.port);
-	}
-
-	bool cert = is_set(b->cert_file), key = is_set(b->key_file);
-	if (cert != key) {
-		const char *set = cert ? "cert_file" : "key_file",
-		           *unset = cert ? "key_file" : "cert_file";
-		problem(l, broker_key_line(l, bi, set),
-		        "[%s] %s: set without %s, expected both or neither", label, set, unset);
-	}
-	const struct {
-		const char *key, *path;
-	} files[] = {
-	    {"ca_file", b->ca_file}, {"cert_file", b->cert_file}, {"key_file", b->key_file}};
-	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-		if (!is_set(files[i].path))
-			continue;
-		int line = broker_key_line(l, bi, files[i].key);
-		if (url_ok && !u.tls)
-			problem(
-			    l, line,
-			    "[%s] %s: set for the plain url '%.64s', expected an mqtts:// url or "
-			    "no %s",
-			    label, files[i].key, b->url, files[i].key);
-		else
-			check_readable(l, line, label, files[i].key, files[i].path);
-	}
 }
 
 /* Checks across keys, once every value is in. */
@@ -1352,39 +951,42 @@ static void finish(struct load *l)
 		int li = key_line(l, "store", "map_initial"), lm = key_line(l, "store", "map_max");
 		fmt_bytes(c->store.map_initial, a, sizeof(a));
 		fmt_bytes(c->store.map_max, b, sizeof(b));
-		problem(l, lm > li ? lm : li,
-		        "[store] map_max: %s is less than map_initial (%s), expected at least "
-		        "map_initial",
-		        b, a);
+		op_config__problem(
+		    l, lm > li ? lm : li,
+		    "[store] map_max: %s is less than map_initial (%s), expected at least "
+		    "map_initial",
+		    b, a);
 	}
 	bool cert = c->http.tls_cert && *c->http.tls_cert;
 	bool key = c->http.tls_key && *c->http.tls_key;
 	if (cert != key) {
 		const char *set = cert ? "tls_cert" : "tls_key",
 		           *unset = cert ? "tls_key" : "tls_cert";
-		problem(l, key_line(l, "http", set),
-		        "[http] %s: set without %s, expected both or neither", set, unset);
+		op_config__problem(l, key_line(l, "http", set),
+		                   "[http] %s: set without %s, expected both or neither", set,
+		                   unset);
 	} else if (cert) {
-		check_readable(l, key_line(l, "http", "tls_cert"), "http", "tls_cert",
-		               c->http.tls_cert);
-		check_readable(l, key_line(l, "http", "tls_key"), "http", "tls_key",
-		               c->http.tls_key);
+		op_config__check_readable(l, key_line(l, "http", "tls_cert"), "http", "tls_cert",
+		                          c->http.tls_cert);
+		op_config__check_readable(l, key_line(l, "http", "tls_key"), "http", "tls_key",
+		                          c->http.tls_key);
 	}
 	if (c->http.listen.host && c->admin.listen.host && c->http.listen.port != 0 &&
 	    c->http.listen.port == c->admin.listen.port &&
 	    strcmp(c->http.listen.host, c->admin.listen.host) == 0) {
-		problem(l, key_line(l, "admin", "listen"),
-		        "[admin] listen: same address as [http] listen, expected another port");
+		op_config__problem(
+		    l, key_line(l, "admin", "listen"),
+		    "[admin] listen: same address as [http] listen, expected another port");
 	}
 	for (size_t i = 0; i < c->n_brokers && !l->nomem; i++)
-		finish_broker(l, i);
+		op_config__broker_finish(l, i);
 	if (l->nomem)
 		return;
 	if (!c->agent.id || !*c->agent.id) {
 		char host[256];
 		if (gethostname(host, sizeof(host)) != 0 || !host[0]) {
-			problem(l, 0,
-			        "[agent] id: empty and the host name is unknown, expected an id");
+			op_config__problem(
+			    l, 0, "[agent] id: empty and the host name is unknown, expected an id");
 			return;
 		}
 		host[sizeof(host) - 1] = '\0';
@@ -1416,7 +1018,7 @@ static op_err load_text(const char *text, size_t len, const char *name, struct o
 	int rc = ini_parse_stream(reader, &l, handler, &l);
 	if (rc > 0 && l.problems == 0) {
 		/* Every malformed line inih knows of is caught by reader(). */
-		problem(&l, rc, "cannot parse this line");
+		op_config__problem(&l, rc, "cannot parse this line");
 	} else if (rc < 0) {
 		l.nomem = true;
 	}
@@ -1518,7 +1120,7 @@ op_err op_config_defaults(struct op_config *c)
 	if (l.cfg.globals == NULL)
 		return OP_ENOMEM;
 	for (size_t i = 0; i < N_KEYS && !l.nomem; i++)
-		set_value(&l, &l.cfg, keys[i].section, 0, &keys[i], keys[i].def);
+		op_config__set_value(&l, &l.cfg, keys[i].section, 0, &keys[i], keys[i].def);
 	/* The defaults are code: a problem with one is a bug, caught by the tests. */
 	op_err e = l.nomem ? OP_ENOMEM : l.problems ? OP_EINTERNAL : OP_OK;
 	op_diag_fini(&d);
@@ -1531,7 +1133,7 @@ op_err op_config_defaults(struct op_config *c)
 }
 
 /* Frees what the keys of table t hold in the struct at base. */
-static void free_values(void *base, const struct op_config_key *t, size_t nt)
+void op_config__free_values(void *base, const struct op_config_key *t, size_t nt)
 {
 	for (size_t i = 0; i < nt; i++) {
 		void *p = (char *)base + t[i].off;
@@ -1544,15 +1146,8 @@ static void free_values(void *base, const struct op_config_key *t, size_t nt)
 
 void op_config_free(struct op_config *c)
 {
-	free_values(c, keys, N_KEYS);
-	for (size_t i = 0; i < c->n_brokers; i++) {
-		struct op_config_broker *b = &c->brokers[i];
-		free_values(b, broker_keys, N_BKEYS);
-		op_free(b->name);
-		op_free(b->host);
-		op_free(b->uri);
-	}
-	op_free(c->brokers);
+	op_config__free_values(c, keys, N_KEYS);
+	op_config__broker_free(c);
 	cJSON_Delete(c->globals);
 	memset(c, 0, sizeof(*c));
 }
@@ -1616,7 +1211,7 @@ static const char *value_text(const void *base, const struct op_config_key *k, c
 	return "";
 }
 
-static void put_kv(FILE *f, const char *prefix, const char *key, const char *val)
+void op_config__put_kv(FILE *f, const char *prefix, const char *key, const char *val)
 {
 	if (*val)
 		fprintf(f, "%s%s = %s\n", prefix, key, val);
@@ -1625,8 +1220,8 @@ static void put_kv(FILE *f, const char *prefix, const char *key, const char *val
 }
 
 /* Prints the keys of table t in section sec with their values in base. */
-static void put_values(FILE *f, const void *base, const struct op_config_key *t, size_t nt,
-                       const char *sec)
+void op_config__put_values(FILE *f, const void *base, const struct op_config_key *t, size_t nt,
+                           const char *sec)
 {
 	char buf[600];
 	for (size_t i = 0; i < nt; i++) {
@@ -1635,7 +1230,7 @@ static void put_values(FILE *f, const void *base, const struct op_config_key *t,
 		const char *v = value_text(base, &t[i], buf, sizeof(buf));
 		if ((t[i].flags & OP_CONFIG_SECRET) && *v)
 			v = "***";
-		put_kv(f, "", t[i].key, v);
+		op_config__put_kv(f, "", t[i].key, v);
 	}
 }
 
@@ -1643,23 +1238,20 @@ op_err op_config_dump(const struct op_config *c, FILE *f)
 {
 	for (size_t s = 0; s < SEC_GLOBALS; s++) {
 		fprintf(f, "%s[%s]\n", s ? "\n" : "", sections[s]);
-		put_values(f, c, keys, N_KEYS, sections[s]);
+		op_config__put_values(f, c, keys, N_KEYS, sections[s]);
 	}
-	for (size_t i = 0; i < c->n_brokers; i++) {
-		fprintf(f, "\n[broker %s]\n", c->brokers[i].name);
-		put_values(f, &c->brokers[i], broker_keys, N_BKEYS, "broker");
-	}
+	op_config__broker_dump(c, f);
 	fprintf(f, "\n[%s]\n", sections[SEC_GLOBALS]);
 	const cJSON *g;
 	cJSON_ArrayForEach (g, c->globals) {
 		if (sensitive_name(g->string)) {
-			put_kv(f, "", g->string, "***");
+			op_config__put_kv(f, "", g->string, "***");
 			continue;
 		}
 		char *text = op_json_print(g, OP_JSON_COMPACT);
 		if (text == NULL)
 			return OP_ENOMEM;
-		put_kv(f, "", g->string, text);
+		op_config__put_kv(f, "", g->string, text);
 		op_free(text);
 	}
 	return ferror(f) ? OP_EIO : OP_OK;
@@ -1684,20 +1276,10 @@ op_err op_config_write_sample(FILE *f)
 			if (strcmp(keys[i].section, sections[s]) != 0)
 				continue;
 			fprintf(f, "\n# %s\n", keys[i].help);
-			put_kv(f, "#", keys[i].key, keys[i].def);
+			op_config__put_kv(f, "#", keys[i].key, keys[i].def);
 		}
 	}
-	fputs("\n# MQTT brokers that MQTT triggers and steps name ({\"broker\": \"plant\"}),\n"
-	      "# one [broker NAME] section each, as many as needed; NAME is 1 to 64\n"
-	      "# letters, digits, '.', '_' or '-'. url is required, the other keys have\n"
-	      "# the defaults shown. For example:\n"
-	      "\n#[broker plant]\n",
-	      f);
-	for (size_t i = 0; i < N_BKEYS; i++) {
-		const struct op_config_key *k = &broker_keys[i];
-		fprintf(f, "\n# %s\n", k->help);
-		put_kv(f, "#", k->key, k->example ? k->example : k->def);
-	}
+	op_config__broker_write_sample(f);
 	fputs("\n[globals]\n"
 	      "\n"
 	      "# Free-form values pipelines read as globals (e.g. {{ globals.region }}).\n"
@@ -1709,7 +1291,7 @@ op_err op_config_write_sample(FILE *f)
 }
 
 /* Writes the Markdown table of the keys of table t in section sec. */
-static void doc_table(FILE *f, const struct op_config_key *t, size_t nt, const char *sec)
+void op_config__doc_table(FILE *f, const struct op_config_key *t, size_t nt, const char *sec)
 {
 	char lo[48], hi[48];
 	fputs("| Key | Type | Default | Meaning |\n| --- | --- | --- | --- |\n", f);
@@ -1743,30 +1325,9 @@ op_err op_config_write_doc(FILE *f)
 {
 	for (size_t s = 0; s < SEC_GLOBALS; s++) {
 		fprintf(f, "\n### [%s]\n\n", sections[s]);
-		doc_table(f, keys, N_KEYS, sections[s]);
+		op_config__doc_table(f, keys, N_KEYS, sections[s]);
 	}
-	fputs("\n### [broker NAME]\n\n"
-	      "Any number of `[broker NAME]` sections may be given, one per MQTT broker, "
-	      "each name once\n"
-	      "(NAME: 1 to 64 letters, digits, `.`, `_` or `-`). Pipelines refer to a broker "
-	      "by its name,\n"
-	      "as in an MQTT trigger's `{\"type\": \"mqtt\", \"config\": {\"broker\": "
-	      "\"plant\", ...}}`. Brokers must\n"
-	      "allow `max_inflight` QoS 1 messages in flight per client (mosquitto:\n"
-	      "`max_inflight_messages 1000` and a large `max_queued_messages`), otherwise "
-	      "QoS 1 delivery\n"
-	      "stalls.\n"
-	      "\n"
-	      "```ini\n"
-	      "[broker plant]\n"
-	      "url = mqtts://broker.example.internal:8883\n"
-	      "ca_file = /etc/outpost/plant-ca.pem\n"
-	      "username = outpost\n"
-	      "password = change-me\n"
-	      "```\n"
-	      "\n",
-	      f);
-	doc_table(f, broker_keys, N_BKEYS, "broker");
+	op_config__broker_write_doc(f);
 	fputc('\n', f);
 	return ferror(f) ? OP_EIO : OP_OK;
 }
