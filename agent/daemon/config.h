@@ -1,7 +1,8 @@
 /*
  * The daemon's own configuration: /etc/outpost/outpost.conf, an INI file read
- * with inih. One static table (config.c) lists every key with its section,
- * type, bounds, default and help line; the same table fills defaults,
+ * with inih. Static tables (config.c; config_broker.c for [broker NAME]
+ * sections) list every key with its section, type, bounds, default and help
+ * line; the same tables fill defaults,
  * validates, prints the effective config (`outpostd --check-config`), writes
  * the shipped commented sample (packaging/outpost.conf) and the key reference
  * in docs/configuration.md, so they cannot disagree.
