@@ -56,7 +56,9 @@ JSON
 cat >"$T/pipelines/notes.json" <<'JSON'
 {"name":"notes","version":"1",
  "trigger":{"type":"mqtt","config":{"broker":"plain","topic":"notes","payload":"text","qos":1}},
- "steps":[{"type":"log","config":{"message":"note [{{ message }}]"}}]}
+ "steps":[{"type":"log","config":{"message":"note [{{ message }}]"}},
+  {"type":"mqtt-publish","config":{"broker":"plant","topic":"notes/out/{{ metadata.trigger.topic }}",
+   "payload":{"note":"{{ message }}","from":"{{ metadata.trigger.broker }}"},"qos":1}}]}
 JSON
 # One log per daemon run (start_daemon waits for the ready line of its log).
 LOG=$T/d1.log
@@ -115,10 +117,16 @@ checks=$((checks + 1))
 got=$(metric outpost_mqtt_consumers_connected)
 [ "$got" = 4 ] || fail "$what: consumers connected is '$got', expected 4"
 
-what="text payload"
+what="text payload, republished over mutual TLS by mqtt-publish"
+broker_sub_count 'notes/out/#' 1 20 "$T/notes.out" || exit 1
 mosquitto_pub -h 127.0.0.1 -p "$broker_port" -q 1 -t notes -m 'hello, plant'
 checks=$((checks + 1))
 wait_until 10 log_has 'note \[hello, plant\]' || fail "$what: no note line"
+checks=$((checks + 1))
+wait "$sub_pid" || fail "$what: nothing arrived on notes/out/#"
+checks=$((checks + 1))
+got=$(cat "$T/notes.out")
+[ "$got" = '{"note":"hello, plant","from":"plain"}' ] || fail "$what: got '$got'"
 
 what="a payload that is not JSON is dead-lettered, not dropped"
 pub_tls -q 1 -t plant/p1/orders -m 'not json {'
