@@ -118,7 +118,8 @@ START_TEST(malformed_frames_are_refused)
 	uint32_t tl = 3, pl = 2;
 	memcpy(mb + 4, &tl, 4);
 	memcpy(mb + 8, &pl, 4);
-	memcpy(mb + 12, "abcde", 5);
+	static const char payload[5] = {'a', 'b', 'c', 'd', 'e'};
+	memcpy(mb + 12, payload, sizeof(payload));
 	ck_assert_int_eq(op_mqtt_msg_parse(mb, 17, &m), OP_OK);
 	ck_assert_int_eq(op_mqtt_msg_parse(mb, 16, &m), OP_EPARSE); /* short */
 	ck_assert_int_eq(op_mqtt_msg_parse(mb, 18, &m), OP_EPARSE); /* extra */
