@@ -711,6 +711,7 @@ static int tend(struct op_mqtt_in *m, bool stopping)
 static void *thread_main(void *arg)
 {
 	struct op_mqtt_in *m = arg;
+	(void)pthread_setname_np(pthread_self(), "op-mqtt-in");
 	struct pollfd *pf = NULL;
 	size_t pf_cap = 0;
 	struct consumer **who = NULL;

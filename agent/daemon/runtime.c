@@ -22,6 +22,7 @@
 #include "agent/core/alloc.h"
 #include "agent/core/json.h"
 #include "agent/core/log.h"
+#include "agent/daemon/jq_cache.h"
 #include "agent/daemon/runtime.h"
 #include "agent/engine/loader.h"
 
@@ -44,6 +45,7 @@ struct op_runtime {
 	const struct op_config *cfg;
 	struct op_runtime_hooks hooks;
 	struct op_store *store;
+	struct op_jq_cache *jq; /* known jq programs, kept in the store */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;      /* work may be available, or stopping */
@@ -176,6 +178,7 @@ op_err op_runtime_reload(struct op_runtime *rt, op_runtime_check_fn check, void 
 	struct op_runtime_set *s = set_load(rt, d);
 	if (s == NULL)
 		return OP_ECONFIG;
+	op_jq_cache_loaded(rt->jq);
 	op_err rc = check ? check(ud, s->e, d) : OP_OK;
 	if (rc) {
 		set_free(s);
@@ -485,6 +488,7 @@ static void run_event(struct op_runtime *rt, struct op_runtime_set *set, struct 
 static void *worker_main(void *arg)
 {
 	struct op_runtime *rt = arg;
+	(void)pthread_setname_np(pthread_self(), "op-worker");
 	for (;;) {
 		struct op_runtime_set *set = op_runtime_get(rt);
 		pthread_mutex_lock(&rt->mu);
@@ -566,11 +570,6 @@ op_err op_runtime_open(const struct op_config *cfg, const struct op_runtime_hook
 	}
 	pthread_condattr_destroy(&ca);
 
-	rt->set = set_load(rt, d);
-	if (rt->set == NULL) {
-		op_runtime_close(rt);
-		return OP_ECONFIG;
-	}
 	char path[4096], err[512] = "";
 	if (mkdir(cfg->agent.data_dir, 0700) != 0 && errno != EEXIST) {
 		char eb[128];
@@ -592,6 +591,18 @@ op_err op_runtime_open(const struct op_config *cfg, const struct op_runtime_hook
 		op_runtime_close(rt);
 		return rc;
 	}
+	/* Before the set: programs that compiled before load without a compile. */
+	rc = op_jq_cache_open(rt->store, &rt->jq);
+	if (rc) {
+		op_runtime_close(rt);
+		return rc;
+	}
+	rt->set = set_load(rt, d);
+	if (rt->set == NULL) {
+		op_runtime_close(rt);
+		return OP_ECONFIG;
+	}
+	op_jq_cache_loaded(rt->jq);
 	size_t n = (size_t)(cfg->agent.workers > 0 ? cfg->agent.workers : 1);
 	rt->workers = op_calloc(n, sizeof(*rt->workers));
 	if (rt->workers == NULL) {
@@ -639,6 +650,7 @@ void op_runtime_close(struct op_runtime *rt)
 	for (struct op_store_event *ev; (ev = ready_pop(rt, NULL)) != NULL;)
 		op_store_event_free(ev);
 	op_free(rt->workers);
+	op_jq_cache_close(rt->jq);
 	op_store_close(rt->store);
 	if (rt->set)
 		op_runtime_put(rt, rt->set);

@@ -268,6 +268,7 @@ static void deadline_ts(int64_t ms, struct timespec *ts)
 static void *scheduler_main(void *arg)
 {
 	struct op_scheduler *s = arg;
+	(void)pthread_setname_np(pthread_self(), "op-schedule");
 	pthread_mutex_lock(&s->mu);
 	while (!s->stopping) {
 		int64_t now = now_ms();

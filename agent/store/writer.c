@@ -907,6 +907,7 @@ static bool detached_due(struct op_store *s)
 void *op_store__writer_main(void *arg)
 {
 	struct op_store *s = arg;
+	(void)pthread_setname_np(pthread_self(), "op-store");
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		while ((s->head == NULL || s->hold) && !s->stopping) {

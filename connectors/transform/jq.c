@@ -8,10 +8,15 @@
  * tears them all down wherever they were made and a later op_jq at the same
  * address never meets a stale state.
  *
+ * A program whose text hashes into the known set (texts that compiled before,
+ * with this libjq) is accepted without a compile and put on the cold list,
+ * from which op_jq_warm compiles its spare state in the background.
+ *
  * Locks: reg_lock guards the registries (op_jq.states, slot.owner and the
- * registry links); a thread's cache list and the id of a slot are touched only
- * by that thread, so the run path takes no lock on a cache hit. compile_lock
- * serialises libjq compiles, which read $HOME, stat and open files.
+ * registry links) and the cold list; a thread's cache list and the id of a
+ * slot are touched only by that thread, so the run path takes no lock on a
+ * cache hit. compile_lock serialises libjq compiles, which read $HOME, stat
+ * and open files. known_lock guards the known set; none is taken inside it.
  *
  * The text each state compiles is a one-line prelude followed by the user's
  * program: the prelude shadows the builtins an agent must not expose and binds
@@ -32,8 +37,10 @@
 #include "connectors/transform/jq.h"
 
 #include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <float.h>
+#include <inttypes.h>
 #include <jq.h>
 #include <jv.h>
 #include <limits.h>
@@ -47,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <xxhash.h>
 
 #include "agent/core/alloc.h"
 #include "agent/core/log.h"
@@ -101,6 +109,15 @@ struct op_jq {
 	bool uses_metadata;
 	struct slot *states;       /* registry of every thread's states; reg_lock */
 	_Atomic(jq_state *) spare; /* the state op_jq_compile validated, until a runner takes it */
+	/* Accepted from the known set and not warmed yet: on the cold list. */
+	bool cold;            /* reg_lock */
+	struct op_jq *cnext;  /* reg_lock */
+	struct op_jq **cprev; /* reg_lock */
+};
+
+/* One entry of the known set: XXH3-128 of the library identity and text. */
+struct known_hash {
+	uint8_t b[OP_JQ_KNOWN_SIZE];
 };
 
 /* The caller's error buffer, filled by appending and always NUL-terminated. */
@@ -111,6 +128,7 @@ struct msgbuf {
 };
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct op_jq *cold_head; /* reg_lock */
 static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_uint_fast64_t last_id;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
@@ -354,6 +372,224 @@ static op_err compile_state(const char *text, jq_state **out, struct msgbuf *mb)
 	return e;
 }
 
+/* ---- programs known to compile ---- */
+
+static pthread_mutex_t known_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct known_hash *known; /* oldest first; known_lock */
+static size_t nknown, capknown;  /* known_lock */
+static uint64_t known_gen;       /* known_lock */
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+static char lib_id[PATH_MAX + 128]; /* the loaded libjq file; set once */
+static size_t lib_id_len;
+
+/*
+ * Names the libjq file this process runs: its path, inode, size and change
+ * time, so that a rebuilt or upgraded library does not trust hashes recorded
+ * by another one. Without dladdr the known set still works within a version
+ * string that never matches a file ("libjq").
+ */
+static void lib_identify(void)
+{
+	Dl_info info;
+	struct stat st;
+	int (*fn)(jq_state *, const char *, jv) = jq_compile_args;
+	void *addr;
+	memcpy(&addr, &fn, sizeof(addr));
+	int n = -1;
+	if (dladdr(addr, &info) && info.dli_fname != NULL && stat(info.dli_fname, &st) == 0)
+		n = snprintf(lib_id, sizeof(lib_id), "%s:%ju:%jd:%jd.%ld", info.dli_fname,
+		             (uintmax_t)st.st_ino, (intmax_t)st.st_size,
+		             (intmax_t)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
+	if (n < 0 || (size_t)n >= sizeof(lib_id))
+		n = snprintf(lib_id, sizeof(lib_id), "libjq");
+	lib_id_len = (size_t)n;
+}
+
+static struct known_hash hash_text(const char *text)
+{
+	pthread_once(&lib_once, lib_identify);
+	XXH128_hash_t h =
+	    XXH3_128bits_withSeed(text, strlen(text), XXH3_64bits(lib_id, lib_id_len));
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, h);
+	struct known_hash k;
+	memcpy(k.b, c.digest, sizeof(k.b));
+	return k;
+}
+
+/* Index of h in the known set, or nknown. known_lock held. */
+static size_t known_find_locked(const struct known_hash *h)
+{
+	for (size_t i = nknown; i-- > 0;) {
+		if (memcmp(known[i].b, h->b, sizeof(h->b)) == 0)
+			return i;
+	}
+	return nknown;
+}
+
+/* Appends h as the most recent entry, dropping the oldest past the bound.
+ * known_lock held. */
+static op_err known_push_locked(const struct known_hash *h)
+{
+	if (nknown == OP_JQ_KNOWN_MAX) {
+		memmove(known, known + 1, (nknown - 1) * sizeof(*known));
+		nknown--;
+	}
+	if (nknown == capknown) {
+		size_t cap = capknown ? capknown * 2 : 64;
+		struct known_hash *k = op_realloc(known, cap * sizeof(*k));
+		if (k == NULL)
+			return OP_ENOMEM;
+		known = k;
+		capknown = cap;
+	}
+	known[nknown++] = *h;
+	return OP_OK;
+}
+
+/* True if h is known; it becomes the most recent entry. */
+static bool known_hit(const struct known_hash *h)
+{
+	pthread_mutex_lock(&known_lock);
+	size_t i = known_find_locked(h);
+	bool hit = i < nknown;
+	if (hit && i + 1 < nknown) {
+		memmove(known + i, known + i + 1, (nknown - i - 1) * sizeof(*known));
+		known[nknown - 1] = *h;
+	}
+	pthread_mutex_unlock(&known_lock);
+	return hit;
+}
+
+/* Records h after a successful compile; a failure only costs a later compile. */
+static void known_add(const struct known_hash *h)
+{
+	pthread_mutex_lock(&known_lock);
+	if (known_find_locked(h) == nknown && known_push_locked(h) == OP_OK)
+		known_gen++;
+	pthread_mutex_unlock(&known_lock);
+}
+
+op_err op_jq_known_import(const void *buf, size_t len)
+{
+	if (len % OP_JQ_KNOWN_SIZE != 0 || (len != 0 && buf == NULL))
+		return OP_EINVAL;
+	op_err e = OP_OK;
+	const uint8_t *p = buf;
+	pthread_mutex_lock(&known_lock);
+	for (size_t off = 0; off < len && e == OP_OK; off += OP_JQ_KNOWN_SIZE) {
+		struct known_hash h;
+		memcpy(h.b, p + off, sizeof(h.b));
+		if (known_find_locked(&h) == nknown)
+			e = known_push_locked(&h);
+	}
+	known_gen++;
+	pthread_mutex_unlock(&known_lock);
+	return e;
+}
+
+op_err op_jq_known_export(void **buf, size_t *len, uint64_t *gen)
+{
+	*buf = NULL;
+	*len = 0;
+	pthread_mutex_lock(&known_lock);
+	op_err e = OP_OK;
+	if (nknown > 0) {
+		*buf = op_malloc(nknown * sizeof(*known));
+		if (*buf == NULL)
+			e = OP_ENOMEM;
+		else {
+			memcpy(*buf, known, nknown * sizeof(*known));
+			*len = nknown * sizeof(*known);
+		}
+	}
+	*gen = known_gen;
+	pthread_mutex_unlock(&known_lock);
+	return e;
+}
+
+uint64_t op_jq_known_gen(void)
+{
+	pthread_mutex_lock(&known_lock);
+	uint64_t g = known_gen;
+	pthread_mutex_unlock(&known_lock);
+	return g;
+}
+
+void op_jq_known_clear(void)
+{
+	pthread_mutex_lock(&known_lock);
+	op_free(known);
+	known = NULL;
+	nknown = capknown = 0;
+	known_gen++;
+	pthread_mutex_unlock(&known_lock);
+}
+
+/* ---- the cold list: known programs without a spare state ---- */
+
+static void cold_add_locked(struct op_jq *q)
+{
+	q->cold = true;
+	q->cnext = cold_head;
+	q->cprev = &cold_head;
+	if (cold_head != NULL)
+		cold_head->cprev = &q->cnext;
+	cold_head = q;
+}
+
+static void cold_del_locked(struct op_jq *q)
+{
+	if (!q->cold)
+		return;
+	*q->cprev = q->cnext;
+	if (q->cnext != NULL)
+		q->cnext->cprev = q->cprev;
+	q->cold = false;
+}
+
+size_t op_jq_warm(const atomic_bool *stop)
+{
+	size_t done = 0;
+	while (!atomic_load(stop)) {
+		pthread_mutex_lock(&reg_lock);
+		struct op_jq *q = cold_head;
+		uint64_t id = q ? q->id : 0;
+		char *text = q ? op_strdup(q->text) : NULL;
+		if (q != NULL && text == NULL)
+			cold_del_locked(q); /* out of memory: its first run compiles */
+		pthread_mutex_unlock(&reg_lock);
+		if (q == NULL)
+			break;
+		if (text == NULL)
+			continue;
+		char buf[256];
+		struct msgbuf mb;
+		msg_init(&mb, buf, sizeof(buf));
+		jq_state *jq = NULL;
+		if (compile_state(text, &jq, &mb) != OP_OK)
+			OP_LOGW("a jq program that compiled before does not compile now: %s", buf);
+		op_free(text);
+		/* The head may have changed: find q again by address and id. */
+		pthread_mutex_lock(&reg_lock);
+		struct op_jq *c = cold_head;
+		while (c != NULL && (c != q || c->id != id))
+			c = c->cnext;
+		if (c != NULL) {
+			cold_del_locked(c);
+			jq_state *none = NULL;
+			if (jq != NULL && atomic_compare_exchange_strong(&c->spare, &none, jq)) {
+				jq = NULL;
+				done++;
+			}
+		}
+		pthread_mutex_unlock(&reg_lock);
+		if (jq != NULL)
+			jq_teardown(&jq);
+	}
+	return done;
+}
+
 static void free_slots(struct slot *s)
 {
 	while (s != NULL) {
@@ -572,7 +808,18 @@ op_err op_jq_compile(const char *program, struct op_jq **out, char *err, size_t 
 	}
 	memcpy(q->text, PRELUDE, plen);
 	memcpy(q->text + plen, program, len + 1);
-	e = compile_state(q->text, &jq, &mb);
+	struct known_hash h = hash_text(q->text);
+	bool hit = known_hit(&h);
+	if (hit) {
+		/* Still refuse what the lazy compile would refuse. */
+		pthread_mutex_lock(&compile_lock);
+		e = check_home_jq(&mb);
+		pthread_mutex_unlock(&compile_lock);
+	} else {
+		e = compile_state(q->text, &jq, &mb);
+		if (e == OP_OK)
+			known_add(&h);
+	}
 	if (e)
 		goto out;
 	q->id = atomic_fetch_add(&last_id, 1) + 1;
@@ -580,6 +827,11 @@ op_err op_jq_compile(const char *program, struct op_jq **out, char *err, size_t 
 	q->uses_globals = mentions(program, "globals");
 	q->uses_metadata = mentions(program, "metadata");
 	atomic_init(&q->spare, jq);
+	if (hit) {
+		pthread_mutex_lock(&reg_lock);
+		cold_add_locked(q);
+		pthread_mutex_unlock(&reg_lock);
+	}
 	*out = q;
 	q = NULL;
 out:
@@ -608,6 +860,7 @@ void op_jq_free(struct op_jq *q)
 		s->owner = NULL;
 	}
 	q->states = NULL;
+	cold_del_locked(q);
 	pthread_mutex_unlock(&reg_lock);
 	jq_state *spare = atomic_load(&q->spare);
 	if (spare != NULL)

@@ -18,7 +18,10 @@
 #define OP_CONNECTORS_TRANSFORM_JQ_H
 
 #include <cjson/cJSON.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "agent/core/err.h"
 
@@ -55,8 +58,9 @@ struct op_jq;
  *   OP_ENOMEM   out of memory; the call may be retried.
  *   OP_EINTERNAL libjq or pthreads could not be set up.
  *
- * Takes a process-wide lock for the duration of the libjq compile (about 15
- * ms), so compiles on several threads run one at a time.
+ * Takes a process-wide lock for the duration of the libjq compile (about 20
+ * ms), so compiles on several threads run one at a time. A program in the
+ * known set (see op_jq_known_import) is accepted without compiling.
  */
 op_err op_jq_compile(const char *program, struct op_jq **out, char *err, size_t errlen) OP_WUR;
 
@@ -106,6 +110,50 @@ void op_jq_free(struct op_jq *q);
  */
 op_err op_jq_run(const struct op_jq *q, const cJSON *in, const cJSON *globals,
                  const cJSON *metadata, cJSON **out, char *err, size_t errlen) OP_WUR;
+
+/*
+ * Programs known to compile. libjq 1.6 spends about 20 ms compiling its
+ * builtins for every program, so a daemon with many transform steps would
+ * start slowly. op_jq_compile remembers the hash (XXH3-128) of each program
+ * text it compiled successfully, mixed with the identity of the libjq file the
+ * process loaded (path, inode, size, time), so an upgraded libjq knows
+ * nothing. A program whose hash is known is accepted without a compile; the
+ * first run on each thread compiles it as usual, and op_jq_warm compiles one
+ * state ahead in the background. The daemon keeps the set in its store so
+ * that a restart is fast. At most OP_JQ_KNOWN_MAX hashes, least recently used
+ * dropped first.
+ */
+#define OP_JQ_KNOWN_MAX  4096
+#define OP_JQ_KNOWN_SIZE 16 /* bytes per hash in the exported form */
+
+/*
+ * Adds the hashes in buf (len bytes, a multiple of OP_JQ_KNOWN_SIZE, as
+ * op_jq_known_export wrote them) to the known set. OP_EINVAL (nothing added)
+ * for another length; OP_ENOMEM.
+ */
+op_err op_jq_known_import(const void *buf, size_t len) OP_WUR;
+
+/*
+ * The known set as bytes, oldest first, in a new buffer the caller frees with
+ * op_free (NULL and 0 for an empty set); *gen gets op_jq_known_gen() of that
+ * content. OP_ENOMEM.
+ */
+op_err op_jq_known_export(void **buf, size_t *len, uint64_t *gen) OP_WUR;
+
+/* A counter that changes whenever a hash is added to the known set. */
+uint64_t op_jq_known_gen(void);
+
+/* Empties the known set (tests, and `outpostd --check-config` never uses it). */
+void op_jq_known_clear(void);
+
+/*
+ * Compiles a spare state for every live program that was accepted from the
+ * known set and has none, one at a time, so that the first run of each does
+ * not compile on its request. Returns when all are done or *stop became true;
+ * the number compiled. Meant for a low-priority background thread; programs
+ * freed meanwhile are skipped.
+ */
+size_t op_jq_warm(const atomic_bool *stop);
 
 /*
  * Frees the calling thread's cached jq states. Worker threads call it when

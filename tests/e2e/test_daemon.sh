@@ -35,6 +35,11 @@ cat >"$T/pipelines/fails.json" <<'JSON'
 {"name":"fails","version":"1","trigger":{"type":"http","config":{"method":"GET","path":"/fails"}},
  "steps":[{"type":"throw-error","config":{"code":"NOPE","message":"refused","class":"invalid"}}]}
 JSON
+# shellcheck disable=SC2016 # $globals is jq's
+cat >"$T/pipelines/shape.json" <<'JSON'
+{"name":"shape","version":"1","trigger":{"type":"http","config":{"method":"POST","path":"/shape"}},
+ "steps":[{"type":"transform","config":{"program":"{twice: (.body.n * 2), region: $globals.region}"}}]}
+JSON
 
 cat >"$T/pipelines/slow.json" <<'JSON'
 {"name":"slow","version":"1","trigger":{"type":"http","config":{"method":"GET","path":"/slow","timeoutMs":100}},
@@ -71,6 +76,11 @@ what="sync trigger answers with the result"
 http POST '/echo/17?x=y' '{"a":[1,2]}'
 expect_status 200
 expect_json '.' '{"id":"17","body":{"a":[1,2]},"q":"y","region":"eu-1"}'
+
+what="a jq transform runs on a sync trigger"
+http POST /shape '{"n":21}'
+expect_status 200
+expect_json '.' '{"twice":42,"region":"eu-1"}'
 
 what="a failing pipeline answers with its class's status"
 http GET /fails
@@ -218,10 +228,15 @@ checks=$((checks + 1))
 [ -n "$port" ] && [ -n "$admin" ] || fail "daemon did not restart: $(cat "$T/d2.log")"
 A="127.0.0.1:$admin"
 
+what="after a restart, the jq program known from the last start runs unchanged"
+http POST /shape '{"n":4}'
+expect_status 200
+expect_json '.' '{"twice":8,"region":"eu-1"}'
+
 what="outpostctl pipelines lists the pipelines with trigger and queue numbers"
 run_ctl pipelines --admin "$A" --json
 expect_rc 0
-expect_json '[.[].name] | sort' '["doomed","echo","fails","new","queue","slow"]'
+expect_json '[.[].name] | sort' '["doomed","echo","fails","new","queue","shape","slow"]'
 expect_json '.[] | select(.name == "queue") | .trigger' \
 	'{"type":"http","method":"POST","path":"/queue","mode":"async"}'
 expect_json '.[] | select(.name == "queue") | [.version, .queued, .deadLetters]' '["1",0,0]'

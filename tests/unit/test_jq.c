@@ -2,16 +2,19 @@
  * Unit tests of the jq runtime (connectors/transform/jq.c): compile errors,
  * results and output counts, runtime errors, $globals/$metadata, what is kept
  * from programs (environment, input, halt, modules, stdio), conversions,
- * limits, threads and out-of-memory on our side.
+ * limits, threads, out-of-memory on our side, and the set of programs known
+ * to compile.
  */
 #include <float.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/core/alloc.h"
 #include "agent/core/log.h"
 #include "connectors/transform/jq.h"
 #include "tests/unit/test.h"
@@ -894,6 +897,95 @@ START_TEST(out_of_memory_on_our_side)
 }
 END_TEST
 
+/* A known program is accepted without a compile, runs, and op_jq_warm
+ * compiles its spare; one that was never compiled is not known. */
+START_TEST(known_programs_skip_the_compile)
+{
+	const char *prog = "{total: ([.items[] | .qty * .price] | add)}";
+	const char *in = "{\"items\":[{\"qty\":2,\"price\":1.5},{\"qty\":1,\"price\":4}]}";
+	uint64_t g0 = op_jq_known_gen();
+	struct op_jq *q = compile_ok(prog);
+	ck_assert_uint_gt(op_jq_known_gen(), g0);
+	op_jq_free(q);
+	void *buf;
+	size_t len;
+	uint64_t gen;
+	ck_assert_int_eq(op_jq_known_export(&buf, &len, &gen), OP_OK);
+	ck_assert_uint_eq(len, OP_JQ_KNOWN_SIZE);
+	ck_assert_uint_eq(gen, op_jq_known_gen());
+
+	/* A new process: nothing known, then the saved set imported. */
+	op_jq_known_clear();
+	atomic_bool stop = false;
+	q = compile_ok(prog);
+	ck_assert_uint_eq(op_jq_warm(&stop), 0); /* compiled: it has its spare */
+	op_jq_free(q);
+	op_jq_known_clear();
+	ck_assert_int_eq(op_jq_known_import(buf, len), OP_OK);
+	op_free(buf);
+	q = compile_ok(prog);
+	struct op_jq *q2 = compile_ok(prog);
+	ck_assert_uint_eq(op_jq_warm(&stop), 2);
+	ck_assert_uint_eq(op_jq_warm(&stop), 0);
+	/* Runs on this thread and on a fresh state. */
+	cJSON *j = op_test_json(in), *out = NULL;
+	ck_assert_int_eq(op_jq_run(q, j, NULL, NULL, &out, err, sizeof(err)), OP_OK);
+	ck_assert_json_text(out, "{\"total\":7}");
+	cJSON_Delete(out);
+	op_jq_thread_cleanup();
+	ck_assert_int_eq(op_jq_run(q2, j, NULL, NULL, &out, err, sizeof(err)), OP_OK);
+	ck_assert_json_text(out, "{\"total\":7}");
+	cJSON_Delete(out);
+	cJSON_Delete(j);
+	op_jq_free(q);
+	op_jq_free(q2);
+
+	/* A known program freed before the warm-up is skipped; the same text
+	 * with a change is not known and is compiled (its error reported). */
+	q = compile_ok(prog);
+	op_jq_free(q);
+	ck_assert_uint_eq(op_jq_warm(&stop), 0);
+	struct op_jq *bad = NULL;
+	ck_assert_int_eq(
+	    op_jq_compile("{total: ([.items[] | .qty * .price] | add)", &bad, err, sizeof(err)),
+	    OP_ECONFIG);
+	ck_assert_ptr_null(bad);
+
+	/* A stop request ends the warm-up before it compiles anything. */
+	q = compile_ok(prog);
+	stop = true;
+	ck_assert_uint_eq(op_jq_warm(&stop), 0);
+	op_jq_free(q);
+}
+END_TEST
+
+/* Imports must be whole hashes; the set keeps the most recent OP_JQ_KNOWN_MAX. */
+START_TEST(known_set_is_bounded)
+{
+	op_jq_known_clear();
+	ck_assert_int_eq(op_jq_known_import("x", 1), OP_EINVAL);
+	size_t n = OP_JQ_KNOWN_MAX + 10;
+	uint8_t *b = op_calloc(n, OP_JQ_KNOWN_SIZE);
+	ck_assert_ptr_nonnull(b);
+	for (size_t i = 0; i < n; i++)
+		memcpy(b + i * OP_JQ_KNOWN_SIZE, &i, sizeof(i));
+	ck_assert_int_eq(op_jq_known_import(b, n * OP_JQ_KNOWN_SIZE), OP_OK);
+	void *out;
+	size_t len;
+	uint64_t gen;
+	ck_assert_int_eq(op_jq_known_export(&out, &len, &gen), OP_OK);
+	ck_assert_uint_eq(len, (size_t)OP_JQ_KNOWN_MAX * OP_JQ_KNOWN_SIZE);
+	/* The oldest ten went first. */
+	ck_assert_int_eq(memcmp(out, b + 10 * OP_JQ_KNOWN_SIZE, len), 0);
+	op_free(out);
+	op_free(b);
+	op_jq_known_clear();
+	ck_assert_int_eq(op_jq_known_export(&out, &len, &gen), OP_OK);
+	ck_assert_ptr_null(out);
+	ck_assert_uint_eq(len, 0);
+}
+END_TEST
+
 static Suite *jq_suite(void)
 {
 	Suite *s = suite_create("jq");
@@ -922,6 +1014,8 @@ static Suite *jq_suite(void)
 	tcase_add_test(tc, free_while_other_threads_cache_states);
 	tcase_add_test(tc, thread_cache_evicts_and_recompiles);
 	tcase_add_test(tc, out_of_memory_on_our_side);
+	tcase_add_test(tc, known_programs_skip_the_compile);
+	tcase_add_test(tc, known_set_is_bounded);
 	suite_add_tcase(s, tc);
 	return s;
 }
