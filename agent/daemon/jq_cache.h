@@ -4,31 +4,26 @@
  * would make a daemon with many transform steps slow to start. The set of
  * program texts that compiled before is kept in the store under the state key
  * "jq.known": read before the first pipeline set is built, written again after
- * any set that added to it. Programs accepted from it are compiled ahead by
- * one background thread at a low priority once the set runs.
+ * any set that added to it.
  *
  * A missing or unreadable record only costs compiles; nothing depends on it.
  */
 #ifndef OP_DAEMON_JQ_CACHE_H
 #define OP_DAEMON_JQ_CACHE_H
 
+#include <stdint.h>
+
 #include "agent/core/err.h"
 #include "agent/store/store.h"
 
 #define OP_JQ_CACHE_KEY "jq.known"
 
-struct op_jq_cache;
+/* Reads the known set from s into the jq module. Returns the set's generation
+ * as stored (for op_jq_cache_save); a bad record is logged and ignored. */
+uint64_t op_jq_cache_load(struct op_store *s);
 
-/* Reads the known set from s (borrowed until op_jq_cache_close) into the jq
- * module. OP_ENOMEM only; a bad record is logged and ignored. */
-op_err op_jq_cache_open(struct op_store *s, struct op_jq_cache **out) OP_WUR;
-
-/* After a pipeline set was built: stores the known set if it changed, and
- * compiles the programs accepted from it in the background. */
-void op_jq_cache_loaded(struct op_jq_cache *c);
-
-/* Stops the background compile (waiting for the one in progress) and frees c.
- * NULL is a no-op. Before the store closes. */
-void op_jq_cache_close(struct op_jq_cache *c);
+/* After a pipeline set was built: stores the known set if its generation moved
+ * from *saved, and updates *saved. A failure is logged. */
+void op_jq_cache_save(struct op_store *s, uint64_t *saved);
 
 #endif

@@ -9,11 +9,10 @@
  * address never meets a stale state.
  *
  * A program whose text hashes into the known set (texts that compiled before,
- * with this libjq) is accepted without a compile and put on the cold list,
- * from which op_jq_warm compiles its spare state in the background.
+ * with this libjq) is accepted without a compile and has no spare state.
  *
  * Locks: reg_lock guards the registries (op_jq.states, slot.owner and the
- * registry links) and the cold list; a thread's cache list and the id of a
+ * registry links); a thread's cache list and the id of a
  * slot are touched only by that thread, so the run path takes no lock on a
  * cache hit. compile_lock serialises libjq compiles, which read $HOME, stat
  * and open files. known_lock guards the known set; none is taken inside it.
@@ -109,10 +108,6 @@ struct op_jq {
 	bool uses_metadata;
 	struct slot *states;       /* registry of every thread's states; reg_lock */
 	_Atomic(jq_state *) spare; /* the state op_jq_compile validated, until a runner takes it */
-	/* Accepted from the known set and not warmed yet: on the cold list. */
-	bool cold;            /* reg_lock */
-	struct op_jq *cnext;  /* reg_lock */
-	struct op_jq **cprev; /* reg_lock */
 };
 
 /* One entry of the known set: XXH3-128 of the library identity and text. */
@@ -128,7 +123,6 @@ struct msgbuf {
 };
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct op_jq *cold_head; /* reg_lock */
 static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_uint_fast64_t last_id;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
@@ -417,6 +411,29 @@ static struct known_hash hash_text(const char *text)
 	return k;
 }
 
+/* The text a program compiles as: PRELUDE + program, in a new string. */
+static char *full_text(const char *program)
+{
+	size_t plen = sizeof(PRELUDE) - 1, len = strlen(program);
+	char *t = op_malloc(plen + len + 1);
+	if (t != NULL) {
+		memcpy(t, PRELUDE, plen);
+		memcpy(t + plen, program, len + 1);
+	}
+	return t;
+}
+
+op_err op_jq_known_hash(const char *program, uint8_t out[OP_JQ_KNOWN_SIZE])
+{
+	char *t = full_text(program);
+	if (t == NULL)
+		return OP_ENOMEM;
+	struct known_hash h = hash_text(t);
+	memcpy(out, h.b, OP_JQ_KNOWN_SIZE);
+	op_free(t);
+	return OP_OK;
+}
+
 /* Index of h in the known set, or nknown. known_lock held. */
 static size_t known_find_locked(const struct known_hash *h)
 {
@@ -524,70 +541,6 @@ void op_jq_known_clear(void)
 	nknown = capknown = 0;
 	known_gen++;
 	pthread_mutex_unlock(&known_lock);
-}
-
-/* ---- the cold list: known programs without a spare state ---- */
-
-static void cold_add_locked(struct op_jq *q)
-{
-	q->cold = true;
-	q->cnext = cold_head;
-	q->cprev = &cold_head;
-	if (cold_head != NULL)
-		cold_head->cprev = &q->cnext;
-	cold_head = q;
-}
-
-static void cold_del_locked(struct op_jq *q)
-{
-	if (!q->cold)
-		return;
-	*q->cprev = q->cnext;
-	if (q->cnext != NULL)
-		q->cnext->cprev = q->cprev;
-	q->cold = false;
-}
-
-size_t op_jq_warm(const atomic_bool *stop)
-{
-	size_t done = 0;
-	while (!atomic_load(stop)) {
-		pthread_mutex_lock(&reg_lock);
-		struct op_jq *q = cold_head;
-		uint64_t id = q ? q->id : 0;
-		char *text = q ? op_strdup(q->text) : NULL;
-		if (q != NULL && text == NULL)
-			cold_del_locked(q); /* out of memory: its first run compiles */
-		pthread_mutex_unlock(&reg_lock);
-		if (q == NULL)
-			break;
-		if (text == NULL)
-			continue;
-		char buf[256];
-		struct msgbuf mb;
-		msg_init(&mb, buf, sizeof(buf));
-		jq_state *jq = NULL;
-		if (compile_state(text, &jq, &mb) != OP_OK)
-			OP_LOGW("a jq program that compiled before does not compile now: %s", buf);
-		op_free(text);
-		/* The head may have changed: find q again by address and id. */
-		pthread_mutex_lock(&reg_lock);
-		struct op_jq *c = cold_head;
-		while (c != NULL && (c != q || c->id != id))
-			c = c->cnext;
-		if (c != NULL) {
-			cold_del_locked(c);
-			jq_state *none = NULL;
-			if (jq != NULL && atomic_compare_exchange_strong(&c->spare, &none, jq)) {
-				jq = NULL;
-				done++;
-			}
-		}
-		pthread_mutex_unlock(&reg_lock);
-		if (jq != NULL)
-			jq_teardown(&jq);
-	}
-	return done;
 }
 
 static void free_slots(struct slot *s)
@@ -800,14 +753,11 @@ op_err op_jq_compile(const char *program, struct op_jq **out, char *err, size_t 
 		e = fail(&mb, OP_ENOMEM, "out of memory");
 		goto out;
 	}
-	size_t plen = sizeof(PRELUDE) - 1, len = strlen(program);
-	q->text = op_malloc(plen + len + 1);
+	q->text = full_text(program);
 	if (q->text == NULL) {
 		e = fail(&mb, OP_ENOMEM, "out of memory");
 		goto out;
 	}
-	memcpy(q->text, PRELUDE, plen);
-	memcpy(q->text + plen, program, len + 1);
 	struct known_hash h = hash_text(q->text);
 	bool hit = known_hit(&h);
 	if (hit) {
@@ -827,11 +777,6 @@ op_err op_jq_compile(const char *program, struct op_jq **out, char *err, size_t 
 	q->uses_globals = mentions(program, "globals");
 	q->uses_metadata = mentions(program, "metadata");
 	atomic_init(&q->spare, jq);
-	if (hit) {
-		pthread_mutex_lock(&reg_lock);
-		cold_add_locked(q);
-		pthread_mutex_unlock(&reg_lock);
-	}
 	*out = q;
 	q = NULL;
 out:
@@ -860,7 +805,6 @@ void op_jq_free(struct op_jq *q)
 		s->owner = NULL;
 	}
 	q->states = NULL;
-	cold_del_locked(q);
 	pthread_mutex_unlock(&reg_lock);
 	jq_state *spare = atomic_load(&q->spare);
 	if (spare != NULL)

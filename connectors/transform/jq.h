@@ -18,8 +18,6 @@
 #define OP_CONNECTORS_TRANSFORM_JQ_H
 
 #include <cjson/cJSON.h>
-#include <stdatomic.h>
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -118,9 +116,9 @@ op_err op_jq_run(const struct op_jq *q, const cJSON *in, const cJSON *globals,
  * text it compiled successfully, mixed with the identity of the libjq file the
  * process loaded (path, inode, size, time), so an upgraded libjq knows
  * nothing. A program whose hash is known is accepted without a compile; the
- * first run on each thread compiles it as usual, and op_jq_warm compiles one
- * state ahead in the background. The daemon keeps the set in its store so
- * that a restart is fast. At most OP_JQ_KNOWN_MAX hashes, least recently used
+ * first run on each thread compiles it as usual (without a known set, the
+ * first thread gets the state the validation compiled). The daemon keeps the
+ * set in its store so that a restart is fast. At most OP_JQ_KNOWN_MAX hashes, least recently used
  * dropped first.
  */
 #define OP_JQ_KNOWN_MAX  4096
@@ -140,20 +138,15 @@ op_err op_jq_known_import(const void *buf, size_t len) OP_WUR;
  */
 op_err op_jq_known_export(void **buf, size_t *len, uint64_t *gen) OP_WUR;
 
+/* The entry the known set holds for a (non-empty) program once it compiled
+ * (tests, tools). OP_ENOMEM. */
+op_err op_jq_known_hash(const char *program, uint8_t out[OP_JQ_KNOWN_SIZE]) OP_WUR;
+
 /* A counter that changes whenever a hash is added to the known set. */
 uint64_t op_jq_known_gen(void);
 
 /* Empties the known set (tests, and `outpostd --check-config` never uses it). */
 void op_jq_known_clear(void);
-
-/*
- * Compiles a spare state for every live program that was accepted from the
- * known set and has none, one at a time, so that the first run of each does
- * not compile on its request. Returns when all are done or *stop became true;
- * the number compiled. Meant for a low-priority background thread; programs
- * freed meanwhile are skipped.
- */
-size_t op_jq_warm(const atomic_bool *stop);
 
 /*
  * Frees the calling thread's cached jq states. Worker threads call it when

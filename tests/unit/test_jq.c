@@ -7,7 +7,6 @@
  */
 #include <float.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -897,12 +896,14 @@ START_TEST(out_of_memory_on_our_side)
 }
 END_TEST
 
-/* A known program is accepted without a compile, runs, and op_jq_warm
- * compiles its spare; one that was never compiled is not known. */
+/* A program that compiled is known: its hash is what op_jq_known_hash says,
+ * the saved set brings it back, and a known text is accepted without a
+ * compile, which shows with a text that does not compile: its runs fail. */
 START_TEST(known_programs_skip_the_compile)
 {
 	const char *prog = "{total: ([.items[] | .qty * .price] | add)}";
 	const char *in = "{\"items\":[{\"qty\":2,\"price\":1.5},{\"qty\":1,\"price\":4}]}";
+	uint8_t h[OP_JQ_KNOWN_SIZE];
 	uint64_t g0 = op_jq_known_gen();
 	struct op_jq *q = compile_ok(prog);
 	ck_assert_uint_gt(op_jq_known_gen(), g0);
@@ -913,49 +914,39 @@ START_TEST(known_programs_skip_the_compile)
 	ck_assert_int_eq(op_jq_known_export(&buf, &len, &gen), OP_OK);
 	ck_assert_uint_eq(len, OP_JQ_KNOWN_SIZE);
 	ck_assert_uint_eq(gen, op_jq_known_gen());
+	ck_assert_int_eq(op_jq_known_hash(prog, h), OP_OK);
+	ck_assert_int_eq(memcmp(buf, h, sizeof(h)), 0);
 
-	/* A new process: nothing known, then the saved set imported. */
-	op_jq_known_clear();
-	atomic_bool stop = false;
-	q = compile_ok(prog);
-	ck_assert_uint_eq(op_jq_warm(&stop), 0); /* compiled: it has its spare */
-	op_jq_free(q);
+	/* As in a new process: nothing known, then the saved set imported. */
 	op_jq_known_clear();
 	ck_assert_int_eq(op_jq_known_import(buf, len), OP_OK);
 	op_free(buf);
+	g0 = op_jq_known_gen();
 	q = compile_ok(prog);
-	struct op_jq *q2 = compile_ok(prog);
-	ck_assert_uint_eq(op_jq_warm(&stop), 2);
-	ck_assert_uint_eq(op_jq_warm(&stop), 0);
-	/* Runs on this thread and on a fresh state. */
+	ck_assert_uint_eq(op_jq_known_gen(), g0); /* nothing new */
 	cJSON *j = op_test_json(in), *out = NULL;
 	ck_assert_int_eq(op_jq_run(q, j, NULL, NULL, &out, err, sizeof(err)), OP_OK);
 	ck_assert_json_text(out, "{\"total\":7}");
 	cJSON_Delete(out);
-	op_jq_thread_cleanup();
-	ck_assert_int_eq(op_jq_run(q2, j, NULL, NULL, &out, err, sizeof(err)), OP_OK);
-	ck_assert_json_text(out, "{\"total\":7}");
-	cJSON_Delete(out);
-	cJSON_Delete(j);
 	op_jq_free(q);
-	op_jq_free(q2);
 
-	/* A known program freed before the warm-up is skipped; the same text
-	 * with a change is not known and is compiled (its error reported). */
-	q = compile_ok(prog);
+	/* A known text is not compiled at load: planted for a broken program,
+	 * the load succeeds and each run fails with jq's message. */
+	const char *broken = ".a | @@@";
+	ck_assert_int_eq(op_jq_known_hash(broken, h), OP_OK);
+	ck_assert_int_eq(op_jq_known_import(h, sizeof(h)), OP_OK);
+	q = compile_ok(broken);
+	out = (cJSON *)1;
+	ck_assert_int_eq(op_jq_run(q, j, NULL, NULL, &out, err, sizeof(err)), OP_EINTERNAL);
+	ck_assert_ptr_null(out);
+	ck_assert_msg(strstr(err, "@@@") != NULL, "message: %s", err);
 	op_jq_free(q);
-	ck_assert_uint_eq(op_jq_warm(&stop), 0);
+	/* Without the planted entry it is refused at load, as always. */
+	op_jq_known_clear();
 	struct op_jq *bad = NULL;
-	ck_assert_int_eq(
-	    op_jq_compile("{total: ([.items[] | .qty * .price] | add)", &bad, err, sizeof(err)),
-	    OP_ECONFIG);
+	ck_assert_int_eq(op_jq_compile(broken, &bad, err, sizeof(err)), OP_ECONFIG);
 	ck_assert_ptr_null(bad);
-
-	/* A stop request ends the warm-up before it compiles anything. */
-	q = compile_ok(prog);
-	stop = true;
-	ck_assert_uint_eq(op_jq_warm(&stop), 0);
-	op_jq_free(q);
+	cJSON_Delete(j);
 }
 END_TEST
 
