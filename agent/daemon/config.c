@@ -73,7 +73,8 @@ static const struct op_config_key keys[] = {
      .def = "4",
      .min = 1,
      .max = 256,
-     .help = "Worker threads that run pipeline executions."},
+     .help = "Most worker threads that run queued executions; the pool starts with one "
+             "and grows while executions run at once."},
     {.section = "agent",
      .key = "log_level",
      .type = OP_CONFIG_ENUM,

@@ -60,7 +60,7 @@ struct op_daemon {
 
 	struct op_metrics *m;
 	struct op_metric *executions, *durations, *http_requests, *queue_depth, *dead, *inflight,
-	    *map_bytes, *used_bytes, *free_bytes, *up;
+	    *map_bytes, *used_bytes, *free_bytes, *up, *workers;
 	struct op_metric *schedule_runs, *mqtt_consumers, *mqtt_connected, *mqtt_subscribed,
 	    *mqtt_messages, *mqtt_restarts;
 };
@@ -102,6 +102,9 @@ static void on_scrape(void *ud, struct op_metrics *m)
 		op_metric_set(op_metric_with(dm->used_bytes, NULL), (double)st.used);
 		op_metric_set(op_metric_with(dm->free_bytes, NULL), (double)(st.map_max - st.used));
 	}
+	struct op_runtime_counts rc;
+	op_runtime_counts(dm->rt, &rc);
+	op_metric_set(op_metric_with(dm->workers, NULL), (double)rc.workers);
 	struct op_scheduler_stats ss;
 	op_scheduler_stats(dm->sched, &ss);
 	const struct {
@@ -158,6 +161,8 @@ static op_err metrics_new(struct op_daemon *dm)
 	dm->dead =
 	    op_metrics_gauge(m, "outpost_dead_letters", "events in the dead-letter queue", NULL);
 	dm->inflight = op_metrics_gauge(m, "outpost_inflight", "events being executed", NULL);
+	dm->workers = op_metrics_gauge(m, "outpost_workers",
+	                               "worker threads started (up to agent.workers)", NULL);
 	dm->map_bytes =
 	    op_metrics_gauge(m, "outpost_store_map_bytes", "current size of the store's map", NULL);
 	dm->used_bytes =

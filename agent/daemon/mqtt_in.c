@@ -80,7 +80,8 @@ struct op_mqtt_in {
 	const struct op_config *cfg;
 	char *exe;
 	pthread_t thread;
-	int wake; /* eventfd */
+	bool started; /* thread runs; changed by start and reload only */
+	int wake;     /* eventfd */
 
 	pthread_mutex_t mu;
 	bool reload, stopping;
@@ -773,6 +774,28 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
+/* True if the running set has an mqtt trigger. */
+static bool uses_mqtt(struct op_runtime *rt)
+{
+	struct op_runtime_set *set = op_runtime_get(rt);
+	const struct op_engine *e = op_runtime_engine(set);
+	bool any = false;
+	for (size_t i = 0; i < op_engine_count(e) && !any; i++)
+		any = op_trigger_mqtt(op_engine_at(e, i)) != NULL;
+	op_runtime_put(rt, set);
+	return any;
+}
+
+/* The thread starts with the first set that has an mqtt trigger (it costs a
+ * stack and wolfSSL's thread-local block), and then stays. */
+static op_err start_thread(struct op_mqtt_in *m)
+{
+	if (pthread_create(&m->thread, NULL, thread_main, m) != 0)
+		return OP_ENOMEM;
+	m->started = true;
+	return OP_OK;
+}
+
 op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, const char *exe,
                         struct op_mqtt_in **out)
 {
@@ -790,8 +813,8 @@ op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, cons
 	}
 	m->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	op_err rc = m->wake < 0 ? op_err_from_errno(errno) : OP_OK;
-	if (rc == OP_OK && pthread_create(&m->thread, NULL, thread_main, m) != 0)
-		rc = OP_ENOMEM;
+	if (rc == OP_OK && uses_mqtt(rt))
+		rc = start_thread(m);
 	if (rc != OP_OK) {
 		if (m->wake >= 0)
 			close(m->wake);
@@ -808,6 +831,13 @@ void op_mqtt_in_reload(struct op_mqtt_in *m)
 {
 	if (m == NULL)
 		return;
+	if (!m->started) {
+		if (uses_mqtt(m->rt) && start_thread(m) != OP_OK)
+			OP_LOGE(
+			    "cannot start the MQTT trigger thread: the new mqtt triggers do not "
+			    "run");
+		return;
+	}
 	pthread_mutex_lock(&m->mu);
 	m->reload = true;
 	pthread_mutex_unlock(&m->mu);
@@ -822,7 +852,8 @@ void op_mqtt_in_stop(struct op_mqtt_in *m)
 	m->stopping = true;
 	pthread_mutex_unlock(&m->mu);
 	wake(m);
-	pthread_join(m->thread, NULL);
+	if (m->started)
+		pthread_join(m->thread, NULL);
 	close(m->wake);
 	op_free(m->v);
 	pthread_mutex_destroy(&m->mu);

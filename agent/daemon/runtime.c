@@ -45,7 +45,7 @@ struct op_runtime {
 	const struct op_config *cfg;
 	struct op_runtime_hooks hooks;
 	struct op_store *store;
-	struct op_jq_cache *jq; /* known jq programs, kept in the store */
+	uint64_t jq_saved; /* generation of the known jq programs in the store */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;      /* work may be available, or stopping */
@@ -61,8 +61,9 @@ struct op_runtime {
 	struct op_runtime_counts counts;
 
 	atomic_bool stop_runs; /* tells running executions to stop */
-	pthread_t *workers;
-	size_t nworkers;
+	pthread_t *workers;    /* maxworkers slots, nworkers started (under mu) */
+	size_t nworkers, maxworkers;
+	size_t idle; /* workers waiting for work, under mu */
 	unsigned rr; /* round-robin start, under mu */
 };
 
@@ -178,7 +179,7 @@ op_err op_runtime_reload(struct op_runtime *rt, op_runtime_check_fn check, void 
 	struct op_runtime_set *s = set_load(rt, d);
 	if (s == NULL)
 		return OP_ECONFIG;
-	op_jq_cache_loaded(rt->jq);
+	op_jq_cache_save(rt->store, &rt->jq_saved);
 	op_err rc = check ? check(ud, s->e, d) : OP_OK;
 	if (rc) {
 		set_free(s);
@@ -485,6 +486,24 @@ static void run_event(struct op_runtime *rt, struct op_runtime_set *set, struct 
 	execute(rt, p, set->e, ev);
 }
 
+static void *worker_main(void *arg);
+
+/*
+ * The pool grows on demand: one worker at start, and one more whenever a
+ * worker starts an execution while none waits, up to agent.workers. An idle
+ * agent keeps one thread (each costs a stack and wolfSSL's 48 KiB
+ * thread-local block); workers never exit before close. Under rt->mu.
+ */
+static void grow_locked(struct op_runtime *rt)
+{
+	if (rt->stopping || rt->idle > 0 || rt->nworkers == rt->maxworkers)
+		return;
+	if (pthread_create(&rt->workers[rt->nworkers], NULL, worker_main, rt) == 0)
+		rt->nworkers++;
+	else if (rt->nworkers == 1)
+		OP_LOGW("cannot start a second worker: executions run one at a time");
+}
+
 static void *worker_main(void *arg)
 {
 	struct op_runtime *rt = arg;
@@ -505,6 +524,7 @@ static void *worker_main(void *arg)
 		if (ev != NULL || take_one(rt, set, &ev, &queued) == OP_OK) {
 			pthread_mutex_lock(&rt->mu);
 			rt->active++;
+			grow_locked(rt);
 			pthread_mutex_unlock(&rt->mu);
 			run_event(rt, set, ev);
 			pthread_mutex_lock(&rt->mu);
@@ -535,10 +555,14 @@ static void *worker_main(void *arg)
 					rt->next_due_ms = INT64_MAX;
 				struct timespec ts;
 				deadline_ts(wait < 1 ? 1 : wait, &ts);
+				rt->idle++;
 				pthread_cond_timedwait(&rt->cv, &rt->mu, &ts);
+				rt->idle--;
 			} else {
 				pthread_cond_broadcast(&rt->idle_cv);
+				rt->idle++;
 				pthread_cond_wait(&rt->cv, &rt->mu);
+				rt->idle--;
 			}
 		}
 		pthread_mutex_unlock(&rt->mu);
@@ -592,33 +616,32 @@ op_err op_runtime_open(const struct op_config *cfg, const struct op_runtime_hook
 		return rc;
 	}
 	/* Before the set: programs that compiled before load without a compile. */
-	rc = op_jq_cache_open(rt->store, &rt->jq);
-	if (rc) {
-		op_runtime_close(rt);
-		return rc;
-	}
+	rt->jq_saved = op_jq_cache_load(rt->store);
 	rt->set = set_load(rt, d);
 	if (rt->set == NULL) {
 		op_runtime_close(rt);
 		return OP_ECONFIG;
 	}
-	op_jq_cache_loaded(rt->jq);
+	op_jq_cache_save(rt->store, &rt->jq_saved);
 	size_t n = (size_t)(cfg->agent.workers > 0 ? cfg->agent.workers : 1);
 	rt->workers = op_calloc(n, sizeof(*rt->workers));
 	if (rt->workers == NULL) {
 		op_runtime_close(rt);
 		return OP_ENOMEM;
 	}
-	for (; rt->nworkers < n; rt->nworkers++) {
-		if (pthread_create(&rt->workers[rt->nworkers], NULL, worker_main, rt) != 0) {
-			op_diag_add_at(d, "agent.workers", "cannot start worker %zu of %zu",
-			               rt->nworkers + 1, n);
-			op_runtime_close(rt);
-			return OP_ENOMEM;
-		}
+	/* Under mu: the first worker may grow the pool at once. */
+	pthread_mutex_lock(&rt->mu);
+	rt->maxworkers = n;
+	if (pthread_create(&rt->workers[0], NULL, worker_main, rt) == 0)
+		rt->nworkers = 1;
+	pthread_mutex_unlock(&rt->mu);
+	if (rt->nworkers == 0) {
+		op_diag_add_at(d, "agent.workers", "cannot start a worker thread");
+		op_runtime_close(rt);
+		return OP_ENOMEM;
 	}
-	OP_LOGI("runtime ready: %zu pipelines, %zu workers, store %s", op_engine_count(rt->set->e),
-	        n, path);
+	OP_LOGI("runtime ready: %zu pipelines, up to %zu workers, store %s",
+	        op_engine_count(rt->set->e), n, path);
 	*out = rt;
 	return OP_OK;
 }
@@ -643,14 +666,17 @@ void op_runtime_close(struct op_runtime *rt)
 		        rt->active, (unsigned long long)rt->cfg->agent.shutdown_timeout_ms);
 	pthread_mutex_unlock(&rt->mu);
 	atomic_store(&rt->stop_runs, true);
-	for (size_t i = 0; i < rt->nworkers; i++)
+	/* Stopping: the pool no longer grows. */
+	pthread_mutex_lock(&rt->mu);
+	size_t nw = rt->nworkers;
+	pthread_mutex_unlock(&rt->mu);
+	for (size_t i = 0; i < nw; i++)
 		pthread_join(rt->workers[i], NULL);
 	/* Taken but never started: they stay in flight in the store, which puts
 	 * them back in their queues at the next open (attempt unchanged). */
 	for (struct op_store_event *ev; (ev = ready_pop(rt, NULL)) != NULL;)
 		op_store_event_free(ev);
 	op_free(rt->workers);
-	op_jq_cache_close(rt->jq);
 	op_store_close(rt->store);
 	if (rt->set)
 		op_runtime_put(rt, rt->set);
@@ -818,6 +844,8 @@ void op_runtime_counts(struct op_runtime *rt, struct op_runtime_counts *c)
 {
 	pthread_mutex_lock(&rt->mu);
 	*c = rt->counts;
+	c->running = (uint64_t)rt->active;
+	c->workers = rt->nworkers;
 	pthread_mutex_unlock(&rt->mu);
 }
 

@@ -116,13 +116,17 @@ op_err op_runtime_replay(struct op_runtime *rt, const char *event_id) OP_WUR;
  */
 bool op_runtime_busy(struct op_runtime *rt, const char *pipeline);
 
-/* Executions ended since open, by outcome; for tests and metrics. */
+/* Executions ended since open, by outcome, and the pool now; for tests and
+ * metrics. */
 struct op_runtime_counts {
 	uint64_t succeeded;   /* queued or synchronous */
 	uint64_t failed;      /* synchronous runs that failed */
 	uint64_t retried;     /* queued events put back for another attempt */
 	uint64_t dead;        /* queued events dead-lettered */
 	uint64_t interrupted; /* stopped by shutdown, put back in their queue */
+	/* Gauges at the time of the call. */
+	uint64_t running; /* executions running on workers */
+	uint64_t workers; /* worker threads started (the pool grows on demand) */
 };
 void op_runtime_counts(struct op_runtime *rt, struct op_runtime_counts *c);
 

@@ -306,6 +306,17 @@ static void *scheduler_main(void *arg)
 	return NULL;
 }
 
+/* The thread starts with the first set that has a schedule (it costs a stack
+ * and wolfSSL's thread-local block), and then stays. */
+static op_err start_thread(struct op_scheduler *s)
+{
+	s->last_now_ms = now_ms();
+	if (pthread_create(&s->th, NULL, scheduler_main, s) != 0)
+		return OP_ENOMEM;
+	s->thread_started = true;
+	return OP_OK;
+}
+
 op_err op_scheduler_start(struct op_runtime *rt, struct op_scheduler **out)
 {
 	*out = NULL;
@@ -323,13 +334,8 @@ op_err op_scheduler_start(struct op_runtime *rt, struct op_scheduler **out)
 	bool cv_ok = pthread_cond_init(&s->cv, &ca) == 0;
 	pthread_condattr_destroy(&ca);
 	op_err rc = mu_ok && cv_ok ? rebuild(s) : OP_ENOMEM;
-	if (rc == OP_OK) {
-		s->last_now_ms = now_ms();
-		if (pthread_create(&s->th, NULL, scheduler_main, s) == 0)
-			s->thread_started = true;
-		else
-			rc = OP_ENOMEM;
-	}
+	if (rc == OP_OK && s->n > 0)
+		rc = start_thread(s);
 	if (rc) {
 		if (s->set)
 			op_runtime_put(rt, s->set);
@@ -351,6 +357,8 @@ op_err op_scheduler_reload(struct op_scheduler *s)
 	pthread_mutex_lock(&s->mu);
 	op_err rc = rebuild(s);
 	size_t n = s->n;
+	if (rc == OP_OK && n > 0 && !s->thread_started)
+		rc = start_thread(s);
 	pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 	if (rc)

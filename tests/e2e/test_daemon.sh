@@ -131,6 +131,9 @@ curl -sf "http://127.0.0.1:$admin/readyz" | grep -q '"ready"' || fail "readyz"
 checks=$((checks + 1))
 curl -s "http://127.0.0.1:$admin/metrics" | grep -q '^outpost_http_requests_total{code="202"} 20$' ||
 	fail "metrics: $(curl -s "http://127.0.0.1:$admin/metrics" | grep http_requests)"
+checks=$((checks + 1))
+curl -s "http://127.0.0.1:$admin/metrics" | grep -Eq '^outpost_workers [12]$' ||
+	fail "metrics: workers (1 or 2 of agent.workers 2): $(curl -s "http://127.0.0.1:$admin/metrics" | grep workers)"
 
 what="SIGHUP with a broken pipeline keeps the running set"
 printf '{"name":"broken","version":"1","steps":[{"type":"nosuch"}]}' >"$T/pipelines/broken.json"

@@ -180,6 +180,23 @@ kill -HUP "$pid"
 expect_consumers 3
 stop_daemon
 
+what="a daemon started without MQTT triggers starts them with the reload that adds one"
+mv "$T/pipelines/orders.json" "$T/orders.json.off"
+LOG=$T/d3.log
+checks=$((checks + 1))
+start_daemon "$T/outpost.conf" "$LOG" || fail "$what: not ready: $(cat "$LOG")"
+checks=$((checks + 1))
+[ "$(metric outpost_mqtt_consumers)" = 0 ] || fail "$what: $(metric outpost_mqtt_consumers) consumers"
+mv "$T/orders.json.off" "$T/pipelines/orders.json"
+kill -HUP "$pid"
+expect_consumers 3
+checks=$((checks + 1))
+wait_until 20 subscribed 3 || fail "$what: consumers did not subscribe: $(tail -20 "$LOG")"
+pub_orders 451 460
+checks=$((checks + 1))
+wait_until 30 has_sinks 460 || fail "$what: $(sinks) of 460 ran"
+stop_daemon
+
 what="a broker whose certificate the agent does not trust is refused"
 conf "$T/rogue.conf" "$P/rogue-ca.pem"
 LOG=$T/rogue.log

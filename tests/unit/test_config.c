@@ -1056,7 +1056,7 @@ START_TEST(doc_tables_are_generated)
 	                       "OP_CONFIG_REGEN=1 build/debug/tests/unit/test_config");
 	/* Spot check that the generator says what the table says. */
 	ck_assert_ptr_nonnull(
-	    strstr(b, "| `workers` | integer, 1 to 256 | `4` | Worker threads that run"));
+	    strstr(b, "| `workers` | integer, 1 to 256 | `4` | Most worker threads that run"));
 	ck_assert_ptr_nonnull(strstr(b, "| `id` | string | the host name |"));
 	ck_assert_ptr_nonnull(strstr(b, "\n### [broker NAME]\n"));
 	ck_assert_ptr_nonnull(strstr(b, "| `url` | string | (required) | "));

@@ -56,6 +56,20 @@ static void submit(struct op_runtime *rt, const char *pipeline, int n)
 	cJSON_Delete(m);
 }
 
+/* "spin": loops while globals.spin is true; at most concurrency at once. */
+static void write_spin(int concurrency)
+{
+	char json[1024];
+	snprintf(json, sizeof(json),
+	         "{\"name\":\"spin\",\"version\":\"1\",\"settings\":{\"concurrency\":%d,"
+	         "\"timeoutMs\":600000,\"limits\":{\"maxIterations\":100000000,\"maxSteps\":"
+	         "100000000}},\"steps\":[{\"type\":\"do-while\",\"config\":{\"condition\":"
+	         "\"{{ globals.spin == true }}\",\"maxIterations\":10000000,\"steps\":[{\"type\":"
+	         "\"log\",\"config\":{\"level\":\"debug\",\"message\":\"x\"}}]}}]}",
+	         concurrency);
+	write_pipeline("spin", json);
+}
+
 START_TEST(events_run_and_are_recorded)
 {
 	struct op_runtime *rt = open_rt();
@@ -176,12 +190,7 @@ END_TEST
  * back to the queue and runs again after the next open. */
 START_TEST(shutdown_requeues_running_events)
 {
-	write_pipeline("spin", "{\"name\":\"spin\",\"version\":\"1\",\"settings\":{\"timeoutMs\":"
-	                       "600000,\"limits\":{\"maxIterations\":100000000,\"maxSteps\":"
-	                       "100000000}},\"steps\":[{\"type\":\"do-while\",\"config\":{"
-	                       "\"condition\":\"{{ globals.spin == true }}\",\"maxIterations\":"
-	                       "10000000,\"steps\":[{\"type\":\"log\",\"config\":{\"level\":"
-	                       "\"debug\",\"message\":\"x\"}}]}}]}");
+	write_spin(1);
 	cJSON_AddTrueToObject(fx.cfg.globals, "spin");
 	struct op_runtime *rt = open_rt();
 	submit(rt, "spin", 1);
@@ -214,6 +223,43 @@ START_TEST(shutdown_requeues_running_events)
 }
 END_TEST
 
+/* One worker while idle; under concurrent work the pool grows to
+ * agent.workers (3) and runs that many at once, never more. */
+START_TEST(worker_pool_grows_on_demand)
+{
+	write_spin(10);
+	cJSON_AddTrueToObject(fx.cfg.globals, "spin");
+	struct op_runtime *rt = open_rt();
+	struct op_runtime_counts c;
+	op_runtime_counts(rt, &c);
+	ck_assert_uint_eq(c.workers, 1);
+	ck_assert_uint_eq(c.running, 0);
+	for (int i = 0; i < 5; i++)
+		submit(rt, "spin", i);
+	uint64_t most = 0;
+	for (int i = 0; i < 20000; i++) {
+		op_runtime_counts(rt, &c);
+		if (c.running > most)
+			most = c.running;
+		if (c.running == 3)
+			break;
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	ck_assert_uint_eq(most, 3);
+	ck_assert_uint_eq(c.workers, 3);
+	/* Two more are queued, none starts: every worker is busy. */
+	for (int i = 0; i < 50; i++) {
+		op_runtime_counts(rt, &c);
+		ck_assert_uint_le(c.running, 3);
+		ck_assert_uint_eq(c.workers, 3);
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	op_runtime_close(rt);
+}
+END_TEST
+
 static Suite *runtime_suite(void)
 {
 	Suite *s = suite_create("runtime");
@@ -225,6 +271,7 @@ static Suite *runtime_suite(void)
 	tcase_add_test(tc, sync_run_returns_and_records);
 	tcase_add_test(tc, reload_is_whole_or_refused);
 	tcase_add_test(tc, shutdown_requeues_running_events);
+	tcase_add_test(tc, worker_pool_grows_on_demand);
 	suite_add_tcase(s, tc);
 	return s;
 }
