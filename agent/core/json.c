@@ -1,6 +1,8 @@
 /*
  * JSON printer: cJSON's tree, our number and string formatting.
  */
+#include <float.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,26 @@
 /* Integers below this print digit by digit, without exponent. */
 #define PLAIN_INT_LIMIT 1e17
 
+/* Writes v in decimal (outlen >= 21); snprintf's result convention. */
+static int format_int(int64_t v, char *out, size_t outlen)
+{
+	char tmp[24];
+	size_t i = sizeof(tmp);
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+	do {
+		tmp[--i] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		tmp[--i] = '-';
+	size_t n = sizeof(tmp) - i;
+	if (n >= outlen)
+		return snprintf(out, outlen, "%" PRId64, v);
+	memcpy(out, tmp + i, n);
+	out[n] = '\0';
+	return (int)n;
+}
+
 size_t op_json_num_format(double d, char *out, size_t outlen)
 {
 	int n;
@@ -20,10 +42,21 @@ size_t op_json_num_format(double d, char *out, size_t outlen)
 	} else if (d == 0) {
 		n = snprintf(out, outlen, "%s", signbit(d) ? "-0" : "0");
 	} else if (d == floor(d) && fabs(d) < PLAIN_INT_LIMIT) {
-		n = snprintf(out, outlen, "%.0f", d);
+		n = format_int((int64_t)d, out, outlen);
 	} else {
+		/*
+		 * The shortest of %.15g, %.16g, %.17g that reads back. If any text
+		 * of 15 digits or fewer reads back as d, %.15g is that text: a
+		 * double is closer to it than half a unit of the 15th digit, so
+		 * rounding to 15 digits gives it, and %g drops the zeros after it.
+		 * The closest 16-digit text reads back if any 16-digit text does.
+		 * A non-integer needs more digits than its exponent, so the
+		 * notation %g picks is the same as at the shortest precision.
+		 * Subnormals have fewer bits, so for them every precision is
+		 * tried.
+		 */
 		n = 0;
-		for (int prec = 1; prec <= 17; prec++) {
+		for (int prec = fabs(d) < DBL_MIN ? 1 : 15; prec <= 17; prec++) {
 			n = snprintf(out, outlen, "%.*g", prec, d);
 			if (strtod(out, NULL) == d)
 				break;

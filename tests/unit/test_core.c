@@ -1,5 +1,8 @@
 /* Unit tests of the core library: error classes, capped buffers, diagnostics. */
 #include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +117,72 @@ START_TEST(json_numbers_round_trip)
 }
 END_TEST
 
+/* The shortest text, found the slow way: every precision from 1 up. */
+static void shortest_ref(double d, char *out, size_t outlen)
+{
+	if (d == floor(d) && fabs(d) < 1e17 && d != 0) {
+		snprintf(out, outlen, "%.0f", d);
+		return;
+	}
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(out, outlen, "%.*g", prec, d);
+		if (strtod(out, NULL) == d)
+			break;
+	}
+	char *e = strchr(out, 'e');
+	if (e) {
+		char *z = e + 1, *q = z;
+		if (*q == '+')
+			q++;
+		else if (*q == '-')
+			q++, z++;
+		while (*q == '0' && q[1])
+			q++;
+		memmove(z, q, strlen(q) + 1);
+	}
+}
+
+static void expect_shortest(double d)
+{
+	char got[64], want[64];
+	op_json_num_format(d, got, sizeof(got));
+	shortest_ref(d, want, sizeof(want));
+	ck_assert_msg(strcmp(got, want) == 0, "%.17g: got %s, want %s", d, got, want);
+}
+
+/* The fast formatting (15, 16 or 17 digits; integers digit by digit) gives
+ * the same text as trying every precision, over random bit patterns, decimal
+ * fractions as JSON bodies carry them, and integers near the limits. */
+START_TEST(json_numbers_are_shortest)
+{
+	uint64_t x = 0x9e3779b97f4a7c15u;
+	for (int i = 0; i < 100000; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		double d;
+		memcpy(&d, &x, sizeof(d));
+		if (isfinite(d) && d != 0)
+			expect_shortest(d);
+		/* n / 10^k: prices, quantities, and their products */
+		double p10[] = {1, 10, 100, 1000, 1e4, 1e6};
+		double dec = (double)(int64_t)(x % 2000001 - 1000000) / p10[x % 6];
+		if (dec != 0) {
+			expect_shortest(dec);
+			expect_shortest(dec * 3.7);
+			expect_shortest(dec / 7);
+		}
+	}
+	double d = 1e17;
+	for (int i = 0; i < 100; i++)
+		d = nextafter(d, 0);
+	for (int i = 0; i < 200; i++, d = nextafter(d, INFINITY))
+		expect_shortest(d);
+	expect_shortest(-9007199254740993.0);
+	expect_shortest(5e-324);
+	expect_shortest(1.7976931348623157e308);
+	expect_shortest(12 * 4.35);
+}
+END_TEST
+
 START_TEST(json_strings_and_layout)
 {
 	cJSON *v = op_test_json("{\"a\":[1,{\"b\":\"q\\\"\\\\\\n\\u0001\"}],\"e\":{},\"f\":[]}");
@@ -149,6 +218,7 @@ static Suite *core_suite(void)
 	tcase_add_test(tc, buf_out_of_memory_leaves_buffer);
 	tcase_add_test(tc, diag_paths);
 	tcase_add_test(tc, json_numbers_round_trip);
+	tcase_add_test(tc, json_numbers_are_shortest);
 	tcase_add_test(tc, json_strings_and_layout);
 	suite_add_tcase(s, tc);
 	return s;
