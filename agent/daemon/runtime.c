@@ -272,7 +272,7 @@ static void execute(struct op_runtime *rt, const struct op_pipeline *p, const st
 	                            .attempt = ev->attempt,
 	                            .start_ms = now_ms()};
 	memcpy(rec.event_id, ev->id, sizeof(rec.event_id));
-	op_err rc = op_uuid_v4(rec.id);
+	op_err rc = op_uuid_v7(rec.id);
 	const cJSON *bad = cJSON_GetObjectItemCaseSensitive(trigger, "payloadError");
 	if (rc == OP_OK && cJSON_IsString(bad)) {
 		/* A trigger took in what it could not turn into a message (an MQTT
@@ -478,7 +478,7 @@ static void run_event(struct op_runtime *rt, struct op_runtime_set *set, struct 
 		                            .attempt = ev->attempt,
 		                            .start_ms = now_ms()};
 		memcpy(rec.event_id, ev->id, sizeof(rec.event_id));
-		if (op_uuid_v4(rec.id) == OP_OK &&
+		if (op_uuid_v7(rec.id) == OP_OK &&
 		    op_store_dead(rt->store, ev->id, err, &rec) == OP_OK)
 			count(rt, &rt->counts.dead);
 		return;
@@ -780,7 +780,7 @@ op_err op_runtime_run(struct op_runtime *rt, const char *pipeline, cJSON *messag
 	                            .trigger = (char *)trigger_type(trigger),
 	                            .attempt = 1,
 	                            .start_ms = now_ms()};
-	op_err rc = op_uuid_v4(rec.id);
+	op_err rc = op_uuid_v7(rec.id);
 	if (rc == OP_OK) {
 		struct op_run_opts o = {.execution_id = rec.id,
 		                        .trigger = trigger,

@@ -420,7 +420,7 @@ cJSON *op_engine__metadata(const struct op_pipeline *p, const struct op_run_opts
 	char id[OP_UUID_LEN + 1];
 	const char *exec_id = o ? o->execution_id : NULL;
 	if (exec_id == NULL) {
-		if (op_uuid_v4(id) != OP_OK)
+		if (op_uuid_v7(id) != OP_OK)
 			return NULL;
 		exec_id = id;
 	}

@@ -453,7 +453,7 @@ op_err op_store_enqueue(struct op_store *s, const char *pipeline, const char *tr
 	                          .payload = payload,
 	                          .payload_len = payload_len,
 	                          .t = not_before_ms};
-	op_err e = op_uuid_v4(r.id);
+	op_err e = op_uuid_v7(r.id);
 	if (e)
 		return e;
 	e = op_store__submit(s, &r);
@@ -555,7 +555,7 @@ op_err op_store_enqueue_cb(struct op_store *s, const char *pipeline, const char 
 	r->t = not_before_ms;
 	r->done_cb = done;
 	r->done_ud = ud;
-	op_err e = op_uuid_v4(r->id);
+	op_err e = op_uuid_v7(r->id);
 	if (e) {
 		op_free(r);
 		return e;

@@ -186,7 +186,7 @@ static op_err write_exec(struct ctx *c, const struct op_store_exec *in)
 	op_err e;
 	int rc;
 	if (rec.id[0] == 0) {
-		e = op_uuid_v4(rec.id);
+		e = op_uuid_v7(rec.id);
 		if (e)
 			return e;
 	}

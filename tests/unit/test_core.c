@@ -5,11 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "agent/core/buf.h"
 #include "agent/core/diag.h"
 #include "agent/core/err.h"
 #include "agent/core/json.h"
+#include "agent/core/uuid.h"
 #include "tests/unit/test.h"
 
 START_TEST(err_names_and_classes)
@@ -183,6 +185,50 @@ START_TEST(json_numbers_are_shortest)
 }
 END_TEST
 
+static void expect_uuid_form(const char *id, char version)
+{
+	ck_assert_uint_eq(strlen(id), OP_UUID_LEN);
+	for (int i = 0; i < OP_UUID_LEN; i++) {
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+			ck_assert_int_eq(id[i], '-');
+		else
+			ck_assert_msg(strchr("0123456789abcdef", id[i]) != NULL, "%s", id);
+	}
+	ck_assert_int_eq(id[14], version);
+	ck_assert_msg(strchr("89ab", id[19]) != NULL, "variant of %s", id);
+}
+
+/* v7 ids carry the time in milliseconds and increase strictly, also as text,
+ * however fast they are made; v4 ids are random. */
+START_TEST(uuid_versions)
+{
+	char a[OP_UUID_LEN + 1], b[OP_UUID_LEN + 1];
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t before = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	ck_assert_int_eq(op_uuid_v7(a), OP_OK);
+	expect_uuid_form(a, '7');
+	char hex[13];
+	memcpy(hex, a, 8);
+	memcpy(hex + 8, a + 9, 4);
+	hex[12] = '\0';
+	uint64_t ms = strtoull(hex, NULL, 16);
+	ck_assert_uint_ge(ms, before);
+	ck_assert_uint_le(ms, before + 5000);
+	/* 100,000 in a row: more than the counter holds in one millisecond. */
+	for (int i = 0; i < 100000; i++) {
+		ck_assert_int_eq(op_uuid_v7(b), OP_OK);
+		ck_assert_msg(strcmp(a, b) < 0, "%s then %s", a, b);
+		memcpy(a, b, sizeof(a));
+	}
+	expect_uuid_form(b, '7');
+	ck_assert_int_eq(op_uuid_v4(a), OP_OK);
+	ck_assert_int_eq(op_uuid_v4(b), OP_OK);
+	expect_uuid_form(a, '4');
+	ck_assert_str_ne(a, b);
+}
+END_TEST
+
 START_TEST(json_strings_and_layout)
 {
 	cJSON *v = op_test_json("{\"a\":[1,{\"b\":\"q\\\"\\\\\\n\\u0001\"}],\"e\":{},\"f\":[]}");
@@ -219,6 +265,7 @@ static Suite *core_suite(void)
 	tcase_add_test(tc, diag_paths);
 	tcase_add_test(tc, json_numbers_round_trip);
 	tcase_add_test(tc, json_numbers_are_shortest);
+	tcase_add_test(tc, uuid_versions);
 	tcase_add_test(tc, json_strings_and_layout);
 	suite_add_tcase(s, tc);
 	return s;
