@@ -61,6 +61,7 @@ struct op_daemon {
 	struct op_metrics *m;
 	struct op_metric *executions, *durations, *http_requests, *queue_depth, *dead, *inflight,
 	    *map_bytes, *used_bytes, *free_bytes, *up, *workers;
+	struct op_metric_child *commit_seconds; /* observed on the store's writer */
 	struct op_metric *schedule_runs, *mqtt_consumers, *mqtt_connected, *mqtt_subscribed,
 	    *mqtt_messages, *mqtt_restarts;
 };
@@ -69,6 +70,14 @@ struct op_daemon {
 
 static const double duration_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                          0.25,  0.5,    1,     2.5,  5,     10,   30};
+
+static void on_commit(void *ud, double seconds, size_t requests)
+{
+	(void)requests;
+	struct op_daemon *dm = ud;
+	if (dm->commit_seconds)
+		op_metric_observe(dm->commit_seconds, seconds);
+}
 
 static void on_ended(void *ud, const char *pipeline, const char *status, int64_t duration_ms)
 {
@@ -150,6 +159,13 @@ static op_err metrics_new(struct op_daemon *dm)
 	                                    "executions ended, by pipeline and status (success, "
 	                                    "error, retry, interrupted)",
 	                                    pipeline_status);
+	static const double commit_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
+	                                       0.025,  0.05,  0.1,    0.25,  1};
+	struct op_metric *commits = op_metrics_histogram(
+	    m, "outpost_store_commit_seconds",
+	    "time each store commit took to write and fsync (a request waits about one)", NULL,
+	    commit_bounds, sizeof(commit_bounds) / sizeof(commit_bounds[0]));
+	dm->commit_seconds = commits ? op_metric_with(commits, NULL) : NULL;
 	dm->durations = op_metrics_histogram(
 	    m, "outpost_execution_duration_seconds", "execution durations, by pipeline", pipeline,
 	    duration_bounds, sizeof(duration_bounds) / sizeof(duration_bounds[0]));
@@ -592,6 +608,8 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 	struct op_runtime_hooks hooks = {.ended = on_ended, .engine_new = on_engine_new, .ud = dm};
 	if (rc == OP_OK)
 		rc = op_runtime_open(cfg, &hooks, &dm->rt, d);
+	if (rc == OP_OK)
+		op_store_on_commit(op_runtime_store(dm->rt), on_commit, dm);
 	if (rc == OP_OK) {
 		struct op_runtime_set *set = op_runtime_get(dm->rt);
 		struct routes *r = NULL;

@@ -242,6 +242,16 @@ op_err op_store_list(struct op_store *s, enum op_store_kv kv, char ***keys, size
 /* Queued events and bytes of one pipeline (0, 0 if unknown). Cheap. */
 void op_store_queue_depth(struct op_store *s, const char *pipeline, uint64_t *events,
                           uint64_t *bytes);
+/*
+ * Calls fn(ud, seconds, requests) on the writer thread after each committed
+ * write transaction, with the time mdb_txn_commit took (writing the pages and
+ * the two fsyncs) and the number of requests it carried. fn must be quick and
+ * must not call the store. NULL stops the calls. For the commit-latency
+ * histogram; set once, after op_store_open.
+ */
+typedef void (*op_store_commit_fn)(void *ud, double seconds, size_t requests);
+void op_store_on_commit(struct op_store *s, op_store_commit_fn fn, void *ud);
+
 /* Sizes and counters for metrics. Opens a read transaction. */
 op_err op_store_stats(struct op_store *s, struct op_store_stats *st) OP_WUR;
 

@@ -106,6 +106,8 @@ struct op_store {
 	bool stopping, hold;
 	bool writer_started;
 	pthread_t writer;
+	op_store_commit_fn on_commit; /* read by the writer under mu */
+	void *on_commit_ud;
 
 	struct op_store__pipe *pipes;
 	size_t npipes, cappipes;

@@ -765,7 +765,17 @@ static void check_space(struct op_store *s)
 }
 
 /* One write txn for the list; each request in its own nested txn. */
-static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *mapfull)
+/* Seconds since a (CLOCK_MONOTONIC). */
+static double since(const struct timespec *a)
+{
+	struct timespec b;
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	return (double)(b.tv_sec - a->tv_sec) + (double)(b.tv_nsec - a->tv_nsec) / 1e9;
+}
+
+/* *commit_s: the time the final commit took, on success. */
+static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *mapfull,
+                        double *commit_s)
 {
 	MDB_txn *t = NULL;
 	*mapfull = false;
@@ -817,7 +827,10 @@ static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *ma
 		op_store__put_u64be((uint8_t *)v.mv_data + OP_STORE__HDR, s->seq);
 		op_store__seal(v.mv_data, &k, OP_STORE__K_META, 8);
 	}
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	rc = mdb_txn_commit(t);
+	*commit_s = since(&t0);
 	if (rc) {
 		*mapfull = rc == MDB_MAP_FULL;
 		OP_LOGW("commit failed: %s", mdb_strerror(rc));
@@ -841,10 +854,17 @@ static void run_batch(struct op_store *s, struct op_store__req *list)
 	op_err e = OP_OK;
 	for (int i = 0; i < 4; i++) {
 		bool mapfull;
+		double secs = 0;
 		pend_end(s, false, 0);
-		e = try_batch(s, list, &mapfull);
+		e = try_batch(s, list, &mapfull, &secs);
 		if (e == OP_OK) {
 			pend_end(s, true, n);
+			pthread_mutex_lock(&s->mu);
+			op_store_commit_fn fn = s->on_commit;
+			void *ud = s->on_commit_ud;
+			pthread_mutex_unlock(&s->mu);
+			if (fn)
+				fn(ud, secs, n);
 			return;
 		}
 		if (!(mapfull && grow(s, true)))
@@ -970,6 +990,14 @@ void *op_store__writer_main(void *arg)
 	}
 	pthread_mutex_unlock(&s->mu);
 	return NULL;
+}
+
+void op_store_on_commit(struct op_store *s, op_store_commit_fn fn, void *ud)
+{
+	pthread_mutex_lock(&s->mu);
+	s->on_commit = fn;
+	s->on_commit_ud = ud;
+	pthread_mutex_unlock(&s->mu);
 }
 
 op_err op_store__submit_detached(struct op_store *s, struct op_store__req *r)

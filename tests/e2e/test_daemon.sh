@@ -132,6 +132,9 @@ checks=$((checks + 1))
 curl -s "http://127.0.0.1:$admin/metrics" | grep -q '^outpost_http_requests_total{code="202"} 20$' ||
 	fail "metrics: $(curl -s "http://127.0.0.1:$admin/metrics" | grep http_requests)"
 checks=$((checks + 1))
+commits=$(curl -s "http://127.0.0.1:$admin/metrics" | awk '$1 == "outpost_store_commit_seconds_count" { print $2 }')
+[ "${commits:-0}" -ge 20 ] || fail "metrics: $commits store commits counted; the 20 events sent one by one took one each"
+checks=$((checks + 1))
 curl -s "http://127.0.0.1:$admin/metrics" | grep -Eq '^outpost_workers [12]$' ||
 	fail "metrics: workers (1 or 2 of agent.workers 2): $(curl -s "http://127.0.0.1:$admin/metrics" | grep workers)"
 
