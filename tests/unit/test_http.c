@@ -913,6 +913,56 @@ START_TEST(server_stop_while_handler_runs)
 }
 END_TEST
 
+static void *stop_thread(void *arg)
+{
+	struct op_http_server *s = arg;
+	(void)op_http_server_stop(s);
+	return NULL;
+}
+
+/* While stop waits for a running handler, a request on a new connection is
+ * answered 503 `stopping` and its connection closed. */
+START_TEST(server_stop_answers_new_requests)
+{
+	struct fixture fx;
+	struct op_http_opts o = {.request_ms = 3000, .stop_ms = 6000};
+	struct conn c, n;
+	struct resp r;
+	fx_start(&fx, &o);
+	uint16_t port = op_http_server_port(fx.s);
+	conn_open(&c, port);
+	conn_sends(&c, "POST /stubborn HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+	wait_inflight(fx.s, 1);
+	pthread_t th;
+	ck_assert_int_eq(pthread_create(&th, NULL, stop_thread, fx.s), 0);
+	/* Until the stop has begun, a new request may still be served. */
+	bool refused = false;
+	for (uint64_t t0 = now_ms(); !refused && now_ms() - t0 < 2500;) {
+		conn_open(&n, port);
+		conn_sends(&n, "GET /echo HTTP/1.1\r\nHost: t\r\n\r\n");
+		ck_assert_int_eq(read_resp(&n, &r, 5000), 0);
+		if (r.status == 503) {
+			assert_error(&r, 503, "stopping", "shutting down");
+			ck_assert_str_eq(resp_header(&r, "connection"), "close");
+			ck_assert(wait_closed(&n, 5000));
+			refused = true;
+		} else {
+			ck_assert_int_eq(r.status, 200);
+		}
+		resp_fini(&r);
+		conn_close(&n);
+	}
+	ck_assert(refused);
+	pthread_join(th, NULL);
+	/* The running request was answered before the server went away. */
+	ck_assert_int_eq(read_resp(&c, &r, 5000), 0);
+	ck_assert_int_eq(r.status, 504);
+	resp_fini(&r);
+	conn_close(&c);
+	op_http_router_free(fx.rt);
+}
+END_TEST
+
 START_TEST(server_stop_bounded)
 {
 	struct fixture fx;
@@ -1076,6 +1126,7 @@ static Suite *http_suite(void)
 	tcase_add_test(tc, server_per_ip_limit);
 	tcase_add_test(tc, server_stop_while_handler_runs);
 	tcase_add_test(tc, server_stop_bounded);
+	tcase_add_test(tc, server_stop_answers_new_requests);
 	tcase_add_test(tc, server_start_errors);
 	tcase_add_test(tc, server_out_of_memory);
 	tcase_add_test(tc, server_tls);
