@@ -41,7 +41,7 @@ ALL_CFLAGS = $(BASE_CFLAGS) $(V_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS = $(V_LDFLAGS) $(LDFLAGS)
 
 LIB_SRC := $(sort $(wildcard agent/core/*.c agent/expr/*.c agent/engine/*.c agent/auth/*.c \
-	agent/store/*.c agent/daemon/*.c agent/trigger/*.c agent/http/*.c \
+	agent/store/*.c agent/daemon/*.c agent/trigger/*.c agent/http/*.c agent/account/*.c \
 	connectors/*.c connectors/*/*.c))
 CTL_SRC := $(sort $(wildcard control-sync/outpostctl/*.c))
 D_SRC := $(sort $(wildcard agent/outpostd/*.c))

@@ -5,6 +5,8 @@
 #include "agent/core/err.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 static const struct {
@@ -81,4 +83,15 @@ op_err op_err_from_errno(int errnum)
 	default:
 		return OP_EIO;
 	}
+}
+
+op_err op_errf(char *buf, size_t len, op_err e, const char *fmt, ...)
+{
+	if (buf != NULL && len > 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(buf, len, fmt, ap);
+		va_end(ap);
+	}
+	return e;
 }

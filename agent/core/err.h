@@ -9,6 +9,7 @@
 #define OP_CORE_ERR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #define OP_WUR          __attribute__((warn_unused_result))
 #define OP_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -55,5 +56,10 @@ bool op_err_retryable(op_err e);
 bool op_err_from_name(const char *name, op_err *out);
 /* Class for an errno value. */
 op_err op_err_from_errno(int errnum);
+
+/* Formats a message into buf (len bytes, truncated, NUL-terminated; nothing
+ * when buf is NULL or len 0) and returns e: `return op_errf(err, errlen,
+ * OP_EIO, "%s: cannot open", path);`. */
+op_err op_errf(char *buf, size_t len, op_err e, const char *fmt, ...) OP_PRINTF(4, 5);
 
 #endif

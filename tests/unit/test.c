@@ -4,7 +4,22 @@
  */
 #include "tests/unit/test.h"
 
+#include <ftw.h>
 #include <stdio.h>
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)st;
+	(void)flag;
+	(void)f;
+	return remove(path);
+}
+
+void op_test_rmtree(const char *dir)
+{
+	ck_assert_msg(nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS) == 0, "cannot remove %s",
+	              dir);
+}
 
 int op_test_run(Suite *s)
 {

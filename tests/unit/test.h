@@ -21,6 +21,10 @@ void op_test_assert_json_eq(const cJSON *got, const cJSON *want, const char *fil
 #define ck_assert_json_text(a, text) op_test_assert_json_text((a), (text), __FILE__, __LINE__)
 void op_test_assert_json_text(const cJSON *got, const char *want, const char *file, int line);
 
+/* Removes dir and everything below it (no links followed); fails the test
+ * on an error. */
+void op_test_rmtree(const char *dir);
+
 int op_test_run(Suite *s);
 
 #define OP_TEST_MAIN(suite_fn)                  \
