@@ -209,6 +209,10 @@ static op_err key_load(const char *path, bool create, uint8_t key[OP_VAULT_KEY_L
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0 && errno == ENOENT && create)
 		return key_create(path, key, err, errlen);
+	if (fd < 0 && errno == ENOENT)
+		return op_errf(err, errlen, OP_ECONFIG,
+		               "%s: no accounts key (it is made when the first account is set)",
+		               path);
 	if (fd < 0)
 		return op_errf(err, errlen, OP_ECONFIG, "%s: cannot open the accounts key: %s",
 		               path, errno_text(errno, eb, sizeof(eb)));
@@ -262,12 +266,34 @@ static op_err path_of(const struct op_vault *v, const char *name, bool tmp, char
 	return n > 0 && (size_t)n < cap ? OP_OK : OP_ELIMIT;
 }
 
+/* mkdir -p with mode 0700 for what it creates; 0 or -1 with errno. */
+static int mkdir_p(const char *dir)
+{
+	char p[PATH_MAX];
+	size_t n = strlen(dir);
+	if (n == 0 || n >= sizeof(p)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(p, dir, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (p[i] != '/' && p[i] != '\0')
+			continue;
+		char c = p[i];
+		p[i] = '\0';
+		if (mkdir(p, 0700) != 0 && errno != EEXIST)
+			return -1;
+		p[i] = c;
+	}
+	return 0;
+}
+
 op_err op_vault_open(const char *dir, const char *key_file, bool create_key, struct op_vault **out,
                      char *err, size_t errlen)
 {
 	char eb[128];
 	*out = NULL;
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+	if (mkdir_p(dir) != 0)
 		return op_errf(err, errlen, OP_EIO, "%s: cannot create the accounts folder: %s",
 		               dir, errno_text(errno, eb, sizeof(eb)));
 	struct op_vault *v = op_calloc(1, sizeof(*v));

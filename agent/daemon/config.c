@@ -22,6 +22,8 @@
 #include <ini.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -41,9 +43,9 @@ _Static_assert(OP_LOG_ERROR == 0 && OP_LOG_WARN == 1 && OP_LOG_INFO == 2 && OP_L
                "log_levels[] follows enum op_log_level");
 
 /* Sections in the order they are printed. */
-static const char *const sections[] = {"agent", "store", "http", "admin", "globals"};
+static const char *const sections[] = {"agent", "store", "http", "admin", "accounts", "globals"};
 #define N_SECTIONS  (sizeof(sections) / sizeof(sections[0]))
-#define SEC_GLOBALS 4
+#define SEC_GLOBALS 5
 
 static const struct op_config_key keys[] = {
     {.section = "agent",
@@ -211,6 +213,22 @@ static const struct op_config_key keys[] = {
      .off = OFF(admin.listen),
      .def = "127.0.0.1:9090",
      .help = "Address of /healthz, /readyz and /metrics, host:port; empty: off."},
+    {.section = "accounts",
+     .key = "key_file",
+     .type = OP_CONFIG_PATH,
+     .off = OFF(accounts.key_file),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "File of the 32-byte key that seals accounts at rest (mode 0600, created "
+             "on first use); empty: the systemd credential accounts.key if there is one, "
+             "else /etc/outpost/accounts.key."},
+    {.section = "accounts",
+     .key = "dir",
+     .type = OP_CONFIG_PATH,
+     .off = OFF(accounts.dir),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "Folder of the sealed accounts, one file each; empty: accounts/ in data_dir."},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(N_KEYS == OP_CONFIG__N_KEYS, "OP_CONFIG__N_KEYS follows keys[]");
@@ -560,7 +578,7 @@ static void unknown_section(struct load *l, const char *name)
 	op_config__problem(
 	    l, l->line,
 	    "[%.64s]: unknown section, expected one of [agent], [store], [http], [admin], "
-	    "[broker NAME], [globals]",
+	    "[accounts], [broker NAME], [globals]",
 	    name);
 }
 
@@ -1331,4 +1349,24 @@ op_err op_config_write_doc(FILE *f)
 	op_config__broker_write_doc(f);
 	fputc('\n', f);
 	return ferror(f) ? OP_EIO : OP_OK;
+}
+
+void op_config_accounts_paths(const struct op_config *c, char *dir, size_t dirlen, char *key,
+                              size_t keylen)
+{
+	if (c->accounts.dir != NULL && c->accounts.dir[0] != '\0')
+		snprintf(dir, dirlen, "%s", c->accounts.dir);
+	else
+		snprintf(dir, dirlen, "%s/accounts", c->agent.data_dir);
+	if (c->accounts.key_file != NULL && c->accounts.key_file[0] != '\0') {
+		snprintf(key, keylen, "%s", c->accounts.key_file);
+		return;
+	}
+	const char *creds = getenv("CREDENTIALS_DIRECTORY");
+	if (creds != NULL && creds[0] != '\0') {
+		snprintf(key, keylen, "%s/accounts.key", creds);
+		if (access(key, F_OK) == 0)
+			return;
+	}
+	snprintf(key, keylen, "/etc/outpost/accounts.key");
 }

@@ -97,6 +97,10 @@ struct op_config {
 	struct {
 		struct op_config_listen listen;
 	} admin;
+	struct {
+		char *key_file; /* "" or NULL: see op_config_accounts_paths */
+		char *dir;
+	} accounts;
 	struct op_config_broker *brokers; /* owned; in file order; NULL when none */
 	size_t n_brokers;
 	cJSON *globals; /* always an object after defaults or a load */
@@ -181,6 +185,15 @@ op_err op_config_load_file(const char *path, struct op_config *out, struct op_di
 
 /* Frees what c holds (not c) and zeroes it. Safe on a zeroed struct. */
 void op_config_free(struct op_config *c);
+
+/*
+ * Where the sealed accounts are (agent/account/vault.h): [accounts] dir, or
+ * DATA_DIR/accounts; and their key: [accounts] key_file, or else the systemd
+ * credential $CREDENTIALS_DIRECTORY/accounts.key when it exists, or else
+ * /etc/outpost/accounts.key. Truncated to the buffer sizes.
+ */
+void op_config_accounts_paths(const struct op_config *c, char *dir, size_t dirlen, char *key,
+                              size_t keylen);
 
 /*
  * Prints the effective config as loadable INI text, [broker NAME] sections

@@ -42,7 +42,9 @@ static const char dev_config[] = "[agent]\n"
                                  "[http]\n"
                                  "listen = 127.0.0.1:8080\n"
                                  "[admin]\n"
-                                 "listen = 127.0.0.1:9090\n";
+                                 "listen = 127.0.0.1:9090\n"
+                                 "[accounts]\n"
+                                 "key_file = .outpost-data/accounts.key\n";
 
 static void usage(FILE *f)
 {

@@ -29,6 +29,9 @@ int op_ctl_execution(int argc, char **argv);
 int op_ctl_dead(int argc, char **argv);
 int op_ctl_replay(int argc, char **argv);
 
+/* The agent's accounts, through its vault on this host (cmd_account.c). */
+int op_ctl_account(int argc, char **argv);
+
 /* Reads a whole file ("-" is stdin) of at most max bytes into *out (NUL-
  * terminated, caller frees). On error prints why to stderr. */
 op_err op_ctl_read_file(const char *path, size_t max, char **out, size_t *len) OP_WUR;

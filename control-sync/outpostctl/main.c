@@ -19,6 +19,7 @@ static const struct {
     {"execution", op_ctl_execution, "show one execution record"},
     {"dead", op_ctl_dead, "list dead letters, or show one"},
     {"replay", op_ctl_replay, "put a dead letter back into its queue"},
+    {"account", op_ctl_account, "set, list or delete the agent's accounts (credentials)"},
 };
 
 static void usage(FILE *f)

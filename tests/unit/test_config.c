@@ -169,7 +169,7 @@ START_TEST(defaults)
 	/* Every default sits inside its own bounds (else defaults() would fail). */
 	size_t n;
 	const struct op_config_key *k = op_config_keys(&n);
-	ck_assert_uint_eq(n, 22);
+	ck_assert_uint_eq(n, 24);
 	for (size_t i = 0; i < n; i++) {
 		ck_assert_ptr_nonnull(k[i].help);
 		ck_assert_ptr_null(strchr(k[i].help, '\n'));
@@ -378,7 +378,7 @@ START_TEST(structure_problems_with_lines)
 	       "t.conf:10: '[http': section header without ']', expected [section]\n"
 	       "t.conf:12: text after the section header, expected a comment or nothing\n"
 	       "t.conf:13: [frobnicate]: unknown section, expected one of [agent], [store], "
-	       "[http], [admin], [broker NAME], [globals]\n"
+	       "[http], [admin], [accounts], [broker NAME], [globals]\n"
 	       "t.conf:15: [http] bogus: unknown key, expected one of: listen, max_body, timeout, "
 	       "threads, connection_limit, per_ip_limit, client_timeout, tls_cert, tls_key\n");
 
@@ -926,6 +926,9 @@ START_TEST(dump_round_trip)
 	                       "tls_key =\n"
 	                       "\n[admin]\n"
 	                       "listen =\n"
+	                       "\n[accounts]\n"
+	                       "key_file =\n"
+	                       "dir =\n"
 	                       "\n[broker plant]\n"
 	                       "url = tcp://[fd00::7]:1884\n"
 	                       "ca_file =\n"
@@ -1120,6 +1123,43 @@ START_TEST(out_of_memory)
 }
 END_TEST
 
+/* Where accounts and their key are: explicit keys, the systemd credential
+ * when it exists, else the defaults. */
+START_TEST(accounts_paths)
+{
+	struct op_config c;
+	char dir[512], key[512];
+	unsetenv("CREDENTIALS_DIRECTORY");
+	load_ok("[agent]\ndata_dir = /srv/op\n", &c);
+	op_config_accounts_paths(&c, dir, sizeof(dir), key, sizeof(key));
+	ck_assert_str_eq(dir, "/srv/op/accounts");
+	ck_assert_str_eq(key, "/etc/outpost/accounts.key");
+
+	char creds[] = "/tmp/op_test_creds_XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(creds));
+	setenv("CREDENTIALS_DIRECTORY", creds, 1);
+	op_config_accounts_paths(&c, dir, sizeof(dir), key, sizeof(key));
+	ck_assert_str_eq(key, "/etc/outpost/accounts.key"); /* no such credential */
+	char cred[600];
+	snprintf(cred, sizeof(cred), "%s/accounts.key", creds);
+	FILE *f = fopen(cred, "w");
+	ck_assert_ptr_nonnull(f);
+	fclose(f);
+	op_config_accounts_paths(&c, dir, sizeof(dir), key, sizeof(key));
+	ck_assert_str_eq(key, cred);
+	op_config_free(&c);
+
+	load_ok("[accounts]\nkey_file = /k/acc.key\ndir = /v/acc\n", &c);
+	op_config_accounts_paths(&c, dir, sizeof(dir), key, sizeof(key));
+	ck_assert_str_eq(dir, "/v/acc");
+	ck_assert_str_eq(key, "/k/acc.key");
+	op_config_free(&c);
+	unlink(cred);
+	rmdir(creds);
+	unsetenv("CREDENTIALS_DIRECTORY");
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -1143,6 +1183,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, sample_file_is_generated);
 	tcase_add_test(tc, doc_tables_are_generated);
 	tcase_add_test(tc, out_of_memory);
+	tcase_add_test(tc, accounts_paths);
 	suite_add_tcase(s, tc);
 	return s;
 }
