@@ -272,23 +272,19 @@ bool op_auth__scheme(const char *v, size_t len, const char *scheme, const char *
 
 op_err op_auth__failc(op_err e, char *why, size_t whylen, const char *fmt, ...)
 {
-	if (why != NULL && whylen > 0) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(why, whylen, fmt, ap);
-		va_end(ap);
-	}
+	va_list ap;
+	va_start(ap, fmt);
+	op_verrf(why, whylen, e, fmt, ap);
+	va_end(ap);
 	return e;
 }
 
 op_err op_auth__fail(char *why, size_t whylen, const char *fmt, ...)
 {
-	if (why != NULL && whylen > 0) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(why, whylen, fmt, ap);
-		va_end(ap);
-	}
+	va_list ap;
+	va_start(ap, fmt);
+	op_verrf(why, whylen, OP_EAUTH, fmt, ap);
+	va_end(ap);
 	return OP_EAUTH;
 }
 

@@ -85,13 +85,18 @@ op_err op_err_from_errno(int errnum)
 	}
 }
 
+op_err op_verrf(char *buf, size_t len, op_err e, const char *fmt, va_list ap)
+{
+	if (buf != NULL && len > 0)
+		vsnprintf(buf, len, fmt, ap);
+	return e;
+}
+
 op_err op_errf(char *buf, size_t len, op_err e, const char *fmt, ...)
 {
-	if (buf != NULL && len > 0) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(buf, len, fmt, ap);
-		va_end(ap);
-	}
+	va_list ap;
+	va_start(ap, fmt);
+	op_verrf(buf, len, e, fmt, ap);
+	va_end(ap);
 	return e;
 }

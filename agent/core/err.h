@@ -8,6 +8,7 @@
 #ifndef OP_CORE_ERR_H
 #define OP_CORE_ERR_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -61,5 +62,7 @@ op_err op_err_from_errno(int errnum);
  * when buf is NULL or len 0) and returns e: `return op_errf(err, errlen,
  * OP_EIO, "%s: cannot open", path);`. */
 op_err op_errf(char *buf, size_t len, op_err e, const char *fmt, ...) OP_PRINTF(4, 5);
+/* The same with a va_list, for functions that wrap it. */
+op_err op_verrf(char *buf, size_t len, op_err e, const char *fmt, va_list ap) OP_PRINTF(4, 0);
 
 #endif
