@@ -222,6 +222,17 @@ cJSON *op_account_describe(const struct op_account *a)
 	return to_json(a, false);
 }
 
+void op_account_json_free(cJSON *doc)
+{
+	if (doc == NULL)
+		return;
+	for (cJSON *c = doc->child; c; c = c->next) {
+		if (cJSON_IsString(c) && c->valuestring)
+			explicit_bzero(c->valuestring, strlen(c->valuestring));
+	}
+	cJSON_Delete(doc);
+}
+
 void op_account_free(struct op_account *a)
 {
 	if (a == NULL)

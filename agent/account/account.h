@@ -79,6 +79,11 @@ cJSON *op_account_to_json(const struct op_account *a);
 /* What may be shown: no secret field. NULL on ENOMEM. */
 cJSON *op_account_describe(const struct op_account *a);
 
+/* Deletes an account document (op_account_to_json, or one read from a user
+ * or a file) after wiping its string values, which cJSON_Delete leaves in
+ * freed memory. Account documents are flat. NULL is a no-op. */
+void op_account_json_free(cJSON *doc);
+
 /* Wipes the secrets and frees. NULL is a no-op. */
 void op_account_free(struct op_account *a);
 

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +23,7 @@
 
 #include "agent/core/alloc.h"
 #include "agent/core/json.h"
+#include "agent/core/uuid.h"
 
 #define MAGIC     "OPA1"
 #define MAGIC_LEN 4
@@ -65,18 +65,6 @@ static op_err key_id(const uint8_t key[OP_VAULT_KEY_LEN], uint8_t kid[KID_LEN])
 	return OP_OK;
 }
 
-static op_err fill_random(uint8_t *b, size_t len)
-{
-	for (size_t got = 0; got < len;) {
-		ssize_t n = getrandom(b + got, len - got, 0);
-		if (n < 0 && errno != EINTR)
-			return OP_EIO;
-		if (n > 0)
-			got += (size_t)n;
-	}
-	return OP_OK;
-}
-
 /* AAD: the tag string, its NUL, then the name. */
 static size_t make_aad(const char *name, uint8_t *aad, size_t cap)
 {
@@ -105,7 +93,7 @@ op_err op_vault_seal(const uint8_t key[OP_VAULT_KEY_LEN], const char *name, cons
 	memcpy(b, MAGIC, MAGIC_LEN);
 	op_err e = key_id(key, b + MAGIC_LEN);
 	if (e == OP_OK)
-		e = fill_random(b + MAGIC_LEN + KID_LEN, NONCE_LEN);
+		e = op_random_bytes(b + MAGIC_LEN + KID_LEN, NONCE_LEN);
 	Aes aes;
 	bool inited = false;
 	if (e == OP_OK && wc_AesInit(&aes, NULL, INVALID_DEVID) == 0) {
@@ -178,7 +166,7 @@ op_err op_vault_unseal(const uint8_t key[OP_VAULT_KEY_LEN], const char *name, co
 static op_err key_create(const char *path, uint8_t key[OP_VAULT_KEY_LEN], char *err, size_t errlen)
 {
 	char eb[128];
-	if (fill_random(key, OP_VAULT_KEY_LEN) != OP_OK)
+	if (op_random_bytes(key, OP_VAULT_KEY_LEN) != OP_OK)
 		return op_errf(err, errlen, OP_EIO, "%s: no random bytes for a new key", path);
 	char text[64];
 	word32 tlen = sizeof(text);
@@ -372,14 +360,7 @@ op_err op_vault_put(struct op_vault *v, struct op_account *a, char *err, size_t 
 	a->updated_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	cJSON *doc = op_account_to_json(a);
 	char *text = doc ? op_json_print(doc, OP_JSON_COMPACT) : NULL;
-	if (doc != NULL) {
-		/* cJSON_Delete does not wipe: clear the strings first. */
-		for (cJSON *c = doc->child; c; c = c->next) {
-			if (cJSON_IsString(c) && c->valuestring)
-				explicit_bzero(c->valuestring, strlen(c->valuestring));
-		}
-		cJSON_Delete(doc);
-	}
+	op_account_json_free(doc);
 	if (text == NULL) {
 		a->updated_ms = was;
 		return op_errf(err, errlen, OP_ENOMEM, "out of memory");
@@ -474,13 +455,7 @@ op_err op_vault_get(struct op_vault *v, const char *name, struct op_account **ou
 	struct op_diag d;
 	op_diag_init(&d);
 	e = doc ? op_account_parse(name, doc, out, &d) : OP_ECORRUPT;
-	if (doc != NULL) {
-		for (cJSON *c = doc->child; c; c = c->next) {
-			if (cJSON_IsString(c) && c->valuestring)
-				explicit_bzero(c->valuestring, strlen(c->valuestring));
-		}
-		cJSON_Delete(doc);
-	}
+	op_account_json_free(doc);
 	if (e == OP_ENOMEM)
 		op_errf(err, errlen, e, "out of memory");
 	else if (e)

@@ -21,8 +21,9 @@
 #include <sys/random.h>
 #include <time.h>
 
-static op_err fill_random(uint8_t *b, size_t len)
+op_err op_random_bytes(void *buf, size_t len)
 {
+	uint8_t *b = buf;
 	size_t got = 0;
 	while (got < len) {
 		ssize_t n = getrandom(b + got, len - got, 0);
@@ -52,7 +53,7 @@ static void format(const uint8_t b[16], char out[OP_UUID_LEN + 1])
 op_err op_uuid_v4(char out[OP_UUID_LEN + 1])
 {
 	uint8_t b[16];
-	if (fill_random(b, sizeof(b)) != OP_OK)
+	if (op_random_bytes(b, sizeof(b)) != OP_OK)
 		return OP_EIO;
 	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
 	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
@@ -67,7 +68,7 @@ static unsigned v7_seq; /* its counter, 12 bits; v7_lock */
 op_err op_uuid_v7(char out[OP_UUID_LEN + 1])
 {
 	uint8_t b[16];
-	if (fill_random(b, sizeof(b)) != OP_OK)
+	if (op_random_bytes(b, sizeof(b)) != OP_OK)
 		return OP_EIO;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);

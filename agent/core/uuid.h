@@ -6,9 +6,15 @@
 #ifndef OP_CORE_UUID_H
 #define OP_CORE_UUID_H
 
+#include <stddef.h>
+
 #include "agent/core/err.h"
 
 #define OP_UUID_LEN 36
+
+/* Fills buf with len bytes from the kernel's random source (getrandom(2),
+ * retried on EINTR). OP_EIO if it fails. Also for nonces and new keys. */
+op_err op_random_bytes(void *buf, size_t len) OP_WUR;
 
 /* Writes a lower-case UUID v4 and a NUL into out. OP_EIO if the kernel's
  * random source fails (it does not block once the system has booted). */

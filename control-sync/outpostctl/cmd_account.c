@@ -144,11 +144,7 @@ static int do_set(const struct args *a, struct op_vault *v)
 	op_diag_init(&d);
 	struct op_account *acct = NULL;
 	op_err e = op_account_parse(a->name, doc, &acct, &d);
-	for (cJSON *c = doc->child; c; c = c->next) {
-		if (cJSON_IsString(c) && c->valuestring)
-			explicit_bzero(c->valuestring, strlen(c->valuestring));
-	}
-	cJSON_Delete(doc);
+	op_account_json_free(doc);
 	if (e) {
 		for (size_t i = 0; i < d.n; i++)
 			fprintf(stderr, "account %s: %s%s%s\n", a->name, d.v[i].path,
