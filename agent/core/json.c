@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "agent/core/alloc.h"
 #include "agent/core/json.h"
@@ -224,4 +225,59 @@ const char *op_json_kind(const cJSON *v)
 	if (cJSON_IsBool(v))
 		return "a boolean";
 	return "an invalid value";
+}
+
+op_err op_json_parse(const char *s, size_t len, cJSON **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	const char *nul = memchr(s, '\0', len);
+	if (nul != NULL)
+		return op_errf(err, errlen, OP_EPARSE, "invalid JSON: NUL byte at offset %zu",
+		               (size_t)(nul - s));
+	const char *end = NULL;
+	/* len + 1: cJSON needs the NUL to refuse trailing text. */
+	cJSON *v = cJSON_ParseWithLengthOpts(s, len + 1, &end, 1);
+	if (v != NULL) {
+		*out = v;
+		return OP_OK;
+	}
+	size_t pos = end != NULL && end >= s ? (size_t)(end - s) : 0;
+	if (pos > len)
+		pos = len;
+	size_t line = 1, col = 1;
+	for (size_t i = 0; i < pos; i++) {
+		if (s[i] == '\n') {
+			line++;
+			col = 1;
+		} else {
+			col++;
+		}
+	}
+	if (pos >= len)
+		return op_errf(err, errlen, OP_EPARSE,
+		               "invalid JSON at line %zu, column %zu: unexpected end of input",
+		               line, col);
+	/* Up to 16 characters from the error position, printable only. */
+	char near[17];
+	size_t k = 0;
+	for (size_t i = pos; i < len && k < 16 && s[i] != '\n'; i++) {
+		unsigned char c = (unsigned char)s[i];
+		near[k++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	near[k] = '\0';
+	return op_errf(err, errlen, OP_EPARSE,
+	               "invalid JSON at line %zu, column %zu: unexpected text near \"%s\"", line,
+	               col, near);
+}
+
+bool op_json_media_type(const char *ct)
+{
+	size_t n = strcspn(ct, ";");
+	while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+		n--;
+	if (n == 16 && strncasecmp(ct, "application/json", 16) == 0)
+		return true;
+	/* application/<anything>+json (problem+json, vnd.x+json) */
+	return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
+	       strncasecmp(ct + n - 5, "+json", 5) == 0;
 }

@@ -40,6 +40,18 @@ op_err op_json_append(struct op_buf *b, const cJSON *v, int flags) OP_WUR;
 /* Appends s[0..len) as a JSON string literal with quotes. */
 op_err op_json_append_string(struct op_buf *b, const char *s, size_t len) OP_WUR;
 
+/*
+ * Parses the len bytes at s, which must be followed by a NUL (s[len] == 0),
+ * as one JSON document into *out (cJSON_Delete). OP_EPARSE with err saying
+ * where and what ("invalid JSON at line 2, column 8: unexpected text near
+ * \"}\"", "NUL byte at offset 3"), OP_ENOMEM.
+ */
+op_err op_json_parse(const char *s, size_t len, cJSON **out, char *err, size_t errlen) OP_WUR;
+
+/* True for the media type of JSON: application/json and application/X+json
+ * (problem+json, vnd.x+json), parameters (; charset) ignored. */
+bool op_json_media_type(const char *content_type);
+
 /* "an object", "an array", "a string", "a number", "a boolean", "null" (also for
  * NULL): the kind of v, for error texts ("expected an array, got a string"). */
 const char *op_json_kind(const cJSON *v);

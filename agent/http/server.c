@@ -218,22 +218,10 @@ nomem:
 	return OP_ENOMEM;
 }
 
-static bool content_type_is_json(const char *ct)
-{
-	size_t n = strcspn(ct, ";");
-	while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
-		n--;
-	if (n == 16 && strncasecmp(ct, "application/json", 16) == 0)
-		return true;
-	/* application/<anything>+json (problem+json, vnd.x+json) */
-	return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
-	       strncasecmp(ct + n - 5, "+json", 5) == 0;
-}
-
 op_err op_http_json_body(const struct op_http_request *req, cJSON **out, char *err, size_t errlen)
 {
 	*out = NULL;
-	if (req->content_type[0] != '\0' && !content_type_is_json(req->content_type)) {
+	if (req->content_type[0] != '\0' && !op_json_media_type(req->content_type)) {
 		fail(err, errlen,
 		     "expected a JSON body (Content-Type: application/json), got \"%.64s\"",
 		     req->content_type);
@@ -243,49 +231,9 @@ op_err op_http_json_body(const struct op_http_request *req, cJSON **out, char *e
 		fail(err, errlen, "the request body is empty; a JSON document was expected");
 		return OP_EPARSE;
 	}
-	const char *nul = memchr(req->body, '\0', req->body_len);
-	if (nul != NULL) {
-		fail(err, errlen, "invalid JSON: NUL byte at offset %zu",
-		     (size_t)(nul - req->body));
-		return OP_EPARSE;
-	}
-	const char *end = NULL;
-	/* +1: the server NUL-terminates bodies; cJSON needs the NUL to reject trailing data. */
-	cJSON *v = cJSON_ParseWithLengthOpts(req->body, req->body_len + 1, &end, 1);
-	if (v != NULL) {
-		*out = v;
-		return OP_OK;
-	}
-	size_t pos = end != NULL && end >= req->body ? (size_t)(end - req->body) : 0;
-	if (pos > req->body_len)
-		pos = req->body_len;
-	size_t line = 1, col = 1;
-	for (size_t i = 0; i < pos; i++) {
-		if (req->body[i] == '\n') {
-			line++;
-			col = 1;
-		} else {
-			col++;
-		}
-	}
-	/* Up to 16 characters from the error position, printable only. */
-	char near[17];
-	size_t k = 0;
-	for (size_t i = pos; i < req->body_len && k < 16; i++) {
-		unsigned char c = (unsigned char)req->body[i];
-		if (c == '\n')
-			break;
-		near[k++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-	}
-	near[k] = '\0';
-	if (pos >= req->body_len)
-		fail(err, errlen, "invalid JSON at line %zu, column %zu: unexpected end of input",
-		     line, col);
-	else
-		fail(err, errlen,
-		     "invalid JSON at line %zu, column %zu: unexpected text near \"%s\"", line, col,
-		     near);
-	return OP_EPARSE;
+	/* The server NUL-terminates bodies. */
+	op_err rc = op_json_parse(req->body, req->body_len, out, err, errlen);
+	return rc == OP_ENOMEM ? OP_ENOMEM : rc ? OP_EPARSE : OP_OK;
 }
 
 /* --- MHD glue ------------------------------------------------------------ */

@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/json.h"
 #include "agent/http/route.h"
 
 /* --- request -> message ---------------------------------------------------- */
@@ -26,18 +27,6 @@ static bool is_secret_header(const struct op_http_trigger *t, const char *name)
 			return true;
 	}
 	return t && t->secret_header && strcasecmp(name, t->secret_header) == 0;
-}
-
-/* The same rule as op_http_json_body: application/json or application/...+json. */
-static bool content_type_is_json(const char *ct)
-{
-	size_t n = strcspn(ct, ";");
-	while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
-		n--;
-	if (n == 16 && strncasecmp(ct, "application/json", 16) == 0)
-		return true;
-	return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
-	       strncasecmp(ct + n - 5, "+json", 5) == 0;
 }
 
 /* True when s (n bytes) is UTF-8 without NUL. */
@@ -145,7 +134,7 @@ op_err op_http_trigger_message(const struct op_http_trigger *t, const struct op_
 	bool b64 = false;
 	if (req->body_len == 0) {
 		body = cJSON_CreateNull();
-	} else if (ct[0] == '\0' || content_type_is_json(ct)) {
+	} else if (ct[0] == '\0' || op_json_media_type(ct)) {
 		op_err e = op_http_json_body(req, &body, err, sizeof(err));
 		if (e == OP_EPARSE || e == OP_EUNSUPPORTED) {
 			if (op_http_respond_error(err_resp, op_http_status_for(e), "INVALID_BODY",
