@@ -8,12 +8,14 @@
  * table they matched in, so a reload never frees one under a request.
  */
 #define OP_LOG_MODULE "daemon"
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
+#include "agent/account/lookup.h"
 #include "agent/auth/auth.h"
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
@@ -49,9 +51,10 @@ struct routes {
 struct op_daemon {
 	struct op_config *cfg;
 	struct op_runtime *rt;
-	struct op_scheduler *sched; /* schedule triggers */
-	struct op_mqtt_in *mqtt;    /* mqtt triggers */
-	struct op_mqtt_out *pub;    /* mqtt-publish steps */
+	struct op_scheduler *sched;   /* schedule triggers */
+	struct op_mqtt_in *mqtt;      /* mqtt triggers */
+	struct op_mqtt_out *pub;      /* mqtt-publish steps */
+	struct op_accounts *accounts; /* for connector steps */
 	struct op_http_server *http, *admin;
 	atomic_bool ready;
 
@@ -580,14 +583,38 @@ static op_err listen_start(const struct op_config_listen *l, const char *name,
 	return rc;
 }
 
+/* ---- what connector steps borrow (struct op_host) ---- */
+
+static op_err host_publish(void *ud, const char *broker, const char *topic, const void *payload,
+                           size_t len, int qos, bool retained, long long timeout_ms, char *why,
+                           size_t whylen)
+{
+	struct op_daemon *dm = ud;
+	return op_mqtt_out_publish(dm->pub, broker, topic, payload, len, qos, retained, timeout_ms,
+	                           why, whylen);
+}
+
+static op_err host_account(void *ud, const char *name, struct op_account **out, char *why,
+                           size_t whylen)
+{
+	struct op_daemon *dm = ud;
+	return op_accounts_get(dm->accounts, name, out, why, whylen);
+}
+
 /* Each new pipeline set publishes its events through the runtime's queues. */
 static void on_engine_new(void *ud, struct op_runtime *rt, struct op_engine *e)
 {
 	struct op_daemon *dm = ud;
 	op_engine_set_publisher(e, op_events_publish, rt);
-	struct op_host h = {0};
-	op_mqtt_out_host(dm->pub, &h);
+	struct op_host h = {.mqtt_publish = host_publish, .account_get = host_account, .ud = dm};
 	op_engine_set_host(e, &h);
+}
+
+static op_err accounts_open(struct op_daemon *dm)
+{
+	char dir[PATH_MAX], key[PATH_MAX];
+	op_config_accounts_paths(dm->cfg, dir, sizeof(dir), key, sizeof(key));
+	return op_accounts_new(dir, key, &dm->accounts);
 }
 
 op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_diag *d)
@@ -605,6 +632,8 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 	/* Before the runtime: each pipeline set it builds publishes through it. */
 	if (rc == OP_OK)
 		rc = op_mqtt_out_new(cfg, &dm->pub);
+	if (rc == OP_OK)
+		rc = accounts_open(dm);
 	struct op_runtime_hooks hooks = {.ended = on_ended, .engine_new = on_engine_new, .ud = dm};
 	if (rc == OP_OK)
 		rc = op_runtime_open(cfg, &hooks, &dm->rt, d);
@@ -692,6 +721,7 @@ void op_daemon_stop(struct op_daemon *dm)
 	routes_free(dm->rt, dm->routes);
 	op_runtime_close(dm->rt);
 	op_mqtt_out_free(dm->pub); /* after the workers: no publish runs */
+	op_accounts_free(dm->accounts);
 	op_metrics_free(dm->m);
 	pthread_mutex_destroy(&dm->mu);
 	op_free(dm);

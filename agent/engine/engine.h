@@ -14,6 +14,7 @@
 #include "agent/core/err.h"
 #include "agent/engine/pipeline.h"
 
+struct op_account;
 struct op_engine;
 
 /* What went wrong in a failed execution: the error object users see. */
@@ -62,14 +63,14 @@ typedef op_err (*op_engine_publish_fn)(void *ud, const char *event, const cJSON 
 void op_engine_set_publisher(struct op_engine *e, op_engine_publish_fn fn, void *ud);
 
 /*
- * What the host process (the daemon) lends to connector steps: connections
- * and pools it owns and shares between executions. Today the MQTT clients of
- * the config's [broker NAME] sections; database pools and accounts belong
- * here too when connectors need them. Every function is optional: NULL means
- * the host has none, and steps that need it fail with class unsupported
- * (outpostctl run sets no host at all). Functions are called on execution
- * threads, many at once, so they must be thread-safe; they make one attempt
- * and never retry (the engine owns retries).
+ * What the host process lends to connector steps: what it owns and shares
+ * between executions. outpostd lends the MQTT clients of the config's
+ * [broker NAME] sections and the accounts of its vault; outpostctl run lends
+ * the accounts only, and only when told which agent's vault to use. Every
+ * function is optional: NULL means the host has none, and steps that need it
+ * fail with class unsupported. Functions are called on execution threads,
+ * many at once, so they must be thread-safe; they make one attempt and never
+ * retry (the engine owns retries).
  */
 struct op_host {
 	/*
@@ -94,6 +95,15 @@ struct op_host {
 	op_err (*mqtt_publish)(void *ud, const char *broker, const char *topic, const void *payload,
 	                       size_t len, int qos, bool retained, long long timeout_ms, char *why,
 	                       size_t whylen);
+	/*
+	 * Opens the account called name into *out, which the step frees with
+	 * op_account_free (agent/account/account.h) as soon as it is done, so
+	 * secrets live no longer than the call that needs them. why never holds
+	 * a secret. Classes as op_accounts_get (agent/account/lookup.h):
+	 * OP_ENOTFOUND, OP_ECONFIG, OP_EAUTH, OP_ECORRUPT, OP_EIO, OP_ENOMEM.
+	 */
+	op_err (*account_get)(void *ud, const char *name, struct op_account **out, char *why,
+	                      size_t whylen);
 	void *ud; /* passed to every function; stored, not owned: must outlive e */
 };
 

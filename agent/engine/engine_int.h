@@ -83,11 +83,8 @@ long long op_engine__now_ns(void);
 op_err op_exec__fail_run(op_err rc, struct op_exec *x);
 /* True when x's failure is a bound of the whole run. */
 bool op_exec__run_level(const struct op_exec *x);
-/* Why op_exec__cancelled() is true, for the error text. */
+/* Why op_exec_cancelled() is true, for the error text. */
 const char *op_exec__cancel_reason(const struct op_exec *x);
-/* True when this thread of control should stop (a parallel sibling failed,
- * or the run's owner set op_run_opts.stop). */
-bool op_exec__cancelled(const struct op_exec *x);
 /* Waits ms milliseconds or until the deadline or a cancellation; returns
  * OP_ETIMEOUT past the deadline, OP_ECANCELED when cancelled. */
 op_err op_exec__wait(struct op_exec *x, long long ms);

@@ -127,7 +127,7 @@ const char *op_exec__cancel_reason(const struct op_exec *x)
 	return "cancelled because a parallel branch failed";
 }
 
-bool op_exec__cancelled(const struct op_exec *x)
+bool op_exec_cancelled(const struct op_exec *x)
 {
 	if (x->run->stop && atomic_load_explicit(x->run->stop, memory_order_relaxed))
 		return true;
@@ -150,7 +150,7 @@ op_err op_exec__wait(struct op_exec *x, long long ms)
 {
 	/* Wait in short slices so a cancelled or timed-out execution stops soon. */
 	while (ms > 0) {
-		if (op_exec__cancelled(x))
+		if (op_exec_cancelled(x))
 			return OP_ECANCELED;
 		long long left = op_exec_remaining_ms(x);
 		if (left <= 0)
@@ -302,7 +302,7 @@ op_err op_exec_steps(struct op_exec *x, const struct op_steps *s, cJSON *msg, cJ
 	for (size_t i = 0; i < s->n; i++) {
 		const struct op_step *st = &s->v[i];
 		x->step = st;
-		if (op_exec__cancelled(x)) {
+		if (op_exec_cancelled(x)) {
 			rc = op_exec__fail_run(op_exec_fail(x, OP_ECANCELED, "CANCELLED", "%s",
 			                                    op_exec__cancel_reason(x)),
 			                       x);
@@ -372,7 +372,7 @@ op_err op_exec_steps(struct op_exec *x, const struct op_steps *s, cJSON *msg, cJ
 static bool grant_grace(struct op_exec *x)
 {
 	struct op_run *r = x->run;
-	if (r->grace_used || x->fail.cls == OP_ECANCELED || op_exec__cancelled(x))
+	if (r->grace_used || x->fail.cls == OP_ECANCELED || op_exec_cancelled(x))
 		return false;
 	r->grace_used = true;
 	long long ms = r->timeout_ms < OP_ONERROR_GRACE_MS ? r->timeout_ms : OP_ONERROR_GRACE_MS;

@@ -104,6 +104,11 @@ op_err op_exec_steps(struct op_exec *x, const struct op_steps *s, cJSON *msg, cJ
 /* Counts one loop iteration against the execution's limit. */
 op_err op_exec_iteration(struct op_exec *x) OP_WUR;
 
+/* True when the execution should stop now (the agent is shutting down, or a
+ * parallel branch failed): steps that wait on a peer poll it and give up
+ * with op_exec_fail(x, OP_ECANCELED, ...). */
+bool op_exec_cancelled(const struct op_exec *x);
+
 /* Milliseconds left before the execution's deadline (LLONG_MAX if none). */
 long long op_exec_remaining_ms(const struct op_exec *x);
 

@@ -120,7 +120,7 @@ static void *par_worker(void *arg)
 	x.cancel = &j->cancel;
 	for (;;) {
 		size_t i = atomic_fetch_add(&j->next, 1);
-		if (i >= j->n || op_exec__cancelled(&x))
+		if (i >= j->n || op_exec_cancelled(&x))
 			break;
 		op_err rc = op_exec_iteration(&x);
 		cJSON *in = NULL;
@@ -568,7 +568,7 @@ static op_err retry_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 		}
 		rc = op_exec_steps(x, &c->steps, in, out);
 		if (rc == OP_OK || last || !op_err_retryable(rc) || x->fail.run_level ||
-		    op_exec__cancelled(x))
+		    op_exec_cancelled(x))
 			break;
 		if (backoff > (double)c->max_backoff_ms)
 			backoff = (double)c->max_backoff_ms;

@@ -81,34 +81,42 @@ static int parse_args(int argc, char **argv, struct args *a)
 	return CTL_OK;
 }
 
+int op_ctl_accounts_paths(const char *config, bool dev, char *dir, size_t dirlen, char *key,
+                          size_t keylen)
+{
+	if (dev) {
+		snprintf(dir, dirlen, "%s", DEV_DIR);
+		snprintf(key, keylen, "%s", DEV_KEY);
+		return CTL_OK;
+	}
+	const char *path = config ? config : getenv("OUTPOST_CONFIG");
+	if (path == NULL || path[0] == '\0')
+		path = DEFAULT_CONFIG;
+	struct op_config cfg;
+	struct op_diag d;
+	op_diag_init(&d);
+	op_err e = op_config_load_file(path, &cfg, &d);
+	if (e) {
+		for (size_t i = 0; i < d.n; i++)
+			fprintf(stderr, "%s: %s\n", d.v[i].path, d.v[i].msg);
+		if (d.n == 0)
+			fprintf(stderr, "outpostctl: %s: %s\n", path, op_err_str(e));
+		op_diag_fini(&d);
+		return CTL_INVALID;
+	}
+	op_diag_fini(&d);
+	op_config_accounts_paths(&cfg, dir, dirlen, key, keylen);
+	op_config_free(&cfg);
+	return CTL_OK;
+}
+
 /* Opens the vault the config names; create_key only for set. */
 static int open_vault(const struct args *a, bool create_key, struct op_vault **v)
 {
 	char dir[4096], key[4096], err[512];
-	if (a->dev) {
-		snprintf(dir, sizeof(dir), "%s", DEV_DIR);
-		snprintf(key, sizeof(key), "%s", DEV_KEY);
-	} else {
-		const char *path = a->config ? a->config : getenv("OUTPOST_CONFIG");
-		if (path == NULL || path[0] == '\0')
-			path = DEFAULT_CONFIG;
-		struct op_config cfg;
-		struct op_diag d;
-		op_diag_init(&d);
-		op_err e = op_config_load_file(path, &cfg, &d);
-		if (e) {
-			for (size_t i = 0; i < d.n; i++)
-				fprintf(stderr, "%s: %s\n", d.v[i].path, d.v[i].msg);
-			if (d.n == 0)
-				fprintf(stderr, "outpostctl account: %s: %s\n", path,
-				        op_err_str(e));
-			op_diag_fini(&d);
-			return CTL_INVALID;
-		}
-		op_diag_fini(&d);
-		op_config_accounts_paths(&cfg, dir, sizeof(dir), key, sizeof(key));
-		op_config_free(&cfg);
-	}
+	int rc = op_ctl_accounts_paths(a->config, a->dev, dir, sizeof(dir), key, sizeof(key));
+	if (rc)
+		return rc;
 	op_err e = op_vault_open(dir, key, create_key, v, err, sizeof(err));
 	if (e) {
 		fprintf(stderr, "outpostctl account: %s\n", err);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/account/lookup.h"
 #include "agent/core/alloc.h"
 #include "agent/core/file.h"
 #include "agent/core/json.h"
@@ -56,15 +57,19 @@ struct run_args {
 	const char *globals_file;
 	cJSON *globals;
 	bool compact;
+	const char *config; /* whose accounts steps may use */
+	bool dev;
 };
 
 static int usage_run(void)
 {
 	fputs("usage: outpostctl run PIPELINE.json [--input FILE|-] [--global NAME=VALUE]...\n"
 	      "                      [--globals FILE] [--pipelines DIR] [--log-level LEVEL]\n"
-	      "                      [--compact]\n"
+	      "                      [--compact] [--config FILE | --dev]\n"
 	      "Runs the pipeline once. Prints the result on stdout (exit 0), the error object\n"
 	      "on stderr (exit 1), or every problem of an invalid pipeline (exit 2).\n"
+	      "Steps may use the accounts of the agent whose config is FILE, or of\n"
+	      "`outpostd --dev` with --dev; without either, none.\n"
 	      "VALUE is parsed as JSON when it is valid JSON, else taken as a string.\n",
 	      stderr);
 	return CTL_INVALID;
@@ -107,6 +112,11 @@ static int parse_run_args(int argc, char **argv, struct run_args *a)
 			return -1;
 		if (strcmp(o, "--compact") == 0) {
 			a->compact = true;
+		} else if (strcmp(o, "--dev") == 0) {
+			a->dev = true;
+		} else if (strcmp(o, "--config") == 0 && val) {
+			a->config = val;
+			i++;
 		} else if (strcmp(o, "--input") == 0 && val) {
 			a->input = val;
 			i++;
@@ -140,6 +150,10 @@ static int parse_run_args(int argc, char **argv, struct run_args *a)
 	}
 	if (a->pipeline == NULL) {
 		fprintf(stderr, "outpostctl: which pipeline? give a PIPELINE.json\n");
+		return -1;
+	}
+	if (a->dev && a->config) {
+		fprintf(stderr, "outpostctl: --config and --dev name two agents; give one\n");
 		return -1;
 	}
 	return 0;
@@ -198,9 +212,16 @@ static struct op_engine *load_all(const char *file, const char *dir,
 	return e;
 }
 
+static op_err host_account(void *ud, const char *name, struct op_account **out, char *why,
+                           size_t whylen)
+{
+	return op_accounts_get(ud, name, out, why, whylen);
+}
+
 int op_ctl_run(int argc, char **argv)
 {
 	struct run_args a = {0};
+	struct op_accounts *accounts = NULL;
 	struct op_engine *e = NULL;
 	cJSON *input = NULL, *out = NULL;
 	int rc = CTL_INVALID;
@@ -236,6 +257,19 @@ int op_ctl_run(int argc, char **argv)
 		goto out;
 	op_engine_set_globals(e, a.globals);
 	a.globals = NULL;
+	if (a.config || a.dev) {
+		char dir[4096], key[4096];
+		rc = op_ctl_accounts_paths(a.config, a.dev, dir, sizeof(dir), key, sizeof(key));
+		if (rc)
+			goto out;
+		rc = CTL_INVALID;
+		if (op_accounts_new(dir, key, &accounts) != OP_OK) {
+			fprintf(stderr, "outpostctl: out of memory\n");
+			goto out;
+		}
+		struct op_host h = {.account_get = host_account, .ud = accounts};
+		op_engine_set_host(e, &h);
+	}
 	struct op_fail f;
 	cJSON *trig = cJSON_CreateObject();
 	if (trig)
@@ -267,6 +301,7 @@ out:
 	cJSON_Delete(input);
 	cJSON_Delete(out);
 	op_engine_free(e);
+	op_accounts_free(accounts);
 	return rc;
 }
 

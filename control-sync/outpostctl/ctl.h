@@ -8,6 +8,7 @@
 #ifndef OP_OUTPOSTCTL_CTL_H
 #define OP_OUTPOSTCTL_CTL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "agent/core/err.h"
@@ -31,6 +32,11 @@ int op_ctl_replay(int argc, char **argv);
 
 /* The agent's accounts, through its vault on this host (cmd_account.c). */
 int op_ctl_account(int argc, char **argv);
+/* The vault folder and key file of the agent whose config is config (NULL:
+ * $OUTPOST_CONFIG, else /etc/outpost/outpost.conf), or of `outpostd --dev`
+ * when dev. CTL_OK, or CTL_INVALID after printing why. */
+int op_ctl_accounts_paths(const char *config, bool dev, char *dir, size_t dirlen, char *key,
+                          size_t keylen);
 
 /* Reads a whole file ("-" is stdin) of at most max bytes into *out (NUL-
  * terminated, caller frees). On error prints why to stderr. */

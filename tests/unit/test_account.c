@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/account/lookup.h"
 #include "agent/account/vault.h"
 #include "agent/core/alloc.h"
 #include "tests/unit/test.h"
@@ -320,6 +321,69 @@ START_TEST(vault_refuses_other_keys_and_damaged_files)
 }
 END_TEST
 
+/* Stores a basic account name with password pw in the vault under keyf. */
+static void put_basic(const char *name, const char *pw)
+{
+	struct op_vault *v = NULL;
+	ck_assert_int_eq(op_vault_open(vdir, keyf, true, &v, err, sizeof(err)), OP_OK);
+	char doc[256];
+	snprintf(doc, sizeof(doc), "{\"type\":\"basic\",\"username\":\"u\",\"password\":\"%s\"}",
+	         pw);
+	struct op_account *a = parse_ok(name, doc);
+	ck_assert_int_eq(op_vault_put(v, a, err, sizeof(err)), OP_OK);
+	op_account_free(a);
+	op_vault_close(v);
+}
+
+START_TEST(lookup_opens_late_and_follows_a_new_key)
+{
+	struct op_accounts *l = NULL;
+	struct op_account *a = NULL;
+	ck_assert_int_eq(op_accounts_new(vdir, keyf, &l), OP_OK);
+	/* No key yet: not found, saying why, and nothing was created. */
+	ck_assert_int_eq(op_accounts_get(l, "db", &a, err, sizeof(err)), OP_ENOTFOUND);
+	ck_assert_ptr_null(a);
+	ck_assert_ptr_nonnull(strstr(err, "no account named db: no accounts key at"));
+	ck_assert_int_ne(access(keyf, F_OK), 0);
+	ck_assert_int_eq(op_accounts_get(l, "../db", &a, err, sizeof(err)), OP_ECONFIG);
+
+	/* Set after the lookup was made: found at the next call. */
+	put_basic("db", SECRET);
+	ck_assert_int_eq(op_accounts_get(l, "db", &a, err, sizeof(err)), OP_OK);
+	ck_assert_str_eq(a->password, SECRET);
+	op_account_free(a);
+	a = NULL;
+	ck_assert_int_eq(op_accounts_get(l, "other", &a, err, sizeof(err)), OP_ENOTFOUND);
+
+	/* A new key file, the vault sealed again under it: the lookup reopens. */
+	ck_assert_int_eq(unlink(keyf), 0);
+	put_basic("db", "second-" SECRET);
+	ck_assert_int_eq(op_accounts_get(l, "db", &a, err, sizeof(err)), OP_OK);
+	ck_assert_str_eq(a->password, "second-" SECRET);
+	op_account_free(a);
+	a = NULL;
+
+	/* A file sealed with a key that is gone stays refused with the same
+	 * answer each time, naming both keys; the vault is not reopened again
+	 * and again (which would end in "changed too often"). */
+	put_basic("x", SECRET); /* under the second key */
+	ck_assert_int_eq(unlink(keyf), 0);
+	put_basic("y", SECRET); /* a third key */
+	struct op_accounts *l2 = NULL;
+	ck_assert_int_eq(op_accounts_new(vdir, keyf, &l2), OP_OK);
+	for (int i = 0; i < 20; i++) {
+		ck_assert_int_eq(op_accounts_get(l2, "x", &a, err, sizeof(err)), OP_EAUTH);
+		ck_assert_ptr_null(a);
+		ck_assert_ptr_null(strstr(err, SECRET));
+		ck_assert_ptr_null(strstr(err, "too often"));
+	}
+	ck_assert_int_eq(op_accounts_get(l2, "y", &a, err, sizeof(err)), OP_OK);
+	op_account_free(a);
+	op_accounts_free(l2);
+	op_accounts_free(l);
+}
+END_TEST
+
 static Suite *account_suite(void)
 {
 	Suite *s = suite_create("account");
@@ -330,6 +394,7 @@ static Suite *account_suite(void)
 	tcase_add_test(tc, sealing_detects_wrong_key_damage_and_renames);
 	tcase_add_test(tc, vault_put_get_list_delete);
 	tcase_add_test(tc, vault_refuses_other_keys_and_damaged_files);
+	tcase_add_test(tc, lookup_opens_late_and_follows_a_new_key);
 	suite_add_tcase(s, tc);
 	return s;
 }
