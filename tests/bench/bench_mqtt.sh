@@ -42,9 +42,7 @@ stop_agent() {
 	dpid=""
 }
 # The agent goes first at exit, then the broker and $T (lib.sh, broker.sh).
-eval "set -- $(trap -p EXIT)"
-# shellcheck disable=SC2064 # the old command is taken in now, on purpose
-trap "stop_agent; ${3:-}" EXIT
+at_exit stop_agent
 
 # The broker alone, twice; the better run counts (the first warms up).
 base=0

@@ -329,13 +329,5 @@ _broker_cleanup() {
 	_broker_reap -9
 }
 
-# _broker_trap: puts _broker_cleanup in front of whatever EXIT trap is set
-# (lib.sh's rm -rf "$T"), which still runs after it.
-# shellcheck disable=SC2120 # the arguments are trap -p's words, set inside
-_broker_trap() {
-	eval "set -- $(trap -p EXIT)" # trap -- 'COMMAND' EXIT
-	# shellcheck disable=SC2064 # the old command is taken in now, on purpose
-	trap "_broker_cleanup; ${3:-}" EXIT
-}
-# shellcheck disable=SC2119
-_broker_trap
+# Stopped when the script exits, before lib.sh removes $T.
+at_exit _broker_cleanup

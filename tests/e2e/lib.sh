@@ -104,3 +104,11 @@ wait_until() {
 		sleep 0.05 # poll interval, bounded by the deadline
 	done
 }
+
+# at_exit COMMAND: runs COMMAND when the script exits, before the commands
+# registered earlier (last in, first out); lib.sh's removal of $T runs last.
+at_exit() {
+	eval "set -- \"\$1\" $(trap -p EXIT)" # COMMAND trap -- 'EARLIER' EXIT
+	# shellcheck disable=SC2064 # expanded now, on purpose
+	trap "$1; ${4:-}" EXIT
+}
