@@ -7,6 +7,7 @@
 
 #include "agent/engine/engine_int.h"
 #include "connectors/mqtt/step.h"
+#include "connectors/rest/step.h"
 #include "connectors/transform/step.h"
 #include "connectors/validate/step.h"
 
@@ -27,6 +28,7 @@ static const struct op_step_type *const step_types[] = {
     &op_step_transform,
     &op_step_validate,
     /* connectors */
+    &op_step_rest,
     &op_step_mqtt_publish,
 };
 

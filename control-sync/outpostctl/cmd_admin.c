@@ -1,13 +1,12 @@
 /*
  * outpostctl's local admin commands: pipelines, executions, execution, dead
  * and replay. Each is one call to the running agent's admin JSON API (see
- * agent/daemon/admin.h) over HTTP with libcurl, printed as an aligned table
+ * agent/daemon/admin.h) over HTTP (connectors/httpc), printed as an aligned table
  * or, with --json, as the API's JSON. Key invariant: every call is bounded
  * (connect and total timeouts, a capped response) and every failure ends
  * in one line on stderr and an exit code from ctl.h: 1 unreachable or
  * failed, 2 bad usage, 3 not found.
  */
-#include <curl/curl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -18,6 +17,7 @@
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
 #include "agent/core/json.h"
+#include "connectors/httpc/httpc.h"
 #include "control-sync/outpostctl/ctl.h"
 
 #define ADMIN_DEFAULT      "127.0.0.1:9090"
@@ -128,44 +128,21 @@ static int parse(const struct cmd *c, int argc, char **argv, struct opts *o)
 
 /* ---- the HTTP call ---- */
 
-static size_t on_data(char *p, size_t size, size_t n, void *ud)
-{
-	struct op_buf *b = ud;
-	/* Returning less than given makes curl fail the transfer (past the cap). */
-	return op_buf_add(b, p, size * n) == OP_OK ? size * n : 0;
-}
-
-/* Why a transfer failed: the system's word for a socket error ("Connection
- * refused"), else curl's message ("Could not resolve host: ..."). */
-static const char *curl_reason(CURL *h, const char *errbuf, CURLcode cc, char *buf, size_t len)
-{
-	long os = 0;
-	if (curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os) == CURLE_OK && os > 0 &&
-	    cc != CURLE_OPERATION_TIMEDOUT)
-		return strerror_r((int)os, buf, len);
-	return errbuf[0] ? errbuf : curl_easy_strerror(cc);
-}
-
 /* Appends s percent-encoded (pipeline names and ids come from the user). */
-static op_err add_escaped(struct op_buf *b, CURL *h, const char *s)
+static op_err add_escaped(struct op_buf *b, const char *s)
 {
-	char *e = curl_easy_escape(h, s, 0);
-	if (e == NULL)
-		return OP_ENOMEM;
-	op_err rc = op_buf_adds(b, e);
-	curl_free(e);
-	return rc;
+	return op_httpc_escape(b, s, strlen(s));
 }
 
 /* The URL of path (and the query options of o) on the admin endpoint. */
-static op_err build_url(CURL *h, const struct opts *o, const char *path, const char *id,
-                        const char *suffix, struct op_buf *url)
+static op_err build_url(const struct opts *o, const char *path, const char *id, const char *suffix,
+                        struct op_buf *url)
 {
 	op_err rc = op_buf_addf(url, "http://%s%s", o->admin, path);
 	if (rc == OP_OK && id) {
 		rc = op_buf_addc(url, '/');
 		if (rc == OP_OK)
-			rc = add_escaped(url, h, id);
+			rc = add_escaped(url, id);
 	}
 	if (rc == OP_OK && suffix)
 		rc = op_buf_adds(url, suffix);
@@ -177,7 +154,7 @@ static op_err build_url(CURL *h, const struct opts *o, const char *path, const c
 	if (rc == OP_OK && o->pipeline && id == NULL) {
 		rc = op_buf_addf(url, "%cpipeline=", sep);
 		if (rc == OP_OK)
-			rc = add_escaped(url, h, o->pipeline);
+			rc = add_escaped(url, o->pipeline);
 	}
 	return rc;
 }
@@ -191,49 +168,43 @@ static int call(const struct opts *o, const char *method, const char *path, cons
                 const char *suffix, cJSON **out)
 {
 	*out = NULL;
-	char errbuf[CURL_ERROR_SIZE] = "";
-	struct op_buf url, body;
+	struct op_buf url;
 	op_buf_init(&url, 8192);
-	op_buf_init(&body, RESPONSE_MAX);
+	struct op_httpc *hc = NULL;
+	struct op_httpc_resp resp = {0};
 	int ret = CTL_FAILED;
 	long status = 0;
 	cJSON *v = NULL;
-	CURL *h = curl_easy_init();
-	if (h == NULL || build_url(h, o, path, id, suffix, &url) != OP_OK) {
+	if (build_url(o, path, id, suffix, &url) != OP_OK) {
 		fprintf(stderr, "outpostctl: out of memory\n");
 		goto out;
 	}
-	CURLcode cc = CURLE_OK;
-	if (cc == CURLE_OK)
-		cc = curl_easy_setopt(h, CURLOPT_URL, op_buf_str(&url));
-	if (cc == CURLE_OK)
-		cc = curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
-	if (cc == CURLE_OK)
-		cc = curl_easy_setopt(h, CURLOPT_NOPROXY, "*"); /* local, never via a proxy */
-	if (cc == CURLE_OK)
-		cc = curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	if (cc == CURLE_OK)
-		cc = curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
-	if (cc == CURLE_OK)
-		cc = curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, TOTAL_TIMEOUT_MS);
-	if (cc == CURLE_OK)
-		cc = curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-	if (cc == CURLE_OK)
-		cc = curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-	if (cc == CURLE_OK)
-		cc = curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
-	if (cc == CURLE_OK && strcmp(method, "POST") == 0)
-		cc = curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-	if (cc == CURLE_OK)
-		cc = curl_easy_perform(h);
-	if (cc != CURLE_OK) {
-		char why[128];
-		fprintf(stderr, "outpostctl: cannot reach the agent's admin endpoint at %s: %s\n",
-		        o->admin, curl_reason(h, errbuf, cc, why, sizeof(why)));
+	op_err rc = op_httpc_new(&hc);
+	if (rc) {
+		fprintf(stderr, "outpostctl: cannot start an HTTP client: %s\n", op_err_str(rc));
 		goto out;
 	}
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-	v = cJSON_ParseWithLength(body.data ? body.data : "", body.len);
+	struct op_httpc_req req = {
+	    .method = method,
+	    .url = op_buf_str(&url),
+	    .body = strcmp(method, "POST") == 0 ? "" : NULL,
+	    .direct = true, /* local, never via a proxy */
+	    .timeout_ms = TOTAL_TIMEOUT_MS,
+	    .connect_timeout_ms = CONNECT_TIMEOUT_MS,
+	    .max_body = RESPONSE_MAX,
+	};
+	char why[512];
+	rc = op_httpc_perform(hc, &req, &resp, why, sizeof(why));
+	if (rc) {
+		/* why starts with the method and URL; the reason is after them. */
+		const char *reason = strstr(why, ": ");
+		fprintf(stderr, "outpostctl: cannot reach the agent's admin endpoint at %s: %s\n",
+		        o->admin, reason ? reason + 2 : why);
+		goto out;
+	}
+	status = resp.status;
+	const struct op_buf *body = &resp.body;
+	v = cJSON_ParseWithLength(body->data ? body->data : "", body->len);
 	if (v == NULL) {
 		fprintf(stderr,
 		        "outpostctl: the admin endpoint at %s answered HTTP %ld without JSON "
@@ -255,10 +226,9 @@ static int call(const struct opts *o, const char *method, const char *path, cons
 	ret = status == 404 ? CTL_NOTFOUND : status == 400 ? CTL_INVALID : CTL_FAILED;
 out:
 	cJSON_Delete(v);
-	if (h)
-		curl_easy_cleanup(h);
+	op_httpc_resp_fini(&resp);
+	op_httpc_free(hc);
 	op_buf_fini(&url);
-	op_buf_fini(&body);
 	return ret;
 }
 
@@ -411,16 +381,11 @@ static int run(const struct cmd *c, int argc, char **argv, const char *method, c
 	int pr = parse(c, argc, argv, &o);
 	if (pr)
 		return usage(c, pr > 0 ? stdout : stderr);
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		fprintf(stderr, "outpostctl: cannot initialise libcurl\n");
-		return CTL_FAILED;
-	}
 	cJSON *v = NULL;
 	int ret = call(&o, method, path, o.id, suffix, &v);
 	if (ret == CTL_OK)
 		ret = o.json ? print_json(v) : show(&o, v);
 	cJSON_Delete(v);
-	curl_global_cleanup();
 	return ret;
 }
 
