@@ -12,7 +12,8 @@
 VARIANT ?= debug
 B := build/$(VARIANT)
 
-PKGS := libcjson wolfssl libpcre2-8 lmdb libxxhash inih libmicrohttpd libsystemd libcurl
+PKGS := libcjson wolfssl libpcre2-8 lmdb libxxhash inih libmicrohttpd libsystemd libcurl \
+	libssh2 libpq odbc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LIBS := $(PKG_LIBS) -ljq -lpaho-mqtt3as -lm -pthread

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "agent/engine/engine_int.h"
+#include "connectors/db/step.h"
 #include "connectors/mqtt/step.h"
 #include "connectors/rest/step.h"
 #include "connectors/transform/step.h"
@@ -29,6 +30,7 @@ static const struct op_step_type *const step_types[] = {
     &op_step_validate,
     /* connectors */
     &op_step_rest,
+    &op_step_db,
     &op_step_mqtt_publish,
 };
 

@@ -14,7 +14,7 @@ if grep -nE "$banned" $src | grep -vE '^\s*(//|\*)' | grep -v 'lint: allow'; the
 	status=1
 fi
 
-cflags="-std=c11 -D_GNU_SOURCE -I. $(pkg-config --cflags libcjson wolfssl libpcre2-8 check)"
+cflags="-std=c11 -D_GNU_SOURCE -I. $(pkg-config --cflags libcjson wolfssl libpcre2-8 check libpq libssh2 odbc)"
 
 echo "lint: cppcheck"
 # shellcheck disable=SC2086

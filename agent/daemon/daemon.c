@@ -33,6 +33,7 @@
 #include "agent/http/server.h"
 #include "agent/trigger/http_map.h"
 #include "agent/trigger/trigger.h"
+#include "connectors/db/pool.h"
 
 struct route_target {
 	const char *pipeline; /* borrowed from the set the routes hold */
@@ -55,6 +56,7 @@ struct op_daemon {
 	struct op_mqtt_in *mqtt;      /* mqtt triggers */
 	struct op_mqtt_out *pub;      /* mqtt-publish steps */
 	struct op_accounts *accounts; /* for connector steps */
+	struct op_db_pools *db_pools; /* db steps' connections */
 	struct op_http_server *http, *admin;
 	atomic_bool ready;
 
@@ -606,7 +608,10 @@ static void on_engine_new(void *ud, struct op_runtime *rt, struct op_engine *e)
 {
 	struct op_daemon *dm = ud;
 	op_engine_set_publisher(e, op_events_publish, rt);
-	struct op_host h = {.mqtt_publish = host_publish, .account_get = host_account, .ud = dm};
+	struct op_host h = {.mqtt_publish = host_publish,
+	                    .account_get = host_account,
+	                    .db_pools = dm->db_pools,
+	                    .ud = dm};
 	op_engine_set_host(e, &h);
 }
 
@@ -634,6 +639,8 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 		rc = op_mqtt_out_new(cfg, &dm->pub);
 	if (rc == OP_OK)
 		rc = accounts_open(dm);
+	if (rc == OP_OK)
+		rc = op_db_pools_new(&dm->db_pools);
 	struct op_runtime_hooks hooks = {.ended = on_ended, .engine_new = on_engine_new, .ud = dm};
 	if (rc == OP_OK)
 		rc = op_runtime_open(cfg, &hooks, &dm->rt, d);
@@ -722,6 +729,7 @@ void op_daemon_stop(struct op_daemon *dm)
 	op_runtime_close(dm->rt);
 	op_mqtt_out_free(dm->pub); /* after the workers: no publish runs */
 	op_accounts_free(dm->accounts);
+	op_db_pools_free(dm->db_pools); /* after the workers: no connection is out */
 	op_metrics_free(dm->m);
 	pthread_mutex_destroy(&dm->mu);
 	op_free(dm);

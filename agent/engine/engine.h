@@ -15,6 +15,7 @@
 #include "agent/engine/pipeline.h"
 
 struct op_account;
+struct op_db_pools;
 struct op_engine;
 
 /* What went wrong in a failed execution: the error object users see. */
@@ -104,6 +105,9 @@ struct op_host {
 	 */
 	op_err (*account_get)(void *ud, const char *name, struct op_account **out, char *why,
 	                      size_t whylen);
+	/* Database connection pools (connectors/db/pool.h), shared by db steps
+	 * of every pipeline set; NULL: none. */
+	struct op_db_pools *db_pools;
 	void *ud; /* passed to every function; stored, not owned: must outlive e */
 };
 

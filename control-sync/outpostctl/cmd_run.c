@@ -18,6 +18,7 @@
 #include "agent/core/log.h"
 #include "agent/engine/engine.h"
 #include "agent/engine/loader.h"
+#include "connectors/db/pool.h"
 #include "control-sync/outpostctl/ctl.h"
 
 #define MAX_INPUT_BYTES (64u << 20)
@@ -222,6 +223,7 @@ int op_ctl_run(int argc, char **argv)
 {
 	struct run_args a = {0};
 	struct op_accounts *accounts = NULL;
+	struct op_db_pools *pools = NULL;
 	struct op_engine *e = NULL;
 	cJSON *input = NULL, *out = NULL;
 	int rc = CTL_INVALID;
@@ -263,11 +265,12 @@ int op_ctl_run(int argc, char **argv)
 		if (rc)
 			goto out;
 		rc = CTL_INVALID;
-		if (op_accounts_new(dir, key, &accounts) != OP_OK) {
+		if (op_accounts_new(dir, key, &accounts) != OP_OK ||
+		    op_db_pools_new(&pools) != OP_OK) {
 			fprintf(stderr, "outpostctl: out of memory\n");
 			goto out;
 		}
-		struct op_host h = {.account_get = host_account, .ud = accounts};
+		struct op_host h = {.account_get = host_account, .db_pools = pools, .ud = accounts};
 		op_engine_set_host(e, &h);
 	}
 	struct op_fail f;
@@ -301,6 +304,7 @@ out:
 	cJSON_Delete(input);
 	cJSON_Delete(out);
 	op_engine_free(e);
+	op_db_pools_free(pools);
 	op_accounts_free(accounts);
 	return rc;
 }

@@ -1,6 +1,7 @@
-# HTTP peers for the connector tests: tests/peers/http_peer.py (an API, an
-# OAuth2 token endpoint and a misbehaving server in one) on 127.0.0.1 at a
-# free port, plain or TLS. Source it after lib.sh; every peer started is
+# Peers for the connector tests, on 127.0.0.1 at free ports:
+# tests/peers/http_peer.py (an API, an OAuth2 token endpoint and a
+# misbehaving HTTP server in one, plain or TLS) and tests/peers/tcp_peer.py
+# (a listener that never answers, or answers garbage). Source it after lib.sh; every peer started is
 # killed when the script exits, and, where setpriv exists, also when the
 # script's shell dies by SIGKILL.
 : "${T:?source lib.sh before peer.sh}"
@@ -28,6 +29,26 @@ http_peer_start() {
 	if ! wait_until 10 test -s "$_pf"; then
 		echo "http_peer_start: the peer did not listen; its log:" >&2
 		cat "$_pl" >&2
+		return 1
+	fi
+	eval "$_var=\$(cat \"\$_pf\")"
+}
+
+# tcp_peer_start VAR MODE: starts tests/peers/tcp_peer.py in MODE (silent:
+# accepts and never answers; garbage: sends bytes no protocol expects and
+# closes) and sets $VAR to its port.
+tcp_peer_start() {
+	_var=$1
+	_peer_n=$((_peer_n + 1))
+	_pf=$T/peer-$_peer_n.port
+	set -- /usr/bin/python3 "$TOP/tests/peers/tcp_peer.py" --port-file "$_pf" --mode "$2"
+	if command -v setpriv >/dev/null 2>&1; then
+		set -- setpriv --pdeathsig KILL "$@"
+	fi
+	"$@" >"$T/peer-$_peer_n.log" 2>&1 &
+	_peer_pids="$_peer_pids $!"
+	if ! wait_until 10 test -s "$_pf"; then
+		echo "tcp_peer_start: the peer did not listen" >&2
 		return 1
 	fi
 	eval "$_var=\$(cat \"\$_pf\")"
