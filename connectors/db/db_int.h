@@ -40,6 +40,14 @@ typedef op_err (*op_db_page_fn)(void *ud, cJSON *rows, char *why, size_t whylen)
 typedef op_err (*op_db_row_fn)(void *ud, size_t i, struct op_db_params *p, char *why,
                                size_t whylen);
 
+/* A batch statement: the text for one row, and optionally for per rows. */
+struct op_db_batch {
+	const char *sql;
+	size_t nparams; /* per row */
+	const char *multi;
+	size_t per;
+};
+
 struct op_db_driver {
 	const char *name;
 	/* Connects with conninfo and the account's user and password. */
@@ -59,13 +67,16 @@ struct op_db_driver {
 	               const struct op_db_wait *w, size_t page_size, op_db_page_fn page, void *ud,
 	               cJSON **rows, long long *count, char *why, size_t whylen);
 	/*
-	 * Runs sql once per row that row() gives, in one transaction: all rows
-	 * or none. *count: rows affected; *failed: the index of the row that
-	 * failed, or (size_t)-1.
+	 * Runs b->sql once per row that row() gives, in one transaction: all
+	 * rows or none. With b->multi (the statement for b->per rows at once,
+	 * op_sql_rows_text), rows go per rows to a statement, the last ones
+	 * one by one. *count: rows affected. On failure *failed is the first
+	 * item of the statement that failed and *nfailed how many it had (0:
+	 * the statement itself is wrong), or (size_t)-1 and 0.
 	 */
-	op_err (*batch)(void *h, const char *sql, size_t nparams, op_db_row_fn row, void *ud,
-	                const struct op_db_wait *w, long long *count, size_t *failed, char *why,
-	                size_t whylen);
+	op_err (*batch)(void *h, const struct op_db_batch *b, op_db_row_fn row, void *ud,
+	                const struct op_db_wait *w, long long *count, size_t *failed,
+	                size_t *nfailed, char *why, size_t whylen);
 };
 
 extern const struct op_db_driver op_db__pg;

@@ -27,7 +27,7 @@
 
 #define POLL_SLICE_MS   200
 #define CANCEL_GRACE_MS 5000 /* waiting for a cancelled statement to end */
-#define BATCH_CHUNK     500  /* executions per pipeline sync */
+#define BATCH_CHUNK     1000 /* items per pipeline sync */
 
 /* Type OIDs of pg_type.h (stable across releases). */
 enum {
@@ -381,6 +381,7 @@ static op_err pg_exec(void *h, const char *sql, const struct op_db_params *p,
 		PQsetSingleRowMode(conn);
 	op_err rc = flush(conn, w);
 	cJSON *acc = NULL; /* all rows, or the page being filled */
+	size_t in_page = 0;
 	bool failed = rc != OP_OK, stopped = false;
 	if (rc)
 		wait_error(rc, w, why, whylen);
@@ -403,9 +404,11 @@ static op_err pg_exec(void *h, const char *sql, const struct op_db_params *p,
 			*count += PQntuples(res);
 			if (rc == OP_ENOMEM)
 				op_errf(why, whylen, rc, "out of memory");
-			if (rc == OP_OK && page && cJSON_GetArraySize(acc) >= (int)page_size) {
+			in_page += (size_t)PQntuples(res);
+			if (rc == OP_OK && page && in_page >= page_size) {
 				rc = page(ud, acc, why, whylen);
 				acc = NULL;
+				in_page = 0;
 			}
 			failed = rc != OP_OK;
 			stopped = failed;
@@ -423,7 +426,7 @@ static op_err pg_exec(void *h, const char *sql, const struct op_db_params *p,
 		OP_LOGD("dropping a connection that did not end its statement");
 	else if (failed && !stopped)
 		drain(conn, w);
-	if (rc == OP_OK && page && acc && cJSON_GetArraySize(acc) > 0) {
+	if (rc == OP_OK && page && acc && in_page > 0) {
 		rc = page(ud, acc, why, whylen);
 		acc = NULL;
 	}
@@ -460,13 +463,20 @@ static op_err simple(PGconn *conn, const char *sql, const struct op_db_wait *w, 
 	return rc;
 }
 
-/* Reads the results of one pipeline sync: the prepare's first when
- * prepare, then one per execution from row base on. Counts rows affected;
- * the first error goes to *first and why, its row to *failed. */
-static op_err read_sync(PGconn *conn, const struct op_db_wait *w, bool prepare, size_t base,
-                        long long *count, size_t *failed, op_err *first, char *why, size_t whylen)
+/* The statements of one pipeline sync: nfull of per rows each from item
+ * base on, then ntail of one row each. */
+struct chunk {
+	size_t base, nfull, ntail;
+};
+
+/* Reads the results of one sync (the prepare's first when prepare):
+ * counts rows affected; the first error goes to *first and why, and the
+ * items of its statement to *failed and *nfailed. */
+static op_err read_sync(PGconn *conn, const struct op_db_wait *w, bool prepare,
+                        const struct chunk *ch, size_t per, long long *count, size_t *failed,
+                        size_t *nfailed, op_err *first, char *why, size_t whylen)
 {
-	size_t i = base;
+	size_t j = 0;
 	for (;;) {
 		op_err wr;
 		PGresult *res = next_result(conn, w, &wr);
@@ -483,27 +493,69 @@ static op_err read_sync(PGconn *conn, const struct op_db_wait *w, bool prepare, 
 		prepare = false;
 		if (st == PGRES_FATAL_ERROR && *first == OP_OK) {
 			*first = result_error(res, conn, why, whylen);
-			*failed = i;
+			*failed = ch->base +
+			          (j < ch->nfull ? j * per : ch->nfull * per + (j - ch->nfull));
+			*nfailed = was_prepare ? 0 : j < ch->nfull ? per : 1;
 		} else if (!was_prepare && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
 			*count += cmd_tuples(res);
 		}
 		if (!was_prepare)
-			i++;
+			j++;
 		PQclear(res);
 	}
 }
 
-static op_err pg_batch(void *h, const char *sql, size_t nparams, op_db_row_fn row, void *ud,
-                       const struct op_db_wait *w, long long *count, size_t *failed, char *why,
-                       size_t whylen)
+/* Values of up to per rows, copied: libpq takes a statement's values all at
+ * once, and row() reuses its storage. */
+struct rows {
+	struct op_buf text;
+	long long *off; /* into text, -1 for NULL */
+	const char **v;
+	size_t n; /* values held */
+};
+
+static op_err rows_add(struct rows *r, const struct op_db_params *p)
+{
+	for (size_t k = 0; k < p->n; k++) {
+		r->off[r->n] = p->v[k] ? (long long)r->text.len : -1;
+		op_err rc = p->v[k] ? op_buf_add(&r->text, p->v[k], strlen(p->v[k]) + 1) : OP_OK;
+		if (rc)
+			return rc;
+		r->n++;
+	}
+	return OP_OK;
+}
+
+static const char *const *rows_values(struct rows *r)
+{
+	for (size_t k = 0; k < r->n; k++)
+		r->v[k] = r->off[k] < 0 ? NULL : r->text.data + r->off[k];
+	return r->v;
+}
+
+static op_err pg_batch(void *h, const struct op_db_batch *bt, op_db_row_fn row, void *ud,
+                       const struct op_db_wait *w, long long *count, size_t *failed,
+                       size_t *nfailed, char *why, size_t whylen)
 {
 	PGconn *conn = h;
 	*count = 0;
 	*failed = (size_t)-1;
+	*nfailed = 0;
+	size_t n = bt->nparams, per = bt->multi ? bt->per : 1;
+	struct rows rs = {0};
+	op_buf_init(&rs.text, 256u << 20);
+	rs.off = op_calloc(n * per + 1, sizeof(*rs.off));
+	rs.v = op_calloc(n * per + 1, sizeof(*rs.v));
+	if (rs.off == NULL || rs.v == NULL) {
+		op_free(rs.off);
+		op_free(rs.v);
+		return op_errf(why, whylen, OP_ENOMEM, "out of memory");
+	}
 	op_err rc = simple(conn, "BEGIN", w, why, whylen);
 	if (rc)
-		return rc;
-	if (!PQenterPipelineMode(conn) || !PQsendPrepare(conn, "", sql, (int)nparams, NULL)) {
+		goto out;
+	const char *prep = bt->multi ? bt->multi : bt->sql;
+	if (!PQenterPipelineMode(conn) || !PQsendPrepare(conn, "", prep, (int)(n * per), NULL)) {
 		char m[512];
 		one_line(PQerrorMessage(conn), m, sizeof(m));
 		rc = op_errf(why, whylen, OP_EIO, "cannot start the batch: %s", m);
@@ -513,26 +565,49 @@ static op_err pg_batch(void *h, const char *sql, size_t nparams, op_db_row_fn ro
 	 * built and sent, and its results are read after. */
 	op_err first = OP_OK;
 	bool more = true;
-	size_t i = 0, bases[2], pending = 0, sent = 0;
-	/* After a failure only the syncs already sent are read (their results
-	 * say "aborted"), so the pipeline ends clean. */
+	size_t i = 0, pending = 0, done = 0;
+	size_t per_sync = BATCH_CHUNK / per ? BATCH_CHUNK / per : 1;
+	struct chunk ch[2];
 	while (rc == OP_OK && ((more && first == OP_OK) || pending > 0)) {
 		if (more && first == OP_OK && pending < 2) {
-			size_t base = i;
-			for (size_t k = 0; k < BATCH_CHUNK; k++, i++) {
-				struct op_db_params p = {0};
-				op_err rr = row(ud, i, &p, why, whylen);
-				if (rr == OP_ENOTFOUND) {
-					more = false;
-					break;
+			struct chunk *c = &ch[(done + pending) % 2];
+			*c = (struct chunk){.base = i};
+			for (size_t k = 0; k < per_sync && more; k++) {
+				rs.n = 0;
+				op_buf_reset(&rs.text);
+				size_t got = 0;
+				for (; got < per; got++, i++) {
+					struct op_db_params p = {0};
+					op_err rr = row(ud, i, &p, why, whylen);
+					if (rr == OP_ENOTFOUND) {
+						more = false;
+						break;
+					}
+					if (rr == OP_OK)
+						rr = rows_add(&rs, &p);
+					if (rr) {
+						*failed = i;
+						*nfailed = 1;
+						rc = rr;
+						goto out;
+					}
 				}
-				if (rr) {
-					*failed = i;
-					rc = rr;
-					goto out;
+				const char *const *vals = rows_values(&rs);
+				int ok = 1;
+				if (got == per) {
+					ok = PQsendQueryPrepared(conn, "", (int)(n * per), vals,
+					                         NULL, NULL, 0);
+					c->nfull++;
+				} else {
+					/* The last rows, fewer than a statement's: one by one. */
+					for (size_t r = 0; r < got && ok; r++)
+						ok = PQsendQueryParams(conn, bt->sql, (int)n, NULL,
+						                       vals + r * n, NULL, NULL, 0);
+					c->ntail += got;
 				}
-				if (!PQsendQueryPrepared(conn, "", (int)p.n, p.v, NULL, NULL, 0)) {
-					rc = op_errf(why, whylen, OP_EIO, "cannot send row %zu", i);
+				if (!ok) {
+					rc =
+					    op_errf(why, whylen, OP_EIO, "cannot send item %zu", i);
 					goto out;
 				}
 			}
@@ -540,23 +615,22 @@ static op_err pg_batch(void *h, const char *sql, size_t nparams, op_db_row_fn ro
 				rc = op_errf(why, whylen, OP_EIO, "cannot send the batch");
 				goto out;
 			}
-			bases[(sent + pending) % 2] = base;
 			pending++;
 			rc = flush(conn, w);
 			if (rc == OP_OK && more && pending < 2)
 				continue; /* a second chunk before reading the first */
 		}
 		if (rc == OP_OK) {
-			rc = read_sync(conn, w, sent == 0, bases[sent % 2], count, failed, &first,
-			               why, whylen);
-			sent++;
+			rc = read_sync(conn, w, done == 0, &ch[done % 2], per, count, failed,
+			               nfailed, &first, why, whylen);
+			done++;
 			pending--;
 		}
-		if (rc) {
+		if (rc)
 			wait_error(rc, w, why, whylen);
-			goto out;
-		}
 	}
+	if (rc)
+		goto out;
 	if (!PQexitPipelineMode(conn)) {
 		rc = op_errf(why, whylen, OP_EIO, "cannot end the batch");
 		goto out;
@@ -568,12 +642,16 @@ out:
 		/* A half-sent pipeline is not worth saving: the connection stays in
 		 * pipeline mode, pg_usable refuses it and the pool closes it, which
 		 * rolls the transaction back on the server. */
-		if (PQpipelineStatus(conn) == PQ_PIPELINE_OFF) {
+		if (PQpipelineStatus(conn) == PQ_PIPELINE_OFF &&
+		    PQtransactionStatus(conn) != PQTRANS_IDLE) {
 			char ignore[256];
 			struct op_db_wait g = {.deadline_ms = op_db__now_ms() + CANCEL_GRACE_MS};
 			(void)simple(conn, "ROLLBACK", &g, ignore, sizeof(ignore));
 		}
 	}
+	op_buf_fini(&rs.text);
+	op_free(rs.off);
+	op_free(rs.v);
 	return rc;
 }
 

@@ -22,6 +22,7 @@ void op_sql_free(struct op_sql *s)
 	for (size_t i = 0; i < s->n; i++)
 		op_expr_free(s->params[i]);
 	op_free(s->params);
+	op_free(s->pos);
 	op_free(s->text);
 	op_free(s);
 }
@@ -69,6 +70,66 @@ static size_t expr_end(const char *s)
 	return 0;
 }
 
+/*
+ * Finding the one VALUES tuple of an INSERT, in the characters outside
+ * quotes and comments: the first word is INSERT, the word VALUES comes at
+ * parenthesis depth 0, then a "(" opens the tuple and its ")" closes it; a
+ * second tuple (a "," then "(" at depth 0) means the statement is already
+ * multi-row. Offsets are in the output text.
+ */
+enum { SHAPE_START, SHAPE_INSERT, SHAPE_VALUES, SHAPE_TUPLE, SHAPE_AFTER, SHAPE_NO };
+
+struct shape {
+	int state;
+	int depth;
+	size_t start, end;
+	bool comma; /* a "," at depth 0 after the tuple */
+};
+
+static bool word_is(const char *src, size_t i, const char *w)
+{
+	size_t n = strlen(w);
+	if (i > 0 && ident_char(src[i - 1]))
+		return false;
+	for (size_t k = 0; k < n; k++) {
+		char c = src[i + k];
+		if (c == '\0' || (c | 0x20) != (w[k] | 0x20))
+			return false;
+	}
+	return !ident_char(src[i + n]);
+}
+
+static void shape_step(struct shape *sh, const char *src, size_t i, size_t out)
+{
+	char c = src[i];
+	if (sh->state == SHAPE_NO)
+		return;
+	if (sh->state == SHAPE_START) {
+		if (ident_start(c))
+			sh->state = word_is(src, i, "insert") ? SHAPE_INSERT : SHAPE_NO;
+		return;
+	}
+	if (c == '(' && sh->depth == 0 && sh->state == SHAPE_VALUES) {
+		sh->state = SHAPE_TUPLE;
+		sh->start = out;
+	} else if (c == '(' && sh->depth == 0 && sh->state == SHAPE_AFTER && sh->comma) {
+		sh->state = SHAPE_NO; /* already more than one row */
+		return;
+	}
+	if (c == '(')
+		sh->depth++;
+	else if (c == ')' && --sh->depth == 0 && sh->state == SHAPE_TUPLE) {
+		sh->state = SHAPE_AFTER;
+		sh->end = out + 1;
+	} else if (c == ',' && sh->depth == 0 && sh->state == SHAPE_AFTER)
+		sh->comma = true;
+	else if (sh->depth == 0 && sh->state == SHAPE_INSERT && word_is(src, i, "values"))
+		sh->state = SHAPE_VALUES;
+	else if (sh->state == SHAPE_AFTER && c != ' ' && c != '\n' && c != '\t' && c != '\r' &&
+	         c != ',')
+		sh->comma = false;
+}
+
 static op_err add_param(struct op_sql *s, const char *src, size_t len, size_t col, char *err,
                         size_t errlen)
 {
@@ -87,11 +148,14 @@ static op_err add_param(struct op_sql *s, const char *src, size_t len, size_t co
 	if (rc)
 		return op_errf(err, errlen, OP_EPARSE, "column %zu: %s", col, why);
 	struct op_expr **v = op_realloc(s->params, (s->n + 1) * sizeof(*v));
-	if (v == NULL) {
+	if (v != NULL)
+		s->params = v;
+	size_t *pv = v ? op_realloc(s->pos, (s->n + 1) * sizeof(*pv)) : NULL;
+	if (pv == NULL) {
 		op_expr_free(e);
 		return op_errf(err, errlen, OP_ENOMEM, "out of memory");
 	}
-	s->params = v;
+	s->pos = pv;
 	s->params[s->n++] = e;
 	return OP_OK;
 }
@@ -114,6 +178,7 @@ op_err op_sql_compile(const char *src, enum op_sql_style style, struct op_sql **
 	bool line = false;    /* -- comment */
 	char tag[64] = "";    /* $tag$ while inside one */
 	size_t taglen = 0;
+	struct shape sh = {0};
 	for (size_t i = 0; src[i] && rc == OP_OK;) {
 		const char *p = src + i;
 		size_t col = i + 1;
@@ -134,6 +199,8 @@ op_err op_sql_compile(const char *src, enum op_sql_style style, struct op_sql **
 				break;
 			}
 			rc = add_param(s, p, n, col, err, errlen);
+			if (rc == OP_OK)
+				s->pos[s->n - 1] = b.len;
 			if (rc == OP_OK)
 				rc = style == OP_SQL_DOLLAR ? op_buf_addf(&b, "$%zu", s->n)
 				                            : op_buf_addc(&b, '?');
@@ -206,6 +273,8 @@ op_err op_sql_compile(const char *src, enum op_sql_style style, struct op_sql **
 			rc = op_errf(err, errlen, OP_EPARSE,
 			             "column %zu: write values as {{ expressions }}, not ?", col);
 			break;
+		} else {
+			shape_step(&sh, src, i, b.len);
 		}
 		if (rc == OP_OK)
 			rc = op_buf_add(&b, p, adv);
@@ -216,6 +285,11 @@ op_err op_sql_compile(const char *src, enum op_sql_style style, struct op_sql **
 		             open_at);
 	if (rc == OP_ELIMIT && b.len == SQL_MAX)
 		op_errf(err, errlen, rc, "statement longer than %u bytes", SQL_MAX);
+	if (rc == OP_OK && sh.state == SHAPE_AFTER && style == OP_SQL_DOLLAR && s->n > 0 &&
+	    s->pos[0] > sh.start && s->pos[s->n - 1] < sh.end) {
+		s->tuple_start = sh.start;
+		s->tuple_end = sh.end;
+	}
 	if (rc == OP_OK && b.len == 0)
 		rc = op_errf(err, errlen, OP_EPARSE, "the statement is empty");
 	if (rc == OP_OK && (s->text = op_buf_take(&b)) == NULL)
@@ -227,4 +301,34 @@ op_err op_sql_compile(const char *src, enum op_sql_style style, struct op_sql **
 	}
 	*out = s;
 	return OP_OK;
+}
+
+char *op_sql_rows_text(const struct op_sql *q, size_t rows)
+{
+	if (q->tuple_end == 0 || rows == 0)
+		return NULL;
+	struct op_buf b;
+	op_buf_init(&b, SQL_MAX * 4);
+	op_err rc = op_buf_add(&b, q->text, q->tuple_start);
+	for (size_t r = 0; r < rows && rc == OP_OK; r++) {
+		if (r > 0)
+			rc = op_buf_addc(&b, ',');
+		size_t at = q->tuple_start;
+		for (size_t k = 0; k < q->n && rc == OP_OK; k++) {
+			rc = op_buf_add(&b, q->text + at, q->pos[k] - at);
+			if (rc == OP_OK)
+				rc = op_buf_addf(&b, "$%zu", r * q->n + k + 1);
+			/* Skip the old "$k". */
+			at = q->pos[k] + 1;
+			while (q->text[at] >= '0' && q->text[at] <= '9')
+				at++;
+		}
+		if (rc == OP_OK)
+			rc = op_buf_add(&b, q->text + at, q->tuple_end - at);
+	}
+	if (rc == OP_OK)
+		rc = op_buf_adds(&b, q->text + q->tuple_end);
+	char *out = rc == OP_OK ? op_buf_take(&b) : NULL;
+	op_buf_fini(&b);
+	return out;
 }

@@ -28,6 +28,11 @@ struct op_sql {
 	char *text;              /* the statement with placeholders */
 	struct op_expr **params; /* one per placeholder, in order */
 	size_t n;
+	/* Private: where the placeholders are in text, and for a statement of
+	 * the shape INSERT ... VALUES (...) with every placeholder in its one
+	 * tuple, where that tuple is (tuple_end 0 otherwise). */
+	size_t *pos;
+	size_t tuple_start, tuple_end;
 };
 
 /*
@@ -39,5 +44,15 @@ struct op_sql {
 op_err op_sql_compile(const char *src, enum op_sql_style style, struct op_sql **out, char *err,
                       size_t errlen) OP_WUR;
 void op_sql_free(struct op_sql *s);
+
+/*
+ * For INSERT ... VALUES (...) statements whose every expression stands in
+ * the one VALUES tuple: the statement with that tuple written rows times,
+ * its placeholders numbered on ($5.. for the second row of four), so one
+ * execution inserts rows rows, as batches want (the rewrite of pgJDBC's
+ * reWriteBatchedInserts). A new string (op_free), or NULL when q is not of
+ * that shape, uses ? placeholders, or on ENOMEM.
+ */
+char *op_sql_rows_text(const struct op_sql *q, size_t rows);
 
 #endif

@@ -125,6 +125,26 @@ static const struct op_db_driver *driver_of(const struct db_cfg *c)
 	return &op_db__pg;
 }
 
+/* What prepare() compiles: the statement, and for batches of inserts the
+ * same with PER_STATEMENT rows. */
+struct db_priv {
+	struct op_sql *q;
+	char *multi;
+	size_t per;
+};
+
+#define ROWS_PER_STATEMENT 100
+#define PARAMS_MAX         65535 /* in one PostgreSQL statement */
+
+static void priv_free(struct db_priv *p)
+{
+	if (p == NULL)
+		return;
+	op_sql_free(p->q);
+	op_free(p->multi);
+	op_free(p);
+}
+
 static op_err db_prepare(struct op_load *ld, struct op_step *st)
 {
 	const struct db_cfg *c = st->cfg;
@@ -157,17 +177,25 @@ static op_err db_prepare(struct op_load *ld, struct op_step *st)
 		op_load_problem(ld, "sql", "%s", err);
 		return OP_ECONFIG;
 	}
-	if (rc) {
+	struct db_priv *pv = rc ? NULL : op_calloc(1, sizeof(*pv));
+	if (pv == NULL) {
 		op_sql_free(q);
-		return rc;
+		return rc ? rc : OP_ENOMEM;
 	}
-	st->priv = q;
+	pv->q = q;
+	if (c->mode == MODE_BATCH && q->n > 0) {
+		pv->per =
+		    PARAMS_MAX / q->n < ROWS_PER_STATEMENT ? PARAMS_MAX / q->n : ROWS_PER_STATEMENT;
+		/* NULL (not an INSERT of one VALUES tuple): one row per statement. */
+		pv->multi = pv->per > 1 ? op_sql_rows_text(q, pv->per) : NULL;
+	}
+	st->priv = pv;
 	return OP_OK;
 }
 
 static void db_release(struct op_step *st)
 {
-	op_sql_free(st->priv);
+	priv_free(st->priv);
 	st->priv = NULL;
 }
 
@@ -306,7 +334,8 @@ static op_err stream_page(void *ud, cJSON *rows, char *why, size_t whylen)
 static op_err db_view(struct op_exec *x, const struct op_step *st, const cJSON *msg, cJSON **out)
 {
 	const struct db_cfg *c = st->cfg;
-	const struct op_sql *q = st->priv;
+	const struct db_priv *pv = st->priv;
+	const struct op_sql *q = pv->q;
 	*out = NULL;
 	char why[1024] = "";
 	struct op_account *a = NULL;
@@ -376,14 +405,20 @@ static op_err db_view(struct op_exec *x, const struct op_step *st, const cJSON *
 	}
 	long long count = 0;
 	if (c->mode == MODE_BATCH) {
-		size_t failed = (size_t)-1;
-		rc = drv->batch(conn->h, q->text, q->n, batch_row, &b, &w, &count, &failed, why,
+		size_t failed = (size_t)-1, nfailed = 0;
+		struct op_db_batch bt = {
+		    .sql = q->text, .nparams = q->n, .multi = pv->multi, .per = pv->per};
+		rc = drv->batch(conn->h, &bt, batch_row, &b, &w, &count, &failed, &nfailed, why,
 		                sizeof(why));
 		if (rc && failed != (size_t)-1) {
-			char at[1100];
-			snprintf(at, sizeof(at), "item %zu: %s (nothing was committed)", failed,
-			         why);
-			rc = op_exec_fail(x, rc, code_of(rc), "%s", at);
+			char at[64] = "";
+			if (nfailed > 1)
+				snprintf(at, sizeof(at), "items %zu to %zu: ", failed,
+				         failed + nfailed - 1);
+			else if (nfailed == 1)
+				snprintf(at, sizeof(at), "item %zu: ", failed);
+			rc = op_exec_fail(x, rc, code_of(rc), "%s%s (nothing was committed)", at,
+			                  why);
 			goto out;
 		}
 	} else {

@@ -80,12 +80,36 @@ static bool normalize(const char *s, char *digits, size_t cap, long *exp, bool *
 	return n > 0;
 }
 
+/* Significant digits of a plain decimal ("-0012.340" has 5), or 99 when
+ * s has an exponent or anything else. */
+static int sig_digits(const char *s)
+{
+	int n = 0;
+	bool lead = true;
+	if (*s == '-')
+		s++;
+	for (; *s; s++) {
+		if (*s == '.')
+			continue;
+		if (*s < '0' || *s > '9')
+			return 99;
+		if (lead && *s == '0')
+			continue;
+		lead = false;
+		n++;
+	}
+	return n;
+}
+
 cJSON *op_db__decimal(const char *s)
 {
 	char *end = NULL;
 	double d = strtod(s, &end);
 	if (end == s || *end != '\0' || d != d || d - d != 0)
 		return cJSON_CreateString(s);
+	/* Up to 15 significant digits a double always holds exactly (DBL_DIG). */
+	if (sig_digits(s) <= 15)
+		return cJSON_CreateNumber(d);
 	char back[40], a[64], b[64];
 	op_json_num_format(d, back, sizeof(back));
 	long ea = 0, eb = 0;

@@ -83,6 +83,7 @@ checks=$((checks + 1))
 
 what="batch: all rows in one transaction, or none"
 sql "CREATE TABLE items (id int PRIMARY KEY, label text)"
+sql "CREATE TABLE one (id int PRIMARY KEY)"
 db batch '"mode":"batch","items":"{{ message.rows }}","sql":"INSERT INTO items VALUES ({{ message.id }}, {{ message.label }})"'
 jq -n '{rows: [range(1; 1201) | {id: ., label: "item \(.)"}]}' >"$T/rows.json"
 run batch "$(cat "$T/rows.json")"
@@ -90,14 +91,22 @@ expect_rc 0
 expect_json '.' '{"rowCount":1200}'
 checks=$((checks + 1))
 [ "$(sql 'SELECT count(*) || max(label) FROM items')" = '1200item 999' ] || fail "$what: $(sql 'SELECT count(*) FROM items')"
-jq -n '{rows: ([range(2000; 2600) | {id: ., label: "x"}] + [{id: 5, label: "dup"}, {id: 3000, label: "y"}])}' >"$T/dup.json"
+jq -n '{rows: ([range(2000; 2250) | {id: ., label: "x"}] + [{id: 5, label: "dup"}] + [range(3000; 3100) | {id: ., label: "y"}])}' >"$T/dup.json"
 run batch "$(cat "$T/dup.json")"
 expect_rc 1
 expect_err_json '[.code, .class]' '["DB_ERROR","rejected"]'
-expect_err_has 'item 600: SQLSTATE 23505'
+# Inserts go 100 rows to a statement: the error names the statement's items.
+expect_err_has 'items 200 to 299: SQLSTATE 23505'
 expect_err_has 'nothing was committed'
 checks=$((checks + 1))
 [ "$(sql 'SELECT count(*) FROM items')" = 1200 ] || fail "$what: a failed batch left rows"
+
+what="batch of a statement that is not a plain insert: one row at a time"
+db batch2 '"mode":"batch","sql":"INSERT INTO one SELECT {{ message }} WHERE {{ message }} > 0"'
+run batch2 '[1,2,0,3,1]'
+expect_err_has 'item 4: SQLSTATE 23505'
+run batch2 '[1,2,0,3]'
+expect_json '.' '{"rowCount":3}'
 
 what="stream: pages of rows through nested steps, each page a batch"
 sql "CREATE TABLE copy (id int, label text)"

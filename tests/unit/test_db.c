@@ -115,6 +115,42 @@ START_TEST(parameters_and_decimals)
 }
 END_TEST
 
+static void rows_text(const char *src, size_t rows, const char *want)
+{
+	struct op_sql *q = NULL;
+	ck_assert_msg(op_sql_compile(src, OP_SQL_DOLLAR, &q, err, sizeof(err)) == OP_OK, "%s: %s",
+	              src, err);
+	char *t = op_sql_rows_text(q, rows);
+	if (want == NULL) {
+		ck_assert_msg(t == NULL, "%s: rewritten as %s", src, t);
+	} else {
+		ck_assert_ptr_nonnull(t);
+		ck_assert_str_eq(t, want);
+	}
+	op_free(t);
+	op_sql_free(q);
+}
+
+START_TEST(inserts_rewrite_to_many_rows)
+{
+	rows_text("INSERT INTO t (a, b) VALUES ({{ message.a }}, {{ message.b }})", 3,
+	          "INSERT INTO t (a, b) VALUES ($1, $2),($3, $4),($5, $6)");
+	rows_text("insert into t values ({{ message.a }}, 'lit $1 (x)', now()) "
+	          "ON CONFLICT (a) DO NOTHING",
+	          2,
+	          "insert into t values ($1, 'lit $1 (x)', now()),($2, 'lit $1 (x)', now()) "
+	          "ON CONFLICT (a) DO NOTHING");
+	/* Not of the shape: left alone. */
+	rows_text("INSERT INTO t VALUES (1, 2), ({{ message.a }}, 3)", 2, NULL);
+	rows_text("INSERT INTO t VALUES ({{ message.a }}) ON CONFLICT (a) DO UPDATE SET b = "
+	          "{{ message.b }}",
+	          2, NULL);
+	rows_text("INSERT INTO t SELECT {{ message.a }}", 2, NULL);
+	rows_text("UPDATE t SET a = {{ message.a }}", 2, NULL);
+	rows_text("WITH x AS (SELECT 1) INSERT INTO t VALUES ({{ message.a }})", 2, NULL);
+}
+END_TEST
+
 static Suite *db_suite(void)
 {
 	Suite *s = suite_create("db");
@@ -122,6 +158,7 @@ static Suite *db_suite(void)
 	tcase_add_test(tc, sql_templates_bind_every_value);
 	tcase_add_test(tc, sql_expressions_never_inside_quotes);
 	tcase_add_test(tc, parameters_and_decimals);
+	tcase_add_test(tc, inserts_rewrite_to_many_rows);
 	suite_add_tcase(s, tc);
 	return s;
 }
