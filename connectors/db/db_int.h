@@ -80,6 +80,7 @@ struct op_db_driver {
 };
 
 extern const struct op_db_driver op_db__pg;
+extern const struct op_db_driver op_db__odbc;
 
 /* A connection taken from a pool. */
 struct op_db_conn {
@@ -105,6 +106,10 @@ void op_db__conn_put(struct op_db_pools *pools, struct op_db_conn *c);
 long long op_db__now_ms(void);
 /* Milliseconds left to w's deadline (at least 1 while before it, 0 after). */
 long long op_db__left_ms(const struct op_db_wait *w);
+
+/* The class of a SQLSTATE (SQL standard classes, PostgreSQL's codes,
+ * ODBC's HYT00/HYT01 and IMxxx). */
+op_err op_db__sqlstate_class(const char *st);
 
 /* Text of a JSON value as a bind parameter: strings as they are, numbers
  * exactly, booleans true/false, objects and arrays as compact JSON; NULL

@@ -49,31 +49,6 @@ enum {
 
 /* ---- errors ---- */
 
-/* The class of a SQLSTATE (Appendix A of the PostgreSQL manual). */
-static op_err sqlstate_class(const char *st)
-{
-	if (st == NULL || strlen(st) != 5)
-		return OP_EIO;
-	if (strncmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0 || strcmp(st, "57P02") == 0 ||
-	    strcmp(st, "57P03") == 0)
-		return OP_ENOCONN;
-	if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0 || strcmp(st, "55P03") == 0)
-		return OP_ERETRY; /* serialization failure, deadlock, lock not available */
-	if (strcmp(st, "53100") == 0)
-		return OP_EFULL; /* disk full */
-	if (strncmp(st, "53", 2) == 0)
-		return OP_EBUSY; /* too many connections, out of memory on the server */
-	if (strcmp(st, "57014") == 0)
-		return OP_ETIMEOUT; /* query_canceled: ours, at the deadline */
-	if (strncmp(st, "28", 2) == 0 || strcmp(st, "42501") == 0)
-		return OP_EAUTH;
-	if (strncmp(st, "42", 2) == 0 || strncmp(st, "22", 2) == 0 || strncmp(st, "3F", 2) == 0)
-		return OP_EINVAL; /* syntax, undefined objects, bad data */
-	if (strncmp(st, "XX", 2) == 0 || strncmp(st, "58", 2) == 0)
-		return OP_EIO;
-	return OP_EREJECTED; /* constraint violations (23), raise_exception (P0001), ... */
-}
-
 /* libpq's message on one line, without its trailing newline. */
 static void one_line(const char *msg, char *out, size_t cap)
 {
@@ -93,7 +68,7 @@ static op_err result_error(const PGresult *res, const PGconn *conn, char *why, s
 	char m[512], d[512];
 	one_line(prim ? prim : PQerrorMessage(conn), m, sizeof(m));
 	one_line(det, d, sizeof(d));
-	op_err cls = PQstatus(conn) == CONNECTION_BAD ? OP_EIO : sqlstate_class(st);
+	op_err cls = PQstatus(conn) == CONNECTION_BAD ? OP_EIO : op_db__sqlstate_class(st);
 	if (st == NULL)
 		return op_errf(why, whylen, cls, "%s", m);
 	if (d[0])

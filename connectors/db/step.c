@@ -27,7 +27,8 @@
 #include "connectors/db/db_int.h"
 #include "connectors/db/sql.h"
 
-static const char *const drivers[] = {"postgresql", NULL};
+static const char *const drivers[] = {"postgresql", "odbc", NULL};
+enum { DRIVER_PG, DRIVER_ODBC };
 static const char *const modes[] = {"query", "execute", "batch", "stream", NULL};
 enum { MODE_QUERY, MODE_EXECUTE, MODE_BATCH, MODE_STREAM };
 
@@ -51,13 +52,14 @@ static const struct op_conf_field db_fields[] = {
      .off = offsetof(struct db_cfg, driver),
      .def = "\"postgresql\"",
      .choices = drivers,
-     .help = "postgresql (libpq)"},
+     .help = "postgresql (libpq), or odbc (unixODBC: any database with an ODBC driver)"},
     {.name = "connection",
      .type = OP_CONF_STRING,
      .off = offsetof(struct db_cfg, connection),
      .required = true,
-     .help = "where to connect, without credentials: a libpq conninfo (\"host=db port=5432 "
-             "dbname=erp sslmode=verify-full\") or URI (postgresql://db/erp)"},
+     .help = "where to connect, without credentials: for postgresql a libpq conninfo "
+             "(\"host=db port=5432 dbname=erp sslmode=verify-full\") or URI; for odbc a "
+             "connection string (\"Driver=...;Server=...;Database=...\")"},
     {.name = "account",
      .type = OP_CONF_STRING,
      .off = offsetof(struct db_cfg, account),
@@ -121,8 +123,7 @@ static const struct op_conf_table db_table = OP_CONF_TABLE("db", struct db_cfg, 
 
 static const struct op_db_driver *driver_of(const struct db_cfg *c)
 {
-	(void)c;
-	return &op_db__pg;
+	return c->driver == DRIVER_ODBC ? &op_db__odbc : &op_db__pg;
 }
 
 /* What prepare() compiles: the statement, and for batches of inserts the
@@ -153,7 +154,8 @@ static op_err db_prepare(struct op_load *ld, struct op_step *st)
 		op_load_problem(ld, "account", "\"%.80s\" is not an account name", c->account);
 		rc = OP_ECONFIG;
 	}
-	if (c->connection && strstr(c->connection, "password")) {
+	if (c->connection &&
+	    (strcasestr(c->connection, "password") || strcasestr(c->connection, "pwd="))) {
 		op_load_problem(ld, "connection",
 		                "holds a password: credentials belong in the account");
 		rc = OP_ECONFIG;
@@ -170,7 +172,8 @@ static op_err db_prepare(struct op_load *ld, struct op_step *st)
 		return OP_ECONFIG;
 	struct op_sql *q = NULL;
 	char err[512];
-	op_err sr = op_sql_compile(c->sql, OP_SQL_DOLLAR, &q, err, sizeof(err));
+	enum op_sql_style style = c->driver == DRIVER_ODBC ? OP_SQL_QUESTION : OP_SQL_DOLLAR;
+	op_err sr = op_sql_compile(c->sql, style, &q, err, sizeof(err));
 	if (sr == OP_ENOMEM)
 		return sr;
 	if (sr) {

@@ -119,3 +119,30 @@ cJSON *op_db__decimal(const char *s)
 		return cJSON_CreateNumber(d);
 	return cJSON_CreateString(s);
 }
+
+op_err op_db__sqlstate_class(const char *st)
+{
+	if (st == NULL || strlen(st) != 5)
+		return OP_EIO;
+	if (strncmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0 || strcmp(st, "57P02") == 0 ||
+	    strcmp(st, "57P03") == 0)
+		return OP_ENOCONN;
+	if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0 || strcmp(st, "55P03") == 0)
+		return OP_ERETRY; /* serialization failure, deadlock, lock not available */
+	if (strcmp(st, "53100") == 0)
+		return OP_EFULL; /* disk full */
+	if (strncmp(st, "53", 2) == 0)
+		return OP_EBUSY; /* too many connections, out of memory on the server */
+	if (strcmp(st, "57014") == 0 || strcmp(st, "HYT00") == 0 || strcmp(st, "HYT01") == 0)
+		return OP_ETIMEOUT; /* cancelled at our deadline; ODBC's timeouts */
+	if (strncmp(st, "28", 2) == 0 || strcmp(st, "42501") == 0)
+		return OP_EAUTH;
+	if (strncmp(st, "42", 2) == 0 || strncmp(st, "22", 2) == 0 || strncmp(st, "3F", 2) == 0 ||
+	    strncmp(st, "07", 2) == 0)
+		return OP_EINVAL; /* syntax, undefined objects, bad data, bad parameters */
+	if (strncmp(st, "IM", 2) == 0)
+		return OP_ECONFIG; /* ODBC: no such driver or data source */
+	if (strncmp(st, "XX", 2) == 0 || strncmp(st, "58", 2) == 0)
+		return OP_EIO;
+	return OP_EREJECTED; /* constraint violations (23), raise_exception (P0001), ... */
+}

@@ -171,6 +171,50 @@ pipeline silent "{\"name\":\"q\",\"version\":\"1\",\"steps\":[{\"type\":\"db\",\
 run silent
 expect_err_json '[.code, .class]' '["DB_TIMEOUT","timeout"]'
 
+what="ODBC (unixODBC, psqlODBC): the same step config, the same results"
+ODBC="${pg_odbc_conn%%;Uid=*};BoolsAsChar=0"
+odbc() {
+	pipeline "$1" "{\"name\":\"$1\",\"version\":\"1\",\"steps\":[{\"type\":\"db\",\"config\":{\"driver\":\"odbc\",\"connection\":\"$ODBC\",\"account\":\"${3:-pg}\",$2}}]}"
+}
+odbc oq '"sql":"SELECT * FROM t WHERE id = {{ message.id }} ORDER BY id"'
+run oq '{"id":1}'
+expect_rc 0
+expect_json '.[0] | [.id, .name, .big, .n, .ok, .local, .d, .raw, .f, .nothing]' \
+	'[1,"one","9007199254740993",12.5,true,"2026-05-01T10:00:00","2026-05-01","AP8Q",0.1,null]'
+odbc oinj '"sql":"SELECT id FROM t WHERE name = {{ message.name }}"'
+run oinj '{"name":"x'"'"'; DROP TABLE t; --"}'
+expect_json '.' '[]'
+odbc oup '"mode":"execute","sql":"UPDATE t SET name = {{ message.name }} WHERE id = {{ message.id }}"'
+run oup '{"id":1,"name":"uno"}'
+expect_json '.' '{"rowCount":1}'
+sql "CREATE TABLE oitems (id int PRIMARY KEY, label text)"
+odbc obatch '"mode":"batch","sql":"INSERT INTO oitems VALUES ({{ message.id }}, {{ message.label }})"'
+run obatch '[{"id":1,"label":"a"},{"id":2,"label":null},{"id":3,"label":"c"}]'
+expect_json '.' '{"rowCount":3}'
+run obatch '[{"id":4,"label":"d"},{"id":1,"label":"dup"}]'
+expect_err_json '.class' '"rejected"'
+expect_err_has 'item 1: SQLSTATE 23505'
+checks=$((checks + 1))
+[ "$(sql 'SELECT count(*) FROM oitems')" = 3 ] || fail "$what: a failed batch left rows"
+pipeline ostream "{\"name\":\"s\",\"version\":\"1\",\"steps\":[{\"type\":\"db\",\"config\":{
+  \"driver\":\"odbc\",\"connection\":\"$ODBC\",\"account\":\"pg\",\"mode\":\"stream\",\"pageSize\":500,
+  \"sql\":\"SELECT id FROM items ORDER BY id\",
+  \"steps\":[{\"type\":\"db\",\"config\":{\"driver\":\"odbc\",\"connection\":\"$ODBC\",\"account\":\"pg\",
+    \"mode\":\"batch\",\"sql\":\"INSERT INTO oitems VALUES ({{ message.id }} + 10, NULL)\"}}]}}]}"
+run ostream
+expect_json '.' '{"rowCount":1200,"pages":3}'
+checks=$((checks + 1))
+[ "$(sql 'SELECT count(*) FROM oitems')" = 1203 ] || fail "$what: $(sql 'SELECT count(*) FROM oitems')"
+odbc owrong '"sql":"SELECT 1"' pg-wrong
+run owrong
+expect_err_json '[.code, .class]' '["DB_AUTH","auth"]'
+odbc osyntax '"sql":"SELEC 1"'
+run osyntax
+expect_err_json '.class' '"invalid"'
+odbc oq2 '"sql":"SELECT * FROM t WHERE id = ?"'
+run_ctl check "$T/oq2.json"
+expect_err_has 'write values as {{ expressions }}, not ?'
+
 what="outpostd: db steps share a pooled connection across executions"
 mkdir -p "$T/pipelines"
 cat >"$T/pipelines/get.json" <<JSON
