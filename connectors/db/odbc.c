@@ -103,8 +103,10 @@ static op_err odbc_connect(const char *conninfo, const struct op_account *a,
 	}
 	long long left = op_db__left_ms(w);
 	SQLULEN secs = (SQLULEN)((left + 999) / 1000);
-	SQLSetConnectAttr(c->dbc, SQL_ATTR_LOGIN_TIMEOUT, (SQLPOINTER)secs, 0);
-	SQLSetConnectAttr(c->dbc, SQL_ATTR_CONNECTION_TIMEOUT, (SQLPOINTER)secs, 0);
+	/* ODBC passes integer attributes as pointers. */
+	SQLPOINTER val = (SQLPOINTER)secs; /* NOLINT(performance-no-int-to-ptr) */
+	SQLSetConnectAttr(c->dbc, SQL_ATTR_LOGIN_TIMEOUT, val, 0);
+	SQLSetConnectAttr(c->dbc, SQL_ATTR_CONNECTION_TIMEOUT, val, 0);
 	rc = op_buf_adds(&cs, conninfo);
 	if (rc == OP_OK)
 		rc = add_braced(&cs, "UID", a->username);
@@ -169,7 +171,8 @@ static op_err stmt_open(struct conn *c, const char *sql, const struct op_db_wait
 		return diag(SQL_HANDLE_DBC, c->dbc, "statement", why, whylen);
 	long long left = op_db__left_ms(w);
 	SQLULEN secs = (SQLULEN)((left + 999) / 1000);
-	SQLSetStmtAttr(st, SQL_ATTR_QUERY_TIMEOUT, (SQLPOINTER)secs, 0);
+	SQLPOINTER val = (SQLPOINTER)secs; /* NOLINT(performance-no-int-to-ptr) */
+	SQLSetStmtAttr(st, SQL_ATTR_QUERY_TIMEOUT, val, 0);
 	if (!SQL_SUCCEEDED(SQLPrepare(st, (SQLCHAR *)sql, SQL_NTS))) {
 		op_err rc = diag(SQL_HANDLE_STMT, st, "prepare", why, whylen);
 		SQLFreeHandle(SQL_HANDLE_STMT, st);
@@ -292,7 +295,13 @@ static op_err fetch_rows(SQLHSTMT st, const struct op_db_wait *w, size_t page_si
 	op_buf_init(&b, VALUE_MAX);
 	cJSON *acc = NULL;
 	size_t in_page = 0;
-	op_err rc = names && types ? OP_OK : op_errf(why, whylen, OP_ENOMEM, "out of memory");
+	if (names == NULL || types == NULL) {
+		op_free(names);
+		op_free(types);
+		op_buf_fini(&b);
+		return op_errf(why, whylen, OP_ENOMEM, "out of memory");
+	}
+	op_err rc = OP_OK;
 	for (SQLSMALLINT i = 0; i < ncols && rc == OP_OK; i++) {
 		SQLSMALLINT nl = 0, dd = 0, nullable = 0;
 		SQLULEN size = 0;
