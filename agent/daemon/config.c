@@ -43,9 +43,10 @@ _Static_assert(OP_LOG_ERROR == 0 && OP_LOG_WARN == 1 && OP_LOG_INFO == 2 && OP_L
                "log_levels[] follows enum op_log_level");
 
 /* Sections in the order they are printed. */
-static const char *const sections[] = {"agent", "store", "http", "admin", "accounts", "globals"};
+static const char *const sections[] = {"agent",    "store", "http",   "admin",
+                                       "accounts", "files", "globals"};
 #define N_SECTIONS  (sizeof(sections) / sizeof(sections[0]))
-#define SEC_GLOBALS 5
+#define SEC_GLOBALS 6
 
 static const struct op_config_key keys[] = {
     {.section = "agent",
@@ -229,6 +230,15 @@ static const struct op_config_key keys[] = {
      .def = "",
      .flags = OP_CONFIG_EMPTY_OK,
      .help = "Folder of the sealed accounts, one file each; empty: accounts/ in data_dir."},
+    {.section = "files",
+     .key = "dirs",
+     .type = OP_CONFIG_STRING,
+     .off = OFF(files.dirs),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .example = "/srv/exchange, /var/lib/outpost/files",
+     .help = "Folders file steps may read and write, absolute paths separated by commas; a "
+             "step's files stay inside them. Empty: none."},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(N_KEYS == OP_CONFIG__N_KEYS, "OP_CONFIG__N_KEYS follows keys[]");
@@ -997,6 +1007,20 @@ static void finish(struct load *l)
 		    l, key_line(l, "admin", "listen"),
 		    "[admin] listen: same address as [http] listen, expected another port");
 	}
+	char **dirs = NULL;
+	size_t nd = 0;
+	if (op_config_file_dirs(c, &dirs, &nd) != OP_OK) {
+		l->nomem = true;
+		return;
+	}
+	for (size_t i = 0; i < nd; i++) {
+		if (dirs[i][0] != '/' || strstr(dirs[i], "/../") || strstr(dirs[i], "/./"))
+			op_config__problem(l, key_line(l, "files", "dirs"),
+			                   "[files] dirs: \"%s\" is not an absolute path, expected "
+			                   "folders like /srv/exchange",
+			                   dirs[i]);
+	}
+	op_config_file_dirs_free(dirs, nd);
 	for (size_t i = 0; i < c->n_brokers && !l->nomem; i++)
 		op_config__broker_finish(l, i);
 	if (l->nomem)
@@ -1369,4 +1393,43 @@ void op_config_accounts_paths(const struct op_config *c, char *dir, size_t dirle
 			return;
 	}
 	snprintf(key, keylen, "/etc/outpost/accounts.key");
+}
+
+op_err op_config_file_dirs(const struct op_config *c, char ***dirs, size_t *n)
+{
+	*dirs = NULL;
+	*n = 0;
+	const char *s = c->files.dirs ? c->files.dirs : "";
+	for (;;) {
+		while (*s == ' ' || *s == '\t' || *s == ',')
+			s++;
+		if (*s == '\0')
+			return OP_OK;
+		size_t len = strcspn(s, ",");
+		size_t k = len;
+		while (k > 0 && (s[k - 1] == ' ' || s[k - 1] == '\t'))
+			k--;
+		/* A trailing slash names the same folder. */
+		while (k > 1 && s[k - 1] == '/')
+			k--;
+		char **v = op_realloc(*dirs, (*n + 1) * sizeof(*v));
+		if (v == NULL || (v[*n] = op_strndup(s, k)) == NULL) {
+			if (v)
+				*dirs = v;
+			op_config_file_dirs_free(*dirs, *n);
+			*dirs = NULL;
+			*n = 0;
+			return OP_ENOMEM;
+		}
+		*dirs = v;
+		(*n)++;
+		s += len;
+	}
+}
+
+void op_config_file_dirs_free(char **dirs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		op_free(dirs[i]);
+	op_free(dirs);
 }

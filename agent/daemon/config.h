@@ -101,6 +101,9 @@ struct op_config {
 		char *key_file; /* "" or NULL: see op_config_accounts_paths */
 		char *dir;
 	} accounts;
+	struct {
+		char *dirs; /* comma-separated absolute folders; see op_config_file_dirs */
+	} files;
 	struct op_config_broker *brokers; /* owned; in file order; NULL when none */
 	size_t n_brokers;
 	cJSON *globals; /* always an object after defaults or a load */
@@ -192,6 +195,14 @@ void op_config_free(struct op_config *c);
  * credential $CREDENTIALS_DIRECTORY/accounts.key when it exists, or else
  * /etc/outpost/accounts.key. Truncated to the buffer sizes.
  */
+/*
+ * The folders of [files] dirs, split and trimmed, in *dirs (n of them; free
+ * with op_config_file_dirs_free). A load has checked each is absolute.
+ * OP_ENOMEM.
+ */
+op_err op_config_file_dirs(const struct op_config *c, char ***dirs, size_t *n) OP_WUR;
+void op_config_file_dirs_free(char **dirs, size_t n);
+
 void op_config_accounts_paths(const struct op_config *c, char *dir, size_t dirlen, char *key,
                               size_t keylen);
 

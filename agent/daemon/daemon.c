@@ -57,6 +57,8 @@ struct op_daemon {
 	struct op_mqtt_out *pub;      /* mqtt-publish steps */
 	struct op_accounts *accounts; /* for connector steps */
 	struct op_db_pools *db_pools; /* db steps' connections */
+	char **file_dirs;             /* [files] dirs, for file steps */
+	size_t n_file_dirs;
 	struct op_http_server *http, *admin;
 	atomic_bool ready;
 
@@ -611,6 +613,8 @@ static void on_engine_new(void *ud, struct op_runtime *rt, struct op_engine *e)
 	struct op_host h = {.mqtt_publish = host_publish,
 	                    .account_get = host_account,
 	                    .db_pools = dm->db_pools,
+	                    .file_dirs = (const char *const *)dm->file_dirs,
+	                    .n_file_dirs = dm->n_file_dirs,
 	                    .ud = dm};
 	op_engine_set_host(e, &h);
 }
@@ -641,6 +645,8 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 		rc = accounts_open(dm);
 	if (rc == OP_OK)
 		rc = op_db_pools_new(&dm->db_pools);
+	if (rc == OP_OK)
+		rc = op_config_file_dirs(cfg, &dm->file_dirs, &dm->n_file_dirs);
 	struct op_runtime_hooks hooks = {.ended = on_ended, .engine_new = on_engine_new, .ud = dm};
 	if (rc == OP_OK)
 		rc = op_runtime_open(cfg, &hooks, &dm->rt, d);
@@ -730,6 +736,7 @@ void op_daemon_stop(struct op_daemon *dm)
 	op_mqtt_out_free(dm->pub); /* after the workers: no publish runs */
 	op_accounts_free(dm->accounts);
 	op_db_pools_free(dm->db_pools); /* after the workers: no connection is out */
+	op_config_file_dirs_free(dm->file_dirs, dm->n_file_dirs);
 	op_metrics_free(dm->m);
 	pthread_mutex_destroy(&dm->mu);
 	op_free(dm);

@@ -84,6 +84,16 @@ static int parse_args(int argc, char **argv, struct args *a)
 int op_ctl_accounts_paths(const char *config, bool dev, char *dir, size_t dirlen, char *key,
                           size_t keylen)
 {
+	char **dirs = NULL;
+	size_t n = 0;
+	int rc = op_ctl_agent_paths(config, dev, dir, dirlen, key, keylen, &dirs, &n);
+	op_config_file_dirs_free(dirs, n);
+	return rc;
+}
+
+int op_ctl_agent_paths(const char *config, bool dev, char *dir, size_t dirlen, char *key,
+                       size_t keylen, char ***file_dirs, size_t *n_file_dirs)
+{
 	if (dev) {
 		snprintf(dir, dirlen, "%s", DEV_DIR);
 		snprintf(key, keylen, "%s", DEV_KEY);
@@ -106,8 +116,13 @@ int op_ctl_accounts_paths(const char *config, bool dev, char *dir, size_t dirlen
 	}
 	op_diag_fini(&d);
 	op_config_accounts_paths(&cfg, dir, dirlen, key, keylen);
+	int rc = CTL_OK;
+	if (file_dirs && op_config_file_dirs(&cfg, file_dirs, n_file_dirs) != OP_OK) {
+		fprintf(stderr, "outpostctl: out of memory\n");
+		rc = CTL_FAILED;
+	}
 	op_config_free(&cfg);
-	return CTL_OK;
+	return rc;
 }
 
 /* Opens the vault the config names; create_key only for set. */

@@ -16,6 +16,7 @@
 #include "agent/core/file.h"
 #include "agent/core/json.h"
 #include "agent/core/log.h"
+#include "agent/daemon/config.h"
 #include "agent/engine/engine.h"
 #include "agent/engine/loader.h"
 #include "connectors/db/pool.h"
@@ -69,8 +70,9 @@ static int usage_run(void)
 	      "                      [--compact] [--config FILE | --dev]\n"
 	      "Runs the pipeline once. Prints the result on stdout (exit 0), the error object\n"
 	      "on stderr (exit 1), or every problem of an invalid pipeline (exit 2).\n"
-	      "Steps may use the accounts of the agent whose config is FILE, or of\n"
-	      "`outpostd --dev` with --dev; without either, none.\n"
+	      "Steps may use the accounts and [files] folders of the agent whose config\n"
+	      "is FILE, or the accounts of `outpostd --dev` with --dev; without either,\n"
+	      "none.\n"
 	      "VALUE is parsed as JSON when it is valid JSON, else taken as a string.\n",
 	      stderr);
 	return CTL_INVALID;
@@ -224,6 +226,8 @@ int op_ctl_run(int argc, char **argv)
 	struct run_args a = {0};
 	struct op_accounts *accounts = NULL;
 	struct op_db_pools *pools = NULL;
+	char **dirs = NULL;
+	size_t ndirs = 0;
 	struct op_engine *e = NULL;
 	cJSON *input = NULL, *out = NULL;
 	int rc = CTL_INVALID;
@@ -261,7 +265,8 @@ int op_ctl_run(int argc, char **argv)
 	a.globals = NULL;
 	if (a.config || a.dev) {
 		char dir[4096], key[4096];
-		rc = op_ctl_accounts_paths(a.config, a.dev, dir, sizeof(dir), key, sizeof(key));
+		rc = op_ctl_agent_paths(a.config, a.dev, dir, sizeof(dir), key, sizeof(key), &dirs,
+		                        &ndirs);
 		if (rc)
 			goto out;
 		rc = CTL_INVALID;
@@ -270,7 +275,11 @@ int op_ctl_run(int argc, char **argv)
 			fprintf(stderr, "outpostctl: out of memory\n");
 			goto out;
 		}
-		struct op_host h = {.account_get = host_account, .db_pools = pools, .ud = accounts};
+		struct op_host h = {.account_get = host_account,
+		                    .db_pools = pools,
+		                    .file_dirs = (const char *const *)dirs,
+		                    .n_file_dirs = ndirs,
+		                    .ud = accounts};
 		op_engine_set_host(e, &h);
 	}
 	struct op_fail f;
@@ -306,6 +315,7 @@ out:
 	op_engine_free(e);
 	op_db_pools_free(pools);
 	op_accounts_free(accounts);
+	op_config_file_dirs_free(dirs, ndirs);
 	return rc;
 }
 

@@ -37,6 +37,10 @@ int op_ctl_account(int argc, char **argv);
  * when dev. CTL_OK, or CTL_INVALID after printing why. */
 int op_ctl_accounts_paths(const char *config, bool dev, char *dir, size_t dirlen, char *key,
                           size_t keylen);
+/* The same, and the config's [files] dirs (none for dev; free with
+ * op_config_file_dirs_free). CTL_FAILED on ENOMEM. */
+int op_ctl_agent_paths(const char *config, bool dev, char *dir, size_t dirlen, char *key,
+                       size_t keylen, char ***file_dirs, size_t *n_file_dirs);
 
 /* Reads a whole file ("-" is stdin) of at most max bytes into *out (NUL-
  * terminated, caller frees). On error prints why to stderr. */

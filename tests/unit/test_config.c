@@ -169,7 +169,7 @@ START_TEST(defaults)
 	/* Every default sits inside its own bounds (else defaults() would fail). */
 	size_t n;
 	const struct op_config_key *k = op_config_keys(&n);
-	ck_assert_uint_eq(n, 24);
+	ck_assert_uint_eq(n, 25);
 	for (size_t i = 0; i < n; i++) {
 		ck_assert_ptr_nonnull(k[i].help);
 		ck_assert_ptr_null(strchr(k[i].help, '\n'));
@@ -929,6 +929,8 @@ START_TEST(dump_round_trip)
 	                       "\n[accounts]\n"
 	                       "key_file =\n"
 	                       "dir =\n"
+	                       "\n[files]\n"
+	                       "dirs =\n"
 	                       "\n[broker plant]\n"
 	                       "url = tcp://[fd00::7]:1884\n"
 	                       "ca_file =\n"
