@@ -7,8 +7,10 @@
 
 #include "agent/engine/engine_int.h"
 #include "connectors/db/step.h"
+#include "connectors/file/step.h"
 #include "connectors/mqtt/step.h"
 #include "connectors/rest/step.h"
+#include "connectors/sftp/step.h"
 #include "connectors/transform/step.h"
 #include "connectors/validate/step.h"
 
@@ -30,7 +32,9 @@ static const struct op_step_type *const step_types[] = {
     &op_step_validate,
     /* connectors */
     &op_step_rest,
+    &op_step_sftp,
     &op_step_db,
+    &op_step_file,
     &op_step_mqtt_publish,
 };
 
