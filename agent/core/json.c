@@ -9,6 +9,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <wolfssl/options.h>
+#include <wolfssl/wolfcrypt/coding.h>
+
 #include "agent/core/alloc.h"
 #include "agent/core/json.h"
 
@@ -280,4 +283,40 @@ bool op_json_media_type(const char *ct)
 	/* application/<anything>+json (problem+json, vnd.x+json) */
 	return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
 	       strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
+cJSON *op_json_base64(const void *p, size_t n)
+{
+	if (n > (size_t)UINT32_MAX / 4 * 3 - 3)
+		return NULL;
+	word32 cap = (word32)((n + 2) / 3 * 4 + 1), len = cap;
+	char *s = op_malloc(cap);
+	cJSON *j = NULL;
+	if (s && (n == 0 || Base64_Encode_NoNl(p, (word32)n, (byte *)s, &len) == 0)) {
+		s[n ? len : 0] = '\0';
+		j = cJSON_CreateString(s);
+	}
+	op_free(s);
+	return j;
+}
+
+op_err op_base64_decode(const char *s, char **out, size_t *len)
+{
+	*out = NULL;
+	*len = 0;
+	size_t n = strlen(s);
+	if (n > UINT32_MAX)
+		return OP_EINVAL;
+	word32 cap = (word32)(n / 4 * 3 + 3);
+	char *d = op_malloc((size_t)cap + 1);
+	if (d == NULL)
+		return OP_ENOMEM;
+	if (n > 0 && Base64_Decode((const byte *)s, (word32)n, (byte *)d, &cap) != 0) {
+		op_free(d);
+		return OP_EINVAL;
+	}
+	d[n ? cap : 0] = '\0';
+	*out = d;
+	*len = n ? cap : 0;
+	return OP_OK;
 }

@@ -56,6 +56,18 @@ bool op_json_media_type(const char *content_type);
  * NULL): the kind of v, for error texts ("expected an array, got a string"). */
 const char *op_json_kind(const cJSON *v);
 
+/* A JSON string holding the base64 (standard alphabet, padded, one line) of
+ * the n bytes at p; NULL when out of memory. */
+cJSON *op_json_base64(const void *p, size_t n);
+
+/*
+ * Decodes the base64 text s (standard alphabet; line breaks allowed, as
+ * wolfSSL's decoder takes them) into a new op_malloc'd buffer *out of *len
+ * bytes, NUL-terminated for convenience. OP_EINVAL for anything else,
+ * OP_ENOMEM.
+ */
+op_err op_base64_decode(const char *s, char **out, size_t *len) OP_WUR;
+
 /* The JSON text of v, op_malloc'd and NUL-terminated; NULL when out of memory or too deep. */
 char *op_json_print(const cJSON *v, int flags);
 

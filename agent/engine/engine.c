@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "agent/account/account.h"
 #include "agent/core/alloc.h"
 #include "agent/core/log.h"
 #include "agent/engine/engine_int.h"
@@ -131,6 +132,31 @@ const struct op_host *op_exec_host(const struct op_exec *x)
 {
 	const struct op_engine *e = x->run->eng;
 	return e->has_host ? &e->host : NULL;
+}
+
+op_err op_exec_account(struct op_exec *x, const char *key, const char *name, unsigned types,
+                       const char *takes, struct op_account **out)
+{
+	*out = NULL;
+	const struct op_host *h = op_exec_host(x);
+	if (h == NULL || h->account_get == NULL)
+		return op_exec_fail(x, OP_EUNSUPPORTED, "ACCOUNT",
+		                    "config.%s: no accounts here: account '%s' cannot be opened "
+		                    "(outpostctl run needs --config or --dev for accounts)",
+		                    key, name);
+	char why[512] = "";
+	op_err rc = h->account_get(h->ud, name, out, why, sizeof(why));
+	if (rc == OP_OK && *out == NULL)
+		rc = op_errf(why, sizeof(why), OP_EINTERNAL, "account '%s' came back empty", name);
+	else if (rc == OP_OK && !(types & (1u << (*out)->type)))
+		rc = op_errf(why, sizeof(why), OP_ECONFIG, "account '%s' is of type %s; %s", name,
+		             op_account_type_name((*out)->type), takes);
+	if (rc) {
+		op_account_free(*out);
+		*out = NULL;
+		return op_exec_fail(x, rc, "ACCOUNT", "config.%s: %s", key, why);
+	}
+	return OP_OK;
 }
 
 op_err op_engine__publish(struct op_engine *e, const char *event, const cJSON *payload,

@@ -22,6 +22,7 @@
 #include "agent/engine/conf.h"
 #include "agent/expr/expr.h"
 
+struct op_account;
 struct op_exec;
 struct op_host;
 struct op_load;
@@ -88,6 +89,16 @@ const char *op_exec_id(const struct op_exec *x);
  * (outpostctl run). Borrowed for the run; its functions may be NULL too.
  */
 const struct op_host *op_exec_host(const struct op_exec *x);
+
+/*
+ * Borrows the account name from the host, for the config key key, into *out
+ * (free with op_account_free as soon as the secret is used). types is a bit
+ * set of (1u << OP_ACCOUNT_*) the step takes, and takes says so for the
+ * error ("sftp takes basic (password) or key (SSH private key)"). No accounts here, a missing
+ * account or one of another type fail the step (code ACCOUNT) with *out NULL.
+ */
+op_err op_exec_account(struct op_exec *x, const char *key, const char *name, unsigned types,
+                       const char *takes, struct op_account **out) OP_WUR;
 
 /* Evaluates an expression / renders a template against msg; on error the
  * failure is recorded (code "EXPRESSION", naming the config key). */

@@ -18,11 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <wolfssl/options.h>
-#include <wolfssl/wolfcrypt/coding.h>
 
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
+#include "agent/core/json.h"
 #include "agent/core/log.h"
 #include "connectors/db/db_int.h"
 
@@ -198,19 +197,6 @@ static op_err bind(SQLHSTMT st, const struct op_db_params *p, SQLLEN *ind, char 
 	return OP_OK;
 }
 
-static cJSON *base64_value(const unsigned char *b, size_t n)
-{
-	word32 cap = (word32)((n + 2) / 3 * 4 + 1), len = cap;
-	char *s = op_malloc(cap);
-	cJSON *j = NULL;
-	if (s && (n == 0 || Base64_Encode_NoNl(b, (word32)n, (byte *)s, &len) == 0)) {
-		s[n ? len : 0] = '\0';
-		j = cJSON_CreateString(s);
-	}
-	op_free(s);
-	return j;
-}
-
 /* One column's value as JSON, by its SQL type. */
 static op_err column_value(SQLHSTMT st, SQLUSMALLINT col, SQLSMALLINT type, struct op_buf *b,
                            cJSON **out, char *why, size_t whylen)
@@ -276,7 +262,7 @@ static op_err column_value(SQLHSTMT st, SQLUSMALLINT col, SQLSMALLINT type, stru
 		break;
 	}
 	default:
-		*out = binary ? base64_value((const unsigned char *)b->data, b->len)
+		*out = binary ? op_json_base64((const unsigned char *)b->data, b->len)
 		              : cJSON_CreateString(s);
 		break;
 	}

@@ -17,8 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <wolfssl/options.h>
-#include <wolfssl/wolfcrypt/coding.h>
 
 #include "agent/core/alloc.h"
 #include "agent/core/json.h"
@@ -237,14 +235,7 @@ static cJSON *bytea_value(const char *s)
 	unsigned char *raw = PQunescapeBytea((const unsigned char *)s, &n);
 	if (raw == NULL)
 		return NULL;
-	word32 cap = (word32)((n + 2) / 3 * 4 + 1), len = cap;
-	char *b64 = op_malloc(cap);
-	cJSON *j = NULL;
-	if (b64 && (n == 0 || Base64_Encode_NoNl(raw, (word32)n, (byte *)b64, &len) == 0)) {
-		b64[n ? len : 0] = '\0';
-		j = cJSON_CreateString(b64);
-	}
-	op_free(b64);
+	cJSON *j = op_json_base64(raw, n);
 	PQfreemem(raw);
 	return j;
 }

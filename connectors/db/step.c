@@ -361,18 +361,10 @@ static op_err db_view(struct op_exec *x, const struct op_step *st, const cJSON *
 		                 c->account);
 		goto out;
 	}
-	rc = h->account_get(h->ud, c->account, &a, why, sizeof(why));
-	if (rc == OP_OK && a == NULL)
-		rc = op_errf(why, sizeof(why), OP_EINTERNAL, "account '%s' came back empty",
-		             c->account);
-	else if (rc == OP_OK && a->type != OP_ACCOUNT_BASIC)
-		rc = op_errf(why, sizeof(why), OP_ECONFIG,
-		             "account '%s' is of type %s; db takes basic (user and password)",
-		             c->account, op_account_type_name(a->type));
-	if (rc) {
-		rc = op_exec_fail(x, rc, "ACCOUNT", "config.account: %s", why);
+	rc = op_exec_account(x, "account", c->account, 1u << OP_ACCOUNT_BASIC,
+	                     "db takes basic (user and password)", &a);
+	if (rc)
 		goto out;
-	}
 	if (c->mode == MODE_BATCH) {
 		rc = op_exec_eval(x, c->items, "items", msg, &items);
 		if (rc)

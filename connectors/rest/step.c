@@ -17,8 +17,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <wolfssl/options.h>
-#include <wolfssl/wolfcrypt/coding.h>
 
 #include "agent/account/account.h"
 #include "agent/core/alloc.h"
@@ -412,42 +410,19 @@ static op_err build_body(struct op_exec *x, const struct rest_cfg *c, struct req
 	return OP_OK;
 }
 
-/* Opens the account name; NULL hook or a missing account fail the step. */
-static op_err account_open(struct op_exec *x, const char *key, const char *name,
-                           struct op_account **out)
-{
-	*out = NULL;
-	const struct op_host *h = op_exec_host(x);
-	if (h == NULL || h->account_get == NULL)
-		return op_exec_fail(x, OP_EUNSUPPORTED, "ACCOUNT",
-		                    "config.%s: no accounts here: account '%s' cannot be opened "
-		                    "(outpostctl run needs --config or --dev for accounts)",
-		                    key, name);
-	char why[512] = "";
-	op_err rc = h->account_get(h->ud, name, out, why, sizeof(why));
-	if (rc == OP_OK && *out == NULL)
-		rc = op_errf(why, sizeof(why), OP_EINTERNAL, "account '%s' came back empty", name);
-	if (rc)
-		return op_exec_fail(x, rc, "ACCOUNT", "config.%s: %s", key, why);
-	return OP_OK;
-}
-
 static op_err accounts_open(struct op_exec *x, const struct rest_cfg *c, struct request *q)
 {
 	if (c->account) {
-		op_err rc = account_open(x, "account", c->account, &q->auth);
-		if (q->auth == NULL)
+		op_err rc =
+		    op_exec_account(x, "account", c->account,
+		                    1u << OP_ACCOUNT_BASIC | 1u << OP_ACCOUNT_BEARER |
+		                        1u << OP_ACCOUNT_OAUTH2 | 1u << OP_ACCOUNT_CERTIFICATE,
+		                    "rest takes basic, bearer, oauth2 or certificate", &q->auth);
+		if (rc)
 			return rc;
-		enum op_account_type t = q->auth->type;
-		if (t == OP_ACCOUNT_CERTIFICATE) {
+		if (q->auth->type == OP_ACCOUNT_CERTIFICATE) {
 			q->cert = q->auth;
 			q->auth = NULL;
-		} else if (t == OP_ACCOUNT_KEY) {
-			return op_exec_fail(
-			    x, OP_ECONFIG, "ACCOUNT",
-			    "config.account: account '%s' is of type key (SSH); rest "
-			    "takes basic, bearer, oauth2 or certificate",
-			    c->account);
 		} else if (has_header(q, "authorization")) {
 			return op_exec_fail(
 			    x, OP_ECONFIG, "REST_REQUEST",
@@ -462,15 +437,11 @@ static op_err accounts_open(struct op_exec *x, const struct rest_cfg *c, struct 
 			                    "config.certificateAccount: account '%s' is already a "
 			                    "certificate",
 			                    c->account);
-		op_err rc = account_open(x, "certificateAccount", c->certificate_account, &q->cert);
-		if (q->cert == NULL)
+		op_err rc = op_exec_account(x, "certificateAccount", c->certificate_account,
+		                            1u << OP_ACCOUNT_CERTIFICATE,
+		                            "certificateAccount takes a certificate", &q->cert);
+		if (rc)
 			return rc;
-		if (q->cert->type != OP_ACCOUNT_CERTIFICATE)
-			return op_exec_fail(
-			    x, OP_ECONFIG, "ACCOUNT",
-			    "config.certificateAccount: account '%s' is of type %s, "
-			    "not certificate",
-			    c->certificate_account, op_account_type_name(q->cert->type));
 	}
 	return OP_OK;
 }
@@ -546,23 +517,6 @@ out:
 
 /* ---- the answer ---- */
 
-static cJSON *base64_string(const struct op_buf *b)
-{
-	word32 cap = (word32)((b->len + 2) / 3 * 4 + 1);
-	char *s = op_malloc(cap);
-	if (s == NULL)
-		return NULL;
-	word32 n = cap;
-	cJSON *j = NULL;
-	if (b->len == 0 ||
-	    Base64_Encode_NoNl((const byte *)b->data, (word32)b->len, (byte *)s, &n) == 0) {
-		s[b->len ? n : 0] = '\0';
-		j = cJSON_CreateString(s);
-	}
-	op_free(s);
-	return j;
-}
-
 static const char *content_type(const cJSON *headers)
 {
 	const char *ct =
@@ -598,7 +552,7 @@ static op_err body_value(struct op_exec *x, const struct rest_cfg *c, const char
 		                    what, r->status);
 	if (t == RESP_BASE64 || !utf8) {
 		*b64 = true;
-		*out = base64_string(b);
+		*out = op_json_base64(b->data, b->len);
 	} else {
 		*out = cJSON_CreateString(b->data);
 	}

@@ -20,8 +20,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include <wolfssl/options.h>
-#include <wolfssl/wolfcrypt/coding.h>
 
 #include "agent/account/account.h"
 #include "agent/core/alloc.h"
@@ -339,60 +337,6 @@ static void trim_slashes(char *p)
 		p[--n] = '\0';
 }
 
-static int b64_value(char ch)
-{
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	return ch == '+' ? 62 : ch == '/' ? 63 : -1;
-}
-
-/* Decodes base64 (padding optional, line breaks and blanks skipped) into a
- * new buffer. OP_EINVAL for anything else, OP_ENOMEM. */
-static op_err b64_decode(const char *s, char **out, size_t *len)
-{
-	*out = NULL;
-	*len = 0;
-	size_t n = strlen(s), k = 0, pad = 0;
-	char *d = op_malloc(n / 4 * 3 + 3);
-	if (d == NULL)
-		return OP_ENOMEM;
-	unsigned long acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < n; i++) {
-		char ch = s[i];
-		if (ch == '\r' || ch == '\n' || ch == ' ' || ch == '\t')
-			continue;
-		int v = b64_value(ch);
-		if (ch == '=' && pad < 2) {
-			pad++;
-			continue;
-		}
-		if (v < 0 || pad) {
-			op_free(d);
-			return OP_EINVAL;
-		}
-		acc = (acc << 6) | (unsigned long)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			d[k++] = (char)(acc >> bits);
-			acc &= (1ul << bits) - 1;
-		}
-	}
-	/* Six bits left over are a truncated text. */
-	if (bits >= 6) {
-		op_free(d);
-		return OP_EINVAL;
-	}
-	*out = d;
-	*len = k;
-	return OP_OK;
-}
-
 /* What put writes when it is not a local file: content, or the message. */
 static op_err build_content(struct job *j, const cJSON *msg)
 {
@@ -407,7 +351,7 @@ static op_err build_content(struct job *j, const cJSON *msg)
 		v = rendered;
 	}
 	if (cJSON_IsString(v) && j->c->encoding == ENC_BASE64) {
-		rc = b64_decode(v->valuestring, &j->data, &j->len);
+		rc = op_base64_decode(v->valuestring, &j->data, &j->len);
 		if (rc == OP_EINVAL)
 			rc = op_exec_fail(x, rc, "SFTP_REQUEST",
 			                  "config.content: not base64 (encoding is base64)");
@@ -478,37 +422,11 @@ static op_err build(struct job *j, const cJSON *msg)
 	return rc ? local_fail(x, rc, why) : OP_OK;
 }
 
-/* Opens the account name; NULL hook or a missing account fail the step. */
+/* The account name, if it is one sftp can log in with. */
 static op_err account_open(struct op_exec *x, const char *name, struct op_account **out)
 {
-	*out = NULL;
-	const struct op_host *h = op_exec_host(x);
-	if (h == NULL || h->account_get == NULL)
-		return op_exec_fail(
-		    x, OP_EUNSUPPORTED, "ACCOUNT",
-		    "config.account: no accounts here: account '%s' cannot be opened "
-		    "(outpostctl run needs --config or --dev for accounts)",
-		    name);
-	char why[512] = "";
-	op_err rc = h->account_get(h->ud, name, out, why, sizeof(why));
-	if (rc == OP_OK && *out == NULL)
-		rc = op_errf(why, sizeof(why), OP_EINTERNAL, "account '%s' came back empty", name);
-	if (rc || *out == NULL) {
-		op_account_free(*out);
-		*out = NULL;
-		return op_exec_fail(x, rc ? rc : OP_EINTERNAL, "ACCOUNT", "config.account: %s",
-		                    why);
-	}
-	enum op_account_type t = (*out)->type;
-	if (t != OP_ACCOUNT_BASIC && t != OP_ACCOUNT_KEY) {
-		op_account_free(*out);
-		*out = NULL;
-		return op_exec_fail(x, OP_ECONFIG, "ACCOUNT",
-		                    "config.account: account '%s' is of type %s; sftp takes basic "
-		                    "(password) or key (SSH private key)",
-		                    name, op_account_type_name(t));
-	}
-	return OP_OK;
+	return op_exec_account(x, "account", name, 1u << OP_ACCOUNT_BASIC | 1u << OP_ACCOUNT_KEY,
+	                       "sftp takes basic (password) or key (SSH private key)", out);
 }
 
 /* ---- moving bytes ---- */
@@ -699,30 +617,13 @@ static cJSON *entry_json(const struct op_sftp_entry *e, const char *name, const 
 	return o;
 }
 
-static cJSON *base64_string(const struct op_buf *b)
-{
-	word32 cap = (word32)((b->len + 2) / 3 * 4 + 1);
-	char *s = op_malloc(cap);
-	if (s == NULL)
-		return NULL;
-	word32 n = cap;
-	cJSON *j = NULL;
-	if (b->len == 0 ||
-	    Base64_Encode_NoNl((const byte *)b->data, (word32)b->len, (byte *)s, &n) == 0) {
-		s[b->len ? n : 0] = '\0';
-		j = cJSON_CreateString(s);
-	}
-	op_free(s);
-	return j;
-}
-
 /* The result of get into the message; OP_EPARSE when text is not text. */
 static op_err get_content(struct job *j, cJSON **out)
 {
 	*out = NULL;
 	const struct op_buf *b = &j->got;
 	if (j->c->encoding == ENC_BASE64) {
-		*out = base64_string(b);
+		*out = op_json_base64(b->data, b->len);
 		return *out ? OP_OK : nomem(j->x);
 	}
 	if (b->len > 0 &&

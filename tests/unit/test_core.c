@@ -255,6 +255,33 @@ START_TEST(json_strings_and_layout)
 }
 END_TEST
 
+/* Bytes to a base64 JSON string and back; line breaks are taken, other
+ * bytes are not. */
+START_TEST(base64_round_trip)
+{
+	const char raw[] = {'\0', 'h', 'i', '\xff', '\n', 'x'};
+	cJSON *j = op_json_base64(raw, sizeof(raw));
+	ck_assert_ptr_nonnull(j);
+	ck_assert_str_eq(j->valuestring, "AGhp/wp4");
+	char *d = NULL;
+	size_t n = 0;
+	ck_assert_int_eq(op_base64_decode(j->valuestring, &d, &n), OP_OK);
+	ck_assert_uint_eq(n, sizeof(raw));
+	ck_assert_mem_eq(d, raw, n);
+	op_free(d);
+	cJSON_Delete(j);
+	j = op_json_base64("", 0);
+	ck_assert_str_eq(j->valuestring, "");
+	cJSON_Delete(j);
+	ck_assert_int_eq(op_base64_decode("aGVs\nbG8=", &d, &n), OP_OK);
+	ck_assert_uint_eq(n, 5);
+	ck_assert_str_eq(d, "hello");
+	op_free(d);
+	ck_assert_int_eq(op_base64_decode("aGVs*G8=", &d, &n), OP_EINVAL);
+	ck_assert_ptr_null(d);
+}
+END_TEST
+
 static Suite *core_suite(void)
 {
 	Suite *s = suite_create("core");
@@ -266,6 +293,7 @@ static Suite *core_suite(void)
 	tcase_add_test(tc, json_numbers_round_trip);
 	tcase_add_test(tc, json_numbers_are_shortest);
 	tcase_add_test(tc, uuid_versions);
+	tcase_add_test(tc, base64_round_trip);
 	tcase_add_test(tc, json_strings_and_layout);
 	suite_add_tcase(s, tc);
 	return s;
