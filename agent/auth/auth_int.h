@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "agent/auth/auth.h"
+#include "agent/core/b64.h"
 
 enum op_auth__type { OP_AUTH__NONE, OP_AUTH__APIKEY, OP_AUTH__BASIC, OP_AUTH__JWT };
 
@@ -77,19 +78,6 @@ op_err op_auth__failc(op_err e, char *why, size_t whylen, const char *fmt, ...) 
 
 /* Constant-time equality of two n-byte buffers (time depends on n only). */
 bool op_auth__ct_eq(const void *a, const void *b, size_t n);
-
-/*
- * Strict base64 decoding: url selects the base64url alphabet without padding
- * (RFC 7515), otherwise the standard alphabet with optional "=" padding. Any
- * other byte, a bad length or non-zero unused bits is refused (false).
- * Decodes into out of cap bytes; false too when it would not fit.
- */
-bool op_auth__b64_decode(const char *s, size_t len, bool url, unsigned char *out, size_t cap,
-                         size_t *outlen);
-/* Largest decoded size of len encoded characters. */
-size_t op_auth__b64_decoded_max(size_t len);
-/* Encodes (standard with padding, or url without); returns the length or 0 if cap is short. */
-size_t op_auth__b64_encode(const unsigned char *in, size_t n, bool url, char *out, size_t cap);
 
 /*
  * Copies len bytes of s into out (cap bytes) for a log text: bytes outside

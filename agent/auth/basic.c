@@ -129,15 +129,14 @@ static bool parse_hash(const char *s, struct user *u, char *err, size_t errlen)
 	s += nd + 1;
 	const char *dollar = strchr(s, '$');
 	if (dollar == NULL ||
-	    !op_auth__b64_decode(s, (size_t)(dollar - s), false, u->salt, sizeof(u->salt),
-	                         &u->saltlen) ||
+	    !op_b64_decode(s, (size_t)(dollar - s), false, u->salt, sizeof(u->salt), &u->saltlen) ||
 	    u->saltlen < SALT_MIN) {
 		snprintf(err, errlen, "bad salt; expected %d to %d bytes in base64", SALT_MIN,
 		         SALT_MAX);
 		return false;
 	}
 	s = dollar + 1;
-	if (!op_auth__b64_decode(s, strlen(s), false, u->dk, sizeof(u->dk), &u->dklen) ||
+	if (!op_b64_decode(s, strlen(s), false, u->dk, sizeof(u->dk), &u->dklen) ||
 	    u->dklen < DK_MIN) {
 		snprintf(err, errlen, "bad hash; expected %d to %d bytes in base64", DK_MIN,
 		         DK_MAX);
@@ -353,10 +352,10 @@ op_err op_auth__basic_check(const struct op_auth *a, const struct op_auth_reques
 	if (len > HEADER_MAX)
 		return op_auth__fail(why, whylen, "Basic credentials longer than %d bytes",
 		                     HEADER_MAX);
-	cap = op_auth__b64_decoded_max(len);
+	cap = op_b64_decoded_max(len);
 	if ((cred = op_malloc(cap)) == NULL)
 		return op_auth__failc(OP_ENOMEM, why, whylen, "out of memory");
-	if (!op_auth__b64_decode(v, len, false, cred, cap, &clen)) {
+	if (!op_b64_decode(v, len, false, cred, cap, &clen)) {
 		rc = op_auth__fail(why, whylen, "Basic credentials are not valid base64");
 		goto out;
 	}
@@ -452,8 +451,8 @@ op_err op_auth_hash_password(const char *password, size_t len, unsigned iteratio
 	              (int)iterations, sizeof(dk), WC_SHA256) != 0)
 		return OP_EINTERNAL;
 	char s64[32], d64[64];
-	op_auth__b64_encode(salt, sizeof(salt), false, s64, sizeof(s64));
-	op_auth__b64_encode(dk, sizeof(dk), false, d64, sizeof(d64));
+	op_b64_encode(salt, sizeof(salt), false, s64, sizeof(s64));
+	op_b64_encode(dk, sizeof(dk), false, d64, sizeof(d64));
 	explicit_bzero(dk, sizeof(dk));
 	size_t n = strlen(PREFIX) + 12 + strlen(s64) + strlen(d64) + 3;
 	char *s = op_malloc(n);

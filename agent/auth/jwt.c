@@ -406,15 +406,15 @@ op_err op_auth__jwt_check(const struct op_auth *a, const struct op_auth_request 
 	if (hl == 0 || pl == 0 || sl == 0)
 		return op_auth__fail(why, whylen, "token has an empty segment");
 	/* One buffer for the three decoded segments. */
-	size_t hcap = op_auth__b64_decoded_max(hl), pcap = op_auth__b64_decoded_max(pl),
-	       scap = op_auth__b64_decoded_max(sl);
+	size_t hcap = op_b64_decoded_max(hl), pcap = op_b64_decoded_max(pl),
+	       scap = op_b64_decoded_max(sl);
 	if ((buf = op_malloc(hcap + pcap + scap)) == NULL)
 		return op_auth__failc(OP_ENOMEM, why, whylen, "out of memory");
 	unsigned char *hb = buf, *pb = buf + hcap, *sb = buf + hcap + pcap;
 	size_t hn, pn, sn;
-	if (!op_auth__b64_decode(tok, hl, true, hb, hcap, &hn) ||
-	    !op_auth__b64_decode(d1 + 1, pl, true, pb, pcap, &pn) ||
-	    !op_auth__b64_decode(d2 + 1, sl, true, sb, scap, &sn)) {
+	if (!op_b64_decode(tok, hl, true, hb, hcap, &hn) ||
+	    !op_b64_decode(d1 + 1, pl, true, pb, pcap, &pn) ||
+	    !op_b64_decode(d2 + 1, sl, true, sb, scap, &sn)) {
 		rc = op_auth__fail(why, whylen, "token segment is not valid base64url");
 		goto out;
 	}

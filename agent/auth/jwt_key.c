@@ -170,7 +170,7 @@ static bool jwk_bytes(const cJSON *jwk, const char *name, unsigned char *out, si
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(jwk, name);
 	return cJSON_IsString(v) &&
-	       op_auth__b64_decode(v->valuestring, strlen(v->valuestring), true, out, cap, len) &&
+	       op_b64_decode(v->valuestring, strlen(v->valuestring), true, out, cap, len) &&
 	       *len > 0;
 }
 

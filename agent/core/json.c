@@ -13,6 +13,7 @@
 #include <wolfssl/wolfcrypt/coding.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/b64.h"
 #include "agent/core/json.h"
 
 /* Integers below this print digit by digit, without exponent. */
@@ -304,19 +305,31 @@ op_err op_base64_decode(const char *s, char **out, size_t *len)
 {
 	*out = NULL;
 	*len = 0;
-	size_t n = strlen(s);
-	if (n > UINT32_MAX)
-		return OP_EINVAL;
-	word32 cap = (word32)(n / 4 * 3 + 3);
-	char *d = op_malloc((size_t)cap + 1);
-	if (d == NULL)
+	/* The text without its line breaks and blanks, padded to whole quads. */
+	size_t n = strlen(s), k = 0;
+	char *t = op_malloc(n + 3);
+	if (t == NULL)
 		return OP_ENOMEM;
-	if (n > 0 && Base64_Decode((const byte *)s, (word32)n, (byte *)d, &cap) != 0) {
+	for (size_t i = 0; i < n; i++)
+		if (!strchr(" \t\r\n", s[i]))
+			t[k++] = s[i];
+	while (k % 4 == 2 || k % 4 == 3)
+		t[k++] = '=';
+	size_t cap = op_b64_decoded_max(k);
+	char *d = op_malloc(cap + 1);
+	size_t dn = 0;
+	op_err rc = OP_OK;
+	if (d == NULL)
+		rc = OP_ENOMEM;
+	else if (k > 0 && !op_b64_decode(t, k, false, (unsigned char *)d, cap, &dn))
+		rc = OP_EINVAL;
+	op_free(t);
+	if (rc) {
 		op_free(d);
-		return OP_EINVAL;
+		return rc;
 	}
-	d[n ? cap : 0] = '\0';
+	d[dn] = '\0';
 	*out = d;
-	*len = n ? cap : 0;
+	*len = dn;
 	return OP_OK;
 }

@@ -61,8 +61,8 @@ const char *op_json_kind(const cJSON *v);
 cJSON *op_json_base64(const void *p, size_t n);
 
 /*
- * Decodes the base64 text s (standard alphabet; line breaks allowed, as
- * wolfSSL's decoder takes them) into a new op_malloc'd buffer *out of *len
+ * Decodes the base64 text s (standard alphabet; line breaks and blanks
+ * skipped, "=" padding optional; anything else refused) into a new op_malloc'd buffer *out of *len
  * bytes, NUL-terminated for convenience. OP_EINVAL for anything else,
  * OP_ENOMEM.
  */

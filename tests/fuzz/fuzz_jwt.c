@@ -118,7 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		wc_HmacFree(&h);
 		buf[len++] = '.';
-		len += op_auth__b64_encode(mac, sizeof(mac), true, buf + len, 64 - 1);
+		len += op_b64_encode(mac, sizeof(mac), true, buf + len, 64 - 1);
 	}
 	token = buf;
 	token_len = len;

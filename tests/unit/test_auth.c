@@ -93,7 +93,7 @@ static void compile_bad(const char *text, const char *path, const char *msg)
 
 static void b64url(const void *p, size_t n, char *out, size_t cap)
 {
-	ck_assert_uint_gt(op_auth__b64_encode(p, n, true, out, cap), 0);
+	ck_assert_uint_gt(op_b64_encode(p, n, true, out, cap), 0);
 }
 
 enum talg { T_HS, T_RS, T_ES };
@@ -608,8 +608,8 @@ static const char *basic_hdr(const char *userpass)
 {
 	static char b[512];
 	snprintf(b, sizeof(b), "Basic ");
-	ck_assert_uint_gt(op_auth__b64_encode((const unsigned char *)userpass, strlen(userpass),
-	                                      false, b + 6, sizeof(b) - 6),
+	ck_assert_uint_gt(op_b64_encode((const unsigned char *)userpass, strlen(userpass), false,
+	                                b + 6, sizeof(b) - 6),
 	                  0);
 	return b;
 }
@@ -694,14 +694,14 @@ START_TEST(none_and_b64)
 	compile_bad("{\"type\":\"none\",\"x\":1}", "x", "unknown key");
 	unsigned char out[16];
 	size_t n;
-	ck_assert(op_auth__b64_decode("YWJj", 4, true, out, sizeof(out), &n) && n == 3);
-	ck_assert(op_auth__b64_decode("YWI", 3, true, out, sizeof(out), &n) && n == 2);
-	ck_assert(!op_auth__b64_decode("YWJ", 3, true, out, sizeof(out), &n));
-	ck_assert(op_auth__b64_decode("YWI=", 4, false, out, sizeof(out), &n) && n == 2);
-	ck_assert(!op_auth__b64_decode("YWI", 3, false, out, sizeof(out), &n));
-	ck_assert(!op_auth__b64_decode("Y=I=", 4, false, out, sizeof(out), &n));
-	ck_assert(op_auth__b64_decode("-_-_", 4, true, out, sizeof(out), &n) && n == 3);
-	ck_assert(!op_auth__b64_decode("-_-_", 4, false, out, sizeof(out), &n));
+	ck_assert(op_b64_decode("YWJj", 4, true, out, sizeof(out), &n) && n == 3);
+	ck_assert(op_b64_decode("YWI", 3, true, out, sizeof(out), &n) && n == 2);
+	ck_assert(!op_b64_decode("YWJ", 3, true, out, sizeof(out), &n));
+	ck_assert(op_b64_decode("YWI=", 4, false, out, sizeof(out), &n) && n == 2);
+	ck_assert(!op_b64_decode("YWI", 3, false, out, sizeof(out), &n));
+	ck_assert(!op_b64_decode("Y=I=", 4, false, out, sizeof(out), &n));
+	ck_assert(op_b64_decode("-_-_", 4, true, out, sizeof(out), &n) && n == 3);
+	ck_assert(!op_b64_decode("-_-_", 4, false, out, sizeof(out), &n));
 }
 END_TEST
 

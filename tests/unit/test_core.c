@@ -277,8 +277,13 @@ START_TEST(base64_round_trip)
 	ck_assert_uint_eq(n, 5);
 	ck_assert_str_eq(d, "hello");
 	op_free(d);
+	ck_assert_int_eq(op_base64_decode("aGVsbG8", &d, &n), OP_OK);
+	ck_assert_str_eq(d, "hello");
+	op_free(d);
 	ck_assert_int_eq(op_base64_decode("aGVs*G8=", &d, &n), OP_EINVAL);
 	ck_assert_ptr_null(d);
+	ck_assert_int_eq(op_base64_decode("not base64!", &d, &n), OP_EINVAL);
+	ck_assert_int_eq(op_base64_decode("aGVsb", &d, &n), OP_EINVAL);
 }
 END_TEST
 

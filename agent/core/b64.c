@@ -9,7 +9,7 @@
  */
 #include <stdint.h>
 
-#include "agent/auth/auth_int.h"
+#include "agent/core/b64.h"
 
 static const char std_alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static const char url_alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -29,13 +29,13 @@ static int sextet(unsigned char c, bool url)
 	return -1;
 }
 
-size_t op_auth__b64_decoded_max(size_t len)
+size_t op_b64_decoded_max(size_t len)
 {
 	return len / 4 * 3 + 3;
 }
 
-bool op_auth__b64_decode(const char *s, size_t len, bool url, unsigned char *out, size_t cap,
-                         size_t *outlen)
+bool op_b64_decode(const char *s, size_t len, bool url, unsigned char *out, size_t cap,
+                   size_t *outlen)
 {
 	*outlen = 0;
 	if (!url && len % 4 == 0 && len > 0) {
@@ -73,7 +73,7 @@ bool op_auth__b64_decode(const char *s, size_t len, bool url, unsigned char *out
 	return true;
 }
 
-size_t op_auth__b64_encode(const unsigned char *in, size_t n, bool url, char *out, size_t cap)
+size_t op_b64_encode(const unsigned char *in, size_t n, bool url, char *out, size_t cap)
 {
 	const char *a = url ? url_alpha : std_alpha;
 	size_t full = (n + 2) / 3 * 4;
