@@ -237,8 +237,9 @@ static const struct op_config_key keys[] = {
      .def = "",
      .flags = OP_CONFIG_EMPTY_OK,
      .example = "/srv/exchange, /var/lib/outpost/files",
-     .help = "Folders file steps may read and write, absolute paths separated by commas; a "
-             "step's files stay inside them. Empty: none."},
+     .help = "Folders file steps may read and write, and an sftp step's localDir must "
+             "be in, absolute paths separated by commas; a step's files stay inside them. "
+             "Empty: none."},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(N_KEYS == OP_CONFIG__N_KEYS, "OP_CONFIG__N_KEYS follows keys[]");

@@ -159,6 +159,38 @@ op_err op_exec_account(struct op_exec *x, const char *key, const char *name, uns
 	return OP_OK;
 }
 
+op_err op_exec_file_dir(struct op_exec *x, const char *key, const char *dir, const char *code)
+{
+	const struct op_host *h = op_exec_host(x);
+	if (h == NULL || h->n_file_dirs == 0)
+		return op_exec_fail(x, h ? OP_ECONFIG : OP_EUNSUPPORTED, code,
+		                    "config.%s: no local folders here: %s cannot be used ([files] "
+		                    "dirs in the agent config lists the folders steps may use; "
+		                    "outpostctl run reads them with --config)",
+		                    key, dir);
+	/* A ".." could climb back out of the folder it names: none at all. */
+	for (const char *p = dir; *p;) {
+		size_t len = strcspn(p, "/");
+		if (len == 2 && p[0] == '.' && p[1] == '.')
+			return op_exec_fail(
+			    x, OP_ECONFIG, code,
+			    "config.%s: %s has a \"..\"; name the folder without it", key, dir);
+		p += len;
+		p += *p == '/';
+	}
+	for (size_t i = 0; i < h->n_file_dirs; i++) {
+		const char *a = h->file_dirs[i];
+		size_t n = strlen(a);
+		/* A prefix only up to a '/': /srv/x2 is not inside /srv/x. */
+		if (n > 0 && strncmp(dir, a, n) == 0 &&
+		    (dir[n] == '\0' || dir[n] == '/' || a[n - 1] == '/'))
+			return OP_OK;
+	}
+	return op_exec_fail(x, OP_ECONFIG, code,
+	                    "config.%s: %s is not inside a folder of the agent's [files] dirs", key,
+	                    dir);
+}
+
 op_err op_engine__publish(struct op_engine *e, const char *event, const cJSON *payload,
                           const cJSON *meta, size_t *delivered)
 {

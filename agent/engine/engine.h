@@ -108,7 +108,7 @@ struct op_host {
 	/* Database connection pools (connectors/db/pool.h), shared by db steps
 	 * of every pipeline set; NULL: none. */
 	struct op_db_pools *db_pools;
-	/* Folders file steps may use ([files] dirs): absolute paths without a
+	/* Folders file steps (and sftp's localDir) may use ([files] dirs): absolute paths without a
 	 * trailing slash, borrowed for the host's life; none when n is 0. */
 	const char *const *file_dirs;
 	size_t n_file_dirs;

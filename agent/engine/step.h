@@ -100,6 +100,17 @@ const struct op_host *op_exec_host(const struct op_exec *x);
 op_err op_exec_account(struct op_exec *x, const char *key, const char *name, unsigned types,
                        const char *takes, struct op_account **out) OP_WUR;
 
+/*
+ * Checks that dir, the absolute local folder in the config key key ("dir",
+ * "localDir"), is one of the host's [files] dirs or a folder inside one,
+ * and has no ".." component. Otherwise fails the step with code (the
+ * step's own, "FILE_DIR"): class unsupported with no host (outpostctl run
+ * without --config), config when the host lists no folders or none that
+ * holds dir. Only the names are compared: the caller opens dir itself.
+ */
+op_err op_exec_file_dir(struct op_exec *x, const char *key, const char *dir,
+                        const char *code) OP_WUR;
+
 /* Evaluates an expression / renders a template against msg; on error the
  * failure is recorded (code "EXPRESSION", naming the config key). */
 op_err op_exec_eval(struct op_exec *x, const struct op_expr *e, const char *key, const cJSON *msg,

@@ -132,18 +132,6 @@ static op_err file_prepare(struct op_load *ld, struct op_step *st)
 	return rc;
 }
 
-/* True when dir is one of the allowed folders or inside one. */
-static bool dir_allowed(const struct op_host *h, const char *dir)
-{
-	for (size_t i = 0; h && i < h->n_file_dirs; i++) {
-		const char *a = h->file_dirs[i];
-		size_t n = strlen(a);
-		if (strncmp(dir, a, n) == 0 && (dir[n] == '\0' || dir[n] == '/' || n == 1))
-			return !strstr(dir + n, "/../") && strcmp(dir + n, "/..") != 0;
-	}
-	return false;
-}
-
 static int open_beneath(int dirfd, const char *path, int flags, mode_t mode)
 {
 	struct open_how how = {
@@ -382,7 +370,6 @@ static op_err file_view(struct op_exec *x, const struct op_step *st, const cJSON
 	op_buf_init(&b, (size_t)c->max_bytes);
 	cJSON *content = NULL, *res = NULL;
 	int dirfd = -1, fd = -1;
-	const struct op_host *h = op_exec_host(x);
 	op_err rc = op_exec_eval(x, c->path, "path", msg, &pv);
 	if (rc)
 		goto out;
@@ -394,13 +381,9 @@ static op_err file_view(struct op_exec *x, const struct op_step *st, const cJSON
 		                  path ? "\"" : "");
 		goto out;
 	}
-	if (!dir_allowed(h, c->dir)) {
-		rc = op_exec_fail(x, OP_ECONFIG, "FILE_DIR",
-		                  "config.dir: %s is not inside a folder of the agent's [files] "
-		                  "dirs",
-		                  c->dir);
+	rc = op_exec_file_dir(x, "dir", c->dir, "FILE_DIR");
+	if (rc)
 		goto out;
-	}
 	dirfd = open(c->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0) {
 		rc = op_exec_fail(x, file_class(errno), "FILE_DIR", "config.dir: %s: %s", c->dir,

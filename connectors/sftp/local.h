@@ -8,7 +8,9 @@
  * links (O_NOFOLLOW), so neither a link planted in the tree nor a rename
  * during the walk leads outside. A file being written is a hidden temp file
  * in the destination directory until op_sftp_local_commit renames it into
- * place, so readers never see part of a download.
+ * place, so readers never see part of a download. The base directory is
+ * the step's localDir, which the step has checked against the agent's
+ * [files] dirs (op_exec_file_dir) before it comes here.
  */
 #ifndef OP_CONNECTORS_SFTP_LOCAL_H
 #define OP_CONNECTORS_SFTP_LOCAL_H

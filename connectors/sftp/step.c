@@ -10,7 +10,9 @@
  * only to be found. The server's host key is always verified (hostKey,
  * knownHosts): a step without either does not load. Files stream between
  * the server and the agent's disk (localDir + localPath) with constant
- * memory; into and out of the message they are capped by maxBytes.
+ * memory; into and out of the message they are capped by maxBytes. Like
+ * the file step's dir, localDir must be one of the folders the host lends
+ * (op_host.file_dirs, the agent's [files] dirs) or inside one.
  */
 #define OP_LOG_MODULE "sftp"
 #include "connectors/sftp/step.h"
@@ -129,8 +131,8 @@ static const struct op_conf_field sftp_fields[] = {
     {.name = "localDir",
      .type = OP_CONF_STRING,
      .off = offsetof(struct sftp_cfg, local_dir),
-     .help = "absolute path of a directory on the agent's host that localPath stays "
-             "below"},
+     .help = "absolute path of a folder on the agent's host, one of the agent's [files] "
+             "dirs or inside one, that localPath stays below"},
     {.name = "localPath",
      .type = OP_CONF_EXPR,
      .off = offsetof(struct sftp_cfg, local_path),
@@ -403,6 +405,13 @@ static op_err build(struct job *j, const cJSON *msg)
 	if (c->operation != OPER_GET && c->operation != OPER_PUT) {
 		trim_slashes(j->path);
 		trim_slashes(j->to);
+	}
+	/* Before anything is opened or sent: localDir is a folder the agent
+	 * allows. */
+	if (j->local_path) {
+		rc = op_exec_file_dir(x, "localDir", c->local_dir, "SFTP_LOCAL");
+		if (rc)
+			return rc;
 	}
 	char why[512] = "";
 	if (j->local_path && c->operation == OPER_GET) {

@@ -60,6 +60,8 @@ data_dir = $T/data
 log_level = warn
 [accounts]
 key_file = $T/accounts.key
+[files]
+dirs = $T/local
 CONF
 jq -n --arg u "$sshd_user" --rawfile k "$sshd_user_key" \
 	'{type:"key",username:$u,privateKey:$k}' |

@@ -112,3 +112,37 @@ at_exit() {
 	# shellcheck disable=SC2064 # expanded now, on purpose
 	trap "$1; ${4:-}" EXIT
 }
+
+# agent_config [LINE...]: writes the agent config of the test's outpostctl
+# runs, $T/outpost.conf: data in $T/data, accounts sealed with
+# $T/accounts.key (made when the first account is set), then each LINE
+# ("[files]", "dirs = $T/x").
+agent_config() {
+	{
+		printf '[agent]\ndata_dir = %s/data\n[accounts]\nkey_file = %s/accounts.key\n' "$T" "$T"
+		for _l in "$@"; do printf '%s\n' "$_l"; done
+	} >"$T/outpost.conf"
+}
+
+# account NAME JSON: sets the account NAME to JSON in $T/outpost.conf's
+# vault (outpostctl account set); a failure is a failed check.
+account() {
+	printf '%s' "$2" | "$OUTPOSTCTL" account set "$1" --config "$T/outpost.conf" >/dev/null ||
+		fail "account set $1"
+}
+
+# step_pipeline NAME TYPE MEMBERS: writes $T/NAME.json, a pipeline NAME of
+# one step of TYPE whose config is {MEMBERS} (JSON members).
+step_pipeline() {
+	pipeline "$1" "{\"name\":\"$1\",\"version\":\"1\",\"steps\":[{\"type\":\"$2\",\"config\":{$3}}]}"
+}
+
+# run NAME [INPUT]: runs $T/NAME.json with outpostctl run on INPUT (JSON
+# text, default {}) and the agent config $T/outpost.conf, compact; sets
+# $rc, $out, $err as run_ctl. stderr is also appended to $T/errors, for
+# checks that no secret was printed.
+run() {
+	printf '%s' "${2:-{\}}" >"$T/in.json"
+	run_ctl run "$T/$1.json" --input "$T/in.json" --compact --config "$T/outpost.conf"
+	printf '%s\n' "$err" >>"$T/errors"
+}

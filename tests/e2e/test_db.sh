@@ -11,28 +11,12 @@
 pg_start || exit 1
 CONN="host=127.0.0.1 port=$pg_port dbname=$pg_db"
 
-cat >"$T/outpost.conf" <<CONF
-[agent]
-data_dir = $T/data
-[accounts]
-key_file = $T/accounts.key
-CONF
-account() {
-	printf '%s' "$2" | "$OUTPOSTCTL" account set "$1" --config "$T/outpost.conf" >/dev/null ||
-		fail "account set $1"
-}
+agent_config
 account pg "{\"type\":\"basic\",\"username\":\"$pg_user\",\"password\":\"$pg_password\"}"
 account pg-wrong "{\"type\":\"basic\",\"username\":\"$pg_user\",\"password\":\"not-it\"}"
 
 # db NAME CONFIG: a pipeline of one db step on the test database.
-db() {
-	pipeline "$1" "{\"name\":\"$1\",\"version\":\"1\",\"steps\":[{\"type\":\"db\",\"config\":{\"connection\":\"$CONN\",\"account\":\"pg\",$2}}]}"
-}
-run() {
-	printf '%s' "${2:-{\}}" >"$T/in.json"
-	run_ctl run "$T/$1.json" --input "$T/in.json" --compact --config "$T/outpost.conf"
-	printf '%s\n' "$err" >>"$T/errors"
-}
+db() { step_pipeline "$1" db "\"connection\":\"$CONN\",\"account\":\"pg\",$2"; }
 sql() { pg_psql -At -c "$1"; }
 
 sql "CREATE TABLE t (id int PRIMARY KEY, name text, big bigint, n numeric, ok boolean,
@@ -63,11 +47,11 @@ run inj '{"name":"one'"'"' OR '"'"'1'"'"'='"'"'1"}'
 expect_json '.' '[]'
 checks=$((checks + 1))
 [ "$(sql 'SELECT count(*) FROM t')" = 2 ] || fail "$what: the table changed"
-pipeline quoted "{\"name\":\"q\",\"version\":\"1\",\"steps\":[{\"type\":\"db\",\"config\":{\"connection\":\"$CONN\",\"account\":\"pg\",\"sql\":\"SELECT 1 FROM t WHERE name = '{{ message.name }}'\"}}]}"
+db quoted "\"sql\":\"SELECT 1 FROM t WHERE name = '{{ message.name }}'\""
 run_ctl check "$T/quoted.json"
 expect_rc 2
 expect_err_has "steps[0].config.sql: column 31: an expression inside a quoted string (opened at column 30) would not be a value"
-pipeline dollar "{\"name\":\"q\",\"version\":\"1\",\"steps\":[{\"type\":\"db\",\"config\":{\"connection\":\"$CONN password=x\",\"account\":\"pg\",\"sql\":\"SELECT \$1\"}}]}"
+step_pipeline dollar db "\"connection\":\"$CONN password=x\",\"account\":\"pg\",\"sql\":\"SELECT \$1\""
 run_ctl check "$T/dollar.json"
 expect_err_has 'steps[0].config.sql: column 8: write values as {{ expressions }}, not $n'
 expect_err_has 'steps[0].config.connection: holds a password'
@@ -149,7 +133,7 @@ db syntax '"sql":"SELEC 1"'
 run syntax
 expect_err_json '.class' '"invalid"'
 expect_err_has 'SQLSTATE 42601: syntax error at or near'
-pipeline wrongpw "{\"name\":\"w\",\"version\":\"1\",\"steps\":[{\"type\":\"db\",\"config\":{\"connection\":\"$CONN\",\"account\":\"pg-wrong\",\"sql\":\"SELECT 1\"}}]}"
+step_pipeline wrongpw db "\"connection\":\"$CONN\",\"account\":\"pg-wrong\",\"sql\":\"SELECT 1\""
 run wrongpw
 expect_err_json '[.code, .class]' '["DB_AUTH","auth"]'
 expect_err_has 'password authentication failed'
@@ -157,24 +141,24 @@ run_ctl run "$T/q.json" --compact
 expect_err_json '[.code, .class]' '["ACCOUNT","unsupported"]'
 
 what="peers that are not a database: closed port, an HTTP server, silence"
-pipeline closed "{\"name\":\"c\",\"version\":\"1\",\"steps\":[{\"type\":\"db\",\"config\":{\"connection\":\"host=127.0.0.1 port=1 dbname=x\",\"account\":\"pg\",\"sql\":\"SELECT 1\"}}]}"
+step_pipeline closed db "\"connection\":\"host=127.0.0.1 port=1 dbname=x\",\"account\":\"pg\",\"sql\":\"SELECT 1\""
 run closed
 expect_err_json '[.code, .class]' '["DB_CONNECT","noconn"]'
 tcp_peer_start GARBAGE garbage || exit 1
 tcp_peer_start SILENT silent || exit 1
-pipeline garbage "{\"name\":\"g\",\"version\":\"1\",\"steps\":[{\"type\":\"db\",\"config\":{\"connection\":\"host=127.0.0.1 port=$GARBAGE dbname=x sslmode=disable\",\"account\":\"pg\",\"timeoutMs\":5000,\"sql\":\"SELECT 1\"}}]}"
+step_pipeline garbage db "\"connection\":\"host=127.0.0.1 port=$GARBAGE dbname=x sslmode=disable\",\"account\":\"pg\",\"timeoutMs\":5000,\"sql\":\"SELECT 1\""
 run garbage
 expect_err_json '[.code, .class]' '["DB_CONNECT","noconn"]'
 # Accepts and never answers: the connect is bounded (libpq counts whole
 # seconds, at least 2).
-pipeline silent "{\"name\":\"q\",\"version\":\"1\",\"steps\":[{\"type\":\"db\",\"config\":{\"connection\":\"host=127.0.0.1 port=$SILENT dbname=x sslmode=disable\",\"account\":\"pg\",\"timeoutMs\":1500,\"sql\":\"SELECT 1\"}}]}"
+step_pipeline silent db "\"connection\":\"host=127.0.0.1 port=$SILENT dbname=x sslmode=disable\",\"account\":\"pg\",\"timeoutMs\":1500,\"sql\":\"SELECT 1\""
 run silent
 expect_err_json '[.code, .class]' '["DB_TIMEOUT","timeout"]'
 
 what="ODBC (unixODBC, psqlODBC): the same step config, the same results"
 ODBC="${pg_odbc_conn%%;Uid=*};BoolsAsChar=0"
 odbc() {
-	pipeline "$1" "{\"name\":\"$1\",\"version\":\"1\",\"steps\":[{\"type\":\"db\",\"config\":{\"driver\":\"odbc\",\"connection\":\"$ODBC\",\"account\":\"${3:-pg}\",$2}}]}"
+	step_pipeline "$1" db "\"driver\":\"odbc\",\"connection\":\"$ODBC\",\"account\":\"${3:-pg}\",$2"
 }
 odbc oq '"sql":"SELECT * FROM t WHERE id = {{ message.id }} ORDER BY id"'
 run oq '{"id":1}'

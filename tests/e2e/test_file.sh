@@ -9,21 +9,10 @@ X=$T/exchange
 mkdir -p "$X/in" "$T/secret"
 printf 'top secret\n' >"$T/secret/key.txt"
 ln -s "$T/secret" "$X/escape"
-cat >"$T/outpost.conf" <<CONF
-[agent]
-data_dir = $T/data
-[files]
-dirs = $X, /nonexistent/also-allowed
-CONF
+agent_config '[files]' "dirs = $X, /nonexistent/also-allowed"
 
 # file NAME CONFIG: a pipeline of one file step.
-file() {
-	pipeline "$1" "{\"name\":\"$1\",\"version\":\"1\",\"steps\":[{\"type\":\"file\",\"config\":{$2}}]}"
-}
-run() {
-	printf '%s' "${2:-{\}}" >"$T/in.json"
-	run_ctl run "$T/$1.json" --input "$T/in.json" --compact --config "$T/outpost.conf"
-}
+file() { step_pipeline "$1" file "$2"; }
 
 what="JSON: written atomically, read back"
 file wj "\"dir\":\"$X\",\"path\":\"{{ message.name }}.json\",\"operation\":\"write\",\"content\":{\"id\":\"{{ message.id }}\",\"n\":[1,2.5]}"
@@ -94,8 +83,16 @@ expect_err_json '[.code, .class]' '["FILE_DIR","config"]'
 file near "\"dir\":\"${X}2\",\"path\":\"x\""
 run near
 expect_err_json '.code' '"FILE_DIR"'
+expect_err_has "config.dir: ${X}2 is not inside a folder of the agent's [files] dirs"
+file dotdot "\"dir\":\"$X/in/../../secret\",\"path\":\"key.txt\",\"format\":\"text\""
+run dotdot
+expect_err_json '[.code, .class]' '["FILE_DIR","config"]'
+expect_err_has "config.dir: $X/in/../../secret has a \\\"..\\\"; name the folder without it"
 run_ctl run "$T/rt.json" --compact
 expect_err_json '.code' '"FILE_DIR"'
+expect_err_json '.class' '"unsupported"'
+expect_err_has 'no local folders here'
+expect_err_has '[files] dirs in the agent config lists the folders steps may use; outpostctl run reads them with --config'
 
 what="missing files, limits, bad config"
 file miss "\"dir\":\"$X\",\"path\":\"nope.json\""
@@ -105,7 +102,7 @@ head -c 2000 /dev/zero | tr '\0' 'a' >"$X/big.txt"
 file big "\"dir\":\"$X\",\"path\":\"big.txt\",\"format\":\"text\",\"maxBytes\":1000"
 run big
 expect_err_json '[.code, .class]' '["FILE_TOO_LARGE","limit"]'
-pipeline badcfg '{"name":"b","version":"1","steps":[{"type":"file","config":{"dir":"relative","path":"x","operation":"append","format":"json","delimiter":"ab"}}]}'
+file badcfg '"dir":"relative","path":"x","operation":"append","format":"json","delimiter":"ab"'
 run_ctl check "$T/badcfg.json"
 expect_rc 2
 expect_err_has 'steps[0].config.dir: expected an absolute folder, got "relative"'

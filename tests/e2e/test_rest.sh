@@ -15,27 +15,10 @@ http_peer_start TLS_PORT --cert "$T/pki/server.pem" --key "$T/pki/server.key" \
 http_peer_start TLS_OPEN_PORT --cert "$T/pki/server.pem" --key "$T/pki/server.key" || exit 1
 URL=http://127.0.0.1:$PORT
 
-cat >"$T/outpost.conf" <<CONF
-[agent]
-data_dir = $T/data
-[accounts]
-key_file = $T/accounts.key
-CONF
+agent_config
 
 # rest NAME CONFIG: a pipeline of one rest step with CONFIG (JSON members).
-rest() {
-	pipeline "$1" "{\"name\":\"$1\",\"version\":\"1\",\"steps\":[{\"type\":\"rest\",\"config\":{$2}}]}"
-}
-# run NAME [INPUT]: runs it with the test's accounts.
-run() {
-	printf '%s' "${2:-{\}}" >"$T/in.json"
-	run_ctl run "$T/$1.json" --input "$T/in.json" --compact --config "$T/outpost.conf"
-	printf '%s\n' "$err" >>"$T/errors"
-}
-account() {
-	printf '%s' "$2" | "$OUTPOSTCTL" account set "$1" --config "$T/outpost.conf" >/dev/null ||
-		fail "account set $1"
-}
+rest() { step_pipeline "$1" rest "$2"; }
 
 what="GET with a query from expressions; the answer is {status, headers, body}"
 rest get "\"url\":\"$URL/echo?fixed=1\",\"query\":{\"q\":\"{{ message.q }}\",\"n\":\"{{ message.n }}\",\"tag\":[\"a\",\"b\"],\"skip\":null}"
@@ -117,7 +100,7 @@ expect_err_json '.message' '"config.method: expected GET, HEAD, POST, PUT, PATCH
 rest hdr "\"url\":\"$URL/echo\",\"headers\":{\"x\":\"{{ message.v }}\"}"
 run hdr '{"v":"a\r\nInjected: 1"}'
 expect_err_json '.class' '"invalid"'
-pipeline static '{"name":"s","version":"1","steps":[{"type":"rest","config":{"url":"file:///etc/passwd","method":"BREW","account":"../x"}}]}'
+rest static '"url":"file:///etc/passwd","method":"BREW","account":"../x"'
 run_ctl check "$T/static.json"
 expect_rc 2
 expect_err_has 'steps[0].config.url: expected an absolute http:// or https:// URL'

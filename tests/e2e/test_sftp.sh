@@ -3,11 +3,12 @@
 # keys, internal-sftp): every operation, password and key logins (ed25519
 # OpenSSH format, encrypted ed25519, PEM ECDSA), host keys by fingerprint and
 # by known_hosts (and refused when they do not match, before anything is
-# sent), atomic puts, 50 MB round trips checked byte for byte, localPath kept
-# below localDir, limits, session reuse, and hostile peers: TCP servers that
-# send garbage, truncated or huge answers or nothing at all
-# (tests/peers/ssh_peer.py), and SFTP servers behind a real sshd that hang,
-# send garbage, or never end a listing or a file (tests/peers/sftp_peer.py).
+# sent), atomic puts, 50 MB round trips checked byte for byte, localDir only
+# inside the folders of [files] dirs and localPath kept below localDir,
+# limits, session reuse, and hostile peers: TCP servers that send garbage,
+# truncated or huge answers or nothing at all (tests/peers/ssh_peer.py), and
+# SFTP servers behind a real sshd that hang, send garbage, or never end a
+# listing or a file (tests/peers/sftp_peer.py).
 . "$(dirname "$0")/lib.sh"
 . "$E2E_DIR/sshd.sh"
 
@@ -16,12 +17,8 @@ LOG=$T/sshd/sshd.log
 H=$sshd_home
 mkdir -p "$T/local"
 
-cat >"$T/outpost.conf" <<CONF
-[agent]
-data_dir = $T/data
-[accounts]
-key_file = $T/accounts.key
-CONF
+# localDir must be a folder of [files] dirs, or inside one.
+agent_config '[files]' "dirs = $T/local"
 
 # sp NAME MEMBERS: a pipeline NAME of one sftp step with MEMBERS (JSON
 # members), on the test server as account "key" with its hostKey unless
@@ -31,18 +28,7 @@ sp() {
 	case $_c in *'"port"'*) ;; *) _c="\"host\":\"$sshd_host\",\"port\":$sshd_port,$_c" ;; esac
 	case $_c in *'"account"'*) ;; *) _c="$_c,\"account\":\"key\"" ;; esac
 	case $_c in *'"hostKey"'* | *'"knownHosts"'*) ;; *) _c="$_c,\"hostKey\":\"$sshd_fingerprint\"" ;; esac
-	pipeline "$1" "{\"name\":\"$1\",\"version\":\"1\",\"steps\":[{\"type\":\"sftp\",\"config\":{$_c}}]}"
-}
-# run NAME [INPUT]: runs it with the test's accounts; stderr is kept for
-# the secrets check at the end.
-run() {
-	printf '%s' "${2:-{\}}" >"$T/in.json"
-	run_ctl run "$T/$1.json" --input "$T/in.json" --compact --config "$T/outpost.conf"
-	printf '%s\n' "$err" >>"$T/errors"
-}
-account() {
-	printf '%s' "$2" | "$OUTPOSTCTL" account set "$1" --config "$T/outpost.conf" >/dev/null ||
-		fail "account set $1"
+	step_pipeline "$1" sftp "$_c"
 }
 # sha FILE: its SHA-256 ("-": standard input's).
 sha() { sha256sum "$1" | cut -c1-64; }
@@ -325,6 +311,41 @@ check "a file escaped localDir" test -z "$(find "$T" -name escaped.txt)"
 sp getnodir "\"operation\":\"get\",\"path\":\"in/a.csv\",\"localDir\":\"$T/local\",\"localPath\":\"no/such/dir.txt\""
 run getnodir
 expect_err_json '[.code, .class]' '["SFTP_LOCAL","notfound"]'
+
+what="localDir only inside the folders of [files] dirs, refused before anything is sent"
+mkdir -p "$T/unlisted" "$T/local2"
+printf 'not for the server' >"$T/unlisted/secret.txt"
+a0=$(accepted)
+sp getout "\"operation\":\"get\",\"path\":\"in/a.csv\",\"localDir\":\"$T/unlisted\",\"localPath\":\"a.copy\""
+run getout
+expect_rc 1
+expect_err_json '[.code, .class]' '["SFTP_LOCAL","config"]'
+expect_err_has "config.localDir: $T/unlisted is not inside a folder of the agent's [files] dirs"
+sp putout "\"operation\":\"put\",\"path\":\"out/stolen.txt\",\"localDir\":\"$T/unlisted\",\"localPath\":\"secret.txt\""
+run putout
+expect_err_json '[.code, .class]' '["SFTP_LOCAL","config"]'
+check "a file was put from outside" test ! -e "$H/out/stolen.txt"
+# A neighbour whose name starts the same is another folder.
+sp getnear "\"operation\":\"get\",\"path\":\"in/a.csv\",\"localDir\":\"$T/local2\",\"localPath\":\"a.copy\""
+run getnear
+expect_err_json '[.code, .class]' '["SFTP_LOCAL","config"]'
+sp getup "\"operation\":\"get\",\"path\":\"in/a.csv\",\"localDir\":\"$T/local/../unlisted\",\"localPath\":\"a.copy\""
+run getup
+expect_err_json '[.code, .class]' '["SFTP_LOCAL","config"]'
+expect_err_has "config.localDir: $T/local/../unlisted has a \\\"..\\\"; name the folder without it"
+check "a file was written outside [files] dirs" test "$(ls -A "$T/unlisted")" = secret.txt
+check "a file was written in the neighbour" test -z "$(ls -A "$T/local2")"
+check "a login was made" test "$(accepted)" = "$a0"
+# A folder inside one of them is fine; without an agent config none is.
+sp getsub "\"operation\":\"get\",\"path\":\"in/a.csv\",\"localDir\":\"$T/local/back\",\"localPath\":\"a.copy\""
+run getsub
+expect_rc 0
+expect_json '.localPath' '"a.copy"'
+check "the copy differs" cmp -s "$H/in/a.csv" "$T/local/back/a.copy"
+run_ctl run "$T/getsub.json" --compact
+expect_rc 1
+expect_err_json '[.code, .class]' '["SFTP_LOCAL","unsupported"]'
+expect_err_has "config.localDir: no local folders here: $T/local/back cannot be used ([files] dirs in the agent config lists the folders steps may use; outpostctl run reads them with --config)"
 
 what="move: rename, over an existing file, onto itself, overwrite false, nothing to move"
 printf 'm1' >"$H/out/m1"

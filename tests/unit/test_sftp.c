@@ -2,9 +2,10 @@
  * Unit tests of the sftp connector's pure parts (connectors/sftp): host key
  * fingerprints as ssh-keygen prints them, the mapping of libssh2 codes and
  * SFTP statuses to classes, temp names of atomic puts, modes, times and
- * paths in messages, and localPath kept below localDir (checks, and a walk
- * in a temp dir that refuses links). Sessions with a real sshd are tested
- * end to end in tests/e2e/test_sftp.sh.
+ * paths in messages, localPath kept below localDir (checks, and a walk
+ * in a temp dir that refuses links), and the step's localDir held to the
+ * folders the host lends, before any connect. Sessions with a real sshd are
+ * tested end to end in tests/e2e/test_sftp.sh.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/engine/engine.h"
 #include "connectors/sftp/local.h"
 #include "connectors/sftp/sftp_int.h"
 #include "tests/unit/test.h"
@@ -418,6 +420,96 @@ START_TEST(out_of_memory_is_an_error)
 }
 END_TEST
 
+/* Runs an sftp step (operation op) with localDir dir and localPath
+ * "got.txt" against a port nothing listens on; dirs (n of them) are the
+ * host's [files] dirs, no host at all when n is -1. Returns the failure. */
+static struct op_fail local_step(const char *op, const char *dir, const char *const *dirs, int n)
+{
+	char text[2048];
+	snprintf(text, sizeof(text),
+	         "{\"name\":\"p\",\"version\":\"1\",\"steps\":[{\"type\":\"sftp\","
+	         "\"config\":{\"host\":\"127.0.0.1\",\"port\":1,\"account\":\"a\","
+	         "\"hostKey\":\"%s\",\"operation\":\"%s\",\"path\":\"x\",\"localDir\":"
+	         "\"%s\",\"localPath\":\"got.txt\"}}]}",
+	         fp_text, op, dir);
+	struct op_diag d;
+	op_diag_init(&d);
+	struct op_pipeline *p = NULL;
+	ck_assert_int_eq(op_pipeline_load(text, strlen(text), "test", &d, &p), OP_OK);
+	op_diag_fini(&d);
+	struct op_engine *e = op_engine_new();
+	ck_assert_ptr_nonnull(e);
+	if (n >= 0) {
+		struct op_host h = {.file_dirs = dirs, .n_file_dirs = (size_t)n};
+		op_engine_set_host(e, &h);
+	}
+	cJSON *out = NULL;
+	struct op_fail f;
+	ck_assert_int_ne(op_engine_run(e, p, cJSON_CreateObject(), NULL, &out, &f), OP_OK);
+	ck_assert_ptr_null(out);
+	op_pipeline_free(p);
+	op_engine_free(e);
+	return f;
+}
+
+/* dir holds nothing but what tree() put there (no download, no temp file). */
+static void untouched(const char *dir)
+{
+	static const char *const made[] = {".", "..", "in", "out", "file.txt", "flink"};
+	DIR *d = opendir(dir);
+	ck_assert_ptr_nonnull(d);
+	for (struct dirent *e; (e = readdir(d)) != NULL;) {
+		bool known = false;
+		for (size_t i = 0; i < sizeof(made) / sizeof(made[0]); i++)
+			known = known || strcmp(e->d_name, made[i]) == 0;
+		ck_assert_msg(known, "%s: %s was written", dir, e->d_name);
+	}
+	closedir(d);
+}
+
+START_TEST(local_dir_is_a_folder_the_host_lends)
+{
+	char root[64], base[128], outside[128], p[256];
+	tree(root, sizeof(root));
+	snprintf(base, sizeof(base), "%s/base", root);
+	snprintf(outside, sizeof(outside), "%s/outside", root);
+	const char *const dirs[] = {base};
+	/* Refused before anything is opened or sent: not SFTP_CONNECT. */
+	struct op_fail f = local_step("get", outside, dirs, 1);
+	ck_assert_str_eq(f.code, "SFTP_LOCAL");
+	ck_assert_int_eq(f.cls, OP_ECONFIG);
+	snprintf(p, sizeof(p),
+	         "config.localDir: %s is not inside a folder of the agent's [files] dirs", outside);
+	ck_assert_str_eq(f.msg, p);
+	untouched(outside);
+	f = local_step("put", outside, dirs, 1);
+	ck_assert_str_eq(f.code, "SFTP_LOCAL");
+	ck_assert_int_eq(f.cls, OP_ECONFIG);
+	snprintf(p, sizeof(p), "%s/../outside", base);
+	f = local_step("get", p, dirs, 1);
+	ck_assert_str_eq(f.code, "SFTP_LOCAL");
+	ck_assert_msg(strstr(f.msg, "has a \"..\"") != NULL, "%s", f.msg);
+	untouched(outside);
+	f = local_step("get", base, dirs, 0);
+	ck_assert_str_eq(f.code, "SFTP_LOCAL");
+	ck_assert_int_eq(f.cls, OP_ECONFIG);
+	ck_assert_msg(strstr(f.msg, "[files] dirs in the agent config lists the folders") != NULL,
+	              "%s", f.msg);
+	f = local_step("get", base, NULL, -1);
+	ck_assert_str_eq(f.code, "SFTP_LOCAL");
+	ck_assert_int_eq(f.cls, OP_EUNSUPPORTED);
+	ck_assert_msg(strstr(f.msg, "outpostctl run reads them with --config") != NULL, "%s",
+	              f.msg);
+	untouched(base);
+	/* A folder inside one lent passes; the step goes on to the account. */
+	snprintf(p, sizeof(p), "%s/in", base);
+	f = local_step("get", p, dirs, 1);
+	ck_assert_str_eq(f.code, "ACCOUNT");
+	untouched(p);
+	op_test_rmtree(root);
+}
+END_TEST
+
 static Suite *sftp_suite(void)
 {
 	Suite *s = suite_create("sftp");
@@ -432,6 +524,7 @@ static Suite *sftp_suite(void)
 	tcase_add_test(tc, local_files_appear_whole_or_not_at_all);
 	tcase_add_test(tc, the_writer_thread_writes_in_order_and_reports_errors);
 	tcase_add_test(tc, out_of_memory_is_an_error);
+	tcase_add_test(tc, local_dir_is_a_folder_the_host_lends);
 	suite_add_tcase(s, tc);
 	return s;
 }
