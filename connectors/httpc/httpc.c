@@ -260,8 +260,10 @@ static op_err header_add(cJSON *headers, const char *line, size_t len)
 		struct op_buf b;
 		op_buf_init(&b, OP_HTTPC_HEADERS_MAX * 2);
 		op_err rc = op_buf_adds(&b, old->valuestring);
+		/* Set-Cookie values hold commas (Expires=Thu, 01 Jan ...), so
+		 * RFC 6265 forbids folding them: one per line instead. */
 		if (rc == OP_OK)
-			rc = op_buf_adds(&b, ", ");
+			rc = op_buf_adds(&b, strcmp(name, "set-cookie") == 0 ? "\n" : ", ");
 		if (rc == OP_OK)
 			rc = op_buf_add(&b, v, (size_t)(end - v));
 		val = rc == OP_OK ? header_string(op_buf_str(&b), b.len) : NULL;

@@ -69,7 +69,9 @@ struct op_httpc_req {
 
 struct op_httpc_resp {
 	long status;
-	cJSON *headers; /* {lower-case name: value}; repeated names joined with ", " */
+	/* {lower-case name: value}; repeated names joined with ", ", but
+	 * set-cookie values with "\n" (they hold commas themselves) */
+	cJSON *headers;
 	struct op_buf body;
 	long long elapsed_ms;
 };
