@@ -15,6 +15,15 @@ fail() {
 	failures=$((failures + 1))
 }
 
+# check WHAT COMMAND...: one check that COMMAND succeeds; fails with WHAT
+# (after the current $what, when set).
+check() {
+	checks=$((checks + 1))
+	_check_what=$1
+	shift
+	"$@" || fail "${what:+$what: }$_check_what"
+}
+
 # run_ctl ARGS...: runs outpostctl; sets $rc, $out (stdout), $err (stderr).
 run_ctl() {
 	"$OUTPOSTCTL" "$@" >"$T/out" 2>"$T/err"

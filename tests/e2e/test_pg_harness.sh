@@ -9,14 +9,6 @@
 # shellcheck source=pg.sh
 . "$(dirname "$0")/pg.sh"
 
-# check WHAT COMMAND...: counts a check; fails with WHAT unless COMMAND succeeds.
-check() {
-	checks=$((checks + 1))
-	_what=$1
-	shift
-	"$@" || fail "$_what"
-}
-
 # gone PID: no process PID runs.
 gone() {
 	! kill -0 "$1" 2>/dev/null

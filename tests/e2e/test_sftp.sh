@@ -32,13 +32,6 @@ sp() {
 }
 # sha FILE: its SHA-256 ("-": standard input's).
 sha() { sha256sum "$1" | cut -c1-64; }
-# check WHAT COMMAND...: one check that COMMAND succeeds.
-check() {
-	checks=$((checks + 1))
-	_w=$1
-	shift
-	"$@" || fail "$what: $_w"
-}
 # accepted: logins the server accepted so far.
 accepted() { grep -c 'Accepted \(publickey\|password\) for' "$LOG"; }
 # owned: files the test makes on the server belong to the login user.
