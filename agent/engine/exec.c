@@ -146,6 +146,14 @@ long long op_exec_remaining_ms(const struct op_exec *x)
 	return left > 0 ? left / 1000000 : 0;
 }
 
+long long op_exec_timeout_ms(const struct op_exec *x, long long timeout_ms)
+{
+	long long left = op_exec_remaining_ms(x);
+	if (left < timeout_ms)
+		timeout_ms = left;
+	return timeout_ms > 0 ? timeout_ms : 1;
+}
+
 op_err op_exec__wait(struct op_exec *x, long long ms)
 {
 	/* Wait in short slices so a cancelled or timed-out execution stops soon. */

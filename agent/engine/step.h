@@ -133,6 +133,9 @@ bool op_exec_cancelled(const struct op_exec *x);
 
 /* Milliseconds left before the execution's deadline (LLONG_MAX if none). */
 long long op_exec_remaining_ms(const struct op_exec *x);
+/* A step's own timeout cut to the time left, at least 1 ms: what a call
+ * to a peer may wait, never past the execution's deadline. */
+long long op_exec_timeout_ms(const struct op_exec *x, long long timeout_ms);
 
 /* The failure recorded last on x, as {code, message, step, class}; NULL on OOM. */
 cJSON *op_exec_error_json(const struct op_exec *x);

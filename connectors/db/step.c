@@ -383,9 +383,7 @@ static op_err db_view(struct op_exec *x, const struct op_step *st, const cJSON *
 			goto out;
 		}
 	}
-	long long timeout = c->timeout_ms, left = op_exec_remaining_ms(x);
-	if (left < timeout)
-		timeout = left > 0 ? left : 1;
+	long long timeout = op_exec_timeout_ms(x, c->timeout_ms);
 	struct op_db_wait w = {
 	    .deadline_ms = op_db__now_ms() + timeout, .cancelled = cancelled, .ud = x};
 	const struct op_db_driver *drv = driver_of(c);

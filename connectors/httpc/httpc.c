@@ -653,3 +653,21 @@ op_err op_httpc_form_add(struct op_buf *b, const char *key, const char *value)
 		rc = op_httpc_escape(b, value, strlen(value));
 	return rc;
 }
+
+const char *op_httpc_error_code(op_err cls)
+{
+	switch (cls) {
+	case OP_ETIMEOUT:
+		return "HTTP_TIMEOUT";
+	case OP_ENOCONN:
+		return "HTTP_CONNECT";
+	case OP_ELIMIT:
+		return "HTTP_RESPONSE_TOO_LARGE";
+	case OP_EPARSE:
+		return "HTTP_BAD_RESPONSE";
+	case OP_ENOMEM:
+		return "NOMEM";
+	default:
+		return "HTTP_ERROR";
+	}
+}

@@ -109,6 +109,11 @@ void op_httpc_resp_fini(struct op_httpc_resp *resp);
  */
 op_err op_httpc_status_class(long status);
 
+/* The step error code of an op_httpc_perform failure: HTTP_TIMEOUT,
+ * HTTP_CONNECT, HTTP_RESPONSE_TOO_LARGE, HTTP_BAD_RESPONSE, NOMEM or
+ * HTTP_ERROR. */
+const char *op_httpc_error_code(op_err cls);
+
 /* Appends n bytes at s percent-encoded: all but A-Z a-z 0-9 - . _ ~
  * (RFC 3986 unreserved), so the result fits a query or a form. OP_ELIMIT,
  * OP_ENOMEM (b as op_buf_add leaves it). */

@@ -184,10 +184,7 @@ static op_err publish_run(struct op_exec *x, const struct op_step *st, cJSON *ms
 		goto out;
 	}
 	/* Never wait past the execution's deadline. */
-	long long timeout = c->timeout_ms;
-	long long left = op_exec_remaining_ms(x);
-	if (left < timeout)
-		timeout = left > 0 ? left : 1;
+	long long timeout = op_exec_timeout_ms(x, c->timeout_ms);
 	why[0] = '\0';
 	rc = h->mqtt_publish(h->ud, c->broker, t, data, len, (int)c->qos, c->retained, timeout, why,
 	                     sizeof(why));

@@ -570,24 +570,6 @@ static void excerpt(const struct op_buf *b, char *out, size_t cap)
 	out[k] = '\0';
 }
 
-static const char *code_of(op_err cls)
-{
-	switch (cls) {
-	case OP_ETIMEOUT:
-		return "HTTP_TIMEOUT";
-	case OP_ENOCONN:
-		return "HTTP_CONNECT";
-	case OP_ELIMIT:
-		return "HTTP_RESPONSE_TOO_LARGE";
-	case OP_EPARSE:
-		return "HTTP_BAD_RESPONSE";
-	case OP_ENOMEM:
-		return "NOMEM";
-	default:
-		return "HTTP_ERROR";
-	}
-}
-
 static bool cancelled(void *ud)
 {
 	return op_exec_cancelled(ud);
@@ -605,9 +587,7 @@ static op_err rest_view(struct op_exec *x, const struct op_step *st, const cJSON
 	op_err rc = build(x, c, msg, &q);
 	if (rc)
 		goto out;
-	long long timeout = c->timeout_ms, left = op_exec_remaining_ms(x);
-	if (left < timeout)
-		timeout = left > 0 ? left : 1;
+	long long timeout = op_exec_timeout_ms(x, c->timeout_ms);
 	struct op_httpc_req req = {
 	    .method = q.method,
 	    .url = op_buf_str(&q.url),
@@ -633,7 +613,7 @@ static op_err rest_view(struct op_exec *x, const struct op_step *st, const cJSON
 	op_account_free(q.cert);
 	q.auth = q.cert = NULL;
 	if (rc) {
-		rc = op_exec_fail(x, rc, code_of(rc), "%s", why);
+		rc = op_exec_fail(x, rc, op_httpc_error_code(rc), "%s", why);
 		goto out;
 	}
 	char what[600];
