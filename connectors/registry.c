@@ -10,6 +10,7 @@
 #include "connectors/file/step.h"
 #include "connectors/mqtt/step.h"
 #include "connectors/rest/step.h"
+#include "connectors/sap/step.h"
 #include "connectors/sftp/step.h"
 #include "connectors/transform/step.h"
 #include "connectors/validate/step.h"
@@ -32,6 +33,7 @@ static const struct op_step_type *const step_types[] = {
     &op_step_validate,
     /* connectors */
     &op_step_rest,
+    &op_step_sap,
     &op_step_sftp,
     &op_step_db,
     &op_step_file,
