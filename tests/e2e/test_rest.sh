@@ -141,6 +141,19 @@ pipeline oauth "{\"name\":\"o\",\"version\":\"1\",\"steps\":[{\"type\":\"for-eac
 run oauth '{"list":[1,2,3,4]}'
 expect_rc 0
 expect_json '.body.tokens' '2'
+what="OAuth2: a token is fetched again as its lifetime runs out (a tenth early), not only after a 401"
+# The peer's tokens live 1 s and are never refused, so only the client's own
+# refresh (a tenth of the lifetime early) brings tok-2: the loop runs until
+# it does, or fails at maxIterations.
+http_peer_start SHORT_PORT --oauth 'svc id:s3cr&t' --token-ttl 1 || exit 1
+account short "{\"type\":\"oauth2\",\"tokenUrl\":\"http://127.0.0.1:$SHORT_PORT/token\",\"clientId\":\"svc id\",\"clientSecret\":\"s3cr&t\"}"
+pipeline refresh "{\"name\":\"r\",\"version\":\"1\",\"steps\":[{\"type\":\"do-while\",\"config\":{\"maxIterations\":1000000,
+  \"condition\":\"{{ message.body.token == 'tok-1' }}\",
+  \"steps\":[{\"type\":\"rest\",\"config\":{\"url\":\"http://127.0.0.1:$SHORT_PORT/protected\",\"account\":\"short\"}}]}},
+  {\"type\":\"rest\",\"output\":\"stats\",\"config\":{\"url\":\"http://127.0.0.1:$SHORT_PORT/stats\"}}]}"
+run refresh
+expect_rc 0
+expect_json '[.body.token, .stats.body.tokens]' '["tok-2",2]'
 account api-bad "{\"type\":\"oauth2\",\"tokenUrl\":\"$URL/token\",\"clientId\":\"svc id\",\"clientSecret\":\"wrong\"}"
 rest oauthbad "\"url\":\"$URL/protected\",\"account\":\"api-bad\""
 run oauthbad
