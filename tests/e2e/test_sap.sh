@@ -205,6 +205,26 @@ step_pipeline badw sap "\"account\":\"s4-wrong\",\"service\":\"$SO\",\"operation
 run badw
 expect_err_json '[.code, .class]' '["SAP_CSRF","auth"]'
 
+what="OAuth2 client credentials: a token per step, cached for its calls; reads and writes"
+account s4-oauth "{\"type\":\"oauth2\",\"tokenUrl\":\"$sap_url/sap-peer/oauth/token\",\"clientId\":\"outpost-client\",\"clientSecret\":\"client-secret\"}"
+pipeline oauth "{\"name\":\"oauth\",\"version\":\"1\",\"steps\":[
+ {\"type\":\"for-each\",\"output\":\"reads\",\"config\":{\"items\":\"{{ [1,2,3] }}\",\"steps\":[
+   {\"type\":\"sap\",\"config\":{\"account\":\"s4-oauth\",\"service\":\"$SO\",\"entitySet\":\"A_SalesOrder\",\"key\":\"5000002\"}}]}},
+ {\"type\":\"set\",\"output\":\"r\",\"config\":{\"template\":\"{{ message.reads[2] }}\"}},
+ {\"type\":\"sap\",\"output\":\"w\",\"config\":{\"account\":\"s4-oauth\",\"service\":\"$SO\",\"operation\":\"update\",\"entitySet\":\"A_SalesOrder\",\"key\":\"5000002\",\"ifMatch\":\"{{ message.r.value['@odata.etag'] }}\",\"body\":{\"PurchaseOrderByCustomer\":\"PO-OAUTH\"}}}]}"
+before=$(stats)
+run oauth
+expect_rc 0
+expect_json '[.r.value.SalesOrder, .w.status]' '["5000002",204]'
+after=$(stats)
+# A step keeps its token for all its calls: one for the three reads, one
+# for the update.
+check "OAuth2 tokens fetched ($before -> $after)" \
+	test "$(jq -n "$after.tokens - $before.tokens")" = 2
+sap so2 "\"service\":\"$SO\",\"entitySet\":\"A_SalesOrder\",\"key\":\"5000002\""
+run so2
+expect_json '.value.PurchaseOrderByCustomer' '"PO-OAUTH"'
+
 what="bad configs are refused at load, naming the key"
 step_pipeline cfg sap "\"service\":\"ftp://x\",\"operation\":\"update\",\"entitySet\":\"A b\",\"filter\":\"A eq 'x\""
 run cfg

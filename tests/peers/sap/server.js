@@ -33,6 +33,44 @@ setInterval(() => {
   for (const [id, s] of sessions) if (s.expires < now) sessions.delete(id)
 }, 60000).unref()
 
+// OAuth2 client credentials, as SAP's own token service (XSUAA) issues them
+// for a communication user: POST /sap-peer/oauth/token with the client's id
+// and secret in Basic auth gives a bearer token that acts as alice.
+const OAUTH_CLIENT = 'outpost-client'
+const OAUTH_SECRET = 'client-secret'
+const OAUTH_TTL_S = 3600
+const bearers = new Map() // token -> { user, expires }
+
+function issueToken (req, res) {
+  let body = ''
+  req.on('data', (c) => { body += c })
+  req.on('end', () => {
+    const client = checkPair(req.headers.authorization, OAUTH_CLIENT, OAUTH_SECRET)
+    const form = new URLSearchParams(body)
+    if (!client) return res.status(401).json({ error: 'invalid_client' })
+    if (form.get('grant_type') !== 'client_credentials') {
+      return res.status(400).json({ error: 'unsupported_grant_type' })
+    }
+    const token = crypto.randomBytes(24).toString('base64url')
+    bearers.set(token, { user: 'alice', expires: Date.now() + OAUTH_TTL_S * 1000 })
+    stats.tokens++
+    res.json({ access_token: token, token_type: 'bearer', expires_in: OAUTH_TTL_S })
+  })
+}
+
+// A bearer token's user, or null.
+function checkBearer (header) {
+  if (!header || !/^bearer /i.test(header)) return null
+  const b = bearers.get(header.slice(7).trim())
+  return b && b.expires > Date.now() ? b.user : null
+}
+
+function checkPair (header, id, pwd) {
+  if (!header || !/^basic /i.test(header)) return null
+  const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString()
+  return decoded === `${id}:${pwd}` ? id : null
+}
+
 function users () {
   return (cds.env.requires.auth && cds.env.requires.auth.users) || {}
 }
@@ -78,7 +116,7 @@ function csrfFailed (res) {
 //  - POST/PUT/PATCH/MERGE/DELETE (incl. $batch) need that token AND the session cookie,
 //    else 403, "x-csrf-token: Required", body "CSRF token validation failed"
 // What clients did, for tests and benchmarks: GET /sap-peer/stats.
-const stats = { requests: 0, csrfFetches: 0 }
+const stats = { requests: 0, csrfFetches: 0, tokens: 0 }
 
 function gatewayGuard (req, res, next) {
   if (!ODATA_PATHS.some(p => req.path.startsWith(p))) return next()
@@ -86,7 +124,14 @@ function gatewayGuard (req, res, next) {
   delete req.headers['x-sap-peer-internal']
   stats.requests++
 
-  const user = checkBasic(req.headers.authorization)
+  let user = checkBasic(req.headers.authorization)
+  const bearer = !user && checkBearer(req.headers.authorization)
+  if (bearer) {
+    // CAP itself takes Basic only: the request goes on as that user.
+    user = bearer
+    const pwd = users()[user].password
+    req.headers.authorization = 'Basic ' + Buffer.from(`${user}:${pwd}`).toString('base64')
+  }
   if (!user) return unauthorized(res)
 
   const cookies = parseCookies(req.headers.cookie)
@@ -215,6 +260,7 @@ function registerHandlers () {
 cds.on('bootstrap', (app) => {
   app.get('/healthz', (_req, res) => res.type('text/plain').send('ok'))
   app.get('/sap-peer/stats', (_req, res) => res.json(stats))
+  app.post('/sap-peer/oauth/token', issueToken)
   app.post('/sap-peer/reset-sessions', (_req, res) => { sessions.clear(); res.type('text/plain').send('ok') })
   app.use(gatewayGuard)
   app.use(cov2ap()) // OData V2 at /sap/opu/odata/sap/<service> (see cds.cov2ap in package.json)
