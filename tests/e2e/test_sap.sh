@@ -7,6 +7,7 @@
 # the session, SAP error bodies as the step's error, and bad logons.
 . "$(dirname "$0")/lib.sh"
 . "$E2E_DIR/sap.sh"
+. "$E2E_DIR/peer.sh"
 
 SAP_PEER_MAX_PAGE_SIZE=30 sap_start || exit 1
 SO=$sap_v2/API_SALES_ORDER_SRV
@@ -224,6 +225,29 @@ check "OAuth2 tokens fetched ($before -> $after)" \
 sap so2 "\"service\":\"$SO\",\"entitySet\":\"A_SalesOrder\",\"key\":\"5000002\""
 run so2
 expect_json '.value.PurchaseOrderByCustomer' '"PO-OAUTH"'
+
+what="hostile peers: not JSON, garbage, cut short, too large, no answer"
+http_peer_start BAD_PORT || exit 1
+BAD=http://127.0.0.1:$BAD_PORT
+bad() { step_pipeline "$1" sap "\"service\":\"$BAD\",\"entitySet\":\"$2\",\"timeoutMs\":${3:-10000}"; }
+bad nj badjson
+run nj
+expect_err_json '[.code, .class]' '["SAP_BAD_RESPONSE","parse"]'
+bad txt text
+run txt
+expect_err_json '[.code, .class]' '["SAP_BAD_RESPONSE","parse"]'
+bad gb garbage
+run gb
+expect_err_json '.class' '"parse"'
+bad cut truncated
+run cut
+expect_err_json '.class' '"io"'
+step_pipeline big sap "\"service\":\"$BAD\",\"entitySet\":\"huge\",\"params\":{\"bytes\":100000},\"maxResponseBytes\":50000"
+run big
+expect_err_json '[.code, .class]' '["HTTP_RESPONSE_TOO_LARGE","limit"]'
+bad hang hang 300
+run hang
+expect_err_json '[.code, .class]' '["HTTP_TIMEOUT","timeout"]'
 
 what="bad configs are refused at load, naming the key"
 step_pipeline cfg sap "\"service\":\"ftp://x\",\"operation\":\"update\",\"entitySet\":\"A b\",\"filter\":\"A eq 'x\""
