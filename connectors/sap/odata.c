@@ -286,22 +286,33 @@ static bool v2_date(const char *s, char *out, size_t outlen)
 }
 
 static void v2_plain_object(cJSON *o);
+static void v2_plain_value(cJSON *parent, cJSON *v);
+
+/* Each element of the array a made plain; an element may be replaced. */
+static void v2_plain_elements(cJSON *a)
+{
+	cJSON *next;
+	for (cJSON *e = a->child; e; e = next) {
+		next = e->next;
+		v2_plain_value(a, e);
+	}
+}
 
 static void v2_plain_value(cJSON *parent, cJSON *v)
 {
 	if (cJSON_IsArray(v)) {
-		for (cJSON *e = v->child; e; e = e->next)
-			v2_plain_value(v, e);
+		v2_plain_elements(v);
 	} else if (cJSON_IsObject(v)) {
 		cJSON *results = cJSON_GetObjectItemCaseSensitive(v, "results");
-		if (cJSON_IsArray(results) && v->child == results && results->next == NULL) {
+		if (cJSON_IsArray(results) && v->child == results && results->next == NULL &&
+		    !(v->type & cJSON_StringIsConst)) {
+			/* {"results": [...]} in place of v, under v's name. */
 			cJSON_DetachItemViaPointer(v, results);
-			for (cJSON *e = results->child; e; e = e->next)
-				v2_plain_value(results, e);
-			if (cJSON_IsObject(parent))
-				cJSON_ReplaceItemInObjectCaseSensitive(parent, v->string, results);
-			else
-				cJSON_ReplaceItemViaPointer(parent, v, results);
+			v2_plain_elements(results);
+			cJSON_free(results->string);
+			results->string = v->string;
+			v->string = NULL;
+			cJSON_ReplaceItemViaPointer(parent, v, results);
 			return;
 		}
 		v2_plain_object(v);
@@ -333,9 +344,7 @@ static void v2_plain_object(cJSON *o)
 void op_odata_v2_plain(cJSON *v)
 {
 	if (cJSON_IsArray(v)) {
-		for (cJSON *e = v->child; e; e = e->next)
-			if (cJSON_IsObject(e))
-				v2_plain_object(e);
+		v2_plain_elements(v);
 	} else if (cJSON_IsObject(v)) {
 		v2_plain_object(v);
 	}

@@ -35,10 +35,11 @@
 #include "connectors/sap/batch.h"
 #include "connectors/sap/odata.h"
 
-#define URL_MAX    (64u << 10)
-#define BODY_MAX   (64u << 20)
-#define PAGES_MAX  100000
-#define COOKIE_MAX 4096
+#define URL_MAX     (64u << 10)
+#define BODY_MAX    (64u << 20)
+#define PAGES_MAX   100000
+#define COOKIE_MAX  8192 /* bytes of the Cookie header */
+#define COOKIES_MAX 50   /* cookies kept per session */
 
 static const char *const versions[] = {"v2", "v4", NULL};
 enum { V2, V4 };
@@ -228,15 +229,17 @@ struct session {
 	char *account;  /* "" without an account */
 	char *token;    /* NULL: not fetched; "": the server wants none */
 	cJSON *cookies; /* {name: value} */
+	unsigned gen;   /* bumped when the token changes or the session goes */
 	struct session *next;
 };
 
 struct sap_priv {
 	struct op_httpc *http;
 	struct op_odata_filter *filter;
-	char *root;        /* the service URL without a trailing '/' */
-	size_t origin_len; /* bytes of scheme://authority in root */
-	pthread_mutex_t mu;
+	char *root;               /* the service URL without a trailing '/' */
+	size_t origin_len;        /* bytes of scheme://authority in root */
+	pthread_mutex_t mu;       /* sessions */
+	pthread_mutex_t fetch_mu; /* one CSRF token fetch at a time */
 	struct session *sessions;
 };
 
@@ -259,6 +262,7 @@ static void priv_free(struct sap_priv *p)
 		op_free(s);
 	}
 	pthread_mutex_destroy(&p->mu);
+	pthread_mutex_destroy(&p->fetch_mu);
 	op_free(p);
 }
 
@@ -279,6 +283,8 @@ static op_err check_cfg(struct op_load *ld, const struct sap_cfg *c)
 	if (strncasecmp(s, "http://", 7) != 0 && strncasecmp(s, "https://", 8) != 0)
 		PROBLEM("service", "expected an absolute http:// or https:// URL, got \"%.80s\"",
 		        s);
+	else if (strchr(s, '@') && strchr(s, '@') < strchr(strstr(s, "://") + 3, '/'))
+		PROBLEM("service", "user names and passwords go in an account, not in the URL");
 	else if (strpbrk(s, "?#{} "))
 		PROBLEM("service",
 		        "the service root takes no query, fragment, spaces or "
@@ -294,6 +300,9 @@ static op_err check_cfg(struct op_load *ld, const struct sap_cfg *c)
 			PROBLEM("entitySet", "\"%.80s\" is not an entity set name", c->entity_set);
 		if (c->requests)
 			PROBLEM("requests", "is only for operation batch");
+		if (c->operation == OPER_CREATE && c->key && c->navigation == NULL)
+			PROBLEM("key", "create takes a key only with navigation (a create through "
+			               "it); the new entity's key goes in body");
 	}
 	if (needs_key(c->operation) && c->key == NULL)
 		PROBLEM("key", "%s needs the entity's key", operations[c->operation]);
@@ -342,6 +351,12 @@ static op_err sap_prepare(struct op_load *ld, struct op_step *st)
 	}
 	struct sap_priv *p = op_calloc(1, sizeof(*p));
 	if (p == NULL || pthread_mutex_init(&p->mu, NULL) != 0) {
+		op_free(p);
+		op_odata_filter_free(f);
+		return OP_ENOMEM;
+	}
+	if (pthread_mutex_init(&p->fetch_mu, NULL) != 0) {
+		pthread_mutex_destroy(&p->mu);
 		op_free(p);
 		op_odata_filter_free(f);
 		return OP_ENOMEM;
@@ -403,6 +418,33 @@ static struct session *session_get(struct sap_priv *p, const char *account)
 	return s;
 }
 
+/* One Set-Cookie line into the session's cookies: a new value, or gone
+ * when empty or expired by Max-Age. */
+static void cookie_take(struct session *s, const char *line, size_t len)
+{
+	char *l = op_strndup(line, len);
+	if (l == NULL)
+		return;
+	char *semi = strchr(l, ';');
+	if (semi)
+		*semi++ = '\0';
+	char *eq = strchr(l, '=');
+	if (eq && eq > l) {
+		*eq = '\0';
+		const char *value = eq + 1;
+		const char *age = semi ? strcasestr(semi, "max-age=") : NULL;
+		bool gone = value[0] == '\0' || (age && (age[8] == '0' || age[8] == '-'));
+		bool known = cJSON_GetObjectItemCaseSensitive(s->cookies, l) != NULL;
+		cJSON_DeleteItemFromObjectCaseSensitive(s->cookies, l);
+		if (!gone && (known || cJSON_GetArraySize(s->cookies) < COOKIES_MAX))
+			cJSON_AddStringToObject(s->cookies, l, value);
+		else if (!gone)
+			OP_LOGW("a server sent more than %d cookies; \"%.60s\" is not kept",
+			        COOKIES_MAX, l);
+	}
+	op_free(l);
+}
+
 /* Takes the cookies of "set-cookie" (one per line) into the session. */
 static void session_absorb(struct sap_priv *p, const char *account, const cJSON *headers)
 {
@@ -415,31 +457,19 @@ static void session_absorb(struct sap_priv *p, const char *account, const cJSON 
 	for (const char *line = sc; s && *line;) {
 		const char *eol = strchr(line, '\n');
 		size_t len = eol ? (size_t)(eol - line) : strlen(line);
-		const char *semi = memchr(line, ';', len);
-		const char *eq = memchr(line, '=', semi ? (size_t)(semi - line) : len);
-		if (eq && eq > line) {
-			char *name = op_strndup(line, (size_t)(eq - line));
-			const char *vend = semi ? semi : line + len;
-			char *value = op_strndup(eq + 1, (size_t)(vend - eq - 1));
-			bool gone = value && (value[0] == '\0' ||
-			                      (semi && strcasestr(semi, "max-age=0") != NULL));
-			if (name && value) {
-				cJSON_DeleteItemFromObjectCaseSensitive(s->cookies, name);
-				if (!gone)
-					cJSON_AddStringToObject(s->cookies, name, value);
-			}
-			op_free(name);
-			op_free(value);
-		}
+		cookie_take(s, line, len);
 		line += len + (eol ? 1 : 0);
 	}
 	pthread_mutex_unlock(&p->mu);
 }
 
-/* The session's Cookie header value and token, copied (NULL when none). */
-static void session_read(struct sap_priv *p, const char *account, char **cookie, char **token)
+/* The session's Cookie header value and token, copied (NULL when none),
+ * and its generation. */
+static void session_read(struct sap_priv *p, const char *account, char **cookie, char **token,
+                         unsigned *gen)
 {
 	*cookie = *token = NULL;
+	*gen = 0;
 	pthread_mutex_lock(&p->mu);
 	struct session *s = session_get(p, account);
 	if (s) {
@@ -449,11 +479,31 @@ static void session_read(struct sap_priv *p, const char *account, char **cookie,
 		for (const cJSON *c = s->cookies->child; c && ok; c = c->next)
 			ok = op_buf_addf(&b, "%s%s=%s", b.len ? "; " : "", c->string,
 			                 c->valuestring) == OP_OK;
+		if (!ok)
+			OP_LOGW("cookies past %u bytes are not sent", COOKIE_MAX);
 		*cookie = b.len ? op_buf_take(&b) : NULL;
 		op_buf_fini(&b);
 		*token = s->token ? op_strdup(s->token) : NULL;
+		*gen = s->gen;
 	}
 	pthread_mutex_unlock(&p->mu);
+}
+
+static void free_secret(char *t)
+{
+	if (t)
+		explicit_bzero(t, strlen(t));
+	op_free(t);
+}
+
+/* Whether the session has a token (fetched; maybe ""). */
+static bool session_has_token(struct sap_priv *p, const char *account)
+{
+	pthread_mutex_lock(&p->mu);
+	struct session *s = session_get(p, account);
+	bool have = s && s->token;
+	pthread_mutex_unlock(&p->mu);
+	return have;
 }
 
 static void session_set_token(struct sap_priv *p, const char *account, const char *token)
@@ -461,15 +511,26 @@ static void session_set_token(struct sap_priv *p, const char *account, const cha
 	pthread_mutex_lock(&p->mu);
 	struct session *s = session_get(p, account);
 	if (s) {
-		if (s->token)
-			explicit_bzero(s->token, strlen(s->token));
-		op_free(s->token);
-		s->token = token ? op_strdup(token) : NULL;
-		if (token == NULL) {
-			/* A refused token: its session goes with it. */
-			cJSON_Delete(s->cookies);
-			s->cookies = cJSON_CreateObject();
-		}
+		free_secret(s->token);
+		s->token = op_strdup(token);
+		s->gen++;
+	}
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* Drops a refused token and its session, unless another execution has
+ * replaced them since generation gen was used. */
+static void session_drop(struct sap_priv *p, const char *account, unsigned gen)
+{
+	pthread_mutex_lock(&p->mu);
+	struct session *s = session_get(p, account);
+	cJSON *fresh = s && s->gen == gen ? cJSON_CreateObject() : NULL;
+	if (fresh) {
+		free_secret(s->token);
+		s->token = NULL;
+		cJSON_Delete(s->cookies);
+		s->cookies = fresh;
+		s->gen++;
 	}
 	pthread_mutex_unlock(&p->mu);
 }
@@ -504,11 +565,14 @@ static op_err nomem(struct op_exec *x)
  */
 static op_err exchange(struct job *j, const char *method, const char *url, const char *ctype,
                        const char *body, size_t blen, const char *if_match, bool write, bool fetch,
-                       struct op_httpc_resp *r)
+                       struct op_httpc_resp *r, unsigned *gen)
 {
 	const struct sap_cfg *c = j->c;
 	char *cookie = NULL, *token = NULL;
-	session_read(j->p, j->acct_name, &cookie, &token);
+	unsigned g;
+	session_read(j->p, j->acct_name, &cookie, &token, &g);
+	if (gen)
+		*gen = g;
 	struct op_httpc_header h[8];
 	size_t n = 0;
 	/* A $batch answer must come as multipart too (CAP would answer JSON). */
@@ -557,10 +621,8 @@ static op_err exchange(struct job *j, const char *method, const char *url, const
 	char why[1024] = "";
 	op_err rc = op_httpc_perform(j->p->http, &req, r, why, sizeof(why));
 	j->requests++;
-	if (token)
-		explicit_bzero(token, strlen(token));
-	op_free(token);
-	op_free(cookie);
+	free_secret(token);
+	free_secret(cookie);
 	if (rc) {
 		if (rc == OP_ELIMIT && strstr(why, "header") == NULL)
 			return op_exec_fail(
@@ -575,9 +637,10 @@ static op_err exchange(struct job *j, const char *method, const char *url, const
 	return OP_OK;
 }
 
-/* Fails the step with what the server said: the SAP code and message. */
-static op_err fail_status(struct job *j, const char *method, const char *url,
-                          const struct op_httpc_resp *r)
+/* Fails the step (code, "SAP_ERROR" but for the token fetch) with what the
+ * server said: the SAP code and message. */
+static op_err fail_as(struct job *j, const char *scode, const char *method, const char *url,
+                      const struct op_httpc_resp *r)
 {
 	char where[512], code[128], msg[1024];
 	op_httpc_url_for_humans(url, where, sizeof(where));
@@ -585,9 +648,16 @@ static op_err fail_status(struct job *j, const char *method, const char *url,
 	op_err cls = op_httpc_status_class(r->status);
 	if (cls == OP_OK)
 		cls = OP_EPARSE;
-	return op_exec_fail(j->x, cls, "SAP_ERROR", "%s %s answered %ld%s%s%s%s", method, where,
-	                    r->status, code[0] ? ", SAP error " : "", code, msg[0] ? ": " : "",
-	                    msg);
+	return op_exec_fail(j->x, cls, scode, "%s%s %s answered %ld%s%s%s%s",
+	                    strcmp(scode, "SAP_CSRF") == 0 ? "fetching the CSRF token: " : "",
+	                    method, where, r->status, code[0] ? ", SAP error " : "", code,
+	                    msg[0] ? ": " : "", msg);
+}
+
+static op_err fail_status(struct job *j, const char *method, const char *url,
+                          const struct op_httpc_resp *r)
+{
+	return fail_as(j, "SAP_ERROR", method, url, r);
 }
 
 static const char *header(const struct op_httpc_resp *r, const char *name)
@@ -602,14 +672,11 @@ static op_err csrf_fetch(struct job *j)
 	char url[URL_MAX / 8];
 	snprintf(url, sizeof(url), "%s/", j->p->root);
 	struct op_httpc_resp r = {0};
-	op_err rc = exchange(j, "HEAD", url, NULL, NULL, 0, NULL, false, true, &r);
+	op_err rc = exchange(j, "HEAD", url, NULL, NULL, 0, NULL, false, true, &r, NULL);
 	if (rc)
 		return rc;
 	if (op_httpc_status_class(r.status) != OP_OK) {
-		rc = fail_status(j, "HEAD", url, &r);
-		op_exec_fail(j->x, rc, "SAP_CSRF",
-		             "fetching the CSRF token: HEAD %s answered %ld%s", url, r.status,
-		             r.status == 401 ? " (the account's credentials were refused)" : "");
+		rc = fail_as(j, "SAP_CSRF", "HEAD", url, &r);
 	} else {
 		const char *t = header(&r, "x-csrf-token");
 		session_set_token(j->p, j->acct_name, t && strcasecmp(t, "Required") != 0 ? t : "");
@@ -625,32 +692,31 @@ static bool csrf_refused(const struct op_httpc_resp *r)
 }
 
 /* A write: with a token fetched first if there is none, and fetched again
- * once when the server refuses it. */
+ * once when the server refuses it. One execution fetches at a time; the
+ * others wait and use its token. */
 static op_err write_exchange(struct job *j, const char *method, const char *url, const char *ctype,
                              const char *body, size_t blen, const char *if_match,
                              struct op_httpc_resp *r)
 {
 	for (int attempt = 0;; attempt++) {
-		char *cookie = NULL, *token = NULL;
-		session_read(j->p, j->acct_name, &cookie, &token);
-		bool have = token != NULL;
-		if (token)
-			explicit_bzero(token, strlen(token));
-		op_free(token);
-		op_free(cookie);
-		if (!have) {
-			op_err rc = csrf_fetch(j);
+		op_err rc = OP_OK;
+		if (!session_has_token(j->p, j->acct_name)) {
+			pthread_mutex_lock(&j->p->fetch_mu);
+			if (!session_has_token(j->p, j->acct_name))
+				rc = csrf_fetch(j);
+			pthread_mutex_unlock(&j->p->fetch_mu);
 			if (rc)
 				return rc;
 		}
-		op_err rc = exchange(j, method, url, ctype, body, blen, if_match, true, false, r);
+		unsigned gen = 0;
+		rc = exchange(j, method, url, ctype, body, blen, if_match, true, false, r, &gen);
 		if (rc || !csrf_refused(r) || attempt == 1)
 			return rc;
 		OP_LOGD("%s exec=%s: CSRF token refused; fetching a new one", j->st->name,
 		        op_exec_id(j->x));
 		op_httpc_resp_fini(r);
 		*r = (struct op_httpc_resp){0};
-		session_set_token(j->p, j->acct_name, NULL);
+		session_drop(j->p, j->acct_name, gen);
 	}
 }
 
@@ -815,18 +881,19 @@ static op_err next_url(struct job *j, const char *link, struct op_buf *u)
 /* ---- answers ---- */
 
 /* The JSON body of r; a non-JSON answer fails the step. */
-static op_err json_body(struct job *j, const char *what, const struct op_httpc_resp *r, cJSON **out)
+static op_err json_body(struct job *j, const char *url, const struct op_httpc_resp *r, cJSON **out)
 {
 	*out = NULL;
 	if (r->body.len == 0)
 		return OP_OK;
-	char why[256];
+	char why[256], where[512];
 	op_err rc = op_json_parse(r->body.data, r->body.len, out, why, sizeof(why));
 	if (rc == OP_ENOMEM)
 		return nomem(j->x);
+	op_httpc_url_for_humans(url, where, sizeof(where));
 	if (rc)
 		return op_exec_fail(j->x, OP_EPARSE, "SAP_BAD_RESPONSE",
-		                    "%s: the answer is not JSON (Content-Type %s): %s", what,
+		                    "%s: the answer is not JSON (Content-Type %s): %s", where,
 		                    header(r, "content-type") ? header(r, "content-type") : "none",
 		                    why);
 	return OP_OK;
@@ -880,6 +947,7 @@ static op_err do_read(struct job *j, cJSON **out)
 		rc = nomem(j->x);
 	bool single = c->key && c->navigation == NULL;
 	int pages = 0;
+	char *prev = NULL; /* the last next link followed */
 	while (rc == OP_OK) {
 		struct op_httpc_resp r = {0};
 		char *url = op_buf_take(&u);
@@ -887,7 +955,7 @@ static op_err do_read(struct job *j, cJSON **out)
 			rc = nomem(j->x);
 			break;
 		}
-		rc = exchange(j, "GET", url, NULL, NULL, 0, NULL, false, false, &r);
+		rc = exchange(j, "GET", url, NULL, NULL, 0, NULL, false, false, &r, NULL);
 		pages++;
 		if (rc == OP_OK && op_httpc_status_class(r.status) != OP_OK)
 			rc = fail_status(j, "GET", url, &r);
@@ -912,12 +980,22 @@ static op_err do_read(struct job *j, cJSON **out)
 		    env, c->version == V2 ? "__next" : "@odata.nextLink"));
 		char *next_copy = next ? op_strdup(next) : NULL;
 		cJSON *got = NULL;
-		if (c->version == V4 && !single) {
+		if (c->version == V4 && !single &&
+		    cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(doc, "value"))) {
 			got = cJSON_DetachItemFromObjectCaseSensitive(doc, "value");
 			cJSON_Delete(doc);
 		} else {
 			got = entity_of(c->version, doc);
 		}
+		if (next && next_copy == NULL) {
+			cJSON_Delete(got);
+			op_free(url);
+			rc = nomem(j->x);
+			break;
+		}
+		/* A navigation to one entity (to_SoldToParty) gives that entity. */
+		if (!single && c->navigation && value == NULL && cJSON_IsObject(got))
+			single = true;
 		if (single) {
 			value = got;
 			op_free(next_copy);
@@ -940,6 +1018,7 @@ static op_err do_read(struct job *j, cJSON **out)
 			break;
 		}
 		op_free(url);
+		bool empty = got->child == NULL;
 		if (value == NULL) {
 			value = got;
 		} else {
@@ -955,6 +1034,15 @@ static op_err do_read(struct job *j, cJSON **out)
 		}
 		if (next_copy == NULL)
 			break;
+		/* A server that pages without progress would be followed for long. */
+		if (empty || (prev && strcmp(prev, next_copy) == 0)) {
+			op_free(next_copy);
+			rc =
+			    op_exec_fail(j->x, OP_EPARSE, "SAP_PAGING",
+			                 "page %d: %s, and a next link; paging makes no progress",
+			                 pages, empty ? "no entities" : "the same next link again");
+			break;
+		}
 		if (pages == PAGES_MAX) {
 			op_free(next_copy);
 			rc = op_exec_fail(j->x, OP_ELIMIT, "SAP_PAGING",
@@ -964,7 +1052,8 @@ static op_err do_read(struct job *j, cJSON **out)
 		}
 		op_buf_reset(&u);
 		rc = next_url(j, next_copy, &u);
-		op_free(next_copy);
+		op_free(prev);
+		prev = next_copy;
 		if (rc)
 			rc = rc == OP_ENOMEM
 			         ? nomem(j->x)
@@ -972,6 +1061,7 @@ static op_err do_read(struct job *j, cJSON **out)
 			                        "the next link is longer than %u bytes", URL_MAX);
 	}
 	op_buf_fini(&u);
+	op_free(prev);
 	if (rc == OP_OK) {
 		res = cJSON_CreateObject();
 		bool ok = res && add(res, "value", value);
@@ -1097,8 +1187,10 @@ static op_err do_write(struct job *j, cJSON **out)
 	cJSON *entity = entity_of(c->version, doc);
 	res = cJSON_CreateObject();
 	const char *tag = header(&r, "etag");
-	bool ok = res && add(res, "status", cJSON_CreateNumber((double)r.status)) &&
-	          add(res, "value", entity ? entity : cJSON_CreateNull()) &&
+	if (res == NULL)
+		cJSON_Delete(entity);
+	bool ok = res && add(res, "value", entity ? entity : cJSON_CreateNull()) &&
+	          add(res, "status", cJSON_CreateNumber((double)r.status)) &&
 	          (tag == NULL || add(res, "etag", cJSON_CreateString(tag)));
 	if (!ok)
 		rc = nomem(j->x);
@@ -1216,7 +1308,10 @@ static cJSON *batch_answer(struct job *j, const struct op_sap_batch_resp *a)
 	if (o == NULL || !add(o, "status", cJSON_CreateNumber(a->status)))
 		goto fail;
 	if (a->status >= 200 && a->status < 300) {
-		cJSON *doc = a->body_len ? cJSON_ParseWithLength(a->body, a->body_len) : NULL;
+		cJSON *doc = NULL;
+		char why[256];
+		if (a->body_len && op_json_parse(a->body, a->body_len, &doc, why, sizeof(why)))
+			goto fail;
 		cJSON *v = entity_of(j->c->version, doc);
 		if (!add(o, "value", v ? v : cJSON_CreateNull()))
 			goto fail;
@@ -1301,10 +1396,13 @@ static op_err do_batch(struct job *j, cJSON **out)
 	rc = op_buf_addf(&u, "%s/$batch", j->p->root);
 	if (rc == OP_OK)
 		rc = add_params(j, &u, &first);
-	if (rc) {
-		rc = rc == OP_ENOMEM ? nomem(j->x) : rc;
+	if (rc == OP_ELIMIT)
+		rc = op_exec_fail(j->x, rc, "SAP_REQUEST", "the URL is longer than %u bytes",
+		                  URL_MAX);
+	else if (rc == OP_ENOMEM)
+		rc = nomem(j->x);
+	if (rc)
 		goto out;
-	}
 	const char *url = op_buf_str(&u);
 	rc = write_exchange(j, "POST", url, ct, body.data, body.len, NULL, &r);
 	if (rc)
@@ -1343,6 +1441,27 @@ static op_err do_batch(struct job *j, cJSON **out)
 	if (res == NULL || !add(res, "responses", list)) {
 		rc = nomem(j->x);
 		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		cJSON *doc = NULL;
+		char why2[256];
+		const struct op_sap_batch_resp *a = &answers[i];
+		op_err prc = a->status >= 200 && a->status < 300 && a->body_len
+		                 ? op_json_parse(a->body, a->body_len, &doc, why2, sizeof(why2))
+		                 : OP_OK;
+		cJSON_Delete(doc);
+		if (prc == OP_ENOMEM) {
+			rc = nomem(j->x);
+			goto out;
+		}
+		if (prc) {
+			rc = op_exec_fail(
+			    j->x, OP_EPARSE, "SAP_BAD_RESPONSE",
+			    "$batch requests[%zu] (%s %s) answered %d with a body that "
+			    "is not JSON: %s",
+			    i, b.ops[i].method, b.ops[i].path, a->status, why2);
+			goto out;
+		}
 	}
 	for (i = 0; i < n && rc == OP_OK; i++) {
 		cJSON *a = batch_answer(j, &answers[i]);

@@ -48,6 +48,15 @@ expect_json '.value.to_BusinessPartnerAddress | type' '"array"'
 expect_json '.value.to_BusinessPartnerAddress[0].BusinessPartner' '"1000001"'
 expect_json '.value | has("__metadata")' 'false'
 
+what="read through navigation: to many (an array) and to one (the entity)"
+sap nav "\"service\":\"$SO\",\"entitySet\":\"A_SalesOrder\",\"key\":\"5000001\",\"navigation\":\"to_Item\""
+run nav
+expect_json '[(.value | type), .value[0].SalesOrder]' '["array","5000001"]'
+sap nav1 "\"service\":\"$SO\",\"entitySet\":\"A_SalesOrderItem\",\"key\":{\"SalesOrder\":\"5000001\",\"SalesOrderItem\":\"10\"},\"navigation\":\"to_SalesOrder\""
+run nav1
+expect_rc 0
+expect_json '[(.value | type), .value.SalesOrder]' '["object","5000001"]'
+
 what="server paging (30 a page) followed to the end, with the count"
 sap all "\"service\":\"$SO\",\"entitySet\":\"A_SalesOrder\",\"select\":\"SalesOrder\",\"count\":true"
 run all
@@ -257,6 +266,11 @@ expect_err_has 'steps[0].config.service: expected an absolute http:// or https:/
 expect_err_has 'steps[0].config.entitySet: "A b" is not an entity set name'
 expect_err_has 'steps[0].config.key: update needs the entity'"'"'s key'
 expect_err_has 'steps[0].config.filter: column 6: the quote is not closed'
+step_pipeline cfg2 sap "\"service\":\"http://alice:alice-secret@127.0.0.1/x\",\"operation\":\"create\",\"entitySet\":\"A\",\"key\":\"1\""
+run cfg2
+expect_rc 2
+expect_err_has 'steps[0].config.service: user names and passwords go in an account, not in the URL'
+expect_err_has 'steps[0].config.key: create takes a key only with navigation'
 
 what="no secret in any error text"
 check "a password was printed" sh -c "! grep -q -e '$sap_password' -e not-hers '$T/errors'"

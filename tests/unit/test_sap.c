@@ -120,6 +120,11 @@ START_TEST(v2_answers_made_plain)
 	                    "\"Changed\":\"2023-11-30T00:00:00.123Z\",\"Text\":\"/Date(x)/\","
 	                    "\"@odata.etag\":\"W/\\\"1\\\"\",\"to_Item\":[{\"Item\":\"10\"}]}");
 	cJSON_Delete(v);
+	/* Collections inside arrays, one after another (each replaced in place). */
+	v = op_test_json("[{\"x\":[{\"results\":[1]},{\"results\":[\"/Date(0)/\"]}]}]");
+	op_odata_v2_plain(v);
+	ck_assert_json_text(v, "[{\"x\":[[1],[\"1970-01-01T00:00:00Z\"]]}]");
+	cJSON_Delete(v);
 }
 END_TEST
 
