@@ -43,7 +43,7 @@ ALL_LDFLAGS = $(V_LDFLAGS) $(LDFLAGS)
 
 LIB_SRC := $(sort $(wildcard agent/core/*.c agent/expr/*.c agent/engine/*.c agent/auth/*.c \
 	agent/store/*.c agent/daemon/*.c agent/trigger/*.c agent/http/*.c agent/account/*.c \
-	connectors/*.c connectors/*/*.c))
+	connectors/*.c connectors/*/*.c control-sync/*.c))
 CTL_SRC := $(sort $(wildcard control-sync/outpostctl/*.c))
 D_SRC := $(sort $(wildcard agent/outpostd/*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
