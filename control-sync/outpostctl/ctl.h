@@ -42,6 +42,11 @@ int op_ctl_accounts_paths(const char *config, bool dev, char *dir, size_t dirlen
 int op_ctl_agent_paths(const char *config, bool dev, char *dir, size_t dirlen, char *key,
                        size_t keylen, char ***file_dirs, size_t *n_file_dirs);
 
+/* Signing keys and envelopes of the control-plane link (cmd_keys.c). */
+int op_ctl_keygen(int argc, char **argv);
+int op_ctl_sign(int argc, char **argv);
+int op_ctl_verify(int argc, char **argv);
+
 /* Reads a whole file ("-" is stdin) of at most max bytes into *out (NUL-
  * terminated, caller frees). On error prints why to stderr. */
 op_err op_ctl_read_file(const char *path, size_t max, char **out, size_t *len) OP_WUR;

@@ -20,6 +20,9 @@ static const struct {
     {"dead", op_ctl_dead, "list dead letters, or show one"},
     {"replay", op_ctl_replay, "put a dead letter back into its queue"},
     {"account", op_ctl_account, "set, list or delete the agent's accounts (credentials)"},
+    {"keygen", op_ctl_keygen, "make an Ed25519 key for signing desired state"},
+    {"sign", op_ctl_sign, "sign a desired-state document into an envelope"},
+    {"verify", op_ctl_verify, "open a signed envelope as an agent does"},
 };
 
 static void usage(FILE *f)
