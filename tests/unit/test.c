@@ -1,11 +1,16 @@
 /*
  * Helpers shared by the unit test programs: JSON parsing and comparison with
- * readable failure messages, and the Check runner setup.
+ * readable failure messages, one pipeline run through an engine with a host,
+ * and the Check runner setup.
  */
 #include "tests/unit/test.h"
 
 #include <ftw.h>
 #include <stdio.h>
+#include <string.h>
+
+#include "agent/core/diag.h"
+#include "agent/engine/engine.h"
 
 static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *f)
 {
@@ -52,4 +57,25 @@ void op_test_assert_json_text(const cJSON *got, const char *want, const char *fi
 	cJSON *w = op_test_json(want);
 	op_test_assert_json_eq(got, w, file, line);
 	cJSON_Delete(w);
+}
+
+op_err op_test_run_with_dirs(const char *pipeline, const char *const *dirs, int n, cJSON **out,
+                             struct op_fail *f)
+{
+	struct op_diag d;
+	op_diag_init(&d);
+	struct op_pipeline *p = NULL;
+	ck_assert_int_eq(op_pipeline_load(pipeline, strlen(pipeline), "test", &d, &p), OP_OK);
+	op_diag_fini(&d);
+	struct op_engine *e = op_engine_new();
+	ck_assert_ptr_nonnull(e);
+	if (n >= 0) {
+		struct op_host h = {.file_dirs = dirs, .n_file_dirs = (size_t)n};
+		op_engine_set_host(e, &h);
+	}
+	*out = NULL;
+	op_err rc = op_engine_run(e, p, cJSON_CreateObject(), NULL, out, f);
+	op_pipeline_free(p);
+	op_engine_free(e);
+	return rc;
 }

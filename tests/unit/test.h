@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/err.h"
 
 /* Parses JSON text; fails the test if it is not valid. Caller deletes. */
 cJSON *op_test_json(const char *text);
@@ -24,6 +25,15 @@ void op_test_assert_json_text(const cJSON *got, const char *want, const char *fi
 /* Removes dir and everything below it (no links followed); fails the test
  * on an error. */
 void op_test_rmtree(const char *dir);
+
+/*
+ * Loads the pipeline text and runs it once on {} through an engine whose
+ * host lends the n folders dirs as [files] dirs (no host at all when n is
+ * -1). Returns the run's result, with *out (OP_OK) or *f (a failure) set.
+ */
+struct op_fail;
+op_err op_test_run_with_dirs(const char *pipeline, const char *const *dirs, int n, cJSON **out,
+                             struct op_fail *f);
 
 int op_test_run(Suite *s);
 

@@ -88,22 +88,9 @@ static cJSON *read_in(const char *dir, const char *path, const char *const *dirs
 	         "{\"name\":\"p\",\"version\":\"1\",\"steps\":[{\"type\":\"file\","
 	         "\"config\":{\"dir\":\"%s\",\"path\":\"%s\",\"format\":\"text\"}}]}",
 	         dir, path);
-	struct op_diag d;
-	op_diag_init(&d);
-	struct op_pipeline *p = NULL;
-	ck_assert_int_eq(op_pipeline_load(text, strlen(text), "test", &d, &p), OP_OK);
-	op_diag_fini(&d);
-	struct op_engine *e = op_engine_new();
-	ck_assert_ptr_nonnull(e);
-	if (n >= 0) {
-		struct op_host h = {.file_dirs = dirs, .n_file_dirs = (size_t)n};
-		op_engine_set_host(e, &h);
-	}
 	cJSON *out = NULL;
-	op_err rc = op_engine_run(e, p, cJSON_CreateObject(), NULL, &out, f);
+	op_err rc = op_test_run_with_dirs(text, dirs, n, &out, f);
 	ck_assert(rc == OP_OK ? out != NULL : out == NULL && rc == f->cls);
-	op_pipeline_free(p);
-	op_engine_free(e);
 	return out;
 }
 

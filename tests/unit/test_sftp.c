@@ -432,23 +432,10 @@ static struct op_fail local_step(const char *op, const char *dir, const char *co
 	         "\"hostKey\":\"%s\",\"operation\":\"%s\",\"path\":\"x\",\"localDir\":"
 	         "\"%s\",\"localPath\":\"got.txt\"}}]}",
 	         fp_text, op, dir);
-	struct op_diag d;
-	op_diag_init(&d);
-	struct op_pipeline *p = NULL;
-	ck_assert_int_eq(op_pipeline_load(text, strlen(text), "test", &d, &p), OP_OK);
-	op_diag_fini(&d);
-	struct op_engine *e = op_engine_new();
-	ck_assert_ptr_nonnull(e);
-	if (n >= 0) {
-		struct op_host h = {.file_dirs = dirs, .n_file_dirs = (size_t)n};
-		op_engine_set_host(e, &h);
-	}
 	cJSON *out = NULL;
 	struct op_fail f;
-	ck_assert_int_ne(op_engine_run(e, p, cJSON_CreateObject(), NULL, &out, &f), OP_OK);
+	ck_assert_int_ne(op_test_run_with_dirs(text, dirs, n, &out, &f), OP_OK);
 	ck_assert_ptr_null(out);
-	op_pipeline_free(p);
-	op_engine_free(e);
 	return f;
 }
 
