@@ -237,6 +237,7 @@ struct op_sftp_local_writer {
 	const struct op_sftp_local *l;
 	char *slot[OP_SFTP_LOCAL_QUEUE];
 	size_t len[OP_SFTP_LOCAL_QUEUE];
+	off_t pos;            /* where the next chunk goes in the file */
 	unsigned head, count; /* the ring: next to write, how many wait */
 	bool done;            /* nothing more will be queued */
 	int err;              /* errno of the first write that failed */
@@ -258,7 +259,7 @@ static void *writer_main(void *arg)
 		size_t n = w->len[i];
 		int err = 0;
 		while (n > 0 && err == 0) {
-			ssize_t r = write(w->l->fd, p, n);
+			ssize_t r = pwrite(w->l->fd, p, n, w->pos);
 			if (r < 0 && errno == EINTR)
 				continue;
 			if (r <= 0) {
@@ -267,6 +268,7 @@ static void *writer_main(void *arg)
 			}
 			p += r;
 			n -= (size_t)r;
+			w->pos += r;
 		}
 		pthread_mutex_lock(&w->mu);
 		w->head = (w->head + 1) % OP_SFTP_LOCAL_QUEUE;
@@ -293,14 +295,18 @@ static void writer_release(struct op_sftp_local_writer *w)
 	op_free(w);
 }
 
-op_err op_sftp_local_writer_start(struct op_sftp_local *l, struct op_sftp_local_writer **out,
-                                  char *why, size_t whylen)
+op_err op_sftp_local_writer_start(struct op_sftp_local *l, uint64_t off,
+                                  struct op_sftp_local_writer **out, char *why, size_t whylen)
 {
 	*out = NULL;
+	if (off > (uint64_t)INT64_MAX)
+		return op_errf(why, whylen, OP_EINVAL, "localPath: offset %llu is too large",
+		               (unsigned long long)off);
 	struct op_sftp_local_writer *w = op_calloc(1, sizeof(*w));
 	if (w == NULL)
 		return op_errf(why, whylen, OP_ENOMEM, "out of memory");
 	w->l = l;
+	w->pos = (off_t)off;
 	bool ok = pthread_mutex_init(&w->mu, NULL) == 0;
 	if (ok && pthread_cond_init(&w->cv, NULL) != 0) {
 		pthread_mutex_destroy(&w->mu);

@@ -84,9 +84,12 @@ struct op_sftp_local_writer;
 
 #define OP_SFTP_LOCAL_QUEUE 4
 
-/* OP_ENOMEM, OP_EIO (no thread could be started). */
-op_err op_sftp_local_writer_start(struct op_sftp_local *l, struct op_sftp_local_writer **out,
-                                  char *why, size_t whylen) OP_WUR;
+/* A writer whose first byte goes at offset off of the file (pwrite(2):
+ * the writers of a split get fill their parts of one file side by side).
+ * OP_ENOMEM, OP_EIO (no thread could be started). */
+op_err op_sftp_local_writer_start(struct op_sftp_local *l, uint64_t off,
+                                  struct op_sftp_local_writer **out, char *why,
+                                  size_t whylen) OP_WUR;
 
 /*
  * Queues a copy of the n bytes at p, waiting while the ring is full. When

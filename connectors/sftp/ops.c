@@ -3,13 +3,12 @@
  * move, delete, mkdir on an open session, and the pure helpers for paths,
  * modes and times.
  *
- * Invariant: memory does not grow with the size of a file. get reads into
- * one OP_SFTP_CHUNK buffer (libssh2 keeps four times that in read requests
- * ahead); put keeps at most PUT_WINDOW bytes unacknowledged, in a PUT_BUF
- * buffer that is filled from the source as the server acknowledges writes,
- * so the server always has writes queued and no byte moves in the buffer.
- * A handle opened is closed on every path while the session is healthy;
- * when it broke, closing the session frees the handle.
+ * Invariant: memory does not grow with the size of a file. get (and each
+ * part of a split get) reads into one OP_SFTP_CHUNK buffer (libssh2 keeps four times that in read
+ * requests ahead); put keeps at most PUT_WINDOW bytes unacknowledged, in a PUT_BUF buffer that is
+ * filled from the source as the server acknowledges writes, so the server always has writes queued
+ * and no byte moves in the buffer. A handle opened is closed on every path while the session is
+ * healthy; when it broke, closing the session frees the handle.
  */
 #define OP_LOG_MODULE "sftp"
 #include <fnmatch.h>
@@ -348,12 +347,20 @@ op_err op_sftp_list(struct op_sftp_conn *s, const char *dir, const char *pattern
 
 /* ---- get ---- */
 
-op_err op_sftp_get(struct op_sftp_conn *s, const char *path, uint64_t max, op_sftp_sink_fn sink,
-                   void *ud, uint64_t *size, struct op_sftp_fail *f)
+/* The bytes [off, off + len) of path (len UINT64_MAX: to the end) to sink;
+ * *size is the number of bytes. With part, the file must reach off + len
+ * (SFTP_CHANGED otherwise) and max is not checked against its size. */
+static op_err get_range(struct op_sftp_conn *s, const char *path, uint64_t off, uint64_t len,
+                        bool part, uint64_t max, op_sftp_sink_fn sink, void *ud, uint64_t *size,
+                        struct op_sftp_fail *f)
 {
 	*size = 0;
 	char what[WHAT_MAX];
-	snprintf(what, sizeof(what), "get " PATH_SHOWN, path);
+	if (part)
+		snprintf(what, sizeof(what), "get " PATH_SHOWN " from byte %llu", path,
+		         (unsigned long long)off);
+	else
+		snprintf(what, sizeof(what), "get " PATH_SHOWN, path);
 	LIBSSH2_SFTP_HANDLE *h = NULL;
 	char *buf = op_malloc(OP_SFTP_CHUNK);
 	uint64_t total = 0;
@@ -379,23 +386,28 @@ op_err op_sftp_get(struct op_sftp_conn *s, const char *path, uint64_t max, op_sf
 		                   s->where, what);
 		goto out;
 	}
-	if ((a.flags & LIBSSH2_SFTP_ATTR_SIZE) && a.filesize > max) {
+	if (!part && (a.flags & LIBSSH2_SFTP_ATTR_SIZE) && a.filesize > max) {
 		rc = op_sftp__fail(f, OP_ELIMIT, "SFTP_TOO_LARGE",
 		                   "%s: %s: %llu bytes, more than maxBytes (%llu)", s->where, what,
 		                   (unsigned long long)a.filesize, (unsigned long long)max);
 		goto out;
 	}
+	if (off)
+		libssh2_sftp_seek64(h, off);
 	/* Read requests go out ahead of what is read: a get given up half way
-	 * leaves answers on their way, so the session is not used again. */
+	 * leaves answers on their way, so the session is not used again. A
+	 * part asks for no more than it needs; libssh2 drops what its read
+	 * ahead brings past that when the handle closes. */
 	reading = true;
-	for (;;) {
+	while (total < len) {
 		rc = still_on(s, what, f);
 		if (rc)
 			goto out;
+		size_t want = len - total < OP_SFTP_CHUNK ? (size_t)(len - total) : OP_SFTP_CHUNK;
 		ssize_t got;
 		until = op_sftp__until(s);
 		do
-			got = libssh2_sftp_read(h, buf, OP_SFTP_CHUNK);
+			got = libssh2_sftp_read(h, buf, want);
 		while (op_sftp__again(s, got, until, &rc, what, f));
 		if (rc)
 			goto out;
@@ -420,6 +432,14 @@ op_err op_sftp_get(struct op_sftp_conn *s, const char *path, uint64_t max, op_sf
 			goto out;
 		}
 	}
+	if (part && len != UINT64_MAX && total < len) {
+		rc = op_sftp__fail(f, OP_EREJECTED, "SFTP_CHANGED",
+		                   "%s: %s: the file ends after %llu of %llu bytes: it changed "
+		                   "during the get",
+		                   s->where, what, (unsigned long long)total,
+		                   (unsigned long long)len);
+		goto out;
+	}
 	rc = close_handle(s, h, what, f);
 	h = NULL;
 	if (rc == OP_OK)
@@ -430,6 +450,18 @@ out:
 	close_quietly(s, h);
 	op_free(buf);
 	return rc;
+}
+
+op_err op_sftp_get(struct op_sftp_conn *s, const char *path, uint64_t max, op_sftp_sink_fn sink,
+                   void *ud, uint64_t *size, struct op_sftp_fail *f)
+{
+	return get_range(s, path, 0, UINT64_MAX, false, max, sink, ud, size, f);
+}
+
+op_err op_sftp_get_part(struct op_sftp_conn *s, const char *path, uint64_t off, uint64_t len,
+                        op_sftp_sink_fn sink, void *ud, uint64_t *size, struct op_sftp_fail *f)
+{
+	return get_range(s, path, off, len, true, UINT64_MAX, sink, ud, size, f);
 }
 
 /* ---- put, move ---- */

@@ -167,6 +167,17 @@ op_err op_sftp_get(struct op_sftp_conn *s, const char *path, uint64_t max, op_sf
                    void *ud, uint64_t *size, struct op_sftp_fail *f) OP_WUR;
 
 /*
+ * Part of a get split over sessions: streams the bytes [off, off + len) of
+ * the file path to sink, as op_sftp_get does; len UINT64_MAX reads from off
+ * to the end, and *size says how many came. A file that ends before
+ * off + len (it changed since its size was read) is OP_EREJECTED, code
+ * SFTP_CHANGED. No maxBytes: parts go to a file.
+ */
+op_err op_sftp_get_part(struct op_sftp_conn *s, const char *path, uint64_t off, uint64_t len,
+                        op_sftp_sink_fn sink, void *ud, uint64_t *size,
+                        struct op_sftp_fail *f) OP_WUR;
+
+/*
  * Writes what source gives to the file path, atomically as far as the
  * server allows: into a new hidden file in the same directory
  * (".NAME.outpost-<16 hex>.tmp"), flushed to disk when the server supports

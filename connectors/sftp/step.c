@@ -19,6 +19,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -63,7 +65,12 @@ struct sftp_cfg {
 	long long max_entries;
 	long long timeout_ms;
 	long long connect_timeout_ms;
+	long long streams;
 };
+
+#define SPLIT_MIN   (64ull << 20) /* a get to localPath this large is split */
+#define PART_MIN    (32ull << 20) /* the smallest part of a split get */
+#define STREAMS_MAX 8
 
 static const struct op_conf_field sftp_fields[] = {
     {.name = "host",
@@ -184,6 +191,15 @@ static const struct op_conf_field sftp_fields[] = {
      .min = 1,
      .max = 3600000,
      .help = "longest time to look up the host and connect, in milliseconds"},
+    {.name = "streams",
+     .type = OP_CONF_INT,
+     .off = offsetof(struct sftp_cfg, streams),
+     .def = "2",
+     .min = 1,
+     .max = STREAMS_MAX,
+     .help = "get to localPath: a file of 64 MiB or more is read over up to this many "
+             "sessions at once, each its own part of it (one SSH connection each; 1: "
+             "one session)"},
 };
 static const struct op_conf_table sftp_table = OP_CONF_TABLE("sftp", struct sftp_cfg, sftp_fields);
 
@@ -268,6 +284,24 @@ static void sftp_release(struct op_step *st)
 
 /* ---- one execution ---- */
 
+struct job;
+
+/* One part of a split get (a get to localPath over several sessions): the
+ * bytes [off, off + len) read over its own session, written at their place
+ * in the file by their own writer. Part 0 is the job's session and writer,
+ * run on the execution's thread; the others run on threads of their own. */
+struct part {
+	struct job *j;
+	struct op_sftp_conn *s;
+	struct op_sftp_local_writer *writer;
+	uint64_t off, len, size;
+	struct op_sftp_call call;
+	struct op_sftp_fail fail;
+	op_err rc;
+	pthread_t thread;
+	bool running;
+};
+
 struct job {
 	struct op_exec *x;
 	const struct sftp_cfg *c;
@@ -284,6 +318,9 @@ struct job {
 	bool flag; /* delete: deleted; mkdir: created */
 	struct op_sftp_call call;
 	struct op_sftp_fail fail;
+	struct part part[STREAMS_MAX]; /* a split get: part[1..nparts) are extra */
+	unsigned nparts;               /* 0 or 1: not split */
+	atomic_bool stop;              /* a part failed: the others give up */
 };
 
 static void job_fini(struct job *j)
@@ -419,7 +456,7 @@ static op_err build(struct job *j, const cJSON *msg)
 		rc = op_sftp_local_create(&j->local, c->local_dir, j->local_path, c->overwrite, why,
 		                          sizeof(why));
 		if (rc == OP_OK)
-			rc = op_sftp_local_writer_start(&j->local, &j->writer, why, sizeof(why));
+			rc = op_sftp_local_writer_start(&j->local, 0, &j->writer, why, sizeof(why));
 	} else if (j->local_path) {
 		j->from_file = true;
 		uint64_t size = 0;
@@ -485,6 +522,196 @@ static op_err source_file(void *ud, void *buf, size_t cap, size_t *got, char *wh
 	return OP_OK;
 }
 
+/* ---- a split get ---- */
+
+static bool part_cancelled(void *ud)
+{
+	struct part *p = ud;
+	return atomic_load(&p->j->stop) || op_exec_cancelled(p->j->x);
+}
+
+static op_err sink_part(void *ud, const void *p, size_t n, char *why, size_t whylen)
+{
+	struct part *pt = ud;
+	return op_sftp_local_writer_put(pt->writer, p, n, why, whylen);
+}
+
+/* A part: its bytes, then its writer's last writes. */
+static void part_run(struct part *p)
+{
+	p->rc =
+	    op_sftp_get_part(p->s, p->j->path, p->off, p->len, sink_part, p, &p->size, &p->fail);
+	if (p != &p->j->part[0]) {
+		char why[512] = "";
+		op_err rc = op_sftp_local_writer_finish(p->writer, why, sizeof(why));
+		p->writer = NULL;
+		if (p->rc == OP_OK && rc) {
+			p->rc = rc;
+			p->fail.code = rc == OP_ENOMEM ? "NOMEM" : "SFTP_LOCAL";
+			snprintf(p->fail.msg, sizeof(p->fail.msg), "%s", why);
+		}
+	}
+	if (p->rc)
+		atomic_store(&p->j->stop, true);
+}
+
+static void *part_main(void *arg)
+{
+	part_run(arg);
+	return NULL;
+}
+
+/* Gives back the sessions of the extra parts and frees their writers. */
+static void split_close(struct job *j, struct op_sftp *client)
+{
+	for (unsigned i = 1; i < j->nparts; i++) {
+		struct part *p = &j->part[i];
+		op_sftp_give(client, p->s);
+		op_sftp_local_writer_free(p->writer);
+		*p = (struct part){0};
+	}
+	j->nparts = 0;
+}
+
+/* A session for part p (not part 0): a pooled one that still answers, or a
+ * new one. */
+static op_err part_session(struct job *j, struct op_sftp *client, const struct op_account *a,
+                           struct part *p)
+{
+	const struct sftp_cfg *c = j->c;
+	struct op_sftp_entry e;
+	p->s = op_sftp_take(client, j->host, (int)c->port, a, &p->call);
+	if (p->s) {
+		op_err rc = op_sftp_stat(p->s, j->path, &e, &p->fail);
+		if (rc == OP_OK)
+			return OP_OK;
+		if (!op_sftp_stale(p->s, rc))
+			return rc;
+		op_sftp_give(client, p->s);
+		p->s = NULL;
+	}
+	return op_sftp_connect(client, j->host, (int)c->port, a, &p->call, &p->s, &p->fail);
+}
+
+/*
+ * For a get to localPath with streams > 1, while the account is open: the
+ * file's size on s, and when it is SPLIT_MIN or more, sessions and writers
+ * for the extra parts. A session that cannot be had means fewer parts (a
+ * server may limit a user's sessions), not a failure. An error of s itself
+ * is returned (op_sftp_stale may then apply); one of the server's answers
+ * (no such file, a directory) leaves the get unsplit, to fail as a get.
+ */
+static op_err split_open(struct job *j, struct op_sftp *client, struct op_sftp_conn *s,
+                         const struct op_account *a, const struct op_step *st)
+{
+	const struct sftp_cfg *c = j->c;
+	struct op_sftp_entry e;
+	op_err rc = op_sftp_stat(s, j->path, &e, &j->fail);
+	if (rc == OP_ENOTFOUND || rc == OP_EAUTH || rc == OP_EREJECTED || rc == OP_EUNSUPPORTED)
+		return OP_OK;
+	if (rc)
+		return rc;
+	if (e.type != OP_SFTP_FILE || !e.has_size || e.size < SPLIT_MIN)
+		return OP_OK;
+	uint64_t want = e.size / PART_MIN;
+	if (want > (uint64_t)c->streams)
+		want = (uint64_t)c->streams;
+	atomic_store(&j->stop, false);
+	j->part[0] = (struct part){.j = j, .s = s, .writer = j->writer, .call = j->call};
+	unsigned n = 1;
+	for (; n < want; n++) {
+		struct part *p = &j->part[n];
+		*p = (struct part){.j = j, .call = j->call};
+		p->call.cancelled = part_cancelled;
+		p->call.cancel_ud = p;
+		if (part_session(j, client, a, p) != OP_OK) {
+			OP_LOGI("%s exec=%s: get %.300s over %u sessions, not %u: %s", st->name,
+			        op_exec_id(j->x), j->path, n, (unsigned)want, p->fail.msg);
+			op_sftp_give(client, p->s);
+			*p = (struct part){0};
+			break;
+		}
+	}
+	j->nparts = n;
+	if (n == 1) {
+		j->nparts = 0;
+		return OP_OK;
+	}
+	/* Equal parts, the last one takes the rest. */
+	uint64_t each = e.size / n;
+	for (unsigned i = 0; i < n; i++) {
+		j->part[i].off = each * i;
+		j->part[i].len = i + 1 < n ? each : e.size - each * i;
+	}
+	for (unsigned i = 1; i < n; i++) {
+		struct part *p = &j->part[i];
+		char why[512] = "";
+		rc = op_sftp_local_writer_start(&j->local, p->off, &p->writer, why, sizeof(why));
+		if (rc) {
+			j->fail.code = rc == OP_ENOMEM ? "NOMEM" : "SFTP_LOCAL";
+			snprintf(j->fail.msg, sizeof(j->fail.msg), "%s", why);
+			return rc;
+		}
+	}
+	return OP_OK;
+}
+
+/* The parts of a split get side by side: the extra ones on threads of their
+ * own, part 0 on this one (its session bound by j->call, which watches the
+ * stop flag meanwhile). The first part that fails stops the others and is
+ * the get's failure. */
+static op_err get_split(struct op_sftp_conn *s, struct job *j)
+{
+	op_err rc = OP_OK;
+	for (unsigned i = 1; i < j->nparts; i++) {
+		struct part *p = &j->part[i];
+		int e = pthread_create(&p->thread, NULL, part_main, p);
+		if (e) {
+			char eb[128];
+			rc = e == EAGAIN ? OP_ENOMEM : OP_EIO;
+			j->fail.code = "SFTP_LOCAL";
+			snprintf(j->fail.msg, sizeof(j->fail.msg),
+			         "get %.300s: no thread for part %u: %s", j->path, i,
+			         strerror_r(e, eb, sizeof(eb)));
+			atomic_store(&j->stop, true);
+			break;
+		}
+		p->running = true;
+	}
+	struct part *p0 = &j->part[0];
+	if (rc == OP_OK) {
+		struct op_sftp_call saved = j->call;
+		j->call.cancelled = part_cancelled;
+		j->call.cancel_ud = p0;
+		p0->s = s;
+		p0->writer = j->writer;
+		part_run(p0);
+		j->call = saved;
+	}
+	uint64_t total = 0;
+	const struct part *failed = NULL;
+	for (unsigned i = 0; i < j->nparts; i++) {
+		struct part *p = &j->part[i];
+		if (p->running) {
+			pthread_join(p->thread, NULL);
+			p->running = false;
+		}
+		total += p->size;
+		/* A part that stopped because another failed is not the cause. */
+		if (p->rc &&
+		    (failed == NULL || (failed->rc == OP_ECANCELED && p->rc != OP_ECANCELED)))
+			failed = p;
+	}
+	if (rc)
+		return rc;
+	if (failed) {
+		j->fail = failed->fail;
+		return failed->rc;
+	}
+	j->size = total;
+	return OP_OK;
+}
+
 static op_err run_op(struct op_sftp_conn *s, struct job *j)
 {
 	const struct sftp_cfg *c = j->c;
@@ -496,6 +723,8 @@ static op_err run_op(struct op_sftp_conn *s, struct job *j)
 	case OPER_STAT:
 		return op_sftp_stat(s, j->path, &j->ent, f);
 	case OPER_GET:
+		if (j->nparts > 1)
+			return get_split(s, j);
 		return op_sftp_get(s, j->path, j->to_file ? UINT64_MAX : (uint64_t)c->max_bytes,
 		                   j->to_file ? sink_file : sink_buf, j, &j->size, f);
 	case OPER_PUT:
@@ -509,7 +738,6 @@ static op_err run_op(struct op_sftp_conn *s, struct job *j)
 		return op_sftp_mkdir(s, j->path, c->parents, &j->flag, f);
 	}
 }
-
 /* Back to the start before a second attempt (nothing should have moved). */
 static op_err rewind_job(struct job *j)
 {
@@ -522,11 +750,39 @@ static op_err rewind_job(struct job *j)
 		j->writer = NULL;
 		rc = op_sftp_local_rewind(&j->local, why, sizeof(why));
 		if (rc == OP_OK)
-			rc = op_sftp_local_writer_start(&j->local, &j->writer, why, sizeof(why));
+			rc = op_sftp_local_writer_start(&j->local, 0, &j->writer, why, sizeof(why));
 	} else if (j->from_file && lseek(j->local.fd, 0, SEEK_SET) != 0)
 		rc = op_errf(why, sizeof(why), OP_EIO,
 		             "localPath %.300s: cannot go back to its start", j->local_path);
 	return rc ? local_fail(j->x, rc, why) : OP_OK;
+}
+
+/* One attempt: a session (pooled unless fresh, else new) into *sp, the
+ * extra sessions of a split get, then the operation. The account is open
+ * for the logins only. *reported says the failure is reported already. */
+static op_err attempt(struct job *j, struct op_sftp *client, const struct op_step *st, bool fresh,
+                      struct op_sftp_conn **sp, bool *reported)
+{
+	const struct sftp_cfg *c = j->c;
+	struct op_account *a = NULL;
+	*reported = false;
+	op_err rc = account_open(j->x, c->account, &a);
+	if (rc) {
+		*reported = true;
+		return rc;
+	}
+	struct op_sftp_conn *s =
+	    fresh ? NULL : op_sftp_take(client, j->host, (int)c->port, a, &j->call);
+	if (s == NULL)
+		rc = op_sftp_connect(client, j->host, (int)c->port, a, &j->call, &s, &j->fail);
+	if (rc == OP_OK && j->to_file && c->streams > 1)
+		rc = split_open(j, client, s, a, st);
+	/* Secrets live no longer than the logins. */
+	op_account_free(a);
+	*sp = s;
+	if (rc == OP_OK)
+		rc = run_op(s, j);
+	return rc;
 }
 
 /* Takes or opens a session, runs the operation, gives the session back.
@@ -534,40 +790,26 @@ static op_err rewind_job(struct job *j)
 static op_err session_run(struct job *j, struct op_sftp *client, const struct op_step *st)
 {
 	struct op_exec *x = j->x;
-	const struct sftp_cfg *c = j->c;
-	struct op_account *a = NULL;
-	op_err rc = account_open(x, c->account, &a);
-	if (rc)
-		return rc;
-	struct op_sftp_conn *s = op_sftp_take(client, j->host, (int)c->port, a, &j->call);
-	if (s == NULL)
-		rc = op_sftp_connect(client, j->host, (int)c->port, a, &j->call, &s, &j->fail);
-	/* Secrets live no longer than the login. */
-	op_account_free(a);
-	a = NULL;
-	if (rc == OP_OK)
-		rc = run_op(s, j);
+	struct op_sftp_conn *s = NULL;
+	bool reported = false;
+	op_err rc = attempt(j, client, st, false, &s, &reported);
 	if (rc && op_sftp_stale(s, rc)) {
 		OP_LOGI("%s exec=%s: %s; the server closed the pooled session: connecting again",
 		        st->name, op_exec_id(x), j->fail.msg);
 		op_sftp_give(client, s);
 		s = NULL;
+		split_close(j, client);
 		rc = rewind_job(j);
 		if (rc)
 			return rc;
-		rc = account_open(x, c->account, &a);
-		if (rc)
-			return rc;
-		rc = op_sftp_connect(client, j->host, (int)c->port, a, &j->call, &s, &j->fail);
-		op_account_free(a);
-		if (rc == OP_OK)
-			rc = run_op(s, j);
+		rc = attempt(j, client, st, true, &s, &reported);
 	}
 	op_sftp_give(client, s);
-	if (rc)
+	split_close(j, client);
+	if (rc && !reported)
 		return op_exec_fail(x, rc, j->fail.code ? j->fail.code : "SFTP_ERROR", "%s",
 		                    j->fail.msg);
-	return OP_OK;
+	return rc;
 }
 
 /* ---- the answer ---- */

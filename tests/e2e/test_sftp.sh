@@ -284,6 +284,40 @@ expect_json '.size' '52428800'
 check "the copy back differs" test "$(sha "$T/local/big.bin")" = "$(sha "$T/local/back/big.bin")"
 check "a temp file is left" test -z "$(find "$H" "$T/local" -name '*.outpost-*')"
 
+what="a get to a local file of 64 MiB or more is split over sessions (streams), byte for byte"
+# logins A0 N: the server accepted N logins since it had accepted A0.
+logins() {
+	checks=$((checks + 1))
+	wait_until 10 test "$(accepted)" -ge $(($1 + $2))
+	[ "$(accepted)" -eq $(($1 + $2)) ] || fail "$what: $(($(accepted) - $1)) logins, expected $2"
+}
+head -c $((100 * 1048576)) /dev/urandom >"$H/out/huge.bin"
+owned
+# 100 MiB makes at most three parts of 32 MiB or more.
+for n in 1:1 2:2 3:3 8:3; do
+	sp split "\"operation\":\"get\",\"path\":\"out/huge.bin\",\"localDir\":\"$T/local\",\"localPath\":\"back/huge.bin\",\"streams\":${n%%:*}"
+	a0=$(accepted)
+	run split
+	expect_json '.size' '104857600'
+	check "the copy over ${n%%:*} streams differs" test "$(sha "$H/out/huge.bin")" = "$(sha "$T/local/back/huge.bin")"
+	logins "$a0" "${n#*:}"
+done
+a0=$(accepted)
+sp bigget "\"operation\":\"get\",\"path\":\"out/big.bin\",\"localDir\":\"$T/local\",\"localPath\":\"back/big.bin\""
+run bigget
+logins "$a0" 1
+# The sessions of the parts go back to the pool, answers read ahead and all:
+# the second get of a run logs in no more.
+a0=$(accepted)
+pipeline splits "{\"name\":\"r\",\"version\":\"1\",\"steps\":[{\"type\":\"for-each\",\"config\":{\"items\":\"{{ [\\\"x1.bin\\\",\\\"x2.bin\\\"] }}\",\"steps\":[
+  {\"type\":\"sftp\",\"config\":{\"host\":\"$sshd_host\",\"port\":$sshd_port,\"account\":\"key\",\"hostKey\":\"$sshd_fingerprint\",\"operation\":\"get\",\"path\":\"out/huge.bin\",\"localDir\":\"$T/local\",\"localPath\":\"{{ message }}\",\"streams\":3}},
+  {\"type\":\"sftp\",\"config\":{\"host\":\"$sshd_host\",\"port\":$sshd_port,\"account\":\"key\",\"hostKey\":\"$sshd_fingerprint\",\"operation\":\"stat\",\"path\":\"out/huge.bin\"}}]}}]}"
+run splits
+expect_json '[.[].size]' '[104857600,104857600]'
+check "the second copy differs" test "$(sha "$H/out/huge.bin")" = "$(sha "$T/local/x2.bin")"
+logins "$a0" 4
+rm -f "$H/out/huge.bin" "$T/local/back/huge.bin" "$T/local/x1.bin" "$T/local/x2.bin"
+
 what="localPath stays below localDir"
 sp escape "\"operation\":\"get\",\"path\":\"in/a.csv\",\"localDir\":\"$T/local\",\"localPath\":\"{{ message.p }}\""
 for p in ../escaped.txt back/../../escaped.txt /tmp/escaped.txt; do
@@ -493,6 +527,13 @@ if wait_until 15 grep -q "Server listening on 127.0.0.1 port $pport" "$P/sshd.lo
 	run hostile
 	expect_err_json '.class' '"timeout"'
 	check "a partial download is left" test ! -e "$T/local/endless"
+	# A file that ends before the size it had when the get began.
+	echo short-file >"$P/mode"
+	sp hostile "\"host\":\"127.0.0.1\",\"port\":$pport,\"hostKey\":\"$pfp\",\"operation\":\"get\",\"path\":\"f\",\"localDir\":\"$T/local\",\"localPath\":\"short\""
+	run hostile
+	expect_err_json '[.code, .class]' '["SFTP_CHANGED","rejected"]'
+	expect_err_has 'it changed during the get'
+	check "a partial download is left" test ! -e "$T/local/short"
 else
 	fail "$what: the peer's sshd did not start: $(cat "$P/sshd.log")"
 fi

@@ -16,6 +16,8 @@ starts, so one server plays each part in turn:
                 (READDIR always answers 50 more names)
   endless-file  a proper VERSION; a file whose attributes say 10 bytes and
                 whose reads never reach the end
+  short-file    a proper VERSION; a file whose attributes say 64 MiB and
+                whose reads end at 16 MiB (it shrank after its size was read)
 """
 import os
 import struct
@@ -26,6 +28,8 @@ FXP_OPEN, FXP_CLOSE, FXP_READ = 3, 4, 5
 FXP_LSTAT, FXP_FSTAT = 7, 8
 FXP_OPENDIR, FXP_READDIR = 11, 12
 FXP_REALPATH, FXP_STAT = 16, 17
+FX_EOF = 1
+SHORT_SIZE, SHORT_END = 64 << 20, 16 << 20
 FXP_STATUS, FXP_HANDLE, FXP_DATA, FXP_NAME, FXP_ATTRS = 101, 102, 103, 104, 105
 ATTR_SIZE, ATTR_PERMISSIONS, ATTR_ACMODTIME = 0x1, 0x4, 0x8
 
@@ -101,7 +105,8 @@ def main():
         if kind in (FXP_OPEN, FXP_OPENDIR):
             send(FXP_HANDLE, rid_b + string(b"h%d" % rid))
         elif kind in (FXP_STAT, FXP_LSTAT, FXP_FSTAT):
-            send(FXP_ATTRS, rid_b + attrs(10, 0o100644))
+            size = SHORT_SIZE if mode == "short-file" else 10
+            send(FXP_ATTRS, rid_b + attrs(size, 0o100644))
         elif kind == FXP_READDIR:
             names = b""
             for _ in range(50):
@@ -110,7 +115,13 @@ def main():
                 names += string(name) + string(name) + attrs(1, 0o100644)
             send(FXP_NAME, rid_b + struct.pack(">I", 50) + names)
         elif kind == FXP_READ:
-            (length,) = struct.unpack(">I", body[-4:])
+            offset, length = struct.unpack(">QI", body[-12:])
+            if mode == "short-file" and offset >= SHORT_END:
+                send(FXP_STATUS, rid_b + struct.pack(">I", FX_EOF) + string(b"") +
+                     string(b""))
+                continue
+            if mode == "short-file":
+                length = min(length, SHORT_END - offset)
             send(FXP_DATA, rid_b + string(b"x" * min(length, 32768)))
         elif kind == FXP_REALPATH:
             send(FXP_NAME, rid_b + struct.pack(">I", 1) + string(b"/") + string(b"/") +

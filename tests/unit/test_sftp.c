@@ -315,7 +315,7 @@ START_TEST(the_writer_thread_writes_in_order_and_reports_errors)
 	op_sftp_local_init(&l);
 	ck_assert_int_eq(op_sftp_local_create(&l, base, "in/w.bin", true, why, sizeof(why)), OP_OK);
 	struct op_sftp_local_writer *w = NULL;
-	ck_assert_int_eq(op_sftp_local_writer_start(&l, &w, why, sizeof(why)), OP_OK);
+	ck_assert_int_eq(op_sftp_local_writer_start(&l, 0, &w, why, sizeof(why)), OP_OK);
 	/* More chunks than the ring holds, of odd sizes, one larger than a chunk. */
 	static char chunk[OP_SFTP_CHUNK + 7];
 	size_t total = 0;
@@ -344,7 +344,7 @@ START_TEST(the_writer_thread_writes_in_order_and_reports_errors)
 	op_sftp_local_init(&l);
 	ck_assert_int_eq(
 	    op_sftp_local_open(&l, base, "in/file.txt", &(uint64_t){0}, why, sizeof(why)), OP_OK);
-	ck_assert_int_eq(op_sftp_local_writer_start(&l, &w, why, sizeof(why)), OP_OK);
+	ck_assert_int_eq(op_sftp_local_writer_start(&l, 0, &w, why, sizeof(why)), OP_OK);
 	op_err rc = OP_OK;
 	for (int i = 0; i < 2 * OP_SFTP_LOCAL_QUEUE && rc == OP_OK; i++)
 		rc = op_sftp_local_writer_put(w, chunk, 100, why, sizeof(why));
@@ -356,6 +356,49 @@ START_TEST(the_writer_thread_writes_in_order_and_reports_errors)
 	ck_assert_msg(strstr(why, "file.txt") != NULL, "%s", why);
 	op_sftp_local_fini(&l);
 	op_sftp_local_writer_free(NULL);
+	op_test_rmtree(root);
+}
+END_TEST
+
+/* The writers of a split get: each from its own offset, side by side, the
+ * later part queued first; the file is the parts in order. */
+START_TEST(writers_at_offsets_fill_their_parts_of_one_file)
+{
+	char root[64], base[128], why[256], p[256];
+	tree(root, sizeof(root));
+	snprintf(base, sizeof(base), "%s/base", root);
+	struct op_sftp_local l;
+	op_sftp_local_init(&l);
+	ck_assert_int_eq(op_sftp_local_create(&l, base, "in/parts.bin", true, why, sizeof(why)),
+	                 OP_OK);
+	enum { PART = 3 * OP_SFTP_CHUNK + 11 };
+	struct op_sftp_local_writer *w[3] = {NULL, NULL, NULL};
+	for (int i = 2; i >= 0; i--)
+		ck_assert_int_eq(
+		    op_sftp_local_writer_start(&l, (uint64_t)i * PART, &w[i], why, sizeof(why)),
+		    OP_OK);
+	static char chunk[1000];
+	for (size_t done = 0; done < PART;) {
+		size_t n = PART - done < sizeof(chunk) ? PART - done : sizeof(chunk);
+		for (int i = 2; i >= 0; i--) {
+			memset(chunk, 'x' + i, n);
+			ck_assert_int_eq(op_sftp_local_writer_put(w[i], chunk, n, why, sizeof(why)),
+			                 OP_OK);
+		}
+		done += n;
+	}
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(op_sftp_local_writer_finish(w[i], why, sizeof(why)), OP_OK);
+	ck_assert_int_eq(op_sftp_local_commit(&l, true, why, sizeof(why)), OP_OK);
+	op_sftp_local_fini(&l);
+	snprintf(p, sizeof(p), "%s/in/parts.bin", base);
+	FILE *f = fopen(p, "rb");
+	ck_assert_ptr_nonnull(f);
+	for (int i = 0; i < 3; i++)
+		for (size_t k = 0; k < PART; k++)
+			ck_assert_int_eq(fgetc(f), 'x' + i);
+	ck_assert_int_eq(fgetc(f), EOF);
+	fclose(f);
 	op_test_rmtree(root);
 }
 END_TEST
@@ -384,7 +427,7 @@ START_TEST(out_of_memory_is_an_error)
 		op_alloc_fail_at(n);
 		op_err e2 = op_sftp_local_create(&l, base, "in/oom.txt", true, why, sizeof(why));
 		if (e2 == OP_OK)
-			e2 = op_sftp_local_writer_start(&l, &w, why, sizeof(why));
+			e2 = op_sftp_local_writer_start(&l, 0, &w, why, sizeof(why));
 		if (e2 == OP_OK)
 			e2 = op_sftp_local_writer_put(w, "abc", 3, why, sizeof(why));
 		if (w) {
@@ -510,6 +553,7 @@ static Suite *sftp_suite(void)
 	tcase_add_test(tc, local_files_open_without_following_links);
 	tcase_add_test(tc, local_files_appear_whole_or_not_at_all);
 	tcase_add_test(tc, the_writer_thread_writes_in_order_and_reports_errors);
+	tcase_add_test(tc, writers_at_offsets_fill_their_parts_of_one_file);
 	tcase_add_test(tc, out_of_memory_is_an_error);
 	tcase_add_test(tc, local_dir_is_a_folder_the_host_lends);
 	suite_add_tcase(s, tc);
