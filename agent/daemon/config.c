@@ -43,10 +43,10 @@ _Static_assert(OP_LOG_ERROR == 0 && OP_LOG_WARN == 1 && OP_LOG_INFO == 2 && OP_L
                "log_levels[] follows enum op_log_level");
 
 /* Sections in the order they are printed. */
-static const char *const sections[] = {"agent",    "store", "http",   "admin",
-                                       "accounts", "files", "globals"};
+static const char *const sections[] = {"agent",    "store", "http",    "admin",
+                                       "accounts", "files", "control", "globals"};
 #define N_SECTIONS  (sizeof(sections) / sizeof(sections[0]))
-#define SEC_GLOBALS 6
+#define SEC_GLOBALS 7
 
 static const struct op_config_key keys[] = {
     {.section = "agent",
@@ -240,6 +240,113 @@ static const struct op_config_key keys[] = {
      .help = "Folders file steps may read and write, and an sftp step's localDir must "
              "be in, absolute paths separated by commas; a step's files stay inside them. "
              "Empty: none."},
+    {.section = "control",
+     .key = "url",
+     .type = OP_CONFIG_STRING,
+     .off = OFF(control.url),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .example = "mqtts://control.example.com:8883",
+     .help = "The control plane's MQTT broker, mqtts://host[:port] (TLS with a client "
+             "certificate, always); empty: no control plane, pipelines_dir only."},
+    {.section = "control",
+     .key = "ca_file",
+     .type = OP_CONFIG_PATH,
+     .off = OFF(control.ca_file),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "PEM CA bundle that verifies the broker's certificate; required with url."},
+    {.section = "control",
+     .key = "cert_file",
+     .type = OP_CONFIG_PATH,
+     .off = OFF(control.cert_file),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "PEM client certificate of this agent (its CN is usually the agent id); "
+             "required with url."},
+    {.section = "control",
+     .key = "key_file",
+     .type = OP_CONFIG_PATH,
+     .off = OFF(control.key_file),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "PEM private key of cert_file, readable by the service user only; required "
+             "with url."},
+    {.section = "control",
+     .key = "trusted_keys",
+     .type = OP_CONFIG_STRING,
+     .off = OFF(control.trusted_keys),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .example = "/etc/outpost/control/ops.key.pub, /etc/outpost/control/ops-2027.key.pub",
+     .help = "Public keys (outpostctl keygen's KEY.pub files) whose signatures the agent "
+             "accepts on desired documents, absolute paths separated by commas; required "
+             "with url."},
+    {.section = "control",
+     .key = "group",
+     .type = OP_CONFIG_STRING,
+     .off = OFF(control.group),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "Group of this agent, reported to the control plane (outpostctl deploy "
+             "--group); empty: none."},
+    {.section = "control",
+     .key = "topic_prefix",
+     .type = OP_CONFIG_STRING,
+     .off = OFF(control.topic_prefix),
+     .def = "",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "Fleet prefix before outpost/v1/<agent id>/ in every topic, without a "
+             "trailing slash; empty: none."},
+    {.section = "control",
+     .key = "client_id",
+     .type = OP_CONFIG_STRING,
+     .off = OFF(control.client_id),
+     .def = "",
+     .def_doc = "outpost- and the agent id",
+     .flags = OP_CONFIG_EMPTY_OK,
+     .help = "MQTT client id of the link; empty: outpost- and the agent id."},
+    {.section = "control",
+     .key = "keepalive",
+     .type = OP_CONFIG_DURATION,
+     .off = OFF(control.keepalive_ms),
+     .def = "30s",
+     .min = 5 * SEC,
+     .max = HOUR,
+     .help = "MQTT keep-alive of the link."},
+    {.section = "control",
+     .key = "heartbeat",
+     .type = OP_CONFIG_DURATION,
+     .off = OFF(control.heartbeat_ms),
+     .def = "30s",
+     .min = SEC,
+     .max = HOUR,
+     .help = "How often the agent republishes its status while connected."},
+    {.section = "control",
+     .key = "reconnect_min",
+     .type = OP_CONFIG_DURATION,
+     .off = OFF(control.reconnect_min_ms),
+     .def = "1s",
+     .min = 10,
+     .max = HOUR,
+     .help = "First wait before reconnecting; it doubles up to reconnect_max, with "
+             "jitter."},
+    {.section = "control",
+     .key = "reconnect_max",
+     .type = OP_CONFIG_DURATION,
+     .off = OFF(control.reconnect_max_ms),
+     .def = "60s",
+     .min = 10,
+     .max = HOUR,
+     .help = "Longest wait before reconnecting."},
+    {.section = "control",
+     .key = "connect_timeout",
+     .type = OP_CONFIG_DURATION,
+     .off = OFF(control.connect_timeout_ms),
+     .def = "10s",
+     .min = 100,
+     .max = 10 * MIN,
+     .help = "Longest TCP, TLS and MQTT handshake of one connection attempt."},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(N_KEYS == OP_CONFIG__N_KEYS, "OP_CONFIG__N_KEYS follows keys[]");
@@ -972,6 +1079,96 @@ void op_config__check_readable(struct load *l, int line, const char *label, cons
 	close(fd);
 }
 
+static bool is_set(const char *s)
+{
+	return s != NULL && *s;
+}
+
+/* [control]: with a url, TLS and every file it needs; without, nothing else. */
+static void control_finish(struct load *l)
+{
+	struct op_config *c = &l->cfg;
+	const struct {
+		const char *key, *val;
+	} need[] = {{"ca_file", c->control.ca_file},
+	            {"cert_file", c->control.cert_file},
+	            {"key_file", c->control.key_file},
+	            {"trusted_keys", c->control.trusted_keys}};
+	if (!is_set(c->control.url)) {
+		for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
+			if (is_set(need[i].val))
+				op_config__problem(
+				    l, key_line(l, "control", need[i].key),
+				    "[control] %s: set without url, expected a url or "
+				    "no %s",
+				    need[i].key, need[i].key);
+		}
+		return;
+	}
+	char why[256];
+	bool tls = false;
+	int url_line = key_line(l, "control", "url");
+	op_err rc = op_config__mqtt_uri(c->control.url, &tls, &c->control.uri, why, sizeof(why));
+	if (rc == OP_ENOMEM) {
+		l->nomem = true;
+		return;
+	}
+	if (rc)
+		op_config__problem(l, url_line, "[control] url: %s", why);
+	else if (!tls)
+		op_config__problem(l, url_line,
+		                   "[control] url: '%.64s' is plain MQTT, expected mqtts://: the "
+		                   "control link always uses TLS with a client certificate",
+		                   c->control.url);
+	for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
+		int line = key_line(l, "control", need[i].key);
+		if (!is_set(need[i].val)) {
+			op_config__problem(l, line ? line : url_line,
+			                   "[control] %s: not set, expected it with url",
+			                   need[i].key);
+			continue;
+		}
+		if (strcmp(need[i].key, "trusted_keys") != 0) {
+			op_config__check_readable(l, line, "control", need[i].key, need[i].val);
+			continue;
+		}
+		/* Each key file: absolute and readable (parsed when the link starts). */
+		char *list = op_strdup(need[i].val);
+		if (list == NULL) {
+			l->nomem = true;
+			return;
+		}
+		char *save = NULL;
+		for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+			while (*t == ' ' || *t == '\t')
+				t++;
+			size_t n = strlen(t);
+			while (n && (t[n - 1] == ' ' || t[n - 1] == '\t'))
+				t[--n] = '\0';
+			if (t[0] != '/')
+				op_config__problem(
+				    l, line,
+				    "[control] trusted_keys: \"%.200s\" is not an absolute "
+				    "path, expected KEY.pub files like /etc/outpost/ops.key.pub",
+				    t);
+			else
+				op_config__check_readable(l, line, "control", "trusted_keys", t);
+		}
+		op_free(list);
+	}
+	const char *p = c->control.topic_prefix;
+	if (is_set(p) && (p[0] == '/' || p[strlen(p) - 1] == '/' || strpbrk(p, "+#") != NULL))
+		op_config__problem(
+		    l, key_line(l, "control", "topic_prefix"),
+		    "[control] topic_prefix: \"%.64s\" is not a topic prefix, expected "
+		    "levels like fleet/eu without a leading or trailing '/', '+' or '#'",
+		    p);
+	if (c->control.reconnect_min_ms > c->control.reconnect_max_ms)
+		op_config__problem(l, key_line(l, "control", "reconnect_max"),
+		                   "[control] reconnect_max: less than reconnect_min, expected at "
+		                   "least reconnect_min");
+}
+
 /* Checks across keys, once every value is in. */
 static void finish(struct load *l)
 {
@@ -1024,6 +1221,8 @@ static void finish(struct load *l)
 	op_config_file_dirs_free(dirs, nd);
 	for (size_t i = 0; i < c->n_brokers && !l->nomem; i++)
 		op_config__broker_finish(l, i);
+	if (!l->nomem)
+		control_finish(l);
 	if (l->nomem)
 		return;
 	if (!c->agent.id || !*c->agent.id) {
@@ -1192,6 +1391,7 @@ void op_config_free(struct op_config *c)
 {
 	op_config__free_values(c, keys, N_KEYS);
 	op_config__broker_free(c);
+	op_free(c->control.uri);
 	cJSON_Delete(c->globals);
 	memset(c, 0, sizeof(*c));
 }

@@ -104,6 +104,18 @@ struct op_config {
 	struct {
 		char *dirs; /* comma-separated absolute folders; see op_config_file_dirs */
 	} files;
+	struct {
+		char *url; /* "": no control plane */
+		char *ca_file, *cert_file, *key_file;
+		char *trusted_keys; /* comma-separated absolute paths of KEY.pub files */
+		char *group;
+		char *topic_prefix;
+		char *client_id; /* "" = "outpost-" + agent id */
+		uint64_t keepalive_ms, heartbeat_ms;
+		uint64_t reconnect_min_ms, reconnect_max_ms, connect_timeout_ms;
+		/* Derived from url at load, when it is set; else NULL. */
+		char *uri; /* Paho's form: "ssl://host:port" */
+	} control;
 	struct op_config_broker *brokers; /* owned; in file order; NULL when none */
 	size_t n_brokers;
 	cJSON *globals; /* always an object after defaults or a load */

@@ -227,6 +227,30 @@ static bool parse_mqtt_url(const char *s, struct mqtt_url *u, char *why, size_t 
 	return true;
 }
 
+/* Paho's form of u: "tcp://host:port" or "ssl://[v6]:port". */
+static char *uri_of(const struct mqtt_url *u)
+{
+	size_t n = u->host_len + sizeof("mqtts://[]:65535");
+	char *uri = op_malloc(n);
+	if (uri == NULL)
+		return NULL;
+	bool v6 = memchr(u->host, ':', u->host_len) != NULL;
+	snprintf(uri, n, "%s://%s%.*s%s:%u", u->tls ? "ssl" : "tcp", v6 ? "[" : "",
+	         (int)u->host_len, u->host, v6 ? "]" : "", u->port);
+	return uri;
+}
+
+op_err op_config__mqtt_uri(const char *url, bool *tls, char **uri, char *why, size_t n)
+{
+	struct mqtt_url u;
+	*uri = NULL;
+	if (!parse_mqtt_url(url, &u, why, n))
+		return OP_EINVAL;
+	*tls = u.tls;
+	*uri = uri_of(&u);
+	return *uri ? OP_OK : OP_ENOMEM;
+}
+
 static bool broker_name_ok(const char *s)
 {
 	size_t n = strlen(s);
@@ -368,19 +392,14 @@ void op_config__broker_finish(struct load *l, size_t bi)
 			op_config__problem(l, url_line, "[%s] url: %s", label, why);
 	}
 	if (url_ok) {
-		size_t n = u.host_len + sizeof("mqtts://[]:65535");
 		b->tls = u.tls;
 		b->port = u.port;
 		b->host = op_strndup(u.host, u.host_len);
-		b->uri = op_malloc(n);
+		b->uri = uri_of(&u);
 		if (b->host == NULL || b->uri == NULL) {
 			l->nomem = true;
 			return;
 		}
-		if (memchr(u.host, ':', u.host_len) != NULL)
-			snprintf(b->uri, n, "%s://[%s]:%u", u.tls ? "ssl" : "tcp", b->host, u.port);
-		else
-			snprintf(b->uri, n, "%s://%s:%u", u.tls ? "ssl" : "tcp", b->host, u.port);
 	}
 
 	bool cert = is_set(b->cert_file), key = is_set(b->key_file);

@@ -26,7 +26,7 @@
 #define HOUR (60LL * MIN)
 
 /* Entries of the key tables; each file checks its own with _Static_assert. */
-#define OP_CONFIG__N_KEYS  25 /* config.c keys[] */
+#define OP_CONFIG__N_KEYS  38 /* config.c keys[] */
 #define OP_CONFIG__N_BKEYS 10 /* config_broker.c broker_keys[] */
 
 /* struct load's sec besides an index into config.c's sections[]. */
@@ -102,6 +102,11 @@ void op_config__broker_key(struct load *l, const char *name, const char *value);
 
 /* Checks broker bi across its keys and fills the fields derived from its url. */
 void op_config__broker_finish(struct load *l, size_t bi);
+
+/* Splits an MQTT url into Paho's form ("ssl://host:port", *uri, caller
+ * frees) and whether it is TLS. OP_EINVAL with why (the part of a problem
+ * message after "url: "), OP_ENOMEM. */
+op_err op_config__mqtt_uri(const char *url, bool *tls, char **uri, char *why, size_t n) OP_WUR;
 
 /* Frees c's brokers (what they hold and the array); op_config_free zeroes c. */
 void op_config__broker_free(struct op_config *c);

@@ -169,7 +169,7 @@ START_TEST(defaults)
 	/* Every default sits inside its own bounds (else defaults() would fail). */
 	size_t n;
 	const struct op_config_key *k = op_config_keys(&n);
-	ck_assert_uint_eq(n, 25);
+	ck_assert_uint_eq(n, 38);
 	for (size_t i = 0; i < n; i++) {
 		ck_assert_ptr_nonnull(k[i].help);
 		ck_assert_ptr_null(strchr(k[i].help, '\n'));
@@ -470,6 +470,67 @@ START_TEST(globals)
 	       "t.conf:4: [globals] a: duplicate key\n"
 	       "t.conf:5: [globals] with.dot: not a valid name, expected letters, digits, '_' and "
 	       "'-', starting with a letter or '_'\n");
+}
+END_TEST
+
+START_TEST(control_section)
+{
+	ck_bad("[control]\nurl = mqtt://cp.example:1883\nca_file = /nonexistent/ca.pem\n"
+	       "cert_file = /nonexistent/c.pem\nkey_file = /nonexistent/k.pem\n"
+	       "trusted_keys = ops.pub, /nonexistent/b.pub\ntopic_prefix = /eu/\n"
+	       "reconnect_min = 2m\nreconnect_max = 1m\n",
+	       "t.conf:2: [control] url: 'mqtt://cp.example:1883' is plain MQTT, expected "
+	       "mqtts://: the control link always uses TLS with a client certificate\n"
+	       "t.conf:3: [control] ca_file: cannot read '/nonexistent/ca.pem': No such file or "
+	       "directory\n"
+	       "t.conf:4: [control] cert_file: cannot read '/nonexistent/c.pem': No such file or "
+	       "directory\n"
+	       "t.conf:5: [control] key_file: cannot read '/nonexistent/k.pem': No such file or "
+	       "directory\n"
+	       "t.conf:6: [control] trusted_keys: \"ops.pub\" is not an absolute path, expected "
+	       "KEY.pub files like /etc/outpost/ops.key.pub\n"
+	       "t.conf:6: [control] trusted_keys: cannot read '/nonexistent/b.pub': No such file "
+	       "or directory\n"
+	       "t.conf:7: [control] topic_prefix: \"/eu/\" is not a topic prefix, expected levels "
+	       "like fleet/eu without a leading or trailing '/', '+' or '#'\n"
+	       "t.conf:9: [control] reconnect_max: less than reconnect_min, expected at least "
+	       "reconnect_min\n");
+	ck_bad("[control]\nurl = mqtts://cp.example\n",
+	       "t.conf:2: [control] ca_file: not set, expected it with url\n"
+	       "t.conf:2: [control] cert_file: not set, expected it with url\n"
+	       "t.conf:2: [control] key_file: not set, expected it with url\n"
+	       "t.conf:2: [control] trusted_keys: not set, expected it with url\n");
+	ck_bad("[control]\n\ncert_file = /etc/outpost/agent.pem\n",
+	       "t.conf:3: [control] cert_file: set without url, expected a url or no "
+	       "cert_file\n");
+	ck_bad("[control]\nurl = https://cp.example\n",
+	       "t.conf:2: [control] url: 'https://cp.example' has scheme 'https', expected "
+	       "mqtt:// or mqtts://\n"
+	       "t.conf:2: [control] ca_file: not set, expected it with url\n"
+	       "t.conf:2: [control] cert_file: not set, expected it with url\n"
+	       "t.conf:2: [control] key_file: not set, expected it with url\n"
+	       "t.conf:2: [control] trusted_keys: not set, expected it with url\n");
+
+	char f[] = "/tmp/op-ctl-XXXXXX";
+	int fd = mkstemp(f);
+	ck_assert(fd >= 0);
+	close(fd);
+	char text[512];
+	snprintf(text, sizeof(text),
+	         "[control]\nurl = mqtts://[fd00::1]:8884\nca_file = %s\ncert_file = %s\n"
+	         "key_file = %s\ntrusted_keys = %s , %s\ngroup = plants\ntopic_prefix = eu/west\n",
+	         f, f, f, f, f);
+	struct op_config c;
+	load_ok(text, &c);
+	ck_assert_str_eq(c.control.uri, "ssl://[fd00::1]:8884");
+	ck_assert_str_eq(c.control.group, "plants");
+	ck_assert_uint_eq(c.control.heartbeat_ms, 30000);
+	op_config_free(&c);
+	load_ok("", &c);
+	ck_assert_ptr_null(c.control.uri);
+	ck_assert_str_eq(c.control.url, "");
+	op_config_free(&c);
+	unlink(f);
 }
 END_TEST
 
@@ -931,6 +992,20 @@ START_TEST(dump_round_trip)
 	                       "dir =\n"
 	                       "\n[files]\n"
 	                       "dirs =\n"
+	                       "\n[control]\n"
+	                       "url =\n"
+	                       "ca_file =\n"
+	                       "cert_file =\n"
+	                       "key_file =\n"
+	                       "trusted_keys =\n"
+	                       "group =\n"
+	                       "topic_prefix =\n"
+	                       "client_id =\n"
+	                       "keepalive = 30s\n"
+	                       "heartbeat = 30s\n"
+	                       "reconnect_min = 1s\n"
+	                       "reconnect_max = 1m\n"
+	                       "connect_timeout = 10s\n"
 	                       "\n[broker plant]\n"
 	                       "url = tcp://[fd00::7]:1884\n"
 	                       "ca_file =\n"
@@ -1174,6 +1249,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, syntax_accepted);
 	tcase_add_test(tc, globals);
 	tcase_add_test(tc, tls_pairing);
+	tcase_add_test(tc, control_section);
 	tcase_add_test(tc, cross_checks);
 	tcase_add_test(tc, broker_all_keys);
 	tcase_add_test(tc, broker_two_and_defaults);
