@@ -113,17 +113,9 @@ static const char *member(const cJSON *env, const char *name)
 }
 
 /* Checks sig over payload with the key named kid. */
-static op_err verify(const char *kid, const char *payload, size_t plen, const char *sig64,
-                     const struct op_env_key *keys, size_t n, char *why, size_t whylen)
+static op_err verify(const struct op_env_key *k, const char *kid, const char *payload, size_t plen,
+                     const char *sig64, char *why, size_t whylen)
 {
-	const struct op_env_key *k = NULL;
-	for (size_t i = 0; i < n && k == NULL; i++)
-		if (strcmp(keys[i].kid, kid) == 0)
-			k = &keys[i];
-	if (k == NULL)
-		return op_errf(
-		    why, whylen, OP_EAUTH,
-		    "signed with key \"%.80s\", which is not one of the %zu trusted keys", kid, n);
 	char *sig = NULL;
 	size_t siglen = 0;
 	op_err rc = op_base64_decode(sig64, &sig, &siglen);
@@ -153,8 +145,13 @@ static op_err verify(const char *kid, const char *payload, size_t plen, const ch
 }
 
 op_err op_env_open(const char *text, size_t len, const struct op_env_key *keys, size_t n,
-                   uint64_t last_seq, cJSON **doc, uint64_t *seq, char *why, size_t whylen)
+                   uint64_t last_seq, cJSON **doc, uint64_t *seq, const char **code, char *why,
+                   size_t whylen)
 {
+	const char *ignored;
+	if (code == NULL)
+		code = &ignored;
+	*code = "ENVELOPE";
 	*doc = NULL;
 	*seq = 0;
 	if (len > OP_ENV_MAX)
@@ -179,12 +176,26 @@ op_err op_env_open(const char *text, size_t len, const struct op_env_key *keys, 
 	else if ((rc = op_base64_decode(p64, &payload, &plen)) != OP_OK)
 		rc = rc == OP_ENOMEM ? op_errf(why, whylen, rc, "out of memory")
 		                     : op_errf(why, whylen, OP_EPARSE, "payload: not base64");
-	if (rc == OP_OK && kid && sig)
-		rc = verify(kid, payload, plen, sig, keys, n, why, whylen);
+	const struct op_env_key *k = NULL;
+	for (size_t i = 0; rc == OP_OK && i < n && k == NULL; i++)
+		if (strcmp(keys[i].kid, kid) == 0)
+			k = &keys[i];
+	if (rc == OP_OK && k == NULL) {
+		*code = "KEY_UNKNOWN";
+		rc = op_errf(why, whylen, OP_EAUTH,
+		             "signed with key \"%.80s\", which is not one of the %zu trusted keys",
+		             kid, n);
+	}
+	if (rc == OP_OK) {
+		rc = verify(k, kid, payload, plen, sig, why, whylen);
+		if (rc == OP_EAUTH)
+			*code = "SIGNATURE";
+	}
 	cJSON_Delete(env);
 	/* Verified: now the document may be read. */
 	cJSON *d = NULL;
 	if (rc == OP_OK) {
+		*code = "DOCUMENT";
 		char err[256];
 		rc = op_json_parse(payload, plen, &d, err, sizeof(err));
 		if (rc == OP_ENOMEM)
@@ -202,13 +213,14 @@ op_err op_env_open(const char *text, size_t len, const struct op_env_key *keys, 
 			rc = op_errf(why, whylen, OP_EPARSE,
 			             "payload.seq: expected an integer from 1 to 2^53, got %s",
 			             cJSON_IsNumber(s) ? "another number" : op_json_kind(s));
-		else if ((uint64_t)v <= last_seq)
-			rc = op_errf(
-			    why, whylen, OP_EREJECTED,
-			    "seq %.0f is not above %llu, the last one applied: a replay or an "
-			    "older document",
-			    v, (unsigned long long)last_seq);
-		else
+		else if ((uint64_t)v <= last_seq) {
+			*code = "REPLAY";
+			rc =
+			    op_errf(why, whylen, OP_EREJECTED,
+			            "seq %.0f is not above %llu, the last one applied: a replay or "
+			            "an older document",
+			            v, (unsigned long long)last_seq);
+		} else
 			*seq = (uint64_t)v;
 	}
 	op_free(payload);

@@ -59,7 +59,9 @@ op_err op_env_sign(const unsigned char priv[OP_ENV_KEY_LEN],
  * keys[0..n), verifies the signature over the payload bytes, and only then
  * parses the payload, which must be a JSON object with an integer "seq"
  * (1 .. 2^53) above last_seq. On OP_OK *doc is the document (cJSON_Delete)
- * and *seq its seq. Errors, with why naming what was wrong:
+ * and *seq its seq. Errors, with why naming what was wrong and *code (may
+ * be NULL) the protocol's name of the failure (docs/protocol.md: ENVELOPE,
+ * KEY_UNKNOWN, SIGNATURE, DOCUMENT, REPLAY):
  *   OP_EPARSE     not an envelope (not JSON, a member missing or of the
  *                 wrong type, alg not ed25519, bad base64, a payload that is
  *                 not a JSON object, no integer seq)
@@ -69,6 +71,7 @@ op_err op_env_sign(const unsigned char priv[OP_ENV_KEY_LEN],
  *   OP_ENOMEM
  */
 op_err op_env_open(const char *text, size_t len, const struct op_env_key *keys, size_t n,
-                   uint64_t last_seq, cJSON **doc, uint64_t *seq, char *why, size_t whylen) OP_WUR;
+                   uint64_t last_seq, cJSON **doc, uint64_t *seq, const char **code, char *why,
+                   size_t whylen) OP_WUR;
 
 #endif

@@ -312,7 +312,7 @@ int op_ctl_verify(int argc, char **argv)
 		return CTL_INVALID;
 	cJSON *doc = NULL;
 	uint64_t seq = 0;
-	op_err rc = op_env_open(text, len, keys, n, last, &doc, &seq, why, sizeof(why));
+	op_err rc = op_env_open(text, len, keys, n, last, &doc, &seq, NULL, why, sizeof(why));
 	op_free(text);
 	if (rc) {
 		fprintf(stderr, "outpostctl verify: %s: refused (%s): %s\n", envfile,

@@ -36,10 +36,12 @@ static char *sign(const unsigned char *k, const unsigned char *p, const char *ki
 
 /* Opens env against the trusted keys after last; returns the class, with
  * why copied into out. */
+static const char *code; /* the protocol's name of the last open's failure */
+
 static op_err open_env(const char *env, uint64_t last, uint64_t *seq, char *out, size_t outlen)
 {
 	cJSON *doc = NULL;
-	op_err rc = op_env_open(env, strlen(env), trusted, 2, last, &doc, seq, out, outlen);
+	op_err rc = op_env_open(env, strlen(env), trusted, 2, last, &doc, seq, &code, out, outlen);
 	if (rc == OP_OK) {
 		ck_assert_ptr_nonnull(doc);
 		ck_assert_ptr_nonnull(cJSON_GetObjectItemCaseSensitive(doc, "pipelines"));
@@ -78,10 +80,12 @@ START_TEST(tampering_and_wrong_keys_are_refused)
 	char *env = sign(priv2, pub2, trusted[0].kid, "{\"seq\":7,\"pipelines\":[]}");
 	ck_assert_int_eq(open_env(env, 0, &seq, why, sizeof(why)), OP_EAUTH);
 	ck_assert_msg(strstr(why, "does not verify") != NULL, "%s", why);
+	ck_assert_str_eq(code, "SIGNATURE");
 	op_free(env);
 	/* An unknown key id. */
 	env = sign(priv, pub, "retired", "{\"seq\":7,\"pipelines\":[]}");
 	ck_assert_int_eq(open_env(env, 0, &seq, why, sizeof(why)), OP_EAUTH);
+	ck_assert_str_eq(code, "KEY_UNKNOWN");
 	ck_assert_msg(strstr(why, "\"retired\"") != NULL, "%s", why);
 	op_free(env);
 	/* The payload changed after signing: seq 7 -> 9. */
@@ -104,6 +108,7 @@ START_TEST(tampering_and_wrong_keys_are_refused)
 	op_free(raw);
 	bad = op_json_print(e, OP_JSON_COMPACT);
 	ck_assert_int_eq(open_env(bad, 0, &seq, why, sizeof(why)), OP_EAUTH);
+	ck_assert_str_eq(code, "SIGNATURE");
 	op_free(bad);
 	cJSON_Delete(e);
 	op_free(env);
@@ -118,6 +123,7 @@ START_TEST(replays_are_refused)
 	char *env = sign(priv, pub, trusted[0].kid, "{\"seq\":7,\"pipelines\":[]}");
 	ck_assert_int_eq(open_env(env, 7, &seq, why, sizeof(why)), OP_EREJECTED);
 	ck_assert_msg(strstr(why, "seq 7 is not above 7") != NULL, "%s", why);
+	ck_assert_str_eq(code, "REPLAY");
 	ck_assert_int_eq(open_env(env, 9, &seq, why, sizeof(why)), OP_EREJECTED);
 	op_free(env);
 }
@@ -129,6 +135,11 @@ static void expect_malformed(const char *env, const char *says)
 	uint64_t seq = 0;
 	ck_assert_int_eq(open_env(env, 0, &seq, why, sizeof(why)), OP_EPARSE);
 	ck_assert_msg(strstr(why, says) != NULL, "%s: %s", env, why);
+	/* Before the signature is checked: the envelope; after it: the document. */
+	ck_assert_str_eq(code,
+	                 strncmp(why, "payload", 7) == 0 && strcmp(says, "payload: not base64")
+	                     ? "DOCUMENT"
+	                     : "ENVELOPE");
 }
 
 START_TEST(malformed_envelopes_say_what)
