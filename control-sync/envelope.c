@@ -112,6 +112,29 @@ static const char *member(const cJSON *env, const char *name)
 	return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(env, name));
 }
 
+op_err op_env_pub_parse(const char *text, size_t len, struct op_env_key *key, char *why,
+                        size_t whylen)
+{
+	cJSON *o = cJSON_ParseWithLength(text, len);
+	const char *alg = member(o, "alg"), *kid = member(o, "kid"), *pub = member(o, "public");
+	char *raw = NULL;
+	size_t n = 0;
+	bool ok = cJSON_IsObject(o) && alg && strcmp(alg, "ed25519") == 0 && kid &&
+	          op_env_kid_ok(kid) && pub && op_base64_decode(pub, &raw, &n) == OP_OK &&
+	          n == OP_ENV_KEY_LEN;
+	if (ok) {
+		snprintf(key->kid, sizeof(key->kid), "%s", kid);
+		memcpy(key->pub, raw, OP_ENV_KEY_LEN);
+	}
+	op_free(raw);
+	cJSON_Delete(o);
+	if (!ok)
+		return op_errf(why, whylen, OP_EPARSE,
+		               "not an Ed25519 public key file (alg, kid, public, as `outpostctl "
+		               "keygen` writes KEY.pub)");
+	return OP_OK;
+}
+
 /* Checks sig over payload with the key named kid. */
 static op_err verify(const struct op_env_key *k, const char *kid, const char *payload, size_t plen,
                      const char *sig64, char *why, size_t whylen)
@@ -214,6 +237,7 @@ op_err op_env_open(const char *text, size_t len, const struct op_env_key *keys, 
 			             "payload.seq: expected an integer from 1 to 2^53, got %s",
 			             cJSON_IsNumber(s) ? "another number" : op_json_kind(s));
 		else if ((uint64_t)v <= last_seq) {
+			*seq = (uint64_t)v;
 			*code = "REPLAY";
 			rc =
 			    op_errf(why, whylen, OP_EREJECTED,

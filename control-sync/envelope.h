@@ -66,12 +66,21 @@ op_err op_env_sign(const unsigned char priv[OP_ENV_KEY_LEN],
  *                 wrong type, alg not ed25519, bad base64, a payload that is
  *                 not a JSON object, no integer seq)
  *   OP_EAUTH      an unknown kid, or a signature that does not verify
- *   OP_EREJECTED  seq not above last_seq (a replay, or an older document)
+ *   OP_EREJECTED  seq not above last_seq (a replay, or an older document;
+ *                 *seq is set: the document already applied is a replay too)
  *   OP_ELIMIT     larger than OP_ENV_MAX
  *   OP_ENOMEM
  */
 op_err op_env_open(const char *text, size_t len, const struct op_env_key *keys, size_t n,
                    uint64_t last_seq, cJSON **doc, uint64_t *seq, const char **code, char *why,
                    size_t whylen) OP_WUR;
+
+/*
+ * Parses the text (len bytes) of a public key file, as `outpostctl keygen`
+ * writes KEY.pub ({"alg": "ed25519", "kid": ..., "public": base64}), into
+ * key. OP_EPARSE with why.
+ */
+op_err op_env_pub_parse(const char *text, size_t len, struct op_env_key *key, char *why,
+                        size_t whylen) OP_WUR;
 
 #endif

@@ -20,6 +20,7 @@
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
 #include "agent/core/log.h"
+#include "agent/core/version.h"
 #include "agent/daemon/admin.h"
 #include "agent/daemon/daemon.h"
 #include "agent/daemon/events.h"
@@ -34,6 +35,7 @@
 #include "agent/trigger/http_map.h"
 #include "agent/trigger/trigger.h"
 #include "connectors/db/pool.h"
+#include "control-sync/link.h"
 
 struct route_target {
 	const char *pipeline; /* borrowed from the set the routes hold */
@@ -64,6 +66,11 @@ struct op_daemon {
 
 	pthread_mutex_t mu;
 	struct routes *routes;
+
+	/* Reloads (SIGHUP, main thread) and deploys (the link's thread) change
+	 * the pipeline set one at a time. */
+	pthread_mutex_t set_mu;
+	struct op_link *link; /* the control plane; NULL without [control] url */
 
 	struct op_metrics *m;
 	struct op_metric *executions, *durations, *http_requests, *queue_depth, *dead, *inflight,
@@ -315,7 +322,7 @@ static op_err check_set(void *ud, const struct op_engine *e, struct op_diag *d)
 }
 
 /* Makes r the routes in use; r takes a reference to the set now running,
- * the one it was built from (reloads are serialised on the main thread). */
+ * the one it was built from (reloads and deploys hold dm->set_mu). */
 static void routes_swap(struct op_daemon *dm, struct routes *r)
 {
 	r->set = op_runtime_get(dm->rt);
@@ -619,6 +626,134 @@ static void on_engine_new(void *ud, struct op_runtime *rt, struct op_engine *e)
 	op_engine_set_host(e, &h);
 }
 
+/* ---- the control plane's link ---- */
+
+/* Joins the problems of d into msg: "path: problem; path: problem". */
+static void problems_text(const struct op_diag *d, char *msg, size_t len)
+{
+	size_t at = 0;
+	msg[0] = '\0';
+	for (size_t i = 0; i < d->n && at + 1 < len; i++) {
+		int n = snprintf(msg + at, len - at, "%s%s%s%s", i ? "; " : "", d->v[i].path,
+		                 d->v[i].path[0] ? ": " : "", d->v[i].msg);
+		if (n < 0)
+			break;
+		at += (size_t)n;
+	}
+	if (d->lost && at + 1 < len)
+		snprintf(msg + at, len - at, "; and %zu more", d->lost);
+}
+
+/* Swaps the routes and triggers to the set the runtime runs now. */
+static op_err triggers_follow(struct op_daemon *dm, struct routes *built)
+{
+	routes_swap(dm, built);
+	op_err rc = op_scheduler_reload(dm->sched);
+	op_mqtt_in_reload(dm->mqtt);
+	return rc;
+}
+
+/* The link's apply hook (on its thread): the document's pipelines become
+ * the deployed set, beside the folder's, or nothing changes. */
+static op_err link_apply(void *ud, const char *text, size_t len, const cJSON *doc,
+                         const char **code, char *msg, size_t msglen)
+{
+	struct op_daemon *dm = ud;
+	struct op_diag d;
+	op_diag_init(&d);
+	char ignored[8];
+	pthread_mutex_lock(&dm->set_mu);
+	cJSON *previous = op_runtime_deployed(dm->rt, ignored, sizeof(ignored));
+	struct reload_ctx c = {dm, NULL};
+	op_err rc = op_runtime_deploy(dm->rt, text, len, doc, check_set, &c, &d);
+	if (rc) {
+		routes_free(dm->rt, c.built);
+		*code = rc == OP_ECONFIG ? "PIPELINES" : "STORE";
+		problems_text(&d, msg, msglen);
+		goto out;
+	}
+	rc = triggers_follow(dm, c.built);
+	if (rc == OP_OK)
+		goto out;
+	/* The new set's triggers did not start: back to the previous set. */
+	*code = "START";
+	snprintf(msg, msglen,
+	         "the schedules of the new set did not start (%s); the previous "
+	         "set was restored",
+	         op_err_str(rc));
+	cJSON *back = previous ? previous : cJSON_Parse("{\"seq\":0,\"pipelines\":[]}");
+	char *btext = back ? cJSON_PrintUnformatted(back) : NULL;
+	struct op_diag d2;
+	op_diag_init(&d2);
+	struct reload_ctx c2 = {dm, NULL};
+	op_err rb = btext
+	                ? op_runtime_deploy(dm->rt, btext, strlen(btext), back, check_set, &c2, &d2)
+	                : OP_ENOMEM;
+	if (rb == OP_OK)
+		rb = triggers_follow(dm, c2.built);
+	else
+		routes_free(dm->rt, c2.built);
+	if (rb)
+		OP_LOGE("the previous pipeline set could not be restored either: %s",
+		        op_err_str(rb));
+	op_diag_fini(&d2);
+	cJSON_free(btext);
+	if (back != previous)
+		cJSON_Delete(back);
+	rc = OP_EIO;
+out:
+	pthread_mutex_unlock(&dm->set_mu);
+	cJSON_Delete(previous);
+	op_diag_fini(&d);
+	return rc;
+}
+
+/* The reported pipelines: every pipeline of the running set, the
+ * document's as deployed, the folder's as local. */
+static cJSON *link_pipelines(void *ud)
+{
+	struct op_daemon *dm = ud;
+	cJSON *a = cJSON_CreateArray();
+	struct op_runtime_set *set = op_runtime_get(dm->rt);
+	const struct op_engine *e = op_runtime_engine(set);
+	for (size_t i = 0; a && i < op_engine_count(e); i++) {
+		const struct op_pipeline *p = op_engine_at(e, i);
+		bool deployed = strncmp(p->origin, "desired ", 8) == 0;
+		cJSON *o = cJSON_CreateObject();
+		bool ok = o && cJSON_AddStringToObject(o, "name", p->name) &&
+		          cJSON_AddStringToObject(o, "version", p->version ? p->version : "") &&
+		          cJSON_AddStringToObject(o, "origin", deployed ? "deployed" : "local") &&
+		          cJSON_AddStringToObject(o, "status", "running");
+		if (ok && cJSON_AddItemToArray(a, o))
+			continue;
+		cJSON_Delete(o);
+		cJSON_Delete(a);
+		a = NULL;
+	}
+	op_runtime_put(dm->rt, set);
+	return a;
+}
+
+static op_err link_start(struct op_daemon *dm, struct op_diag *d)
+{
+	char err[512] = "", why[512] = "";
+	cJSON *doc = op_runtime_deployed(dm->rt, err, sizeof(err));
+	const cJSON *seq = cJSON_GetObjectItemCaseSensitive(doc, "seq");
+	struct op_link_opts o = {
+	    .cfg = dm->cfg,
+	    .applied_seq =
+	        cJSON_IsNumber(seq) && seq->valuedouble > 0 ? (uint64_t)seq->valuedouble : 0,
+	    .startup_error = err,
+	    .version = OUTPOST_VERSION,
+	};
+	cJSON_Delete(doc);
+	struct op_link_hooks h = {.apply = link_apply, .pipelines = link_pipelines, .ud = dm};
+	op_err rc = op_link_start(&o, &h, &dm->link, why, sizeof(why));
+	if (rc)
+		op_diag_add_at(d, "[control]", "%s", why);
+	return rc;
+}
+
 static op_err accounts_open(struct op_daemon *dm)
 {
 	char dir[PATH_MAX], key[PATH_MAX];
@@ -634,6 +769,11 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 		return OP_ENOMEM;
 	dm->cfg = cfg;
 	if (pthread_mutex_init(&dm->mu, NULL)) {
+		op_free(dm);
+		return OP_ENOMEM;
+	}
+	if (pthread_mutex_init(&dm->set_mu, NULL)) {
+		pthread_mutex_destroy(&dm->mu);
 		op_free(dm);
 		return OP_ENOMEM;
 	}
@@ -677,6 +817,9 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 	if (rc == OP_OK)
 		rc = listen_start(&cfg->http.listen, "http", cfg, true, http_handler, dm, &dm->http,
 		                  d);
+	/* Last: a document that comes down finds everything running. */
+	if (rc == OP_OK && cfg->control.uri)
+		rc = link_start(dm, d);
 	if (rc) {
 		op_daemon_stop(dm);
 		return rc;
@@ -698,6 +841,7 @@ op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_
 	cJSON *globals = next->globals;
 	char *old_dir = dm->cfg->agent.pipelines_dir;
 	cJSON *old_globals = dm->cfg->globals;
+	pthread_mutex_lock(&dm->set_mu);
 	dm->cfg->agent.pipelines_dir = dir;
 	dm->cfg->globals = globals;
 	struct reload_ctx c = {dm, NULL};
@@ -705,6 +849,7 @@ op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_
 	if (rc) {
 		dm->cfg->agent.pipelines_dir = old_dir;
 		dm->cfg->globals = old_globals;
+		pthread_mutex_unlock(&dm->set_mu);
 		routes_free(dm->rt, c.built);
 		return rc;
 	}
@@ -715,6 +860,8 @@ op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_
 	if (op_scheduler_reload(dm->sched) != OP_OK)
 		OP_LOGW("pipelines reloaded, schedules not: the previous ones go on");
 	op_mqtt_in_reload(dm->mqtt);
+	pthread_mutex_unlock(&dm->set_mu);
+	op_link_changed(dm->link);
 	return OP_OK;
 }
 
@@ -723,6 +870,9 @@ void op_daemon_stop(struct op_daemon *dm)
 	if (dm == NULL)
 		return;
 	atomic_store(&dm->ready, false);
+	/* The goodbye to the control plane while everything still runs. */
+	op_link_stop(dm->link);
+	dm->link = NULL;
 	/* First: scrapes read the scheduler and the MQTT triggers. */
 	if (dm->admin && op_http_server_stop(dm->admin) != OP_OK)
 		OP_LOGW("admin requests still running when the admin endpoint stopped");
@@ -738,6 +888,7 @@ void op_daemon_stop(struct op_daemon *dm)
 	op_db_pools_free(dm->db_pools); /* after the workers: no connection is out */
 	op_config_file_dirs_free(dm->file_dirs, dm->n_file_dirs);
 	op_metrics_free(dm->m);
+	pthread_mutex_destroy(&dm->set_mu);
 	pthread_mutex_destroy(&dm->mu);
 	op_free(dm);
 }

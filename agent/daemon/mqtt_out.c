@@ -264,7 +264,7 @@ static void on_lost(void *ctx, char *cause)
  * <reason>:<file>:<line>:<data>"; users need the reason and the data only.
  * Other text is kept as it is.
  */
-static void tls_reason(const char *s, size_t len, char *out, size_t outlen)
+void op_mqtt_tls_reason(const char *s, size_t len, char *out, size_t outlen)
 {
 	size_t at[9];
 	size_t n = 0;
@@ -294,7 +294,7 @@ static int on_ssl_error(const char *str, size_t len, void *ctx)
 	pthread_mutex_lock(&c->mu);
 	/* The first line is the most specific ("certificate verify failed"). */
 	if (c->tls_err[0] == '\0' && len)
-		tls_reason(str, len, c->tls_err, sizeof(c->tls_err));
+		op_mqtt_tls_reason(str, len, c->tls_err, sizeof(c->tls_err));
 	pthread_mutex_unlock(&c->mu);
 	return 0;
 }

@@ -99,4 +99,12 @@ void op_mqtt_out_stats(struct op_mqtt_out *o, struct op_mqtt_out_stats *st);
 op_err op_mqtt_out_check(const struct op_config *cfg, const struct op_engine *e,
                          struct op_diag *d) OP_WUR;
 
+/*
+ * The reason and data of an OpenSSL 3 error line as paho's TLS error
+ * callback passes it ("<thread>:error:<code>:<library>:<function>:<reason>:
+ * <file>:<line>:<data>", len bytes) into out: what users need ("certificate
+ * verify failed"). Other text is kept as it is.
+ */
+void op_mqtt_tls_reason(const char *s, size_t len, char *out, size_t outlen);
+
 #endif

@@ -51,6 +51,10 @@ struct op_runtime {
 	pthread_cond_t cv;      /* work may be available, or stopping */
 	pthread_cond_t idle_cv; /* an execution ended */
 	struct op_runtime_set *set;
+	/* The applied control-plane document (its "pipelines" run beside the
+	 * folder's), as stored; NULL: none. Changed under mu, by deploys. */
+	cJSON *deployed;
+	char deploy_error[512]; /* why the stored document did not load at open */
 	struct op_store_event *ready, *ready_tail; /* taken, slot held, not yet run */
 	struct running *run;
 	size_t nrun, caprun;
@@ -141,8 +145,50 @@ static void report(void *ud, const char *file, const struct op_diag *fd)
 		op_diag_add_at(r->d, file, "... and %zu more problems", fd->lost);
 }
 
-/* Builds a pipeline set from the folder; NULL with problems in d. */
-static struct op_runtime_set *set_load(struct op_runtime *rt, struct op_diag *d)
+/* Adds the pipelines of a control-plane document to e; problems in d. */
+static op_err load_deployed(struct op_engine *e, const cJSON *doc, struct op_diag *d)
+{
+	const cJSON *seq = cJSON_GetObjectItemCaseSensitive(doc, "seq");
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(doc, "pipelines");
+	char origin[64];
+	snprintf(origin, sizeof(origin), "desired seq %.0f",
+	         cJSON_IsNumber(seq) ? seq->valuedouble : 0);
+	if (!cJSON_IsArray(list)) {
+		op_diag_add_at(d, origin, "pipelines: expected an array of pipelines");
+		return OP_ECONFIG;
+	}
+	op_err rc = OP_OK;
+	int i = 0;
+	const cJSON *pj;
+	cJSON_ArrayForEach (pj, list) {
+		char where[96];
+		snprintf(where, sizeof(where), "%s: pipelines[%d]", origin, i++);
+		struct op_diag pd;
+		op_diag_init(&pd);
+		struct op_pipeline *p = NULL;
+		op_err r = op_pipeline_load_json(pj, where, &pd, &p);
+		for (size_t k = 0; k < pd.n; k++)
+			op_diag_add_at(d, where, "%s%s%s", pd.v[k].path,
+			               pd.v[k].path[0] ? ": " : "", pd.v[k].msg);
+		if (r == OP_ENOMEM && pd.n == 0)
+			op_diag_add_at(d, where, "out of memory");
+		op_diag_fini(&pd);
+		if (r == OP_OK) {
+			char err[512] = "";
+			r = op_engine_add(e, p, err, sizeof(err));
+			if (r) /* err names the pipeline's origin, where */
+				op_diag_add_at(d, "", "%s", err);
+		}
+		if (r && rc == OP_OK)
+			rc = r == OP_ENOMEM ? r : OP_ECONFIG;
+	}
+	return rc;
+}
+
+/* Builds a pipeline set from the folder and the document deployed (NULL:
+ * none); NULL with problems in d. */
+static struct op_runtime_set *set_load(struct op_runtime *rt, const cJSON *deployed,
+                                       struct op_diag *d)
 {
 	const struct op_config *cfg = rt->cfg;
 	struct op_runtime_set *s = op_calloc(1, sizeof(*s));
@@ -154,6 +200,8 @@ static struct op_runtime_set *set_load(struct op_runtime *rt, struct op_diag *d)
 	size_t before = op_diag_count(d);
 	struct load_report r = {d};
 	op_err rc = op_engine_load_dir(s->e, cfg->agent.pipelines_dir, NULL, 0, report, &r, NULL);
+	if (rc == OP_OK && deployed)
+		rc = load_deployed(s->e, deployed, d);
 	if (rc == OP_OK)
 		rc = op_engine_link(s->e, d);
 	cJSON *g = cJSON_Duplicate(cfg->globals, 1);
@@ -173,10 +221,30 @@ static struct op_runtime_set *set_load(struct op_runtime *rt, struct op_diag *d)
 	return s;
 }
 
+/* Swaps s in (and doc, taken, as the deployed document when swap_doc). */
+static void set_swap(struct op_runtime *rt, struct op_runtime_set *s, bool swap_doc, cJSON *doc)
+{
+	pthread_mutex_lock(&rt->mu);
+	struct op_runtime_set *old = rt->set;
+	rt->set = s;
+	cJSON *old_doc = NULL;
+	if (swap_doc) {
+		old_doc = rt->deployed;
+		rt->deployed = doc;
+	}
+	rt->wake++;
+	pthread_cond_broadcast(&rt->cv);
+	pthread_mutex_unlock(&rt->mu);
+	cJSON_Delete(old_doc);
+	op_runtime_put(rt, old);
+}
+
 op_err op_runtime_reload(struct op_runtime *rt, op_runtime_check_fn check, void *ud,
                          struct op_diag *d)
 {
-	struct op_runtime_set *s = set_load(rt, d);
+	/* The deploy thread is the only other writer of rt->deployed, and
+	 * reloads and deploys do not overlap (the daemon serialises them). */
+	struct op_runtime_set *s = set_load(rt, rt->deployed, d);
 	if (s == NULL)
 		return OP_ECONFIG;
 	op_jq_cache_save(rt->store, &rt->jq_saved);
@@ -185,15 +253,50 @@ op_err op_runtime_reload(struct op_runtime *rt, op_runtime_check_fn check, void 
 		set_free(s);
 		return rc;
 	}
-	pthread_mutex_lock(&rt->mu);
-	struct op_runtime_set *old = rt->set;
-	rt->set = s;
-	rt->wake++;
-	pthread_cond_broadcast(&rt->cv);
-	pthread_mutex_unlock(&rt->mu);
-	op_runtime_put(rt, old);
+	set_swap(rt, s, false, NULL);
 	OP_LOGI("pipelines reloaded: %zu deployed", op_engine_count(s->e));
 	return OP_OK;
+}
+
+op_err op_runtime_deploy(struct op_runtime *rt, const char *text, size_t len, const cJSON *doc,
+                         op_runtime_check_fn check, void *ud, struct op_diag *d)
+{
+	struct op_runtime_set *s = set_load(rt, doc, d);
+	if (s == NULL)
+		return OP_ECONFIG;
+	op_err rc = check ? check(ud, s->e, d) : OP_OK;
+	if (rc) {
+		set_free(s);
+		return rc;
+	}
+	cJSON *copy = cJSON_Duplicate(doc, 1);
+	if (copy == NULL) {
+		set_free(s);
+		op_diag_add_at(d, "", "out of memory");
+		return OP_ENOMEM;
+	}
+	/* Durable before it runs: a restart comes back to what runs now. */
+	rc = op_store_put(rt->store, OP_STORE_STATE, OP_RUNTIME_APPLIED_KEY, text, len);
+	if (rc) {
+		cJSON_Delete(copy);
+		set_free(s);
+		op_diag_add_at(d, "", "the store cannot keep the document: %s", op_err_name(rc));
+		return rc;
+	}
+	op_jq_cache_save(rt->store, &rt->jq_saved);
+	set_swap(rt, s, true, copy);
+	rt->deploy_error[0] = '\0';
+	OP_LOGI("pipelines deployed: %zu in the set", op_engine_count(s->e));
+	return OP_OK;
+}
+
+cJSON *op_runtime_deployed(struct op_runtime *rt, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&rt->mu);
+	cJSON *c = rt->deployed ? cJSON_Duplicate(rt->deployed, 1) : NULL;
+	snprintf(err, errlen, "%s", rt->deploy_error);
+	pthread_mutex_unlock(&rt->mu);
+	return c;
 }
 
 /* ---- running counts (under rt->mu) ---- */
@@ -572,6 +675,30 @@ static void *worker_main(void *arg)
 
 /* ---- open, close ---- */
 
+/* The applied document from the store into rt->deployed, if there is one. */
+static void deployed_open(struct op_runtime *rt)
+{
+	char *text = NULL;
+	size_t len = 0;
+	op_err rc = op_store_get(rt->store, OP_STORE_STATE, OP_RUNTIME_APPLIED_KEY, &text, &len);
+	if (rc == OP_ENOTFOUND)
+		return;
+	if (rc == OP_OK) {
+		rt->deployed = cJSON_ParseWithLength(text, len);
+		if (rt->deployed == NULL || !cJSON_IsObject(rt->deployed)) {
+			cJSON_Delete(rt->deployed);
+			rt->deployed = NULL;
+			rc = OP_ECORRUPT;
+		}
+	}
+	op_free(text);
+	if (rc) {
+		snprintf(rt->deploy_error, sizeof(rt->deploy_error),
+		         "the applied document cannot be read from the store: %s", op_err_name(rc));
+		OP_LOGE("%s", rt->deploy_error);
+	}
+}
+
 op_err op_runtime_open(const struct op_config *cfg, const struct op_runtime_hooks *hooks,
                        struct op_runtime **out, struct op_diag *d)
 {
@@ -617,7 +744,26 @@ op_err op_runtime_open(const struct op_config *cfg, const struct op_runtime_hook
 	}
 	/* Before the set: programs that compiled before load without a compile. */
 	rt->jq_saved = op_jq_cache_load(rt->store);
-	rt->set = set_load(rt, d);
+	deployed_open(rt);
+	if (rt->deployed) {
+		/* When the stored document no longer loads, the folder alone, so
+		 * that the agent comes up and can take a new document; the stored
+		 * one is reported as the problem. */
+		struct op_diag dd;
+		op_diag_init(&dd);
+		rt->set = set_load(rt, rt->deployed, &dd);
+		if (rt->set == NULL) {
+			snprintf(rt->deploy_error, sizeof(rt->deploy_error),
+			         "the applied document does not load any more: %s: %s",
+			         dd.n ? dd.v[0].path : "", dd.n ? dd.v[0].msg : "out of memory");
+			OP_LOGE("%s; running the pipelines folder only", rt->deploy_error);
+			cJSON_Delete(rt->deployed);
+			rt->deployed = NULL;
+		}
+		op_diag_fini(&dd);
+	}
+	if (rt->set == NULL)
+		rt->set = set_load(rt, NULL, d);
 	if (rt->set == NULL) {
 		op_runtime_close(rt);
 		return OP_ECONFIG;
@@ -683,6 +829,7 @@ void op_runtime_close(struct op_runtime *rt)
 	for (size_t i = 0; i < rt->nrun; i++)
 		op_free(rt->run[i].name);
 	op_free(rt->run);
+	cJSON_Delete(rt->deployed);
 	pthread_cond_destroy(&rt->cv);
 	pthread_cond_destroy(&rt->idle_cv);
 	pthread_mutex_destroy(&rt->mu);

@@ -59,12 +59,37 @@ void op_runtime_close(struct op_runtime *rt);
 typedef op_err (*op_runtime_check_fn)(void *ud, const struct op_engine *e, struct op_diag *d);
 
 /*
- * Loads the pipelines folder again into a new set, lets check (may be NULL)
+ * Loads the pipelines folder again (and the deployed document's pipelines)
+ * into a new set, lets check (may be NULL)
  * approve it, and swaps it in; or refuses it whole (problems in d) and keeps
  * the running set.
  */
 op_err op_runtime_reload(struct op_runtime *rt, op_runtime_check_fn check, void *ud,
                          struct op_diag *d) OP_WUR;
+
+/* The agent state key of the applied control-plane document. */
+#define OP_RUNTIME_APPLIED_KEY "control.applied"
+
+/*
+ * Deploys a control-plane document: doc (borrowed; its text, len bytes, is
+ * what the store keeps) whose "pipelines" array replaces the deployed
+ * pipelines, beside the folder's. Loads the new set whole, lets check (may
+ * be NULL) approve it, stores the text (OP_STORE_STATE,
+ * OP_RUNTIME_APPLIED_KEY; committed before the swap), then swaps the set in.
+ * On any failure the running set and document stay, with problems in d
+ * (pipelines as "desired seq N: pipelines[i]"): OP_ECONFIG, a store class
+ * (OP_EFULL, OP_EIO), OP_ENOMEM. Not concurrently with op_runtime_reload.
+ */
+op_err op_runtime_deploy(struct op_runtime *rt, const char *text, size_t len, const cJSON *doc,
+                         op_runtime_check_fn check, void *ud, struct op_diag *d) OP_WUR;
+
+/*
+ * A copy of the deployed document (caller deletes), or NULL when none; err
+ * (errlen bytes) gets why the stored document was dropped at open, or "".
+ * The store holds it across restarts: op_runtime_open loads it with the
+ * folder, and when it no longer loads runs the folder alone.
+ */
+cJSON *op_runtime_deployed(struct op_runtime *rt, char *err, size_t errlen);
 
 /*
  * Durably enqueues message for pipeline (returns after the commit) with

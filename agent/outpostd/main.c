@@ -17,14 +17,11 @@
 
 #include "agent/core/alloc.h"
 #include "agent/core/log.h"
+#include "agent/core/version.h"
 #include "agent/daemon/config.h"
 #include "agent/daemon/daemon.h"
 #include "agent/daemon/runtime.h"
 #include "agent/trigger/mqtt_wire.h"
-
-#ifndef OUTPOST_VERSION
-#define OUTPOST_VERSION "0.1.0"
-#endif
 
 /*
  * The development config of `outpostd --dev`: everything on loopback, the

@@ -1,0 +1,85 @@
+/*
+ * The control-plane link (docs/protocol.md): one outbound MQTT 5 connection
+ * over TLS with a client certificate to the control plane's broker, run by
+ * one thread of its own.
+ *
+ * On every connect it publishes status "online" (retained; the Last Will is
+ * "offline"), subscribes to its retained desired envelope and publishes
+ * reported. A desired envelope is opened (control-sync/envelope.h: form,
+ * trusted key id, Ed25519 signature, then the document and its seq) before
+ * anything in it is read, checked to name this agent, and handed to the
+ * apply hook; reported then says what runs, or why the document was
+ * refused. Lost connections are retried with exponential backoff and full
+ * jitter; nothing spins while offline. The link is never on the path of an
+ * execution: the agent runs the same with it down.
+ *
+ * paho calls back on one thread for every client of the process (the MQTT
+ * publisher's too), so its callbacks here only record and signal; the work
+ * is done on the link's thread.
+ */
+#ifndef OP_CONTROL_SYNC_LINK_H
+#define OP_CONTROL_SYNC_LINK_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent/core/err.h"
+#include "agent/daemon/config.h"
+
+struct op_link;
+
+struct op_link_hooks {
+	/*
+	 * Applies a verified document for this agent: text is its exact bytes
+	 * (len), doc the parsed form (borrowed). Called on the link's thread.
+	 * OP_OK once it runs and is stored; otherwise *code (static: PIPELINES,
+	 * START, STORE) and msg (msglen bytes) say why, and what ran before
+	 * still runs.
+	 */
+	op_err (*apply)(void *ud, const char *text, size_t len, const cJSON *doc, const char **code,
+	                char *msg, size_t msglen);
+	/* The pipelines member of reported: a new array of {name, version,
+	 * origin, status}; NULL when out of memory. Called on the link's thread. */
+	cJSON *(*pipelines)(void *ud);
+	void *ud;
+};
+
+struct op_link_opts {
+	const struct op_config *cfg; /* [agent] id and [control]; must outlive the link */
+	uint64_t applied_seq;        /* seq of the document the agent runs, 0: none */
+	const char *startup_error;   /* why the stored document was dropped, or NULL/"" */
+	const char *version;         /* the agent's version, for status and reported */
+};
+
+/*
+ * Reads the trusted keys, creates the MQTT client and starts the link's
+ * thread, which connects in the background. OP_ECONFIG (a trusted key file
+ * that is not a public key, an agent id that cannot be a topic level),
+ * OP_ENOMEM, OP_EINTERNAL (paho refused its options); why says which.
+ */
+op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h,
+                     struct op_link **out, char *why, size_t whylen) OP_WUR;
+
+/*
+ * Publishes status "offline" (waiting a second at most), disconnects
+ * without the Last Will, stops the thread and frees l. NULL is a no-op.
+ */
+void op_link_stop(struct op_link *l);
+
+/* The pipeline set changed locally (a reload): publish reported again. */
+void op_link_changed(struct op_link *l);
+
+struct op_link_stats {
+	bool connected;
+	uint64_t connects;      /* connections made */
+	uint64_t applied;       /* documents applied */
+	uint64_t refused;       /* documents refused */
+	uint64_t seq;           /* seq of the document that runs */
+	uint64_t last_error_ms; /* when the last refusal happened, 0: none */
+};
+
+void op_link_stats(struct op_link *l, struct op_link_stats *st);
+
+#endif

@@ -1,0 +1,231 @@
+# The control-plane link end to end: outpostd connects to a real mosquitto
+# over mutual TLS (broker.sh's throwaway PKI), says online, and applies the
+# signed desired documents published to its retained desired topic (signed
+# with `outpostctl sign`, published with mosquitto_pub as the control plane
+# would). Checked: status online and offline (clean stop and Last Will),
+# reported after connect, deploy, update and removal of pipelines (called
+# over HTTP), tampered, wrong-key, replayed, other-agent and malformed
+# documents refused with the running set untouched, a document whose
+# pipeline does not load refused whole, the applied set back after a
+# restart without a broker, an agent whose certificate the broker does not
+# trust kept out, and a config without trusted keys refused.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/broker.sh"
+: "${OUTPOSTD:?set OUTPOSTD to the outpostd binary}"
+: "${OUTPOSTCTL:?set OUTPOSTCTL to the outpostctl binary}"
+
+pid=""
+stop_daemon() {
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	pid=""
+}
+at_exit stop_daemon
+
+start_broker || exit 1
+P=$T/pki
+ROOT=outpost/v1/agent-a
+
+"$OUTPOSTCTL" keygen "$T/ops.key" --kid ops-1 >/dev/null || fail "keygen ops"
+"$OUTPOSTCTL" keygen "$T/other.key" --kid other-1 >/dev/null || fail "keygen other"
+mkdir -p "$T/pipelines"
+
+# conf FILE CERT [LINE...]: the agent's config, agent-a, the control link on
+# the broker's TLS listener with client certificate CERT (a name in $P).
+conf() {
+	_f=$1 _c=$2
+	shift 2
+	cat >"$_f" <<CONF
+[agent]
+id = agent-a
+data_dir = $T/data
+pipelines_dir = $T/pipelines
+shutdown_timeout = 2s
+[store]
+map_initial = 4MB
+[http]
+listen = 127.0.0.1:0
+[admin]
+listen = 127.0.0.1:0
+[control]
+url = mqtts://127.0.0.1:$broker_tls_port
+ca_file = $P/ca.pem
+cert_file = $P/$_c.pem
+key_file = $P/$_c.key
+trusted_keys = $T/ops.key.pub
+group = plants
+heartbeat = 1s
+reconnect_min = 100ms
+reconnect_max = 1s
+CONF
+	for _l in "$@"; do printf '%s\n' "$_l" >>"$_f"; done
+}
+conf "$T/outpost.conf" client-a
+LOG=$T/outpostd.log
+
+# cp_sub ARGS...: mosquitto_sub as the control plane (client-b, MQTT 5).
+cp_sub() {
+	mosquitto_sub -h 127.0.0.1 -p "$broker_tls_port" --cafile "$P/ca.pem" \
+		--cert "$P/client-b.pem" --key "$P/client-b.key" -V mqttv5 "$@"
+}
+cp_pub() {
+	mosquitto_pub -h 127.0.0.1 -p "$broker_tls_port" --cafile "$P/ca.pem" \
+		--cert "$P/client-b.pem" --key "$P/client-b.key" -V mqttv5 "$@"
+}
+# retained LEAF: the agent's retained message on LEAF ("" if none in 2 s).
+retained() { cp_sub -C 1 -W 2 -t "$ROOT/$1" 2>/dev/null; }
+# reported_is JQ: the retained reported satisfies the jq filter JQ.
+reported_is() { retained reported | jq -e "$1" >/dev/null 2>&1; }
+status_is() { retained status | jq -e ".state == \"$1\"" >/dev/null 2>&1; }
+# expect_reported WHAT JQ: waits (bounded) until reported satisfies JQ.
+expect_reported() {
+	checks=$((checks + 1))
+	wait_until 10 reported_is "$2" ||
+		fail "$1: reported is $(retained reported), expected $2"
+}
+# doc SEQ PIPELINES [AGENT]: a desired document's JSON.
+doc() { printf '{"seq":%s,"agent":"%s","pipelines":[%s]}' "$1" "${3:-agent-a}" "$2"; }
+# hello VERSION GREETING: a pipeline answering POST /hello with GREETING.
+hello() {
+	printf '{"name":"hello","version":"%s","trigger":{"type":"http","config":{"method":"POST","path":"/hello","mode":"sync"}},"steps":[{"type":"set","config":{"template":{"greeting":"%s"}}}]}' "$1" "$2"
+}
+# deploy KEY DOC: signs DOC with KEY and publishes it, retained.
+deploy() {
+	printf '%s' "$2" >"$T/doc.json"
+	"$OUTPOSTCTL" sign --key "$1" "$T/doc.json" >"$T/env.json" || fail "sign $2"
+	cp_pub -r -q 1 -t "$ROOT/desired" -f "$T/env.json" || fail "publish $2"
+}
+call_hello() { curl -s -X POST "http://127.0.0.1:$port/hello" -d '{}'; }
+greets() { [ "$(call_hello | jq -r .greeting 2>/dev/null)" = "$1" ]; }
+expect_greeting() {
+	checks=$((checks + 1))
+	wait_until 5 greets "$2" || fail "$1: POST /hello answered $(call_hello), expected greeting $2"
+}
+
+what="a config with a control link but no trusted keys is refused"
+conf "$T/nokeys.conf" client-a
+sed -i '/^trusted_keys/d' "$T/nokeys.conf"
+run_ctl_out=$("$OUTPOSTD" --config "$T/nokeys.conf" --check-config 2>&1)
+checks=$((checks + 1))
+case "$run_ctl_out" in
+*"[control] trusted_keys: not set, expected it with url"*) ;;
+*) fail "$what: $run_ctl_out" ;;
+esac
+
+what="the agent connects: status online, reported seq 0"
+checks=$((checks + 1))
+start_daemon "$T/outpost.conf" "$LOG" || fail "$what: not ready: $(cat "$LOG")"
+checks=$((checks + 1))
+wait_until 10 status_is online || fail "$what: status is $(retained status)"
+checks=$((checks + 1))
+retained status | jq -e '.agent == "agent-a" and .group == "plants" and (.since | test("Z$")) and (.at | test("Z$"))' >/dev/null ||
+	fail "$what: status is $(retained status)"
+expect_reported "$what" '.seq == 0 and .lastError == null and .pipelines == [] and .agent == "agent-a"'
+
+what="deploy: seq 1 with a pipeline, applied and called over HTTP"
+deploy "$T/ops.key" "$(doc 1 "$(hello 1 hi)")"
+expect_reported "$what" '.seq == 1 and .lastError == null and .pipelines == [{"name":"hello","version":"1","origin":"deployed","status":"running"}]'
+expect_greeting "$what" hi
+cp "$T/env.json" "$T/env1.json"
+
+what="update: seq 2 changes the pipeline"
+deploy "$T/ops.key" "$(doc 2 "$(hello 2 hello)")"
+expect_reported "$what" '.seq == 2 and .pipelines[0].version == "2"'
+expect_greeting "$what" hello
+
+what="a tampered envelope is refused; the running set goes on"
+doc 3 "$(hello 3 forged)" >"$T/doc.json"
+jq -c --arg p "$(base64 -w0 "$T/doc.json")" '.payload = $p' "$T/env.json" >"$T/tampered.json"
+cp_pub -r -q 1 -t "$ROOT/desired" -f "$T/tampered.json"
+expect_reported "$what" '.seq == 2 and .lastError.code == "SIGNATURE" and .lastError.seq == null'
+expect_greeting "$what" hello
+
+what="an envelope signed with a key the agent does not trust is refused"
+deploy "$T/other.key" "$(doc 3 "$(hello 3 other)")"
+expect_reported "$what" '.seq == 2 and .lastError.code == "KEY_UNKNOWN" and (.lastError.message | contains("other-1"))'
+expect_greeting "$what" hello
+
+what="a replayed envelope (seq 1) is refused"
+cp_pub -r -q 1 -t "$ROOT/desired" -f "$T/env1.json"
+expect_reported "$what" '.seq == 2 and .lastError.code == "REPLAY" and .lastError.seq == 1'
+expect_greeting "$what" hello
+
+what="a document for another agent is refused"
+deploy "$T/ops.key" "$(doc 3 "$(hello 3 theirs)" agent-b)"
+expect_reported "$what" '.seq == 2 and .lastError.code == "DOCUMENT" and (.lastError.message | contains("agent-b"))'
+
+what="not an envelope at all is refused"
+cp_pub -r -q 1 -t "$ROOT/desired" -m 'not json'
+expect_reported "$what" '.seq == 2 and .lastError.code == "ENVELOPE"'
+
+what="a set with a pipeline that does not load is refused whole"
+deploy "$T/ops.key" "$(doc 3 "$(hello 3 new),{\"name\":\"broken\",\"version\":\"1\",\"steps\":[{\"type\":\"no-such-step\"}]}")"
+expect_reported "$what" '.seq == 2 and .lastError.code == "PIPELINES" and (.lastError.message | contains("pipelines[1]")) and (.lastError.message | contains("no-such-step"))'
+expect_greeting "$what" hello
+
+what="two pipelines of one name are refused"
+deploy "$T/ops.key" "$(doc 3 "$(hello 3 a),$(hello 4 b)")"
+expect_reported "$what" '.seq == 2 and .lastError.code == "PIPELINES" and (.lastError.message | contains("hello"))'
+
+what="a good document after refusals applies and clears lastError"
+deploy "$T/ops.key" "$(doc 4 "$(hello 4 again)")"
+expect_reported "$what" '.seq == 4 and .lastError == null'
+expect_greeting "$what" again
+
+what="a local pipeline runs beside the deployed ones and is reported as local"
+printf '{"name":"local","version":"7","steps":[{"type":"set","config":{"template":{}}}]}' >"$T/pipelines/local.json"
+kill -HUP "$pid"
+expect_reported "$what" '.seq == 4 and ([.pipelines[] | "\(.name):\(.origin)"] | sort) == ["hello:deployed","local:local"]'
+
+what="remove: an empty set takes the deployed pipelines away"
+deploy "$T/ops.key" "$(doc 5 "")"
+expect_reported "$what" '.seq == 5 and ([.pipelines[].name] == ["local"])'
+checks=$((checks + 1))
+wait_until 5 sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:$port/hello)\" = 404 ]" ||
+	fail "$what: POST /hello still answers"
+
+what="a clean stop says offline"
+deploy "$T/ops.key" "$(doc 6 "$(hello 6 back)")"
+expect_reported "$what" '.seq == 6'
+stop_daemon
+checks=$((checks + 1))
+wait_until 5 status_is offline || fail "$what: status is $(retained status)"
+
+what="restarted without a broker, the agent runs the applied set"
+stop_broker
+start_daemon "$T/outpost.conf" "$LOG.2" || fail "$what: not ready: $(cat "$LOG.2")"
+expect_greeting "$what" back
+checks=$((checks + 1))
+wait_until 10 grep -q "cannot connect to the control plane" "$LOG.2" ||
+	fail "$what: no connect failure logged: $(cat "$LOG.2")"
+
+what="the broker comes back: the agent reconnects and reports seq 6"
+start_broker || exit 1
+conf "$T/outpost.conf" client-a
+stop_daemon
+start_daemon "$T/outpost.conf" "$LOG.3" || fail "$what: not ready: $(cat "$LOG.3")"
+checks=$((checks + 1))
+wait_until 10 status_is online || fail "$what: status is $(retained status)"
+expect_reported "$what" '.seq == 6 and .lastError == null'
+
+what="the agent vanishes: the broker publishes its Last Will (offline)"
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+pid=""
+checks=$((checks + 1))
+wait_until 10 status_is offline || fail "$what: status is $(retained status)"
+
+what="an agent whose certificate the broker does not trust cannot connect"
+conf "$T/rogue.conf" rogue
+sed -i "s|^data_dir = .*|data_dir = $T/data-rogue|" "$T/rogue.conf"
+start_daemon "$T/rogue.conf" "$LOG.4" || fail "$what: not ready: $(cat "$LOG.4")"
+checks=$((checks + 1))
+wait_until 10 grep -q "cannot connect to the control plane" "$LOG.4" ||
+	fail "$what: $(cat "$LOG.4")"
+checks=$((checks + 1))
+status_is online && fail "$what: status says online"
+stop_daemon
+
+[ -n "${KEEP_LOGS:-}" ] && cp -r "$T" "$KEEP_LOGS"
+finish
