@@ -718,7 +718,7 @@ static cJSON *link_pipelines(void *ud)
 	const struct op_engine *e = op_runtime_engine(set);
 	for (size_t i = 0; a && i < op_engine_count(e); i++) {
 		const struct op_pipeline *p = op_engine_at(e, i);
-		bool deployed = strncmp(p->origin, "desired ", 8) == 0;
+		bool deployed = op_runtime_is_deployed(p);
 		cJSON *o = cJSON_CreateObject();
 		bool ok = o && cJSON_AddStringToObject(o, "name", p->name) &&
 		          cJSON_AddStringToObject(o, "version", p->version ? p->version : "") &&
@@ -731,7 +731,30 @@ static cJSON *link_pipelines(void *ud)
 		a = NULL;
 	}
 	op_runtime_put(dm->rt, set);
+	cJSON *draining = a ? op_runtime_draining(dm->rt) : NULL;
+	cJSON *o;
+	cJSON_ArrayForEach (o, draining) {
+		if (!cJSON_AddStringToObject(o, "status", "draining"))
+			break;
+	}
+	while (draining && cJSON_GetArraySize(draining) > 0)
+		cJSON_AddItemToArray(a, cJSON_DetachItemFromArray(draining, 0));
+	if (a && draining == NULL) {
+		cJSON_Delete(a);
+		a = NULL;
+	}
+	cJSON_Delete(draining);
 	return a;
+}
+
+/* A dropped pipeline drained: reported lists it no more. */
+static void on_drained(void *ud, const char *pipeline)
+{
+	(void)pipeline;
+	struct op_daemon *dm = ud;
+	pthread_mutex_lock(&dm->mu); /* against op_daemon_stop's */
+	op_link_changed(dm->link);
+	pthread_mutex_unlock(&dm->mu);
 }
 
 static op_err link_start(struct op_daemon *dm, struct op_diag *d)
@@ -787,7 +810,8 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 		rc = op_db_pools_new(&dm->db_pools);
 	if (rc == OP_OK)
 		rc = op_config_file_dirs(cfg, &dm->file_dirs, &dm->n_file_dirs);
-	struct op_runtime_hooks hooks = {.ended = on_ended, .engine_new = on_engine_new, .ud = dm};
+	struct op_runtime_hooks hooks = {
+	    .ended = on_ended, .engine_new = on_engine_new, .drained = on_drained, .ud = dm};
 	if (rc == OP_OK)
 		rc = op_runtime_open(cfg, &hooks, &dm->rt, d);
 	if (rc == OP_OK)
@@ -871,8 +895,11 @@ void op_daemon_stop(struct op_daemon *dm)
 		return;
 	atomic_store(&dm->ready, false);
 	/* The goodbye to the control plane while everything still runs. */
-	op_link_stop(dm->link);
+	pthread_mutex_lock(&dm->mu);
+	struct op_link *link = dm->link;
 	dm->link = NULL;
+	pthread_mutex_unlock(&dm->mu);
+	op_link_stop(link);
 	/* First: scrapes read the scheduler and the MQTT triggers. */
 	if (dm->admin && op_http_server_stop(dm->admin) != OP_OK)
 		OP_LOGW("admin requests still running when the admin endpoint stopped");

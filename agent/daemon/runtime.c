@@ -31,7 +31,8 @@
 
 struct op_runtime_set {
 	struct op_engine *e;
-	int refs; /* under rt->mu */
+	int refs;                         /* under rt->mu */
+	struct op_runtime_set *next_free; /* on a list of sets to free, once refs is 0 */
 };
 
 /* Executions running per pipeline, for settings.concurrency. */
@@ -55,6 +56,14 @@ struct op_runtime {
 	 * folder's), as stored; NULL: none. Changed under mu, by deploys. */
 	cJSON *deployed;
 	char deploy_error[512]; /* why the stored document did not load at open */
+	/* Pipelines a new set dropped while they had events queued or running:
+	 * they run on their old set (a reference each) until their queue is
+	 * empty, then go. Under mu. */
+	struct drain {
+		char *name;
+		struct op_runtime_set *set;
+	} * drain;
+	size_t ndrain;
 	struct op_store_event *ready, *ready_tail; /* taken, slot held, not yet run */
 	struct running *run;
 	size_t nrun, caprun;
@@ -221,11 +230,83 @@ static struct op_runtime_set *set_load(struct op_runtime *rt, const cJSON *deplo
 	return s;
 }
 
+/* Under rt->mu: drain entry i goes; a set left without references goes on
+ * *dead, to be freed after unlocking (drains_free). */
+static void drain_remove_locked(struct op_runtime *rt, size_t i, struct op_runtime_set **dead)
+{
+	struct op_runtime_set *set = rt->drain[i].set;
+	op_free(rt->drain[i].name);
+	rt->drain[i] = rt->drain[--rt->ndrain];
+	if (--set->refs == 0) {
+		set->next_free = *dead;
+		*dead = set;
+	}
+}
+
+static void drains_free(struct op_runtime_set *dead)
+{
+	while (dead) {
+		struct op_runtime_set *next = dead->next_free;
+		set_free(dead);
+		dead = next;
+	}
+}
+
+static bool busy_locked(struct op_runtime *rt, const char *name)
+{
+	for (size_t i = 0; i < rt->nrun; i++)
+		if (strcmp(rt->run[i].name, name) == 0)
+			return rt->run[i].n > 0 || rt->run[i].held > 0;
+	return false;
+}
+
+/*
+ * Under rt->mu, when old gives way to s: each pipeline of old that s does
+ * not have and that has events queued or running drains on old; one that
+ * s has again stops draining (s runs its queue). Sets left without
+ * references go on *dead.
+ */
+static void drains_update_locked(struct op_runtime *rt, struct op_runtime_set *old,
+                                 struct op_runtime_set *s, struct op_runtime_set **dead)
+{
+	for (size_t i = 0; i < rt->ndrain;) {
+		if (op_engine_find(s->e, rt->drain[i].name))
+			drain_remove_locked(rt, i, dead);
+		else
+			i++;
+	}
+	for (size_t i = 0; old && i < op_engine_count(old->e); i++) {
+		const char *name = op_engine_at(old->e, i)->name;
+		if (op_engine_find(s->e, name))
+			continue;
+		uint64_t events = 0, bytes = 0;
+		op_store_queue_depth(rt->store, name, &events, &bytes);
+		if (events == 0 && !busy_locked(rt, name))
+			continue;
+		struct drain *v = op_realloc(rt->drain, (rt->ndrain + 1) * sizeof(*v));
+		char *dup = v ? op_strdup(name) : NULL;
+		if (v)
+			rt->drain = v;
+		if (dup == NULL) {
+			OP_LOGE(
+			    "%s: out of memory: its %llu queued events wait for a set that has it",
+			    name, (unsigned long long)events);
+			continue;
+		}
+		old->refs++;
+		rt->drain[rt->ndrain++] = (struct drain){.name = dup, .set = old};
+		OP_LOGI("%s: no longer deployed; draining %llu queued events first", name,
+		        (unsigned long long)events);
+	}
+}
+
 /* Swaps s in (and doc, taken, as the deployed document when swap_doc). */
 static void set_swap(struct op_runtime *rt, struct op_runtime_set *s, bool swap_doc, cJSON *doc)
 {
+	struct op_runtime_set *dead = NULL;
 	pthread_mutex_lock(&rt->mu);
 	struct op_runtime_set *old = rt->set;
+	drains_update_locked(rt, old, s, &dead);
 	rt->set = s;
 	cJSON *old_doc = NULL;
 	if (swap_doc) {
@@ -236,6 +317,7 @@ static void set_swap(struct op_runtime *rt, struct op_runtime_set *s, bool swap_
 	pthread_cond_broadcast(&rt->cv);
 	pthread_mutex_unlock(&rt->mu);
 	cJSON_Delete(old_doc);
+	drains_free(dead);
 	op_runtime_put(rt, old);
 }
 
@@ -478,8 +560,98 @@ out:
  * counted), up to TAKE_BATCH more onto rt->ready (held: taken into flight,
  * run as slots free up). Sets *queued when some queue holds events.
  */
+/* Looks up drain entry (name, set) under rt->mu; its index or ndrain. */
+static size_t drain_find_locked(struct op_runtime *rt, const char *name,
+                                const struct op_runtime_set *set)
+{
+	for (size_t i = 0; i < rt->ndrain; i++)
+		if (rt->drain[i].set == set && strcmp(rt->drain[i].name, name) == 0)
+			return i;
+	return rt->ndrain;
+}
+
+/*
+ * One event of a pipeline that left the set, to run on its old set (*use,
+ * a reference the caller puts), one at a time within its concurrency; a
+ * pipeline whose queue is empty and that runs nothing stops draining. The
+ * store is asked outside rt->mu.
+ */
+static op_err take_draining(struct op_runtime *rt, struct op_store_event **ev,
+                            struct op_runtime_set **use, bool *queued)
+{
+	pthread_mutex_lock(&rt->mu);
+	size_t n = rt->ndrain;
+	struct drain *v = n ? op_calloc(n, sizeof(*v)) : NULL;
+	for (size_t i = 0; v && i < n; i++) {
+		v[i].name = op_strdup(rt->drain[i].name);
+		v[i].set = rt->drain[i].set;
+		v[i].set->refs++;
+	}
+	pthread_mutex_unlock(&rt->mu);
+	if (v == NULL)
+		return OP_ENOTFOUND;
+	op_err rc = OP_ENOTFOUND;
+	for (size_t i = 0; i < n && rc != OP_OK; i++) {
+		if (v[i].name == NULL)
+			continue;
+		const struct op_pipeline *p = op_engine_find(v[i].set->e, v[i].name);
+		uint64_t events = 0, bytes = 0;
+		op_store_queue_depth(rt->store, v[i].name, &events, &bytes);
+		bool slot = false;
+		struct op_runtime_set *dead = NULL;
+		pthread_mutex_lock(&rt->mu);
+		struct running *r = running_of(rt, v[i].name);
+		bool drained = false;
+		if (events == 0 && !busy_locked(rt, v[i].name)) {
+			size_t k = drain_find_locked(rt, v[i].name, v[i].set);
+			if (k < rt->ndrain) {
+				OP_LOGI("%s: drained; it leaves the agent", v[i].name);
+				drain_remove_locked(rt, k, &dead);
+				drained = true;
+			}
+		} else if (events > 0) {
+			*queued = true;
+			if (r && p && !rt->stopping && r->n < p->settings.concurrency) {
+				r->n++;
+				slot = true;
+			}
+		}
+		pthread_mutex_unlock(&rt->mu);
+		drains_free(dead);
+		if (drained && rt->hooks.drained)
+			rt->hooks.drained(rt->hooks.ud, v[i].name);
+		if (!slot)
+			continue;
+		size_t got = 0;
+		struct op_store_event *e1 = NULL;
+		op_err trc = op_store_take_n(rt->store, v[i].name, 0, &e1, 1, &got);
+		if (got == 1) {
+			*ev = e1;
+			*use = v[i].set;
+			v[i].set = NULL; /* the caller's reference now */
+			rc = OP_OK;
+			break;
+		}
+		pthread_mutex_lock(&rt->mu);
+		r = running_of(rt, v[i].name);
+		if (r)
+			r->n--;
+		pthread_mutex_unlock(&rt->mu);
+		if (trc != OP_OK && trc != OP_ENOTFOUND && trc != OP_EBUSY)
+			OP_LOGE("%s: cannot take events from the queue: %s", v[i].name,
+			        op_err_str(trc));
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].set)
+			op_runtime_put(rt, v[i].set);
+		op_free(v[i].name);
+	}
+	op_free(v);
+	return rc;
+}
+
 static op_err take_one(struct op_runtime *rt, struct op_runtime_set *set,
-                       struct op_store_event **ev, bool *queued)
+                       struct op_store_event **ev, struct op_runtime_set **use, bool *queued)
 {
 	size_t n = op_engine_count(set->e);
 	pthread_mutex_lock(&rt->mu);
@@ -535,7 +707,7 @@ static op_err take_one(struct op_runtime *rt, struct op_runtime_set *set,
 			OP_LOGE("%s: cannot take events from the queue: %s", p->name,
 			        op_err_str(rc));
 	}
-	return OP_ENOTFOUND;
+	return take_draining(rt, ev, use, queued);
 }
 
 /*
@@ -624,12 +796,13 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&rt->mu);
 
 		bool queued = false;
-		if (ev != NULL || take_one(rt, set, &ev, &queued) == OP_OK) {
+		struct op_runtime_set *use = NULL; /* a draining pipeline's old set */
+		if (ev != NULL || take_one(rt, set, &ev, &use, &queued) == OP_OK) {
 			pthread_mutex_lock(&rt->mu);
 			rt->active++;
 			grow_locked(rt);
 			pthread_mutex_unlock(&rt->mu);
-			run_event(rt, set, ev);
+			run_event(rt, use ? use : set, ev);
 			pthread_mutex_lock(&rt->mu);
 			rt->active--;
 			struct running *r = running_of(rt, ev->pipeline);
@@ -640,6 +813,8 @@ static void *worker_main(void *arg)
 			pthread_cond_broadcast(&rt->idle_cv);
 			pthread_mutex_unlock(&rt->mu);
 			op_store_event_free(ev);
+			if (use)
+				op_runtime_put(rt, use);
 			op_runtime_put(rt, set);
 			continue;
 		}
@@ -830,6 +1005,12 @@ void op_runtime_close(struct op_runtime *rt)
 		op_free(rt->run[i].name);
 	op_free(rt->run);
 	cJSON_Delete(rt->deployed);
+	for (size_t i = 0; i < rt->ndrain; i++) {
+		op_free(rt->drain[i].name);
+		if (--rt->drain[i].set->refs == 0)
+			set_free(rt->drain[i].set);
+	}
+	op_free(rt->drain);
 	pthread_cond_destroy(&rt->cv);
 	pthread_cond_destroy(&rt->idle_cv);
 	pthread_mutex_destroy(&rt->mu);
@@ -973,6 +1154,33 @@ bool op_runtime_busy(struct op_runtime *rt, const char *pipeline)
 		    strcmp(rt->run[i].name, pipeline) == 0 && rt->run[i].n + rt->run[i].held > 0;
 	pthread_mutex_unlock(&rt->mu);
 	return running;
+}
+
+bool op_runtime_is_deployed(const struct op_pipeline *p)
+{
+	return strncmp(p->origin, "desired seq ", 12) == 0;
+}
+
+cJSON *op_runtime_draining(struct op_runtime *rt)
+{
+	cJSON *a = cJSON_CreateArray();
+	pthread_mutex_lock(&rt->mu);
+	for (size_t i = 0; a && i < rt->ndrain; i++) {
+		const struct op_pipeline *p =
+		    op_engine_find(rt->drain[i].set->e, rt->drain[i].name);
+		cJSON *o = cJSON_CreateObject();
+		bool ok = o && p && cJSON_AddStringToObject(o, "name", p->name) &&
+		          cJSON_AddStringToObject(o, "version", p->version ? p->version : "") &&
+		          cJSON_AddStringToObject(o, "origin",
+		                                  op_runtime_is_deployed(p) ? "deployed" : "local");
+		if (ok && cJSON_AddItemToArray(a, o))
+			continue;
+		cJSON_Delete(o);
+		cJSON_Delete(a);
+		a = NULL;
+	}
+	pthread_mutex_unlock(&rt->mu);
+	return a;
 }
 
 op_err op_runtime_replay(struct op_runtime *rt, const char *event_id)

@@ -32,6 +32,9 @@ struct op_runtime_hooks {
 	 * in use: the place to set what the engine needs from its host (the
 	 * event publisher). Called on the thread that opens or reloads. */
 	void (*engine_new)(void *ud, struct op_runtime *rt, struct op_engine *e);
+	/* A pipeline no longer in the set ran the last of its queued events
+	 * (op_runtime_draining no longer lists it). Called on a worker. */
+	void (*drained)(void *ud, const char *pipeline);
 	void *ud;
 };
 
@@ -90,6 +93,18 @@ op_err op_runtime_deploy(struct op_runtime *rt, const char *text, size_t len, co
  * folder, and when it no longer loads runs the folder alone.
  */
 cJSON *op_runtime_deployed(struct op_runtime *rt, char *err, size_t errlen);
+
+/* True when p came from the control plane's document, not the folder. */
+bool op_runtime_is_deployed(const struct op_pipeline *p);
+
+/*
+ * The pipelines that left the set (a deploy or reload dropped them) and
+ * still run their queued events on their old definition, as a new array of
+ * {"name", "version", "origin": "deployed" or "local"} (NULL when out of
+ * memory). A dropped pipeline's
+ * triggers stop at once; its queue drains first, then it goes.
+ */
+cJSON *op_runtime_draining(struct op_runtime *rt);
 
 /*
  * Durably enqueues message for pipeline (returns after the commit) with

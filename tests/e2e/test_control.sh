@@ -11,6 +11,7 @@
 # trust kept out, and a config without trusted keys refused.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/broker.sh"
+. "$(dirname "$0")/peer.sh"
 : "${OUTPOSTD:?set OUTPOSTD to the outpostd binary}"
 : "${OUTPOSTCTL:?set OUTPOSTCTL to the outpostctl binary}"
 
@@ -185,9 +186,33 @@ checks=$((checks + 1))
 wait_until 5 sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:$port/hello)\" = 404 ]" ||
 	fail "$what: POST /hello still answers"
 
+what="a pipeline taken away stops taking events and drains its queue first"
+http_peer_start hport || exit 1
+gated() { curl -s "http://127.0.0.1:$hport/stats" | jq -r .gated; }
+slow='{"name":"slow","version":"1","settings":{"concurrency":1},"trigger":{"type":"http","config":{"method":"POST","path":"/slow","mode":"async"}},"steps":[{"type":"rest","config":{"method":"GET","url":"http://127.0.0.1:'$hport'/gate","timeoutMs":60000}}]}'
+deploy "$T/ops.key" "$(doc 6 "$slow")"
+expect_reported "$what" '.seq == 6 and [.pipelines[].name] == ["local","slow"]'
+for i in 1 2 3; do
+	code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/slow" -d "{\"n\":$i}")
+	checks=$((checks + 1))
+	[ "$code" = 202 ] || fail "$what: POST /slow $i answered $code"
+done
+checks=$((checks + 1))
+wait_until 10 sh -c "[ \"\$(curl -s http://127.0.0.1:$hport/stats | jq -r .gated)\" = 1 ]" ||
+	fail "$what: $(gated) executions at the gate, expected 1 (concurrency 1)"
+deploy "$T/ops.key" "$(doc 7 "")"
+expect_reported "$what" '.seq == 7 and (.pipelines | map(select(.name == "slow")) == [{"name":"slow","version":"1","origin":"deployed","status":"draining"}])'
+checks=$((checks + 1))
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/slow" -d '{}')
+[ "$code" = 404 ] || fail "$what: POST /slow answered $code after the pipeline left"
+curl -s "http://127.0.0.1:$hport/open" >/dev/null
+expect_reported "$what" '.seq == 7 and [.pipelines[].name] == ["local"]'
+checks=$((checks + 1))
+[ "$(gated)" = 3 ] || fail "$what: $(gated) of the 3 queued events ran"
+
 what="a clean stop says offline"
-deploy "$T/ops.key" "$(doc 6 "$(hello 6 back)")"
-expect_reported "$what" '.seq == 6'
+deploy "$T/ops.key" "$(doc 8 "$(hello 8 back)")"
+expect_reported "$what" '.seq == 8'
 stop_daemon
 checks=$((checks + 1))
 wait_until 5 status_is offline || fail "$what: status is $(retained status)"
@@ -200,14 +225,14 @@ checks=$((checks + 1))
 wait_until 10 grep -q "cannot connect to the control plane" "$LOG.2" ||
 	fail "$what: no connect failure logged: $(cat "$LOG.2")"
 
-what="the broker comes back: the agent reconnects and reports seq 6"
+what="the broker comes back: the agent reconnects and reports seq 8"
 start_broker || exit 1
 conf "$T/outpost.conf" client-a
 stop_daemon
 start_daemon "$T/outpost.conf" "$LOG.3" || fail "$what: not ready: $(cat "$LOG.3")"
 checks=$((checks + 1))
 wait_until 10 status_is online || fail "$what: status is $(retained status)"
-expect_reported "$what" '.seq == 6 and .lastError == null'
+expect_reported "$what" '.seq == 8 and .lastError == null'
 
 what="the agent vanishes: the broker publishes its Last Will (offline)"
 kill -KILL "$pid"

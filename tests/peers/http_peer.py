@@ -14,7 +14,7 @@ Endpoints (any method unless said):
   /revoke          POST: every issued token stops being valid
   /basic           200 {"user": U} with Basic credentials --basic U:P, else 401
   /stats           {"tokens": issued, "connections": accepted, "requests": n,
-                   "hanging": requests to /hang so far}
+                   "hanging": requests to /hang so far, "gated": to /gate}
   /text, /binary   text/plain UTF-8; application/octet-stream bytes 0..255
   /badjson         application/json that is not JSON
   /redirect?to=U   302 to U
@@ -22,6 +22,10 @@ Endpoints (any method unless said):
   /garbage         bytes that are not HTTP, then close
   /truncated       Content-Length 1000, 10 bytes, then close
   /hang            reads the request and never answers
+  /gate            held until /open is called, then 200 {"gated": n} (the
+                   number of requests held so far); counted in /stats as
+                   "gated"
+  /open            200; every /gate request held, and every later one, goes
 
 The port goes to --port-file once the server listens. With --cert/--key it
 speaks TLS; with --client-ca it also demands a client certificate signed by
@@ -37,10 +41,11 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STATE = {"tokens": 0, "connections": 0, "requests": 0, "hanging": 0}
+STATE = {"tokens": 0, "connections": 0, "requests": 0, "hanging": 0, "gated": 0}
 VALID = set()
 LOCK = threading.Lock()
 STOP = threading.Event()
+OPEN = threading.Event()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -189,6 +194,15 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                              b"Content-Length: 1000\r\n\r\n0123456789")
             self.close_connection = True
+        elif path == "/gate":
+            with LOCK:
+                STATE["gated"] += 1
+                n = STATE["gated"]
+            OPEN.wait(600)
+            self.reply(200, {"gated": n})
+        elif path == "/open":
+            OPEN.set()
+            self.reply(200, {"open": True})
         elif path == "/hang":
             with LOCK:
                 STATE["hanging"] += 1
