@@ -340,6 +340,41 @@ static const struct op_config_key keys[] = {
      .max = HOUR,
      .help = "Longest wait before reconnecting."},
     {.section = "control",
+     .key = "log_level",
+     .type = OP_CONFIG_ENUM,
+     .off = OFF(control.log_level),
+     .def = "warn",
+     .choices = log_levels,
+     .help = "Least severe log level sent to the control plane (out/logs): error, warn, "
+             "info or debug; lines below [agent] log_level are not logged at all."},
+    {.section = "control",
+     .key = "metrics_interval",
+     .type = OP_CONFIG_DURATION,
+     .off = OFF(control.metrics_interval_ms),
+     .def = "60s",
+     .min = SEC,
+     .max = HOUR,
+     .help = "How often a snapshot of the agent's metrics goes to the control plane "
+             "(out/metrics)."},
+    {.section = "control",
+     .key = "outbox_max_records",
+     .type = OP_CONFIG_INT,
+     .off = OFF(control.outbox_max_records),
+     .def = "1000000",
+     .min = 1000,
+     .max = 1000000000,
+     .help = "Records the outbox keeps while the link is down; past it the oldest logs go, "
+             "then metrics; execution records only past twice this."},
+    {.section = "control",
+     .key = "outbox_max_bytes",
+     .type = OP_CONFIG_BYTES,
+     .off = OFF(control.outbox_max_bytes),
+     .def = "256MB",
+     .min = MiB,
+     .max = 64 * GiB,
+     .help = "Bytes of records the outbox keeps, as outbox_max_records; it must fit the "
+             "store's map_max."},
+    {.section = "control",
      .key = "connect_timeout",
      .type = OP_CONFIG_DURATION,
      .off = OFF(control.connect_timeout_ms),
@@ -1163,6 +1198,17 @@ static void control_finish(struct load *l)
 		    "[control] topic_prefix: \"%.64s\" is not a topic prefix, expected "
 		    "levels like fleet/eu without a leading or trailing '/', '+' or '#'",
 		    p);
+	if (c->control.outbox_max_bytes > c->store.map_max / 2) {
+		char a[48], b[48];
+		fmt_bytes(c->control.outbox_max_bytes, a, sizeof(a));
+		fmt_bytes(c->store.map_max, b, sizeof(b));
+		int lo = key_line(l, "control", "outbox_max_bytes"),
+		    lm = key_line(l, "store", "map_max");
+		op_config__problem(l, lo > lm ? lo : lm,
+		                   "[control] outbox_max_bytes: %s does not fit twice in [store] "
+		                   "map_max (%s), expected at most half of it",
+		                   a, b);
+	}
 	if (c->control.reconnect_min_ms > c->control.reconnect_max_ms)
 		op_config__problem(l, key_line(l, "control", "reconnect_max"),
 		                   "[control] reconnect_max: less than reconnect_min, expected at "

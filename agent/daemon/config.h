@@ -113,6 +113,10 @@ struct op_config {
 		char *client_id; /* "" = "outpost-" + agent id */
 		uint64_t keepalive_ms, heartbeat_ms;
 		uint64_t reconnect_min_ms, reconnect_max_ms, connect_timeout_ms;
+		int log_level; /* enum op_log_level: least severe line sent up */
+		uint64_t metrics_interval_ms;
+		long long outbox_max_records;
+		uint64_t outbox_max_bytes;
 		/* Derived from url at load, when it is set; else NULL. */
 		char *uri; /* Paho's form: "ssl://host:port" */
 	} control;

@@ -169,7 +169,7 @@ START_TEST(defaults)
 	/* Every default sits inside its own bounds (else defaults() would fail). */
 	size_t n;
 	const struct op_config_key *k = op_config_keys(&n);
-	ck_assert_uint_eq(n, 38);
+	ck_assert_uint_eq(n, 42);
 	for (size_t i = 0; i < n; i++) {
 		ck_assert_ptr_nonnull(k[i].help);
 		ck_assert_ptr_null(strchr(k[i].help, '\n'));
@@ -526,6 +526,13 @@ START_TEST(control_section)
 	ck_assert_str_eq(c.control.group, "plants");
 	ck_assert_uint_eq(c.control.heartbeat_ms, 30000);
 	op_config_free(&c);
+	/* The outbox's hard limit must fit the store. */
+	char small[700];
+	snprintf(small, sizeof(small), "[store]\nmap_max = 100MB\n%s", text);
+	char *got = load_bad(small);
+	ck_assert_str_eq(got, "t.conf:2: [control] outbox_max_bytes: 256MB does not fit twice in "
+	                      "[store] map_max (100MB), expected at most half of it\n");
+	op_free(got);
 	load_ok("", &c);
 	ck_assert_ptr_null(c.control.uri);
 	ck_assert_str_eq(c.control.url, "");
@@ -1005,6 +1012,10 @@ START_TEST(dump_round_trip)
 	                       "heartbeat = 30s\n"
 	                       "reconnect_min = 1s\n"
 	                       "reconnect_max = 1m\n"
+	                       "log_level = warn\n"
+	                       "metrics_interval = 1m\n"
+	                       "outbox_max_records = 1000000\n"
+	                       "outbox_max_bytes = 256MB\n"
 	                       "connect_timeout = 10s\n"
 	                       "\n[broker plant]\n"
 	                       "url = tcp://[fd00::7]:1884\n"
