@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/wolfcrypt/coding.h>
@@ -332,4 +333,27 @@ op_err op_base64_decode(const char *s, char **out, size_t *len)
 	*out = d;
 	*len = dn;
 	return OP_OK;
+}
+
+bool op_json_add_time_ms(cJSON *o, const char *name, int64_t ms)
+{
+	char key[64], iso[40];
+	snprintf(key, sizeof(key), "%sMs", name);
+	cJSON *t;
+	struct tm tm;
+	time_t secs = (time_t)(ms / 1000);
+	if (ms > 0 && gmtime_r(&secs, &tm)) {
+		size_t n = strftime(iso, sizeof(iso), "%Y-%m-%dT%H:%M:%S", &tm);
+		snprintf(iso + n, sizeof(iso) - n, ".%03dZ", (int)(ms % 1000));
+		t = cJSON_AddStringToObject(o, name, iso);
+	} else {
+		t = cJSON_AddNullToObject(o, name);
+	}
+	return t && cJSON_AddNumberToObject(o, key, (double)ms);
+}
+
+bool op_json_add_str_or_null(cJSON *o, const char *name, const char *s)
+{
+	return (s && *s) ? cJSON_AddStringToObject(o, name, s) != NULL
+	                 : cJSON_AddNullToObject(o, name) != NULL;
 }

@@ -13,6 +13,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 
 #include "agent/core/buf.h"
@@ -70,5 +71,11 @@ op_err op_base64_decode(const char *s, char **out, size_t *len) OP_WUR;
 
 /* The JSON text of v, op_malloc'd and NUL-terminated; NULL when out of memory or too deep. */
 char *op_json_print(const cJSON *v, int flags);
+
+/* Adds name: ms (Unix milliseconds) as RFC 3339 UTC with milliseconds, or
+ * null when 0 or less, and nameMs: ms as a number. False on ENOMEM. */
+bool op_json_add_time_ms(cJSON *o, const char *name, int64_t ms);
+/* Adds name: s, or null when s is NULL or empty. False on ENOMEM. */
+bool op_json_add_str_or_null(cJSON *o, const char *name, const char *s);
 
 #endif

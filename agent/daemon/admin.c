@@ -11,9 +11,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/json.h"
 #include "agent/core/log.h"
 #include "agent/daemon/admin.h"
 #include "agent/http/route.h"
@@ -141,65 +141,21 @@ static op_err query_pipeline(const struct op_http_request *req, struct op_http_r
 
 /* ---- JSON of the records ---- */
 
-/* Adds name (ISO 8601 UTC with milliseconds, null for 0) and nameMs. */
-static bool add_time(cJSON *o, const char *name, int64_t ms)
-{
-	char key[64], iso[40];
-	snprintf(key, sizeof(key), "%sMs", name);
-	cJSON *t;
-	struct tm tm;
-	time_t secs = (time_t)(ms / 1000);
-	if (ms > 0 && gmtime_r(&secs, &tm)) {
-		size_t n = strftime(iso, sizeof(iso), "%Y-%m-%dT%H:%M:%S", &tm);
-		snprintf(iso + n, sizeof(iso) - n, ".%03dZ", (int)(ms % 1000));
-		t = cJSON_AddStringToObject(o, name, iso);
-	} else {
-		t = cJSON_AddNullToObject(o, name);
-	}
-	return t && cJSON_AddNumberToObject(o, key, (double)ms);
-}
-
-/* Adds name as a string, or null when s is NULL or empty. */
-static bool add_str_or_null(cJSON *o, const char *name, const char *s)
-{
-	return (s && *s) ? cJSON_AddStringToObject(o, name, s) != NULL
-	                 : cJSON_AddNullToObject(o, name) != NULL;
-}
-
-static cJSON *exec_json(const struct op_store_exec *r)
-{
-	cJSON *o = cJSON_CreateObject();
-	bool ok = o && cJSON_AddStringToObject(o, "id", r->id) &&
-	          add_str_or_null(o, "eventId", r->event_id) &&
-	          cJSON_AddStringToObject(o, "pipeline", r->pipeline ? r->pipeline : "") &&
-	          cJSON_AddStringToObject(o, "version", r->version ? r->version : "") &&
-	          add_str_or_null(o, "trigger", r->trigger) &&
-	          cJSON_AddStringToObject(o, "status", r->status ? r->status : "") &&
-	          add_str_or_null(o, "error", r->error) &&
-	          cJSON_AddNumberToObject(o, "attempt", r->attempt) &&
-	          add_time(o, "startedAt", r->start_ms) &&
-	          cJSON_AddNumberToObject(o, "durationMs", (double)r->duration_ms);
-	if (!ok) {
-		cJSON_Delete(o);
-		return NULL;
-	}
-	return o;
-}
-
 /* A dead letter; with its trigger data and payload (up to the cap) if full. */
 static cJSON *dead_json(const struct op_store_event *ev, bool full)
 {
 	cJSON *o = cJSON_CreateObject();
 	cJSON *trig = ev->trigger && *ev->trigger ? cJSON_Parse(ev->trigger) : NULL;
 	const cJSON *type = cJSON_GetObjectItemCaseSensitive(trig, "type");
-	bool ok =
-	    o && cJSON_AddStringToObject(o, "eventId", ev->id) &&
-	    cJSON_AddStringToObject(o, "pipeline", ev->pipeline ? ev->pipeline : "") &&
-	    add_str_or_null(o, "triggerType", cJSON_IsString(type) ? type->valuestring : NULL) &&
-	    add_str_or_null(o, "error", ev->error) &&
-	    cJSON_AddNumberToObject(o, "attempt", ev->attempt) &&
-	    add_time(o, "enqueuedAt", ev->enqueued_ms) && add_time(o, "deadAt", ev->dead_ms) &&
-	    cJSON_AddNumberToObject(o, "payloadBytes", (double)ev->payload_len);
+	bool ok = o && cJSON_AddStringToObject(o, "eventId", ev->id) &&
+	          cJSON_AddStringToObject(o, "pipeline", ev->pipeline ? ev->pipeline : "") &&
+	          op_json_add_str_or_null(o, "triggerType",
+	                                  cJSON_IsString(type) ? type->valuestring : NULL) &&
+	          op_json_add_str_or_null(o, "error", ev->error) &&
+	          cJSON_AddNumberToObject(o, "attempt", ev->attempt) &&
+	          op_json_add_time_ms(o, "enqueuedAt", ev->enqueued_ms) &&
+	          op_json_add_time_ms(o, "deadAt", ev->dead_ms) &&
+	          cJSON_AddNumberToObject(o, "payloadBytes", (double)ev->payload_len);
 	if (ok && full) {
 		if (trig) {
 			ok = cJSON_AddItemToObject(o, "trigger", trig);
@@ -331,7 +287,7 @@ static op_err get_executions(struct op_runtime *rt, const struct op_http_request
 	for (size_t i = 0; a && i < n && got < limit; i++) {
 		if (pipeline && strcmp(recs[i]->pipeline ? recs[i]->pipeline : "", pipeline) != 0)
 			continue;
-		cJSON *o = exec_json(recs[i]);
+		cJSON *o = op_store_exec_json(recs[i]);
 		if (o == NULL || !cJSON_AddItemToArray(a, o)) {
 			cJSON_Delete(o);
 			cJSON_Delete(a);
@@ -354,7 +310,7 @@ static op_err get_execution(struct op_runtime *rt, const struct op_http_request 
 		return not_found(resp, "execution", id);
 	if (rc)
 		return store_fail(resp, rc, "reading the execution");
-	cJSON *o = exec_json(r);
+	cJSON *o = op_store_exec_json(r);
 	op_store_exec_free(r);
 	return respond(resp, 200, o);
 }

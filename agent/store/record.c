@@ -159,6 +159,7 @@ const char *op_store__db_name(enum op_store_db db)
 	    [OP_STORE_DB_PIPELINES] = "pipelines",
 	    [OP_STORE_DB_STATE] = "state",
 	    [OP_STORE_DB_QUARANTINE] = "quarantine",
+	    [OP_STORE_DB_OUTBOX] = "outbox",
 	};
 	return (unsigned)db < OP_STORE_DB_COUNT ? names[db] : "?";
 }
@@ -178,6 +179,8 @@ enum op_store__kind op_store__db_kind(enum op_store_db db)
 		return OP_STORE__K_INDEX;
 	case OP_STORE_DB_QUARANTINE:
 		return OP_STORE__K_QUARANTINE;
+	case OP_STORE_DB_OUTBOX:
+		return OP_STORE__K_OUTBOX;
 	default:
 		return OP_STORE__K_BLOB;
 	}

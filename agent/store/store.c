@@ -45,7 +45,7 @@ static void fail(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-static op_err put_meta(struct op_store *s, MDB_txn *t, const char *name, uint64_t v)
+op_err op_store__put_meta(struct op_store *s, MDB_txn *t, const char *name, uint64_t v)
 {
 	MDB_val k = {strlen(name), (void *)name}, val = {OP_STORE__HDR + 8, NULL};
 	int rc = mdb_put(t, s->dbi[OP_STORE_DB_META], &k, &val, MDB_RESERVE);
@@ -56,8 +56,7 @@ static op_err put_meta(struct op_store *s, MDB_txn *t, const char *name, uint64_
 	return OP_OK;
 }
 
-/* OP_ENOTFOUND if absent, OP_ECORRUPT if damaged. */
-static op_err get_meta(struct op_store *s, MDB_txn *t, const char *name, uint64_t *v)
+op_err op_store__get_meta(struct op_store *s, MDB_txn *t, const char *name, uint64_t *v)
 {
 	MDB_val k = {strlen(name), (void *)name}, val;
 	const uint8_t *p;
@@ -89,7 +88,7 @@ static uint64_t last_key_seq(struct op_store *s, MDB_txn *t, enum op_store_db db
 static op_err check_format(struct op_store *s, MDB_txn *t, char *err, size_t errlen)
 {
 	uint64_t ver = 0;
-	op_err e = get_meta(s, t, "format", &ver);
+	op_err e = op_store__get_meta(s, t, "format", &ver);
 	if (e == OP_ENOTFOUND) {
 		for (int db = OP_STORE_DB_QUEUE; db < OP_STORE_DB_COUNT; db++) {
 			MDB_stat st;
@@ -98,7 +97,7 @@ static op_err check_format(struct op_store *s, MDB_txn *t, char *err, size_t err
 				return OP_ECORRUPT;
 			}
 		}
-		return put_meta(s, t, "format", OP_STORE__FORMAT);
+		return op_store__put_meta(s, t, "format", OP_STORE__FORMAT);
 	}
 	if (e) {
 		fail(err, errlen, "%s: cannot read the format version: %s", s->dir, op_err_str(e));
@@ -126,7 +125,7 @@ static op_err check_format(struct op_store *s, MDB_txn *t, char *err, size_t err
 		}
 		OP_LOGI("store upgraded from format %llu", (unsigned long long)ver);
 		ver++;
-		e = put_meta(s, t, "format", ver);
+		e = op_store__put_meta(s, t, "format", ver);
 		if (e)
 			return e;
 	}
@@ -256,7 +255,7 @@ static op_err load(struct op_store *s, char *err, size_t errlen)
 	if (e)
 		goto out;
 	uint64_t seq = 0, a, b;
-	e = get_meta(s, t, "seq", &seq);
+	e = op_store__get_meta(s, t, "seq", &seq);
 	if (e && e != OP_ENOTFOUND && e != OP_ECORRUPT)
 		goto out;
 	a = last_key_seq(s, t, OP_STORE_DB_EXECS);
@@ -273,7 +272,9 @@ static op_err load(struct op_store *s, char *err, size_t errlen)
 	if (!e)
 		e = scan_db(s, t, OP_STORE_DB_DEAD, &nd);
 	if (!e)
-		e = put_meta(s, t, "seq", s->seq);
+		e = op_store__outbox_load(s, t);
+	if (!e)
+		e = op_store__put_meta(s, t, "seq", s->seq);
 	if (e) {
 		fail(err, errlen, "%s: recovery failed: %s", s->dir, op_err_str(e));
 		goto out;
@@ -302,6 +303,7 @@ static void destroy(struct op_store *s)
 	op_free(s->dir);
 	pthread_rwlock_destroy(&s->maplock);
 	pthread_cond_destroy(&s->wake);
+	pthread_cond_destroy(&s->ob_hook_cv);
 	pthread_mutex_destroy(&s->mu);
 	op_free(s);
 }
@@ -327,6 +329,7 @@ op_err op_store_open(const struct op_store_opts *opts, struct op_store **out, ch
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->wake, &ca);
 	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&s->ob_hook_cv, NULL);
 	pthread_rwlockattr_t ra;
 	pthread_rwlockattr_init(&ra);
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -720,7 +723,7 @@ static void bad_flush(struct op_store *s, struct bad *b)
 	b->n = 0;
 }
 
-static op_err rd_begin(struct op_store *s, MDB_txn **t)
+op_err op_store__rd_begin(struct op_store *s, MDB_txn **t)
 {
 	pthread_rwlock_rdlock(&s->maplock);
 	int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, t);
@@ -732,7 +735,7 @@ static op_err rd_begin(struct op_store *s, MDB_txn **t)
 	return OP_OK;
 }
 
-static void rd_end(struct op_store *s, MDB_txn *t)
+void op_store__rd_end(struct op_store *s, MDB_txn *t)
 {
 	mdb_txn_abort(t);
 	pthread_rwlock_unlock(&s->maplock);
@@ -752,7 +755,7 @@ static op_err walk(struct op_store *s, enum op_store_db db, bool backwards, visi
 	struct bad bad = {0};
 	MDB_txn *t = NULL;
 	MDB_cursor *c = NULL;
-	op_err e = rd_begin(s, &t);
+	op_err e = op_store__rd_begin(s, &t);
 	if (e)
 		return e;
 	int rc = mdb_cursor_open(t, s->dbi[db], &c);
@@ -774,7 +777,7 @@ static op_err walk(struct op_store *s, enum op_store_db db, bool backwards, visi
 		e = op_store__from_mdb(rc);
 	if (c)
 		mdb_cursor_close(c);
-	rd_end(s, t);
+	op_store__rd_end(s, t);
 	bad_flush(s, &bad);
 	return e;
 }
@@ -846,7 +849,7 @@ op_err op_store_get_dead(struct op_store *s, const char *event_id, struct op_sto
 	*out = NULL;
 	if (!id_ok(event_id))
 		return OP_EINVAL;
-	op_err e = rd_begin(s, &t);
+	op_err e = op_store__rd_begin(s, &t);
 	if (e)
 		return e;
 	MDB_val k = {OP_UUID_LEN, (void *)event_id}, v;
@@ -859,7 +862,7 @@ op_err op_store_get_dead(struct op_store *s, const char *event_id, struct op_sto
 	if (e == OP_ECORRUPT)
 		bad_add(&bad, OP_STORE_DB_DEAD, &k);
 out:
-	rd_end(s, t);
+	op_store__rd_end(s, t);
 	bad_flush(s, &bad);
 	return e;
 }
@@ -928,7 +931,7 @@ op_err op_store_get_exec(struct op_store *s, const char *id, struct op_store_exe
 	*out = NULL;
 	if (!id_ok(id))
 		return OP_EINVAL;
-	op_err e = rd_begin(s, &t);
+	op_err e = op_store__rd_begin(s, &t);
 	if (e)
 		return e;
 	MDB_val ik = {OP_UUID_LEN, (void *)id}, iv, k, v;
@@ -954,7 +957,7 @@ op_err op_store_get_exec(struct op_store *s, const char *id, struct op_store_exe
 	if (e == OP_ECORRUPT)
 		bad_add(&bad, OP_STORE_DB_EXECS, &k);
 out:
-	rd_end(s, t);
+	op_store__rd_end(s, t);
 	bad_flush(s, &bad);
 	return e;
 }
@@ -971,7 +974,7 @@ op_err op_store_get(struct op_store *s, enum op_store_kv kv, const char *key, ch
 		*len = 0;
 	if (!op_store__name_ok(key, OP_STORE_KEY_MAX))
 		return OP_EINVAL;
-	op_err e = rd_begin(s, &t);
+	op_err e = op_store__rd_begin(s, &t);
 	if (e)
 		return e;
 	MDB_val k = {strlen(key), (void *)key}, v;
@@ -996,7 +999,7 @@ op_err op_store_get(struct op_store *s, enum op_store_kv kv, const char *key, ch
 	if (len)
 		*len = n;
 out:
-	rd_end(s, t);
+	op_store__rd_end(s, t);
 	bad_flush(s, &bad);
 	return e;
 }
@@ -1009,7 +1012,7 @@ op_err op_store_list(struct op_store *s, enum op_store_kv kv, char ***keys, size
 	size_t cnt = 0;
 	*keys = NULL;
 	*n = 0;
-	op_err e = rd_begin(s, &t);
+	op_err e = op_store__rd_begin(s, &t);
 	if (e)
 		return e;
 	MDB_stat st;
@@ -1043,7 +1046,7 @@ op_err op_store_list(struct op_store *s, enum op_store_kv kv, char ***keys, size
 out:
 	if (c)
 		mdb_cursor_close(c);
-	rd_end(s, t);
+	op_store__rd_end(s, t);
 	if (e) {
 		op_store_keys_free(v, cnt);
 		return e;
@@ -1080,7 +1083,7 @@ op_err op_store_stats(struct op_store *s, struct op_store_stats *st)
 {
 	MDB_txn *t = NULL;
 	memset(st, 0, sizeof(*st));
-	op_err e = rd_begin(s, &t);
+	op_err e = op_store__rd_begin(s, &t);
 	if (e)
 		return e;
 	MDB_envinfo info;
@@ -1090,7 +1093,7 @@ op_err op_store_stats(struct op_store *s, struct op_store_stats *st)
 		if (mdb_stat(t, s->dbi[i], &ms) == 0)
 			st->entries[i] = ms.ms_entries;
 	}
-	rd_end(s, t);
+	op_store__rd_end(s, t);
 	st->map_size = info.me_mapsize;
 	st->used = (uint64_t)(info.me_last_pgno + 1) * s->psize;
 	st->free = st->used < st->map_size ? st->map_size - st->used : 0;

@@ -1,7 +1,8 @@
 /*
  * The durable store of the agent: one LMDB environment (a directory) holding
  * the per-pipeline event queues, in-flight leases, dead letters, execution
- * records, deployed pipeline documents and agent state. Key invariant: every
+ * records, deployed pipeline documents, agent state and the outbox (records
+ * waiting to go up to the control plane). Key invariant: every
  * write goes through the store's single writer thread, which applies all
  * pending requests in one write transaction (group commit) and wakes each
  * caller only after that transaction is durably committed, so a function of
@@ -13,11 +14,14 @@
  *
  * Every function is safe to call from any number of threads at once, except
  * op_store_close(), which must be the last call. Functions never call back
- * into the caller. Times are milliseconds since the Unix epoch.
+ * into the caller, except through the callbacks it registers
+ * (op_store_enqueue_cb, op_store_on_commit, op_store_outbox_on_add), which
+ * run on the writer thread. Times are milliseconds since the Unix epoch.
  */
 #ifndef OP_STORE_STORE_H
 #define OP_STORE_STORE_H
 
+#include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -88,6 +92,7 @@ enum op_store_db {
 	OP_STORE_DB_PIPELINES,
 	OP_STORE_DB_STATE,
 	OP_STORE_DB_QUARANTINE,
+	OP_STORE_DB_OUTBOX,
 	OP_STORE_DB_COUNT
 };
 
@@ -254,6 +259,125 @@ void op_store_on_commit(struct op_store *s, op_store_commit_fn fn, void *ud);
 
 /* Sizes and counters for metrics. Opens a read transaction. */
 op_err op_store_stats(struct op_store *s, struct op_store_stats *st) OP_WUR;
+
+/* JSON object of an execution record, as the admin API shows it and the
+ * outbox sends it: {"id", "eventId", "pipeline", "version", "trigger",
+ * "status", "error", "attempt", "startedAt" (ISO 8601 UTC with milliseconds),
+ * "startedAtMs", "durationMs"}; eventId, trigger and error are null when
+ * empty, startedAt when start_ms is 0. The caller deletes it. NULL: out of
+ * memory. */
+cJSON *op_store_exec_json(const struct op_store_exec *r);
+
+/*
+ * The outbox: durable queues of records (JSON object text) for the control
+ * plane, one per stream, each drained in seq order by one reader that reads
+ * a batch, sends it and acknowledges it (the records are deleted only then,
+ * so a crash sends them again: at-least-once). Off until
+ * op_store_outbox_limits turns it on. When on, every execution record the
+ * store writes (op_store_record, op_store_record_nowait, and the rec of
+ * op_store_ack, op_store_ack_nowait, op_store_retry, op_store_dead) is also
+ * appended to OP_OUTBOX_EXECS as op_store_exec_json's compact text, in the
+ * same transaction (one is never committed without the other). The stream
+ * numbers are on disk: never renumber them.
+ */
+enum op_outbox_stream { OP_OUTBOX_LOGS, OP_OUTBOX_METRICS, OP_OUTBOX_EXECS, OP_OUTBOX_STREAMS };
+
+/* Largest record op_store_outbox_add takes. */
+#define OP_OUTBOX_RECORD_MAX ((size_t)1 << 20)
+
+struct op_outbox_limits {
+	uint64_t max_records; /* the bound, all streams together; 0: the outbox is off */
+	uint64_t max_bytes;   /* of record data, all streams together; 0: no byte bound */
+};
+
+/*
+ * Turns the outbox on (or changes its bounds); l NULL or max_records 0 turns
+ * it off. Off (the default): adds are no-ops and execution records are not
+ * copied; records kept earlier stay readable. Safe to call any time; takes
+ * effect from the writer's next transaction. The bounds are enforced when
+ * records are added: past max_records or max_bytes (all streams together)
+ * the oldest log records are dropped first, then the oldest metrics;
+ * execution records only past twice the bounds, the oldest first. A log or
+ * metrics record that cannot fit even so is dropped itself. Every drop is
+ * counted (op_store_outbox_stats).
+ */
+void op_store_outbox_limits(struct op_store *s, const struct op_outbox_limits *l);
+
+/*
+ * Appends a copy of rec (JSON object text, len bytes; not checked) to
+ * stream st without waiting for the commit, like op_store_record_nowait: a
+ * crash before the next commit loses it. Cheap: one allocation and a queue
+ * insert; never logs (it may be called from the logger). Its seq is
+ * assigned in the commit: per stream from 1, strictly increasing, never
+ * reused (also across restarts, also once every record was acknowledged).
+ * Every record added while the outbox is on takes a seq, also one dropped
+ * by the bounds or because the store is full (counted in dropped), so the
+ * seqs missing from what a reader got are what was dropped or quarantined.
+ * OP_EINVAL: st is OP_OUTBOX_EXECS (those come from the execution records)
+ * or not a stream, or rec is NULL or empty. OP_ELIMIT: len is over
+ * OP_OUTBOX_RECORD_MAX. OP_ENOMEM. OP_ECANCELED: the store is closing.
+ * OP_OK when off (nothing kept).
+ */
+op_err op_store_outbox_add(struct op_store *s, enum op_outbox_stream st, const char *rec,
+                           size_t len) OP_WUR;
+
+/* One record of a batch: data is len bytes plus a NUL, owned by the batch. */
+struct op_outbox_rec {
+	uint64_t seq;
+	const char *data;
+	size_t len;
+};
+struct op_outbox_batch {
+	struct op_outbox_rec *v;
+	size_t n;
+	char *buf; /* holds every record's bytes */
+};
+
+/*
+ * The oldest records of stream st with seq > after, in seq order, into *b:
+ * at most max_n records and max_bytes of data, but at least one when there
+ * is one (a record larger than max_bytes comes alone). OP_OK with b->n == 0
+ * when there is none. A record whose checksum fails is skipped, and handed
+ * to the writer (without waiting) to be moved to the quarantine database
+ * and counted. Runs in the caller's thread in a read transaction and never
+ * waits for the writer (only for a map resize, which is rare and short).
+ * Costs a cursor walk and one copy of the bytes. OP_EINVAL: st is not a
+ * stream or max_n is 0. OP_ENOMEM, OP_ECORRUPT (damaged LMDB), OP_EBUSY (no
+ * reader slot): b is empty; try again later. Free with op_outbox_batch_free
+ * (also after an error, or a b that was zeroed).
+ */
+op_err op_store_outbox_read(struct op_store *s, enum op_outbox_stream st, uint64_t after,
+                            size_t max_n, size_t max_bytes, struct op_outbox_batch *b) OP_WUR;
+void op_outbox_batch_free(struct op_outbox_batch *b);
+
+/*
+ * Deletes the records of stream st with seq <= upto (the broker has them)
+ * without waiting for the commit: a crash before it commits sends them
+ * again (at least once). upto 0 does nothing. OP_EINVAL: st is not a
+ * stream. OP_ENOMEM. OP_ECANCELED: the store is closing. Never logs.
+ */
+op_err op_store_outbox_ack(struct op_store *s, enum op_outbox_stream st, uint64_t upto) OP_WUR;
+
+struct op_outbox_stats {
+	uint64_t records[OP_OUTBOX_STREAMS];  /* kept now (committed) */
+	uint64_t bytes[OP_OUTBOX_STREAMS];    /* of record data */
+	uint64_t dropped[OP_OUTBOX_STREAMS];  /* by the bounds or a full store, since the
+	                                         store was created (persisted) */
+	uint64_t last_seq[OP_OUTBOX_STREAMS]; /* the last seq assigned (committed) */
+};
+/* Committed counters, from memory: cheap, takes the store's lock only. */
+void op_store_outbox_stats(struct op_store *s, struct op_outbox_stats *st);
+
+/*
+ * fn(ud) is called on the writer thread after each commit that stored
+ * outbox records (logs, metrics or execution copies), so a drain wakes
+ * without polling. It must be quick and must not wait for the store (a
+ * detached call such as op_store_outbox_ack is fine; op_store_flush would
+ * deadlock). One hook; NULL clears it. When this returns, the hook it
+ * replaced is not running and is not called again (unless this is called
+ * from inside that hook, which then returns first), so its ud may go.
+ */
+void op_store_outbox_on_add(struct op_store *s, void (*fn)(void *ud), void *ud);
 
 void op_store_event_free(struct op_store_event *ev);
 void op_store_events_free(struct op_store_event **evs, size_t n);

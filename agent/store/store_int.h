@@ -3,13 +3,15 @@
  * hand to the writer thread, and the record codec. Key invariant: only the
  * writer thread (or op_store_open before it starts) opens write transactions
  * and changes the pending counters; the live counters change only after a
- * commit, under s->mu.
+ * commit (or, for outbox adds dropped by a failed one, right after it), under
+ * s->mu, and only the writer (or op_store_open) changes them.
  */
 #ifndef OP_STORE_STORE_INT_H
 #define OP_STORE_STORE_INT_H
 
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "agent/store/store.h"
 
@@ -17,6 +19,7 @@
 #define OP_STORE__HDR      16u
 #define OP_STORE__KEY_MAX  511u
 #define OP_STORE__QKEY_MAX (OP_STORE_NAME_MAX + 1 + 16)
+#define OP_STORE__OKEY     9u /* outbox key: stream (1 byte), seq (u64 BE) */
 
 /* Record kinds, byte 1 of every value header. */
 enum op_store__kind {
@@ -26,6 +29,7 @@ enum op_store__kind {
 	OP_STORE__K_INDEX,
 	OP_STORE__K_BLOB,
 	OP_STORE__K_QUARANTINE,
+	OP_STORE__K_OUTBOX,
 };
 
 enum op_store__op {
@@ -41,6 +45,8 @@ enum op_store__op {
 	OP_STORE__RECORD,
 	OP_STORE__TAKE_N,
 	OP_STORE__NOP,
+	OP_STORE__OUTBOX_ADD,
+	OP_STORE__OUTBOX_ACK,
 };
 
 /* A counter change a request makes once committed. pipe < 0: none. */
@@ -49,6 +55,13 @@ struct op_store__delta {
 	int64_t events, bytes;
 };
 #define OP_STORE__MAXDELTA 8
+
+/* Outbox counter changes of one stream: records and bytes kept, seqs
+ * assigned, records dropped, records stored. */
+struct op_store__obdelta {
+	int64_t recs, bytes;
+	uint64_t seqs, dropped, added;
+};
 
 /* One write request; lives on the caller's stack while it waits. */
 struct op_store__req {
@@ -79,6 +92,11 @@ struct op_store__req {
 	struct op_store__delta d[OP_STORE__MAXDELTA];
 	int nd;
 	int64_t d_inflight, d_dead, d_quar;
+	struct op_store__obdelta ob[OP_OUTBOX_STREAMS];
+	/* OP_STORE__OUTBOX_ADD (payload, payload_len) and _ACK (upto) */
+	enum op_outbox_stream stream;
+	uint64_t upto;
+	bool skip; /* dropped from a batch that did not fit: not applied again */
 };
 
 struct op_store__pipe {
@@ -108,6 +126,14 @@ struct op_store {
 	pthread_t writer;
 	op_store_commit_fn on_commit; /* read by the writer under mu */
 	void *on_commit_ud;
+	void (*ob_hook)(void *ud); /* op_store_outbox_on_add, read by the writer under mu */
+	void *ob_hook_ud;
+	bool ob_hook_busy; /* the writer is calling ob_hook */
+	pthread_cond_t ob_hook_cv;
+	struct op_outbox_limits ob_lim;
+	/* outbox, committed: written by the writer (or open) under mu */
+	uint64_t ob_recs[OP_OUTBOX_STREAMS], ob_bytes[OP_OUTBOX_STREAMS];
+	uint64_t ob_last[OP_OUTBOX_STREAMS], ob_dropped[OP_OUTBOX_STREAMS];
 
 	struct op_store__pipe *pipes;
 	size_t npipes, cappipes;
@@ -115,12 +141,26 @@ struct op_store {
 	uint64_t txns, requests, full, grows;
 	size_t mapsize;
 
+	atomic_bool ob_on;     /* ob_lim.max_records != 0, for adds that must not lock */
+	unsigned fail_commits; /* test hook, under mu */
+
 	/* writer thread only */
 	uint64_t seq, seq_saved;
 	int64_t pend_inflight, pend_dead, pend_quar;
+	struct op_store__obdelta pend_ob[OP_OUTBOX_STREAMS];
+	uint64_t ob_saved_last[OP_OUTBOX_STREAMS], ob_saved_dropped[OP_OUTBOX_STREAMS];
+	struct op_outbox_limits ob_cur; /* ob_lim as the current batch sees it */
 	bool space_low;
 	int64_t last_reader_check;
 };
+
+/* store.c */
+/* A read txn, under the map lock held shared; op_store__rd_end ends both. */
+op_err op_store__rd_begin(struct op_store *s, MDB_txn **t) OP_WUR;
+void op_store__rd_end(struct op_store *s, MDB_txn *t);
+op_err op_store__put_meta(struct op_store *s, MDB_txn *t, const char *name, uint64_t v) OP_WUR;
+/* OP_ENOTFOUND if absent, OP_ECORRUPT if damaged. */
+op_err op_store__get_meta(struct op_store *s, MDB_txn *t, const char *name, uint64_t *v) OP_WUR;
 
 /* record.c */
 op_err op_store__from_mdb(int rc);
@@ -160,8 +200,28 @@ op_err op_store__submit_detached(struct op_store *s, struct op_store__req *r) OP
 op_err op_store__quarantine(struct op_store *s, MDB_txn *txn, enum op_store_db db,
                             const MDB_val *key, const MDB_val *val, struct op_store__req *r) OP_WUR;
 int op_store__pipe_get(struct op_store *s, const char *name, size_t len, bool create);
-/* Test hooks: while held the writer takes no requests; pending count. */
+/* Adds d to the stream's part of *acc. */
+void op_store__ob_add(struct op_store__obdelta *acc, const struct op_store__obdelta *d);
+
+/* outbox.c. The writer's part runs inside request r's nested txn t; *mapfull
+ * is set when LMDB ran out of map. */
+op_err op_store__outbox_load(struct op_store *s, MDB_txn *t) OP_WUR;
+op_err op_store__outbox_apply(struct op_store *s, MDB_txn *t, struct op_store__req *r,
+                              bool *mapfull) OP_WUR;
+/* The copy of execution record rec (with its final id) for OP_OUTBOX_EXECS. */
+op_err op_store__outbox_exec(struct op_store *s, MDB_txn *t, struct op_store__req *r,
+                             const struct op_store_exec *rec, bool *mapfull) OP_WUR;
+/* Writes the outbox's seqs and drop counts to meta in t if they changed;
+ * op_store__outbox_saved once t committed. */
+op_err op_store__outbox_save(struct op_store *s, MDB_txn *t, bool *mapfull) OP_WUR;
+void op_store__outbox_saved(struct op_store *s);
+/* A key of the outbox database: false if it is not one. */
+bool op_store__outbox_key(const MDB_val *k, enum op_outbox_stream *st, uint64_t *seq);
+
+/* Test hooks: while held the writer takes no requests; pending count; the
+ * next n commits fail as if the map were full. */
 void op_store__hold(struct op_store *s, bool on);
 size_t op_store__pending(struct op_store *s);
+void op_store__fail_commits(struct op_store *s, unsigned n);
 
 #endif

@@ -5,7 +5,8 @@
  * one write transaction (so one failing request is rolled back alone), commits
  * once (group commit) and only then wakes the callers. Key invariant: a caller
  * sees OP_OK only after the transaction holding its change is committed, and a
- * failed commit is retried with the requests one by one, so a request that
+ * failed commit is retried with the requests one by one (a full one first
+ * without its outbox adds, which are dropped and counted), so a request that
  * cannot fit (map or disk full) fails alone and nothing committed is lost.
  * Counter changes are collected per request and reach the live counters only
  * after the commit.
@@ -126,6 +127,9 @@ op_err op_store__quarantine(struct op_store *s, MDB_txn *txn, enum op_store_db d
 	memcpy(copy + 8, key->mv_data, key->mv_size);
 	memcpy(copy + 8 + key->mv_size, val->mv_data, val->mv_size);
 	size_t vsize = val->mv_size;
+	enum op_outbox_stream ost = OP_OUTBOX_LOGS;
+	uint64_t oseq;
+	bool outbox = db == OP_STORE_DB_OUTBOX && op_store__outbox_key(key, &ost, &oseq);
 	int pipe = -1;
 	if (db == OP_STORE_DB_QUEUE && r != NULL) {
 		const uint8_t *nul = memchr(copy + 8, 0, key->mv_size);
@@ -156,6 +160,11 @@ op_err op_store__quarantine(struct op_store *s, MDB_txn *txn, enum op_store_db d
 			r->d_inflight--;
 		else if (db == OP_STORE_DB_DEAD)
 			r->d_dead--;
+		if (outbox) {
+			r->ob[ost].recs--;
+			r->ob[ost].bytes -=
+			    vsize > OP_STORE__HDR ? (int64_t)(vsize - OP_STORE__HDR) : 0;
+		}
 		r->d_quar++;
 	} else {
 		s->quarantined++; /* op_store_open, before the writer runs */
@@ -212,6 +221,10 @@ static op_err write_exec(struct ctx *c, const struct op_store_exec *in)
 		return mfail(c, rc);
 	memcpy((uint8_t *)iv.mv_data + OP_STORE__HDR, kb, 8);
 	op_store__seal(iv.mv_data, &ik, OP_STORE__K_INDEX, 8);
+	/* In this same nested txn: the record never commits without its copy. */
+	e = op_store__outbox_exec(s, c->t, c->r, &rec, &c->mapfull);
+	if (e)
+		return e;
 
 	/* Retention: drop the oldest records (lowest keys) past the bound. */
 	MDB_stat st;
@@ -622,6 +635,9 @@ static op_err apply(struct ctx *c)
 		return do_quarantine(c);
 	case OP_STORE__NOP:
 		return OP_OK;
+	case OP_STORE__OUTBOX_ADD:
+	case OP_STORE__OUTBOX_ACK:
+		return op_store__outbox_apply(c->s, c->t, c->r, &c->mapfull);
 	}
 	return OP_EINTERNAL;
 }
@@ -643,6 +659,7 @@ static void req_reset(struct op_store__req *r)
 	r->result = OP_OK;
 	r->nd = 0;
 	r->d_inflight = r->d_dead = r->d_quar = 0;
+	memset(r->ob, 0, sizeof(r->ob));
 }
 
 static void pend_add(struct op_store *s, const struct op_store__req *r)
@@ -656,6 +673,8 @@ static void pend_add(struct op_store *s, const struct op_store__req *r)
 	s->pend_inflight += r->d_inflight;
 	s->pend_dead += r->d_dead;
 	s->pend_quar += r->d_quar;
+	for (int i = 0; i < OP_OUTBOX_STREAMS; i++)
+		op_store__ob_add(&s->pend_ob[i], &r->ob[i]);
 }
 
 static uint64_t add_clamped(uint64_t v, int64_t d)
@@ -681,11 +700,40 @@ static void pend_end(struct op_store *s, bool commit, size_t nreq)
 		s->inflight = add_clamped(s->inflight, s->pend_inflight);
 		s->dead = add_clamped(s->dead, s->pend_dead);
 		s->quarantined = add_clamped(s->quarantined, s->pend_quar);
+		for (int i = 0; i < OP_OUTBOX_STREAMS; i++) {
+			const struct op_store__obdelta *d = &s->pend_ob[i];
+			s->ob_recs[i] = add_clamped(s->ob_recs[i], d->recs);
+			s->ob_bytes[i] = add_clamped(s->ob_bytes[i], d->bytes);
+			s->ob_last[i] += d->seqs;
+			s->ob_dropped[i] += d->dropped;
+		}
 		s->txns++;
 		s->requests += nreq;
 	}
 	pthread_mutex_unlock(&s->mu);
 	s->pend_inflight = s->pend_dead = s->pend_quar = 0;
+	memset(s->pend_ob, 0, sizeof(s->pend_ob));
+}
+
+/* Outbox records stored by the batch about to be committed. */
+static uint64_t pend_ob_added(const struct op_store *s)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < OP_OUTBOX_STREAMS; i++)
+		n += s->pend_ob[i].added;
+	return n;
+}
+
+/* An outbox add that failed after the batch's transaction: it took a seq and
+ * is dropped, counted in memory until the next commit writes both. */
+static void add_dropped(struct op_store *s, const struct op_store__req *r)
+{
+	if (r->op != OP_STORE__OUTBOX_ADD || s->ob_cur.max_records == 0)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->ob_last[r->stream]++;
+	s->ob_dropped[r->stream]++;
+	pthread_mutex_unlock(&s->mu);
 }
 
 /* Grows the map by doubling (up to map_max) when it is past GROW_AT_PERCENT
@@ -780,11 +828,18 @@ static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *ma
 	MDB_txn *t = NULL;
 	*mapfull = false;
 	check_space(s);
+	pthread_mutex_lock(&s->mu);
+	s->ob_cur = s->ob_lim;
+	bool fail = s->fail_commits > 0;
+	s->fail_commits -= fail;
+	pthread_mutex_unlock(&s->mu);
 	int rc = mdb_txn_begin(s->env, NULL, 0, &t);
 	if (rc)
 		return op_store__from_mdb(rc);
 	for (struct op_store__req *r = list; r; r = r->next) {
 		struct ctx c = {.s = s, .t = NULL, .r = r};
+		if (r->skip)
+			continue;
 		req_reset(r);
 		rc = mdb_txn_begin(s->env, t, 0, &c.t);
 		if (rc) {
@@ -808,6 +863,12 @@ static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *ma
 		}
 		if (r->result != OP_OK)
 			req_evs_free(r);
+		if (r->result != OP_OK && r->op == OP_STORE__OUTBOX_ADD && s->ob_cur.max_records) {
+			/* Dropped rather than failed: it takes its seq and is
+			 * counted, in this transaction. */
+			s->pend_ob[r->stream].seqs++;
+			s->pend_ob[r->stream].dropped++;
+		}
 		if (c.mapfull && s->mapsize < s->opts.map_max) {
 			/* Grow and run the whole batch again. */
 			mdb_txn_abort(t);
@@ -827,9 +888,19 @@ static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *ma
 		op_store__put_u64be((uint8_t *)v.mv_data + OP_STORE__HDR, s->seq);
 		op_store__seal(v.mv_data, &k, OP_STORE__K_META, 8);
 	}
+	op_err e = op_store__outbox_save(s, t, mapfull);
+	if (e) {
+		mdb_txn_abort(t);
+		return e;
+	}
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	rc = mdb_txn_commit(t);
+	if (fail) {
+		mdb_txn_abort(t);
+		rc = MDB_MAP_FULL;
+	} else {
+		rc = mdb_txn_commit(t);
+	}
 	*commit_s = since(&t0);
 	if (rc) {
 		*mapfull = rc == MDB_MAP_FULL;
@@ -837,27 +908,69 @@ static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *ma
 		return op_store__from_mdb(rc);
 	}
 	s->seq_saved = s->seq;
+	op_store__outbox_saved(s);
 	return OP_OK;
 }
 
+/* Requests of the list still to apply. */
 static size_t list_len(const struct op_store__req *r)
 {
 	size_t n = 0;
 	for (; r; r = r->next)
-		n++;
+		n += !r->skip;
 	return n;
+}
+
+/*
+ * The batch does not fit the map: its outbox adds (logs and metrics, which
+ * nobody waits for) are dropped, so that the rest can commit without them.
+ * Returns how many.
+ */
+static size_t skip_outbox_adds(struct op_store *s, struct op_store__req *list)
+{
+	size_t n = 0;
+	for (struct op_store__req *r = list; r; r = r->next) {
+		if (r->skip || r->op != OP_STORE__OUTBOX_ADD)
+			continue;
+		req_reset(r);
+		r->skip = true;
+		r->result = s->ob_cur.max_records ? OP_EFULL : OP_OK;
+		add_dropped(s, r);
+		n++;
+	}
+	return n;
+}
+
+/* Calls the outbox hook, and lets op_store_outbox_on_add wait for it. */
+static void call_outbox_hook(struct op_store *s)
+{
+	pthread_mutex_lock(&s->mu);
+	void (*fn)(void *) = s->ob_hook;
+	void *ud = s->ob_hook_ud;
+	s->ob_hook_busy = fn != NULL;
+	pthread_mutex_unlock(&s->mu);
+	if (fn == NULL)
+		return;
+	fn(ud);
+	pthread_mutex_lock(&s->mu);
+	s->ob_hook_busy = false;
+	pthread_cond_broadcast(&s->ob_hook_cv);
+	pthread_mutex_unlock(&s->mu);
 }
 
 static void run_batch(struct op_store *s, struct op_store__req *list)
 {
 	size_t n = list_len(list);
 	op_err e = OP_OK;
+	if (n == 0)
+		return;
 	for (int i = 0; i < 4; i++) {
 		bool mapfull;
 		double secs = 0;
 		pend_end(s, false, 0);
 		e = try_batch(s, list, &mapfull, &secs);
 		if (e == OP_OK) {
+			bool added = pend_ob_added(s) > 0;
 			pend_end(s, true, n);
 			pthread_mutex_lock(&s->mu);
 			op_store_commit_fn fn = s->on_commit;
@@ -865,24 +978,41 @@ static void run_batch(struct op_store *s, struct op_store__req *list)
 			pthread_mutex_unlock(&s->mu);
 			if (fn)
 				fn(ud, secs, n);
+			if (added)
+				call_outbox_hook(s);
 			return;
 		}
 		if (!(mapfull && grow(s, true)))
 			break;
 	}
 	pend_end(s, false, 0);
+	if (e == OP_EFULL && n > 1) {
+		size_t k = skip_outbox_adds(s, list);
+		if (k > 0) {
+			if (k < n)
+				run_batch(s, list);
+			return;
+		}
+	}
 	if (n > 1) {
 		/* The commit failed as a whole: find who does not fit, alone. */
 		for (struct op_store__req *r = list; r; r = r->next) {
 			struct op_store__req *next = r->next;
+			if (r->skip)
+				continue;
 			r->next = NULL;
 			run_batch(s, r);
 			r->next = next;
 		}
 		return;
 	}
-	req_reset(list);
-	list->result = e;
+	for (struct op_store__req *r = list; r; r = r->next) {
+		if (r->skip)
+			continue;
+		req_reset(r);
+		r->result = e;
+		add_dropped(s, r);
+	}
 }
 
 static void reader_check(struct op_store *s)
@@ -958,6 +1088,8 @@ void *op_store__writer_main(void *arg)
 
 		pthread_mutex_lock(&s->mu);
 		struct op_store__req *cbs = NULL;
+		size_t failed = 0;
+		op_err why = OP_OK;
 		while (list) {
 			struct op_store__req *next = list->next;
 			if (list->result == OP_EFULL)
@@ -966,10 +1098,12 @@ void *op_store__writer_main(void *arg)
 				list->next = cbs;
 				cbs = list;
 			} else if (list->detached) {
-				if (list->result != OP_OK)
-					OP_LOGW("a write nobody waited for (an acknowledgement or "
-					        "a record) failed: %s",
-					        op_err_str(list->result));
+				/* Outbox adds that failed are counted as dropped; a
+				 * line for each would come back as a log record. */
+				if (list->result != OP_OK && list->op != OP_STORE__OUTBOX_ADD) {
+					failed++;
+					why = list->result;
+				}
 				op_free(list);
 			} else {
 				list->done = true;
@@ -977,16 +1111,20 @@ void *op_store__writer_main(void *arg)
 			}
 			list = next;
 		}
-		if (cbs) {
-			pthread_mutex_unlock(&s->mu);
-			while (cbs) {
-				struct op_store__req *next = cbs->next;
-				cbs->done_cb(cbs->done_ud, cbs->result, cbs->id);
-				op_free(cbs);
-				cbs = next;
-			}
-			pthread_mutex_lock(&s->mu);
+		/* Without mu: the logger may hand the line to the outbox. */
+		pthread_mutex_unlock(&s->mu);
+		while (cbs) {
+			struct op_store__req *next = cbs->next;
+			cbs->done_cb(cbs->done_ud, cbs->result, cbs->id);
+			op_free(cbs);
+			cbs = next;
 		}
+		if (failed)
+			OP_LOGW(
+			    "%zu write(s) nobody waited for (acknowledgements, records) failed: "
+			    "%s",
+			    failed, op_err_str(why));
+		pthread_mutex_lock(&s->mu);
 	}
 	pthread_mutex_unlock(&s->mu);
 	return NULL;
@@ -1068,6 +1206,13 @@ void op_store__hold(struct op_store *s, bool on)
 	pthread_mutex_lock(&s->mu);
 	s->hold = on;
 	pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void op_store__fail_commits(struct op_store *s, unsigned n)
+{
+	pthread_mutex_lock(&s->mu);
+	s->fail_commits = n;
 	pthread_mutex_unlock(&s->mu);
 }
 
