@@ -29,6 +29,9 @@ static atomic_bool json_mode;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static op_log_sink_fn sink;
 static void *sink_ud;
+static op_log_sink_fn tap;
+static void *tap_ud;
+static _Thread_local bool in_tap; /* a tap that logs does not tap again */
 
 static struct rl_slot {
 	const char *module;
@@ -75,6 +78,30 @@ void op_log_set_sink(op_log_sink_fn fn, void *ud)
 	sink = fn;
 	sink_ud = ud;
 	pthread_mutex_unlock(&log_lock);
+}
+
+void op_log_set_tap(op_log_sink_fn fn, void *ud)
+{
+	pthread_mutex_lock(&log_lock);
+	tap = fn;
+	tap_ud = ud;
+	pthread_mutex_unlock(&log_lock);
+}
+
+/* Hands line to the tap, outside log_lock (the tap may take locks that
+ * logging code holds). The tap and its ud are read under the lock: a tap
+ * cleared while a line is on its way may still get that line. */
+static void tap_line(enum op_log_level lvl, const char *module, const char *line)
+{
+	pthread_mutex_lock(&log_lock);
+	op_log_sink_fn fn = tap;
+	void *ud = tap_ud;
+	pthread_mutex_unlock(&log_lock);
+	if (fn == NULL || in_tap)
+		return;
+	in_tap = true;
+	fn(lvl, module, line, ud);
+	in_tap = false;
 }
 
 bool op_log_enabled(enum op_log_level lvl)
@@ -136,15 +163,20 @@ void op_log_vwrite(enum op_log_level lvl, const char *module, const char *fmt, v
 	vsnprintf(line, sizeof(line), fmt, ap);
 	pthread_mutex_lock(&log_lock);
 	unsigned dropped;
-	if (rate_ok(module, fmt, &dropped)) {
+	bool ok = rate_ok(module, fmt, &dropped);
+	char note[96] = "";
+	if (ok) {
 		if (dropped) {
-			char note[96];
 			snprintf(note, sizeof(note), "suppressed %u identical messages", dropped);
 			emit(lvl, module, note);
 		}
 		emit(lvl, module, line);
 	}
 	pthread_mutex_unlock(&log_lock);
+	if (note[0])
+		tap_line(lvl, module, note);
+	if (ok)
+		tap_line(lvl, module, line);
 }
 
 void op_log_write_always(enum op_log_level lvl, const char *module, const char *fmt, ...)
@@ -159,6 +191,7 @@ void op_log_write_always(enum op_log_level lvl, const char *module, const char *
 	pthread_mutex_lock(&log_lock);
 	emit(lvl, module, line);
 	pthread_mutex_unlock(&log_lock);
+	tap_line(lvl, module, line);
 }
 
 void op_log_write(enum op_log_level lvl, const char *module, const char *fmt, ...)

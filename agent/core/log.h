@@ -28,6 +28,13 @@ void op_log_set_json(bool on);
 /* NULL restores stderr. The sink must be thread-safe. */
 void op_log_set_sink(op_log_sink_fn fn, void *ud);
 
+/*
+ * Also hands every line logged (after the rate limit, whatever the sink)
+ * to fn, outside the logger's lock, on the thread that logs; a line that fn
+ * itself logs is not handed to it again. fn must be thread-safe and quick.
+ * NULL removes it. For the control plane's outbox.
+ */
+void op_log_set_tap(op_log_sink_fn fn, void *ud);
 bool op_log_enabled(enum op_log_level lvl);
 void op_log_write(enum op_log_level lvl, const char *module, const char *fmt, ...) OP_PRINTF(3, 4);
 /*
