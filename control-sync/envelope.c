@@ -167,16 +167,14 @@ static op_err verify(const struct op_env_key *k, const char *kid, const char *pa
 	return OP_OK;
 }
 
-op_err op_env_open(const char *text, size_t len, const struct op_env_key *keys, size_t n,
-                   uint64_t last_seq, cJSON **doc, uint64_t *seq, const char **code, char *why,
-                   size_t whylen)
+op_err op_env_verify(const char *text, size_t len, const struct op_env_key *keys, size_t n,
+                     cJSON **doc, const char **code, char *why, size_t whylen)
 {
 	const char *ignored;
 	if (code == NULL)
 		code = &ignored;
 	*code = "ENVELOPE";
 	*doc = NULL;
-	*seq = 0;
 	if (len > OP_ENV_MAX)
 		return op_errf(why, whylen, OP_ELIMIT, "the envelope is larger than %u bytes",
 		               OP_ENV_MAX);
@@ -229,6 +227,25 @@ op_err op_env_open(const char *text, size_t len, const struct op_env_key *keys, 
 			rc = op_errf(why, whylen, OP_EPARSE, "payload: %s, not an object",
 			             op_json_kind(d));
 	}
+	op_free(payload);
+	if (rc) {
+		cJSON_Delete(d);
+		return rc;
+	}
+	*doc = d;
+	return OP_OK;
+}
+
+op_err op_env_open(const char *text, size_t len, const struct op_env_key *keys, size_t n,
+                   uint64_t last_seq, cJSON **doc, uint64_t *seq, const char **code, char *why,
+                   size_t whylen)
+{
+	const char *ignored;
+	if (code == NULL)
+		code = &ignored;
+	*seq = 0;
+	cJSON *d = NULL;
+	op_err rc = op_env_verify(text, len, keys, n, &d, code, why, whylen);
 	if (rc == OP_OK) {
 		const cJSON *s = cJSON_GetObjectItemCaseSensitive(d, "seq");
 		double v = cJSON_IsNumber(s) ? s->valuedouble : 0;
@@ -247,7 +264,6 @@ op_err op_env_open(const char *text, size_t len, const struct op_env_key *keys, 
 		} else
 			*seq = (uint64_t)v;
 	}
-	op_free(payload);
 	if (rc) {
 		cJSON_Delete(d);
 		return rc;

@@ -76,6 +76,15 @@ op_err op_env_open(const char *text, size_t len, const struct op_env_key *keys, 
                    size_t whylen) OP_WUR;
 
 /*
+ * op_env_open without the seq: the form, the key, the signature, then the
+ * payload as a JSON object into *doc; codes ENVELOPE, KEY_UNKNOWN,
+ * SIGNATURE, DOCUMENT. For signed commands, which carry an id and an
+ * expiry instead of a seq.
+ */
+op_err op_env_verify(const char *text, size_t len, const struct op_env_key *keys, size_t n,
+                     cJSON **doc, const char **code, char *why, size_t whylen) OP_WUR;
+
+/*
  * Parses the text (len bytes) of a public key file, as `outpostctl keygen`
  * writes KEY.pub ({"alg": "ed25519", "kid": ..., "public": base64}), into
  * key. OP_EPARSE with why.

@@ -26,63 +26,18 @@
 #include "agent/core/log.h"
 #include "agent/daemon/mqtt_out.h"
 #include "control-sync/envelope.h"
-
-#define TOPIC_MAX      512
-#define KEY_FILE_MAX   4096
-#define KEYS_MAX       16
-#define SESSION_EXPIRY (7 * 24 * 3600) /* seconds the broker keeps the session */
-#define STABLE_MS      60000           /* a connection this old resets the backoff */
-#define STOP_WAIT_MS   1000            /* the goodbye: offline status, disconnect */
-#define AGENT_ID_MAX   64
-#define ERR_MAX        512
-
-enum state { ST_DOWN, ST_CONNECTING, ST_UP };
-
-struct op_link {
-	const struct op_config *cfg;
-	struct op_link_hooks h;
-	char *version;
-	struct op_env_key keys[KEYS_MAX];
-	size_t nkeys;
-	char t_desired[TOPIC_MAX], t_reported[TOPIC_MAX], t_status[TOPIC_MAX];
-	char *client_id;
-	char *offline; /* the Last Will's payload */
-	MQTTAsync cl;
-	pthread_t thread;
-	bool thread_started;
-
-	pthread_mutex_t mu;
-	pthread_cond_t cv; /* any change below */
-	bool stop;
-	enum state st;
-	bool attempt_done, attempt_ok; /* the connect attempt's outcome */
-	char conn_err[ERR_MAX];        /* why the last attempt or connection failed */
-	char tls_err[ERR_MAX];         /* from paho's TLS error callback, this attempt */
-	bool lost;
-	char *inbox; /* the latest desired envelope not yet handled */
-	size_t inbox_len;
-	bool inbox_too_large;
-	bool report_due;
-	int goodbye_pending; /* offline status sent, not yet acknowledged */
-	bool disconnected;
-	struct op_link_stats stats;
-
-	/* The link thread's own. */
-	char since[32]; /* when this connection came up */
-	cJSON *last_error;
-};
+#include "control-sync/link_int.h"
 
 /* ---- small helpers ---- */
 
-static int64_t mono_ms(void)
+int64_t op_link__mono_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The current UTC time as RFC 3339 with milliseconds into out (32 bytes). */
-static void utc_now(char out[32])
+void op_link__utc_now(char out[32])
 {
 	struct timespec ts;
 	struct tm tm;
@@ -92,10 +47,9 @@ static void utc_now(char out[32])
 	snprintf(out + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
-/* Waits on l->cv (l->mu held) until mono time `until` at most. */
-static void wait_until_ms(struct op_link *l, int64_t until)
+void op_link__wait_until(struct op_link *l, int64_t until)
 {
-	int64_t left = until - mono_ms();
+	int64_t left = until - op_link__mono_ms();
 	if (left <= 0)
 		return;
 	struct timespec ts;
@@ -173,6 +127,13 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
 {
 	struct op_link *l = ctx;
 	(void)topic_len;
+	if (strcmp(topic, l->t_desired) != 0) {
+		/* The only other subscription: cmd/+. */
+		op_link__cmd_arrived(l, topic, m);
+		MQTTAsync_freeMessage(&m);
+		MQTTAsync_free(topic);
+		return 1;
+	}
 	size_t n = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
 	/* Only the latest desired envelope matters: it replaces one waiting. */
 	char *copy = NULL;
@@ -250,7 +211,8 @@ static void on_disconnect_failed(void *ctx, MQTTAsync_failureData5 *r)
 static void on_sub_failed(void *ctx, MQTTAsync_failureData5 *r)
 {
 	struct op_link *l = ctx;
-	OP_LOGE("cannot subscribe to %s: %s", l->t_desired,
+	OP_LOGE("cannot subscribe to the link's topics under %.*s: %s",
+	        (int)(strlen(l->t_desired) - strlen("desired")), l->t_desired,
 	        r && r->reasonCode >= 0x80 ? MQTTReasonCode_toString(r->reasonCode)
 	        : r && r->message          ? r->message
 	                                   : "failed");
@@ -261,7 +223,8 @@ static void on_sub_ok(void *ctx, MQTTAsync_successData5 *r)
 	struct op_link *l = ctx;
 	/* A SUBACK's reason code of 0x80 and up is a refusal (the ACL). */
 	if (r && r->reasonCode >= 0x80)
-		OP_LOGE("the broker refused the subscription to %s: %s", l->t_desired,
+		OP_LOGE("the broker refused a subscription under %.*s: %s",
+		        (int)(strlen(l->t_desired) - strlen("desired")), l->t_desired,
 		        MQTTReasonCode_toString(r->reasonCode));
 }
 
@@ -285,7 +248,7 @@ static void publish(struct op_link *l, const char *topic, const char *text,
 static void publish_status(struct op_link *l)
 {
 	char at[32];
-	utc_now(at);
+	op_link__utc_now(at);
 	cJSON *o = cJSON_CreateObject();
 	if (o && cJSON_AddStringToObject(o, "state", "online") &&
 	    cJSON_AddStringToObject(o, "agent", l->cfg->agent.id) &&
@@ -336,7 +299,7 @@ static void publish_reported(struct op_link *l)
 static void refuse(struct op_link *l, const char *code, uint64_t seq, const char *msg)
 {
 	char at[32];
-	utc_now(at);
+	op_link__utc_now(at);
 	cJSON *e = cJSON_CreateObject();
 	if (e &&
 	    (seq ? cJSON_AddNumberToObject(e, "seq", (double)seq)
@@ -350,7 +313,7 @@ static void refuse(struct op_link *l, const char *code, uint64_t seq, const char
 	}
 	pthread_mutex_lock(&l->mu);
 	l->stats.refused++;
-	l->stats.last_error_ms = (uint64_t)mono_ms();
+	l->stats.last_error_ms = (uint64_t)op_link__mono_ms();
 	pthread_mutex_unlock(&l->mu);
 	OP_LOGE("desired document refused (%s): %s; the running set goes on", code, msg);
 }
@@ -484,9 +447,9 @@ static bool connect_wait(struct op_link *l)
 {
 	/* paho ends an attempt within its connect timeout; a margin past it
 	 * guards against an outcome that never comes. */
-	int64_t until = mono_ms() + (int64_t)l->cfg->control.connect_timeout_ms + 5000;
-	while (!l->attempt_done && !l->stop && mono_ms() < until)
-		wait_until_ms(l, until);
+	int64_t until = op_link__mono_ms() + (int64_t)l->cfg->control.connect_timeout_ms + 5000;
+	while (!l->attempt_done && !l->stop && op_link__mono_ms() < until)
+		op_link__wait_until(l, until);
 	if (!l->attempt_done) {
 		if (!l->stop)
 			snprintf(l->conn_err, sizeof(l->conn_err), "no answer to the connect");
@@ -498,7 +461,7 @@ static bool connect_wait(struct op_link *l)
 /* Once up: online, the subscription, reported. */
 static void came_up(struct op_link *l)
 {
-	utc_now(l->since);
+	op_link__utc_now(l->since);
 	publish_status(l);
 	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
 	ro.onSuccess5 = on_sub_ok;
@@ -507,6 +470,9 @@ static void came_up(struct op_link *l)
 	int prc = MQTTAsync_subscribe(l->cl, l->t_desired, 1, &ro);
 	if (prc != MQTTASYNC_SUCCESS)
 		OP_LOGE("cannot subscribe to %s: %s", l->t_desired, MQTTAsync_strerror(prc));
+	prc = MQTTAsync_subscribe(l->cl, l->t_cmd, 1, &ro);
+	if (prc != MQTTASYNC_SUCCESS)
+		OP_LOGE("cannot subscribe to %s: %s", l->t_cmd, MQTTAsync_strerror(prc));
 	publish_reported(l);
 }
 
@@ -535,10 +501,10 @@ static void goodbye(struct op_link *l)
 	l->goodbye_pending = 1;
 	pthread_mutex_unlock(&l->mu);
 	publish(l, l->t_status, l->offline, &ro);
-	int64_t until = mono_ms() + STOP_WAIT_MS;
+	int64_t until = op_link__mono_ms() + STOP_WAIT_MS;
 	pthread_mutex_lock(&l->mu);
-	while (l->goodbye_pending && !l->lost && mono_ms() < until)
-		wait_until_ms(l, until);
+	while (l->goodbye_pending && !l->lost && op_link__mono_ms() < until)
+		op_link__wait_until(l, until);
 	l->disconnected = false;
 	pthread_mutex_unlock(&l->mu);
 	MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
@@ -549,10 +515,10 @@ static void goodbye(struct op_link *l)
 	d.context = l;
 	if (MQTTAsync_disconnect(l->cl, &d) != MQTTASYNC_SUCCESS)
 		return;
-	until = mono_ms() + 2 * STOP_WAIT_MS;
+	until = op_link__mono_ms() + 2 * STOP_WAIT_MS;
 	pthread_mutex_lock(&l->mu);
-	while (!l->disconnected && mono_ms() < until)
-		wait_until_ms(l, until);
+	while (!l->disconnected && op_link__mono_ms() < until)
+		op_link__wait_until(l, until);
 	pthread_mutex_unlock(&l->mu);
 }
 
@@ -560,7 +526,7 @@ static void *link_main(void *arg)
 {
 	struct op_link *l = arg;
 	const struct op_config *cfg = l->cfg;
-	unsigned rnd = (unsigned)mono_ms() ^ (unsigned)(uintptr_t)l;
+	unsigned rnd = (unsigned)op_link__mono_ms() ^ (unsigned)(uintptr_t)l;
 	unsigned attempt = 0;
 	char said[ERR_MAX] = "";
 	for (;;) {
@@ -574,8 +540,10 @@ static void *link_main(void *arg)
 			pthread_mutex_lock(&l->mu);
 			up = connect_wait(l);
 			l->st = up ? ST_UP : ST_DOWN;
-			if (up)
+			if (up) {
 				l->stats.connects++;
+				op_link__drain_restart_locked(l);
+			}
 			stop = l->stop;
 			pthread_mutex_unlock(&l->mu);
 		}
@@ -583,14 +551,15 @@ static void *link_main(void *arg)
 			OP_LOGI("connected to the control plane %s as %s", cfg->control.uri,
 			        l->client_id);
 			said[0] = '\0';
-			int64_t up_at = mono_ms();
+			int64_t up_at = op_link__mono_ms();
 			came_up(l);
-			int64_t beat = mono_ms() + (int64_t)cfg->control.heartbeat_ms;
+			int64_t beat = op_link__mono_ms() + (int64_t)cfg->control.heartbeat_ms;
 			pthread_mutex_lock(&l->mu);
 			for (;;) {
 				while (!l->stop && !l->lost && l->inbox == NULL &&
-				       !l->inbox_too_large && !l->report_due && mono_ms() < beat)
-					wait_until_ms(l, beat);
+				       !l->inbox_too_large && !l->report_due &&
+				       l->cmd_head == NULL && op_link__mono_ms() < beat)
+					op_link__wait_until(l, beat);
 				if (l->stop || l->lost)
 					break;
 				char *in = l->inbox;
@@ -600,6 +569,7 @@ static void *link_main(void *arg)
 				l->inbox_too_large = false;
 				bool report = l->report_due;
 				pthread_mutex_unlock(&l->mu);
+				op_link__cmd_start_queued(l);
 				if (in || too_large)
 					report =
 					    handle_desired(l, in ? in : "", in_len, too_large) ||
@@ -607,9 +577,10 @@ static void *link_main(void *arg)
 				op_free(in);
 				if (report)
 					publish_reported(l);
-				if (mono_ms() >= beat) {
+				if (op_link__mono_ms() >= beat) {
 					publish_status(l);
-					beat = mono_ms() + (int64_t)cfg->control.heartbeat_ms;
+					beat =
+					    op_link__mono_ms() + (int64_t)cfg->control.heartbeat_ms;
 				}
 				pthread_mutex_lock(&l->mu);
 			}
@@ -623,7 +594,7 @@ static void *link_main(void *arg)
 			pthread_mutex_unlock(&l->mu);
 			OP_LOGW("control plane %s: %s; reconnecting", cfg->control.uri,
 			        l->conn_err);
-			if (mono_ms() - up_at >= STABLE_MS)
+			if (op_link__mono_ms() - up_at >= STABLE_MS)
 				attempt = 0;
 		} else if (!stop) {
 			/* The same failure every retry: say it once. */
@@ -637,12 +608,12 @@ static void *link_main(void *arg)
 		}
 		if (stop)
 			break;
-		int64_t until = mono_ms() + backoff_ms(l, attempt, &rnd);
+		int64_t until = op_link__mono_ms() + backoff_ms(l, attempt, &rnd);
 		if (attempt < 32)
 			attempt++;
 		pthread_mutex_lock(&l->mu);
-		while (!l->stop && mono_ms() < until)
-			wait_until_ms(l, until);
+		while (!l->stop && op_link__mono_ms() < until)
+			op_link__wait_until(l, until);
 		pthread_mutex_unlock(&l->mu);
 	}
 	return NULL;
@@ -703,10 +674,24 @@ static op_err read_keys(struct op_link *l, char *why, size_t whylen)
 	return rc;
 }
 
+static void stop_threads(struct op_link *l)
+{
+	pthread_mutex_lock(&l->mu);
+	l->stop = true;
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+	if (l->drain_started)
+		pthread_join(l->drain_thread, NULL);
+	if (l->thread_started)
+		pthread_join(l->thread, NULL);
+	l->drain_started = l->thread_started = false;
+}
+
 static void link_free(struct op_link *l)
 {
 	if (l->cl)
 		MQTTAsync_destroy(&l->cl);
+	op_link__pubs_free(l);
 	op_free(l->inbox);
 	op_free(l->client_id);
 	op_free(l->offline);
@@ -719,7 +704,7 @@ static void link_free(struct op_link *l)
 }
 
 /* prefix + "outpost/v1/" + id + "/" + leaf into out. */
-static bool topic(const struct op_config *cfg, const char *leaf, char *out)
+bool op_link__topic(const struct op_config *cfg, const char *leaf, char *out)
 {
 	const char *p = cfg->control.topic_prefix;
 	int n =
@@ -750,8 +735,15 @@ op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h
 	l->h = *h;
 	l->stats.seq = o->applied_seq;
 	op_err rc = OP_OK;
-	if (!topic(cfg, "desired", l->t_desired) || !topic(cfg, "reported", l->t_reported) ||
-	    !topic(cfg, "status", l->t_status))
+	l->store = o->store;
+	if (!op_link__topic(cfg, "desired", l->t_desired) ||
+	    !op_link__topic(cfg, "reported", l->t_reported) ||
+	    !op_link__topic(cfg, "status", l->t_status) ||
+	    !op_link__topic(cfg, "out/logs", l->t_out[OP_OUTBOX_LOGS]) ||
+	    !op_link__topic(cfg, "out/metrics", l->t_out[OP_OUTBOX_METRICS]) ||
+	    !op_link__topic(cfg, "out/executions", l->t_out[OP_OUTBOX_EXECS]) ||
+	    !op_link__topic(cfg, "cmd/+", l->t_cmd) ||
+	    !op_link__topic(cfg, "cmd-result/", l->t_cmd_result))
 		rc = op_errf(why, whylen, OP_ECONFIG, "[control] topic_prefix: too long");
 	if (rc == OP_OK)
 		rc = read_keys(l, why, whylen);
@@ -786,16 +778,29 @@ op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h
 			             MQTTAsync_strerror(prc));
 	}
 	if (rc == OP_OK) {
+		struct op_outbox_limits lim = {.max_records =
+		                                   (uint64_t)cfg->control.outbox_max_records,
+		                               .max_bytes = cfg->control.outbox_max_bytes};
+		op_store_outbox_limits(l->store, &lim);
+		op_store_outbox_on_add(l->store, op_link__on_outbox_add, l);
 		int e = pthread_create(&l->thread, NULL, link_main, l);
+		if (e == 0) {
+			l->thread_started = true;
+			e = pthread_create(&l->drain_thread, NULL, op_link__drain_main, l);
+			l->drain_started = e == 0;
+		}
 		if (e)
 			rc = op_errf(why, whylen, OP_ENOMEM,
-			             "cannot start the control link's thread");
-		l->thread_started = e == 0;
+			             "cannot start the control link's threads");
 	}
 	if (rc) {
+		if (l->store)
+			op_store_outbox_on_add(l->store, NULL, NULL);
+		stop_threads(l);
 		link_free(l);
 		return rc;
 	}
+	op_link__tap_on(l);
 	OP_LOGI("control link to %s for agent %s, %zu trusted keys, applied seq %llu",
 	        cfg->control.uri, cfg->agent.id, l->nkeys, (unsigned long long)o->applied_seq);
 	*out = l;
@@ -806,12 +811,11 @@ void op_link_stop(struct op_link *l)
 {
 	if (l == NULL)
 		return;
-	pthread_mutex_lock(&l->mu);
-	l->stop = true;
-	pthread_cond_broadcast(&l->cv);
-	pthread_mutex_unlock(&l->mu);
-	if (l->thread_started)
-		pthread_join(l->thread, NULL);
+	op_link__tap_off();
+	op_store_outbox_on_add(l->store, NULL, NULL);
+	stop_threads(l);
+	/* Commands still running answer into a closed connection. */
+	op_link__cmd_fini(l);
 	link_free(l);
 }
 

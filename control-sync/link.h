@@ -13,6 +13,15 @@
  * jitter; nothing spins while offline. The link is never on the path of an
  * execution: the agent runs the same with it down.
  *
+ * The outbox (agent/store/store.h): log lines at [control] log_level and
+ * up (through the logger's tap), a metrics snapshot every metrics_interval
+ * and every execution record (copied by the store in the same transaction)
+ * wait in the store; a drain thread sends them in order, in batches of up
+ * to OP_OUTBOX_BATCH_RECORDS per message, a few messages in flight per
+ * stream, and deletes them once the broker acknowledged them. After a
+ * reconnect it starts again after the last acknowledged record, so a
+ * record may arrive twice (its seq tells), never not at all.
+ *
  * paho calls back on one thread for every client of the process (the MQTT
  * publisher's too), so its callbacks here only record and signal; the work
  * is done on the link's thread.
@@ -25,8 +34,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent/core/buf.h"
 #include "agent/core/err.h"
 #include "agent/daemon/config.h"
+#include "agent/store/store.h"
 
 struct op_link;
 
@@ -43,11 +54,24 @@ struct op_link_hooks {
 	/* The pipelines member of reported: a new array of {name, version,
 	 * origin, status}; NULL when out of memory. Called on the link's thread. */
 	cJSON *(*pipelines)(void *ud);
+	/*
+	 * Runs a verified command for this agent (docs/protocol.md, cmd/<id>):
+	 * op and its document (borrowed). Called on a command thread of its
+	 * own (a few at once). OP_OK with *result, a new JSON value for the
+	 * answer's "result"; otherwise *code (static) and msg say why, and
+	 * *result may hold details (or NULL).
+	 */
+	op_err (*command)(void *ud, const char *id, const char *op, const cJSON *doc,
+	                  cJSON **result, const char **code, char *msg, size_t msglen);
+	/* The agent's metrics in the Prometheus text format, appended to out;
+	 * for the metrics records. May be NULL. Called on the drain thread. */
+	op_err (*metrics)(void *ud, struct op_buf *out);
 	void *ud;
 };
 
 struct op_link_opts {
 	const struct op_config *cfg; /* [agent] id and [control]; must outlive the link */
+	struct op_store *store;      /* the outbox; must outlive the link */
 	uint64_t applied_seq;        /* seq of the document the agent runs, 0: none */
 	const char *startup_error;   /* why the stored document was dropped, or NULL/"" */
 	const char *version;         /* the agent's version, for status and reported */
@@ -73,11 +97,13 @@ void op_link_changed(struct op_link *l);
 
 struct op_link_stats {
 	bool connected;
-	uint64_t connects;      /* connections made */
-	uint64_t applied;       /* documents applied */
-	uint64_t refused;       /* documents refused */
-	uint64_t seq;           /* seq of the document that runs */
-	uint64_t last_error_ms; /* when the last refusal happened, 0: none */
+	uint64_t sent[OP_OUTBOX_STREAMS]; /* outbox records acknowledged by the broker */
+	uint64_t batches;                 /* outbox messages acknowledged */
+	uint64_t connects;                /* connections made */
+	uint64_t applied;                 /* documents applied */
+	uint64_t refused;                 /* documents refused */
+	uint64_t seq;                     /* seq of the document that runs */
+	uint64_t last_error_ms;           /* when the last refusal happened, 0: none */
 };
 
 void op_link_stats(struct op_link *l, struct op_link_stats *st);

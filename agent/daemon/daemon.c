@@ -27,6 +27,7 @@
 #include "agent/daemon/metrics.h"
 #include "agent/daemon/mqtt_in.h"
 #include "agent/daemon/mqtt_out.h"
+#include "agent/daemon/remote.h"
 #include "agent/daemon/runtime.h"
 #include "agent/daemon/scheduler.h"
 #include "agent/engine/loader.h"
@@ -747,6 +748,19 @@ static cJSON *link_pipelines(void *ud)
 	return a;
 }
 
+static op_err link_command(void *ud, const char *id, const char *op, const cJSON *doc,
+                           cJSON **result, const char **code, char *msg, size_t msglen)
+{
+	struct op_daemon *dm = ud;
+	return op_remote_command(dm->rt, id, op, doc, result, code, msg, msglen);
+}
+
+static op_err link_metrics(void *ud, struct op_buf *out)
+{
+	struct op_daemon *dm = ud;
+	return op_metrics_render(dm->m, out);
+}
+
 /* A dropped pipeline drained: reported lists it no more. */
 static void on_drained(void *ud, const char *pipeline)
 {
@@ -764,13 +778,18 @@ static op_err link_start(struct op_daemon *dm, struct op_diag *d)
 	const cJSON *seq = cJSON_GetObjectItemCaseSensitive(doc, "seq");
 	struct op_link_opts o = {
 	    .cfg = dm->cfg,
+	    .store = op_runtime_store(dm->rt),
 	    .applied_seq =
 	        cJSON_IsNumber(seq) && seq->valuedouble > 0 ? (uint64_t)seq->valuedouble : 0,
 	    .startup_error = err,
 	    .version = OUTPOST_VERSION,
 	};
 	cJSON_Delete(doc);
-	struct op_link_hooks h = {.apply = link_apply, .pipelines = link_pipelines, .ud = dm};
+	struct op_link_hooks h = {.apply = link_apply,
+	                          .pipelines = link_pipelines,
+	                          .command = link_command,
+	                          .metrics = link_metrics,
+	                          .ud = dm};
 	op_err rc = op_link_start(&o, &h, &dm->link, why, sizeof(why));
 	if (rc)
 		op_diag_add_at(d, "[control]", "%s", why);

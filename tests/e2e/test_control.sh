@@ -24,7 +24,11 @@ stop_daemon() {
 }
 at_exit stop_daemon
 
-start_broker || exit 1
+# Sessions survive a broker restart: a watcher away meanwhile gets what
+# was published for it.
+mkdir -p "$T/broker"
+printf 'persistence true\npersistence_location %s/broker/\n' "$T" >"$T/persist.conf"
+start_broker "$T/persist.conf" || exit 1
 P=$T/pki
 ROOT=outpost/v1/agent-a
 
@@ -57,6 +61,8 @@ key_file = $P/$_c.key
 trusted_keys = $T/ops.key.pub
 group = plants
 heartbeat = 1s
+metrics_interval = 1s
+log_level = warn
 reconnect_min = 100ms
 reconnect_max = 1s
 CONF
@@ -210,9 +216,79 @@ expect_reported "$what" '.seq == 7 and [.pipelines[].name] == ["local"]'
 checks=$((checks + 1))
 [ "$(gated)" = 3 ] || fail "$what: $(gated) of the 3 queued events ran"
 
-what="a clean stop says offline"
-deploy "$T/ops.key" "$(doc 8 "$(hello 8 back)")"
+what="execution records, logs and metrics go up on out/*"
+# watch ID: a watcher with a persistent session (ID) on the agent's out/#,
+# its lines ("topic payload") appended to $T/ID.out; returns once it is
+# subscribed (a retained probe of its own arrived).
+watch() {
+	cp_pub -r -q 1 -t "probe/$1" -m "probe-$1"
+	cp_sub -c -i "$1" -q 1 -v -t "$ROOT/out/#" -t "probe/$1" >>"$T/$1.out" 2>>"$T/$1.err" &
+	watch_pid=$!
+	wait_until 10 grep -q "^probe/$1 probe-$1" "$T/$1.out" || fail "$what: watcher $1 not subscribed: $(cat "$T/$1.err")"
+}
+unwatch() {
+	kill "$watch_pid" 2>/dev/null
+	wait "$watch_pid" 2>/dev/null
+}
+# records ID STREAM: the records of STREAM the watcher saw, one JSON per line.
+records() { grep -a "^$ROOT/out/$2 " "$T/$1.out" | cut -d' ' -f2- | jq -c '.records[]'; }
+fast='{"name":"fast","version":"1","trigger":{"type":"http","config":{"method":"POST","path":"/fast","mode":"async"}},"steps":[{"type":"set","config":{"template":{"n":"{{ message.n }}"}}}]}'
+fails='{"name":"fails","version":"1","trigger":{"type":"http","config":{"method":"POST","path":"/fails","mode":"async"}},"steps":[{"type":"throw-error","config":{"code":"NOPE","message":"on purpose"}}]}'
+deploy "$T/ops.key" "$(doc 8 "$fast,$fails")"
 expect_reported "$what" '.seq == 8'
+watch w1
+# post FROM TO: async events n = FROM..TO to /fast.
+post() {
+	_n=$1
+	while [ "$_n" -le "$2" ]; do
+		curl -s -o /dev/null -X POST "http://127.0.0.1:$port/fast" -d "{\"n\":$_n}"
+		_n=$((_n + 1))
+	done
+}
+post 1 20
+curl -s -o /dev/null -X POST "http://127.0.0.1:$port/fails" -d '{}'
+have_execs() { [ "$(records w1 executions | jq -s 'map(select(.pipeline == "fast")) | length')" -ge "$1" ]; }
+checks=$((checks + 1))
+wait_until 10 have_execs 20 || fail "$what: $(records w1 executions | wc -l) execution records arrived, expected 20 of fast"
+checks=$((checks + 1))
+records w1 executions | jq -s -e 'any(.[]; .pipeline == "fails" and .status == "error" and (.error | contains("NOPE")))' >/dev/null ||
+	fail "$what: no error record of fails: $(records w1 executions | tail -n 3)"
+checks=$((checks + 1))
+wait_until 10 sh -c "grep -a '^$ROOT/out/logs ' '$T/w1.out' | cut -d' ' -f2- | jq -c '.records[]' | grep -q '\"level\":\"warn\"'" ||
+	fail "$what: no warn log record arrived: $(grep -a out/logs "$T/w1.out" | tail -n 2)"
+checks=$((checks + 1))
+wait_until 10 sh -c "grep -a '^$ROOT/out/metrics ' '$T/w1.out' | cut -d' ' -f2- | jq -e '.records[] | .samples | keys | any(startswith(\"outpost_executions_total\"))' >/dev/null" ||
+	fail "$what: no metrics record with outpost_executions_total arrived"
+checks=$((checks + 1))
+records w1 executions | jq -s -e 'map(.seq) == [range(.[0].seq; .[0].seq + length)]' >/dev/null ||
+	fail "$what: execution record seqs are not in order without gaps: $(records w1 executions | jq -c .seq | tr '\n' ' ')"
+
+what="the broker stops under load and comes back: no execution record lost, order kept"
+unwatch
+stop_broker
+post 21 320
+executed() { [ "$(curl -s "http://127.0.0.1:$admin/metrics" | awk '$1 ~ /^outpost_executions_total\{pipeline="fast",status="success"\}/ { print $2 }')" = "$1" ]; }
+checks=$((checks + 1))
+wait_until 30 executed 320 || fail "$what: not all 320 events ran while the broker was down"
+restart_broker || exit 1
+watch w1
+checks=$((checks + 1))
+wait_until 30 have_execs 320 ||
+	fail "$what: $(records w1 executions | jq -s 'map(select(.pipeline == "fast")) | length') of 320 fast records arrived"
+checks=$((checks + 1))
+# As a control plane reads them: keep a record only when its seq is above
+# the highest seen (a resend after a reconnect repeats some); what is kept
+# must be 1, 2, 3, ... with no gap.
+records w1 executions | jq -s -e '.[0].seq as $first | reduce .[] as $r ({max: 0, kept: []}; if $r.seq > .max then .kept += [$r.seq] | .max = $r.seq else . end) | .kept == [range($first; .max + 1)]' >/dev/null ||
+	fail "$what: records lost or out of order: $(records w1 executions | jq -c .seq | tr '\n' ' ' | head -c 2000)"
+checks=$((checks + 1))
+grep -a "^$ROOT/out/executions " "$T/w1.out" | tail -n 1 | cut -d' ' -f2- | jq -e '.dropped == 0' >/dev/null ||
+	fail "$what: records were dropped"
+unwatch
+
+what="a clean stop says offline"
+deploy "$T/ops.key" "$(doc 9 "$(hello 9 back)")"
+expect_reported "$what" '.seq == 9'
 stop_daemon
 checks=$((checks + 1))
 wait_until 5 status_is offline || fail "$what: status is $(retained status)"
@@ -225,14 +301,14 @@ checks=$((checks + 1))
 wait_until 10 grep -q "cannot connect to the control plane" "$LOG.2" ||
 	fail "$what: no connect failure logged: $(cat "$LOG.2")"
 
-what="the broker comes back: the agent reconnects and reports seq 8"
+what="the broker comes back: the agent reconnects and reports seq 9"
 start_broker || exit 1
 conf "$T/outpost.conf" client-a
 stop_daemon
 start_daemon "$T/outpost.conf" "$LOG.3" || fail "$what: not ready: $(cat "$LOG.3")"
 checks=$((checks + 1))
 wait_until 10 status_is online || fail "$what: status is $(retained status)"
-expect_reported "$what" '.seq == 8 and .lastError == null'
+expect_reported "$what" '.seq == 9 and .lastError == null'
 
 what="the agent vanishes: the broker publishes its Last Will (offline)"
 kill -KILL "$pid"
