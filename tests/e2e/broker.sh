@@ -19,6 +19,9 @@ _broker_nsub=0
 #   server.pem, server.key    CN=127.0.0.1, SAN IP:127.0.0.1 and DNS:localhost
 #   client-a.pem, .key        CN=agent-a, signed by the CA (clientAuth)
 #   client-b.pem, .key        CN=agent-b, signed by the CA (clientAuth)
+#   control.pem, .key         CN=outpost-control (the control plane's
+#                             identity under the ACL), signed by the CA
+#                             (clientAuth)
 #   rogue-ca.pem (+ .key)     a second CA nobody trusts
 #   rogue.pem, rogue.key      CN=rogue, a client certificate signed by rogue-ca
 # EC P-256 keys, mode 0600; valid for ten years. Quiet on success; on failure
@@ -77,6 +80,7 @@ CNF
 		leaf server 127.0.0.1 server_ext ca 1001 &&
 		leaf client-a agent-a client_ext ca 1002 &&
 		leaf client-b agent-b client_ext ca 1003 &&
+		leaf control outpost-control client_ext ca 1004 &&
 		ca rogue-ca "Outpost e2e rogue CA" &&
 		leaf rogue rogue client_ext rogue-ca 2001 || exit 1
 	chmod 600 ./*.key && chmod 644 ./*.pem && rm -f pki.cnf pki.log
@@ -224,6 +228,49 @@ start_broker() {
 		esac
 	done
 	_broker_fail "start_broker (10 tries, ports always taken)"
+}
+
+# start_acl_broker [EXTRA_CONF_FILE]: start_broker with the control plane's
+# access control, as packaging/mosquitto/outpost-broker.conf sets it up: the
+# TLS listener takes each client certificate's CN as the username
+# (use_identity_as_username; client-a.pem is agent-a, client-b.pem agent-b,
+# control.pem outpost-control) and the broker applies
+# $T/broker/outpost-broker.acl, a copy of packaging/mosquitto/
+# outpost-broker.acl ($BROKER_ACL_FILE instead, when set) headed by the
+# anonymous grants of the plain port's probes (read $SYS/#, readwrite
+# $outpost-e2e/#). Anonymous clients on the plain port get nothing of the
+# ACL file, so broker_sub_count sees only $outpost-e2e/ topics there.
+# EXTRA_CONF_FILE's lines are appended. Returns as start_broker does, with
+# the same variables set; stop_broker and the others work on it as usual.
+start_acl_broker() {
+	[ -z "$broker_pid" ] || {
+		echo "start_acl_broker: a broker is already running ($broker_pid)" >&2
+		return 1
+	}
+	mkdir -p "$_broker_dir" || return 1
+	_broker_acl_src=${BROKER_ACL_FILE:-$TOP/packaging/mosquitto/outpost-broker.acl}
+	[ -r "$_broker_acl_src" ] || {
+		echo "start_acl_broker: cannot read $_broker_acl_src" >&2
+		return 1
+	}
+	# Lines before the file's first "user" line apply to anonymous clients
+	# only; every TLS client has a username (its CN).
+	{
+		echo "# The harness's anonymous probes on the plain port."
+		# shellcheck disable=SC2016 # topics, not variables
+		printf '%s\n' 'topic read $SYS/#' 'topic readwrite $outpost-e2e/#'
+		echo "# from $_broker_acl_src"
+		cat "$_broker_acl_src"
+	} >"$_broker_dir/outpost-broker.acl" || return 1
+	{
+		echo "use_identity_as_username true"
+		echo "acl_file $_broker_dir/outpost-broker.acl"
+		if [ -n "${1:-}" ]; then
+			echo "# from $1"
+			cat "$1"
+		fi
+	} >"$_broker_dir/acl.conf" || return 1
+	start_broker "$_broker_dir/acl.conf"
 }
 
 # stop_broker: SIGTERM, then waits until the broker has exited (SIGKILL
