@@ -195,8 +195,7 @@ static bool key_bytes(const cJSON *o, const char *name, unsigned char *out)
 	return true;
 }
 
-/* Reads a key file (private when seed is not NULL) into key and seed. */
-static int read_key(const char *path, struct op_env_key *key, unsigned char *seed)
+int op_ctl_read_key(const char *path, struct op_env_key *key, unsigned char *seed)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -244,7 +243,7 @@ int op_ctl_sign(int argc, char **argv)
 	}
 	struct op_env_key key;
 	unsigned char seed[OP_ENV_KEY_LEN];
-	int rc = read_key(keyfile, &key, seed);
+	int rc = op_ctl_read_key(keyfile, &key, seed);
 	if (rc != CTL_OK)
 		return rc;
 	char *text = NULL, *env = NULL, why[256];
@@ -288,7 +287,7 @@ int op_ctl_verify(int argc, char **argv)
 		return CTL_OK;
 	for (int i = 0; i < argc && !bad; i++) {
 		if (strcmp(argv[i], "--pub") == 0 && i + 1 < argc && n < KEYS_MAX) {
-			int rc = read_key(argv[++i], &keys[n], NULL);
+			int rc = op_ctl_read_key(argv[++i], &keys[n], NULL);
 			if (rc != CTL_OK)
 				return rc;
 			n++;

@@ -33,7 +33,7 @@ op_err op_ctl_read_file(const char *path, size_t max, char **out, size_t *len)
 	return rc;
 }
 
-static void print_problems(const char *file, const struct op_diag *d)
+void op_ctl_print_problems(const char *file, const struct op_diag *d)
 {
 	for (size_t i = 0; i < d->n; i++) {
 		if (d->v[i].path[0])
@@ -48,7 +48,7 @@ static void print_problems(const char *file, const struct op_diag *d)
 /* The loader's report callback: prints the problems, counts them in *ud. */
 static void report(void *ud, const char *file, const struct op_diag *d)
 {
-	print_problems(file, d);
+	op_ctl_print_problems(file, d);
 	*(int *)ud += (int)op_diag_count(d);
 }
 
@@ -200,7 +200,7 @@ static struct op_engine *load_all(const char *file, const char *dir,
 		struct op_diag d;
 		op_diag_init(&d);
 		if (op_engine_link(e, &d) != OP_OK) {
-			print_problems(file, &d);
+			op_ctl_print_problems(file, &d);
 			problems++;
 		}
 		op_diag_fini(&d);
@@ -359,7 +359,7 @@ int op_ctl_check(int argc, char **argv)
 		struct op_diag d;
 		op_diag_init(&d);
 		if (op_engine_link(e, &d) != OP_OK) {
-			print_problems(dir ? dir : "pipelines", &d);
+			op_ctl_print_problems(dir ? dir : "pipelines", &d);
 			problems += (int)op_diag_count(&d);
 		}
 		op_diag_fini(&d);

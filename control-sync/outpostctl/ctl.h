@@ -1,9 +1,11 @@
 /*
  * outpostctl's commands. Each takes the arguments after its name and returns
  * the process exit code: 0 success, 1 the pipeline failed (or, for the admin
- * commands, the agent is unreachable or the call failed), 2 invalid input
- * (a bad pipeline, a bad argument, a file that cannot be read), 3 what the
- * admin command names does not exist (execution, dead letter).
+ * commands, the agent is unreachable or the call failed; for deploy and
+ * status, the broker is unreachable, or an agent refused or did not report),
+ * 2 invalid input (a bad pipeline, a bad argument, a file that cannot be
+ * read), 3 what the command names does not exist (execution, dead letter,
+ * agent, group).
  */
 #ifndef OP_OUTPOSTCTL_CTL_H
 #define OP_OUTPOSTCTL_CTL_H
@@ -12,6 +14,9 @@
 #include <stddef.h>
 
 #include "agent/core/err.h"
+
+struct op_diag;
+struct op_env_key;
 
 #define CTL_OK       0
 #define CTL_FAILED   1
@@ -46,6 +51,20 @@ int op_ctl_agent_paths(const char *config, bool dev, char *dir, size_t dirlen, c
 int op_ctl_keygen(int argc, char **argv);
 int op_ctl_sign(int argc, char **argv);
 int op_ctl_verify(int argc, char **argv);
+/* Reads the key file path into key and, when seed is not NULL, its private
+ * seed (OP_ENV_KEY_LEN bytes, the caller's to wipe): a private key file as
+ * `outpostctl keygen` writes, or, without seed, KEY.pub. CTL_OK, or
+ * CTL_INVALID after printing why. */
+int op_ctl_read_key(const char *path, struct op_env_key *key, unsigned char *seed);
+
+/* The control plane over MQTT (cmd_deploy.c, docs/protocol.md): deploy
+ * signed desired state to agents and wait for their reports; show the
+ * fleet's status. */
+int op_ctl_deploy(int argc, char **argv);
+int op_ctl_status(int argc, char **argv);
+
+/* Prints the problems in d, one line each, prefixed with file. */
+void op_ctl_print_problems(const char *file, const struct op_diag *d);
 
 /* Reads a whole file ("-" is stdin) of at most max bytes into *out (NUL-
  * terminated, caller frees). On error prints why to stderr. */

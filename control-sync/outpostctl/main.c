@@ -23,6 +23,8 @@ static const struct {
     {"keygen", op_ctl_keygen, "make an Ed25519 key for signing desired state"},
     {"sign", op_ctl_sign, "sign a desired-state document into an envelope"},
     {"verify", op_ctl_verify, "open a signed envelope as an agent does"},
+    {"deploy", op_ctl_deploy, "sign pipelines and publish them to agents over MQTT"},
+    {"status", op_ctl_status, "show the fleet's agents, or one in detail, over MQTT"},
 };
 
 static void usage(FILE *f)
@@ -33,6 +35,10 @@ static void usage(FILE *f)
 	fputs("\n'outpostctl COMMAND --help' describes a command.\n"
 	      "The admin commands (pipelines ... replay) call a running agent's admin endpoint:\n"
 	      "--admin HOST:PORT (default $OUTPOST_ADMIN or 127.0.0.1:9090), --json for raw JSON.\n"
+	      "deploy and status talk to the fleet's MQTT broker over TLS: --broker "
+	      "mqtts://HOST:PORT,\n"
+	      "--ca, --cert, --key (default $OUTPOST_BROKER, $OUTPOST_CA, $OUTPOST_CERT,\n"
+	      "$OUTPOST_KEY).\n"
 	      "\nExit status: 0 ok; 1 the pipeline or call failed, or the agent is unreachable;\n"
 	      "2 bad usage or invalid input; 3 not found.\n",
 	      f);
