@@ -222,14 +222,18 @@ what="execution records, logs and metrics go up on out/*"
 # subscribed (a retained probe of its own arrived).
 watch() {
 	cp_pub -r -q 1 -t "probe/$1" -m "probe-$1"
-	cp_sub -c -i "$1" -q 1 -v -t "$ROOT/out/#" -t "probe/$1" >>"$T/$1.out" 2>>"$T/$1.err" &
+	cp_sub -c -i "$1" -q 1 -v -W 300 -t "$ROOT/out/#" -t "probe/$1" >>"$T/$1.out" 2>>"$T/$1.err" &
 	watch_pid=$!
 	wait_until 10 grep -q "^probe/$1 probe-$1" "$T/$1.out" || fail "$what: watcher $1 not subscribed: $(cat "$T/$1.err")"
 }
+watch_pid=""
 unwatch() {
+	[ -n "$watch_pid" ] || return 0
 	kill "$watch_pid" 2>/dev/null
 	wait "$watch_pid" 2>/dev/null
+	watch_pid=""
 }
+at_exit unwatch
 # records ID STREAM: the records of STREAM the watcher saw, one JSON per line.
 records() { grep -a "^$ROOT/out/$2 " "$T/$1.out" | cut -d' ' -f2- | jq -c '.records[]'; }
 fast='{"name":"fast","version":"1","trigger":{"type":"http","config":{"method":"POST","path":"/fast","mode":"async"}},"steps":[{"type":"set","config":{"template":{"n":"{{ message.n }}"}}}]}'
