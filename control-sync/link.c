@@ -66,7 +66,8 @@ void op_link__wait_until(struct op_link *l, int64_t until)
 static bool agent_id_ok(const char *s)
 {
 	size_t n = strlen(s);
-	if (n == 0 || n > AGENT_ID_MAX)
+	/* _ctl is outpostctl's probe topic (docs/protocol.md). */
+	if (n == 0 || n > AGENT_ID_MAX || strcmp(s, "_ctl") == 0)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = s[i];
@@ -720,7 +721,7 @@ op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h
 	if (!agent_id_ok(cfg->agent.id))
 		return op_errf(why, whylen, OP_ECONFIG,
 		               "[agent] id \"%.80s\" cannot name the agent to the control plane: "
-		               "expected 1 to %d letters, digits, '.', '_' or '-'",
+		               "expected 1 to %d letters, digits, '.', '_' or '-', not _ctl",
 		               cfg->agent.id, AGENT_ID_MAX);
 	struct op_link *l = op_calloc(1, sizeof(*l));
 	if (l == NULL)

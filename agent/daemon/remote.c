@@ -221,6 +221,20 @@ op_err op_remote_command(struct op_runtime *rt, const char *id, const char *op, 
 		snprintf(path, sizeof(path), "/api/dead/%s%s", which, replay ? "/replay" : "");
 		return admin(rt, replay ? "POST" : "GET", path, NULL, result, code, msg, msglen);
 	}
+	if (strcmp(op, "history") == 0) {
+		cJSON *h = op_runtime_history(rt);
+		*result = cJSON_CreateObject();
+		if (h == NULL || *result == NULL ||
+		    !cJSON_AddItemToObject(*result, "documents", h)) {
+			cJSON_Delete(h);
+			cJSON_Delete(*result);
+			*result = NULL;
+			*code = "STORE_ERROR";
+			snprintf(msg, msglen, "the history of applied documents cannot be read");
+			return OP_EIO;
+		}
+		return OP_OK;
+	}
 	if (strcmp(op, "log-level") == 0) {
 		const char *name =
 		    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "level"));
@@ -241,7 +255,7 @@ op_err op_remote_command(struct op_runtime *rt, const char *id, const char *op, 
 	}
 	snprintf(msg, msglen,
 	         "op \"%.64s\": expected invoke, pipelines, executions, execution, dead, "
-	         "dead-letter, replay or log-level",
+	         "dead-letter, replay, history or log-level",
 	         op);
 	return OP_EUNSUPPORTED;
 }

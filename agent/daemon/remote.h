@@ -10,6 +10,7 @@
  *   dead         {"limit", "pipeline"}: dead letters
  *   dead-letter  {"eventId"}: one dead letter with its payload
  *   replay       {"eventId"}: a dead letter back into its queue
+ *   history      the last documents applied (for rollbacks), newest first
  *   log-level    {"level"}: the agent's log level from now on
  *
  * The queries answer what the local admin API answers (agent/daemon/admin.h),

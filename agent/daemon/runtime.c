@@ -340,6 +340,75 @@ op_err op_runtime_reload(struct op_runtime *rt, op_runtime_check_fn check, void 
 	return OP_OK;
 }
 
+/* ---- the history of applied documents ---- */
+
+
+#define HISTORY_PREFIX "control.history."
+
+/* The history's keys, oldest first (the store lists keys in order and
+ * their seq is zero-padded). */
+static op_err history_keys(struct op_runtime *rt, char ***out, size_t *n)
+{
+	char **keys = NULL;
+	size_t nk = 0, k = 0;
+	op_err rc = op_store_list(rt->store, OP_STORE_STATE, &keys, &nk);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < nk; i++) {
+		if (strncmp(keys[i], HISTORY_PREFIX, strlen(HISTORY_PREFIX)) == 0)
+			keys[k++] = keys[i];
+		else
+			op_free(keys[i]);
+	}
+	*out = keys;
+	*n = k;
+	return OP_OK;
+}
+
+/* Keeps doc's text as the newest of the last OP_RUNTIME_HISTORY documents
+ * applied; a failure costs history, never the deploy. */
+static void history_add(struct op_runtime *rt, const cJSON *doc, const char *text, size_t len)
+{
+	const cJSON *seq = cJSON_GetObjectItemCaseSensitive(doc, "seq");
+	char key[64];
+	snprintf(key, sizeof(key), HISTORY_PREFIX "%020.0f",
+	         cJSON_IsNumber(seq) && seq->valuedouble > 0 ? seq->valuedouble : 0);
+	if (op_store_put(rt->store, OP_STORE_STATE, key, text, len) != OP_OK) {
+		OP_LOGW("the applied document is not kept in the history");
+		return;
+	}
+	char **keys = NULL;
+	size_t n = 0;
+	if (history_keys(rt, &keys, &n) != OP_OK)
+		return;
+	for (size_t i = 0; i + OP_RUNTIME_HISTORY < n; i++) {
+		op_err ignored = op_store_del(rt->store, OP_STORE_STATE, keys[i]);
+		(void)ignored;
+	}
+	op_store_keys_free(keys, n);
+}
+
+cJSON *op_runtime_history(struct op_runtime *rt)
+{
+	char **keys = NULL;
+	size_t n = 0;
+	if (history_keys(rt, &keys, &n) != OP_OK)
+		return NULL;
+	cJSON *a = cJSON_CreateArray();
+	for (size_t i = n; a && i-- > 0;) {
+		char *text = NULL;
+		size_t len = 0;
+		if (op_store_get(rt->store, OP_STORE_STATE, keys[i], &text, &len) != OP_OK)
+			continue;
+		cJSON *d = cJSON_ParseWithLength(text, len);
+		op_free(text);
+		if (d && !cJSON_AddItemToArray(a, d))
+			cJSON_Delete(d);
+	}
+	op_store_keys_free(keys, n);
+	return a;
+}
+
 op_err op_runtime_deploy(struct op_runtime *rt, const char *text, size_t len, const cJSON *doc,
                          op_runtime_check_fn check, void *ud, struct op_diag *d)
 {
@@ -365,6 +434,7 @@ op_err op_runtime_deploy(struct op_runtime *rt, const char *text, size_t len, co
 		op_diag_add_at(d, "", "the store cannot keep the document: %s", op_err_name(rc));
 		return rc;
 	}
+	history_add(rt, doc, text, len);
 	op_jq_cache_save(rt->store, &rt->jq_saved);
 	set_swap(rt, s, true, copy);
 	rt->deploy_error[0] = '\0';

@@ -86,6 +86,13 @@ op_err op_runtime_reload(struct op_runtime *rt, op_runtime_check_fn check, void 
 op_err op_runtime_deploy(struct op_runtime *rt, const char *text, size_t len, const cJSON *doc,
                          op_runtime_check_fn check, void *ud, struct op_diag *d) OP_WUR;
 
+/* Applied documents kept for rollbacks. */
+#define OP_RUNTIME_HISTORY 10
+
+/* The last OP_RUNTIME_HISTORY documents applied (the running one first) as
+ * a new array (NULL when the store cannot be read or out of memory). */
+cJSON *op_runtime_history(struct op_runtime *rt);
+
 /*
  * A copy of the deployed document (caller deletes), or NULL when none; err
  * (errlen bytes) gets why the stored document was dropped at open, or "".

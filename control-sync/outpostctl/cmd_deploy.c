@@ -1273,7 +1273,10 @@ static int show_fleet(const struct fleet *f)
 			const cJSON *p, *list = cJSON_IsArray(pipes) ? pipes : NULL;
 			cJSON_ArrayForEach (p, list) {
 				const char *ps = str_of(p, "status");
-				errors += ps == NULL || strcmp(ps, "running") != 0;
+				/* A pipeline draining its queue after a deploy dropped
+				 * it is not an error. */
+				errors += ps == NULL ||
+				          (strcmp(ps, "running") != 0 && strcmp(ps, "draining") != 0);
 			}
 			const cJSON *le = member(rep, "lastError");
 			errors += le != NULL && !cJSON_IsNull(le);
@@ -1324,8 +1327,7 @@ static int show_agent(const cJSON *a)
 	else if (seq == 0)
 		emit(stdout, "applied:    nothing yet (seq 0)\n");
 	else
-		emit(stdout, "applied:    seq %llu at %s\n", (unsigned long long)seq,
-		     dash(rep, "appliedAt"));
+		emit(stdout, "applied:    seq %llu\n", (unsigned long long)seq);
 	const cJSON *pipes = member(rep, "pipelines");
 	int ret = CTL_OK;
 	if (cJSON_IsArray(pipes) && cJSON_GetArraySize(pipes) > 0) {
