@@ -57,7 +57,7 @@ OUTPOSTD := $(B)/outpostd
 TESTS := $(TEST_SRC:%.c=$(B)/%)
 BENCHES := $(BENCH_SRC:%.c=$(B)/%)
 # Load generators the bench scripts drive (not benchmarks on their own).
-BENCH_TOOLS := $(B)/tests/bench/mqtt_load
+BENCH_TOOLS := $(B)/tests/bench/mqtt_load $(B)/tests/bench/outbox_fill
 CONFORMANCE := $(if $(CONF_SRC),$(B)/tests/conformance/schema-suite)
 
 all: $(OUTPOSTCTL) $(OUTPOSTD)
@@ -131,6 +131,7 @@ bench-run: $(BENCHES) $(BENCH_TOOLS) $(OUTPOSTD) $(OUTPOSTCTL)
 	@for b in $(BENCHES); do $$b || exit 1; done
 	@for s in $(sort $(wildcard tests/bench/*.sh)); do \
 		OUTPOSTD=$(OUTPOSTD) OUTPOSTCTL=$(OUTPOSTCTL) MQTT_LOAD=$(B)/tests/bench/mqtt_load \
+		OUTBOX_FILL=$(B)/tests/bench/outbox_fill \
 		bash $$s || exit 1; \
 	done
 
