@@ -28,7 +28,9 @@ at_exit stop_daemon
 # was published for it.
 mkdir -p "$T/broker"
 printf 'persistence true\npersistence_location %s/broker/\n' "$T" >"$T/persist.conf"
-start_broker "$T/persist.conf" || exit 1
+# The broker as packaging/mosquitto sets it up: each client certificate's CN
+# is its user, and the ACL lets an agent touch its own topics only.
+start_acl_broker "$T/persist.conf" || exit 1
 P=$T/pki
 ROOT=outpost/v1/agent-a
 
@@ -71,14 +73,14 @@ CONF
 conf "$T/outpost.conf" client-a
 LOG=$T/outpostd.log
 
-# cp_sub ARGS...: mosquitto_sub as the control plane (client-b, MQTT 5).
+# cp_sub ARGS...: mosquitto_sub as the control plane (outpost-control, MQTT 5).
 cp_sub() {
 	mosquitto_sub -h 127.0.0.1 -p "$broker_tls_port" --cafile "$P/ca.pem" \
-		--cert "$P/client-b.pem" --key "$P/client-b.key" -V mqttv5 "$@"
+		--cert "$P/control.pem" --key "$P/control.key" -V mqttv5 "$@"
 }
 cp_pub() {
 	mosquitto_pub -h 127.0.0.1 -p "$broker_tls_port" --cafile "$P/ca.pem" \
-		--cert "$P/client-b.pem" --key "$P/client-b.key" -V mqttv5 "$@"
+		--cert "$P/control.pem" --key "$P/control.key" -V mqttv5 "$@"
 }
 # retained LEAF: the agent's retained message on LEAF ("" if none in 2 s).
 retained() { cp_sub -C 1 -W 2 -t "$ROOT/$1" 2>/dev/null; }
@@ -221,10 +223,10 @@ what="execution records, logs and metrics go up on out/*"
 # its lines ("topic payload") appended to $T/ID.out; returns once it is
 # subscribed (a retained probe of its own arrived).
 watch() {
-	cp_pub -r -q 1 -t "probe/$1" -m "probe-$1"
-	cp_sub -c -i "$1" -q 1 -v -W 300 -t "$ROOT/out/#" -t "probe/$1" >>"$T/$1.out" 2>>"$T/$1.err" &
+	cp_pub -r -q 1 -t "outpost/v1/_probe/$1" -m "probe-$1"
+	cp_sub -c -i "$1" -q 1 -v -W 300 -t "$ROOT/out/#" -t "outpost/v1/_probe/$1" >>"$T/$1.out" 2>>"$T/$1.err" &
 	watch_pid=$!
-	wait_until 10 grep -q "^probe/$1 probe-$1" "$T/$1.out" || fail "$what: watcher $1 not subscribed: $(cat "$T/$1.err")"
+	wait_until 10 grep -q "^outpost/v1/_probe/$1 probe-$1" "$T/$1.out" || fail "$what: watcher $1 not subscribed: $(cat "$T/$1.err")"
 }
 watch_pid=""
 unwatch() {
@@ -306,7 +308,7 @@ wait_until 10 grep -q "cannot connect to the control plane" "$LOG.2" ||
 	fail "$what: no connect failure logged: $(cat "$LOG.2")"
 
 what="the broker comes back: the agent reconnects and reports seq 9"
-start_broker || exit 1
+start_acl_broker "$T/persist.conf" || exit 1
 conf "$T/outpost.conf" client-a
 stop_daemon
 start_daemon "$T/outpost.conf" "$LOG.3" || fail "$what: not ready: $(cat "$LOG.3")"
@@ -320,6 +322,21 @@ wait "$pid" 2>/dev/null
 pid=""
 checks=$((checks + 1))
 wait_until 10 status_is offline || fail "$what: status is $(retained status)"
+
+what="an agent with another agent's certificate reads and writes none of its topics"
+conf "$T/other.conf" client-a
+sed -i "s|^id = agent-a|id = agent-b|; s|^data_dir = .*|data_dir = $T/data-b|" "$T/other.conf"
+cp_pub -r -q 1 -t outpost/v1/agent-b/desired -f "$T/env.json"
+start_daemon "$T/other.conf" "$LOG.b" || fail "$what: not ready: $(cat "$LOG.b")"
+checks=$((checks + 1))
+wait_until 10 grep -q "connected to the control plane" "$LOG.b" || fail "$what: $(cat "$LOG.b")"
+# Its status and reported are refused; the desired of agent-b never reaches it.
+checks=$((checks + 1))
+[ -z "$(cp_sub -C 1 -W 2 -t outpost/v1/agent-b/status 2>/dev/null)" ] ||
+	fail "$what: agent-b's status was published with agent-a's certificate"
+checks=$((checks + 1))
+grep -q "desired document" "$LOG.b" && fail "$what: it handled a desired document: $(grep desired "$LOG.b")"
+stop_daemon
 
 what="an agent whose certificate the broker does not trust cannot connect"
 conf "$T/rogue.conf" rogue
