@@ -22,6 +22,7 @@
 #include <wolfssl/wolfcrypt/hash.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/file.h"
 #include "agent/core/json.h"
 #include "agent/core/uuid.h"
 
@@ -315,13 +316,11 @@ const char *op_vault_key_id(const struct op_vault *v)
 	return v->kid_hex;
 }
 
-/* Writes data to path through a temporary file and a rename. */
-static op_err write_atomic(const struct op_vault *v, const char *name, const uint8_t *data,
-                           size_t len, char *err, size_t errlen)
+/* Writes data to path through the temporary file tmp and a rename. */
+static op_err write_file(const struct op_vault *v, const char *path, const char *tmp,
+                         const uint8_t *data, size_t len, char *err, size_t errlen)
 {
-	char path[PATH_MAX], tmp[PATH_MAX], eb[128];
-	if (path_of(v, name, false, path, sizeof(path)) || path_of(v, name, true, tmp, sizeof(tmp)))
-		return op_errf(err, errlen, OP_ELIMIT, "%s: the path is too long", v->dir);
+	char eb[128];
 	(void)unlink(tmp); /* left by a writer that died */
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -350,6 +349,64 @@ static op_err write_atomic(const struct op_vault *v, const char *name, const uin
 		close(dfd);
 	}
 	return OP_OK;
+}
+
+/* Writes account name's file through a temporary file and a rename. */
+static op_err write_atomic(const struct op_vault *v, const char *name, const uint8_t *data,
+                           size_t len, char *err, size_t errlen)
+{
+	char path[PATH_MAX], tmp[PATH_MAX];
+	if (path_of(v, name, false, path, sizeof(path)) || path_of(v, name, true, tmp, sizeof(tmp)))
+		return op_errf(err, errlen, OP_ELIMIT, "%s: the path is too long", v->dir);
+	return write_file(v, path, tmp, data, len, err, errlen);
+}
+
+op_err op_vault_secret(struct op_vault *v, const char *id,
+                       op_err (*make)(void *ud, uint8_t out[OP_VAULT_SECRET_LEN]), void *ud,
+                       uint8_t out[OP_VAULT_SECRET_LEN], char *err, size_t errlen)
+{
+	char path[PATH_MAX], tmp[PATH_MAX], aad[OP_ACCOUNT_NAME_MAX], eb[128];
+	if (!op_account_name_ok(id))
+		return op_errf(err, errlen, OP_EINVAL, "'%s' is not a secret's name", id);
+	/* Not an account: another file suffix, and a name no account has. */
+	snprintf(path, sizeof(path), "%s/%s.secret", v->dir, id);
+	snprintf(tmp, sizeof(tmp), "%s/.%s.secret.tmp", v->dir, id);
+	snprintf(aad, sizeof(aad), "secret:%.40s", id);
+	uint8_t *sealed = NULL;
+	size_t slen = 0;
+	op_err e = op_file_read(path, OP_VAULT_FILE_MAX, (char **)&sealed, &slen, eb, sizeof(eb));
+	if (e == OP_OK) {
+		char *plain = NULL;
+		size_t plen = 0;
+		e = op_vault_unseal(v->key, aad, sealed, slen, &plain, &plen);
+		op_free(sealed);
+		if (e == OP_OK && plen != OP_VAULT_SECRET_LEN)
+			e = OP_ECORRUPT;
+		if (e == OP_OK)
+			memcpy(out, plain, OP_VAULT_SECRET_LEN);
+		if (plain)
+			explicit_bzero(plain, plen);
+		op_free(plain);
+		if (e == OP_EAUTH)
+			return op_errf(err, errlen, e, "%s: sealed with another key than %s", path,
+			               v->kid_hex);
+		if (e)
+			return op_errf(err, errlen, e, "%s: damaged (%s)", path, op_err_str(e));
+		return OP_OK;
+	}
+	if (e != OP_ENOTFOUND)
+		return op_errf(err, errlen, e, "%s: cannot read: %s", path, eb);
+	e = make(ud, out);
+	if (e == OP_OK)
+		e = op_vault_seal(v->key, aad, out, OP_VAULT_SECRET_LEN, &sealed, &slen);
+	if (e)
+		return op_errf(err, errlen, e, "%s: cannot make the secret: %s", path,
+		               op_err_str(e));
+	e = write_file(v, path, tmp, sealed, slen, err, errlen);
+	op_free(sealed);
+	if (e)
+		explicit_bzero(out, OP_VAULT_SECRET_LEN);
+	return e;
 }
 
 op_err op_vault_put(struct op_vault *v, struct op_account *a, char *err, size_t errlen)

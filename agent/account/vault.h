@@ -54,6 +54,20 @@ op_err op_vault_get(struct op_vault *v, const char *name, struct op_account **ou
                     size_t errlen) OP_WUR;
 /* OP_ENOTFOUND if there is no such account. */
 op_err op_vault_delete(struct op_vault *v, const char *name, char *err, size_t errlen) OP_WUR;
+#define OP_VAULT_SECRET_LEN 32
+
+/*
+ * A secret of the agent's own (the control link's X25519 key), in
+ * <dir>/<id>.secret sealed under the vault's key like an account (but never
+ * listed or opened as one): read into out, or, when there is none yet, made
+ * by make(ud, out) and written first. id is a name as accounts have.
+ * OP_EAUTH (sealed with another key), OP_ECORRUPT, OP_EIO, a class of
+ * make; err names the file.
+ */
+op_err op_vault_secret(struct op_vault *v, const char *id,
+                       op_err (*make)(void *ud, uint8_t out[OP_VAULT_SECRET_LEN]), void *ud,
+                       uint8_t out[OP_VAULT_SECRET_LEN], char *err, size_t errlen) OP_WUR;
+
 /* The account names, sorted; free with op_vault_names_free. */
 op_err op_vault_list(struct op_vault *v, char ***names, size_t *n) OP_WUR;
 void op_vault_names_free(char **names, size_t n);

@@ -250,6 +250,50 @@ START_TEST(vault_put_get_list_delete)
 }
 END_TEST
 
+static int made;
+
+static op_err make_secret(void *ud, uint8_t out[OP_VAULT_SECRET_LEN])
+{
+	made++;
+	memset(out, *(const char *)ud, OP_VAULT_SECRET_LEN);
+	return OP_OK;
+}
+
+/* A secret of the agent's own: made once, then read back; not an account;
+ * another key does not open it. */
+START_TEST(vault_secret_is_made_once_and_kept)
+{
+	struct op_vault *v = NULL;
+	uint8_t got[OP_VAULT_SECRET_LEN], want[OP_VAULT_SECRET_LEN];
+	memset(want, 'k', sizeof(want));
+	made = 0;
+	ck_assert_int_eq(op_vault_open(vdir, keyf, true, &v, err, sizeof(err)), OP_OK);
+	ck_assert_int_eq(
+	    op_vault_secret(v, "control-seal", make_secret, "k", got, err, sizeof(err)), OP_OK);
+	ck_assert_mem_eq(got, want, sizeof(want));
+	memset(got, 0, sizeof(got));
+	ck_assert_int_eq(
+	    op_vault_secret(v, "control-seal", make_secret, "x", got, err, sizeof(err)), OP_OK);
+	ck_assert_mem_eq(got, want, sizeof(want));
+	ck_assert_int_eq(made, 1);
+	char **names = NULL;
+	size_t n = 9;
+	ck_assert_int_eq(op_vault_list(v, &names, &n), OP_OK);
+	ck_assert_uint_eq(n, 0);
+	op_vault_names_free(names, n);
+	ck_assert_int_eq(op_vault_secret(v, "../x", make_secret, "k", got, err, sizeof(err)),
+	                 OP_EINVAL);
+	op_vault_close(v);
+	char key2[PATH_MAX];
+	snprintf(key2, sizeof(key2), "%s/other.key", dir);
+	ck_assert_int_eq(op_vault_open(vdir, key2, true, &v, err, sizeof(err)), OP_OK);
+	ck_assert_int_eq(
+	    op_vault_secret(v, "control-seal", make_secret, "k", got, err, sizeof(err)), OP_EAUTH);
+	ck_assert_int_eq(made, 1);
+	op_vault_close(v);
+}
+END_TEST
+
 START_TEST(vault_refuses_other_keys_and_damaged_files)
 {
 	struct op_vault *v = NULL;
@@ -394,6 +438,7 @@ static Suite *account_suite(void)
 	tcase_add_test(tc, sealing_detects_wrong_key_damage_and_renames);
 	tcase_add_test(tc, vault_put_get_list_delete);
 	tcase_add_test(tc, vault_refuses_other_keys_and_damaged_files);
+	tcase_add_test(tc, vault_secret_is_made_once_and_kept);
 	tcase_add_test(tc, lookup_opens_late_and_follows_a_new_key);
 	suite_add_tcase(s, tc);
 	return s;
