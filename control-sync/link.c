@@ -255,6 +255,7 @@ static void publish_status(struct op_link *l)
 	    cJSON_AddStringToObject(o, "agent", l->cfg->agent.id) &&
 	    cJSON_AddStringToObject(o, "group", l->cfg->control.group) &&
 	    cJSON_AddStringToObject(o, "version", l->version) &&
+	    cJSON_AddStringToObject(o, "sealKey", l->seal_key) &&
 	    cJSON_AddStringToObject(o, "since", l->since) && cJSON_AddStringToObject(o, "at", at)) {
 		char *text = op_json_print(o, OP_JSON_COMPACT);
 		if (text)
@@ -276,6 +277,7 @@ static void publish_reported(struct op_link *l)
 	bool ok = o && pl && err && cJSON_AddStringToObject(o, "agent", l->cfg->agent.id) &&
 	          cJSON_AddStringToObject(o, "group", l->cfg->control.group) &&
 	          cJSON_AddStringToObject(o, "version", l->version) &&
+	          cJSON_AddStringToObject(o, "sealKey", l->seal_key) &&
 	          cJSON_AddNumberToObject(o, "seq", (double)seq) &&
 	          cJSON_AddItemToObject(o, "pipelines", pl);
 	if (ok)
@@ -697,6 +699,7 @@ static void link_free(struct op_link *l)
 	op_free(l->client_id);
 	op_free(l->offline);
 	op_free(l->version);
+	op_free(l->seal_key);
 	cJSON_Delete(l->last_error);
 	pthread_cond_destroy(&l->cv);
 	pthread_mutex_destroy(&l->mu);
@@ -755,12 +758,14 @@ op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h
 		if (l->client_id && !*cid)
 			snprintf(l->client_id, n, "outpost-%s", cfg->agent.id);
 		l->version = op_strdup(o->version ? o->version : "");
+		l->seal_key = op_strdup(o->seal_key ? o->seal_key : "");
 		cJSON *off = cJSON_CreateObject();
 		if (off && cJSON_AddStringToObject(off, "state", "offline") &&
 		    cJSON_AddStringToObject(off, "agent", cfg->agent.id))
 			l->offline = op_json_print(off, OP_JSON_COMPACT);
 		cJSON_Delete(off);
-		if (l->client_id == NULL || l->version == NULL || l->offline == NULL)
+		if (l->client_id == NULL || l->version == NULL || l->seal_key == NULL ||
+		    l->offline == NULL)
 			rc = op_errf(why, whylen, OP_ENOMEM, "out of memory");
 	}
 	if (rc == OP_OK && o->startup_error && *o->startup_error) {

@@ -75,6 +75,7 @@ struct op_link_opts {
 	uint64_t applied_seq;        /* seq of the document the agent runs, 0: none */
 	const char *startup_error;   /* why the stored document was dropped, or NULL/"" */
 	const char *version;         /* the agent's version, for status and reported */
+	const char *seal_key;        /* base64 X25519 key accounts are sealed to, or NULL */
 };
 
 /*

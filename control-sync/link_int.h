@@ -80,6 +80,7 @@ struct op_link {
 	const struct op_config *cfg;
 	struct op_link_hooks h;
 	char *version;
+	char *seal_key; /* base64, "" when none */
 	struct op_env_key keys[KEYS_MAX];
 	size_t nkeys;
 	char t_desired[TOPIC_MAX], t_reported[TOPIC_MAX], t_status[TOPIC_MAX];

@@ -16,9 +16,11 @@
 #include <strings.h>
 
 #include "agent/account/lookup.h"
+#include "agent/account/vault.h"
 #include "agent/auth/auth.h"
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
+#include "agent/core/json.h"
 #include "agent/core/log.h"
 #include "agent/core/version.h"
 #include "agent/daemon/admin.h"
@@ -37,6 +39,7 @@
 #include "agent/trigger/trigger.h"
 #include "connectors/db/pool.h"
 #include "control-sync/link.h"
+#include "control-sync/seal.h"
 
 struct route_target {
 	const char *pipeline; /* borrowed from the set the routes hold */
@@ -71,7 +74,10 @@ struct op_daemon {
 	/* Reloads (SIGHUP, main thread) and deploys (the link's thread) change
 	 * the pipeline set one at a time. */
 	pthread_mutex_t set_mu;
-	struct op_link *link; /* the control plane; NULL without [control] url */
+	struct op_link *link;   /* the control plane; NULL without [control] url */
+	struct op_vault *vault; /* where accounts from the control plane go */
+	uint8_t seal_priv[OP_SEAL_KEY_LEN], seal_pub[OP_SEAL_KEY_LEN]; /* accounts are sealed to */
+	char seal_error[600]; /* why there is no seal key ("" when there is) */
 
 	struct op_metrics *m;
 	struct op_metric *executions, *durations, *http_requests, *queue_depth, *dead, *inflight,
@@ -654,26 +660,128 @@ static op_err triggers_follow(struct op_daemon *dm, struct routes *built)
 	return rc;
 }
 
-/* The link's apply hook (on its thread): the document's pipelines become
- * the deployed set, beside the folder's, or nothing changes. */
+/* The accounts of a document, opened and checked before anything changes. */
+struct sealed_accounts {
+	struct op_account **v;
+	size_t n;
+};
+
+static void sealed_accounts_free(struct sealed_accounts *sa)
+{
+	for (size_t i = 0; i < sa->n; i++)
+		op_account_free(sa->v[i]);
+	op_free(sa->v);
+	sa->v = NULL;
+	sa->n = 0;
+}
+
+/* Opens doc's "accounts" (name -> box sealed to this agent) into sa. On
+ * failure msg names the account and what is wrong, never a secret. */
+static op_err accounts_open_sealed(struct op_daemon *dm, const cJSON *doc,
+                                   struct sealed_accounts *sa, char *msg, size_t msglen)
+{
+	const cJSON *acc = cJSON_GetObjectItemCaseSensitive(doc, "accounts");
+	if (acc == NULL)
+		return OP_OK;
+	if (dm->vault == NULL)
+		return op_errf(msg, msglen, OP_EUNSUPPORTED, "%s", dm->seal_error);
+	if (!cJSON_IsObject(acc))
+		return op_errf(msg, msglen, OP_EPARSE,
+		               "accounts: expected an object of sealed "
+		               "accounts by name");
+	size_t n = (size_t)cJSON_GetArraySize(acc);
+	sa->v = op_calloc(n ? n : 1, sizeof(*sa->v));
+	if (sa->v == NULL)
+		return op_errf(msg, msglen, OP_ENOMEM, "out of memory");
+	const cJSON *box;
+	cJSON_ArrayForEach (box, acc) {
+		const char *name = box->string;
+		if (!op_account_name_ok(name))
+			return op_errf(msg, msglen, OP_EPARSE,
+			               "accounts: \"%.64s\" is not an account name", name);
+		char aad[2 * OP_ACCOUNT_NAME_MAX + 2], why[256];
+		snprintf(aad, sizeof(aad), "%s/%s", dm->cfg->agent.id, name);
+		char *plain = NULL;
+		size_t len = 0;
+		op_err rc = op_unseal(dm->seal_priv, dm->seal_pub, aad, box, &plain, &len, why,
+		                      sizeof(why));
+		if (rc)
+			return op_errf(msg, msglen, rc, "accounts.%s: %s", name, why);
+		cJSON *j = cJSON_ParseWithLength(plain, len);
+		explicit_bzero(plain, len);
+		op_free(plain);
+		struct op_diag d;
+		op_diag_init(&d);
+		struct op_account *a = NULL;
+		rc = j ? op_account_parse(name, j, &a, &d) : OP_EPARSE;
+		op_account_json_free(j);
+		if (rc) {
+			op_errf(msg, msglen, rc == OP_ENOMEM ? rc : OP_EPARSE,
+			        "accounts.%s: %s%s%s", name,
+			        d.n ? d.v[0].path : "not a JSON account",
+			        d.n && d.v[0].path[0] ? ": " : "", d.n ? d.v[0].msg : "");
+			op_diag_fini(&d);
+			return rc == OP_ENOMEM ? rc : OP_EPARSE;
+		}
+		op_diag_fini(&d);
+		sa->v[sa->n++] = a;
+	}
+	return OP_OK;
+}
+
+struct apply_ctx {
+	struct reload_ctx rc;
+	struct sealed_accounts *sa;
+	bool accounts_failed;
+};
+
+/* The set checks as a reload's, then the document's accounts go into the
+ * vault: just before the swap, once nothing else can refuse it. */
+static op_err check_deploy(void *ud, const struct op_engine *e, struct op_diag *d)
+{
+	struct apply_ctx *c = ud;
+	op_err rc = check_set(&c->rc, e, d);
+	for (size_t i = 0; rc == OP_OK && i < c->sa->n; i++) {
+		char err[256];
+		rc = op_vault_put(c->rc.dm->vault, c->sa->v[i], err, sizeof(err));
+		if (rc) {
+			op_diag_add_at(d, "accounts", "%s: cannot store it: %s", c->sa->v[i]->name,
+			               err);
+			c->accounts_failed = true;
+		}
+	}
+	return rc;
+}
+
+/* The link's apply hook (on its thread): the document's accounts go into the
+ * vault and its pipelines become the deployed set, beside the folder's, or
+ * nothing changes (but accounts stored before a store failure). */
 static op_err link_apply(void *ud, const char *text, size_t len, const cJSON *doc,
                          const char **code, char *msg, size_t msglen)
 {
 	struct op_daemon *dm = ud;
+	struct sealed_accounts sa = {NULL, 0};
+	op_err rc = accounts_open_sealed(dm, doc, &sa, msg, msglen);
+	if (rc) {
+		sealed_accounts_free(&sa);
+		*code = "ACCOUNTS";
+		return rc;
+	}
 	struct op_diag d;
 	op_diag_init(&d);
 	char ignored[8];
 	pthread_mutex_lock(&dm->set_mu);
 	cJSON *previous = op_runtime_deployed(dm->rt, ignored, sizeof(ignored));
-	struct reload_ctx c = {dm, NULL};
-	op_err rc = op_runtime_deploy(dm->rt, text, len, doc, check_set, &c, &d);
+	struct apply_ctx c = {{dm, NULL}, &sa, false};
+	rc = op_runtime_deploy(dm->rt, text, len, doc, check_deploy, &c, &d);
+	sealed_accounts_free(&sa);
 	if (rc) {
-		routes_free(dm->rt, c.built);
-		*code = rc == OP_ECONFIG ? "PIPELINES" : "STORE";
+		routes_free(dm->rt, c.rc.built);
+		*code = c.accounts_failed ? "ACCOUNTS" : rc == OP_ECONFIG ? "PIPELINES" : "STORE";
 		problems_text(&d, msg, msglen);
 		goto out;
 	}
-	rc = triggers_follow(dm, c.built);
+	rc = triggers_follow(dm, c.rc.built);
 	if (rc == OP_OK)
 		goto out;
 	/* The new set's triggers did not start: back to the previous set. */
@@ -771,9 +879,47 @@ static void on_drained(void *ud, const char *pipeline)
 	pthread_mutex_unlock(&dm->mu);
 }
 
+static op_err make_seal_key(void *ud, uint8_t out[OP_VAULT_SECRET_LEN])
+{
+	uint8_t pub[OP_SEAL_KEY_LEN];
+	char why[128];
+	(void)ud;
+	return op_seal_keygen(out, pub, why, sizeof(why));
+}
+
+/* The vault the control plane's accounts go to, and the key they are
+ * sealed to (made once, kept sealed in the vault). */
+static op_err seal_open(struct op_daemon *dm)
+{
+	char dir[PATH_MAX], key[PATH_MAX], err[512];
+	op_config_accounts_paths(dm->cfg, dir, sizeof(dir), key, sizeof(key));
+	op_err rc = op_vault_open(dir, key, true, &dm->vault, err, sizeof(err));
+	if (rc == OP_OK)
+		rc = op_vault_secret(dm->vault, "control-seal", make_seal_key, NULL, dm->seal_priv,
+		                     err, sizeof(err));
+	if (rc == OP_OK && op_seal_public(dm->seal_priv, dm->seal_pub) != OP_OK) {
+		snprintf(err, sizeof(err), "%.400s/control-seal.secret: not an X25519 key", dir);
+		rc = OP_ECORRUPT;
+	}
+	if (rc) {
+		/* The link runs without it; documents with accounts are refused. */
+		snprintf(dm->seal_error, sizeof(dm->seal_error),
+		         "this agent has no key to open sealed accounts: %s", err);
+		OP_LOGW("%s", dm->seal_error);
+		op_vault_close(dm->vault);
+		dm->vault = NULL;
+	}
+	return rc;
+}
+
 static op_err link_start(struct op_daemon *dm, struct op_diag *d)
 {
 	char err[512] = "", why[512] = "";
+	bool sealing = seal_open(dm) == OP_OK;
+	cJSON *sk = sealing ? op_json_base64((const char *)dm->seal_pub, sizeof(dm->seal_pub))
+	                    : cJSON_CreateString("");
+	if (sk == NULL)
+		return OP_ENOMEM;
 	cJSON *doc = op_runtime_deployed(dm->rt, err, sizeof(err));
 	const cJSON *seq = cJSON_GetObjectItemCaseSensitive(doc, "seq");
 	struct op_link_opts o = {
@@ -783,6 +929,7 @@ static op_err link_start(struct op_daemon *dm, struct op_diag *d)
 	        cJSON_IsNumber(seq) && seq->valuedouble > 0 ? (uint64_t)seq->valuedouble : 0,
 	    .startup_error = err,
 	    .version = OUTPOST_VERSION,
+	    .seal_key = cJSON_GetStringValue(sk),
 	};
 	cJSON_Delete(doc);
 	struct op_link_hooks h = {.apply = link_apply,
@@ -791,6 +938,7 @@ static op_err link_start(struct op_daemon *dm, struct op_diag *d)
 	                          .metrics = link_metrics,
 	                          .ud = dm};
 	op_err rc = op_link_start(&o, &h, &dm->link, why, sizeof(why));
+	cJSON_Delete(sk);
 	if (rc)
 		op_diag_add_at(d, "[control]", "%s", why);
 	return rc;
@@ -919,6 +1067,8 @@ void op_daemon_stop(struct op_daemon *dm)
 	dm->link = NULL;
 	pthread_mutex_unlock(&dm->mu);
 	op_link_stop(link);
+	op_vault_close(dm->vault);
+	explicit_bzero(dm->seal_priv, sizeof(dm->seal_priv));
 	/* First: scrapes read the scheduler and the MQTT triggers. */
 	if (dm->admin && op_http_server_stop(dm->admin) != OP_OK)
 		OP_LOGW("admin requests still running when the admin endpoint stopped");

@@ -75,6 +75,8 @@ map_initial = 4MB
 listen =
 [admin]
 listen =
+[accounts]
+key_file = $2/accounts.key
 [control]
 url = mqtts://127.0.0.1:$broker_tls_port
 ca_file = $P/ca.pem

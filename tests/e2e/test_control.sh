@@ -55,6 +55,8 @@ map_initial = 4MB
 listen = 127.0.0.1:0
 [admin]
 listen = 127.0.0.1:0
+[accounts]
+key_file = $T/accounts.key
 [control]
 url = mqtts://127.0.0.1:$broker_tls_port
 ca_file = $P/ca.pem
@@ -176,6 +178,14 @@ expect_greeting "$what" hello
 what="two pipelines of one name are refused"
 deploy "$T/ops.key" "$(doc 3 "$(hello 3 a),$(hello 4 b)")"
 expect_reported "$what" '.seq == 2 and .lastError.code == "PIPELINES" and (.lastError.message | contains("hello"))'
+
+what="a document whose sealed account does not open is refused whole"
+checks=$((checks + 1))
+retained status | jq -e '.sealKey | test("^[A-Za-z0-9+/]{43}=$")' >/dev/null ||
+	fail "$what: status has no sealKey: $(retained status)"
+deploy "$T/ops.key" '{"seq":3,"agent":"agent-a","pipelines":['"$(hello 3 sealed)"'],"accounts":{"erp":{"alg":"x25519-hkdf-sha256-aes256gcm","epk":"AAAA","nonce":"AAAA","ct":"AAAA"}}}'
+expect_reported "$what" '.seq == 2 and .lastError.code == "ACCOUNTS" and (.lastError.message | startswith("accounts.erp: not a sealed box"))'
+expect_greeting "$what" hello
 
 what="a good document after refusals applies and clears lastError"
 deploy "$T/ops.key" "$(doc 4 "$(hello 4 again)")"
