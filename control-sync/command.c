@@ -12,6 +12,7 @@
 #include <MQTTAsync.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -56,31 +57,99 @@ static void audit(const char *id, const char *op, const char *outcome)
 	                    outcome);
 }
 
+/* Publishes the answer of c: {"id", "agent", "ok", "result"} or
+ * {"id", "agent", "ok": false, "error": {"code", "message"}, "result"?}. */
+static void answer(struct cmd *c, const char *code, const char *msg, cJSON *result);
+
+static void answer(struct cmd *c, const char *code, const char *msg, cJSON *result)
+{
+	struct op_link *l = c->l;
+	cJSON *o = cJSON_CreateObject();
+	bool ok = o && cJSON_AddStringToObject(o, "id", c->id) &&
+	          cJSON_AddStringToObject(o, "agent", l->cfg->agent.id) &&
+	          cJSON_AddBoolToObject(o, "ok", code == NULL);
+	if (ok && code) {
+		cJSON *e = cJSON_AddObjectToObject(o, "error");
+		ok = e && cJSON_AddStringToObject(e, "code", code) &&
+		     cJSON_AddStringToObject(e, "message", msg ? msg : "");
+	}
+	if (ok && result) {
+		ok = cJSON_AddItemToObject(o, "result", result);
+		if (ok)
+			result = NULL;
+	}
+	char *text = ok ? op_json_print(o, OP_JSON_COMPACT) : NULL;
+	cJSON_Delete(result);
+	cJSON_Delete(o);
+	if (text == NULL) {
+		OP_LOGE("out of memory for the answer to command %s", c->id);
+		return;
+	}
+	/* What the broker takes: a packet past its limit makes it drop the
+	 * agent, and the session would send it again at every connect. */
+	pthread_mutex_lock(&l->mu);
+	size_t cap = l->max_packet ? l->max_packet : ANSWER_MAX;
+	pthread_mutex_unlock(&l->mu);
+	cap = cap > (64u << 10) ? cap - (64u << 10) : cap / 2;
+	if (cap > ANSWER_MAX)
+		cap = ANSWER_MAX;
+	if (strlen(text) > cap && code == NULL) {
+		size_t was = strlen(text);
+		op_free(text);
+		char why[160];
+		snprintf(why, sizeof(why),
+		         "the answer is %zu bytes, more than the %zu the link sends", was, cap);
+		answer(c, "RESULT_TOO_LARGE", why, NULL);
+		return;
+	}
+	MQTTAsync_message m = MQTTAsync_message_initializer;
+	m.payload = text;
+	m.payloadlen = (int)strlen(text);
+	m.qos = 1;
+	if (c->corr) {
+		MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_CORRELATION_DATA};
+		p.value.data.data = c->corr;
+		p.value.data.len = (int)c->corr_len;
+		if (MQTTProperties_add(&m.properties, &p) != 0)
+			OP_LOGW("command %s: its correlation data cannot be echoed", c->id);
+	}
+	/* paho sends a message's properties only with response options. */
+	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+	int prc = MQTTAsync_sendMessage(l->cl, c->resp_topic, &m, &ro);
+	MQTTProperties_free(&m.properties);
+	if (prc != MQTTASYNC_SUCCESS) {
+		OP_LOGW("command %s: its answer cannot be sent to %s: %s", c->id, c->resp_topic,
+		        MQTTAsync_strerror(prc));
+		op_link__send_failed(l, prc);
+	}
+	op_free(text);
+}
+
 void op_link__cmd_arrived(struct op_link *l, const char *topic, MQTTAsync_message *m)
 {
 	/* The topic's last level is the command's id. */
 	const char *slash = strrchr(topic, '/');
 	const char *id = slash ? slash + 1 : topic;
 	size_t idlen = strlen(id), n = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
-	if (!id_ok(id, idlen) || n > OP_ENV_MAX) {
-		OP_LOGW("a command on %.200s is ignored: %s", topic,
-		        n > OP_ENV_MAX ? "larger than 16 MiB"
-		                       : "its id is not 1 to 64 letters, "
-		                         "digits, '.', '_' or '-'");
+	if (!id_ok(id, idlen)) {
+		OP_LOGW("a command on %.200s is ignored: its id is not 1 to 64 letters, digits, "
+		        "'.', '_' or '-'",
+		        topic);
 		return;
 	}
+	bool too_large = n > CMD_IN_MAX;
 	struct cmd *c = op_calloc(1, sizeof(*c));
 	if (c == NULL)
 		goto nomem;
 	c->l = l;
 	memcpy(c->id, id, idlen + 1);
-	c->payload = op_malloc(n + 1);
+	c->payload = op_malloc(too_large ? 1 : n + 1);
 	if (c->payload == NULL)
 		goto nomem;
-	if (n)
+	if (n && !too_large)
 		memcpy(c->payload, m->payload, n);
-	c->payload[n] = '\0';
-	c->len = n;
+	c->payload[too_large ? 0 : n] = '\0';
+	c->len = too_large ? 0 : n;
 	/* The answer goes to the response topic the request names, when it
 	 * is one of this agent's cmd-result/ topics, else cmd-result/<id>. */
 	MQTTProperty *rt =
@@ -111,7 +180,7 @@ void op_link__cmd_arrived(struct op_link *l, const char *topic, MQTTAsync_messag
 	}
 	pthread_mutex_lock(&l->mu);
 	bool room = l->cmd_queued < CMD_QUEUED;
-	if (room) {
+	if (room && !too_large) {
 		if (l->cmd_tail)
 			l->cmd_tail->next = c;
 		else
@@ -121,59 +190,23 @@ void op_link__cmd_arrived(struct op_link *l, const char *topic, MQTTAsync_messag
 		pthread_cond_broadcast(&l->cv);
 	}
 	pthread_mutex_unlock(&l->mu);
-	if (!room) {
-		audit(c->id, NULL, "refused: BUSY (too many commands waiting)");
+	if (too_large || !room) {
+		char why[128];
+		snprintf(why, sizeof(why),
+		         too_large ? "the command is larger than %u bytes"
+		                   : "%u commands are waiting; try again later",
+		         too_large ? CMD_IN_MAX : CMD_QUEUED);
+		char outcome[200];
+		snprintf(outcome, sizeof(outcome), "refused: %s: %s",
+		         too_large ? "ENVELOPE" : "BUSY", why);
+		audit(c->id, NULL, outcome);
+		answer(c, too_large ? "ENVELOPE" : "BUSY", why, NULL);
 		cmd_free(c);
 	}
 	return;
 nomem:
 	OP_LOGE("out of memory for command %.64s; it is dropped", id);
 	cmd_free(c);
-}
-
-/* Publishes the answer of c: {"id", "agent", "ok", "result"} or
- * {"id", "agent", "ok": false, "error": {"code", "message"}, "result"?}. */
-static void answer(struct cmd *c, const char *code, const char *msg, cJSON *result)
-{
-	struct op_link *l = c->l;
-	cJSON *o = cJSON_CreateObject();
-	bool ok = o && cJSON_AddStringToObject(o, "id", c->id) &&
-	          cJSON_AddStringToObject(o, "agent", l->cfg->agent.id) &&
-	          cJSON_AddBoolToObject(o, "ok", code == NULL);
-	if (ok && code) {
-		cJSON *e = cJSON_AddObjectToObject(o, "error");
-		ok = e && cJSON_AddStringToObject(e, "code", code) &&
-		     cJSON_AddStringToObject(e, "message", msg ? msg : "");
-	}
-	if (ok && result) {
-		ok = cJSON_AddItemToObject(o, "result", result);
-		if (ok)
-			result = NULL;
-	}
-	char *text = ok ? op_json_print(o, OP_JSON_COMPACT) : NULL;
-	cJSON_Delete(result);
-	cJSON_Delete(o);
-	if (text == NULL) {
-		OP_LOGE("out of memory for the answer to command %s", c->id);
-		return;
-	}
-	MQTTAsync_message m = MQTTAsync_message_initializer;
-	m.payload = text;
-	m.payloadlen = (int)strlen(text);
-	m.qos = 1;
-	if (c->corr) {
-		MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_CORRELATION_DATA};
-		p.value.data.data = c->corr;
-		p.value.data.len = (int)c->corr_len;
-		if (MQTTProperties_add(&m.properties, &p) != 0)
-			OP_LOGW("command %s: its correlation data cannot be echoed", c->id);
-	}
-	int prc = MQTTAsync_sendMessage(l->cl, c->resp_topic, &m, NULL);
-	MQTTProperties_free(&m.properties);
-	if (prc != MQTTASYNC_SUCCESS)
-		OP_LOGW("command %s: its answer cannot be sent to %s: %s", c->id, c->resp_topic,
-		        MQTTAsync_strerror(prc));
-	op_free(text);
 }
 
 /* What a command thread runs: the op, the answer, the audit line. */
@@ -194,7 +227,8 @@ static void *cmd_main(void *arg)
 	char msg[1024] = "";
 	op_err rc = OP_EUNSUPPORTED;
 	if (l->h.command)
-		rc = l->h.command(l->h.ud, c->id, j->op, j->doc, &result, &code, msg, sizeof(msg));
+		rc = l->h.command(l->h.ud, c->id, j->op, j->doc, &l->cmd_stop, &result, &code, msg,
+		                  sizeof(msg));
 	else
 		snprintf(msg, sizeof(msg), "this agent runs no commands");
 	char outcome[1200];
@@ -214,13 +248,18 @@ static void *cmd_main(void *arg)
 	return NULL;
 }
 
+#define FORGET_MAX 16
+
 /* Under l->mu: true when id was accepted before and has not expired;
- * forgets what expired on the way. */
-static bool seen_locked(struct op_link *l, const char *id, int64_t now)
+ * forgets what expired on the way, up to FORGET_MAX ids into gone (*ngone)
+ * for the caller to drop from the store after unlocking. */
+static bool seen_locked(struct op_link *l, const char *id, int64_t now,
+                        char gone[FORGET_MAX][CMD_ID_MAX + 1], size_t *ngone)
 {
 	bool seen = false;
 	for (size_t i = 0; i < l->nseen;) {
-		if (l->seen[i].expires_ms <= now) {
+		if (l->seen[i].expires_ms <= now && *ngone < FORGET_MAX) {
+			memcpy(gone[(*ngone)++], l->seen[i].id, sizeof(l->seen[i].id));
 			l->seen[i] = l->seen[--l->nseen];
 			continue;
 		}
@@ -229,6 +268,46 @@ static bool seen_locked(struct op_link *l, const char *id, int64_t now)
 		i++;
 	}
 	return seen;
+}
+
+#define SEEN_PREFIX "control.cmd."
+
+/* Keeps id (until expires_ms) in the store: a restart does not forget it. */
+static op_err seen_keep(struct op_link *l, const char *id, int64_t expires_ms)
+{
+	char key[sizeof(SEEN_PREFIX) + CMD_ID_MAX], val[32];
+	snprintf(key, sizeof(key), SEEN_PREFIX "%s", id);
+	int n = snprintf(val, sizeof(val), "%lld", (long long)expires_ms);
+	return op_store_put(l->store, OP_STORE_STATE, key, val, (size_t)n);
+}
+
+void op_link__cmd_load_seen(struct op_link *l)
+{
+	char **keys = NULL;
+	size_t n = 0;
+	if (op_store_list(l->store, OP_STORE_STATE, &keys, &n) != OP_OK)
+		return;
+	int64_t now = wall_ms();
+	size_t pre = strlen(SEEN_PREFIX);
+	for (size_t i = 0; i < n; i++) {
+		if (strncmp(keys[i], SEEN_PREFIX, pre) != 0)
+			continue;
+		char *val = NULL;
+		size_t len = 0;
+		long long exp = 0;
+		if (op_store_get(l->store, OP_STORE_STATE, keys[i], &val, &len) == OP_OK)
+			exp = strtoll(val, NULL, 10);
+		op_free(val);
+		const char *id = keys[i] + pre;
+		if (exp > now && l->nseen < CMD_RECENT && strlen(id) <= CMD_ID_MAX) {
+			struct cmd_seen *s = &l->seen[l->nseen++];
+			snprintf(s->id, sizeof(s->id), "%s", id);
+			s->expires_ms = exp;
+		} else if (op_store_del(l->store, OP_STORE_STATE, keys[i]) != OP_OK) {
+			OP_LOGW("cannot forget the expired command %s", id);
+		}
+	}
+	op_store_keys_free(keys, n);
 }
 
 /* Checks c and starts its thread, or answers why not. Takes c. */
@@ -270,9 +349,11 @@ static void start_one(struct op_link *l, struct cmd *c)
 			    CMD_TTL_MAX_MS / 60000, (long long)now);
 		else
 			rc = OP_OK;
+		char gone[FORGET_MAX][CMD_ID_MAX + 1];
+		size_t ngone = 0;
 		if (rc == OP_OK) {
 			pthread_mutex_lock(&l->mu);
-			if (seen_locked(l, c->id, now)) {
+			if (seen_locked(l, c->id, now, gone, &ngone)) {
 				code = "REPLAY";
 				snprintf(why, sizeof(why), "command %s ran already", c->id);
 				rc = OP_EREJECTED;
@@ -294,6 +375,21 @@ static void start_one(struct op_link *l, struct cmd *c)
 				l->cmd_running++;
 			}
 			pthread_mutex_unlock(&l->mu);
+		}
+		for (size_t i = 0; i < ngone; i++) {
+			char key[sizeof(SEEN_PREFIX) + CMD_ID_MAX];
+			snprintf(key, sizeof(key), SEEN_PREFIX "%s", gone[i]);
+			if (op_store_del(l->store, OP_STORE_STATE, key) != OP_OK)
+				OP_LOGW("cannot forget the expired command %s", gone[i]);
+		}
+		/* Remembered across restarts too: kept before it runs. */
+		if (rc == OP_OK && seen_keep(l, c->id, (int64_t)exp->valuedouble) != OP_OK) {
+			pthread_mutex_lock(&l->mu);
+			l->cmd_running--;
+			pthread_mutex_unlock(&l->mu);
+			code = "STORE_ERROR";
+			snprintf(why, sizeof(why), "the store cannot remember the command's id");
+			rc = OP_EIO;
 		}
 	}
 	struct job *j = NULL;
@@ -331,7 +427,8 @@ void op_link__cmd_start_queued(struct op_link *l)
 {
 	for (;;) {
 		pthread_mutex_lock(&l->mu);
-		struct cmd *c = l->cmd_head;
+		/* The others wait their turn (a finished command wakes the link). */
+		struct cmd *c = l->cmd_running < CMD_RUNNING ? l->cmd_head : NULL;
 		if (c) {
 			l->cmd_head = c->next;
 			if (l->cmd_head == NULL)
@@ -348,7 +445,13 @@ void op_link__cmd_start_queued(struct op_link *l)
 
 void op_link__cmd_fini(struct op_link *l)
 {
+	/* Running commands get the agent's shutdown bound to end, then are
+	 * told to stop (at their next step). */
+	int64_t until = op_link__mono_ms() + (int64_t)l->cfg->agent.shutdown_timeout_ms;
 	pthread_mutex_lock(&l->mu);
+	while (l->cmd_running > 0 && op_link__mono_ms() < until)
+		op_link__wait_until(l, until);
+	atomic_store(&l->cmd_stop, true);
 	while (l->cmd_running > 0)
 		pthread_cond_wait(&l->cv, &l->mu);
 	struct cmd *c = l->cmd_head;

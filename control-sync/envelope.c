@@ -192,8 +192,9 @@ op_err op_env_verify(const char *text, size_t len, const struct op_env_key *keys
 		rc = op_errf(why, whylen, OP_EPARSE,
 		             "not an envelope: alg, kid, payload and sig must be strings");
 	else if (strcmp(alg, "ed25519") != 0)
-		rc =
-		    op_errf(why, whylen, OP_EPARSE, "alg \"%.40s\": only ed25519 is accepted", alg);
+		/* Only what cannot upset a log line or a terminal is echoed. */
+		rc = op_errf(why, whylen, OP_EPARSE, "alg \"%.40s\": only ed25519 is accepted",
+		             op_env_kid_ok(alg) ? alg : "(not a name)");
 	else if ((rc = op_base64_decode(p64, &payload, &plen)) != OP_OK)
 		rc = rc == OP_ENOMEM ? op_errf(why, whylen, rc, "out of memory")
 		                     : op_errf(why, whylen, OP_EPARSE, "payload: not base64");
@@ -205,7 +206,7 @@ op_err op_env_verify(const char *text, size_t len, const struct op_env_key *keys
 		*code = "KEY_UNKNOWN";
 		rc = op_errf(why, whylen, OP_EAUTH,
 		             "signed with key \"%.80s\", which is not one of the %zu trusted keys",
-		             kid, n);
+		             op_env_kid_ok(kid) ? kid : "(not a key id)", n);
 	}
 	if (rc == OP_OK) {
 		rc = verify(k, kid, payload, plen, sig, why, whylen);

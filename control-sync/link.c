@@ -82,9 +82,13 @@ static bool agent_id_ok(const char *s)
 
 static void on_connect_ok(void *ctx, MQTTAsync_successData5 *r)
 {
-	(void)r;
 	struct op_link *l = ctx;
+	/* What the broker takes in one packet, if it says (CONNACK). */
+	int max = r ? MQTTProperties_getNumericValue(&r->properties,
+	                                             MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE)
+	            : -1;
 	pthread_mutex_lock(&l->mu);
+	l->max_packet = max > 0 ? (uint32_t)max : 0;
 	l->attempt_done = true;
 	l->attempt_ok = true;
 	pthread_cond_broadcast(&l->cv);
@@ -110,6 +114,34 @@ static void on_connect_failed(void *ctx, MQTTAsync_failureData5 *r)
 	l->attempt_done = true;
 	l->attempt_ok = false;
 	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+}
+
+/* The broker said goodbye (an MQTT 5 DISCONNECT: a packet too large, a
+ * session taken over, the broker shutting down). */
+static void on_disconnected_by_broker(void *ctx, MQTTProperties *props, enum MQTTReasonCodes rc)
+{
+	(void)props;
+	struct op_link *l = ctx;
+	pthread_mutex_lock(&l->mu);
+	l->lost = true;
+	snprintf(l->conn_err, sizeof(l->conn_err), "the broker disconnected the agent: %s",
+	         MQTTReasonCode_toString(rc));
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+}
+
+void op_link__send_failed(struct op_link *l, int prc)
+{
+	if (prc != MQTTASYNC_DISCONNECTED)
+		return;
+	pthread_mutex_lock(&l->mu);
+	if (l->st == ST_UP && !l->lost) {
+		l->lost = true;
+		snprintf(l->conn_err, sizeof(l->conn_err),
+		         "the client is no longer connected (a send failed)");
+		pthread_cond_broadcast(&l->cv);
+	}
 	pthread_mutex_unlock(&l->mu);
 }
 
@@ -241,8 +273,10 @@ static void publish(struct op_link *l, const char *topic, const char *text,
 	m.qos = 1;
 	m.retained = 1;
 	int prc = MQTTAsync_sendMessage(l->cl, topic, &m, ro);
-	if (prc != MQTTASYNC_SUCCESS)
+	if (prc != MQTTASYNC_SUCCESS) {
 		OP_LOGW("cannot publish to %s: %s", topic, MQTTAsync_strerror(prc));
+		op_link__send_failed(l, prc);
+	}
 }
 
 /* status: online with this connection's since and now as the heartbeat. */
@@ -332,6 +366,14 @@ static bool handle_desired(struct op_link *l, const char *text, size_t len, bool
 	}
 	if (len == 0)
 		return false; /* the retained document was cleared: nothing to do */
+	/* One refused already, handed again on a reconnect: its refusal stands
+	 * (applying it again could only fail again, or flap a START). */
+	uint64_t h = 1469598103934665603ULL;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)text[i]) * 1099511628211ULL;
+	if (h == l->refused_hash)
+		return false;
+	l->refused_hash = h;
 	pthread_mutex_lock(&l->mu);
 	uint64_t applied = l->stats.seq;
 	pthread_mutex_unlock(&l->mu);
@@ -340,8 +382,10 @@ static bool handle_desired(struct op_link *l, const char *text, size_t len, bool
 	const char *code = "ENVELOPE";
 	op_err rc =
 	    op_env_open(text, len, l->keys, l->nkeys, applied, &doc, &seq, &code, why, sizeof(why));
-	if (rc == OP_EREJECTED && seq == applied)
+	if (rc == OP_EREJECTED && seq == applied) {
+		l->refused_hash = 0;
 		return false; /* the document that runs, handed again on a connect */
+	}
 	if (rc) {
 		bool verified = strcmp(code, "REPLAY") == 0;
 		refuse(l, code, verified ? seq : 0, why);
@@ -374,10 +418,14 @@ static bool handle_desired(struct op_link *l, const char *text, size_t len, bool
 	cJSON_Delete(doc);
 	if (rc) {
 		refuse(l, acode, seq, why);
+		/* A store that was full or failing may take it at the next try. */
+		if (strcmp(acode, "STORE") == 0)
+			l->refused_hash = 0;
 		return true;
 	}
 	cJSON_Delete(l->last_error);
 	l->last_error = NULL;
+	l->refused_hash = 0;
 	pthread_mutex_lock(&l->mu);
 	l->stats.seq = seq;
 	l->stats.applied++;
@@ -398,8 +446,13 @@ static bool connect_start(struct op_link *l)
 	MQTTProperties props = MQTTProperties_initializer;
 	MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL,
 	                  .value.integer4 = SESSION_EXPIRY};
-	if (MQTTProperties_add(&props, &p) != 0)
+	/* Nothing larger than an envelope and its packet comes in. */
+	MQTTProperty mp = {.identifier = MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE,
+	                   .value.integer4 = OP_ENV_MAX + (64u << 10)};
+	if (MQTTProperties_add(&props, &p) != 0 || MQTTProperties_add(&props, &mp) != 0) {
+		MQTTProperties_free(&props);
 		return false;
+	}
 	co.cleanstart = 0;
 	co.keepAliveInterval = (int)(cfg->control.keepalive_ms / 1000);
 	co.connectTimeout = (int)((cfg->control.connect_timeout_ms + 999) / 1000);
@@ -594,9 +647,10 @@ static void *link_main(void *arg)
 				goodbye(l);
 				break;
 			}
+			char why[ERR_MAX];
+			snprintf(why, sizeof(why), "%s", l->conn_err);
 			pthread_mutex_unlock(&l->mu);
-			OP_LOGW("control plane %s: %s; reconnecting", cfg->control.uri,
-			        l->conn_err);
+			OP_LOGW("control plane %s: %s; reconnecting", cfg->control.uri, why);
 			if (op_link__mono_ms() - up_at >= STABLE_MS)
 				attempt = 0;
 		} else if (!stop) {
@@ -778,6 +832,8 @@ op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h
 		                                      MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
 		if (prc == MQTTASYNC_SUCCESS)
 			prc = MQTTAsync_setCallbacks(l->cl, l, on_lost, on_message, NULL);
+		if (prc == MQTTASYNC_SUCCESS)
+			prc = MQTTAsync_setDisconnected(l->cl, l, on_disconnected_by_broker);
 		if (prc != MQTTASYNC_SUCCESS)
 			rc = op_errf(why, whylen, OP_EINTERNAL,
 			             "cannot create the control link's MQTT client: %s",
@@ -789,6 +845,7 @@ op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h
 		                               .max_bytes = cfg->control.outbox_max_bytes};
 		op_store_outbox_limits(l->store, &lim);
 		op_store_outbox_on_add(l->store, op_link__on_outbox_add, l);
+		op_link__cmd_load_seen(l);
 		int e = pthread_create(&l->thread, NULL, link_main, l);
 		if (e == 0) {
 			l->thread_started = true;
@@ -803,6 +860,7 @@ op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h
 		if (l->store)
 			op_store_outbox_on_add(l->store, NULL, NULL);
 		stop_threads(l);
+		op_link__cmd_fini(l);
 		link_free(l);
 		return rc;
 	}

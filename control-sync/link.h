@@ -30,6 +30,7 @@
 #define OP_CONTROL_SYNC_LINK_H
 
 #include <cjson/cJSON.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -57,12 +58,14 @@ struct op_link_hooks {
 	/*
 	 * Runs a verified command for this agent (docs/protocol.md, cmd/<id>):
 	 * op and its document (borrowed). Called on a command thread of its
-	 * own (a few at once). OP_OK with *result, a new JSON value for the
+	 * own (a few at once). stop turns true when the agent stops and the
+	 * command should give up. OP_OK with *result, a new JSON value for the
 	 * answer's "result"; otherwise *code (static) and msg say why, and
 	 * *result may hold details (or NULL).
 	 */
 	op_err (*command)(void *ud, const char *id, const char *op, const cJSON *doc,
-	                  cJSON **result, const char **code, char *msg, size_t msglen);
+	                  const atomic_bool *stop, cJSON **result, const char **code, char *msg,
+	                  size_t msglen);
 	/* The agent's metrics in the Prometheus text format, appended to out;
 	 * for the metrics records. May be NULL. Called on the drain thread. */
 	op_err (*metrics)(void *ud, struct op_buf *out);

@@ -8,6 +8,7 @@
 
 #include <MQTTAsync.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -55,7 +56,9 @@ struct pub_ctx {
 };
 
 #define CMD_ID_MAX     64
-#define CMD_RECENT     1024               /* ids remembered against replays */
+#define CMD_IN_MAX     (1u << 20) /* largest command envelope */
+#define ANSWER_MAX     (8u << 20) /* largest command answer (within the broker's packet limit) */
+#define CMD_RECENT     1024       /* ids remembered against replays */
 #define CMD_TTL_MAX_MS (10LL * 60 * 1000) /* the furthest "expires" accepted */
 
 /* A cmd/<id> request, from arrival to its result. */
@@ -99,6 +102,7 @@ struct op_link {
 	bool stop;
 	enum state st;
 	bool attempt_done, attempt_ok; /* the connect attempt's outcome */
+	uint32_t max_packet;           /* the broker's Maximum Packet Size, 0: not said */
 	char conn_err[ERR_MAX];        /* why the last attempt or connection failed */
 	char tls_err[ERR_MAX];         /* from paho's TLS error callback, this attempt */
 	bool lost;
@@ -118,7 +122,9 @@ struct op_link {
 	/* Commands, under mu. */
 	struct cmd *cmd_head, *cmd_tail; /* waiting for the link thread */
 	size_t cmd_queued;
-	unsigned cmd_running; /* command threads alive */
+	unsigned cmd_running;  /* command threads alive */
+	atomic_bool cmd_stop;  /* running commands give up (the agent stops) */
+	uint64_t refused_hash; /* the last envelope refused: not handled again */
 	struct cmd_seen seen[CMD_RECENT];
 	size_t nseen;
 
@@ -148,8 +154,16 @@ void op_link__tap_off(void);
 /* Frees the outbox publishes paho dropped with the client. */
 void op_link__pubs_free(struct op_link *l);
 
+/* A send failed because the client is not connected (paho does not always
+ * call connectionLost, e.g. when the broker drops an oversized packet):
+ * the link takes the connection as lost. */
+void op_link__send_failed(struct op_link *l, int prc);
+
 /* ---- command.c ---- */
 
+/* Loads the ids of commands accepted before a restart that have not
+ * expired (the replay guard survives restarts). */
+void op_link__cmd_load_seen(struct op_link *l);
 /* A cmd/<id> message from paho's thread: queued for the link thread. */
 void op_link__cmd_arrived(struct op_link *l, const char *topic, MQTTAsync_message *m);
 /* On the link thread: starts the queued commands. */

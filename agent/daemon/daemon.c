@@ -802,9 +802,14 @@ static op_err link_apply(void *ud, const char *text, size_t len, const cJSON *do
 		rb = triggers_follow(dm, c2.built);
 	else
 		routes_free(dm->rt, c2.built);
-	if (rb)
+	if (rb) {
 		OP_LOGE("the previous pipeline set could not be restored either: %s",
 		        op_err_str(rb));
+		snprintf(msg, msglen,
+		         "the schedules of the new set did not start (%s), and the previous set "
+		         "could not be restored (%s)",
+		         op_err_str(rc), op_err_str(rb));
+	}
 	op_diag_fini(&d2);
 	cJSON_free(btext);
 	if (back != previous)
@@ -857,10 +862,11 @@ static cJSON *link_pipelines(void *ud)
 }
 
 static op_err link_command(void *ud, const char *id, const char *op, const cJSON *doc,
-                           cJSON **result, const char **code, char *msg, size_t msglen)
+                           const atomic_bool *stop, cJSON **result, const char **code, char *msg,
+                           size_t msglen)
 {
 	struct op_daemon *dm = ud;
-	return op_remote_command(dm->rt, id, op, doc, result, code, msg, msglen);
+	return op_remote_command(dm->rt, id, op, doc, stop, result, code, msg, msglen);
 }
 
 static op_err link_metrics(void *ud, struct op_buf *out)
@@ -922,11 +928,16 @@ static op_err link_start(struct op_daemon *dm, struct op_diag *d)
 		return OP_ENOMEM;
 	cJSON *doc = op_runtime_deployed(dm->rt, err, sizeof(err));
 	const cJSON *seq = cJSON_GetObjectItemCaseSensitive(doc, "seq");
+	/* The floor survives a stored document that no longer loads. */
+	uint64_t applied =
+	    cJSON_IsNumber(seq) && seq->valuedouble > 0 ? (uint64_t)seq->valuedouble : 0;
+	uint64_t floor = op_runtime_seq_floor(dm->rt);
+	if (floor > applied)
+		applied = floor;
 	struct op_link_opts o = {
 	    .cfg = dm->cfg,
 	    .store = op_runtime_store(dm->rt),
-	    .applied_seq =
-	        cJSON_IsNumber(seq) && seq->valuedouble > 0 ? (uint64_t)seq->valuedouble : 0,
+	    .applied_seq = applied,
 	    .startup_error = err,
 	    .version = OUTPOST_VERSION,
 	    .seal_key = cJSON_GetStringValue(sk),

@@ -138,8 +138,9 @@ static op_err list_query(const cJSON *doc, cJSON **q, const char **code, char *m
 	return OP_OK;
 }
 
-static op_err invoke(struct op_runtime *rt, const char *id, const cJSON *doc, cJSON **result,
-                     const char **code, char *msg, size_t msglen)
+static op_err invoke(struct op_runtime *rt, const char *id, const cJSON *doc,
+                     const atomic_bool *stop, cJSON **result, const char **code, char *msg,
+                     size_t msglen)
 {
 	const char *pipeline = NULL;
 	op_err rc = arg(doc, "pipeline", true, &pipeline, code, msg, msglen);
@@ -164,8 +165,9 @@ static op_err invoke(struct op_runtime *rt, const char *id, const cJSON *doc, cJ
 	struct op_fail f;
 	memset(&f, 0, sizeof(f));
 	cJSON *out = NULL;
-	rc = op_runtime_run(rt, pipeline, in, trigger,
-	                    t ? (long long)t->valuedouble : OP_REMOTE_INVOKE_MAX_MS / 10, &out, &f);
+	rc = op_runtime_run_stoppable(rt, pipeline, in, trigger,
+	                              t ? (long long)t->valuedouble : OP_REMOTE_INVOKE_MAX_MS / 10,
+	                              stop, &out, &f);
 	cJSON_Delete(trigger);
 	if (rc == OP_OK) {
 		*result = cJSON_CreateObject();
@@ -186,7 +188,8 @@ static op_err invoke(struct op_runtime *rt, const char *id, const cJSON *doc, cJ
 }
 
 op_err op_remote_command(struct op_runtime *rt, const char *id, const char *op, const cJSON *doc,
-                         cJSON **result, const char **code, char *msg, size_t msglen)
+                         const atomic_bool *stop, cJSON **result, const char **code, char *msg,
+                         size_t msglen)
 {
 	*result = NULL;
 	*code = "UNKNOWN_OP";
@@ -196,7 +199,7 @@ op_err op_remote_command(struct op_runtime *rt, const char *id, const char *op, 
 	cJSON *q = NULL;
 	op_err rc;
 	if (strcmp(op, "invoke") == 0)
-		return invoke(rt, id, doc, result, code, msg, msglen);
+		return invoke(rt, id, doc, stop, result, code, msg, msglen);
 	if (strcmp(op, "pipelines") == 0)
 		return admin(rt, "GET", "/api/pipelines", NULL, result, code, msg, msglen);
 	if (strcmp(op, "executions") == 0 || strcmp(op, "dead") == 0) {

@@ -20,6 +20,7 @@
 #define OP_DAEMON_REMOTE_H
 
 #include <cjson/cJSON.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "agent/core/err.h"
@@ -29,12 +30,14 @@
 #define OP_REMOTE_INVOKE_MAX_MS 300000
 
 /*
- * Runs command op (id, its document doc borrowed) on rt. OP_OK with *result
+ * Runs command op (id, its document doc borrowed) on rt; an invoke stops at
+ * its next step once stop (may be NULL) turns true. OP_OK with *result
  * (a new JSON value); otherwise *code (static: BAD_COMMAND, UNKNOWN_OP, the
  * admin API's codes, an execution's code) and msg say why, with *result
  * the failure's details when there are some (an execution's step and class).
  */
 op_err op_remote_command(struct op_runtime *rt, const char *id, const char *op, const cJSON *doc,
-                         cJSON **result, const char **code, char *msg, size_t msglen) OP_WUR;
+                         const atomic_bool *stop, cJSON **result, const char **code, char *msg,
+                         size_t msglen) OP_WUR;
 
 #endif

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -342,7 +343,6 @@ op_err op_runtime_reload(struct op_runtime *rt, op_runtime_check_fn check, void 
 
 /* ---- the history of applied documents ---- */
 
-
 #define HISTORY_PREFIX "control.history."
 
 /* The history's keys, oldest first (the store lists keys in order and
@@ -370,9 +370,11 @@ static op_err history_keys(struct op_runtime *rt, char ***out, size_t *n)
 static void history_add(struct op_runtime *rt, const cJSON *doc, const char *text, size_t len)
 {
 	const cJSON *seq = cJSON_GetObjectItemCaseSensitive(doc, "seq");
+	/* seq 0: the empty set restored after a failed start, not a document. */
+	if (!cJSON_IsNumber(seq) || seq->valuedouble < 1)
+		return;
 	char key[64];
-	snprintf(key, sizeof(key), HISTORY_PREFIX "%020.0f",
-	         cJSON_IsNumber(seq) && seq->valuedouble > 0 ? seq->valuedouble : 0);
+	snprintf(key, sizeof(key), HISTORY_PREFIX "%020.0f", seq->valuedouble);
 	if (op_store_put(rt->store, OP_STORE_STATE, key, text, len) != OP_OK) {
 		OP_LOGW("the applied document is not kept in the history");
 		return;
@@ -386,6 +388,17 @@ static void history_add(struct op_runtime *rt, const cJSON *doc, const char *tex
 		(void)ignored;
 	}
 	op_store_keys_free(keys, n);
+}
+
+uint64_t op_runtime_seq_floor(struct op_runtime *rt)
+{
+	char **keys = NULL;
+	size_t n = 0;
+	uint64_t floor = 0;
+	if (history_keys(rt, &keys, &n) == OP_OK && n > 0)
+		floor = strtoull(keys[n - 1] + strlen(HISTORY_PREFIX), NULL, 10);
+	op_store_keys_free(keys, n);
+	return floor;
 }
 
 cJSON *op_runtime_history(struct op_runtime *rt)
@@ -437,7 +450,9 @@ op_err op_runtime_deploy(struct op_runtime *rt, const char *text, size_t len, co
 	history_add(rt, doc, text, len);
 	op_jq_cache_save(rt->store, &rt->jq_saved);
 	set_swap(rt, s, true, copy);
+	pthread_mutex_lock(&rt->mu);
 	rt->deploy_error[0] = '\0';
+	pthread_mutex_unlock(&rt->mu);
 	OP_LOGI("pipelines deployed: %zu in the set", op_engine_count(s->e));
 	return OP_OK;
 }
@@ -638,6 +653,21 @@ static size_t drain_find_locked(struct op_runtime *rt, const char *name,
 		if (rt->drain[i].set == set && strcmp(rt->drain[i].name, name) == 0)
 			return i;
 	return rt->ndrain;
+}
+
+/* A reference to the old set of the draining pipeline name, or NULL. */
+static struct op_runtime_set *drain_ref(struct op_runtime *rt, const char *name)
+{
+	struct op_runtime_set *set = NULL;
+	pthread_mutex_lock(&rt->mu);
+	for (size_t i = 0; i < rt->ndrain && set == NULL; i++) {
+		if (strcmp(rt->drain[i].name, name) == 0) {
+			set = rt->drain[i].set;
+			set->refs++;
+		}
+	}
+	pthread_mutex_unlock(&rt->mu);
+	return set;
 }
 
 /*
@@ -868,6 +898,10 @@ static void *worker_main(void *arg)
 		bool queued = false;
 		struct op_runtime_set *use = NULL; /* a draining pipeline's old set */
 		if (ev != NULL || take_one(rt, set, &ev, &use, &queued) == OP_OK) {
+			/* Taken ahead (held) before a deploy dropped its pipeline:
+			 * it drains on the old set too. */
+			if (use == NULL && op_engine_find(set->e, ev->pipeline) == NULL)
+				use = drain_ref(rt, ev->pipeline);
 			pthread_mutex_lock(&rt->mu);
 			rt->active++;
 			grow_locked(rt);
@@ -1161,6 +1195,13 @@ op_err op_runtime_submit_cb(struct op_runtime *rt, const char *pipeline, const c
 op_err op_runtime_run(struct op_runtime *rt, const char *pipeline, cJSON *message,
                       const cJSON *trigger, long long timeout_ms, cJSON **out, struct op_fail *f)
 {
+	return op_runtime_run_stoppable(rt, pipeline, message, trigger, timeout_ms, NULL, out, f);
+}
+
+op_err op_runtime_run_stoppable(struct op_runtime *rt, const char *pipeline, cJSON *message,
+                                const cJSON *trigger, long long timeout_ms, const atomic_bool *stop,
+                                cJSON **out, struct op_fail *f)
+{
 	*out = NULL;
 	memset(f, 0, sizeof(*f));
 	struct op_runtime_set *set = op_runtime_get(rt);
@@ -1182,7 +1223,7 @@ op_err op_runtime_run(struct op_runtime *rt, const char *pipeline, cJSON *messag
 	if (rc == OP_OK) {
 		struct op_run_opts o = {.execution_id = rec.id,
 		                        .trigger = trigger,
-		                        .stop = &rt->stop_runs,
+		                        .stop = stop ? stop : &rt->stop_runs,
 		                        .timeout_ms = timeout_ms};
 		rc = op_engine_run(set->e, p, message, &o, out, f);
 	} else {

@@ -12,6 +12,7 @@
 #define OP_DAEMON_RUNTIME_H
 
 #include <cjson/cJSON.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "agent/core/diag.h"
@@ -89,6 +90,10 @@ op_err op_runtime_deploy(struct op_runtime *rt, const char *text, size_t len, co
 /* Applied documents kept for rollbacks. */
 #define OP_RUNTIME_HISTORY 10
 
+/* The highest seq ever applied (from the history, which outlives a stored
+ * document that no longer loads): the anti-replay floor. 0 when none. */
+uint64_t op_runtime_seq_floor(struct op_runtime *rt);
+
 /* The last OP_RUNTIME_HISTORY documents applied (the running one first) as
  * a new array (NULL when the store cannot be read or out of memory). */
 cJSON *op_runtime_history(struct op_runtime *rt);
@@ -140,6 +145,12 @@ op_err op_runtime_submit_cb(struct op_runtime *rt, const char *pipeline, const c
 op_err op_runtime_run(struct op_runtime *rt, const char *pipeline, cJSON *message,
                       const cJSON *trigger, long long timeout_ms, cJSON **out,
                       struct op_fail *f) OP_WUR;
+
+/* op_runtime_run, stopped at its next step once stop turns true (NULL:
+ * when the runtime closes, as op_runtime_run). */
+op_err op_runtime_run_stoppable(struct op_runtime *rt, const char *pipeline, cJSON *message,
+                                const cJSON *trigger, long long timeout_ms, const atomic_bool *stop,
+                                cJSON **out, struct op_fail *f) OP_WUR;
 
 /* A reference to the current pipeline set; give it back with op_runtime_put(). */
 struct op_runtime_set;
