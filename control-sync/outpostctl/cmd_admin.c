@@ -1,11 +1,13 @@
 /*
- * outpostctl's local admin commands: pipelines, executions, execution, dead
- * and replay. Each is one call to the running agent's admin JSON API (see
- * agent/daemon/admin.h) over HTTP (connectors/httpc), printed as an aligned table
- * or, with --json, as the API's JSON. Key invariant: every call is bounded
- * (connect and total timeouts, a capped response) and every failure ends
- * in one line on stderr and an exit code from ctl.h: 1 unreachable or
- * failed, 2 bad usage, 3 not found.
+ * outpostctl's admin commands: pipelines, executions, execution, dead and
+ * replay. Each is one call to the running agent's admin JSON API (see
+ * agent/daemon/admin.h) over HTTP (connectors/httpc), or, with --agent, the
+ * same call made of an agent through the control plane's broker as a
+ * signed command (ctl_command.h; the agent answers with the admin API's
+ * JSON), printed as an aligned table or, with --json, as the API's JSON.
+ * Key invariant: every call is bounded (connect and total timeouts, a
+ * capped response) and every failure ends in one line on stderr and an
+ * exit code from ctl.h: 1 unreachable or failed, 2 bad usage, 3 not found.
  */
 #include <stdarg.h>
 #include <stdbool.h>
@@ -19,6 +21,8 @@
 #include "agent/core/json.h"
 #include "connectors/httpc/httpc.h"
 #include "control-sync/outpostctl/ctl.h"
+#include "control-sync/outpostctl/ctl_command.h"
+#include "control-sync/outpostctl/ctl_plane.h"
 
 #define ADMIN_DEFAULT      "127.0.0.1:9090"
 #define CONNECT_TIMEOUT_MS 3000L
@@ -41,6 +45,12 @@ struct opts {
 	const char *limit;
 	const char *id;
 	bool json;
+	bool admin_given;
+	/* Through the control plane: */
+	const char *agent;
+	const char *sign_key;
+	struct op_ctl_conn conn;
+	const char *conn_opt; /* the first connection option given */
 };
 
 struct cmd {
@@ -48,18 +58,27 @@ struct cmd {
 	int flags;
 	const char *usage; /* the arguments after the name */
 	const char *help;
+	/* The command's op (docs/protocol.md, "Commands"); with an ID, op_one
+	 * (when not NULL) and the ID as member id_member. */
+	const char *op, *op_one, *id_member;
 };
 
 static int usage(const struct cmd *c, FILE *f)
 {
 	fprintf(f,
-	        "usage: outpostctl %s %s[--admin HOST:PORT] [--json]\n"
+	        "usage: outpostctl %s %s[--admin HOST:PORT | --agent ID --sign-key KEYFILE]\n"
+	        "       [--json] [connection options]\n"
 	        "%s\n"
 	        "  --admin HOST:PORT  the agent's admin endpoint (default $OUTPOST_ADMIN or "
 	        "%s)\n"
 	        "  --json             print the admin API's JSON instead of a table\n"
-	        "Exit status: 0 ok, 1 failed or agent unreachable, 2 bad usage, 3 not found.\n",
+	        "  --agent ID --sign-key KEYFILE\n"
+	        "                     ask agent ID through the control plane's broker instead, as\n"
+	        "                     a command signed with KEYFILE (outpostctl keygen); with the\n"
+	        "                     connection options of deploy and --timeout S (default 30)\n",
 	        c->name, c->usage, c->help, ADMIN_DEFAULT);
+	fputs(op_ctl__conn_usage, f);
+	fputs("Exit status: 0 ok, 1 failed or agent unreachable, 2 bad usage, 3 not found.\n", f);
 	return f == stdout ? CTL_OK : CTL_INVALID;
 }
 
@@ -67,7 +86,7 @@ static int usage(const struct cmd *c, FILE *f)
 static int parse(const struct cmd *c, int argc, char **argv, struct opts *o)
 {
 	const char *env = getenv("OUTPOST_ADMIN");
-	*o = (struct opts){.admin = env && *env ? env : ADMIN_DEFAULT};
+	*o = (struct opts){.admin = env && *env ? env : ADMIN_DEFAULT, .conn = {.cmd = c->name}};
 	static const struct {
 		const char *name;
 		int flag; /* 0: any command */
@@ -76,11 +95,22 @@ static int parse(const struct cmd *c, int argc, char **argv, struct opts *o)
 	    {"--admin", 0, offsetof(struct opts, admin)},
 	    {"--pipeline", OPT_PIPELINE, offsetof(struct opts, pipeline)},
 	    {"--limit", OPT_LIMIT, offsetof(struct opts, limit)},
+	    {"--agent", 0, offsetof(struct opts, agent)},
+	    {"--sign-key", 0, offsetof(struct opts, sign_key)},
 	};
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i];
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
 			return 1;
+		int r = op_ctl__conn_opt(&o->conn, argc, argv, &i);
+		if (r < 0)
+			return -1;
+		if (r > 0) {
+			o->conn_opt = o->conn_opt ? o->conn_opt : a;
+			continue;
+		}
+		if (strcmp(a, "--admin") == 0)
+			o->admin_given = true;
 		if (strcmp(a, "--json") == 0) {
 			o->json = true;
 			continue;
@@ -112,6 +142,34 @@ static int parse(const struct cmd *c, int argc, char **argv, struct opts *o)
 	}
 	if ((c->flags & OPT_ID) && o->id == NULL) {
 		fprintf(stderr, "outpostctl %s: which ID?\n", c->name);
+		return -1;
+	}
+	if (o->agent == NULL && (o->conn_opt || o->sign_key)) {
+		fprintf(stderr,
+		        "outpostctl %s: %s is for --agent ID (through the control plane); without "
+		        "it the local admin endpoint is called\n",
+		        c->name, o->conn_opt ? o->conn_opt : "--sign-key");
+		return -1;
+	}
+	if (o->agent && o->admin_given) {
+		fprintf(stderr,
+		        "outpostctl %s: --admin (the local endpoint) and --agent (through the "
+		        "control plane) exclude each other\n",
+		        c->name);
+		return -1;
+	}
+	if (o->agent && !op_ctl__agent_id_ok(o->agent, strlen(o->agent))) {
+		op_ctl__emit(stderr,
+		             "outpostctl %s: --agent \"%.100s\": an agent id is 1 to %d letters, "
+		             "digits, '.', '_' or '-'\n",
+		             c->name, o->agent, OP_CTL_AGENT_ID_MAX);
+		return -1;
+	}
+	if (o->agent && o->sign_key == NULL) {
+		fprintf(stderr,
+		        "outpostctl %s: --agent needs --sign-key KEYFILE: agents answer only "
+		        "commands their trusted keys signed\n",
+		        c->name);
 		return -1;
 	}
 	if (o->limit) {
@@ -361,17 +419,81 @@ static void trigger_text(const cJSON *p, char *out, size_t len)
 /* ---- the commands ---- */
 
 static const struct cmd cmd_pipelines = {
-    "pipelines", 0, "", "Lists the deployed pipelines with their trigger, queue and dead letters."};
+    "pipelines", 0,
+    "",          "Lists the deployed pipelines with their trigger, queue and dead letters.",
+    "pipelines", NULL,
+    NULL};
 static const struct cmd cmd_executions = {
-    "executions", OPT_PIPELINE | OPT_LIMIT, "[--pipeline P] [--limit N] ",
-    "Lists recent executions, newest first (N: 1 to 1000, default 50)."};
-static const struct cmd cmd_execution = {"execution", OPT_ID, "ID ", "Shows one execution record."};
+    "executions",
+    OPT_PIPELINE | OPT_LIMIT,
+    "[--pipeline P] [--limit N] ",
+    "Lists recent executions, newest first (N: 1 to 1000, default 50).",
+    "executions",
+    NULL,
+    NULL};
+static const struct cmd cmd_execution = {
+    "execution", OPT_ID, "ID ", "Shows one execution record.", "execution", NULL, "execution"};
 static const struct cmd cmd_dead = {
-    "dead", OPT_PIPELINE | OPT_LIMIT | OPT_ID_MAYBE, "[ID] [--pipeline P] [--limit N] ",
-    "Lists dead letters (N: 1 to 1000, default 50), or shows one with its payload."};
+    "dead",
+    OPT_PIPELINE | OPT_LIMIT | OPT_ID_MAYBE,
+    "[ID] [--pipeline P] [--limit N] ",
+    "Lists dead letters (N: 1 to 1000, default 50), or shows one with its payload.",
+    "dead",
+    "dead-letter",
+    "eventId"};
 static const struct cmd cmd_replay = {
-    "replay", OPT_ID, "EVENT_ID ",
-    "Puts a dead letter back into its pipeline's queue as a first attempt."};
+    "replay",    OPT_ID,
+    "EVENT_ID ", "Puts a dead letter back into its pipeline's queue as a first attempt.",
+    "replay",    NULL,
+    "eventId"};
+
+/*
+ * Makes c's call of agent o->agent through the control plane: the command
+ * c->op (c->op_one with an ID) with limit, pipeline and the ID, as the
+ * admin API's query would carry them. CTL_OK with *out (the answer's
+ * result, the admin API's JSON), or the exit code after saying why: as
+ * call(), NOT_FOUND is CTL_NOTFOUND and BAD_COMMAND CTL_INVALID.
+ */
+static int remote(const struct cmd *c, struct opts *o, cJSON **out)
+{
+	*out = NULL;
+	struct op_ctl_signer s = {0};
+	struct op_ctl_mqtt *m = NULL;
+	cJSON *answer = NULL;
+	cJSON *args = cJSON_CreateObject();
+	const char *op = o->id && c->op_one ? c->op_one : c->op;
+	bool ok = args != NULL;
+	if (ok && o->limit)
+		ok = cJSON_AddNumberToObject(args, "limit", strtod(o->limit, NULL)) != NULL;
+	if (ok && o->pipeline)
+		ok = cJSON_AddStringToObject(args, "pipeline", o->pipeline) != NULL;
+	if (ok && o->id && c->id_member)
+		ok = cJSON_AddStringToObject(args, c->id_member, o->id) != NULL;
+	int ret = ok ? op_ctl__conn_finish(&o->conn) : CTL_FAILED;
+	if (!ok)
+		fputs("outpostctl: out of memory\n", stderr);
+	if (ret == CTL_OK)
+		ret = op_ctl__signer_read(o->sign_key, &s);
+	if (ret == CTL_OK)
+		ret = op_ctl__conn_open(&o->conn, OP_CTL_ANSWER_MAX, &m);
+	if (ret == CTL_OK)
+		ret = op_ctl__command(m, &o->conn, &s, o->agent, op, args,
+		                      op_ctl__timeout_ms(&o->conn), &answer);
+	op_ctl_mqtt_close(m);
+	op_ctl__signer_wipe(&s);
+	cJSON_Delete(args);
+	if (ret == CTL_OK && !cJSON_IsTrue(op_ctl__member(answer, "ok")))
+		ret = op_ctl__command_failed(c->name, o->agent, answer);
+	if (ret == CTL_OK) {
+		*out = cJSON_DetachItemFromObjectCaseSensitive(answer, "result");
+		if (*out == NULL && (*out = cJSON_CreateNull()) == NULL) {
+			fputs("outpostctl: out of memory\n", stderr);
+			ret = CTL_FAILED;
+		}
+	}
+	cJSON_Delete(answer);
+	return ret;
+}
 
 /* Parses, calls, and hands the answer to show (NULL: print nothing more). */
 static int run(const struct cmd *c, int argc, char **argv, const char *method, const char *path,
@@ -382,7 +504,7 @@ static int run(const struct cmd *c, int argc, char **argv, const char *method, c
 	if (pr)
 		return usage(c, pr > 0 ? stdout : stderr);
 	cJSON *v = NULL;
-	int ret = call(&o, method, path, o.id, suffix, &v);
+	int ret = o.agent ? remote(c, &o, &v) : call(&o, method, path, o.id, suffix, &v);
 	if (ret == CTL_OK)
 		ret = o.json ? print_json(v) : show(&o, v);
 	cJSON_Delete(v);

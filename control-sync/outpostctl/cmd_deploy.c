@@ -1,5 +1,5 @@
 /*
- * `outpostctl deploy` and `outpostctl status`: the control plane's side of
+ * `outpostctl deploy`, `rollback` and `status`: the control plane's side of
  * the control link (docs/protocol.md), with nothing but an MQTT broker.
  *
  * deploy checks the pipeline files as `outpostctl check` does, learns each
@@ -7,8 +7,11 @@
  * `reported` (ctl_mqtt's probe says when all retained messages are in),
  * signs one document per agent with the next seq, publishes it retained
  * and, unless told not to, waits for the agent's `reported` to say it was
- * applied or refused. status collects the retained `status` and
- * `reported` of the fleet, or of one agent, and prints them.
+ * applied or refused (ctl_rollout.h). rollback asks the agent for the
+ * documents it applied last (a signed command, ctl_command.h) and deploys
+ * an older one's pipelines the same way, with the next seq. status
+ * collects the retained `status` and `reported` of the fleet, or of one
+ * agent, and prints them.
  *
  * Key invariant: what comes from the broker is never trusted. A payload is
  * bounded, parsed as JSON and read member by member with its type checked;
@@ -35,56 +38,16 @@
 #include "agent/engine/pipeline.h"
 #include "control-sync/envelope.h"
 #include "control-sync/outpostctl/ctl.h"
+#include "control-sync/outpostctl/ctl_command.h"
 #include "control-sync/outpostctl/ctl_mqtt.h"
+#include "control-sync/outpostctl/ctl_plane.h"
+#include "control-sync/outpostctl/ctl_rollout.h"
 
-#define TIMEOUT_DEFAULT_S 30.0
-#define TIMEOUT_MAX_S     86400.0
-#define AGENT_ID_MAX      64
-#define GROUP_MAX         256
-/* Largest status or reported payload read (docs/protocol.md). */
-#define STATE_MAX (1u << 20)
-/* Agents held at once: a bound, not a fleet size anyone should reach. */
-#define AGENTS_MAX 100000
+#define GROUP_MAX 256
 /* A status heartbeat older than this many seconds is stale (3 x 30 s). */
 #define STALE_S 90
-/* Highest seq: the largest integer a double holds exactly, 2^53. */
-#define SEQ_MAX 9007199254740992ULL
 /* Widest table cell; longer text is cut with "...". */
 #define CELL_MAX 60
-
-/* ---- text for terminals ---- */
-
-/* Replaces control characters (C0, DEL, and UTF-8 encoded C1) in s by '?',
- * so that text from the wire cannot drive the terminal. */
-static void clean(char *s)
-{
-	for (unsigned char *p = (unsigned char *)s; *p; p++) {
-		if (*p < 0x20 || *p == 0x7f)
-			*p = '?';
-		else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
-			p[0] = p[1] = '?';
-	}
-}
-
-/* Prints one line of fmt's text (which ends in a newline), cleaned, on f:
- * a newline from the wire cannot forge a line of its own. */
-static void emit(FILE *f, const char *fmt, ...) OP_PRINTF(2, 3);
-
-static void emit(FILE *f, const char *fmt, ...)
-{
-	char buf[2048];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	size_t len = n < 0 ? 0 : (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1;
-	bool nl = len && buf[len - 1] == '\n';
-	buf[len - nl] = '\0';
-	clean(buf);
-	fputs(buf, f);
-	if (nl || len == sizeof(buf) - 1)
-		fputc('\n', f);
-}
 
 /* Cells row by row; each column as wide as its widest cell. */
 struct table {
@@ -116,7 +79,7 @@ static void table_add(struct table *t, const char *fmt, ...)
 	va_end(ap);
 	if (n > CELL_MAX)
 		memcpy(cell + CELL_MAX - 3, "...", 4);
-	clean(cell);
+	op_ctl__clean(cell);
 	if ((t->cells[t->n] = op_strdup(cell)) == NULL) {
 		t->nomem = true;
 		return;
@@ -148,55 +111,6 @@ static int table_print(struct table *t)
 		op_free(t->cells[i]);
 	op_free(t->cells);
 	return ret;
-}
-
-static int print_json(const cJSON *v)
-{
-	char *s = op_json_print(v, OP_JSON_PRETTY);
-	if (s == NULL) {
-		fputs("outpostctl: out of memory\n", stderr);
-		return CTL_FAILED;
-	}
-	puts(s);
-	op_free(s);
-	return CTL_OK;
-}
-
-/* ---- values from the wire ---- */
-
-/* True when id is 1 to 64 letters, digits, '.', '_' or '-'. */
-static bool agent_id_ok(const char *id, size_t len)
-{
-	if (len == 0 || len > AGENT_ID_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		char c = id[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
-static const cJSON *member(const cJSON *o, const char *name)
-{
-	return cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, name) : NULL;
-}
-
-/* The string member name of o, or NULL. */
-static const char *str_of(const cJSON *o, const char *name)
-{
-	return cJSON_GetStringValue(member(o, name));
-}
-
-/* v as a seq: an integer from 0 to 2^53. */
-static bool seq_of(const cJSON *v, uint64_t *out)
-{
-	if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0 ||
-	    v->valuedouble > (double)SEQ_MAX || floor(v->valuedouble) != v->valuedouble)
-		return false;
-	*out = (uint64_t)v->valuedouble;
-	return true;
 }
 
 /* Milliseconds since the epoch of an RFC 3339 time ("2026-11-24T05:10:30.000Z",
@@ -260,13 +174,6 @@ static bool parse_time(const char *s, long long *ms)
 	return true;
 }
 
-static long long wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* "12s ago", "5m ago", "3h ago", "2d ago" for an age in milliseconds. */
 static void age_text(long long age_ms, char *out_, size_t len)
 {
@@ -281,321 +188,6 @@ static void age_text(long long age_ms, char *out_, size_t len)
 		snprintf(out_, len, "%lldh ago", s / 3600);
 	else
 		snprintf(out_, len, "%lldd ago", s / 86400);
-}
-
-/* ---- connection options ---- */
-
-struct conn {
-	const char *cmd; /* "deploy", "status": for messages */
-	const char *broker, *ca, *cert, *key, *prefix;
-	double timeout_s;
-	bool timeout_given;
-};
-
-/* If argv[*i] is a connection option, takes it (and its value): 1. Not
- * one: 0. One without a value or with a bad one: -1 after saying why. */
-static int conn_opt(struct conn *c, int argc, char **argv, int *i)
-{
-	static const struct {
-		const char *name;
-		size_t off;
-	} opts[] = {
-	    {"--broker", offsetof(struct conn, broker)}, {"--ca", offsetof(struct conn, ca)},
-	    {"--cert", offsetof(struct conn, cert)},     {"--key", offsetof(struct conn, key)},
-	    {"--prefix", offsetof(struct conn, prefix)},
-	};
-	const char *a = argv[*i];
-	bool timeout = strcmp(a, "--timeout") == 0;
-	size_t k = 0;
-	while (!timeout && k < sizeof(opts) / sizeof(opts[0]) && strcmp(a, opts[k].name) != 0)
-		k++;
-	if (!timeout && k == sizeof(opts) / sizeof(opts[0]))
-		return 0;
-	if (*i + 1 >= argc) {
-		fprintf(stderr, "outpostctl %s: %s needs a value\n", c->cmd, a);
-		return -1;
-	}
-	const char *v = argv[++*i];
-	if (!timeout) {
-		*(const char **)((char *)c + opts[k].off) = v;
-		return 1;
-	}
-	char *end = (char *)v;
-	errno = 0;
-	double s = strtod(v, &end);
-	if (*end == 's')
-		end++;
-	if (errno || end == v || *end != '\0' || !isfinite(s) || s < 0.1 || s > TIMEOUT_MAX_S) {
-		fprintf(stderr, "outpostctl %s: --timeout \"%s\": expected seconds, 0.1 to %.0f\n",
-		        c->cmd, v, TIMEOUT_MAX_S);
-		return -1;
-	}
-	c->timeout_s = s;
-	c->timeout_given = true;
-	return 1;
-}
-
-/* Fills what the options left out from the environment and checks that
- * everything needed is there. CTL_OK or CTL_INVALID after saying why. */
-static int conn_finish(struct conn *c)
-{
-	static const struct {
-		const char *opt, *env, *what;
-		size_t off;
-		bool file;
-	} need[] = {
-	    {"--broker", "OUTPOST_BROKER", "the broker, mqtts://HOST:PORT",
-	     offsetof(struct conn, broker), false},
-	    {"--ca", "OUTPOST_CA", "the CA certificate that signed the broker's",
-	     offsetof(struct conn, ca), true},
-	    {"--cert", "OUTPOST_CERT", "the control plane's client certificate",
-	     offsetof(struct conn, cert), true},
-	    {"--key", "OUTPOST_KEY", "its private key", offsetof(struct conn, key), true},
-	};
-	int rc = CTL_OK;
-	for (size_t k = 0; k < sizeof(need) / sizeof(need[0]); k++) {
-		const char **v = (const char **)((char *)c + need[k].off);
-		if (*v == NULL || **v == '\0')
-			*v = getenv(need[k].env);
-		if (*v == NULL || **v == '\0') {
-			fprintf(stderr, "outpostctl %s: missing %s: give %s or set %s\n", c->cmd,
-			        need[k].what, need[k].opt, need[k].env);
-			rc = CTL_INVALID;
-		} else if (need[k].file && access(*v, R_OK) != 0) {
-			char eb[128];
-			fprintf(stderr, "outpostctl %s: %s %s: %s\n", c->cmd, need[k].opt, *v,
-			        strerror_r(errno, eb, sizeof(eb)));
-			rc = CTL_INVALID;
-		}
-	}
-	if (c->prefix == NULL)
-		c->prefix = getenv("OUTPOST_PREFIX");
-	if (c->prefix == NULL)
-		c->prefix = "";
-	if (!c->timeout_given)
-		c->timeout_s = TIMEOUT_DEFAULT_S;
-	return rc;
-}
-
-static long long timeout_ms(const struct conn *c)
-{
-	return (long long)(c->timeout_s * 1000);
-}
-
-/* Connects; CTL_OK, or CTL_INVALID (a bad URL or prefix) / CTL_FAILED
- * after saying why. */
-static int conn_open(const struct conn *c, size_t max_payload, struct op_ctl_mqtt **m)
-{
-	struct op_ctl_mqtt_opts o = {.broker = c->broker,
-	                             .ca = c->ca,
-	                             .cert = c->cert,
-	                             .key = c->key,
-	                             .prefix = c->prefix,
-	                             .max_payload = max_payload};
-	char why[768];
-	op_err rc =
-	    op_ctl_mqtt_connect(&o, op_ctl_mqtt_now_ms() + timeout_ms(c), m, why, sizeof(why));
-	if (rc == OP_OK)
-		return CTL_OK;
-	emit(stderr, "outpostctl %s: %s\n", c->cmd, why);
-	return rc == OP_EINVAL ? CTL_INVALID : CTL_FAILED;
-}
-
-/* ---- the fleet, as the broker's retained messages tell it ---- */
-
-/*
- * {"<agent id>": {"status": {...}, "reported": {...}}}, from messages on
- * <root><id>/status, /reported and /desired (whose document's seq is kept
- * as "desiredSeq", for deploy). Messages that are not an agent's, or whose
- * payload does not parse, are reported on stderr and skipped.
- */
-struct fleet {
-	const char *cmd;
-	const char *root;
-	cJSON *agents;
-	size_t n;
-	bool full, nomem;
-};
-
-/* The seq of the document inside envelope text, read without verifying
- * the signature: only to choose the next seq. */
-static bool envelope_seq(const char *text, size_t len, uint64_t *seq)
-{
-	char why[160];
-	cJSON *env = NULL;
-	if (op_json_parse(text, len, &env, why, sizeof(why)) != OP_OK)
-		return false;
-	const char *b64 = str_of(env, "payload");
-	char *doc = NULL;
-	size_t n = 0;
-	bool ok = false;
-	if (b64 && op_base64_decode(b64, &doc, &n) == OP_OK) {
-		cJSON *d = NULL;
-		if (op_json_parse(doc, n, &d, why, sizeof(why)) == OP_OK)
-			ok = seq_of(member(d, "seq"), seq);
-		cJSON_Delete(d);
-	}
-	op_free(doc);
-	cJSON_Delete(env);
-	return ok;
-}
-
-/* The entry of agent id (len bytes), made if missing; NULL when full or
- * out of memory. */
-static cJSON *fleet_agent(struct fleet *f, const char *id, size_t len)
-{
-	char key[AGENT_ID_MAX + 1];
-	snprintf(key, sizeof(key), "%.*s", (int)len, id);
-	cJSON *a = cJSON_GetObjectItemCaseSensitive(f->agents, key);
-	if (a)
-		return a;
-	if (f->n >= AGENTS_MAX) {
-		if (!f->full)
-			fprintf(stderr,
-			        "outpostctl %s: more than %d agents; the rest are left out\n",
-			        f->cmd, AGENTS_MAX);
-		f->full = true;
-		return NULL;
-	}
-	a = cJSON_CreateObject();
-	if (a == NULL || !cJSON_AddItemToObject(f->agents, key, a)) {
-		cJSON_Delete(a);
-		f->nomem = true;
-		return NULL;
-	}
-	f->n++;
-	return a;
-}
-
-/* Takes one message into the fleet; returns the agent's entry when the
- * message changed it, else NULL. */
-static cJSON *fleet_take(struct fleet *f, const struct op_ctl_msg *msg)
-{
-	size_t rl = strlen(f->root);
-	if (strncmp(msg->topic, f->root, rl) != 0)
-		return NULL;
-	const char *id = msg->topic + rl;
-	const char *slash = strchr(id, '/');
-	const char *kind = slash ? slash + 1 : "";
-	bool status = strcmp(kind, "status") == 0, reported = strcmp(kind, "reported") == 0,
-	     desired = strcmp(kind, "desired") == 0;
-	if (!(status || reported || desired))
-		return NULL;
-	if (!agent_id_ok(id, (size_t)(slash - id))) {
-		emit(stderr, "outpostctl %s: %.300s: not an agent id; ignored\n", f->cmd,
-		     msg->topic);
-		return NULL;
-	}
-	cJSON *a = fleet_agent(f, id, (size_t)(slash - id));
-	if (a == NULL)
-		return NULL;
-	if (msg->len == 0) {
-		/* An empty retained message clears the topic. */
-		cJSON_DeleteItemFromObjectCaseSensitive(a, desired ? "desiredSeq" : kind);
-		return a;
-	}
-	if (desired) {
-		uint64_t seq = 0;
-		if (msg->too_large || !envelope_seq(msg->payload, msg->len, &seq)) {
-			emit(stderr,
-			     "outpostctl %s: %.300s: not a signed envelope with a seq (%zu bytes); "
-			     "ignored\n",
-			     f->cmd, msg->topic, msg->len);
-			return NULL;
-		}
-		cJSON_DeleteItemFromObjectCaseSensitive(a, "desiredSeq");
-		if (cJSON_AddNumberToObject(a, "desiredSeq", (double)seq) == NULL) {
-			f->nomem = true;
-			return NULL;
-		}
-		return a;
-	}
-	cJSON *v = NULL;
-	if (msg->too_large || msg->len > STATE_MAX) {
-		emit(stderr, "outpostctl %s: %.300s: %zu bytes, more than %u; ignored\n", f->cmd,
-		     msg->topic, msg->len, STATE_MAX);
-		return NULL;
-	}
-	char why[160];
-	if (op_json_parse(msg->payload, msg->len, &v, why, sizeof(why)) != OP_OK ||
-	    !cJSON_IsObject(v)) {
-		cJSON_Delete(v);
-		emit(stderr, "outpostctl %s: %.300s: not a JSON object (%zu bytes); ignored\n",
-		     f->cmd, msg->topic, msg->len);
-		return NULL;
-	}
-	cJSON_DeleteItemFromObjectCaseSensitive(a, kind);
-	if (!cJSON_AddItemToObject(a, kind, v)) {
-		cJSON_Delete(v);
-		f->nomem = true;
-		return NULL;
-	}
-	return a;
-}
-
-static void fleet_msg(void *ud, const struct op_ctl_msg *msg)
-{
-	(void)fleet_take(ud, msg);
-}
-
-/* Subscribes to the n filters (each after the root) and takes every
- * retained message they bring. CTL_OK, or CTL_FAILED after saying why. */
-static int fleet_load(struct fleet *f, struct op_ctl_mqtt *m, const struct conn *c,
-                      const char *const *filters, size_t n)
-{
-	char **full = op_calloc(n ? n : 1, sizeof(*full));
-	int ret = full ? CTL_OK : CTL_FAILED;
-	for (size_t i = 0; ret == CTL_OK && i < n; i++) {
-		struct op_buf b;
-		op_buf_init(&b, 4096);
-		if (op_buf_addf(&b, "%s%s", f->root, filters[i]) != OP_OK ||
-		    (full[i] = op_buf_take(&b)) == NULL)
-			ret = CTL_FAILED;
-		op_buf_fini(&b);
-	}
-	char why[768] = "out of memory";
-	long long deadline = op_ctl_mqtt_now_ms() + timeout_ms(c);
-	if (ret == CTL_OK &&
-	    (op_ctl_mqtt_subscribe(m, (const char *const *)full, n, deadline, why, sizeof(why)) ||
-	     op_ctl_mqtt_sync(m, deadline, fleet_msg, f, why, sizeof(why))))
-		ret = CTL_FAILED;
-	if (ret == CTL_OK && f->nomem) {
-		snprintf(why, sizeof(why), "out of memory");
-		ret = CTL_FAILED;
-	}
-	if (ret)
-		emit(stderr, "outpostctl %s: %s\n", c->cmd, why);
-	for (size_t i = 0; full && i < n; i++)
-		op_free(full[i]);
-	op_free(full);
-	return ret;
-}
-
-static int cmp_names(const void *a, const void *b)
-{
-	return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
-}
-
-/* The fleet's entries sorted by agent id into *out (op_free; NULL when
- * there are none) and *n. False when out of memory. */
-static bool fleet_sorted(const struct fleet *f, const cJSON ***out, size_t *n)
-{
-	*out = NULL;
-	*n = 0;
-	size_t k = (size_t)cJSON_GetArraySize(f->agents);
-	if (k == 0)
-		return true;
-	const cJSON **v = op_calloc(k, sizeof(*v));
-	if (v == NULL)
-		return false;
-	const cJSON *a;
-	cJSON_ArrayForEach (a, f->agents) {
-		if (*n < k)
-			v[(*n)++] = a;
-	}
-	qsort(v, *n, sizeof(*v), cmp_names);
-	*out = v;
-	return true;
 }
 
 /* ---- deploy ---- */
@@ -622,22 +214,8 @@ static const char deploy_usage[] =
     "1 refused, no report in time, or not published; 2 bad usage or invalid pipelines;\n"
     "3 no agent in the group.\n";
 
-enum result { R_PENDING, R_PUBLISHED, R_APPLIED, R_REFUSED, R_TIMEOUT, R_FAILED };
-
-static const char *const result_names[] = {"pending", "published", "applied",
-                                           "refused", "timeout",   "failed"};
-
-struct target {
-	char id[AGENT_ID_MAX + 1];
-	uint64_t seq;
-	enum result result;
-	char code[64];
-	char message[1024];
-	long long t0, t1, deadline; /* monotonic ms: publish start, outcome, report due */
-};
-
 struct deploy {
-	struct conn c;
+	struct op_ctl_conn c;
 	const char **files;
 	size_t nfiles;
 	const char **agents;
@@ -654,7 +232,7 @@ static int deploy_args(int argc, char **argv, struct deploy *d)
 {
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i];
-		int r = conn_opt(&d->c, argc, argv, &i);
+		int r = op_ctl__conn_opt(&d->c, argc, argv, &i);
 		if (r < 0)
 			return -1;
 		if (r > 0)
@@ -706,12 +284,13 @@ static int deploy_args(int argc, char **argv, struct deploy *d)
 		return -1;
 	}
 	for (size_t i = 0; i < d->nagents; i++) {
-		if (!agent_id_ok(d->agents[i], strlen(d->agents[i]))) {
-			emit(stderr,
-			     "outpostctl deploy: --agent \"%.100s\": an agent id is 1 to %d "
-			     "letters, "
-			     "digits, '.', '_' or '-'\n",
-			     d->agents[i], AGENT_ID_MAX);
+		if (!op_ctl__agent_id_ok(d->agents[i], strlen(d->agents[i]))) {
+			op_ctl__emit(
+			    stderr,
+			    "outpostctl deploy: --agent \"%.100s\": an agent id is 1 to %d "
+			    "letters, "
+			    "digits, '.', '_' or '-'\n",
+			    d->agents[i], OP_CTL_AGENT_ID_MAX);
 			return -1;
 		}
 		for (size_t k = 0; k < i; k++) {
@@ -828,21 +407,21 @@ out:
 }
 
 /* The agents of group g in the fleet, in id order, as new targets. */
-static int group_targets(const struct deploy *d, const struct fleet *f, struct target **out,
-                         size_t *n)
+static int group_targets(const struct deploy *d, const struct op_ctl_fleet *f,
+                         struct op_ctl_target **out, size_t *n)
 {
 	size_t k = 0;
 	const cJSON **v = NULL;
-	if (!fleet_sorted(f, &v, &k))
+	if (!op_ctl__fleet_sorted(f, &v, &k))
 		return CTL_FAILED;
-	struct target *t = op_calloc(k ? k : 1, sizeof(*t));
+	struct op_ctl_target *t = op_calloc(k ? k : 1, sizeof(*t));
 	if (t == NULL) {
 		op_free(v);
 		return CTL_FAILED;
 	}
 	for (size_t i = 0; i < k; i++) {
-		const char *gs = str_of(member(v[i], "status"), "group");
-		const char *gr = str_of(member(v[i], "reported"), "group");
+		const char *gs = op_ctl__str_of(op_ctl__member(v[i], "status"), "group");
+		const char *gr = op_ctl__str_of(op_ctl__member(v[i], "reported"), "group");
 		if ((gs && strcmp(gs, d->group) == 0) || (gr && strcmp(gr, d->group) == 0))
 			snprintf(t[(*n)++].id, sizeof(t->id), "%s", v[i]->string);
 	}
@@ -857,24 +436,25 @@ static int group_targets(const struct deploy *d, const struct fleet *f, struct t
  * desired (and reported). CTL_OK, CTL_NOTFOUND (an empty group),
  * CTL_FAILED, after saying why.
  */
-static int find_targets(const struct deploy *d, struct op_ctl_mqtt *m, struct fleet *f,
-                        struct target **out, size_t *n)
+static int find_targets(const struct deploy *d, struct op_ctl_mqtt *m, struct op_ctl_fleet *f,
+                        struct op_ctl_target **out, size_t *n)
 {
 	*out = NULL;
 	*n = 0;
 	int ret = CTL_OK;
-	struct target *t = NULL;
+	struct op_ctl_target *t = NULL;
 	if (d->group) {
 		static const char *const all[] = {"+/status", "+/reported"};
-		ret = fleet_load(f, m, &d->c, all, 2);
+		ret = op_ctl__fleet_load(f, m, &d->c, all, 2);
 		if (ret == CTL_OK)
 			ret = group_targets(d, f, &t, n);
 		if (ret == CTL_OK && *n == 0) {
-			emit(stderr,
-			     "outpostctl deploy: no agent of group \"%s\": none has a retained "
-			     "status or "
-			     "reported under %s (outpostctl status lists the fleet)\n",
-			     d->group, f->root);
+			op_ctl__emit(
+			    stderr,
+			    "outpostctl deploy: no agent of group \"%s\": none has a retained "
+			    "status or "
+			    "reported under %s (outpostctl status lists the fleet)\n",
+			    d->group, f->root);
 			ret = CTL_NOTFOUND;
 		}
 	} else {
@@ -901,7 +481,7 @@ static int find_targets(const struct deploy *d, struct op_ctl_mqtt *m, struct fl
 	if (ret == CTL_FAILED && filters == NULL)
 		fputs("outpostctl deploy: out of memory\n", stderr);
 	else if (ret == CTL_OK)
-		ret = fleet_load(f, m, &d->c, (const char *const *)filters, *n * per);
+		ret = op_ctl__fleet_load(f, m, &d->c, (const char *const *)filters, *n * per);
 	for (size_t i = 0; filters && i < *n * per; i++)
 		op_free(filters[i]);
 	op_free(filters);
@@ -914,211 +494,16 @@ static int find_targets(const struct deploy *d, struct op_ctl_mqtt *m, struct fl
 	return CTL_OK;
 }
 
-/* The next seq of target t: above its desired document's, its reported
- * seq and its last refused seq. False past 2^53. */
-static bool next_seq(const struct fleet *f, struct target *t)
-{
-	const cJSON *a = cJSON_GetObjectItemCaseSensitive(f->agents, t->id);
-	const cJSON *rep = member(a, "reported");
-	uint64_t top = 0, v = 0;
-	if (seq_of(member(a, "desiredSeq"), &v) && v > top)
-		top = v;
-	if (seq_of(member(rep, "seq"), &v) && v > top)
-		top = v;
-	/* A seq the agent refused is not used again, so that a refusal
-	 * reported for it means this document. */
-	if (seq_of(member(member(rep, "lastError"), "seq"), &v) && v > top)
-		top = v;
-	t->seq = top + 1;
-	return t->seq <= SEQ_MAX;
-}
-
-struct signer {
-	struct op_env_key key;
-	unsigned char seed[OP_ENV_KEY_LEN];
-	const cJSON *set;
-	char issued[32];
-};
-
-/* Signs t's document and publishes it retained on its desired topic;
- * t->result says how it went. CTL_FAILED only when out of memory. */
-static int publish_one(const struct deploy *d, struct op_ctl_mqtt *m, const struct signer *s,
-                       struct target *t)
-{
-	int ret = CTL_OK;
-	char why[768] = "", *env = NULL;
-	struct op_buf b, topic;
-	op_buf_init(&b, OP_ENV_MAX);
-	op_buf_init(&topic, 4096);
-	cJSON *doc = cJSON_CreateObject();
-	t->t0 = op_ctl_mqtt_now_ms();
-	if (doc == NULL || !cJSON_AddNumberToObject(doc, "seq", (double)t->seq) ||
-	    !cJSON_AddStringToObject(doc, "agent", t->id) ||
-	    !cJSON_AddStringToObject(doc, "issued", s->issued) ||
-	    !cJSON_AddItemReferenceToObject(doc, "pipelines", (cJSON *)s->set) ||
-	    op_json_append(&b, doc, OP_JSON_COMPACT) != OP_OK ||
-	    op_buf_addf(&topic, "%s%s/desired", op_ctl_mqtt_root(m), t->id) != OP_OK) {
-		ret = CTL_FAILED;
-		snprintf(why, sizeof(why), "out of memory");
-	} else if (op_env_sign(s->seed, s->key.pub, s->key.kid, b.data, b.len, &env, why,
-	                       sizeof(why)) == OP_OK) {
-		long long deadline = op_ctl_mqtt_now_ms() + timeout_ms(&d->c);
-		if (op_ctl_mqtt_publish(m, op_buf_str(&topic), env, strlen(env), true, deadline,
-		                        why, sizeof(why)) == OP_OK)
-			why[0] = '\0';
-	}
-	t->t1 = op_ctl_mqtt_now_ms();
-	if (why[0]) {
-		t->result = R_FAILED;
-		snprintf(t->code, sizeof(t->code), "PUBLISH");
-		snprintf(t->message, sizeof(t->message), "%s", why);
-	} else {
-		t->result = R_PUBLISHED;
-		t->deadline = t->t1 + timeout_ms(&d->c);
-	}
-	cJSON_Delete(doc);
-	op_free(env);
-	op_buf_fini(&b);
-	op_buf_fini(&topic);
-	return ret;
-}
-
-/* Judges t by its agent's entry a after a change. */
-static void judge(struct target *t, const cJSON *a)
-{
-	const cJSON *rep = member(a, "reported");
-	const cJSON *le = member(rep, "lastError");
-	uint64_t v = 0;
-	if (seq_of(member(rep, "seq"), &v) && v >= t->seq) {
-		t->result = R_APPLIED;
-	} else if (seq_of(member(le, "seq"), &v) && v == t->seq) {
-		t->result = R_REFUSED;
-		const char *code = str_of(le, "code"), *msg = str_of(le, "message");
-		snprintf(t->code, sizeof(t->code), "%s", code ? code : "?");
-		snprintf(t->message, sizeof(t->message), "%s", msg ? msg : "(no message)");
-	} else {
-		return;
-	}
-	t->t1 = op_ctl_mqtt_now_ms();
-}
-
-/* Waits for the published targets' reports until each one's deadline. */
-static void wait_reports(const struct deploy *d, struct op_ctl_mqtt *m, struct fleet *f,
-                         struct target *t, size_t n)
-{
-	for (;;) {
-		long long now = op_ctl_mqtt_now_ms(), next = 0;
-		size_t pending = 0;
-		for (size_t i = 0; i < n; i++) {
-			if (t[i].result != R_PUBLISHED)
-				continue;
-			if (now >= t[i].deadline) {
-				t[i].result = R_TIMEOUT;
-				t[i].t1 = now;
-				snprintf(t[i].code, sizeof(t[i].code), "TIMEOUT");
-				snprintf(t[i].message, sizeof(t[i].message),
-				         "no report from agent %s within %g s; it may be offline: "
-				         "outpostctl status --agent %s",
-				         t[i].id, d->c.timeout_s, t[i].id);
-				continue;
-			}
-			if (pending++ == 0 || t[i].deadline < next)
-				next = t[i].deadline;
-		}
-		if (pending == 0)
-			return;
-		struct op_ctl_msg *msg = NULL;
-		char why[512];
-		op_err rc = op_ctl_mqtt_next(m, next, &msg, why, sizeof(why));
-		if (rc == OP_ENOCONN) {
-			for (size_t i = 0; i < n; i++) {
-				if (t[i].result != R_PUBLISHED)
-					continue;
-				t[i].result = R_TIMEOUT;
-				t[i].t1 = op_ctl_mqtt_now_ms();
-				snprintf(t[i].code, sizeof(t[i].code), "NOCONN");
-				snprintf(t[i].message, sizeof(t[i].message),
-				         "%s; agent %s's report was not seen", why, t[i].id);
-			}
-			return;
-		}
-		if (rc && rc != OP_ETIMEOUT)
-			emit(stderr, "outpostctl deploy: %s\n", why);
-		const cJSON *a = msg ? fleet_take(f, msg) : NULL;
-		for (size_t i = 0; a && i < n; i++) {
-			if (t[i].result == R_PUBLISHED && strcmp(t[i].id, a->string) == 0)
-				judge(&t[i], a);
-		}
-		op_ctl_msg_free(msg);
-	}
-}
-
-/* Prints the outcome; the exit code: CTL_OK when every target applied it
- * (or, without waiting, it was published), else CTL_FAILED. */
-static int print_results(const struct deploy *d, const struct target *t, size_t n, size_t npipe)
-{
-	int ret = CTL_OK;
-	cJSON *arr = d->json ? cJSON_CreateArray() : NULL;
-	if (d->json && arr == NULL)
-		ret = CTL_FAILED;
-	for (size_t i = 0; i < n; i++) {
-		const struct target *x = &t[i];
-		double secs = (double)(x->t1 - x->t0) / 1000;
-		unsigned long long seq = (unsigned long long)x->seq;
-		if (x->result != R_APPLIED && x->result != R_PUBLISHED)
-			ret = CTL_FAILED;
-		if (x->result == R_REFUSED)
-			emit(stderr, "outpostctl deploy: agent %s: seq %llu refused: %s: %s\n",
-			     x->id, seq, x->code, x->message);
-		else if (x->result == R_TIMEOUT)
-			emit(stderr, "outpostctl deploy: agent %s: seq %llu published, but %s\n",
-			     x->id, seq, x->message);
-		else if (x->result == R_FAILED)
-			emit(stderr, "outpostctl deploy: agent %s: seq %llu not published: %s\n",
-			     x->id, seq, x->message);
-		else if (!d->json && x->result == R_APPLIED)
-			printf("agent %s: seq %llu applied (%zu pipeline%s) in %.2f s\n", x->id,
-			       seq, npipe, npipe == 1 ? "" : "s", secs);
-		else if (!d->json)
-			printf("agent %s: seq %llu published (%zu pipeline%s)\n", x->id, seq, npipe,
-			       npipe == 1 ? "" : "s");
-		if (arr == NULL)
-			continue;
-		cJSON *o = cJSON_CreateObject(), *e = NULL;
-		bool ok = o && cJSON_AddStringToObject(o, "agent", x->id) &&
-		          cJSON_AddNumberToObject(o, "seq", (double)x->seq) &&
-		          cJSON_AddStringToObject(o, "result", result_names[x->result]);
-		if (ok && x->code[0])
-			ok = (e = cJSON_AddObjectToObject(o, "error")) &&
-			     cJSON_AddStringToObject(e, "code", x->code) &&
-			     cJSON_AddStringToObject(e, "message", x->message);
-		else if (ok)
-			ok = cJSON_AddNullToObject(o, "error") != NULL;
-		ok = ok && cJSON_AddNumberToObject(o, "seconds", round(secs * 1000) / 1000) &&
-		     cJSON_AddItemToArray(arr, o);
-		if (!ok) {
-			cJSON_Delete(o);
-			cJSON_Delete(arr);
-			arr = NULL;
-			fputs("outpostctl: out of memory\n", stderr);
-			ret = CTL_FAILED;
-		}
-	}
-	if (arr && print_json(arr) != CTL_OK)
-		ret = CTL_FAILED;
-	cJSON_Delete(arr);
-	return ret;
-}
-
 int op_ctl_deploy(int argc, char **argv)
 {
 	struct deploy d = {.c = {.cmd = "deploy"}, .wait = true};
-	struct fleet f = {.cmd = "deploy"};
+	struct op_ctl_fleet f = {.cmd = "deploy"};
 	struct op_ctl_mqtt *m = NULL;
-	struct target *t = NULL;
+	struct op_ctl_target *t = NULL;
 	size_t nt = 0;
 	cJSON *set = NULL;
-	struct signer s = {0};
+	struct op_ctl_signer s = {0};
+	struct op_ctl_rollout r;
 	int ret = CTL_FAILED;
 	d.files = op_calloc((size_t)argc + 1, sizeof(*d.files));
 	d.agents = op_calloc((size_t)argc + 1, sizeof(*d.agents));
@@ -1133,38 +518,19 @@ int op_ctl_deploy(int argc, char **argv)
 		ret = pr > 0 ? CTL_OK : CTL_INVALID;
 		goto out;
 	}
-	if ((ret = conn_finish(&d.c)) != CTL_OK || (ret = load_set(&d, &set)) != CTL_OK)
+	if ((ret = op_ctl__conn_finish(&d.c)) != CTL_OK || (ret = load_set(&d, &set)) != CTL_OK ||
+	    (ret = op_ctl__set_fits("deploy", set)) != CTL_OK ||
+	    (ret = op_ctl__signer_read(d.sign_key, &s)) != CTL_OK)
 		goto out;
-	char *text = op_json_print(set, OP_JSON_COMPACT);
-	size_t len = text ? strlen(text) : 0;
-	op_free(text);
-	/* The envelope (base64 of the document, and ~200 bytes) must fit. */
-	if (text == NULL || len + 1024 > (OP_ENV_MAX - 1024) / 4 * 3) {
-		if (text == NULL)
-			fputs("outpostctl: out of memory\n", stderr);
-		else
-			fprintf(stderr,
-			        "outpostctl deploy: the pipelines are %zu bytes of JSON; a signed "
-			        "document holds at most about %u\n",
-			        len, (OP_ENV_MAX - 1024) / 4 * 3 - 1024);
-		ret = text ? CTL_INVALID : CTL_FAILED;
-		goto out;
-	}
-	if ((ret = op_ctl_read_key(d.sign_key, &s.key, s.seed)) != CTL_OK)
-		goto out;
-	s.set = set;
-	struct tm tm;
-	time_t now = time(NULL);
-	if (gmtime_r(&now, &tm) == NULL ||
-	    strftime(s.issued, sizeof(s.issued), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(s.issued, sizeof(s.issued), "1970-01-01T00:00:00Z");
-	if ((ret = conn_open(&d.c, OP_ENV_MAX, &m)) != CTL_OK)
+	op_ctl__rollout_init(&r, &d.c, &s, d.json);
+	if ((ret = op_ctl__conn_open(&d.c, OP_ENV_MAX, &m)) != CTL_OK)
 		goto out;
 	f.root = op_ctl_mqtt_root(m);
 	if ((ret = find_targets(&d, m, &f, &t, &nt)) != CTL_OK)
 		goto out;
 	for (size_t i = 0; i < nt; i++) {
-		if (!next_seq(&f, &t[i])) {
+		t[i].set = set;
+		if (!op_ctl__next_seq(&f, &t[i])) {
 			fprintf(stderr,
 			        "outpostctl deploy: agent %s: its seq is at 2^53; nothing was "
 			        "deployed\n",
@@ -1173,26 +539,274 @@ int op_ctl_deploy(int argc, char **argv)
 			goto out;
 		}
 		if (t[i].seq == 1 && !d.group)
-			emit(stderr,
-			     "outpostctl deploy: note: agent %s has nothing retained under %s%s/ "
-			     "(a new agent, or a misspelt id)\n",
-			     t[i].id, f.root, t[i].id);
+			op_ctl__emit(stderr,
+			             "outpostctl deploy: note: agent %s has nothing retained under "
+			             "%s%s/ (a new agent, or a misspelt id)\n",
+			             t[i].id, f.root, t[i].id);
 	}
 	for (size_t i = 0; i < nt; i++) {
-		if ((ret = publish_one(&d, m, &s, &t[i])) != CTL_OK)
+		if ((ret = op_ctl__publish_desired(&r, m, &t[i])) != CTL_OK)
 			goto out;
 	}
 	if (d.wait)
-		wait_reports(&d, m, &f, t, nt);
-	ret = print_results(&d, t, nt, (size_t)cJSON_GetArraySize(set));
+		op_ctl__wait_reports(&r, m, &f, t, nt);
+	ret = op_ctl__print_results(&r, t, nt);
 out:
-	explicit_bzero(s.seed, sizeof(s.seed));
+	op_ctl__signer_wipe(&s);
 	op_ctl_mqtt_close(m);
 	op_free(t);
 	cJSON_Delete(set);
 	cJSON_Delete(f.agents);
 	op_free(d.files);
 	op_free(d.agents);
+	return ret;
+}
+
+/* ---- rollback ---- */
+
+static const char rollback_usage[] =
+    "usage: outpostctl rollback --agent ID [--to SEQ] --sign-key KEYFILE [--wait | --no-wait]\n"
+    "                           [--json] [--broker URL] [--ca FILE] [--cert FILE]\n"
+    "                           [--key FILE] [--prefix P] [--timeout SECONDS]\n"
+    "Asks the agent for the documents it applied last (a signed command), takes the\n"
+    "pipelines of seq SEQ, or of the document before the running one, and deploys\n"
+    "them as a new document with the next seq, as deploy does.\n"
+    "  --to SEQ         the seq to bring back (outpostctl status --agent ID shows the\n"
+    "                   running one; the agent keeps the last 10 applied)\n"
+    "  --sign-key FILE  the private key (outpostctl keygen) the agent trusts\n"
+    "  --json           print [{agent, seq, from, result, error, seconds}]\n"
+    "Connection options and waiting as for deploy (outpostctl deploy --help).\n"
+    "Exit status: 0 the agent applied it (or, with --no-wait, it was published);\n"
+    "1 refused, no report or answer in time, or not published; 2 bad usage;\n"
+    "3 no such seq in the agent's history.\n";
+
+struct rollback {
+	struct op_ctl_conn c;
+	const char *agent, *to_s, *sign_key;
+	uint64_t to;
+	bool wait, json;
+};
+
+/* Parses the arguments. 0, 1 for --help, -1 after saying why. */
+static int rollback_args(int argc, char **argv, struct rollback *b)
+{
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		int r = op_ctl__conn_opt(&b->c, argc, argv, &i);
+		if (r < 0)
+			return -1;
+		if (r > 0)
+			continue;
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+			return 1;
+		if (strcmp(a, "--wait") == 0 || strcmp(a, "--no-wait") == 0) {
+			b->wait = strcmp(a, "--wait") == 0;
+		} else if (strcmp(a, "--json") == 0) {
+			b->json = true;
+		} else if (strcmp(a, "--agent") == 0 || strcmp(a, "--to") == 0 ||
+		           strcmp(a, "--sign-key") == 0) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "outpostctl rollback: %s needs a value\n", a);
+				return -1;
+			}
+			const char *v = argv[++i];
+			if (strcmp(a, "--agent") == 0)
+				b->agent = v;
+			else if (strcmp(a, "--to") == 0)
+				b->to_s = v;
+			else
+				b->sign_key = v;
+		} else {
+			fprintf(stderr, "outpostctl rollback: unexpected argument \"%s\"\n", a);
+			return -1;
+		}
+	}
+	if (b->agent == NULL || !op_ctl__agent_id_ok(b->agent, strlen(b->agent))) {
+		op_ctl__emit(stderr,
+		             "outpostctl rollback: --agent ID: an agent id is 1 to %d letters, "
+		             "digits, '.', '_' or '-'%s%.100s%s\n",
+		             OP_CTL_AGENT_ID_MAX, b->agent ? ", not \"" : " (missing)",
+		             b->agent ? b->agent : "", b->agent ? "\"" : "");
+		return -1;
+	}
+	if (b->to_s) {
+		char *end = NULL;
+		errno = 0;
+		unsigned long long v = strtoull(b->to_s, &end, 10);
+		if (errno || end == b->to_s || *end != '\0' || b->to_s[0] == '-' || v == 0 ||
+		    v > OP_CTL_SEQ_MAX) {
+			fprintf(stderr,
+			        "outpostctl rollback: --to \"%s\": expected a seq, 1 to 2^53\n",
+			        b->to_s);
+			return -1;
+		}
+		b->to = v;
+	}
+	if (b->sign_key == NULL) {
+		fputs("outpostctl rollback: --sign-key KEYFILE is needed: agents apply only what "
+		      "their trusted keys signed\n",
+		      stderr);
+		return -1;
+	}
+	return 0;
+}
+
+/* The seqs of the history's documents, "9, 8, 5", into out. */
+static void history_seqs(const cJSON *docs, char *out, size_t len)
+{
+	size_t n = 0;
+	const cJSON *d;
+	out[0] = '\0';
+	cJSON_ArrayForEach (d, docs) {
+		uint64_t seq = 0;
+		if (!op_ctl__seq_of(op_ctl__member(d, "seq"), &seq))
+			continue;
+		int k =
+		    snprintf(out + n, len - n, "%s%llu", n ? ", " : "", (unsigned long long)seq);
+		if (k < 0 || (size_t)k >= len - n)
+			break;
+		n += (size_t)k;
+	}
+	if (n == 0)
+		snprintf(out, len, "none");
+}
+
+/*
+ * Chooses the document to bring back from the agent's history docs: seq
+ * b->to, or the newest before the running seq (reported.seq in f, else the
+ * newest document's). CTL_OK with *doc (borrowed from docs), CTL_NOTFOUND
+ * after saying which seqs there are.
+ */
+static int pick(const struct rollback *b, const struct op_ctl_fleet *f, const cJSON *docs,
+                const cJSON **doc)
+{
+	*doc = NULL;
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(f->agents, b->agent);
+	uint64_t running = 0, best = 0, seq = 0;
+	if (!op_ctl__seq_of(op_ctl__member(op_ctl__member(a, "reported"), "seq"), &running) ||
+	    running == 0) {
+		const cJSON *d;
+		cJSON_ArrayForEach (d, docs) {
+			if (op_ctl__seq_of(op_ctl__member(d, "seq"), &seq) && seq > running)
+				running = seq;
+		}
+	}
+	const cJSON *d;
+	cJSON_ArrayForEach (d, docs) {
+		if (!op_ctl__seq_of(op_ctl__member(d, "seq"), &seq))
+			continue;
+		if (b->to ? seq == b->to : seq < running && seq > best) {
+			best = seq;
+			*doc = d;
+		}
+	}
+	if (*doc)
+		return CTL_OK;
+	char seqs[400];
+	history_seqs(docs, seqs, sizeof(seqs));
+	if (b->to)
+		op_ctl__emit(stderr,
+		             "outpostctl rollback: agent %s: seq %llu is not in its history; it "
+		             "keeps the last documents it applied: seqs %s\n",
+		             b->agent, (unsigned long long)b->to, seqs);
+	else
+		op_ctl__emit(stderr,
+		             "outpostctl rollback: agent %s: nothing to roll back to: no document "
+		             "before the running seq %llu in its history (seqs %s)\n",
+		             b->agent, (unsigned long long)running, seqs);
+	return CTL_NOTFOUND;
+}
+
+/* Asks agent for its history into *answer; CTL_OK or the exit code. */
+static int ask_history(const struct rollback *b, struct op_ctl_mqtt *m,
+                       const struct op_ctl_signer *s, cJSON **answer, const cJSON **docs)
+{
+	*docs = NULL;
+	int ret = op_ctl__command(m, &b->c, s, b->agent, "history", NULL, op_ctl__timeout_ms(&b->c),
+	                          answer);
+	if (ret != CTL_OK)
+		return ret;
+	if (!cJSON_IsTrue(op_ctl__member(*answer, "ok"))) {
+		ret = op_ctl__command_failed("rollback", b->agent, *answer);
+		return ret == CTL_NOTFOUND ? CTL_FAILED : ret;
+	}
+	*docs = op_ctl__member(op_ctl__member(*answer, "result"), "documents");
+	if (!cJSON_IsArray(*docs)) {
+		op_ctl__emit(stderr,
+		             "outpostctl rollback: agent %s: its history is not a list of "
+		             "documents (result.documents)\n",
+		             b->agent);
+		return CTL_FAILED;
+	}
+	return CTL_OK;
+}
+
+int op_ctl_rollback(int argc, char **argv)
+{
+	struct rollback b = {.c = {.cmd = "rollback"}, .wait = true};
+	struct op_ctl_fleet f = {.cmd = "rollback"};
+	struct op_ctl_signer s = {0};
+	struct op_ctl_mqtt *m = NULL;
+	struct op_ctl_target t = {0};
+	struct op_ctl_rollout r;
+	cJSON *answer = NULL;
+	int pr = rollback_args(argc, argv, &b);
+	if (pr) {
+		fputs(rollback_usage, pr > 0 ? stdout : stderr);
+		return pr > 0 ? CTL_OK : CTL_INVALID;
+	}
+	int ret = op_ctl__conn_finish(&b.c);
+	if (ret == CTL_OK)
+		ret = op_ctl__signer_read(b.sign_key, &s);
+	if (ret != CTL_OK)
+		return ret;
+	op_ctl__rollout_init(&r, &b.c, &s, b.json);
+	if ((f.agents = cJSON_CreateObject()) == NULL) {
+		fputs("outpostctl: out of memory\n", stderr);
+		ret = CTL_FAILED;
+		goto out;
+	}
+	if ((ret = op_ctl__conn_open(&b.c, OP_CTL_ANSWER_MAX, &m)) != CTL_OK)
+		goto out;
+	f.root = op_ctl_mqtt_root(m);
+	char fd[OP_CTL_AGENT_ID_MAX + 16], fr[OP_CTL_AGENT_ID_MAX + 16];
+	snprintf(fd, sizeof(fd), "%s/desired", b.agent);
+	snprintf(fr, sizeof(fr), "%s/reported", b.agent);
+	const char *const filters[] = {fd, fr};
+	const cJSON *docs = NULL, *doc = NULL;
+	if ((ret = op_ctl__fleet_load(&f, m, &b.c, filters, 2)) != CTL_OK ||
+	    (ret = ask_history(&b, m, &s, &answer, &docs)) != CTL_OK ||
+	    (ret = pick(&b, &f, docs, &doc)) != CTL_OK)
+		goto out;
+	snprintf(t.id, sizeof(t.id), "%s", b.agent);
+	t.set = op_ctl__member(doc, "pipelines");
+	(void)op_ctl__seq_of(op_ctl__member(doc, "seq"), &t.from);
+	if (!cJSON_IsArray(t.set)) {
+		op_ctl__emit(
+		    stderr,
+		    "outpostctl rollback: agent %s: the document of seq %llu in its history "
+		    "has no pipelines array\n",
+		    b.agent, (unsigned long long)t.from);
+		ret = CTL_FAILED;
+		goto out;
+	}
+	if ((ret = op_ctl__set_fits("rollback", t.set)) != CTL_OK)
+		goto out;
+	if (!op_ctl__next_seq(&f, &t)) {
+		fprintf(stderr, "outpostctl rollback: agent %s: its seq is at 2^53\n", b.agent);
+		ret = CTL_FAILED;
+		goto out;
+	}
+	if ((ret = op_ctl__publish_desired(&r, m, &t)) != CTL_OK)
+		goto out;
+	if (b.wait)
+		op_ctl__wait_reports(&r, m, &f, &t, 1);
+	ret = op_ctl__print_results(&r, &t, 1);
+out:
+	op_ctl__signer_wipe(&s);
+	op_ctl_mqtt_close(m);
+	cJSON_Delete(answer);
+	cJSON_Delete(f.agents);
 	return ret;
 }
 
@@ -1212,13 +826,13 @@ static const char status_usage[] =
 /* ONLINE of a status: yes, stale, no, or - when there is none. */
 static const char *online_text(const cJSON *st, long long now)
 {
-	const char *state = str_of(st, "state");
+	const char *state = op_ctl__str_of(st, "state");
 	long long at = 0;
 	if (state == NULL)
 		return st ? "?" : "-";
 	if (strcmp(state, "online") != 0)
 		return strcmp(state, "offline") == 0 ? "no" : "?";
-	if (parse_time(str_of(st, "at"), &at) && now - at > STALE_S * 1000LL)
+	if (parse_time(op_ctl__str_of(st, "at"), &at) && now - at > STALE_S * 1000LL)
 		return "stale";
 	return "yes";
 }
@@ -1226,41 +840,43 @@ static const char *online_text(const cJSON *st, long long now)
 static void heartbeat_text(const cJSON *st, long long now, char *buf, size_t len)
 {
 	long long at = 0;
-	if (parse_time(str_of(st, "at"), &at))
+	if (parse_time(op_ctl__str_of(st, "at"), &at))
 		age_text(now - at, buf, len);
 	else
 		snprintf(buf, len, "-");
 }
 
-static int show_fleet(const struct fleet *f)
+static int show_fleet(const struct op_ctl_fleet *f)
 {
 	size_t n = 0;
 	const cJSON **v = NULL;
-	if (!fleet_sorted(f, &v, &n)) {
+	if (!op_ctl__fleet_sorted(f, &v, &n)) {
 		fputs("outpostctl: out of memory\n", stderr);
 		return CTL_FAILED;
 	}
 	if (n == 0) {
-		emit(stderr,
-		     "outpostctl status: no agent has a retained status or reported under %s\n",
-		     f->root);
+		op_ctl__emit(
+		    stderr,
+		    "outpostctl status: no agent has a retained status or reported under %s\n",
+		    f->root);
 		return CTL_OK;
 	}
-	long long now = wall_ms();
+	long long now = op_ctl__wall_ms();
 	struct table t = {.ncols = 6};
 	static const char *const head[] = {"AGENT",     "ONLINE", "SEQ",
 	                                   "PIPELINES", "ERRORS", "HEARTBEAT"};
 	for (size_t i = 0; i < 6; i++)
 		table_add(&t, "%s", head[i]);
 	for (size_t i = 0; i < n; i++) {
-		const cJSON *st = member(v[i], "status"), *rep = member(v[i], "reported");
-		const cJSON *pipes = member(rep, "pipelines");
+		const cJSON *st = op_ctl__member(v[i], "status"),
+		            *rep = op_ctl__member(v[i], "reported");
+		const cJSON *pipes = op_ctl__member(rep, "pipelines");
 		uint64_t seq = 0;
 		char hb[32];
 		heartbeat_text(st, now, hb, sizeof(hb));
 		table_add(&t, "%s", v[i]->string);
 		table_add(&t, "%s", online_text(st, now));
-		if (seq_of(member(rep, "seq"), &seq))
+		if (op_ctl__seq_of(op_ctl__member(rep, "seq"), &seq))
 			table_add(&t, "%llu", (unsigned long long)seq);
 		else
 			table_add(&t, "-");
@@ -1272,13 +888,13 @@ static int show_fleet(const struct fleet *f)
 			int errors = 0;
 			const cJSON *p, *list = cJSON_IsArray(pipes) ? pipes : NULL;
 			cJSON_ArrayForEach (p, list) {
-				const char *ps = str_of(p, "status");
+				const char *ps = op_ctl__str_of(p, "status");
 				/* A pipeline draining its queue after a deploy dropped
 				 * it is not an error. */
-				errors += ps == NULL ||
-				          (strcmp(ps, "running") != 0 && strcmp(ps, "draining") != 0);
+				errors += ps == NULL || (strcmp(ps, "running") != 0 &&
+				                         strcmp(ps, "draining") != 0);
 			}
-			const cJSON *le = member(rep, "lastError");
+			const cJSON *le = op_ctl__member(rep, "lastError");
 			errors += le != NULL && !cJSON_IsNull(le);
 			table_add(&t, "%d", errors);
 		} else {
@@ -1293,42 +909,42 @@ static int show_fleet(const struct fleet *f)
 /* The string member name of o, or "-". */
 static const char *dash(const cJSON *o, const char *name)
 {
-	const char *s = str_of(o, name);
+	const char *s = op_ctl__str_of(o, name);
 	return s && *s ? s : "-";
 }
 
 static int show_agent(const cJSON *a)
 {
-	const cJSON *st = member(a, "status"), *rep = member(a, "reported");
-	long long now = wall_ms();
+	const cJSON *st = op_ctl__member(a, "status"), *rep = op_ctl__member(a, "reported");
+	long long now = op_ctl__wall_ms();
 	char hb[32];
 	heartbeat_text(st, now, hb, sizeof(hb));
 	const char *online = online_text(st, now);
-	emit(stdout, "agent:      %s\n", a->string);
+	op_ctl__emit(stdout, "agent:      %s\n", a->string);
 	if (st == NULL)
-		emit(stdout, "state:      - (no retained status)\n");
+		op_ctl__emit(stdout, "state:      - (no retained status)\n");
 	else if (strcmp(online, "stale") == 0)
-		emit(stdout, "state:      %s, but stale: no heartbeat for more than %d s\n",
-		     dash(st, "state"), STALE_S);
+		op_ctl__emit(stdout, "state:      %s, but stale: no heartbeat for more than %d s\n",
+		             dash(st, "state"), STALE_S);
 	else
-		emit(stdout, "state:      %s\n", dash(st, "state"));
-	emit(stdout, "group:      %s\n",
-	     str_of(st, "group") ? dash(st, "group") : dash(rep, "group"));
-	emit(stdout, "version:    %s\n",
-	     str_of(st, "version") ? dash(st, "version") : dash(rep, "version"));
-	emit(stdout, "since:      %s\n", dash(st, "since"));
-	emit(stdout, "heartbeat:  %s%s%s%s\n", dash(st, "at"), strcmp(hb, "-") ? " (" : "",
-	     strcmp(hb, "-") ? hb : "", strcmp(hb, "-") ? ")" : "");
+		op_ctl__emit(stdout, "state:      %s\n", dash(st, "state"));
+	op_ctl__emit(stdout, "group:      %s\n",
+	             op_ctl__str_of(st, "group") ? dash(st, "group") : dash(rep, "group"));
+	op_ctl__emit(stdout, "version:    %s\n",
+	             op_ctl__str_of(st, "version") ? dash(st, "version") : dash(rep, "version"));
+	op_ctl__emit(stdout, "since:      %s\n", dash(st, "since"));
+	op_ctl__emit(stdout, "heartbeat:  %s%s%s%s\n", dash(st, "at"), strcmp(hb, "-") ? " (" : "",
+	             strcmp(hb, "-") ? hb : "", strcmp(hb, "-") ? ")" : "");
 	uint64_t seq = 0;
 	if (rep == NULL)
-		emit(stdout, "applied:    - (no retained reported)\n");
-	else if (!seq_of(member(rep, "seq"), &seq))
-		emit(stdout, "applied:    ? (no valid seq)\n");
+		op_ctl__emit(stdout, "applied:    - (no retained reported)\n");
+	else if (!op_ctl__seq_of(op_ctl__member(rep, "seq"), &seq))
+		op_ctl__emit(stdout, "applied:    ? (no valid seq)\n");
 	else if (seq == 0)
-		emit(stdout, "applied:    nothing yet (seq 0)\n");
+		op_ctl__emit(stdout, "applied:    nothing yet (seq 0)\n");
 	else
-		emit(stdout, "applied:    seq %llu\n", (unsigned long long)seq);
-	const cJSON *pipes = member(rep, "pipelines");
+		op_ctl__emit(stdout, "applied:    seq %llu\n", (unsigned long long)seq);
+	const cJSON *pipes = op_ctl__member(rep, "pipelines");
 	int ret = CTL_OK;
 	if (cJSON_IsArray(pipes) && cJSON_GetArraySize(pipes) > 0) {
 		fputs("\n", stdout);
@@ -1347,34 +963,34 @@ static int show_agent(const cJSON *a)
 		ret = table_print(&t);
 		fputs("\n", stdout);
 	} else if (rep) {
-		emit(stdout, "pipelines:  none\n");
+		op_ctl__emit(stdout, "pipelines:  none\n");
 	}
-	const cJSON *le = member(rep, "lastError");
+	const cJSON *le = op_ctl__member(rep, "lastError");
 	if (rep == NULL)
 		return ret;
 	if (le == NULL || cJSON_IsNull(le)) {
-		emit(stdout, "last error: none\n");
+		op_ctl__emit(stdout, "last error: none\n");
 	} else {
 		uint64_t es = 0;
 		char s[32] = "?";
-		if (seq_of(member(le, "seq"), &es))
+		if (op_ctl__seq_of(op_ctl__member(le, "seq"), &es))
 			snprintf(s, sizeof(s), "%llu", (unsigned long long)es);
-		emit(stdout, "last error: seq %s at %s: %s: %s\n", s, dash(le, "at"),
-		     dash(le, "code"), dash(le, "message"));
+		op_ctl__emit(stdout, "last error: seq %s at %s: %s: %s\n", s, dash(le, "at"),
+		             dash(le, "code"), dash(le, "message"));
 	}
 	return ret;
 }
 
 int op_ctl_status(int argc, char **argv)
 {
-	struct conn c = {.cmd = "status"};
-	struct fleet f = {.cmd = "status"};
+	struct op_ctl_conn c = {.cmd = "status"};
+	struct op_ctl_fleet f = {.cmd = "status"};
 	struct op_ctl_mqtt *m = NULL;
 	const char *agent = NULL;
 	bool json = false;
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i];
-		int r = conn_opt(&c, argc, argv, &i);
+		int r = op_ctl__conn_opt(&c, argc, argv, &i);
 		if (r < 0) {
 			fputs(status_usage, stderr);
 			return CTL_INVALID;
@@ -1399,44 +1015,46 @@ int op_ctl_status(int argc, char **argv)
 			return CTL_INVALID;
 		}
 	}
-	if (agent && !agent_id_ok(agent, strlen(agent))) {
-		emit(stderr,
-		     "outpostctl status: --agent \"%.100s\": an agent id is 1 to %d letters, "
-		     "digits, "
-		     "'.', '_' or '-'\n",
-		     agent, AGENT_ID_MAX);
+	if (agent && !op_ctl__agent_id_ok(agent, strlen(agent))) {
+		op_ctl__emit(
+		    stderr,
+		    "outpostctl status: --agent \"%.100s\": an agent id is 1 to %d letters, "
+		    "digits, "
+		    "'.', '_' or '-'\n",
+		    agent, OP_CTL_AGENT_ID_MAX);
 		return CTL_INVALID;
 	}
-	int ret = conn_finish(&c);
+	int ret = op_ctl__conn_finish(&c);
 	if (ret)
 		return ret;
 	if ((f.agents = cJSON_CreateObject()) == NULL) {
 		fputs("outpostctl: out of memory\n", stderr);
 		return CTL_FAILED;
 	}
-	if ((ret = conn_open(&c, STATE_MAX, &m)) != CTL_OK)
+	if ((ret = op_ctl__conn_open(&c, OP_CTL_STATE_MAX, &m)) != CTL_OK)
 		goto out;
 	char root[1100];
 	snprintf(root, sizeof(root), "%s", op_ctl_mqtt_root(m));
 	f.root = root;
-	char fs[AGENT_ID_MAX + 16], fr[AGENT_ID_MAX + 16];
+	char fs[OP_CTL_AGENT_ID_MAX + 16], fr[OP_CTL_AGENT_ID_MAX + 16];
 	snprintf(fs, sizeof(fs), "%s/status", agent ? agent : "+");
 	snprintf(fr, sizeof(fr), "%s/reported", agent ? agent : "+");
 	const char *const filters[] = {fs, fr};
-	if ((ret = fleet_load(&f, m, &c, filters, 2)) != CTL_OK)
+	if ((ret = op_ctl__fleet_load(&f, m, &c, filters, 2)) != CTL_OK)
 		goto out;
 	/* What follows needs no broker: let go of it before printing. */
 	op_ctl_mqtt_close(m);
 	m = NULL;
 	const cJSON *one = agent ? cJSON_GetObjectItemCaseSensitive(f.agents, agent) : NULL;
 	if (agent && one == NULL) {
-		emit(stderr,
-		     "outpostctl status: agent %s has no retained status or reported under %s%s/ "
-		     "(never connected, or a misspelt id)\n",
-		     agent, root, agent);
+		op_ctl__emit(
+		    stderr,
+		    "outpostctl status: agent %s has no retained status or reported under %s%s/ "
+		    "(never connected, or a misspelt id)\n",
+		    agent, root, agent);
 		ret = CTL_NOTFOUND;
 	} else if (json) {
-		ret = print_json(f.agents);
+		ret = op_ctl__print_json(f.agents);
 	} else {
 		ret = agent ? show_agent(one) : show_fleet(&f);
 	}

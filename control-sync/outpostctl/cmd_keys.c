@@ -31,8 +31,10 @@ static const char keygen_usage[] =
     "hash). An existing file is never overwritten.\n";
 static const char sign_usage[] =
     "usage: outpostctl sign --key KEYFILE DOCUMENT.json\n"
-    "Prints the signed envelope of the document (a JSON object with an\n"
-    "integer seq), signed over its exact bytes (\"-\" reads stdin).\n";
+    "Prints the signed envelope of the document, signed over its exact bytes\n"
+    "(\"-\" reads stdin): a desired document (a JSON object with an integer\n"
+    "seq) or a command (a JSON object with string id and op and a number\n"
+    "expires, docs/protocol.md).\n";
 static const char verify_usage[] =
     "usage: outpostctl verify --pub KEYFILE.pub... [--last-seq N] ENVELOPE\n"
     "Opens a signed envelope as an agent does (docs/protocol.md) and prints\n"
@@ -179,6 +181,21 @@ int op_ctl_keygen(int argc, char **argv)
 	return rc;
 }
 
+/* True when d is what an agent would take: a desired document (a
+ * positive integer "seq") or a command (string "op" and "id", number
+ * "expires"); the agent checks the rest. */
+static bool signable(const cJSON *d)
+{
+	const cJSON *seq = cJSON_GetObjectItemCaseSensitive(d, "seq");
+	if (cJSON_IsNumber(seq) && seq->valuedouble >= 1 &&
+	    seq->valuedouble <= 9007199254740992.0 &&
+	    (double)(long long)seq->valuedouble == seq->valuedouble)
+		return true;
+	return cJSON_IsString(cJSON_GetObjectItemCaseSensitive(d, "op")) &&
+	       cJSON_IsString(cJSON_GetObjectItemCaseSensitive(d, "id")) &&
+	       cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(d, "expires"));
+}
+
 /* Decodes member name of o, base64 of OP_ENV_KEY_LEN bytes, into out. */
 static bool key_bytes(const cJSON *o, const char *name, unsigned char *out)
 {
@@ -252,14 +269,13 @@ int op_ctl_sign(int argc, char **argv)
 	if (op_ctl_read_file(doc, OP_ENV_MAX / 2, &text, &len) == OP_OK) {
 		/* Only what an agent would take is signed. */
 		cJSON *d = NULL;
-		const cJSON *seq = NULL;
 		if (op_json_parse(text, len, &d, why, sizeof(why)) != OP_OK)
 			fprintf(stderr, "outpostctl sign: %s: %s\n", doc, why);
-		else if (!cJSON_IsNumber(seq = cJSON_GetObjectItemCaseSensitive(d, "seq")) ||
-		         seq->valuedouble < 1)
+		else if (!cJSON_IsObject(d) || !signable(d))
 			fprintf(stderr,
 			        "outpostctl sign: %s: the document needs \"seq\", an integer "
-			        "above the last one the agents applied\n",
+			        "above the last one the agents applied (desired state), or \"id\", "
+			        "\"op\" and \"expires\" (a command)\n",
 			        doc);
 		else if (op_env_sign(seed, key.pub, key.kid, text, len, &env, why, sizeof(why)) !=
 		         OP_OK)

@@ -5,7 +5,7 @@
  * status, the broker is unreachable, or an agent refused or did not report),
  * 2 invalid input (a bad pipeline, a bad argument, a file that cannot be
  * read), 3 what the command names does not exist (execution, dead letter,
- * agent, group).
+ * agent, group, a seq in an agent's history).
  */
 #ifndef OP_OUTPOSTCTL_CTL_H
 #define OP_OUTPOSTCTL_CTL_H
@@ -58,10 +58,18 @@ int op_ctl_verify(int argc, char **argv);
 int op_ctl_read_key(const char *path, struct op_env_key *key, unsigned char *seed);
 
 /* The control plane over MQTT (cmd_deploy.c, docs/protocol.md): deploy
- * signed desired state to agents and wait for their reports; show the
- * fleet's status. */
+ * signed desired state to agents and wait for their reports; roll an agent
+ * back to the pipelines of a document it applied before; show the fleet's
+ * status. */
 int op_ctl_deploy(int argc, char **argv);
+int op_ctl_rollback(int argc, char **argv);
 int op_ctl_status(int argc, char **argv);
+
+/* One agent over MQTT (cmd_remote.c): run a pipeline now as a signed
+ * command; follow its log records. The admin commands above take --agent
+ * to ask an agent the same through the control plane (cmd_admin.c). */
+int op_ctl_invoke(int argc, char **argv);
+int op_ctl_logs(int argc, char **argv);
 
 /* Prints the problems in d, one line each, prefixed with file. */
 void op_ctl_print_problems(const char *file, const struct op_diag *d);

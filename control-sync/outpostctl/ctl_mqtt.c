@@ -78,6 +78,7 @@ struct op_ctl_mqtt {
 	size_t queued; /* payload bytes in the queue */
 	unsigned long dropped;
 	bool nomem;
+	bool interrupted;
 };
 
 static void say(char *why, size_t whylen, const char *fmt, ...) OP_PRINTF(3, 4);
@@ -280,7 +281,15 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
 					memcpy(msg->payload, pm->payload, plen);
 				msg->payload[plen] = '\0';
 			}
-			if (msg->topic == NULL || (!too_large && msg->payload == NULL)) {
+			MQTTProperty *cd = MQTTProperties_getProperty(
+			    &pm->properties, MQTTPROPERTY_CODE_CORRELATION_DATA);
+			bool corr = cd && cd->value.data.len > 0;
+			if (corr && (msg->corr = op_malloc((size_t)cd->value.data.len)) != NULL) {
+				memcpy(msg->corr, cd->value.data.data, (size_t)cd->value.data.len);
+				msg->corr_len = (size_t)cd->value.data.len;
+			}
+			if (msg->topic == NULL || (!too_large && msg->payload == NULL) ||
+			    (corr && msg->corr == NULL)) {
 				op_ctl_msg_free(msg);
 				msg = NULL;
 			}
@@ -310,6 +319,7 @@ void op_ctl_msg_free(struct op_ctl_msg *msg)
 		return;
 	op_free(msg->topic);
 	op_free(msg->payload);
+	op_free(msg->corr);
 	op_free(msg);
 }
 
@@ -647,14 +657,23 @@ op_err op_ctl_mqtt_subscribe(struct op_ctl_mqtt *m, const char *const *filters, 
 	return OP_OK;
 }
 
-op_err op_ctl_mqtt_publish(struct op_ctl_mqtt *m, const char *topic, const void *payload,
-                           size_t len, bool retained, long long deadline, char *why, size_t whylen)
+/* Publishes (QoS 1) and waits for the PUBACK; r, when not NULL, gives the
+ * request's properties. */
+static op_err publish(struct op_ctl_mqtt *m, const char *topic, const void *payload, size_t len,
+                      bool retained, const struct op_ctl_mqtt_req *q, long long deadline, char *why,
+                      size_t whylen)
 {
 	char bad[160];
 	size_t tlen = strlen(topic);
 	if (!op_mqtt_topic_name_valid(topic, tlen, bad, sizeof(bad)))
 		return op_errf(why, whylen, OP_EINVAL, "topic \"%.200s\": %s", topic, bad);
-	if (len > op_mqtt_payload_max(tlen, 1) || len > (size_t)0x7fffffff)
+	size_t rtlen = q && q->response_topic ? strlen(q->response_topic) : 0;
+	if (rtlen && !op_mqtt_topic_name_valid(q->response_topic, rtlen, bad, sizeof(bad)))
+		return op_errf(why, whylen, OP_EINVAL, "response topic \"%.200s\": %s",
+		               q->response_topic, bad);
+	size_t extra = rtlen + (q ? q->corr_len : 0);
+	if (len > op_mqtt_payload_max(tlen, 1) || len + extra > op_mqtt_payload_max(tlen, 1) ||
+	    len > (size_t)0x7fffffff || (q && q->corr_len > 0xffff))
 		return op_errf(why, whylen, OP_EINVAL, "%zu bytes do not fit one MQTT message",
 		               len);
 	struct req *r = req_new(m);
@@ -669,7 +688,24 @@ op_err op_ctl_mqtt_publish(struct op_ctl_mqtt *m, const char *topic, const void 
 	pm.payloadlen = (int)len;
 	pm.qos = 1;
 	pm.retained = retained;
-	int prc = MQTTAsync_sendMessage(m->cl, topic, &pm, &ro);
+	/* paho copies the properties' data, and the message's on sending. */
+	MQTTProperty rt = {.identifier = MQTTPROPERTY_CODE_RESPONSE_TOPIC};
+	MQTTProperty cd = {.identifier = MQTTPROPERTY_CODE_CORRELATION_DATA};
+	bool props_ok = true;
+	if (rtlen) {
+		rt.value.data.data = (char *)q->response_topic;
+		rt.value.data.len = (int)rtlen;
+		props_ok = MQTTProperties_add(&pm.properties, &rt) == 0;
+	}
+	if (props_ok && q && q->corr_len) {
+		cd.value.data.data = (char *)q->corr;
+		cd.value.data.len = (int)q->corr_len;
+		props_ok = MQTTProperties_add(&pm.properties, &cd) == 0;
+	}
+	int prc = props_ok ? MQTTAsync_sendMessage(m->cl, topic, &pm, &ro) : MQTTASYNC_FAILURE;
+	MQTTProperties_free(&pm.properties);
+	if (!props_ok)
+		return op_errf(why, whylen, OP_ENOMEM, "out of memory");
 	if (prc != MQTTASYNC_SUCCESS)
 		return op_errf(
 		    why, whylen, prc == MQTTASYNC_DISCONNECTED ? OP_ENOCONN : OP_EINTERNAL,
@@ -685,6 +721,19 @@ op_err op_ctl_mqtt_publish(struct op_ctl_mqtt *m, const char *topic, const void 
 	}
 	pthread_mutex_unlock(&m->mu);
 	return rc;
+}
+
+op_err op_ctl_mqtt_publish(struct op_ctl_mqtt *m, const char *topic, const void *payload,
+                           size_t len, bool retained, long long deadline, char *why, size_t whylen)
+{
+	return publish(m, topic, payload, len, retained, NULL, deadline, why, whylen);
+}
+
+op_err op_ctl_mqtt_request(struct op_ctl_mqtt *m, const char *topic, const void *payload,
+                           size_t len, const struct op_ctl_mqtt_req *r, long long deadline,
+                           char *why, size_t whylen)
+{
+	return publish(m, topic, payload, len, false, r, deadline, why, whylen);
 }
 
 /* Under m->mu: takes the first queued message. */
@@ -716,6 +765,10 @@ static op_err next_any(struct op_ctl_mqtt *m, long long deadline, struct op_ctl_
 			m->dropped = 0;
 			break;
 		}
+		if (m->interrupted) {
+			rc = op_errf(why, whylen, OP_ECANCELED, "interrupted");
+			break;
+		}
 		if (m->nomem) {
 			m->nomem = false;
 			rc = op_errf(why, whylen, OP_ENOMEM, "out of memory receiving a message");
@@ -734,6 +787,14 @@ static op_err next_any(struct op_ctl_mqtt *m, long long deadline, struct op_ctl_
 	}
 	pthread_mutex_unlock(&m->mu);
 	return rc;
+}
+
+void op_ctl_mqtt_interrupt(struct op_ctl_mqtt *m)
+{
+	pthread_mutex_lock(&m->mu);
+	m->interrupted = true;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->mu);
 }
 
 static bool is_probe(const struct op_ctl_mqtt *m, const struct op_ctl_msg *msg)

@@ -38,6 +38,8 @@ struct op_ctl_msg {
 	size_t len;     /* the payload's size as received */
 	bool too_large; /* len > max_payload: the payload was not kept */
 	bool retained;  /* sent from the broker's retained store */
+	char *corr;     /* its MQTT 5 correlation data (corr_len bytes), or NULL */
+	size_t corr_len;
 	struct op_ctl_msg *next;
 };
 
@@ -92,16 +94,40 @@ op_err op_ctl_mqtt_publish(struct op_ctl_mqtt *m, const char *topic, const void 
                            size_t len, bool retained, long long deadline, char *why,
                            size_t whylen) OP_WUR;
 
+/* A request's MQTT 5 properties: where the answer should go, and the bytes
+ * it should echo so that it can be told from others. */
+struct op_ctl_mqtt_req {
+	const char *response_topic;
+	const void *corr;
+	size_t corr_len;
+};
+
+/*
+ * op_ctl_mqtt_publish (QoS 1, not retained) of a request carrying r's
+ * response topic and correlation data. The same errors, and OP_EINVAL for
+ * a response topic that is not a topic name.
+ */
+op_err op_ctl_mqtt_request(struct op_ctl_mqtt *m, const char *topic, const void *payload,
+                           size_t len, const struct op_ctl_mqtt_req *r, long long deadline,
+                           char *why, size_t whylen) OP_WUR;
+
 /*
  * Waits until the next message arrives or deadline passes and hands it to
  * the caller in *msg. The probes of op_ctl_mqtt_sync() are never handed
  * out. OP_ETIMEOUT at the deadline (*msg NULL), OP_ENOCONN once the
- * connection is lost and the queue is empty, OP_ELIMIT when messages were
+ * connection is lost and the queue is empty, OP_ECANCELED after
+ * op_ctl_mqtt_interrupt(), OP_ELIMIT when messages were
  * dropped (more than the queue's bound waited), OP_ENOMEM when one could
  * not be copied; why says which.
  */
 op_err op_ctl_mqtt_next(struct op_ctl_mqtt *m, long long deadline, struct op_ctl_msg **msg,
                         char *why, size_t whylen) OP_WUR;
+
+/* Makes the op_ctl_mqtt_next() waiting now, or the next one, return
+ * OP_ECANCELED ("interrupted") before it hands out anything more. For a
+ * thread that learnt of a signal; safe from any thread but a signal
+ * handler. */
+void op_ctl_mqtt_interrupt(struct op_ctl_mqtt *m);
 
 /* A message handler of op_ctl_mqtt_sync: borrows msg for the call. */
 typedef void (*op_ctl_msg_fn)(void *ud, const struct op_ctl_msg *msg);

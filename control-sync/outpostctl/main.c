@@ -21,10 +21,13 @@ static const struct {
     {"replay", op_ctl_replay, "put a dead letter back into its queue"},
     {"account", op_ctl_account, "set, list or delete the agent's accounts (credentials)"},
     {"keygen", op_ctl_keygen, "make an Ed25519 key for signing desired state"},
-    {"sign", op_ctl_sign, "sign a desired-state document into an envelope"},
+    {"sign", op_ctl_sign, "sign a desired-state or command document into an envelope"},
     {"verify", op_ctl_verify, "open a signed envelope as an agent does"},
     {"deploy", op_ctl_deploy, "sign pipelines and publish them to agents over MQTT"},
+    {"rollback", op_ctl_rollback, "deploy an agent's previous pipelines again, over MQTT"},
     {"status", op_ctl_status, "show the fleet's agents, or one in detail, over MQTT"},
+    {"invoke", op_ctl_invoke, "run an agent's pipeline now, over MQTT"},
+    {"logs", op_ctl_logs, "follow an agent's log records, over MQTT"},
 };
 
 static void usage(FILE *f)
@@ -32,16 +35,18 @@ static void usage(FILE *f)
 	fputs("usage: outpostctl COMMAND [ARGS]\n\ncommands:\n", f);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
-	fputs("\n'outpostctl COMMAND --help' describes a command.\n"
-	      "The admin commands (pipelines ... replay) call a running agent's admin endpoint:\n"
-	      "--admin HOST:PORT (default $OUTPOST_ADMIN or 127.0.0.1:9090), --json for raw JSON.\n"
-	      "deploy and status talk to the fleet's MQTT broker over TLS: --broker "
-	      "mqtts://HOST:PORT,\n"
-	      "--ca, --cert, --key (default $OUTPOST_BROKER, $OUTPOST_CA, $OUTPOST_CERT,\n"
-	      "$OUTPOST_KEY).\n"
-	      "\nExit status: 0 ok; 1 the pipeline or call failed, or the agent is unreachable;\n"
-	      "2 bad usage or invalid input; 3 not found.\n",
-	      f);
+	fputs(
+	    "\n'outpostctl COMMAND --help' describes a command.\n"
+	    "The admin commands (pipelines ... replay) call a running agent's admin endpoint:\n"
+	    "--admin HOST:PORT (default $OUTPOST_ADMIN or 127.0.0.1:9090), --json for raw JSON;\n"
+	    "with --agent ID --sign-key KEYFILE they ask that agent over MQTT instead.\n"
+	    "deploy, rollback, status, invoke, logs and --agent talk to the fleet's MQTT broker\n"
+	    "over TLS: --broker mqtts://HOST:PORT, --ca, --cert, --key (default $OUTPOST_BROKER,\n"
+	    "$OUTPOST_CA, $OUTPOST_CERT, $OUTPOST_KEY); what changes or runs something on an\n"
+	    "agent is signed with --sign-key (outpostctl keygen).\n"
+	    "\nExit status: 0 ok; 1 the pipeline or call failed, or the agent or broker is\n"
+	    "unreachable; 2 bad usage or invalid input; 3 not found.\n",
+	    f);
 }
 
 int main(int argc, char **argv)
