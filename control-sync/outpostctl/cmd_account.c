@@ -22,6 +22,8 @@
 static void usage(FILE *f)
 {
 	fputs("usage: outpostctl account set NAME [--file FILE] [--config FILE | --dev]\n"
+	      "       outpostctl account put --agent ID NAME [--file FILE] --sign-key KEYFILE\n"
+	      "                              [connection options] (outpostctl account put --help)\n"
 	      "       outpostctl account list [--json] [--config FILE | --dev]\n"
 	      "       outpostctl account delete NAME [--config FILE | --dev]\n"
 	      "\n"
@@ -251,6 +253,9 @@ static int do_list(const struct args *a, struct op_vault *v)
 
 int op_ctl_account(int argc, char **argv)
 {
+	/* put goes to an agent through the control plane (cmd_deploy.c). */
+	if (argc > 0 && strcmp(argv[0], "put") == 0)
+		return op_ctl_account_put(argc - 1, argv + 1);
 	struct args a;
 	int rc = parse_args(argc, argv, &a);
 	if (rc != CTL_OK)

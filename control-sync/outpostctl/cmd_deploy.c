@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/account/account.h"
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
 #include "agent/core/diag.h"
@@ -42,6 +43,7 @@
 #include "control-sync/outpostctl/ctl_mqtt.h"
 #include "control-sync/outpostctl/ctl_plane.h"
 #include "control-sync/outpostctl/ctl_rollout.h"
+#include "control-sync/seal.h"
 
 #define GROUP_MAX 256
 /* A status heartbeat older than this many seconds is stale (3 x 30 s). */
@@ -806,6 +808,217 @@ out:
 	op_ctl__signer_wipe(&s);
 	op_ctl_mqtt_close(m);
 	cJSON_Delete(answer);
+	cJSON_Delete(f.agents);
+	return ret;
+}
+
+/* ---- account put ---- */
+
+static const char put_usage[] =
+    "usage: outpostctl account put --agent ID NAME [--file FILE] --sign-key KEYFILE\n"
+    "                              [--wait | --no-wait] [--json] [--broker URL] [--ca FILE]\n"
+    "                              [--cert FILE] [--key FILE] [--prefix P] [--timeout S]\n"
+    "Seals the account NAME (its JSON document from FILE or stdin, as `outpostctl\n"
+    "account set` takes it) to the agent's own key (its sealKey), and deploys it with\n"
+    "the pipelines the agent runs, as a new document with the next seq; the agent\n"
+    "opens it and keeps it in its vault. The secret never travels in the clear.\n"
+    "  --sign-key FILE  the private key (outpostctl keygen) the agent trusts\n"
+    "Connection options and waiting as for deploy (outpostctl deploy --help).\n"
+    "Exit status: 0 the agent applied it (or, with --no-wait, it was published);\n"
+    "1 refused, no report or answer in time, not published, or the agent has no\n"
+    "sealKey; 2 bad usage or an invalid account.\n";
+
+/* The running document among docs: the one of reported.seq, else the
+ * newest; NULL when there is none (a new agent). */
+static const cJSON *running_doc(const struct op_ctl_fleet *f, const char *agent, const cJSON *docs)
+{
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(f->agents, agent);
+	uint64_t running = 0, seq = 0, best = 0;
+	(void)op_ctl__seq_of(op_ctl__member(op_ctl__member(a, "reported"), "seq"), &running);
+	const cJSON *d, *doc = NULL;
+	cJSON_ArrayForEach (d, docs) {
+		if (!op_ctl__seq_of(op_ctl__member(d, "seq"), &seq))
+			continue;
+		if (running ? seq == running : seq > best) {
+			best = seq;
+			doc = d;
+		}
+	}
+	return doc;
+}
+
+/* The account document of file, checked as `account set` checks it, into
+ * *text (compact JSON; wipe, then op_free). CTL_INVALID after saying why. */
+static int account_text(const char *name, const char *file, char **text)
+{
+	char *raw = NULL;
+	size_t len = 0;
+	*text = NULL;
+	if (op_ctl_read_file(file, 1u << 20, &raw, &len) != OP_OK)
+		return CTL_INVALID;
+	cJSON *j = cJSON_ParseWithLength(raw, len);
+	explicit_bzero(raw, len);
+	op_free(raw);
+	struct op_diag d;
+	op_diag_init(&d);
+	struct op_account *acct = NULL;
+	op_err rc = j ? op_account_parse(name, j, &acct, &d) : OP_EPARSE;
+	op_account_free(acct);
+	if (rc) {
+		if (d.n)
+			for (size_t i = 0; i < d.n; i++)
+				fprintf(stderr, "outpostctl account put: %s%s%s\n", d.v[i].path,
+				        d.v[i].path[0] ? ": " : "", d.v[i].msg);
+		else
+			fprintf(stderr, "outpostctl account put: %s: not a JSON account document\n",
+			        file);
+		op_diag_fini(&d);
+		op_account_json_free(j);
+		return rc == OP_ENOMEM ? CTL_FAILED : CTL_INVALID;
+	}
+	op_diag_fini(&d);
+	*text = op_json_print(j, OP_JSON_COMPACT);
+	op_account_json_free(j);
+	return *text ? CTL_OK : CTL_FAILED;
+}
+
+int op_ctl_account_put(int argc, char **argv)
+{
+	struct rollback b = {.c = {.cmd = "account put"}, .wait = true};
+	const char *name = NULL, *file = "-";
+	/* Its own arguments first; the rest as rollback's (--agent, --sign-key,
+	 * waiting, connection). */
+	char **rest = op_calloc((size_t)argc + 1, sizeof(*rest));
+	int nrest = 0;
+	if (rest == NULL)
+		return CTL_FAILED;
+	static const char *const valued[] = {"--agent", "--sign-key", "--broker",  "--ca", "--cert",
+	                                     "--key",   "--prefix",   "--timeout", "--to", NULL};
+	for (int i = 0; i < argc; i++) {
+		bool takes = false;
+		for (size_t k = 0; valued[k] && !takes; k++)
+			takes = strcmp(argv[i], valued[k]) == 0;
+		if (strcmp(argv[i], "--file") == 0 && i + 1 < argc) {
+			file = argv[++i];
+		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			op_free(rest);
+			fputs(put_usage, stdout);
+			return CTL_OK;
+		} else if (takes) {
+			rest[nrest++] = argv[i];
+			if (i + 1 < argc)
+				rest[nrest++] = argv[++i];
+		} else if (argv[i][0] == '-' || name != NULL) {
+			rest[nrest++] = argv[i]; /* rollback_args says what is wrong */
+		} else {
+			name = argv[i];
+		}
+	}
+	int pr = rollback_args(nrest, rest, &b);
+	op_free(rest);
+	if (pr || b.to_s || name == NULL || !op_account_name_ok(name)) {
+		if (pr == 0 && name && !op_account_name_ok(name))
+			fprintf(stderr, "outpostctl account put: \"%s\" is not an account name\n",
+			        name);
+		fputs(put_usage, stderr);
+		return CTL_INVALID;
+	}
+	char *plain = NULL;
+	int ret = account_text(name, file, &plain);
+	if (ret != CTL_OK)
+		return ret;
+	struct op_ctl_fleet f = {.cmd = "account put"};
+	struct op_ctl_signer s = {0};
+	struct op_ctl_mqtt *m = NULL;
+	struct op_ctl_target t = {0};
+	struct op_ctl_rollout r;
+	cJSON *answer = NULL, *accounts = NULL, *empty = NULL;
+	ret = op_ctl__conn_finish(&b.c);
+	if (ret == CTL_OK)
+		ret = op_ctl__signer_read(b.sign_key, &s);
+	if (ret != CTL_OK)
+		goto out;
+	op_ctl__rollout_init(&r, &b.c, &s, b.json);
+	if ((f.agents = cJSON_CreateObject()) == NULL) {
+		ret = CTL_FAILED;
+		goto out;
+	}
+	if ((ret = op_ctl__conn_open(&b.c, OP_CTL_ANSWER_MAX, &m)) != CTL_OK)
+		goto out;
+	f.root = op_ctl_mqtt_root(m);
+	char fd[OP_CTL_AGENT_ID_MAX + 16], fr[OP_CTL_AGENT_ID_MAX + 16],
+	    fs[OP_CTL_AGENT_ID_MAX + 16];
+	snprintf(fd, sizeof(fd), "%s/desired", b.agent);
+	snprintf(fr, sizeof(fr), "%s/reported", b.agent);
+	snprintf(fs, sizeof(fs), "%s/status", b.agent);
+	const char *const filters[] = {fd, fr, fs};
+	const cJSON *docs = NULL;
+	if ((ret = op_ctl__fleet_load(&f, m, &b.c, filters, 3)) != CTL_OK ||
+	    (ret = ask_history(&b, m, &s, &answer, &docs)) != CTL_OK)
+		goto out;
+	/* The key to seal to: what the agent says in its status. */
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(f.agents, b.agent);
+	const char *sk = op_ctl__str_of(op_ctl__member(a, "status"), "sealKey");
+	if (sk == NULL)
+		sk = op_ctl__str_of(op_ctl__member(a, "reported"), "sealKey");
+	char *pub = NULL;
+	size_t publen = 0;
+	if (sk == NULL || op_base64_decode(sk, &pub, &publen) != OP_OK ||
+	    publen != OP_SEAL_KEY_LEN) {
+		op_free(pub);
+		op_ctl__emit(stderr,
+		             "outpostctl account put: agent %s publishes no key to seal accounts "
+		             "to (sealKey in its status): an older agent, or one without a vault "
+		             "key\n",
+		             b.agent);
+		ret = CTL_FAILED;
+		goto out;
+	}
+	char aad[2 * OP_CTL_AGENT_ID_MAX + 2], why[256];
+	snprintf(aad, sizeof(aad), "%s/%s", b.agent, name);
+	cJSON *box = NULL;
+	op_err rc =
+	    op_seal((const uint8_t *)pub, aad, plain, strlen(plain), &box, why, sizeof(why));
+	op_free(pub);
+	if (rc || (accounts = cJSON_CreateObject()) == NULL ||
+	    !cJSON_AddItemToObject(accounts, name, box)) {
+		if (!rc)
+			cJSON_Delete(box);
+		op_ctl__emit(stderr, "outpostctl account put: cannot seal the account: %s\n",
+		             rc ? why : "out of memory");
+		ret = CTL_FAILED;
+		goto out;
+	}
+	const cJSON *doc = running_doc(&f, b.agent, docs);
+	snprintf(t.id, sizeof(t.id), "%s", b.agent);
+	t.set = op_ctl__member(doc, "pipelines");
+	if (!cJSON_IsArray(t.set))
+		t.set = empty = cJSON_CreateArray();
+	t.accounts = accounts;
+	if (t.set == NULL) {
+		ret = CTL_FAILED;
+		goto out;
+	}
+	if ((ret = op_ctl__set_fits("account put", t.set)) != CTL_OK)
+		goto out;
+	if (!op_ctl__next_seq(&f, &t)) {
+		fprintf(stderr, "outpostctl account put: agent %s: its seq is at 2^53\n", b.agent);
+		ret = CTL_FAILED;
+		goto out;
+	}
+	if ((ret = op_ctl__publish_desired(&r, m, &t)) != CTL_OK)
+		goto out;
+	if (b.wait)
+		op_ctl__wait_reports(&r, m, &f, &t, 1);
+	ret = op_ctl__print_results(&r, &t, 1);
+out:
+	explicit_bzero(plain, strlen(plain));
+	op_free(plain);
+	op_ctl__signer_wipe(&s);
+	op_ctl_mqtt_close(m);
+	cJSON_Delete(answer);
+	cJSON_Delete(accounts);
+	cJSON_Delete(empty);
 	cJSON_Delete(f.agents);
 	return ret;
 }

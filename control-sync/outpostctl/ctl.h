@@ -37,6 +37,8 @@ int op_ctl_replay(int argc, char **argv);
 
 /* The agent's accounts, through its vault on this host (cmd_account.c). */
 int op_ctl_account(int argc, char **argv);
+/* An account sealed to an agent, deployed with its running pipelines (cmd_deploy.c). */
+int op_ctl_account_put(int argc, char **argv);
 /* The vault folder and key file of the agent whose config is config (NULL:
  * $OUTPOST_CONFIG, else /etc/outpost/outpost.conf), or of `outpostd --dev`
  * when dev. CTL_OK, or CTL_INVALID after printing why. */

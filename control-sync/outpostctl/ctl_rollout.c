@@ -83,6 +83,8 @@ int op_ctl__publish_desired(const struct op_ctl_rollout *r, struct op_ctl_mqtt *
 	    !cJSON_AddStringToObject(doc, "agent", t->id) ||
 	    !cJSON_AddStringToObject(doc, "issued", r->issued) ||
 	    !cJSON_AddItemReferenceToObject(doc, "pipelines", (cJSON *)t->set) ||
+	    (t->accounts &&
+	     !cJSON_AddItemReferenceToObject(doc, "accounts", (cJSON *)t->accounts)) ||
 	    op_json_append(&b, doc, OP_JSON_COMPACT) != OP_OK ||
 	    op_buf_addf(&topic, "%s%s/desired", op_ctl_mqtt_root(m), t->id) != OP_OK) {
 		ret = CTL_FAILED;

@@ -35,8 +35,9 @@ enum op_ctl_result {
 struct op_ctl_target {
 	char id[OP_CTL_AGENT_ID_MAX + 1];
 	uint64_t seq;
-	uint64_t from;    /* rollback: the seq whose pipelines these are; 0: a deploy */
-	const cJSON *set; /* the pipelines (a JSON array), borrowed */
+	uint64_t from;         /* rollback: the seq whose pipelines these are; 0: a deploy */
+	const cJSON *set;      /* the pipelines (a JSON array), borrowed */
+	const cJSON *accounts; /* sealed accounts by name (an object), borrowed; NULL: none */
 	enum op_ctl_result result;
 	char code[64];
 	char message[1024];

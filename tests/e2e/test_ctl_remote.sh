@@ -57,6 +57,8 @@ map_initial = 4MB
 listen = 127.0.0.1:0
 [admin]
 listen = 127.0.0.1:0
+[accounts]
+key_file = $T/accounts.key
 [control]
 url = mqtts://127.0.0.1:$broker_tls_port
 ca_file = $P/ca.pem
@@ -379,6 +381,29 @@ agent_is '.reported.seq == 4' || fail "$what: something was deployed: $(agent_js
 run_ctl rollback --agent agent-a --to 0 "${SIGN[@]}"
 expect_rc 2
 run_ctl rollback "${SIGN[@]}"
+expect_rc 2
+
+what="account put: an account sealed to the agent lands in its vault; the pipelines stay"
+printf '{"type":"basic","username":"erp-user","password":"Sup3r-s3cret"}' >"$T/acct.json"
+seq_before=$(agent_json | jq .reported.seq)
+run_ctl account put --agent agent-a erp --file "$T/acct.json" "${SIGN[@]}" --timeout 10
+expect_rc 0
+checks=$((checks + 1))
+agent_is ".reported.seq == $((seq_before + 1)) and .reported.lastError == null and (.reported.pipelines | map(.name) | index(\"greet\") != null)" ||
+	fail "$what: reported is $(agent_json | jq -c .reported)"
+run_ctl account list --json --config "$T/outpost.conf"
+expect_json '[.[] | select(.name == "erp") | .type]' '["basic"]'
+checks=$((checks + 1))
+cp_sub -C 1 -W 5 -t "$ROOT/desired" | jq -r .payload | base64 -d >"$T/desired.doc"
+grep -q "Sup3r-s3cret" "$T/desired.doc" && fail "$what: the secret travels in the clear"
+checks=$((checks + 1))
+jq -e '.accounts.erp.alg == "x25519-hkdf-sha256-aes256gcm"' "$T/desired.doc" >/dev/null ||
+	fail "$what: no sealed account in the document: $(head -c 300 "$T/desired.doc")"
+printf '{"type":"basic","username":"u"}' >"$T/bad-acct.json"
+run_ctl account put --agent agent-a erp --file "$T/bad-acct.json" "${SIGN[@]}"
+expect_rc 2
+expect_err_has "password"
+run_ctl account put --agent agent-a "../x" --file "$T/acct.json" "${SIGN[@]}"
 expect_rc 2
 
 [ -n "${KEEP_LOGS:-}" ] && cp -r "$T" "$KEEP_LOGS"
