@@ -51,6 +51,8 @@ void op_env_kid(const unsigned char pub[OP_ENV_KEY_LEN], char *out)
 
 bool op_env_kid_ok(const char *kid)
 {
+	if (kid == NULL)
+		return false;
 	size_t n = strlen(kid);
 	if (n == 0 || n > OP_ENV_KID_MAX)
 		return false;
@@ -199,7 +201,7 @@ op_err op_env_verify(const char *text, size_t len, const struct op_env_key *keys
 		rc = rc == OP_ENOMEM ? op_errf(why, whylen, rc, "out of memory")
 		                     : op_errf(why, whylen, OP_EPARSE, "payload: not base64");
 	const struct op_env_key *k = NULL;
-	for (size_t i = 0; rc == OP_OK && i < n && k == NULL; i++)
+	for (size_t i = 0; rc == OP_OK && kid && i < n && k == NULL; i++)
 		if (strcmp(keys[i].kid, kid) == 0)
 			k = &keys[i];
 	if (rc == OP_OK && k == NULL) {

@@ -5,6 +5,8 @@
  */
 #include "control-sync/outbox.h"
 
+#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,12 +111,8 @@ op_err op_outbox_metrics_record(const char *prom, size_t len, char **out, size_t
 		if (rc == OP_OK) {
 			/* NaN and infinities are not JSON numbers. */
 			char f[64];
-			if (v != v || v > 1.7976931348623157e308 || v < -1.7976931348623157e308)
-				rc = op_buf_adds(&b, ":null");
-			else if (op_json_num_format(v, f, sizeof(f)) > 0)
-				rc = op_buf_addf(&b, ":%s", f);
-			else
-				rc = op_buf_adds(&b, ":null");
+			bool finite = isfinite(v) && op_json_num_format(v, f, sizeof(f)) > 0;
+			rc = finite ? op_buf_addf(&b, ":%s", f) : op_buf_adds(&b, ":null");
 		}
 	}
 	if (rc == OP_OK)

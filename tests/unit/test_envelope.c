@@ -137,7 +137,7 @@ static void expect_malformed(const char *env, const char *says)
 	ck_assert_msg(strstr(why, says) != NULL, "%s: %s", env, why);
 	/* Before the signature is checked: the envelope; after it: the document. */
 	ck_assert_str_eq(code,
-	                 strncmp(why, "payload", 7) == 0 && strcmp(says, "payload: not base64")
+	                 strncmp(why, "payload", 7) == 0 && strcmp(says, "payload: not base64") != 0
 	                     ? "DOCUMENT"
 	                     : "ENVELOPE");
 }
