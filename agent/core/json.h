@@ -13,8 +13,8 @@
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "agent/core/buf.h"
 #include "agent/core/err.h"
