@@ -30,6 +30,7 @@
 
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
+#include "agent/daemon/mqtt_out.h"
 #include "connectors/mqtt/topic.h"
 
 /* Queued payload bytes beyond max_payload before messages are dropped. */
@@ -206,32 +207,6 @@ static void on_lost(void *ctx, char *cause)
 	pthread_mutex_unlock(&m->mu);
 }
 
-/*
- * OpenSSL 3 error lines read "<thread>:error:<code>:<library>:<function>:
- * <reason>:<file>:<line>:<data>"; users need the reason and the data only.
- */
-static void tls_reason(const char *s, size_t len, char *out, size_t outlen)
-{
-	size_t at[9];
-	size_t n = 0;
-	for (size_t i = 0; i < len && n < 8; i++) {
-		if (s[i] == ':')
-			at[n++] = i;
-	}
-	if (n < 6 || at[1] - at[0] != 6 || strncmp(s + at[0] + 1, "error", 5) != 0) {
-		snprintf(out, outlen, "%.*s", (int)(len > 250 ? 250 : len), s);
-		return;
-	}
-	const char *reason = s + at[4] + 1;
-	int rlen = (int)(at[5] - at[4] - 1);
-	const char *data = n == 8 ? s + at[7] + 1 : "";
-	int dlen = n == 8 ? (int)(len - at[7] - 1) : 0;
-	if (dlen > 0)
-		snprintf(out, outlen, "%.*s (%.*s)", rlen, reason, dlen > 120 ? 120 : dlen, data);
-	else
-		snprintf(out, outlen, "%.*s", rlen, reason);
-}
-
 static int on_ssl_error(const char *str, size_t len, void *ctx)
 {
 	struct op_ctl_mqtt *m = ctx;
@@ -240,7 +215,7 @@ static int on_ssl_error(const char *str, size_t len, void *ctx)
 	pthread_mutex_lock(&m->mu);
 	/* The first line is the most specific ("certificate verify failed"). */
 	if (m->tls_err[0] == '\0' && len)
-		tls_reason(str, len, m->tls_err, sizeof(m->tls_err));
+		op_mqtt_tls_reason(str, len, m->tls_err, sizeof(m->tls_err));
 	pthread_mutex_unlock(&m->mu);
 	return 0;
 }
