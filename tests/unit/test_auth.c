@@ -604,9 +604,11 @@ static char *basic_cfg(const char *extra)
 	return cfg;
 }
 
+/* Per thread: threads_verify_concurrently's workers build theirs at once
+ * (a shared buffer showed one thread another's half-written header). */
 static const char *basic_hdr(const char *userpass)
 {
-	static char b[512];
+	static _Thread_local char b[512];
 	snprintf(b, sizeof(b), "Basic ");
 	ck_assert_uint_gt(op_b64_encode((const unsigned char *)userpass, strlen(userpass), false,
 	                                b + 6, sizeof(b) - 6),
