@@ -16,7 +16,7 @@ PKGS := libcjson wolfssl libpcre2-8 lmdb libxxhash inih libmicrohttpd libsystemd
 	libssh2 libpq odbc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-LIBS := $(PKG_LIBS) -ljq -lpaho-mqtt3as -lm -pthread
+LIBS := $(PKG_LIBS) -ljq -lpaho-mqtt3as -lcrypto -lm -pthread
 
 WARN := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	-Wvla -Wimplicit-fallthrough

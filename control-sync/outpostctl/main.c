@@ -1,4 +1,5 @@
 /* outpostctl: arguments and dispatch to the commands. */
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -52,6 +53,10 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	op_alloc_init();
+	/* paho's threads may still be ending when main returns: OpenSSL's own
+	 * cleanup at exit would pull libcrypto from under their thread-local
+	 * destructors (a crash at exit, seen under ASan). Leave it loaded. */
+	(void)OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
 	if (argc < 2) {
 		usage(stderr);
 		return CTL_INVALID;
