@@ -743,6 +743,25 @@ static int ask_history(const struct rollback *b, struct op_ctl_mqtt *m,
 	return CTL_OK;
 }
 
+/* One target's document, as deploy does it: fits one envelope, the next
+ * seq, signed and published, then (wait) its report; the exit code. */
+static int roll_one(const char *cmd, const struct op_ctl_rollout *r, struct op_ctl_mqtt *m,
+                    struct op_ctl_fleet *f, struct op_ctl_target *t, bool wait)
+{
+	int ret = op_ctl__set_fits(cmd, t->set);
+	if (ret != CTL_OK)
+		return ret;
+	if (!op_ctl__next_seq(f, t)) {
+		fprintf(stderr, "outpostctl %s: agent %s: its seq is at 2^53\n", cmd, t->id);
+		return CTL_FAILED;
+	}
+	if ((ret = op_ctl__publish_desired(r, m, t)) != CTL_OK)
+		return ret;
+	if (wait)
+		op_ctl__wait_reports(r, m, f, t, 1);
+	return op_ctl__print_results(r, t, 1);
+}
+
 int op_ctl_rollback(int argc, char **argv)
 {
 	struct rollback b = {.c = {.cmd = "rollback"}, .wait = true};
@@ -792,18 +811,7 @@ int op_ctl_rollback(int argc, char **argv)
 		ret = CTL_FAILED;
 		goto out;
 	}
-	if ((ret = op_ctl__set_fits("rollback", t.set)) != CTL_OK)
-		goto out;
-	if (!op_ctl__next_seq(&f, &t)) {
-		fprintf(stderr, "outpostctl rollback: agent %s: its seq is at 2^53\n", b.agent);
-		ret = CTL_FAILED;
-		goto out;
-	}
-	if ((ret = op_ctl__publish_desired(&r, m, &t)) != CTL_OK)
-		goto out;
-	if (b.wait)
-		op_ctl__wait_reports(&r, m, &f, &t, 1);
-	ret = op_ctl__print_results(&r, &t, 1);
+	ret = roll_one("rollback", &r, m, &f, &t, b.wait);
 out:
 	op_ctl__signer_wipe(&s);
 	op_ctl_mqtt_close(m);
@@ -999,18 +1007,7 @@ int op_ctl_account_put(int argc, char **argv)
 		ret = CTL_FAILED;
 		goto out;
 	}
-	if ((ret = op_ctl__set_fits("account put", t.set)) != CTL_OK)
-		goto out;
-	if (!op_ctl__next_seq(&f, &t)) {
-		fprintf(stderr, "outpostctl account put: agent %s: its seq is at 2^53\n", b.agent);
-		ret = CTL_FAILED;
-		goto out;
-	}
-	if ((ret = op_ctl__publish_desired(&r, m, &t)) != CTL_OK)
-		goto out;
-	if (b.wait)
-		op_ctl__wait_reports(&r, m, &f, &t, 1);
-	ret = op_ctl__print_results(&r, &t, 1);
+	ret = roll_one("account put", &r, m, &f, &t, b.wait);
 out:
 	explicit_bzero(plain, strlen(plain));
 	op_free(plain);
