@@ -30,10 +30,10 @@ V_CFLAGS := -O2 -g -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fPIE
 V_LDFLAGS := -pie -Wl,-z,relro,-z,now
 else ifeq ($(VARIANT),asan)
 V_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
-	-fno-omit-frame-pointer
+	-fno-omit-frame-pointer -DOP_FAULTS
 V_LDFLAGS := -fsanitize=address,undefined
 else
-V_CFLAGS := -O0 -g
+V_CFLAGS := -O0 -g -DOP_FAULTS
 V_LDFLAGS :=
 endif
 

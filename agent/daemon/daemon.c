@@ -651,13 +651,14 @@ static void problems_text(const struct op_diag *d, char *msg, size_t len)
 		snprintf(msg + at, len - at, "; and %zu more", d->lost);
 }
 
-/* Swaps the routes and triggers to the set the runtime runs now. */
+/* Swaps the routes and triggers to the set the runtime runs now; an error
+ * when the schedules or the mqtt triggers did not start. */
 static op_err triggers_follow(struct op_daemon *dm, struct routes *built)
 {
 	routes_swap(dm, built);
 	op_err rc = op_scheduler_reload(dm->sched);
-	op_mqtt_in_reload(dm->mqtt);
-	return rc;
+	op_err mrc = op_mqtt_in_reload(dm->mqtt);
+	return rc ? rc : mrc;
 }
 
 /* The accounts of a document, opened and checked before anything changes. */
@@ -787,9 +788,10 @@ static op_err link_apply(void *ud, const char *text, size_t len, const cJSON *do
 	/* The new set's triggers did not start: back to the previous set. */
 	*code = "START";
 	snprintf(msg, msglen,
-	         "the schedules of the new set did not start (%s); the previous "
+	         "the triggers of the new set did not start (%s); the previous "
 	         "set was restored",
 	         op_err_str(rc));
+	op_runtime_unapplied(dm->rt, doc);
 	cJSON *back = previous ? previous : cJSON_Parse("{\"seq\":0,\"pipelines\":[]}");
 	char *btext = back ? cJSON_PrintUnformatted(back) : NULL;
 	struct op_diag d2;
@@ -806,7 +808,7 @@ static op_err link_apply(void *ud, const char *text, size_t len, const cJSON *do
 		OP_LOGE("the previous pipeline set could not be restored either: %s",
 		        op_err_str(rb));
 		snprintf(msg, msglen,
-		         "the schedules of the new set did not start (%s), and the previous set "
+		         "the triggers of the new set did not start (%s), and the previous set "
 		         "could not be restored (%s)",
 		         op_err_str(rc), op_err_str(rb));
 	}
@@ -1057,11 +1059,9 @@ op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_
 	}
 	next->agent.pipelines_dir = old_dir;
 	next->globals = old_globals;
-	routes_swap(dm, c.built);
 	/* The new set runs either way; on OP_ENOMEM the old schedules go on. */
-	if (op_scheduler_reload(dm->sched) != OP_OK)
-		OP_LOGW("pipelines reloaded, schedules not: the previous ones go on");
-	op_mqtt_in_reload(dm->mqtt);
+	if (triggers_follow(dm, c.built) != OP_OK)
+		OP_LOGW("pipelines reloaded, but not all of their triggers started");
 	pthread_mutex_unlock(&dm->set_mu);
 	op_link_changed(dm->link);
 	return OP_OK;

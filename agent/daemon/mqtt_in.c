@@ -827,21 +827,22 @@ op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, cons
 	return OP_OK;
 }
 
-void op_mqtt_in_reload(struct op_mqtt_in *m)
+op_err op_mqtt_in_reload(struct op_mqtt_in *m)
 {
 	if (m == NULL)
-		return;
+		return OP_OK;
 	if (!m->started) {
-		if (uses_mqtt(m->rt) && start_thread(m) != OP_OK)
-			OP_LOGE(
-			    "cannot start the MQTT trigger thread: the new mqtt triggers do not "
-			    "run");
-		return;
+		if (uses_mqtt(m->rt) && start_thread(m) != OP_OK) {
+			OP_LOGE("cannot start the MQTT trigger thread");
+			return OP_ENOMEM;
+		}
+		return OP_OK;
 	}
 	pthread_mutex_lock(&m->mu);
 	m->reload = true;
 	pthread_mutex_unlock(&m->mu);
 	wake(m);
+	return OP_OK;
 }
 
 void op_mqtt_in_stop(struct op_mqtt_in *m)

@@ -55,9 +55,10 @@ op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, cons
 /*
  * Follows rt's current set after a reload: consumers whose pipeline and
  * settings are unchanged keep running; others stop (leaving their
- * subscription) and new ones start. Returns at once.
+ * subscription) and new ones start. Returns at once; OP_ENOMEM when the
+ * trigger thread a set's first mqtt trigger needs cannot start.
  */
-void op_mqtt_in_reload(struct op_mqtt_in *m);
+op_err op_mqtt_in_reload(struct op_mqtt_in *m) OP_WUR;
 
 /*
  * Stops every consumer (they disconnect without acknowledging what they

@@ -390,6 +390,19 @@ static void history_add(struct op_runtime *rt, const cJSON *doc, const char *tex
 	op_store_keys_free(keys, n);
 }
 
+void op_runtime_unapplied(struct op_runtime *rt, const cJSON *doc)
+{
+	const cJSON *seq = cJSON_GetObjectItemCaseSensitive(doc, "seq");
+	if (!cJSON_IsNumber(seq) || seq->valuedouble < 1)
+		return;
+	char key[64];
+	snprintf(key, sizeof(key), HISTORY_PREFIX "%020.0f", seq->valuedouble);
+	op_err rc = op_store_del(rt->store, OP_STORE_STATE, key);
+	if (rc && rc != OP_ENOTFOUND)
+		OP_LOGW("the document of seq %.0f stays in the history: %s", seq->valuedouble,
+		        op_err_name(rc));
+}
+
 uint64_t op_runtime_seq_floor(struct op_runtime *rt)
 {
 	char **keys = NULL;

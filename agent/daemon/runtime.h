@@ -94,6 +94,12 @@ op_err op_runtime_deploy(struct op_runtime *rt, const char *text, size_t len, co
  * document that no longer loads): the anti-replay floor. 0 when none. */
 uint64_t op_runtime_seq_floor(struct op_runtime *rt);
 
+/* Takes doc (a document just deployed whose triggers did not start, so it
+ * never ran) out of the history again: it is no rollback target and does
+ * not raise the floor, so after a restart the control plane's retained
+ * copy of it is tried (and reported) again. */
+void op_runtime_unapplied(struct op_runtime *rt, const cJSON *doc);
+
 /* The last OP_RUNTIME_HISTORY documents applied (the running one first) as
  * a new array (NULL when the store cannot be read or out of memory). */
 cJSON *op_runtime_history(struct op_runtime *rt);

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/fault.h"
 #include "agent/core/log.h"
 #include "agent/trigger/trigger.h"
 
@@ -226,6 +227,11 @@ static op_err rebuild(struct op_scheduler *s)
 		const struct op_schedule_trigger *t = op_trigger_schedule(p);
 		if (t == NULL)
 			continue;
+		if (op_fault("schedule-start", p->name)) {
+			op_free(v);
+			op_runtime_put(s->rt, set);
+			return OP_ENOMEM;
+		}
 		struct entry *e = &v[n++];
 		*e = (struct entry){.pipeline = p->name, .t = t, .next_ms = NEVER};
 		const struct entry *old = NULL;

@@ -6,14 +6,20 @@
 # reported after connect, deploy, update and removal of pipelines (called
 # over HTTP), tampered, wrong-key, replayed, other-agent and malformed
 # documents refused with the running set untouched, a document whose
-# pipeline does not load refused whole, the applied set back after a
-# restart without a broker, an agent whose certificate the broker does not
-# trust kept out, and a config without trusted keys refused.
+# pipeline does not load refused whole, a set whose triggers do not start
+# rolled back (and tried again after a restart, not taken as applied), the
+# applied set back after a restart without a broker, an agent whose
+# certificate the broker does not trust kept out, and a config without
+# trusted keys refused.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/broker.sh"
 . "$(dirname "$0")/peer.sh"
 : "${OUTPOSTD:?set OUTPOSTD to the outpostd binary}"
 : "${OUTPOSTCTL:?set OUTPOSTCTL to the outpostctl binary}"
+
+# The debug build's fault injection (agent/core/fault.h) for the set that
+# does not start.
+export OUTPOST_FAULTS=schedule-start=nightly
 
 pid=""
 stop_daemon() {
@@ -192,14 +198,28 @@ deploy "$T/ops.key" "$(doc 4 "$(hello 4 again)")"
 expect_reported "$what" '.seq == 4 and .lastError == null'
 expect_greeting "$what" again
 
+what="a set whose triggers do not start is rolled back; the previous set goes on"
+# OUTPOST_FAULTS: a set holding a pipeline named nightly cannot start its
+# schedules.
+nightly='{"name":"nightly","version":"1","trigger":{"type":"schedule","config":{"cron":"0 0 3 * * *"}},"steps":[{"type":"set","config":{"template":{}}}]}'
+deploy "$T/ops.key" "$(doc 5 "$(hello 5 new),$nightly")"
+expect_reported "$what" '.seq == 4 and .lastError.code == "START" and .lastError.seq == 5 and (.lastError.message | contains("previous set was restored")) and [.pipelines[] | "\(.name):\(.version):\(.status)"] == ["hello:4:running"]'
+expect_greeting "$what" again
+
+what="after a restart the set that did not start is tried again, not taken as applied"
+stop_daemon
+start_daemon "$T/outpost.conf" "$LOG.s" || fail "$what: not ready: $(cat "$LOG.s")"
+expect_reported "$what" '.seq == 4 and .lastError.code == "START" and .lastError.seq == 5'
+expect_greeting "$what" again
+
 what="a local pipeline runs beside the deployed ones and is reported as local"
 printf '{"name":"local","version":"7","steps":[{"type":"set","config":{"template":{}}}]}' >"$T/pipelines/local.json"
 kill -HUP "$pid"
 expect_reported "$what" '.seq == 4 and ([.pipelines[] | "\(.name):\(.origin)"] | sort) == ["hello:deployed","local:local"]'
 
 what="remove: an empty set takes the deployed pipelines away"
-deploy "$T/ops.key" "$(doc 5 "")"
-expect_reported "$what" '.seq == 5 and ([.pipelines[].name] == ["local"])'
+deploy "$T/ops.key" "$(doc 6 "")"
+expect_reported "$what" '.seq == 6 and ([.pipelines[].name] == ["local"])'
 checks=$((checks + 1))
 wait_until 5 sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:$port/hello)\" = 404 ]" ||
 	fail "$what: POST /hello still answers"
@@ -208,8 +228,8 @@ what="a pipeline taken away stops taking events and drains its queue first"
 http_peer_start hport || exit 1
 gated() { curl -s "http://127.0.0.1:$hport/stats" | jq -r .gated; }
 slow='{"name":"slow","version":"1","settings":{"concurrency":1},"trigger":{"type":"http","config":{"method":"POST","path":"/slow","mode":"async"}},"steps":[{"type":"rest","config":{"method":"GET","url":"http://127.0.0.1:'$hport'/gate","timeoutMs":60000}}]}'
-deploy "$T/ops.key" "$(doc 6 "$slow")"
-expect_reported "$what" '.seq == 6 and [.pipelines[].name] == ["local","slow"]'
+deploy "$T/ops.key" "$(doc 7 "$slow")"
+expect_reported "$what" '.seq == 7 and [.pipelines[].name] == ["local","slow"]'
 for i in 1 2 3; do
 	code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/slow" -d "{\"n\":$i}")
 	checks=$((checks + 1))
@@ -218,13 +238,13 @@ done
 checks=$((checks + 1))
 wait_until 10 sh -c "[ \"\$(curl -s http://127.0.0.1:$hport/stats | jq -r .gated)\" = 1 ]" ||
 	fail "$what: $(gated) executions at the gate, expected 1 (concurrency 1)"
-deploy "$T/ops.key" "$(doc 7 "")"
-expect_reported "$what" '.seq == 7 and (.pipelines | map(select(.name == "slow")) == [{"name":"slow","version":"1","origin":"deployed","status":"draining"}])'
+deploy "$T/ops.key" "$(doc 8 "")"
+expect_reported "$what" '.seq == 8 and (.pipelines | map(select(.name == "slow")) == [{"name":"slow","version":"1","origin":"deployed","status":"draining"}])'
 checks=$((checks + 1))
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/slow" -d '{}')
 [ "$code" = 404 ] || fail "$what: POST /slow answered $code after the pipeline left"
 curl -s "http://127.0.0.1:$hport/open" >/dev/null
-expect_reported "$what" '.seq == 7 and [.pipelines[].name] == ["local"]'
+expect_reported "$what" '.seq == 8 and [.pipelines[].name] == ["local"]'
 checks=$((checks + 1))
 [ "$(gated)" = 3 ] || fail "$what: $(gated) of the 3 queued events ran"
 
@@ -250,8 +270,8 @@ at_exit unwatch
 records() { grep -a "^$ROOT/out/$2 " "$T/$1.out" | cut -d' ' -f2- | jq -c '.records[]'; }
 fast='{"name":"fast","version":"1","trigger":{"type":"http","config":{"method":"POST","path":"/fast","mode":"async"}},"steps":[{"type":"set","config":{"template":{"n":"{{ message.n }}"}}}]}'
 fails='{"name":"fails","version":"1","trigger":{"type":"http","config":{"method":"POST","path":"/fails","mode":"async"}},"steps":[{"type":"throw-error","config":{"code":"NOPE","message":"on purpose"}}]}'
-deploy "$T/ops.key" "$(doc 8 "$fast,$fails")"
-expect_reported "$what" '.seq == 8'
+deploy "$T/ops.key" "$(doc 9 "$fast,$fails")"
+expect_reported "$what" '.seq == 9'
 watch w1
 # post FROM TO: async events n = FROM..TO to /fast.
 post() {
@@ -303,8 +323,8 @@ grep -a "^$ROOT/out/executions " "$T/w1.out" | tail -n 1 | cut -d' ' -f2- | jq -
 unwatch
 
 what="a clean stop says offline"
-deploy "$T/ops.key" "$(doc 9 "$(hello 9 back)")"
-expect_reported "$what" '.seq == 9'
+deploy "$T/ops.key" "$(doc 10 "$(hello 9 back)")"
+expect_reported "$what" '.seq == 10'
 stop_daemon
 checks=$((checks + 1))
 wait_until 5 status_is offline || fail "$what: status is $(retained status)"
@@ -317,14 +337,14 @@ checks=$((checks + 1))
 wait_until 10 grep -q "cannot connect to the control plane" "$LOG.2" ||
 	fail "$what: no connect failure logged: $(cat "$LOG.2")"
 
-what="the broker comes back: the agent reconnects and reports seq 9"
+what="the broker comes back: the agent reconnects and reports seq 10"
 start_acl_broker "$T/persist.conf" || exit 1
 conf "$T/outpost.conf" client-a
 stop_daemon
 start_daemon "$T/outpost.conf" "$LOG.3" || fail "$what: not ready: $(cat "$LOG.3")"
 checks=$((checks + 1))
 wait_until 10 status_is online || fail "$what: status is $(retained status)"
-expect_reported "$what" '.seq == 9 and .lastError == null'
+expect_reported "$what" '.seq == 10 and .lastError == null'
 
 what="the agent vanishes: the broker publishes its Last Will (offline)"
 kill -KILL "$pid"
