@@ -79,6 +79,7 @@ pipeline() {
 # for port 0; empty when that listener is off). Returns 1 if it never got
 # ready or died.
 start_daemon() {
+	: >>"$2" # there before the background child opens it, for the grep below
 	"$OUTPOSTD" --config "$1" >/dev/null 2>>"$2" &
 	pid=$!
 	port=""
