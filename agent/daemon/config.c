@@ -1547,17 +1547,35 @@ op_err op_config_dump(const struct op_config *c, FILE *f)
 	return ferror(f) ? OP_EIO : OP_OK;
 }
 
+/*
+ * Facts of the syntax that the sample's header and the man page's
+ * DESCRIPTION both state, one line each.
+ */
+static const char *const syntax_facts[] = {
+    "Sizes: a whole number with B, KB, MB, GB or TB (1 KB = 1024 bytes).",
+    "Durations: whole numbers with ms, s, m or h, e.g. 30s or 1m30s.",
+    "Comments: lines starting with '#' or ';', or ' ;' after a value.",
+};
+
+/* What [globals] is, for the sample and the man page, and an example line. */
+static const char *const globals_about[] = {
+    "Free-form values pipelines read as globals (e.g. {{ globals.region }}).",
+    "A value that parses as JSON (42, true, [1, 2], \"text\") is taken as JSON,",
+    "anything else as a string. Names that look secret are masked in output.",
+};
+static const char globals_example[] = "region = eu-west";
+
 op_err op_config_write_sample(FILE *f)
 {
-	fputs("# Outpost agent configuration: /etc/outpost/outpost.conf\n"
+	fputs("# Outpost agent configuration: " OP_CONFIG_FILE "\n"
 	      "#\n"
 	      "# Every key is listed, commented out, with its default. To change one,\n"
 	      "# remove the leading '#' and edit the value; `outpostd --check-config`\n"
-	      "# checks the file and prints the effective configuration.\n"
-	      "# Sizes: a whole number with B, KB, MB, GB or TB (1 KB = 1024 bytes).\n"
-	      "# Durations: whole numbers with ms, s, m or h, e.g. 30s or 1m30s.\n"
-	      "# Comments: lines starting with '#' or ';', or ' ;' after a value.\n"
-	      "# Reference: docs/configuration.md\n"
+	      "# checks the file and prints the effective configuration.\n",
+	      f);
+	for (size_t i = 0; i < sizeof(syntax_facts) / sizeof(syntax_facts[0]); i++)
+		fprintf(f, "# %s\n", syntax_facts[i]);
+	fputs("# Reference: docs/configuration.md\n"
 	      "# Generated from agent/daemon/config.c; edit the table there.\n",
 	      f);
 	for (size_t s = 0; s < SEC_GLOBALS; s++) {
@@ -1570,44 +1588,128 @@ op_err op_config_write_sample(FILE *f)
 		}
 	}
 	op_config__broker_write_sample(f);
-	fputs("\n[globals]\n"
-	      "\n"
-	      "# Free-form values pipelines read as globals (e.g. {{ globals.region }}).\n"
-	      "# A value that parses as JSON (42, true, [1, 2], \"text\") is taken as JSON,\n"
-	      "# anything else as a string. Names that look secret are masked in output.\n"
-	      "#region = eu-west\n",
-	      f);
+	fputs("\n[globals]\n\n", f);
+	for (size_t i = 0; i < sizeof(globals_about) / sizeof(globals_about[0]); i++)
+		fprintf(f, "# %s\n", globals_about[i]);
+	fprintf(f, "#%s\n", globals_example);
 	return ferror(f) ? OP_EIO : OP_OK;
+}
+
+/*
+ * scdoc's markup: '*' bold, '_' underline, '\\' escapes, "++" ending a
+ * line breaks it; at the start of a line '-' and '.' begin lists, '#'
+ * headers, ';' comments, '[', '|', ']' and ':' tables.
+ */
+void op_config__man_text(FILE *f, const char *s)
+{
+	bool bol = true, code = false;
+	for (; *s; s++) {
+		char c = *s;
+		if (bol && c == '.') {
+			/* scdoc passes "\." on as a roff request line: start it with an
+			 * empty bold span instead. */
+			fputs("**", f);
+		} else if (bol && strchr("-#;[]|:", c) != NULL) {
+			fputc('\\', f);
+		}
+		bol = c == '\n';
+		if (c == '`' && (code || strchr(s + 1, '`') != NULL)) {
+			code = !code;
+			fputc('*', f);
+			continue;
+		}
+		if (c == '\\' || c == '*' || c == '_' || (c == '+' && s[1] == '+'))
+			fputc('\\', f);
+		fputc(c, f);
+	}
+}
+
+/*
+ * Text of the docs (Markdown-style `code` spans allowed) in one of two
+ * markups: Markdown, where it goes as it is, or scdoc (man).
+ */
+static void put_text(FILE *f, const char *s, bool man)
+{
+	if (man)
+		op_config__man_text(f, s);
+	else
+		fputs(s, f);
+}
+
+/* s as code: `s` in Markdown, bold in scdoc. */
+static void put_code(FILE *f, const char *s, bool man)
+{
+	fputs(man ? "*" : "`", f);
+	put_text(f, s, man);
+	fputs(man ? "*" : "`", f);
+}
+
+/* The type of key k with its bounds or choices: "integer, 1 to 256". */
+static void put_type(FILE *f, const struct op_config_key *k, bool man)
+{
+	char lo[48], hi[48];
+	fputs(op_config_type_name(k->type), f);
+	if (k->type == OP_CONFIG_INT || k->type == OP_CONFIG_BYTES ||
+	    k->type == OP_CONFIG_DURATION) {
+		fmt_bound(k, k->min, lo, sizeof(lo));
+		fmt_bound(k, k->max, hi, sizeof(hi));
+		fprintf(f, ", %s to %s", lo, hi);
+	} else if (k->type == OP_CONFIG_ENUM) {
+		for (int j = 0; k->choices[j]; j++) {
+			fputs(j ? ", " : ": ", f);
+			put_code(f, k->choices[j], man);
+		}
+	}
+}
+
+/* The default of key k as the docs show it. */
+static void put_default(FILE *f, const struct op_config_key *k, bool man)
+{
+	if (k->flags & OP_CONFIG_REQUIRED)
+		fputs("(required)", f);
+	else if (k->def_doc)
+		put_text(f, k->def_doc, man);
+	else if (*k->def)
+		put_code(f, k->def, man);
+	else
+		fputs("(empty)", f);
 }
 
 /* Writes the Markdown table of the keys of table t in section sec. */
 void op_config__doc_table(FILE *f, const struct op_config_key *t, size_t nt, const char *sec)
 {
-	char lo[48], hi[48];
 	fputs("| Key | Type | Default | Meaning |\n| --- | --- | --- | --- |\n", f);
 	for (size_t i = 0; i < nt; i++) {
-		const struct op_config_key *k = &t[i];
-		if (strcmp(k->section, sec) != 0)
+		if (strcmp(t[i].section, sec) != 0)
 			continue;
-		fprintf(f, "| `%s` | %s", k->key, op_config_type_name(k->type));
-		if (k->type == OP_CONFIG_INT || k->type == OP_CONFIG_BYTES ||
-		    k->type == OP_CONFIG_DURATION) {
-			fmt_bound(k, k->min, lo, sizeof(lo));
-			fmt_bound(k, k->max, hi, sizeof(hi));
-			fprintf(f, ", %s to %s", lo, hi);
-		} else if (k->type == OP_CONFIG_ENUM) {
-			for (int j = 0; k->choices[j]; j++)
-				fprintf(f, "%s`%s`", j ? ", " : ": ", k->choices[j]);
+		fprintf(f, "| `%s` | ", t[i].key);
+		put_type(f, &t[i], false);
+		fputs(" | ", f);
+		put_default(f, &t[i], false);
+		fprintf(f, " | %s |\n", t[i].help);
+	}
+}
+
+/* Writes the keys of table t in section sec as scdoc: the key, its type, then
+ * its help line and default indented below. */
+void op_config__man_keys(FILE *f, const struct op_config_key *t, size_t nt, const char *sec)
+{
+	for (size_t i = 0; i < nt; i++) {
+		if (strcmp(t[i].section, sec) != 0)
+			continue;
+		fputc('\n', f);
+		put_code(f, t[i].key, true);
+		fputs(" (", f);
+		put_type(f, &t[i], true);
+		fputs(")\n\t", f);
+		put_text(f, t[i].help, true);
+		if (t[i].flags & OP_CONFIG_REQUIRED) {
+			fputs(" Required: there is no default.\n", f);
+			continue;
 		}
-		if (k->flags & OP_CONFIG_REQUIRED)
-			fputs(" | (required)", f);
-		else if (k->def_doc)
-			fprintf(f, " | %s", k->def_doc);
-		else if (*k->def)
-			fprintf(f, " | `%s`", k->def);
-		else
-			fputs(" | (empty)", f);
-		fprintf(f, " | %s |\n", k->help);
+		fputs(" Default: ", f);
+		put_default(f, &t[i], true);
+		fputs(".\n", f);
 	}
 }
 
@@ -1619,6 +1721,88 @@ op_err op_config_write_doc(FILE *f)
 	}
 	op_config__broker_write_doc(f);
 	fputc('\n', f);
+	return ferror(f) ? OP_EIO : OP_OK;
+}
+
+/* The default of key in section sec, as config text. */
+static const char *key_default(const char *sec, const char *key)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		if (strcmp(keys[i].section, sec) == 0 && strcmp(keys[i].key, key) == 0)
+			return keys[i].def;
+	}
+	return "";
+}
+
+op_err op_config_write_man(FILE *f)
+{
+	char max[48];
+	fmt_bytes(OP_CONFIG_MAX_FILE, max, sizeof(max));
+	fputs("outpost.conf(5) \"Outpost\"\n"
+	      "\n"
+	      "; Generated from agent/daemon/config.c (op_config_write_man); edit the table\n"
+	      "; there and run OP_CONFIG_REGEN=1 build/debug/tests/unit/test_config.\n"
+	      "\n# NAME\n\n"
+	      "outpost.conf - configuration file of the Outpost agent\n"
+	      "\n# SYNOPSIS\n\n" OP_CONFIG_FILE "\n"
+	      "\n# DESCRIPTION\n\n"
+	      "*outpostd*(8) reads its settings from one INI file, named with *--config*; the\n"
+	      "packaged service reads *" OP_CONFIG_FILE "*. The file installed there lists\n"
+	      "every key commented out with its default, so a key that is not set has the\n"
+	      "default given below. *outpostd --check-config* loads the file, reports every\n"
+	      "problem and prints the effective configuration, the values of secret keys and\n"
+	      "of globals whose names look secret masked as \\*\\*\\*.\n"
+	      "\n"
+	      "- A line *[section]* starts a section; the *key = value* lines below it set\n"
+	      "  keys of that section (*key: value* works too). A section may appear more\n"
+	      "  than once, a key only once.\n"
+	      "- Values are taken as written, surrounding spaces trimmed; do not quote them.\n"
+	      "  Indentation is ignored: there are no continuation lines.\n",
+	      f);
+	for (size_t i = 0; i < sizeof(syntax_facts) / sizeof(syntax_facts[0]); i++) {
+		fputs("- ", f);
+		op_config__man_text(f, syntax_facts[i]);
+		fputc('\n', f);
+	}
+	fprintf(f,
+	        "- Addresses: *host:port* or *[ipv6]:port*, the host a literal address or a\n"
+	        "  name; port 0 takes any free port; an empty value switches the listener off.\n"
+	        "- The file holds at most %s.\n"
+	        "\n"
+	        "A config is taken whole or refused whole. Unknown sections and keys,\n"
+	        "duplicate keys, values of the wrong type or out of range, and lines that are\n"
+	        "not *key = value* are errors. Every problem is reported, not only the first,\n"
+	        "with its line: *FILE:LINE: [section] key: what was wrong, expected ...*\n"
+	        "\n"
+	        "*outpostd* reads the file when it starts. On SIGHUP it reads it again but\n"
+	        "takes only *pipelines\\_dir* and *[globals]* from it; other changes need a\n"
+	        "restart.\n"
+	        "\n# KEYS\n",
+	        max);
+	for (size_t s = 0; s < SEC_GLOBALS; s++) {
+		fprintf(f, "\n## [%s]\n", sections[s]);
+		op_config__man_keys(f, keys, N_KEYS, sections[s]);
+	}
+	op_config__broker_write_man(f);
+	fputs("\n## [globals]\n\n", f);
+	for (size_t i = 0; i < sizeof(globals_about) / sizeof(globals_about[0]); i++) {
+		op_config__man_text(f, globals_about[i]);
+		fputc('\n', f);
+	}
+	fprintf(f, "\n```\n%s\n```\n", globals_example);
+	fputs("\n# FILES\n\n*" OP_CONFIG_FILE
+	      "*\n\tThis file, as the packaged service reads it.\n\n",
+	      f);
+	put_code(f, key_default("agent", "pipelines_dir"), true);
+	fputs("\n\tThe default *pipelines\\_dir*: the pipeline files.\n\n", f);
+	put_code(f, key_default("agent", "data_dir"), true);
+	fputs("\n\tThe default *data\\_dir*: the store, and the sealed accounts in\n"
+	      "\t*accounts/*.\n"
+	      "\n*" OP_CONFIG_ACCOUNTS_KEY "*\n"
+	      "\tThe key of the sealed accounts when *[accounts] key\\_file* is empty and\n"
+	      "\tthere is no systemd credential *accounts.key*.\n"
+	      "\n# SEE ALSO\n\n*outpostd*(8), *outpostctl*(1)\n",
+	      f);
 	return ferror(f) ? OP_EIO : OP_OK;
 }
 
@@ -1639,7 +1823,7 @@ void op_config_accounts_paths(const struct op_config *c, char *dir, size_t dirle
 		if (access(key, F_OK) == 0)
 			return;
 	}
-	snprintf(key, keylen, "/etc/outpost/accounts.key");
+	snprintf(key, keylen, "%s", OP_CONFIG_ACCOUNTS_KEY);
 }
 
 op_err op_config_file_dirs(const struct op_config *c, char ***dirs, size_t *n)

@@ -4,8 +4,9 @@
  * sections) list every key with its section, type, bounds, default and help
  * line; the same tables fill defaults,
  * validates, prints the effective config (`outpostd --check-config`), writes
- * the shipped commented sample (packaging/outpost.conf) and the key reference
- * in docs/configuration.md, so they cannot disagree.
+ * the shipped commented sample (packaging/outpost.conf), the key reference
+ * in docs/configuration.md and the man page outpost.conf(5)
+ * (packaging/man/outpost.conf.5.scd), so they cannot disagree.
  *
  * Besides the fixed sections there may be any number of named MQTT broker
  * sections, `[broker NAME]`, each bound through a second table of keys into
@@ -30,6 +31,11 @@
 
 /* Largest config file accepted. */
 #define OP_CONFIG_MAX_FILE (1024 * 1024)
+
+/* Where the packaged service's config is (outpost.service: --config). */
+#define OP_CONFIG_FILE "/etc/outpost/outpost.conf"
+/* The accounts' key when neither [accounts] key_file nor a systemd credential names one. */
+#define OP_CONFIG_ACCOUNTS_KEY "/etc/outpost/accounts.key"
 
 /* A listen address. Off (host NULL, port 0) when configured empty. */
 struct op_config_listen {
@@ -243,6 +249,14 @@ op_err op_config_write_sample(FILE *f) OP_WUR;
  * docs/configuration.md holds between its generated-section markers.
  */
 op_err op_config_write_doc(FILE *f) OP_WUR;
+
+/*
+ * Writes the man page outpost.conf(5) in scdoc (packaging/man/outpost.conf.5.scd):
+ * the syntax, every key of every section with its type, default and help
+ * line, the [broker NAME] and [globals] sections, the files. Every line is
+ * valid scdoc: text from the tables is escaped. OP_EIO on a write error.
+ */
+op_err op_config_write_man(FILE *f) OP_WUR;
 
 /* Value parsers behind the table, for other modules' settings. */
 /* "5MB", "1GiB", "512" (bytes). 1 KB = 1 KiB = 1024 bytes. False if not valid or too large. */

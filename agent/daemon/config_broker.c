@@ -464,28 +464,32 @@ void op_config__broker_write_sample(FILE *f)
 	}
 }
 
+/* What a [broker NAME] section is, for the docs and the man page (Markdown-style
+ * `code` spans), and an example section. */
+static const char broker_about[] =
+    "Any number of `[broker NAME]` sections may be given, one per MQTT broker, each name once\n"
+    "(NAME: 1 to 64 letters, digits, `.`, `_` or `-`). Pipelines refer to a broker by its name,\n"
+    "as in an MQTT trigger's `{\"type\": \"mqtt\", \"config\": {\"broker\": \"plant\", ...}}`. "
+    "Brokers must\n"
+    "allow `max_inflight` QoS 1 messages in flight per client (mosquitto:\n"
+    "`max_inflight_messages 1000` and a large `max_queued_messages`), otherwise QoS 1 delivery\n"
+    "stalls.\n";
+static const char broker_example[] = "[broker plant]\n"
+                                     "url = mqtts://broker.example.internal:8883\n"
+                                     "ca_file = /etc/outpost/plant-ca.pem\n"
+                                     "username = outpost\n"
+                                     "password = change-me\n";
+
 void op_config__broker_write_doc(FILE *f)
 {
-	fputs("\n### [broker NAME]\n\n"
-	      "Any number of `[broker NAME]` sections may be given, one per MQTT broker, "
-	      "each name once\n"
-	      "(NAME: 1 to 64 letters, digits, `.`, `_` or `-`). Pipelines refer to a broker "
-	      "by its name,\n"
-	      "as in an MQTT trigger's `{\"type\": \"mqtt\", \"config\": {\"broker\": "
-	      "\"plant\", ...}}`. Brokers must\n"
-	      "allow `max_inflight` QoS 1 messages in flight per client (mosquitto:\n"
-	      "`max_inflight_messages 1000` and a large `max_queued_messages`), otherwise "
-	      "QoS 1 delivery\n"
-	      "stalls.\n"
-	      "\n"
-	      "```ini\n"
-	      "[broker plant]\n"
-	      "url = mqtts://broker.example.internal:8883\n"
-	      "ca_file = /etc/outpost/plant-ca.pem\n"
-	      "username = outpost\n"
-	      "password = change-me\n"
-	      "```\n"
-	      "\n",
-	      f);
+	fprintf(f, "\n### [broker NAME]\n\n%s\n```ini\n%s```\n\n", broker_about, broker_example);
 	op_config__doc_table(f, broker_keys, N_BKEYS, "broker");
+}
+
+void op_config__broker_write_man(FILE *f)
+{
+	fputs("\n## [broker NAME]\n\n", f);
+	op_config__man_text(f, broker_about);
+	fprintf(f, "\n```\n%s```\n", broker_example);
+	op_config__man_keys(f, broker_keys, N_BKEYS, "broker");
 }

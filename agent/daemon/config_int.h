@@ -92,6 +92,16 @@ void op_config__put_values(FILE *f, const void *base, const struct op_config_key
 /* Writes the Markdown table of the keys of table t in section sec. */
 void op_config__doc_table(FILE *f, const struct op_config_key *t, size_t nt, const char *sec);
 
+/* Writes the keys of table t in section sec as scdoc, for op_config_write_man. */
+void op_config__man_keys(FILE *f, const struct op_config_key *t, size_t nt, const char *sec);
+
+/*
+ * Writes text s (Markdown-style `code` spans, newlines allowed) as scdoc:
+ * `code` in bold, '*', '_' and '\' escaped, and a line's first character
+ * escaped when scdoc would read it as a list, header, table or comment.
+ */
+void op_config__man_text(FILE *f, const char *s);
+
 /* ---- config_broker.c ---- */
 
 /* Handles a [broker NAME] header; name is what follows "broker", trimmed. */
@@ -119,5 +129,8 @@ void op_config__broker_write_sample(FILE *f);
 
 /* The [broker NAME] part of op_config_write_doc: a paragraph, an example, the table. */
 void op_config__broker_write_doc(FILE *f);
+
+/* The [broker NAME] part of op_config_write_man: the same paragraph and example, the keys. */
+void op_config__broker_write_man(FILE *f);
 
 #endif

@@ -1,11 +1,11 @@
 /*
  * Unit tests of the daemon config (agent/daemon/config.c): defaults, every
  * value type, problems with their lines, globals, TLS pairing, [broker NAME]
- * sections, file reading, out-of-memory, and that packaging/outpost.conf and
- * the key tables in
- * docs/configuration.md are exactly what the key table generates.
+ * sections, file reading, out-of-memory, and that packaging/outpost.conf,
+ * the key tables in docs/configuration.md and the man page
+ * packaging/man/outpost.conf.5.scd are exactly what the key table generates.
  *
- * After changing the table, regenerate both files with
+ * After changing the table, regenerate the three files with
  *   OP_CONFIG_REGEN=1 build/debug/tests/unit/test_config
  * (run from the repository root, as tests/run.sh does).
  */
@@ -19,10 +19,12 @@
 #include "agent/core/diag.h"
 #include "agent/core/log.h"
 #include "agent/daemon/config.h"
+#include "agent/daemon/config_int.h" /* op_config__man_text */
 #include "tests/unit/test.h"
 
 #define SAMPLE_PATH "packaging/outpost.conf"
 #define DOC_PATH    "docs/configuration.md"
+#define MAN_PATH    "packaging/man/outpost.conf.5.scd"
 #define DOC_BEGIN   "<!-- BEGIN GENERATED KEYS"
 #define DOC_END     "<!-- END GENERATED KEYS -->"
 
@@ -1158,6 +1160,120 @@ START_TEST(doc_tables_are_generated)
 }
 END_TEST
 
+/* True when man has key's headline "*KEY* (TYPE)" and its indented help
+ * line; key as the page spells it ('_' escaped). */
+static bool man_has_key(const char *man, const char *key, const char *type)
+{
+	char want[200];
+	snprintf(want, sizeof(want), "\n*%s* (%s)\n\t", key, type);
+	return strstr(man, want) != NULL;
+}
+
+/* True when key (as the table spells it) heads an entry under the "## "
+ * header of section, before the next header. */
+static bool man_key_in(const char *man, const char *section, const char *key)
+{
+	char head[128], want[160];
+	snprintf(head, sizeof(head), "\n## %s\n", section);
+	const char *s = strstr(man, head);
+	if (s == NULL)
+		return false;
+	const char *next = strstr(s + 1, "\n## ");
+	size_t n = (size_t)snprintf(want, sizeof(want), "\n*");
+	for (const char *p = key; *p && n < sizeof(want) - 4; p++) {
+		if (*p == '_')
+			want[n++] = '\\';
+		want[n++] = *p;
+	}
+	snprintf(want + n, sizeof(want) - n, "* (");
+	const char *at = strstr(s, want);
+	return at != NULL && (next == NULL || at < next);
+}
+
+START_TEST(man_page_is_generated)
+{
+	char *want = generate(op_config_write_man);
+	if (getenv("OP_CONFIG_REGEN"))
+		write_file(MAN_PATH, want, strlen(want));
+	char *got = slurp(MAN_PATH);
+	ck_assert_msg(strcmp(got, want) == 0,
+	              MAN_PATH " differs from op_config_write_man(); regenerate with "
+	                       "OP_CONFIG_REGEN=1 build/debug/tests/unit/test_config");
+	/* The preamble scdoc needs comes first. */
+	ck_assert_ptr_eq(strstr(got, "outpost.conf(5)"), got);
+	/* Every key of every section, in its section, and every broker key. */
+	size_t n;
+	const struct op_config_key *k = op_config_keys(&n);
+	for (size_t i = 0; i < n; i++) {
+		char sec[64];
+		snprintf(sec, sizeof(sec), "[%s]", k[i].section);
+		ck_assert_msg(man_key_in(got, sec, k[i].key), "[%s] %s missing", k[i].section,
+		              k[i].key);
+	}
+	k = op_config_broker_keys(&n);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_msg(man_key_in(got, "[broker NAME]", k[i].key), "broker %s missing",
+		              k[i].key);
+	const char *bs = strstr(got, "\n## [broker NAME]\n");
+	ck_assert_ptr_nonnull(bs);
+	ck_assert(man_has_key(bs, "url", "string"));
+	ck_assert_ptr_nonnull(strstr(bs, "Required: there is no default.\n"));
+	ck_assert(man_has_key(bs, "max\\_inflight", "integer, 10 to 65535"));
+	/* Types, bounds, choices and defaults as the table says. */
+	ck_assert(man_has_key(got, "workers", "integer, 1 to 256"));
+	ck_assert(man_has_key(got, "map\\_max", "size, 1MB to 16TB"));
+	ck_assert(man_has_key(got, "log\\_level", "enum: *error*, *warn*, *info*, *debug*"));
+	ck_assert_ptr_nonnull(strstr(got, " Default: *4*.\n"));
+	ck_assert_ptr_nonnull(strstr(got, " Default: the host name.\n"));
+	ck_assert_ptr_nonnull(strstr(got, " Default: *outpost-* and the agent id.\n"));
+	ck_assert_ptr_nonnull(strstr(got, "\n## [globals]\n"));
+	ck_assert_ptr_nonnull(strstr(got, "\n# FILES\n"));
+	/* Nothing scdoc would read as markup is left bare: no line starts with
+	 * '.', and every '_' of text is escaped (in literal blocks and comments
+	 * it is not markup). */
+	bool literal = false;
+	for (const char *p = got; *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : "") {
+		ck_assert_msg(*p != '.', "a line starts with '.': %.40s", p);
+		if (strncmp(p, "```", 3) == 0)
+			literal = !literal;
+		if (literal || *p == ';')
+			continue;
+		for (const char *q = p; *q && *q != '\n'; q++)
+			ck_assert_msg(*q != '_' || q[-1] == '\\', "bare '_' in: %.60s", p);
+	}
+	ck_assert(!literal);
+	op_free(got);
+	op_free(want);
+}
+END_TEST
+
+/* scdoc escaping of text from the tables. */
+START_TEST(man_text_escapes)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"plain text", "plain text"},
+	    {"a_b *c* d\\e", "a\\_b \\*c\\* d\\\\e"},
+	    {"`code_x` and `y`", "*code\\_x* and *y*"},
+	    {"one ` alone", "one ` alone"},
+	    {"-x\n#y\n;z\n[w]\n|v\n:u", "\\-x\n\\#y\n\\;z\n\\[w]\n\\|v\n\\:u"},
+	    {".dot\nx.y", "**.dot\nx.y"},
+	    {"a ++\nb+c", "a \\++\nb+c"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *text = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&text, &len);
+		ck_assert_ptr_nonnull(f);
+		op_config__man_text(f, cases[i].in);
+		fclose(f);
+		ck_assert_str_eq(text, cases[i].out);
+		free(text);
+	}
+}
+END_TEST
+
 START_TEST(out_of_memory)
 {
 	const char *text = "[agent]\nid = edge\ndata_dir = /d\nworkers = 9\n"
@@ -1271,6 +1387,8 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, dump_round_trip);
 	tcase_add_test(tc, sample_file_is_generated);
 	tcase_add_test(tc, doc_tables_are_generated);
+	tcase_add_test(tc, man_page_is_generated);
+	tcase_add_test(tc, man_text_escapes);
 	tcase_add_test(tc, out_of_memory);
 	tcase_add_test(tc, accounts_paths);
 	suite_add_tcase(s, tc);
