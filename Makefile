@@ -93,6 +93,17 @@ $(B)/tests/conformance/schema-suite: $(CONF_SRC:%.c=$(B)/%.o) $(LIB)
 .PHONY: all deps deps-test release run test test-only asan bench fuzz lint format \
 	format-check conformance clean build-tests
 
+# Man pages for the packages, from packaging/man/*.scd (scdoc: the pkg role of deps.txt).
+MAN_PAGES := $(B)/man/outpostd.8 $(B)/man/outpostctl.1 $(B)/man/outpost.conf.5
+.PHONY: man
+man:
+	@packaging/install-deps.sh pkg
+	$(MAKE) $(MAN_PAGES)
+
+$(B)/man/%: packaging/man/%.scd
+	@mkdir -p $(@D)
+	scdoc < $< > $@.tmp && mv -f $@.tmp $@
+
 deps:
 	@packaging/install-deps.sh build
 
@@ -116,6 +127,19 @@ test-only: build-tests
 
 test: deps-test
 	$(MAKE) VARIANT=debug WERROR=1 test-only
+	$(MAKE) test-packages
+
+# The Debian package and the RPM (build/pkg/), checked by lintian and
+# rpmlint; test-packages installs, upgrades and purges them (as root).
+.PHONY: deb rpm deps-pkg test-packages
+deps-pkg:
+	@packaging/install-deps.sh build pkg
+deb: deps-pkg
+	packaging/deb.sh
+rpm: deps-pkg
+	packaging/rpm.sh
+test-packages: deps-pkg
+	bash tests/pkg/test_packages.sh
 
 asan: deps-test
 	$(MAKE) VARIANT=asan WERROR=1 test-only

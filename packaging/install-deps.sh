@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the Debian packages listed in packaging/deps.txt for the given roles
-# (build, test, lint, bench) when any of them is missing. Needs root only when
+# (build, test, lint, bench, pkg) when any of them is missing. Needs root only when
 # something is missing; prints what it installs.
 set -eu
 here=$(dirname "$0")
