@@ -10,10 +10,13 @@
 #define OP_LOG_MODULE "store"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "agent/core/alloc.h"
 #include "agent/core/log.h"
@@ -297,6 +300,8 @@ static void destroy(struct op_store *s)
 {
 	if (s->env)
 		mdb_env_close(s->env);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd); /* and so unlocks */
 	for (size_t i = 0; i < s->npipes; i++)
 		op_free(s->pipes[i].name);
 	op_free(s->pipes);
@@ -306,6 +311,40 @@ static void destroy(struct op_store *s)
 	pthread_cond_destroy(&s->ob_hook_cv);
 	pthread_mutex_destroy(&s->mu);
 	op_free(s);
+}
+
+/* One process owns a store: LMDB would let a second one in, whose recovery
+ * would requeue the first one's running executions. The lock goes with
+ * the process (a crash releases it); the file says who holds it. */
+static op_err lock_owner(struct op_store *s, char *err, size_t errlen)
+{
+	char path[4096], buf[128];
+	if ((size_t)snprintf(path, sizeof(path), "%s/owner.lock", s->dir) >= sizeof(path)) {
+		fail(err, errlen, "%s: path too long", s->dir);
+		return OP_EINVAL;
+	}
+	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (s->lock_fd < 0) {
+		fail(err, errlen, "%s: %s", path, strerror_r(errno, buf, sizeof(buf)));
+		return op_err_from_errno(errno);
+	}
+	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		int en = errno;
+		ssize_t n = en == EWOULDBLOCK ? pread(s->lock_fd, buf, sizeof(buf) - 1, 0) : -1;
+		buf[n > 0 ? n : 0] = '\0';
+		buf[strcspn(buf, "\n")] = '\0';
+		if (en == EWOULDBLOCK) {
+			fail(err, errlen, "%s: in use by another process%s%s%s", s->dir,
+			     buf[0] ? " (pid " : "", buf, buf[0] ? ")" : "");
+			return OP_EBUSY;
+		}
+		fail(err, errlen, "%s: cannot lock: %s", path, strerror_r(en, buf, sizeof(buf)));
+		return op_err_from_errno(en);
+	}
+	int len = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (ftruncate(s->lock_fd, 0) != 0 || pwrite(s->lock_fd, buf, (size_t)len, 0) != len)
+		OP_LOGW("%s: cannot write the owner's pid", path);
+	return OP_OK;
 }
 
 op_err op_store_open(const struct op_store_opts *opts, struct op_store **out, char *err,
@@ -323,6 +362,7 @@ op_err op_store_open(const struct op_store_opts *opts, struct op_store **out, ch
 	s = op_calloc(1, sizeof(*s));
 	if (s == NULL)
 		return OP_ENOMEM;
+	s->lock_fd = -1;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -364,6 +404,9 @@ op_err op_store_open(const struct op_store_opts *opts, struct op_store **out, ch
 		e = op_err_from_errno(errno);
 		goto out;
 	}
+	e = lock_owner(s, err, errlen);
+	if (e)
+		goto out;
 	rc = mdb_env_create(&s->env);
 	if (rc == 0)
 		rc = mdb_env_set_maxdbs(s->env, OP_STORE_DB_COUNT + 2);

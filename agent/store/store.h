@@ -118,7 +118,8 @@ struct op_store_stats {
  * records to quarantine and starts the writer thread. On error *out is NULL
  * and err holds a one-line reason. Errors: OP_EINVAL (bad options), OP_EIO,
  * OP_EAUTH (permissions), OP_EFULL, OP_ECORRUPT (not a store, or damaged),
- * OP_EUNSUPPORTED (written by a newer version), OP_ENOMEM, OP_EBUSY.
+ * OP_EUNSUPPORTED (written by a newer version), OP_ENOMEM, OP_EBUSY (another
+ * process has it open: one process owns a store).
  */
 op_err op_store_open(const struct op_store_opts *opts, struct op_store **out, char *err,
                      size_t errlen) OP_WUR;

@@ -111,6 +111,7 @@ struct op_store {
 	struct op_store_opts opts;
 	char *dir;
 	size_t psize;
+	int lock_fd; /* owner.lock, flock()ed while open; -1 before */
 
 	/* readers hold it shared for a read txn; the writer exclusively to grow the map */
 	pthread_rwlock_t maplock;

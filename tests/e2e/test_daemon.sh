@@ -138,6 +138,19 @@ checks=$((checks + 1))
 curl -s "http://127.0.0.1:$admin/metrics" | grep -Eq '^outpost_workers [12]$' ||
 	fail "metrics: workers (1 or 2 of agent.workers 2): $(curl -s "http://127.0.0.1:$admin/metrics" | grep workers)"
 
+what="a second outpostd on the same data_dir is refused; the first goes on"
+# Its own listeners (port 0) so that only the store can refuse it.
+"$OUTPOSTD" --config "$T/outpost.conf" >/dev/null 2>"$T/second.log"
+rc=$?
+expect_rc 1
+checks=$((checks + 1))
+grep -q "store: in use by another process (pid $pid)" "$T/second.log" ||
+	fail "$what: $(cat "$T/second.log")"
+checks=$((checks + 1))
+grep -q "recover\|requeue" "$T/second.log" && fail "$what: it recovered the store: $(cat "$T/second.log")"
+http POST /echo/2 '{}'
+expect_status 200
+
 what="SIGHUP with a broken pipeline keeps the running set"
 printf '{"name":"broken","version":"1","steps":[{"type":"nosuch"}]}' >"$T/pipelines/broken.json"
 kill -HUP $pid

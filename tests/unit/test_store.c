@@ -187,6 +187,36 @@ START_TEST(round_trip)
 END_TEST
 
 /* A synchronous run's record has no event: it is stored and listed all the same. */
+/* One process owns a store: a second open (as by a second outpostd on the
+ * same data_dir) is refused before it touches anything, with the owner's
+ * pid; once the owner closes, it opens. */
+START_TEST(second_owner_refused)
+{
+	struct op_store *s = open_default();
+	char id[OP_UUID_LEN + 1];
+	enq(s, "orders", "{\"n\":1}", 0, id);
+	struct op_store_event *ev = NULL;
+	ck_assert_int_eq(op_store_take(s, "orders", 0, &ev), OP_OK);
+
+	struct op_store *two = NULL;
+	struct op_store_opts o = {.dir = dir};
+	char err[256], want[64];
+	ck_assert_int_eq(op_store_open(&o, &two, err, sizeof(err)), OP_EBUSY);
+	ck_assert_ptr_null(two);
+	snprintf(want, sizeof(want), "in use by another process (pid %ld)", (long)getpid());
+	ck_assert_msg(strstr(err, want) != NULL, "err: %s", err);
+	/* The owner's taken event is still in flight, not requeued. */
+	ck_assert_uint_eq(stats(s).inflight, 1);
+	ck_assert_uint_eq(depth(s, "orders"), 0);
+	op_store_event_free(ev);
+	op_store_close(s);
+
+	s = open_default();
+	ck_assert_uint_eq(depth(s, "orders"), 1); /* recovered by the new owner */
+	op_store_close(s);
+}
+END_TEST
+
 START_TEST(record_without_event)
 {
 	struct op_store_opts o = {0};
@@ -983,6 +1013,7 @@ static Suite *store_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, round_trip);
+	tcase_add_test(tc, second_owner_refused);
 	tcase_add_test(tc, order_by_not_before);
 	tcase_add_test(tc, take_many_ack_without_waiting);
 	tcase_add_test(tc, record_without_event);
