@@ -12,7 +12,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "agent/core/alloc.h"
@@ -26,6 +28,7 @@ static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 static atomic_int cur_level = OP_LOG_INFO;
 static atomic_bool json_mode;
+static atomic_bool journal; /* stderr is the journal: priority prefixes */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static op_log_sink_fn sink;
 static void *sink_ud;
@@ -132,6 +135,24 @@ static bool rate_ok(const char *module, const char *fmt, unsigned *dropped)
 	return true;
 }
 
+bool op_log_detect_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	bool on = js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
+	          (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+	atomic_store(&journal, on);
+	return on;
+}
+
+/* "<3>" .. "<7>": sd-daemon's SD_ERR, SD_WARNING, SD_INFO, SD_DEBUG. */
+static const char *prio(enum op_log_level lvl)
+{
+	static const char *const p[] = {"<3>", "<4>", "<6>", "<7>"};
+	return atomic_load(&journal) ? p[lvl] : "";
+}
+
 static void emit(enum op_log_level lvl, const char *module, const char *msg)
 {
 	if (sink) {
@@ -147,12 +168,12 @@ static void emit(enum op_log_level lvl, const char *module, const char *msg)
 			s = op_json_print(o, OP_JSON_COMPACT);
 		cJSON_Delete(o);
 		if (s) {
-			fprintf(stderr, "%s\n", s);
+			fprintf(stderr, "%s%s\n", prio(lvl), s);
 			op_free(s);
 			return;
 		}
 	}
-	fprintf(stderr, "%-5s %s: %s\n", level_names[lvl], module, msg);
+	fprintf(stderr, "%s%-5s %s: %s\n", prio(lvl), level_names[lvl], module, msg);
 }
 
 void op_log_vwrite(enum op_log_level lvl, const char *module, const char *fmt, va_list ap)

@@ -25,6 +25,11 @@ enum op_log_level op_log_get_level(void);
 bool op_log_level_from_name(const char *name, enum op_log_level *out);
 const char *op_log_level_name(enum op_log_level lvl);
 void op_log_set_json(bool on);
+/* When stderr is the systemd journal's stream (JOURNAL_STREAM names its
+ * device and inode), lines start with their syslog priority ("<3>" for
+ * error ... "<7>" for debug), so that journalctl -p selects them. Checked
+ * once, at the call; true when on. */
+bool op_log_detect_journal(void);
 /* NULL restores stderr. The sink must be thread-safe. */
 void op_log_set_sink(op_log_sink_fn fn, void *ud);
 

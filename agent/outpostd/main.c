@@ -208,6 +208,7 @@ int main(int argc, char **argv)
 	}
 	op_log_set_level((enum op_log_level)cfg.agent.log_level);
 	op_log_set_json(cfg.agent.log_format == OP_CONFIG_LOG_JSON);
+	(void)op_log_detect_journal();
 
 	if (a.check) {
 		op_err ce = op_daemon_check(&cfg, &d);

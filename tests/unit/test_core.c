@@ -5,12 +5,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "agent/core/buf.h"
 #include "agent/core/diag.h"
 #include "agent/core/err.h"
 #include "agent/core/json.h"
+#include "agent/core/log.h"
 #include "agent/core/uuid.h"
 #include "tests/unit/test.h"
 
@@ -287,11 +290,57 @@ START_TEST(base64_round_trip)
 }
 END_TEST
 
+/* Under systemd, stderr is the journal's stream (JOURNAL_STREAM says its
+ * device:inode): lines carry their syslog priority. Elsewhere they do not. */
+START_TEST(log_priorities_for_the_journal)
+{
+	char path[] = "/tmp/op-log-XXXXXX";
+	int fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	fflush(stderr);
+	int saved = dup(2);
+	ck_assert_int_eq(dup2(fd, 2), 2);
+	struct stat st;
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	char js[64];
+	snprintf(js, sizeof(js), "%llu:%llu", (unsigned long long)st.st_dev,
+	         (unsigned long long)st.st_ino);
+
+	setenv("JOURNAL_STREAM", "1:2", 1); /* some other stream */
+	ck_assert(!op_log_detect_journal());
+	op_log_write(OP_LOG_WARN, "t", "plain %d", 1);
+	setenv("JOURNAL_STREAM", js, 1);
+	ck_assert(op_log_detect_journal());
+	op_log_write(OP_LOG_ERROR, "t", "bad %d", 2);
+	op_log_write(OP_LOG_WARN, "t", "odd %d", 3);
+	op_log_set_json(true);
+	op_log_write(OP_LOG_INFO, "t", "fine");
+	op_log_set_json(false);
+	unsetenv("JOURNAL_STREAM");
+	ck_assert(!op_log_detect_journal());
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+
+	char buf[512] = "";
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	unlink(path);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	ck_assert_str_eq(buf, "warn  t: plain 1\n"
+	                      "<3>error t: bad 2\n"
+	                      "<4>warn  t: odd 3\n"
+	                      "<6>{\"level\":\"info\",\"module\":\"t\",\"msg\":\"fine\"}\n");
+}
+END_TEST
+
 static Suite *core_suite(void)
 {
 	Suite *s = suite_create("core");
 	TCase *tc = tcase_create("core");
 	tcase_add_test(tc, err_names_and_classes);
+	tcase_add_test(tc, log_priorities_for_the_journal);
 	tcase_add_test(tc, buf_caps_without_truncating);
 	tcase_add_test(tc, buf_out_of_memory_leaves_buffer);
 	tcase_add_test(tc, diag_paths);
