@@ -98,17 +98,25 @@ static void batch_ended(struct pub_ctx *c, bool refused)
 	op_free(c);
 }
 
+/* With MQTT 5 a PUBACK may carry a refusal (not authorized, too large): the
+ * broker will never take those records, so they go, said once (and not to
+ * the outbox: that line would be refused again, and so on). */
+static void batch_refused(struct pub_ctx *c, int reason)
+{
+	OP_LOGE_LOCAL("the broker refused outbox %s records %llu..%llu: %s; they are dropped",
+	              op_outbox_stream_name(c->st), (unsigned long long)c->first,
+	              (unsigned long long)c->last,
+	              MQTTReasonCode_toString((enum MQTTReasonCodes)reason));
+	batch_ended(c, true);
+}
+
 static void on_batch_ok(void *ctx, MQTTAsync_successData5 *r)
 {
 	struct pub_ctx *c = ctx;
-	/* With MQTT 5 a PUBACK may carry a refusal (not authorized, too large):
-	 * the broker will never take those records, so they go, said once. */
-	bool refused = r && r->reasonCode >= 0x80;
-	if (refused)
-		OP_LOGE("the broker refused outbox %s records %llu..%llu: %s; they are dropped",
-		        op_outbox_stream_name(c->st), (unsigned long long)c->first,
-		        (unsigned long long)c->last, MQTTReasonCode_toString(r->reasonCode));
-	batch_ended(c, refused);
+	if (r && r->reasonCode >= 0x80)
+		batch_refused(c, r->reasonCode);
+	else
+		batch_ended(c, false);
 }
 
 static void on_batch_failed(void *ctx, MQTTAsync_failureData5 *r)
@@ -116,10 +124,7 @@ static void on_batch_failed(void *ctx, MQTTAsync_failureData5 *r)
 	struct pub_ctx *c = ctx;
 	struct op_link *l = c->l;
 	if (r && r->reasonCode >= 0x80) {
-		OP_LOGE("the broker refused outbox %s records %llu..%llu: %s; they are dropped",
-		        op_outbox_stream_name(c->st), (unsigned long long)c->first,
-		        (unsigned long long)c->last, MQTTReasonCode_toString(r->reasonCode));
-		batch_ended(c, true);
+		batch_refused(c, r->reasonCode);
 		return;
 	}
 	/* Lost with the connection: sent again after the next connect. */

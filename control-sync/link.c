@@ -279,6 +279,45 @@ static void publish(struct op_link *l, const char *topic, const char *text,
 	}
 }
 
+/* A PUBACK with a refusal (MQTT 5: 0x80 and up) for the agent's own state:
+ * most likely the broker's ACL keys on the certificate's name and that is
+ * not this agent's id, so say so; nothing else would. */
+static void own_state_refused(struct op_link *l, const char *topic, int reason)
+{
+	if (reason < 0x80)
+		return;
+	OP_LOGE_LOCAL("the broker refused the publish to %s: %s; does its ACL let this client "
+	              "(its certificate) use the topics of agent %s?",
+	              topic, MQTTReasonCode_toString((enum MQTTReasonCodes)reason),
+	              l->cfg->agent.id);
+}
+
+/* paho calls the failure callback for a PUBACK refusal, the success one
+ * with its reason code in some versions: both are looked at. */
+static void on_status_acked(void *ctx, MQTTAsync_successData5 *r)
+{
+	struct op_link *l = ctx;
+	own_state_refused(l, l->t_status, r ? r->reasonCode : 0);
+}
+
+static void on_status_failed(void *ctx, MQTTAsync_failureData5 *r)
+{
+	struct op_link *l = ctx;
+	own_state_refused(l, l->t_status, r ? r->reasonCode : 0);
+}
+
+static void on_reported_acked(void *ctx, MQTTAsync_successData5 *r)
+{
+	struct op_link *l = ctx;
+	own_state_refused(l, l->t_reported, r ? r->reasonCode : 0);
+}
+
+static void on_reported_failed(void *ctx, MQTTAsync_failureData5 *r)
+{
+	struct op_link *l = ctx;
+	own_state_refused(l, l->t_reported, r ? r->reasonCode : 0);
+}
+
 /* status: online with this connection's since and now as the heartbeat. */
 static void publish_status(struct op_link *l)
 {
@@ -292,8 +331,12 @@ static void publish_status(struct op_link *l)
 	    cJSON_AddStringToObject(o, "sealKey", l->seal_key) &&
 	    cJSON_AddStringToObject(o, "since", l->since) && cJSON_AddStringToObject(o, "at", at)) {
 		char *text = op_json_print(o, OP_JSON_COMPACT);
+		MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+		ro.onSuccess5 = on_status_acked;
+		ro.onFailure5 = on_status_failed;
+		ro.context = l;
 		if (text)
-			publish(l, l->t_status, text, NULL);
+			publish(l, l->t_status, text, &ro);
 		op_free(text);
 	}
 	cJSON_Delete(o);
@@ -320,8 +363,12 @@ static void publish_reported(struct op_link *l)
 	if (ok)
 		err = NULL;
 	char *text = ok ? op_json_print(o, OP_JSON_COMPACT) : NULL;
+	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+	ro.onSuccess5 = on_reported_acked;
+	ro.onFailure5 = on_reported_failed;
+	ro.context = l;
 	if (text)
-		publish(l, l->t_reported, text, NULL);
+		publish(l, l->t_reported, text, &ro);
 	else
 		OP_LOGE("out of memory for the reported state; it is sent again later");
 	op_free(text);

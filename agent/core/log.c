@@ -215,6 +215,17 @@ void op_log_write_always(enum op_log_level lvl, const char *module, const char *
 	tap_line(lvl, module, line);
 }
 
+void op_log_write_local(enum op_log_level lvl, const char *module, const char *fmt, ...)
+{
+	bool was = in_tap;
+	in_tap = true;
+	va_list ap;
+	va_start(ap, fmt);
+	op_log_vwrite(lvl, module, fmt, ap);
+	va_end(ap);
+	in_tap = was;
+}
+
 void op_log_write(enum op_log_level lvl, const char *module, const char *fmt, ...)
 {
 	va_list ap;

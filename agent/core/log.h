@@ -51,6 +51,13 @@ void op_log_write_always(enum op_log_level lvl, const char *module, const char *
     OP_PRINTF(3, 4);
 void op_log_vwrite(enum op_log_level lvl, const char *module, const char *fmt, va_list ap)
     OP_PRINTF(3, 0);
+/*
+ * Like op_log_write, but the line is not handed to the tap: for what the
+ * tap's own path logs about itself (the outbox's publishes refused), which
+ * would otherwise go round through the outbox again.
+ */
+void op_log_write_local(enum op_log_level lvl, const char *module, const char *fmt, ...)
+    OP_PRINTF(3, 4);
 
 #ifndef OP_LOG_MODULE
 #define OP_LOG_MODULE "outpost"
@@ -62,9 +69,10 @@ void op_log_vwrite(enum op_log_level lvl, const char *module, const char *fmt, v
 			break;                               \
 		op_log_write(l, OP_LOG_MODULE, __VA_ARGS__); \
 	} while (0)
-#define OP_LOGE(...) OP_LOG_(OP_LOG_ERROR, __VA_ARGS__)
-#define OP_LOGW(...) OP_LOG_(OP_LOG_WARN, __VA_ARGS__)
-#define OP_LOGI(...) OP_LOG_(OP_LOG_INFO, __VA_ARGS__)
-#define OP_LOGD(...) OP_LOG_(OP_LOG_DEBUG, __VA_ARGS__)
+#define OP_LOGE(...)       OP_LOG_(OP_LOG_ERROR, __VA_ARGS__)
+#define OP_LOGW(...)       OP_LOG_(OP_LOG_WARN, __VA_ARGS__)
+#define OP_LOGI(...)       OP_LOG_(OP_LOG_INFO, __VA_ARGS__)
+#define OP_LOGD(...)       OP_LOG_(OP_LOG_DEBUG, __VA_ARGS__)
+#define OP_LOGE_LOCAL(...) op_log_write_local(OP_LOG_ERROR, OP_LOG_MODULE, __VA_ARGS__)
 
 #endif

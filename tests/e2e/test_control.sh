@@ -366,6 +366,10 @@ checks=$((checks + 1))
 	fail "$what: agent-b's status was published with agent-a's certificate"
 checks=$((checks + 1))
 grep -q "desired document" "$LOG.b" && fail "$what: it handled a desired document: $(grep desired "$LOG.b")"
+# ... and it says why, instead of looking connected and fine.
+checks=$((checks + 1))
+wait_until 10 grep -q "the broker refused the publish to outpost/v1/agent-b/status: Not authorized; does its ACL let this client (its certificate) use the topics of agent agent-b?" "$LOG.b" ||
+	fail "$what: no refusal logged: $(cat "$LOG.b")"
 stop_daemon
 
 what="an agent whose certificate the broker does not trust cannot connect"

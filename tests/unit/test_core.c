@@ -335,12 +335,36 @@ START_TEST(log_priorities_for_the_journal)
 }
 END_TEST
 
+static int tapped;
+static void count_tap(enum op_log_level lvl, const char *module, const char *line, void *ud)
+{
+	(void)lvl;
+	(void)module;
+	(void)ud;
+	ck_assert_str_eq(line, "to the tap");
+	tapped++;
+}
+
+/* A local line is written but not handed to the tap (the outbox's own
+ * refusals, which would go round through it again). */
+START_TEST(log_local_lines_skip_the_tap)
+{
+	op_log_set_sink(NULL, NULL);
+	op_log_set_tap(count_tap, NULL);
+	op_log_write_local(OP_LOG_ERROR, "t", "not to the tap");
+	op_log_write(OP_LOG_ERROR, "t", "to the tap");
+	op_log_set_tap(NULL, NULL);
+	ck_assert_int_eq(tapped, 1);
+}
+END_TEST
+
 static Suite *core_suite(void)
 {
 	Suite *s = suite_create("core");
 	TCase *tc = tcase_create("core");
 	tcase_add_test(tc, err_names_and_classes);
 	tcase_add_test(tc, log_priorities_for_the_journal);
+	tcase_add_test(tc, log_local_lines_skip_the_tap);
 	tcase_add_test(tc, buf_caps_without_truncating);
 	tcase_add_test(tc, buf_out_of_memory_leaves_buffer);
 	tcase_add_test(tc, diag_paths);
