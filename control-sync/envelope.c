@@ -40,6 +40,14 @@ op_err op_env_keygen(unsigned char priv[OP_ENV_KEY_LEN], unsigned char pub[OP_EN
 	return rc;
 }
 
+void op_env_digest(const char *text, size_t len, char out[OP_ENV_DIGEST_LEN + 1])
+{
+	unsigned char h[WC_SHA256_DIGEST_SIZE] = {0};
+	wc_Sha256Hash((const unsigned char *)text, (word32)len, h);
+	for (int i = 0; i < WC_SHA256_DIGEST_SIZE; i++)
+		snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
 void op_env_kid(const unsigned char pub[OP_ENV_KEY_LEN], char *out)
 {
 	unsigned char h[WC_SHA256_DIGEST_SIZE] = {0};

@@ -41,6 +41,12 @@ op_err op_env_keygen(unsigned char priv[OP_ENV_KEY_LEN], unsigned char pub[OP_EN
  * its SHA-256. out holds OP_ENV_KID_MAX + 1 bytes. */
 void op_env_kid(const unsigned char pub[OP_ENV_KEY_LEN], char *out);
 
+/* The SHA-256 of an envelope's bytes as 64 hex digits and a NUL: how an
+ * agent names the envelope it refused before it could trust anything in
+ * it (reported lastError.envelope), and how outpostctl knows it is its own. */
+#define OP_ENV_DIGEST_LEN 64
+void op_env_digest(const char *text, size_t len, char out[OP_ENV_DIGEST_LEN + 1]);
+
 /* True when kid is 1..64 of letters, digits, '-', '_', '.', ':'. */
 bool op_env_kid_ok(const char *kid);
 

@@ -389,7 +389,9 @@ static void refuse(struct op_link *l, const char *code, uint64_t seq, const char
 	    (seq ? cJSON_AddNumberToObject(e, "seq", (double)seq)
 	         : cJSON_AddNullToObject(e, "seq")) &&
 	    cJSON_AddStringToObject(e, "at", at) && cJSON_AddStringToObject(e, "code", code) &&
-	    cJSON_AddStringToObject(e, "message", msg)) {
+	    cJSON_AddStringToObject(e, "message", msg) &&
+	    (l->env_digest[0] ? cJSON_AddStringToObject(e, "envelope", l->env_digest)
+	                      : cJSON_AddNullToObject(e, "envelope"))) {
 		cJSON_Delete(l->last_error);
 		l->last_error = e;
 	} else {
@@ -406,11 +408,13 @@ static void refuse(struct op_link *l, const char *code, uint64_t seq, const char
 static bool handle_desired(struct op_link *l, const char *text, size_t len, bool too_large)
 {
 	char why[ERR_MAX];
+	l->env_digest[0] = '\0';
 	if (too_large) {
 		snprintf(why, sizeof(why), "the envelope is larger than %u bytes", OP_ENV_MAX);
 		refuse(l, "ENVELOPE", 0, why);
 		return true;
 	}
+	op_env_digest(text, len, l->env_digest);
 	if (len == 0)
 		return false; /* the retained document was cleared: nothing to do */
 	/* One refused already, handed again on a reconnect: its refusal stands

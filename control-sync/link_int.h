@@ -122,9 +122,10 @@ struct op_link {
 	/* Commands, under mu. */
 	struct cmd *cmd_head, *cmd_tail; /* waiting for the link thread */
 	size_t cmd_queued;
-	unsigned cmd_running;  /* command threads alive */
-	atomic_bool cmd_stop;  /* running commands give up (the agent stops) */
-	uint64_t refused_hash; /* the last envelope refused: not handled again */
+	unsigned cmd_running;                   /* command threads alive */
+	atomic_bool cmd_stop;                   /* running commands give up (the agent stops) */
+	uint64_t refused_hash;                  /* the last envelope refused: not handled again */
+	char env_digest[OP_ENV_DIGEST_LEN + 1]; /* of the envelope handled now; "": none */
 	struct cmd_seen seen[CMD_RECENT];
 	size_t nseen;
 

@@ -91,6 +91,7 @@ int op_ctl__publish_desired(const struct op_ctl_rollout *r, struct op_ctl_mqtt *
 		snprintf(why, sizeof(why), "out of memory");
 	} else if (op_env_sign(r->s->seed, r->s->key.pub, r->s->key.kid, b.data, b.len, &env, why,
 	                       sizeof(why)) == OP_OK) {
+		op_env_digest(env, strlen(env), t->env_digest);
 		long long deadline = op_ctl_mqtt_now_ms() + op_ctl__timeout_ms(r->c);
 		if (op_ctl_mqtt_publish(m, op_buf_str(&topic), env, strlen(env), true, deadline,
 		                        why, sizeof(why)) == OP_OK)
@@ -120,7 +121,12 @@ static void judge(struct op_ctl_target *t, const cJSON *a)
 	uint64_t v = 0;
 	if (op_ctl__seq_of(op_ctl__member(rep, "seq"), &v) && v >= t->seq) {
 		t->result = OP_CTL_R_APPLIED;
-	} else if (op_ctl__seq_of(op_ctl__member(le, "seq"), &v) && v == t->seq) {
+	} else if ((op_ctl__seq_of(op_ctl__member(le, "seq"), &v) && v == t->seq) ||
+	           (t->env_digest[0] && op_ctl__str_of(le, "envelope") &&
+	            strcmp(op_ctl__str_of(le, "envelope"), t->env_digest) == 0)) {
+		/* By seq, or, for an envelope the agent could not trust enough to
+		 * read its seq (a key it does not know, a bad signature), by its
+		 * digest. */
 		t->result = OP_CTL_R_REFUSED;
 		const char *code = op_ctl__str_of(le, "code"), *msg = op_ctl__str_of(le, "message");
 		snprintf(t->code, sizeof(t->code), "%s", code ? code : "?");

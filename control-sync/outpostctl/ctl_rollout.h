@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "control-sync/envelope.h"
 #include "control-sync/outpostctl/ctl_mqtt.h"
 #include "control-sync/outpostctl/ctl_plane.h"
 
@@ -42,6 +43,7 @@ struct op_ctl_target {
 	char code[64];
 	char message[1024];
 	long long t0, t1, deadline; /* monotonic ms: publish start, outcome, report due */
+	char env_digest[OP_ENV_DIGEST_LEN + 1]; /* of the envelope published */
 };
 
 /* What every target of one command shares; c and s are borrowed. */

@@ -406,5 +406,13 @@ expect_err_has "password"
 run_ctl account put --agent agent-a "../x" --file "$T/acct.json" "${SIGN[@]}"
 expect_rc 2
 
+what="deploy signed with a key the agent does not trust: reported refused, not lost"
+# The agent cannot read such an envelope's seq; it names the envelope by its
+# digest, which outpostctl knows.
+"$OUTPOSTCTL" keygen "$T/stranger.key" --kid stranger-1 >/dev/null || fail "keygen stranger"
+run_ctl deploy greet.json --agent agent-a --sign-key "$T/stranger.key" --timeout 10 --json
+expect_rc 1
+expect_json '.[0] | [.result, .error.code, (.error.message | contains("stranger-1"))]' '["refused","KEY_UNKNOWN",true]'
+
 [ -n "${KEEP_LOGS:-}" ] && cp -r "$T" "$KEEP_LOGS"
 finish

@@ -93,7 +93,7 @@ check "the config is not a conffile" sh -c "dpkg-query -W -f='\${Conffiles}' out
 check "the man page does not render" sh -c "man -l /usr/share/man/man5/outpost.conf.5.gz 2>/dev/null | grep -q data_dir"
 
 what="the service user and its directories"
-check "no user outpost" getent passwd outpost
+check "no user outpost" sh -c "getent passwd outpost >/dev/null"
 uid=$(id -u outpost)
 check "outpost is not a system user (uid $uid)" test "$uid" -lt 1000
 check "outpost has a login shell" sh -c "getent passwd outpost | cut -d: -f7 | grep -q nologin"
