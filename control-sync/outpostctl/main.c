@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/version.h"
 #include "control-sync/outpostctl/ctl.h"
 
 static const struct {
@@ -33,7 +34,7 @@ static const struct {
 
 static void usage(FILE *f)
 {
-	fputs("usage: outpostctl COMMAND [ARGS]\n\ncommands:\n", f);
+	fputs("usage: outpostctl COMMAND [ARGS]\n       outpostctl --version\n\ncommands:\n", f);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
 	fputs(
@@ -64,6 +65,10 @@ int main(int argc, char **argv)
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
 		usage(stdout);
+		return CTL_OK;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("outpostctl %s\n", OUTPOST_VERSION);
 		return CTL_OK;
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {

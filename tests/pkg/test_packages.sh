@@ -89,6 +89,7 @@ for f in /usr/sbin/outpostd /usr/bin/outpostctl /lib/systemd/system/outpost.serv
 done
 expect_mode /usr/sbin/outpostd "755 root:root"
 check "outpostd --version says $v1" sh -c "/usr/sbin/outpostd --version | grep -qF '$v1'"
+check "outpostctl --version says $v1" sh -c "/usr/bin/outpostctl --version | grep -qxF 'outpostctl $v1'"
 check "the config is not a conffile" sh -c "dpkg-query -W -f='\${Conffiles}' outpost | grep -q '/etc/outpost/outpost.conf '"
 check "the man page does not render" sh -c "man -l /usr/share/man/man5/outpost.conf.5.gz 2>/dev/null | grep -q data_dir"
 
