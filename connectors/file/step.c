@@ -156,6 +156,7 @@ static op_err file_class(int e)
 		return OP_ENOTFOUND;
 	case EACCES:
 	case EPERM:
+	case EROFS:
 		return OP_EAUTH;
 	case EXDEV:
 	case ELOOP:
