@@ -9,7 +9,8 @@
  * key lines itself; inih is left to split "key = value ; comment". The
  * handler then binds each value through the table into a private struct.
  * The [broker NAME] sections (their table, url check and cross-key checks)
- * are in config_broker.c; config_int.h holds what the two files share.
+ * are in config_broker.c, the writers of the generated files (sample, docs,
+ * man page) in config_doc.c; config_int.h holds what the files share.
  * Invariant: the caller's struct is written only when the whole text loaded
  * with no problem; otherwise it is zeroed.
  */
@@ -43,10 +44,10 @@ _Static_assert(OP_LOG_ERROR == 0 && OP_LOG_WARN == 1 && OP_LOG_INFO == 2 && OP_L
                "log_levels[] follows enum op_log_level");
 
 /* Sections in the order they are printed. */
-static const char *const sections[] = {"agent",    "store", "http",    "admin",
-                                       "accounts", "files", "control", "globals"};
-#define N_SECTIONS  (sizeof(sections) / sizeof(sections[0]))
-#define SEC_GLOBALS 7
+const char *const op_config__sections[] = {"agent",    "store", "http",    "admin",
+                                           "accounts", "files", "control", "globals"};
+#define N_SECTIONS (sizeof(op_config__sections) / sizeof(op_config__sections[0]))
+_Static_assert(N_SECTIONS == OP_CONFIG__N_SECTIONS, "OP_CONFIG__N_SECTIONS follows the sections");
 
 static const struct op_config_key keys[] = {
     {.section = "agent",
@@ -68,7 +69,8 @@ static const struct op_config_key keys[] = {
      .type = OP_CONFIG_PATH,
      .off = OFF(agent.pipelines_dir),
      .def = "/etc/outpost/pipelines.d",
-     .help = "Folder of pipeline files run when there is no control plane."},
+     .help = "Folder of local pipeline files (*.json); they run beside any pipelines a "
+             "control plane deploys."},
     {.section = "agent",
      .key = "workers",
      .type = OP_CONFIG_INT,
@@ -199,14 +201,14 @@ static const struct op_config_key keys[] = {
      .type = OP_CONFIG_PATH,
      .off = OFF(http.tls_cert),
      .def = "",
-     .flags = OP_CONFIG_EMPTY_OK,
+     .flags = OP_CONFIG_EMPTY_OK | OP_CONFIG_READ,
      .help = "PEM certificate (chain) for HTTPS, set together with tls_key; empty: plain HTTP."},
     {.section = "http",
      .key = "tls_key",
      .type = OP_CONFIG_PATH,
      .off = OFF(http.tls_key),
      .def = "",
-     .flags = OP_CONFIG_EMPTY_OK,
+     .flags = OP_CONFIG_EMPTY_OK | OP_CONFIG_READ,
      .help = "PEM private key of tls_cert, readable by the service user only."},
     {.section = "admin",
      .key = "listen",
@@ -219,7 +221,7 @@ static const struct op_config_key keys[] = {
      .type = OP_CONFIG_PATH,
      .off = OFF(accounts.key_file),
      .def = "",
-     .flags = OP_CONFIG_EMPTY_OK,
+     .flags = OP_CONFIG_EMPTY_OK | OP_CONFIG_READ,
      .help = "File of the 32-byte key that seals accounts at rest (mode 0600, created "
              "on first use); empty: the systemd credential accounts.key if there is one, "
              "else /etc/outpost/accounts.key."},
@@ -254,14 +256,14 @@ static const struct op_config_key keys[] = {
      .type = OP_CONFIG_PATH,
      .off = OFF(control.ca_file),
      .def = "",
-     .flags = OP_CONFIG_EMPTY_OK,
+     .flags = OP_CONFIG_EMPTY_OK | OP_CONFIG_READ,
      .help = "PEM CA bundle that verifies the broker's certificate; required with url."},
     {.section = "control",
      .key = "cert_file",
      .type = OP_CONFIG_PATH,
      .off = OFF(control.cert_file),
      .def = "",
-     .flags = OP_CONFIG_EMPTY_OK,
+     .flags = OP_CONFIG_EMPTY_OK | OP_CONFIG_READ,
      .help = "PEM client certificate of this agent (its CN is usually the agent id); "
              "required with url."},
     {.section = "control",
@@ -269,7 +271,7 @@ static const struct op_config_key keys[] = {
      .type = OP_CONFIG_PATH,
      .off = OFF(control.key_file),
      .def = "",
-     .flags = OP_CONFIG_EMPTY_OK,
+     .flags = OP_CONFIG_EMPTY_OK | OP_CONFIG_READ,
      .help = "PEM private key of cert_file, readable by the service user only; required "
              "with url."},
     {.section = "control",
@@ -277,7 +279,7 @@ static const struct op_config_key keys[] = {
      .type = OP_CONFIG_STRING,
      .off = OFF(control.trusted_keys),
      .def = "",
-     .flags = OP_CONFIG_EMPTY_OK,
+     .flags = OP_CONFIG_EMPTY_OK | OP_CONFIG_READ,
      .example = "/etc/outpost/control/ops.key.pub, /etc/outpost/control/ops-2027.key.pub",
      .help = "Public keys (outpostctl keygen's KEY.pub files) whose signatures the agent "
              "accepts on desired documents, absolute paths separated by commas; required "
@@ -593,7 +595,7 @@ static bool has_ctrl(const char *s)
 
 /* ---- formatting ---- */
 
-static void fmt_bytes(uint64_t v, char *out, size_t n)
+void op_config__fmt_bytes(uint64_t v, char *out, size_t n)
 {
 	static const struct {
 		const char *name;
@@ -634,10 +636,10 @@ static void fmt_duration(uint64_t ms, char *out, size_t n)
 }
 
 /* Formats a bound of key k (bytes, ms or a plain number). */
-static void fmt_bound(const struct op_config_key *k, long long v, char *out, size_t n)
+void op_config__fmt_bound(const struct op_config_key *k, long long v, char *out, size_t n)
 {
 	if (k->type == OP_CONFIG_BYTES)
-		fmt_bytes((uint64_t)v, out, n);
+		op_config__fmt_bytes((uint64_t)v, out, n);
 	else if (k->type == OP_CONFIG_DURATION)
 		fmt_duration((uint64_t)v, out, n);
 	else
@@ -700,7 +702,7 @@ static bool near(const char *got, const char *want)
 static int find_section(const char *name)
 {
 	for (size_t i = 0; i < N_SECTIONS; i++) {
-		if (strcmp(name, sections[i]) == 0)
+		if (strcmp(name, op_config__sections[i]) == 0)
 			return (int)i;
 	}
 	return -1;
@@ -711,10 +713,10 @@ static void unknown_section(struct load *l, const char *name)
 	char word[65];
 	size_t wl = strcspn(name, " \t");
 	for (size_t i = 0; i < N_SECTIONS; i++) {
-		if (near(name, sections[i])) {
+		if (near(name, op_config__sections[i])) {
 			op_config__problem(l, l->line,
 			                   "[%.64s]: unknown section, did you mean [%s]?", name,
-			                   sections[i]);
+			                   op_config__sections[i]);
 			return;
 		}
 	}
@@ -769,6 +771,102 @@ static void free_str(const struct op_config_key *k, char *s)
 }
 
 /*
+ * Length of the variable a file item (n bytes, trimmed) starts with when it is
+ * $CREDENTIALS_DIRECTORY or ${CREDENTIALS_DIRECTORY}, alone or before a '/';
+ * else 0.
+ */
+static size_t credentials_var(const char *item, size_t n)
+{
+	static const char *const forms[] = {"$CREDENTIALS_DIRECTORY", "${CREDENTIALS_DIRECTORY}"};
+	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		size_t fl = strlen(forms[i]);
+		if (n >= fl && memcmp(item, forms[i], fl) == 0 && (n == fl || item[fl] == '/'))
+			return fl;
+	}
+	return 0;
+}
+
+/*
+ * v, the value of key k (OP_CONFIG_READ) in section label, set on line, as a
+ * new string in *out with each file written as $CREDENTIALS_DIRECTORY/NAME
+ * made the real path; the rest stays as written. v is one file for a PATH
+ * key, a comma-separated list of files for a STRING key. False with *out NULL
+ * on a problem (recorded) or no memory (l->nomem).
+ */
+static bool expand_credentials(struct load *l, const char *label, int line,
+                               const struct op_config_key *k, const char *v, char **out)
+{
+	struct op_buf b;
+	op_err e = OP_OK;
+	*out = NULL;
+	op_buf_init(&b, PATH_MAX - 1);
+	for (const char *s = v; e == OP_OK;) {
+		const char *item = s + strspn(s, " \t");
+		size_t n = k->type == OP_CONFIG_STRING ? strcspn(item, ",") : strlen(item), tn = n;
+		while (tn && (item[tn - 1] == ' ' || item[tn - 1] == '\t'))
+			tn--;
+		size_t vl = credentials_var(item, tn);
+		e = op_buf_add(&b, s, (size_t)(item - s));
+		if (vl == 0) {
+			if (e == OP_OK)
+				e = op_buf_add(&b, item, n);
+		} else {
+			const char *name = vl < tn ? item + vl + 1 : item + vl;
+			size_t nl = tn - (size_t)(name - item);
+			if (nl == 0 || memchr(name, '/', nl) != NULL ||
+			    (nl == 1 && name[0] == '.') ||
+			    (nl == 2 && memcmp(name, "..", 2) == 0)) {
+				op_config__problem(
+				    l, line,
+				    "[%s] %s: '%.*s' is not a credential, expected "
+				    "$CREDENTIALS_DIRECTORY/NAME with NAME a file name (not "
+				    "empty, no '/', not . or ..)",
+				    label, k->key, (int)(tn > 200 ? 200 : tn), item);
+				goto out;
+			}
+			const char *dir = getenv("CREDENTIALS_DIRECTORY");
+			if (dir == NULL || *dir == '\0') {
+				op_config__problem(
+				    l, line,
+				    "[%s] %s: $CREDENTIALS_DIRECTORY is not set (systemd "
+				    "sets it for LoadCredential=)",
+				    label, k->key);
+				goto out;
+			}
+			size_t dl = strlen(dir);
+			while (dl > 1 && dir[dl - 1] == '/')
+				dl--;
+			if (e == OP_OK)
+				e = op_buf_add(&b, dir, dl);
+			/* "/NAME" as written, after the variable */
+			if (e == OP_OK)
+				e = op_buf_add(&b, item + vl, n - vl);
+		}
+		s = item + n;
+		if (*s == '\0')
+			break;
+		if (e == OP_OK)
+			e = op_buf_addc(&b, *s++);
+	}
+	if (e == OP_ELIMIT) {
+		op_config__problem(
+		    l, line,
+		    "[%s] %s: %d bytes or longer with $CREDENTIALS_DIRECTORY put in, "
+		    "expected a shorter value",
+		    label, k->key, PATH_MAX);
+		goto out;
+	}
+	if (e != OP_OK || (*out = op_buf_take(&b)) == NULL) {
+		l->nomem = true;
+		goto out;
+	}
+	return true;
+out:
+	op_buf_fini(&b);
+	return false;
+}
+
+/*
  * Applies one value through key k to the struct at base (struct op_config, or
  * struct op_config_broker for broker keys); label is the section as shown in
  * messages ("http", "broker plant"). On a bad value records a problem and
@@ -798,8 +896,11 @@ void op_config__set_value(struct load *l, void *base, const char *label, int lin
 			                   label, k->key, v, PATH_MAX);
 			return;
 		}
-		char *dup = op_strdup(v);
-		if (dup == NULL) {
+		char *dup = NULL;
+		if (k->flags & OP_CONFIG_READ) {
+			if (!expand_credentials(l, label, line, k, v, &dup))
+				return;
+		} else if ((dup = op_strdup(v)) == NULL) {
 			l->nomem = true;
 			return;
 		}
@@ -891,8 +992,8 @@ void op_config__set_value(struct load *l, void *base, const char *label, int lin
 	}
 
 	if (n < k->min || n > k->max) {
-		fmt_bound(k, k->min, lo, sizeof(lo));
-		fmt_bound(k, k->max, hi, sizeof(hi));
+		op_config__fmt_bound(k, k->min, lo, sizeof(lo));
+		op_config__fmt_bound(k, k->max, hi, sizeof(hi));
 		if (k->type == OP_CONFIG_INT)
 			snprintf(got, sizeof(got), "%lld", n);
 		else
@@ -963,7 +1064,7 @@ static int handler(void *user, const char *section, const char *name, const char
 		op_config__broker_key(l, name, value);
 		return 1;
 	}
-	const char *sec = sections[l->sec];
+	const char *sec = op_config__sections[l->sec];
 	if (l->sec == SEC_GLOBALS) {
 		set_global(l, name, value);
 		return 1;
@@ -1200,8 +1301,8 @@ static void control_finish(struct load *l)
 		    p);
 	if (c->control.outbox_max_bytes > c->store.map_max / 2) {
 		char a[48], b[48];
-		fmt_bytes(c->control.outbox_max_bytes, a, sizeof(a));
-		fmt_bytes(c->store.map_max, b, sizeof(b));
+		op_config__fmt_bytes(c->control.outbox_max_bytes, a, sizeof(a));
+		op_config__fmt_bytes(c->store.map_max, b, sizeof(b));
 		int lo = key_line(l, "control", "outbox_max_bytes"),
 		    lm = key_line(l, "store", "map_max");
 		op_config__problem(l, lo > lm ? lo : lm,
@@ -1222,8 +1323,8 @@ static void finish(struct load *l)
 	if (c->store.map_initial > c->store.map_max) {
 		char a[48], b[48];
 		int li = key_line(l, "store", "map_initial"), lm = key_line(l, "store", "map_max");
-		fmt_bytes(c->store.map_initial, a, sizeof(a));
-		fmt_bytes(c->store.map_max, b, sizeof(b));
+		op_config__fmt_bytes(c->store.map_initial, a, sizeof(a));
+		op_config__fmt_bytes(c->store.map_max, b, sizeof(b));
 		op_config__problem(
 		    l, lm > li ? lm : li,
 		    "[store] map_max: %s is less than map_initial (%s), expected at least "
@@ -1478,7 +1579,7 @@ static const char *value_text(const void *base, const struct op_config_key *k, c
 		snprintf(out, n, "%lld", *(const long long *)p);
 		return out;
 	case OP_CONFIG_BYTES:
-		fmt_bytes(*(const uint64_t *)p, out, n);
+		op_config__fmt_bytes(*(const uint64_t *)p, out, n);
 		return out;
 	case OP_CONFIG_DURATION:
 		fmt_duration(*(const uint64_t *)p, out, n);
@@ -1527,11 +1628,11 @@ void op_config__put_values(FILE *f, const void *base, const struct op_config_key
 op_err op_config_dump(const struct op_config *c, FILE *f)
 {
 	for (size_t s = 0; s < SEC_GLOBALS; s++) {
-		fprintf(f, "%s[%s]\n", s ? "\n" : "", sections[s]);
-		op_config__put_values(f, c, keys, N_KEYS, sections[s]);
+		fprintf(f, "%s[%s]\n", s ? "\n" : "", op_config__sections[s]);
+		op_config__put_values(f, c, keys, N_KEYS, op_config__sections[s]);
 	}
 	op_config__broker_dump(c, f);
-	fprintf(f, "\n[%s]\n", sections[SEC_GLOBALS]);
+	fprintf(f, "\n[%s]\n", op_config__sections[SEC_GLOBALS]);
 	const cJSON *g;
 	cJSON_ArrayForEach (g, c->globals) {
 		if (sensitive_name(g->string)) {
@@ -1544,265 +1645,6 @@ op_err op_config_dump(const struct op_config *c, FILE *f)
 		op_config__put_kv(f, "", g->string, text);
 		op_free(text);
 	}
-	return ferror(f) ? OP_EIO : OP_OK;
-}
-
-/*
- * Facts of the syntax that the sample's header and the man page's
- * DESCRIPTION both state, one line each.
- */
-static const char *const syntax_facts[] = {
-    "Sizes: a whole number with B, KB, MB, GB or TB (1 KB = 1024 bytes).",
-    "Durations: whole numbers with ms, s, m or h, e.g. 30s or 1m30s.",
-    "Comments: lines starting with '#' or ';', or ' ;' after a value.",
-};
-
-/* What [globals] is, for the sample and the man page, and an example line. */
-static const char *const globals_about[] = {
-    "Free-form values pipelines read as globals (e.g. {{ globals.region }}).",
-    "A value that parses as JSON (42, true, [1, 2], \"text\") is taken as JSON,",
-    "anything else as a string. Names that look secret are masked in output.",
-};
-static const char globals_example[] = "region = eu-west";
-
-op_err op_config_write_sample(FILE *f)
-{
-	fputs("# Outpost agent configuration: " OP_CONFIG_FILE "\n"
-	      "#\n"
-	      "# Every key is listed, commented out, with its default. To change one,\n"
-	      "# remove the leading '#' and edit the value; `outpostd --check-config`\n"
-	      "# checks the file and prints the effective configuration.\n",
-	      f);
-	for (size_t i = 0; i < sizeof(syntax_facts) / sizeof(syntax_facts[0]); i++)
-		fprintf(f, "# %s\n", syntax_facts[i]);
-	fputs("# Reference: docs/configuration.md\n"
-	      "# Generated from agent/daemon/config.c; edit the table there.\n",
-	      f);
-	for (size_t s = 0; s < SEC_GLOBALS; s++) {
-		fprintf(f, "\n[%s]\n", sections[s]);
-		for (size_t i = 0; i < N_KEYS; i++) {
-			if (strcmp(keys[i].section, sections[s]) != 0)
-				continue;
-			fprintf(f, "\n# %s\n", keys[i].help);
-			op_config__put_kv(f, "#", keys[i].key, keys[i].def);
-		}
-	}
-	op_config__broker_write_sample(f);
-	fputs("\n[globals]\n\n", f);
-	for (size_t i = 0; i < sizeof(globals_about) / sizeof(globals_about[0]); i++)
-		fprintf(f, "# %s\n", globals_about[i]);
-	fprintf(f, "#%s\n", globals_example);
-	return ferror(f) ? OP_EIO : OP_OK;
-}
-
-/*
- * scdoc's markup: '*' bold, '_' underline, '\\' escapes, "++" ending a
- * line breaks it; at the start of a line '-' and '.' begin lists, '#'
- * headers, ';' comments, '[', '|', ']' and ':' tables.
- */
-void op_config__man_text(FILE *f, const char *s)
-{
-	bool bol = true, code = false;
-	for (; *s; s++) {
-		char c = *s;
-		if (bol && c == '.') {
-			/* scdoc passes "\." on as a roff request line: start it with an
-			 * empty bold span instead. */
-			fputs("**", f);
-		} else if (bol && strchr("-#;[]|:", c) != NULL) {
-			fputc('\\', f);
-		}
-		bol = c == '\n';
-		if (c == '`' && (code || strchr(s + 1, '`') != NULL)) {
-			code = !code;
-			fputc('*', f);
-			continue;
-		}
-		if (c == '\\' || c == '*' || c == '_' || (c == '+' && s[1] == '+'))
-			fputc('\\', f);
-		fputc(c, f);
-	}
-}
-
-/*
- * Text of the docs (Markdown-style `code` spans allowed) in one of two
- * markups: Markdown, where it goes as it is, or scdoc (man).
- */
-static void put_text(FILE *f, const char *s, bool man)
-{
-	if (man)
-		op_config__man_text(f, s);
-	else
-		fputs(s, f);
-}
-
-/* s as code: `s` in Markdown, bold in scdoc. */
-static void put_code(FILE *f, const char *s, bool man)
-{
-	fputs(man ? "*" : "`", f);
-	put_text(f, s, man);
-	fputs(man ? "*" : "`", f);
-}
-
-/* The type of key k with its bounds or choices: "integer, 1 to 256". */
-static void put_type(FILE *f, const struct op_config_key *k, bool man)
-{
-	char lo[48], hi[48];
-	fputs(op_config_type_name(k->type), f);
-	if (k->type == OP_CONFIG_INT || k->type == OP_CONFIG_BYTES ||
-	    k->type == OP_CONFIG_DURATION) {
-		fmt_bound(k, k->min, lo, sizeof(lo));
-		fmt_bound(k, k->max, hi, sizeof(hi));
-		fprintf(f, ", %s to %s", lo, hi);
-	} else if (k->type == OP_CONFIG_ENUM) {
-		for (int j = 0; k->choices[j]; j++) {
-			fputs(j ? ", " : ": ", f);
-			put_code(f, k->choices[j], man);
-		}
-	}
-}
-
-/* The default of key k as the docs show it. */
-static void put_default(FILE *f, const struct op_config_key *k, bool man)
-{
-	if (k->flags & OP_CONFIG_REQUIRED)
-		fputs("(required)", f);
-	else if (k->def_doc)
-		put_text(f, k->def_doc, man);
-	else if (*k->def)
-		put_code(f, k->def, man);
-	else
-		fputs("(empty)", f);
-}
-
-/* Writes the Markdown table of the keys of table t in section sec. */
-void op_config__doc_table(FILE *f, const struct op_config_key *t, size_t nt, const char *sec)
-{
-	fputs("| Key | Type | Default | Meaning |\n| --- | --- | --- | --- |\n", f);
-	for (size_t i = 0; i < nt; i++) {
-		if (strcmp(t[i].section, sec) != 0)
-			continue;
-		fprintf(f, "| `%s` | ", t[i].key);
-		put_type(f, &t[i], false);
-		fputs(" | ", f);
-		put_default(f, &t[i], false);
-		fprintf(f, " | %s |\n", t[i].help);
-	}
-}
-
-/* Writes the keys of table t in section sec as scdoc: the key, its type, then
- * its help line and default indented below. */
-void op_config__man_keys(FILE *f, const struct op_config_key *t, size_t nt, const char *sec)
-{
-	for (size_t i = 0; i < nt; i++) {
-		if (strcmp(t[i].section, sec) != 0)
-			continue;
-		fputc('\n', f);
-		put_code(f, t[i].key, true);
-		fputs(" (", f);
-		put_type(f, &t[i], true);
-		fputs(")\n\t", f);
-		put_text(f, t[i].help, true);
-		if (t[i].flags & OP_CONFIG_REQUIRED) {
-			fputs(" Required: there is no default.\n", f);
-			continue;
-		}
-		fputs(" Default: ", f);
-		put_default(f, &t[i], true);
-		fputs(".\n", f);
-	}
-}
-
-op_err op_config_write_doc(FILE *f)
-{
-	for (size_t s = 0; s < SEC_GLOBALS; s++) {
-		fprintf(f, "\n### [%s]\n\n", sections[s]);
-		op_config__doc_table(f, keys, N_KEYS, sections[s]);
-	}
-	op_config__broker_write_doc(f);
-	fputc('\n', f);
-	return ferror(f) ? OP_EIO : OP_OK;
-}
-
-/* The default of key in section sec, as config text. */
-static const char *key_default(const char *sec, const char *key)
-{
-	for (size_t i = 0; i < N_KEYS; i++) {
-		if (strcmp(keys[i].section, sec) == 0 && strcmp(keys[i].key, key) == 0)
-			return keys[i].def;
-	}
-	return "";
-}
-
-op_err op_config_write_man(FILE *f)
-{
-	char max[48];
-	fmt_bytes(OP_CONFIG_MAX_FILE, max, sizeof(max));
-	fputs("outpost.conf(5) \"Outpost\"\n"
-	      "\n"
-	      "; Generated from agent/daemon/config.c (op_config_write_man); edit the table\n"
-	      "; there and run OP_CONFIG_REGEN=1 build/debug/tests/unit/test_config.\n"
-	      "\n# NAME\n\n"
-	      "outpost.conf - configuration file of the Outpost agent\n"
-	      "\n# SYNOPSIS\n\n" OP_CONFIG_FILE "\n"
-	      "\n# DESCRIPTION\n\n"
-	      "*outpostd*(8) reads its settings from one INI file, named with *--config*; the\n"
-	      "packaged service reads *" OP_CONFIG_FILE "*. The file installed there lists\n"
-	      "every key commented out with its default, so a key that is not set has the\n"
-	      "default given below. *outpostd --check-config* loads the file, reports every\n"
-	      "problem and prints the effective configuration, the values of secret keys and\n"
-	      "of globals whose names look secret masked as \\*\\*\\*.\n"
-	      "\n"
-	      "- A line *[section]* starts a section; the *key = value* lines below it set\n"
-	      "  keys of that section (*key: value* works too). A section may appear more\n"
-	      "  than once, a key only once.\n"
-	      "- Values are taken as written, surrounding spaces trimmed; do not quote them.\n"
-	      "  Indentation is ignored: there are no continuation lines.\n",
-	      f);
-	for (size_t i = 0; i < sizeof(syntax_facts) / sizeof(syntax_facts[0]); i++) {
-		fputs("- ", f);
-		op_config__man_text(f, syntax_facts[i]);
-		fputc('\n', f);
-	}
-	fprintf(f,
-	        "- Addresses: *host:port* or *[ipv6]:port*, the host a literal address or a\n"
-	        "  name; port 0 takes any free port; an empty value switches the listener off.\n"
-	        "- The file holds at most %s.\n"
-	        "\n"
-	        "A config is taken whole or refused whole. Unknown sections and keys,\n"
-	        "duplicate keys, values of the wrong type or out of range, and lines that are\n"
-	        "not *key = value* are errors. Every problem is reported, not only the first,\n"
-	        "with its line: *FILE:LINE: [section] key: what was wrong, expected ...*\n"
-	        "\n"
-	        "*outpostd* reads the file when it starts. On SIGHUP it reads it again but\n"
-	        "takes only *pipelines\\_dir* and *[globals]* from it; other changes need a\n"
-	        "restart.\n"
-	        "\n# KEYS\n",
-	        max);
-	for (size_t s = 0; s < SEC_GLOBALS; s++) {
-		fprintf(f, "\n## [%s]\n", sections[s]);
-		op_config__man_keys(f, keys, N_KEYS, sections[s]);
-	}
-	op_config__broker_write_man(f);
-	fputs("\n## [globals]\n\n", f);
-	for (size_t i = 0; i < sizeof(globals_about) / sizeof(globals_about[0]); i++) {
-		op_config__man_text(f, globals_about[i]);
-		fputc('\n', f);
-	}
-	fprintf(f, "\n```\n%s\n```\n", globals_example);
-	fputs("\n# FILES\n\n*" OP_CONFIG_FILE
-	      "*\n\tThis file, as the packaged service reads it.\n\n",
-	      f);
-	put_code(f, key_default("agent", "pipelines_dir"), true);
-	fputs("\n\tThe default *pipelines\\_dir*: the pipeline files.\n\n", f);
-	put_code(f, key_default("agent", "data_dir"), true);
-	fputs("\n\tThe default *data\\_dir*: the store, and the sealed accounts in\n"
-	      "\t*accounts/*.\n"
-	      "\n*" OP_CONFIG_ACCOUNTS_KEY "*\n"
-	      "\tThe key of the sealed accounts when *[accounts] key\\_file* is empty and\n"
-	      "\tthere is no systemd credential *accounts.key*.\n"
-	      "\n# SEE ALSO\n\n*outpostd*(8), *outpostctl*(1)\n",
-	      f);
 	return ferror(f) ? OP_EIO : OP_OK;
 }
 

@@ -148,6 +148,13 @@ enum op_config_flags {
 	OP_CONFIG_EMPTY_OK = 1, /* STRING, PATH: an empty value is allowed */
 	OP_CONFIG_SECRET = 2,   /* masked as *** by op_config_dump, wiped when freed */
 	OP_CONFIG_REQUIRED = 4, /* no default: a section without the key is refused */
+	/*
+	 * PATH: names a file the agent reads; STRING: a comma-separated list of
+	 * such files. A file given as $CREDENTIALS_DIRECTORY/NAME or
+	 * ${CREDENTIALS_DIRECTORY}/NAME (a systemd credential) is stored as its
+	 * real path at load; the variable must be set and NAME a file name.
+	 */
+	OP_CONFIG_READ = 8,
 };
 
 /* One key of the table. */
@@ -194,6 +201,8 @@ op_err op_config_defaults(struct op_config *c) OP_WUR;
  * Loads config text (NUL-terminated; name is used in messages as the file
  * name) over the defaults into out. Every problem goes to d (which the caller
  * initialised) as path "NAME:LINE" and message "[section] key: ...".
+ * A file of an OP_CONFIG_READ key given as $CREDENTIALS_DIRECTORY/NAME is
+ * stored as its real path, the variable read from the environment now.
  * Returns OP_OK (out owns a config: free it with op_config_free), OP_ECONFIG
  * when any problem was found, OP_ENOMEM. On error out is zeroed.
  */
@@ -239,14 +248,15 @@ op_err op_config_dump(const struct op_config *c, FILE *f) OP_WUR;
 /*
  * Writes the commented sample config shipped as /etc/outpost/outpost.conf:
  * every key commented out with its default and help line, and a commented
- * example [broker NAME] section. OP_EIO on a write error.
+ * example [broker NAME] section. OP_EIO on a write error, OP_ENOMEM.
  */
 op_err op_config_write_sample(FILE *f) OP_WUR;
 
 /*
- * Writes the Markdown key reference (one table per section, [broker NAME]
- * included, with a paragraph on brokers) that
- * docs/configuration.md holds between its generated-section markers.
+ * Writes the Markdown key reference (a paragraph on systemd credentials, one
+ * table per section, [broker NAME] included, with a paragraph on brokers)
+ * that docs/configuration.md holds between its generated-section markers.
+ * OP_EIO on a write error, OP_ENOMEM.
  */
 op_err op_config_write_doc(FILE *f) OP_WUR;
 
@@ -254,7 +264,8 @@ op_err op_config_write_doc(FILE *f) OP_WUR;
  * Writes the man page outpost.conf(5) in scdoc (packaging/man/outpost.conf.5.scd):
  * the syntax, every key of every section with its type, default and help
  * line, the [broker NAME] and [globals] sections, the files. Every line is
- * valid scdoc: text from the tables is escaped. OP_EIO on a write error.
+ * valid scdoc: text from the tables is escaped. OP_EIO on a write error,
+ * OP_ENOMEM.
  */
 op_err op_config_write_man(FILE *f) OP_WUR;
 

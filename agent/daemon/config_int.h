@@ -1,9 +1,10 @@
 /*
  * Private to agent/daemon/config*.c: what config.c (the fixed sections, the
- * reader, the value binding and the writers) and config_broker.c (the
- * [broker NAME] sections) share. The load context is here so that both bind
- * values into the same private struct op_config; the caller's struct is still
- * written only by config.c, and only when a load found no problem.
+ * reader, the value binding and the dump), config_broker.c (the [broker NAME]
+ * sections) and config_doc.c (the writers of the sample, the docs and the man
+ * page) share. The load context is here so that config.c and config_broker.c
+ * bind values into the same private struct op_config; the caller's struct is
+ * still written only by config.c, and only when a load found no problem.
  */
 #ifndef OP_DAEMON_CONFIG_INT_H
 #define OP_DAEMON_CONFIG_INT_H
@@ -29,7 +30,12 @@
 #define OP_CONFIG__N_KEYS  42 /* config.c keys[] */
 #define OP_CONFIG__N_BKEYS 10 /* config_broker.c broker_keys[] */
 
-/* struct load's sec besides an index into config.c's sections[]. */
+/* The fixed sections in the order they are printed, [globals] last (config.c). */
+#define OP_CONFIG__N_SECTIONS 8
+extern const char *const op_config__sections[OP_CONFIG__N_SECTIONS];
+#define SEC_GLOBALS 7 /* op_config__sections[SEC_GLOBALS] is "globals" */
+
+/* struct load's sec besides an index into op_config__sections. */
 #define SEC_NONE   (-1) /* before any [section] */
 #define SEC_SKIP   (-2) /* unknown or malformed section: already reported */
 #define SEC_BROKER (-3) /* a [broker NAME] section: struct load's broker */
@@ -73,6 +79,12 @@ void op_config__unknown_key(struct load *l, const char *label, const char *sec,
 void op_config__check_readable(struct load *l, int line, const char *label, const char *key,
                                const char *path);
 
+/* Formats v bytes as config text: "64MB", "1025". */
+void op_config__fmt_bytes(uint64_t v, char *out, size_t n);
+
+/* Formats a bound of key k as config text: bytes, a duration (ms) or a plain number. */
+void op_config__fmt_bound(const struct op_config_key *k, long long v, char *out, size_t n);
+
 /* Reads a run of decimal digits at *sp and advances it; false on none or overflow. */
 bool op_config__digits(const char **sp, uint64_t *out);
 
@@ -88,6 +100,8 @@ void op_config__put_kv(FILE *f, const char *prefix, const char *key, const char 
 /* Prints the keys of table t in section sec with their values in base, secrets masked. */
 void op_config__put_values(FILE *f, const void *base, const struct op_config_key *t, size_t nt,
                            const char *sec);
+
+/* ---- config_doc.c ---- */
 
 /* Writes the Markdown table of the keys of table t in section sec. */
 void op_config__doc_table(FILE *f, const struct op_config_key *t, size_t nt, const char *sec);

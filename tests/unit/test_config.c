@@ -1,14 +1,16 @@
 /*
  * Unit tests of the daemon config (agent/daemon/config.c): defaults, every
  * value type, problems with their lines, globals, TLS pairing, [broker NAME]
- * sections, file reading, out-of-memory, and that packaging/outpost.conf,
- * the key tables in docs/configuration.md and the man page
- * packaging/man/outpost.conf.5.scd are exactly what the key table generates.
+ * sections, files given as systemd credentials, file reading, out-of-memory,
+ * and that packaging/outpost.conf, the key tables in docs/configuration.md
+ * and the man page packaging/man/outpost.conf.5.scd are exactly what the key
+ * table generates.
  *
  * After changing the table, regenerate the three files with
  *   OP_CONFIG_REGEN=1 build/debug/tests/unit/test_config
  * (run from the repository root, as tests/run.sh does).
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1281,7 +1283,9 @@ START_TEST(out_of_memory)
 	                   "[broker a]\nurl = mqtt://[::1]\npassword = pw\n"
 	                   "[broker b]\nurl = mqtts://h\n[broker c]\nurl = mqtt://h\n"
 	                   "[broker d]\nurl = mqtt://h\n[broker e]\nurl = mqtt://h:2\n"
+	                   "[accounts]\nkey_file = $CREDENTIALS_DIRECTORY/a.key\n"
 	                   "[globals]\na = 1\nb = [1, {\"x\": \"y\"}]\nc = text\n";
+	setenv("CREDENTIALS_DIRECTORY", "/run/credentials/outpost.service", 1);
 	struct op_config ref;
 	load_ok(text, &ref);
 	char *want = dump(&ref);
@@ -1311,6 +1315,7 @@ START_TEST(out_of_memory)
 	}
 	ck_assert(done);
 	op_free(want);
+	unsetenv("CREDENTIALS_DIRECTORY");
 
 	for (uint64_t n = 1; n < 1000; n++) {
 		struct op_config c;
@@ -1364,6 +1369,160 @@ START_TEST(accounts_paths)
 }
 END_TEST
 
+/* Writes an empty file dir/name; path gets its name. */
+static void touch_in(const char *dir, const char *name, char *path, size_t n)
+{
+	snprintf(path, n, "%s/%s", dir, name);
+	FILE *f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Files to read given as systemd credentials, $CREDENTIALS_DIRECTORY/NAME. */
+START_TEST(credentials)
+{
+	/* Every key that names a file to read takes them, and only those. */
+	size_t n;
+	const struct op_config_key *k = op_config_keys(&n);
+	size_t nread = 0;
+	for (int t = 0; t < 2; t++, k = op_config_broker_keys(&n)) {
+		for (size_t i = 0; i < n; i++) {
+			size_t kl = strlen(k[i].key);
+			bool file = (kl > 5 && strcmp(k[i].key + kl - 5, "_file") == 0) ||
+			            strncmp(k[i].key, "tls_", 4) == 0 ||
+			            strcmp(k[i].key, "trusted_keys") == 0;
+			ck_assert_msg(file == !!(k[i].flags & OP_CONFIG_READ), "[%s] %s",
+			              k[i].section, k[i].key);
+			ck_assert(!(k[i].flags & OP_CONFIG_READ) || k[i].type == OP_CONFIG_PATH ||
+			          k[i].type == OP_CONFIG_STRING);
+			nread += file;
+		}
+	}
+	ck_assert_uint_eq(nread, 10);
+
+	char creds[] = "/tmp/op-creds-XXXXXX", plain[] = "/tmp/op-plain-XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(creds));
+	int fd = mkstemp(plain);
+	ck_assert(fd >= 0);
+	close(fd);
+	char crt[600], tkey[600], ca[600], pub[600], env[600];
+	touch_in(creds, "tls.crt", crt, sizeof(crt));
+	touch_in(creds, "tls.key", tkey, sizeof(tkey));
+	touch_in(creds, "ca.pem", ca, sizeof(ca));
+	touch_in(creds, "ops.pub", pub, sizeof(pub));
+	/* A trailing '/' of the variable is not doubled. */
+	snprintf(env, sizeof(env), "%s/", creds);
+	setenv("CREDENTIALS_DIRECTORY", env, 1);
+	char text[2048];
+	snprintf(text, sizeof(text),
+	         "[http]\n"
+	         "tls_cert = $CREDENTIALS_DIRECTORY/tls.crt\n"
+	         "tls_key = ${CREDENTIALS_DIRECTORY}/tls.key\n"
+	         "[accounts]\n"
+	         "key_file = /k/$CREDENTIALS_DIRECTORY/accounts.key\n"
+	         "[control]\n"
+	         "url = mqtts://cp.example\n"
+	         "ca_file = %s\n"
+	         "cert_file = $CREDENTIALS_DIRECTORY/tls.crt\n"
+	         "key_file = $CREDENTIALS_DIRECTORY/tls.key\n"
+	         "trusted_keys = %s ,  $CREDENTIALS_DIRECTORY/ops.pub , %s\n"
+	         "[broker plant]\n"
+	         "url = mqtts://broker.example\n"
+	         "ca_file = ${CREDENTIALS_DIRECTORY}/ca.pem\n"
+	         "[globals]\n"
+	         "path = $CREDENTIALS_DIRECTORY/x\n",
+	         plain, plain, plain);
+	struct op_config c;
+	load_ok(text, &c);
+	ck_assert_str_eq(c.http.tls_cert, crt);
+	ck_assert_str_eq(c.http.tls_key, tkey);
+	ck_assert_str_eq(c.control.ca_file, plain); /* a plain path as it is */
+	ck_assert_str_eq(c.control.cert_file, crt);
+	ck_assert_str_eq(c.control.key_file, tkey);
+	char list[2048];
+	snprintf(list, sizeof(list), "%s ,  %s , %s", plain, pub, plain);
+	ck_assert_str_eq(c.control.trusted_keys, list);
+	ck_assert_str_eq(c.brokers[0].ca_file, ca);
+	/* Only at the start of a path, and only in keys of files to read. */
+	ck_assert_str_eq(c.accounts.key_file, "/k/$CREDENTIALS_DIRECTORY/accounts.key");
+	ck_assert_str_eq(cJSON_GetObjectItem(c.globals, "path")->valuestring,
+	                 "$CREDENTIALS_DIRECTORY/x");
+	/* --check-config prints the real paths. */
+	char *out = dump(&c), line[700];
+	snprintf(line, sizeof(line), "\ntls_key = %s\n", tkey);
+	ck_assert_ptr_nonnull(strstr(out, line));
+	snprintf(line, sizeof(line),
+	         "\n[broker plant]\nurl = mqtts://broker.example\nca_file = %s\n", ca);
+	ck_assert_ptr_nonnull(strstr(out, line));
+	ck_assert_ptr_null(strstr(out, "$CREDENTIALS_DIRECTORY/tls"));
+	op_free(out);
+	op_config_free(&c);
+	load_ok("[accounts]\nkey_file = $CREDENTIALS_DIRECTORY/accounts.key\n", &c);
+	char dir[512], key[512], want[600];
+	op_config_accounts_paths(&c, dir, sizeof(dir), key, sizeof(key));
+	snprintf(want, sizeof(want), "%s/accounts.key", creds);
+	ck_assert_str_eq(key, want);
+	op_config_free(&c);
+
+	/* NAME is a file name in the folder. */
+	ck_bad("[accounts]\nkey_file = $CREDENTIALS_DIRECTORY/a/b\n",
+	       "t.conf:2: [accounts] key_file: '$CREDENTIALS_DIRECTORY/a/b' is not a credential, "
+	       "expected $CREDENTIALS_DIRECTORY/NAME with NAME a file name (not empty, no '/', "
+	       "not . or ..)\n");
+	ck_bad("[control]\ntrusted_keys = /a.pub, ${CREDENTIALS_DIRECTORY}/.. \n"
+	       "[http]\ntls_cert = $CREDENTIALS_DIRECTORY\ntls_key = $CREDENTIALS_DIRECTORY/\n"
+	       "[broker b]\nurl = mqtts://h\nca_file = ${CREDENTIALS_DIRECTORY}/.\n",
+	       "t.conf:2: [control] trusted_keys: '${CREDENTIALS_DIRECTORY}/..' is not a "
+	       "credential, expected $CREDENTIALS_DIRECTORY/NAME with NAME a file name (not "
+	       "empty, no '/', not . or ..)\n"
+	       "t.conf:4: [http] tls_cert: '$CREDENTIALS_DIRECTORY' is not a credential, expected "
+	       "$CREDENTIALS_DIRECTORY/NAME with NAME a file name (not empty, no '/', not . or "
+	       "..)\n"
+	       "t.conf:5: [http] tls_key: '$CREDENTIALS_DIRECTORY/' is not a credential, expected "
+	       "$CREDENTIALS_DIRECTORY/NAME with NAME a file name (not empty, no '/', not . or "
+	       "..)\n"
+	       "t.conf:8: [broker b] ca_file: '${CREDENTIALS_DIRECTORY}/.' is not a credential, "
+	       "expected $CREDENTIALS_DIRECTORY/NAME with NAME a file name (not empty, no '/', "
+	       "not . or ..)\n");
+	/* The real path is a path: too long is refused, not cut. */
+	char longdir[PATH_MAX];
+	memset(longdir, 'd', sizeof(longdir) - 1);
+	longdir[0] = '/';
+	longdir[sizeof(longdir) - 1] = '\0';
+	setenv("CREDENTIALS_DIRECTORY", longdir, 1);
+	ck_bad("[accounts]\n\nkey_file = $CREDENTIALS_DIRECTORY/a.key\n",
+	       "t.conf:3: [accounts] key_file: 4096 bytes or longer with $CREDENTIALS_DIRECTORY "
+	       "put in, expected a shorter value\n");
+
+	/* Without the variable (or with it empty), the form is an error. */
+	for (int i = 0; i < 2; i++) {
+		if (i == 0)
+			unsetenv("CREDENTIALS_DIRECTORY");
+		else
+			setenv("CREDENTIALS_DIRECTORY", "", 1);
+		ck_bad(
+		    "[broker plant]\nurl = mqtts://h\n\nkey_file = ${CREDENTIALS_DIRECTORY}/k.pem\n"
+		    "[control]\ntrusted_keys = /a.pub, $CREDENTIALS_DIRECTORY/ops.pub\n",
+		    "t.conf:4: [broker plant] key_file: $CREDENTIALS_DIRECTORY is not set "
+		    "(systemd sets it for LoadCredential=)\n"
+		    "t.conf:6: [control] trusted_keys: $CREDENTIALS_DIRECTORY is not set "
+		    "(systemd sets it for LoadCredential=)\n");
+	}
+	/* A plain path does not need it. */
+	unsetenv("CREDENTIALS_DIRECTORY");
+	load_ok("[accounts]\nkey_file = /etc/outpost/a.key\n", &c);
+	ck_assert_str_eq(c.accounts.key_file, "/etc/outpost/a.key");
+	op_config_free(&c);
+
+	unlink(crt);
+	unlink(tkey);
+	unlink(ca);
+	unlink(pub);
+	unlink(plain);
+	rmdir(creds);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -1391,6 +1550,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, man_text_escapes);
 	tcase_add_test(tc, out_of_memory);
 	tcase_add_test(tc, accounts_paths);
+	tcase_add_test(tc, credentials);
 	suite_add_tcase(s, tc);
 	return s;
 }
