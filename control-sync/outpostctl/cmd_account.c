@@ -15,9 +15,8 @@
 #include "agent/daemon/config.h"
 #include "control-sync/outpostctl/ctl.h"
 
-#define DEFAULT_CONFIG "/etc/outpost/outpost.conf"
-#define DEV_DIR        ".outpost-data/accounts"
-#define DEV_KEY        ".outpost-data/accounts.key"
+#define DEV_DIR ".outpost-data/accounts"
+#define DEV_KEY ".outpost-data/accounts.key"
 
 static void usage(FILE *f)
 {
@@ -34,7 +33,7 @@ static void usage(FILE *f)
 	      "  certificate (certificate, privateKey, passphrase)\n"
 	      "list shows names, types and users, never a secret.\n"
 	      "\n"
-	      "  --config FILE  the agent's config (default $OUTPOST_CONFIG or " DEFAULT_CONFIG
+	      "  --config FILE  the agent's config (default $OUTPOST_CONFIG or " OP_CONFIG_FILE
 	      ")\n"
 	      "  --dev          the accounts of `outpostd --dev` (" DEV_DIR ")\n",
 	      f);
@@ -103,7 +102,7 @@ int op_ctl_agent_paths(const char *config, bool dev, char *dir, size_t dirlen, c
 	}
 	const char *path = config ? config : getenv("OUTPOST_CONFIG");
 	if (path == NULL || path[0] == '\0')
-		path = DEFAULT_CONFIG;
+		path = OP_CONFIG_FILE;
 	struct op_config cfg;
 	struct op_diag d;
 	op_diag_init(&d);

@@ -63,7 +63,14 @@ struct run_args {
 	bool dev;
 };
 
-static int usage_run(void)
+/* --help or -h: usage on stdout, exit 0. */
+static bool is_help(const char *arg)
+{
+	return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
+/* The usage of run: on stdout for --help, on stderr for a usage error. */
+static void usage_run(FILE *f)
 {
 	fputs("usage: outpostctl run PIPELINE.json [--input FILE|-] [--global NAME=VALUE]...\n"
 	      "                      [--globals FILE] [--pipelines DIR] [--log-level LEVEL]\n"
@@ -74,8 +81,7 @@ static int usage_run(void)
 	      "is FILE, or the accounts of `outpostd --dev` with --dev; without either,\n"
 	      "none.\n"
 	      "VALUE is parsed as JSON when it is valid JSON, else taken as a string.\n",
-	      stderr);
-	return CTL_INVALID;
+	      f);
 }
 
 static int add_global(cJSON *g, const char *kv)
@@ -111,8 +117,8 @@ static int parse_run_args(int argc, char **argv, struct run_args *a)
 		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
 		if (o == NULL)
 			break;
-		if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0)
-			return -1;
+		if (is_help(o))
+			return 1;
 		if (strcmp(o, "--compact") == 0) {
 			a->compact = true;
 		} else if (strcmp(o, "--dev") == 0) {
@@ -232,9 +238,11 @@ int op_ctl_run(int argc, char **argv)
 	cJSON *input = NULL, *out = NULL;
 	int rc = CTL_INVALID;
 	a.globals = cJSON_CreateObject();
-	if (a.globals == NULL || parse_run_args(argc, argv, &a) != 0) {
+	int pr = a.globals ? parse_run_args(argc, argv, &a) : -1;
+	if (pr != 0) {
 		cJSON_Delete(a.globals);
-		return usage_run();
+		usage_run(pr > 0 ? stdout : stderr);
+		return pr > 0 ? CTL_OK : CTL_INVALID;
 	}
 	if (a.globals_file) {
 		cJSON *g = read_json(a.globals_file, "globals file");
@@ -319,6 +327,10 @@ out:
 	return rc;
 }
 
+static const char check_usage[] =
+    "usage: outpostctl check PIPELINE.json... [--pipelines DIR]\n"
+    "Loads the pipelines (and the folder's, for calls) and lists every problem.\n";
+
 int op_ctl_check(int argc, char **argv)
 {
 	const char *dir = NULL;
@@ -327,11 +339,8 @@ int op_ctl_check(int argc, char **argv)
 		if (strcmp(argv[i], "--pipelines") == 0 && i + 1 < argc) {
 			dir = argv[++i];
 		} else if (argv[i][0] == '-') {
-			fputs("usage: outpostctl check PIPELINE.json... [--pipelines DIR]\n"
-			      "Loads the pipelines (and the folder's, for calls) and lists every "
-			      "problem.\n",
-			      stderr);
-			return CTL_INVALID;
+			fputs(check_usage, is_help(argv[i]) ? stdout : stderr);
+			return is_help(argv[i]) ? CTL_OK : CTL_INVALID;
 		}
 	}
 	struct op_engine *e = op_engine_new();

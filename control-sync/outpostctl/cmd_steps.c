@@ -2,6 +2,7 @@
  * `outpostctl steps [TYPE]` and `outpostctl schema`: what the step types are
  * and which config keys they take, read straight from their tables.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -45,16 +46,32 @@ static void print_fields(const struct op_conf_table *t, const char *prefix)
 	}
 }
 
+/* True when one of the n arguments is --help or -h. */
+static bool wants_help(int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return true;
+	}
+	return false;
+}
+
 int op_ctl_steps(int argc, char **argv)
 {
+	static const char usage[] = "usage: outpostctl steps [TYPE]\n"
+	                            "Lists the step types, or the config keys of step type TYPE.\n";
 	const struct op_step_type *t;
 	if (argc == 0) {
 		for (size_t i = 0; (t = op_step_type_at(i)) != NULL; i++)
 			printf("%-14s %s\n", t->name, t->summary);
 		return CTL_OK;
 	}
+	if (wants_help(argc, argv)) {
+		fputs(usage, stdout);
+		return CTL_OK;
+	}
 	if (argc > 1 || argv[0][0] == '-') {
-		fputs("usage: outpostctl steps [TYPE]\n", stderr);
+		fputs(usage, stderr);
 		return CTL_INVALID;
 	}
 	t = op_step_type_find(argv[0]);
@@ -71,9 +88,14 @@ int op_ctl_steps(int argc, char **argv)
 
 int op_ctl_schema(int argc, char **argv)
 {
-	(void)argv;
+	static const char usage[] = "usage: outpostctl schema\n"
+	                            "Prints the JSON Schema of pipeline files.\n";
+	if (wants_help(argc, argv)) {
+		fputs(usage, stdout);
+		return CTL_OK;
+	}
 	if (argc != 0) {
-		fputs("usage: outpostctl schema\n", stderr);
+		fputs(usage, stderr);
 		return CTL_INVALID;
 	}
 	cJSON *s = op_pipeline_json_schema();

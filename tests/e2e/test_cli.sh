@@ -1,6 +1,11 @@
-# outpostctl's listing commands, and the shipped JSON Schema being the one the
-# tables generate.
+# outpostctl's listing commands, its usage and per-command --help, and the
+# shipped JSON Schema being the one the tables generate.
 . "$(dirname "$0")/lib.sh"
+
+what="--version names the program and its version"
+run_ctl --version
+expect_rc 0
+check "prints $out" sh -c "printf '%s' '$out' | grep -Eqx 'outpostctl [0-9]+\.[0-9]+\.[0-9]+.*'"
 
 what="steps lists every type"
 run_ctl steps
@@ -46,5 +51,19 @@ expect_err_has 'unknown command "frobnicate"'
 run_ctl run
 expect_rc 2
 expect_err_has 'usage: outpostctl run'
+run_ctl steps --bogus
+expect_rc 2
+expect_err_has 'usage: outpostctl steps'
+
+what="COMMAND --help: usage on stdout, exit 0"
+for c in run check steps schema account; do
+	run_ctl "$c" --help
+	expect_rc 0
+	checks=$((checks + 1))
+	case $out in
+	"usage: outpostctl $c"*) [ -z "$err" ] || fail "$c --help wrote on stderr: $err" ;;
+	*) fail "$c --help: stdout: $out; stderr: $err" ;;
+	esac
+done
 
 finish
