@@ -115,7 +115,8 @@ check "the postinst does not restart the service on upgrade" \
 # LoadCredential= names in $CREDENTIALS_DIRECTORY.
 exec_start=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/outpost.service)
 creds=$T/credentials
-mkdir -p "$creds"
+chmod 711 "$T"
+install -d -m 0700 -o outpost -g outpost "$creds"
 install -m 0400 -o outpost -g outpost /etc/outpost/accounts.key "$creds/accounts.key"
 log=$T/agent.log
 start_agent() {
@@ -130,18 +131,31 @@ start_agent() {
 healthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9090/healthz)" = 200 ]; }
 
 what="outpostd starts as the service user with the installed config"
-# As an admin sets it up: the demo pipelines in pipelines.d, and an edit to
-# the config (which an upgrade must keep).
+# As an admin sets it up: the demo pipelines in pipelines.d, HTTPS for the
+# triggers with its private key root-only, handed over as a credential
+# (LoadCredential=http.key:... in a drop-in), and so an edit to the config
+# (which an upgrade must keep).
 install -m 0640 -g outpost /usr/share/doc/outpost/examples/pipelines/*.json /etc/outpost/pipelines.d/
-sed -i 's/^#log_level = info$/log_level = info\n# edited by test_packages/' /etc/outpost/outpost.conf
+install -d -m 0750 -g outpost /etc/outpost/tls
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+	-addext subjectAltName=IP:127.0.0.1 -days 2 -keyout /etc/outpost/tls/http.key \
+	-out /etc/outpost/tls/http.pem 2>"$T/openssl.log" || fail "$what: openssl: $(cat "$T/openssl.log")"
+chmod 0600 /etc/outpost/tls/http.key
+chmod 0644 /etc/outpost/tls/http.pem
+install -m 0400 -o outpost -g outpost /etc/outpost/tls/http.key "$creds/http.key"
+check "the service user reads the root-only key itself" \
+	sh -c "! setpriv --reuid=outpost --regid=outpost --init-groups cat /etc/outpost/tls/http.key >/dev/null 2>&1"
+sed -i -e 's/^#log_level = info$/log_level = info\n# edited by test_packages/' \
+	-e 's|^#tls_cert =$|tls_cert = /etc/outpost/tls/http.pem|' \
+	-e 's|^#tls_key =$|tls_key = $CREDENTIALS_DIRECTORY/http.key|' /etc/outpost/outpost.conf
 checks=$((checks + 1))
 start_agent || fail "$what: not ready: $(cat "$log")"
 checks=$((checks + 1))
 [ "$(ps -o user= -p "$pid")" = outpost ] || fail "$what: runs as $(ps -o user= -p "$pid")"
 checks=$((checks + 1))
 wait_until 5 healthy || fail "$what: /healthz does not answer 200"
-out=$(curl -s -X POST http://127.0.0.1:8080/orders -H 'content-type: application/json' \
-	-d @"$TOP/packaging/demo/input.json")
+out=$(curl -s --cacert /etc/outpost/tls/http.pem -X POST https://127.0.0.1:8080/orders \
+	-H 'content-type: application/json' -d @"$TOP/packaging/demo/input.json")
 checks=$((checks + 1))
 printf '%s' "$out" | jq -e '.reference == "DE-A-1001" and .total == 1249.8' >/dev/null ||
 	fail "$what: POST /orders answered $out"
