@@ -10,6 +10,9 @@
  *
  *   schedule-start=PIPELINE  the schedules of a set holding PIPELINE do
  *                            not start (as if out of memory)
+ *   store-stall=PIPELINE     the store's writer hangs on a batch that
+ *                            enqueues into PIPELINE (a disk that stopped
+ *                            answering) until the store closes
  */
 #ifndef OP_CORE_FAULT_H
 #define OP_CORE_FAULT_H

@@ -258,6 +258,14 @@ void op_store_queue_depth(struct op_store *s, const char *pipeline, uint64_t *ev
 typedef void (*op_store_commit_fn)(void *ud, double seconds, size_t requests);
 void op_store_on_commit(struct op_store *s, op_store_commit_fn fn, void *ud);
 
+/*
+ * How long the writer has been stuck, in ms: since it began the batch it is
+ * on, or since the oldest write it has not picked up arrived; 0 when it is
+ * idle. A disk that stopped answering (fsync never returns) shows here, for
+ * the watchdog and /healthz. Cheap: no transaction.
+ */
+int64_t op_store_stall_ms(struct op_store *s);
+
 /* Sizes and counters for metrics. Opens a read transaction. */
 op_err op_store_stats(struct op_store *s, struct op_store_stats *st) OP_WUR;
 

@@ -119,6 +119,9 @@ struct op_store {
 	pthread_mutex_t mu; /* everything below */
 	pthread_cond_t wake;
 	struct op_store__req *head, *tail;
+	/* monotonic ms: head's arrival in an empty queue, the writer's batch
+	 * began; 0: empty, between batches (op_store_stall_ms) */
+	int64_t queued_since_ms, busy_since_ms;
 	size_t pending;
 	size_t waiting;            /* pending requests a caller waits for */
 	int64_t detached_since_ms; /* when the oldest pending detached request came */

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/fault.h"
 #include "agent/core/log.h"
 #include "agent/store/store_int.h"
 
@@ -1054,6 +1055,40 @@ static bool detached_due(struct op_store *s)
 	return false;
 }
 
+/* The stall clock: monotonic, so that a clock set forward is no stall. */
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Fault injection (debug builds): a batch that enqueues into the pipeline
+ * named by OUTPOST_FAULTS=store-stall=NAME hangs, as on a disk that stopped
+ * answering, until the store closes. With s->mu held. */
+static void stall_fault(struct op_store *s, const struct op_store__req *list)
+{
+	for (const struct op_store__req *r = list; r; r = r->next) {
+		if (r->op != OP_STORE__ENQUEUE || r->pipeline == NULL ||
+		    !op_fault("store-stall", r->pipeline))
+			continue;
+		OP_LOGW("fault injection: the writer stalls on a write to %s", r->pipeline);
+		while (!s->stopping)
+			pthread_cond_wait(&s->wake, &s->mu);
+		return;
+	}
+}
+
+int64_t op_store_stall_ms(struct op_store *s)
+{
+	pthread_mutex_lock(&s->mu);
+	int64_t since = s->busy_since_ms;
+	if (since == 0 || (s->queued_since_ms && s->queued_since_ms < since))
+		since = s->queued_since_ms;
+	pthread_mutex_unlock(&s->mu);
+	return since ? mono_ms() - since : 0;
+}
+
 void *op_store__writer_main(void *arg)
 {
 	struct op_store *s = arg;
@@ -1079,6 +1114,9 @@ void *op_store__writer_main(void *arg)
 		s->head = s->tail = NULL;
 		s->pending = 0;
 		s->waiting = 0;
+		s->queued_since_ms = 0;
+		s->busy_since_ms = mono_ms();
+		stall_fault(s, list);
 		pthread_mutex_unlock(&s->mu);
 
 		grow(s, false);
@@ -1087,6 +1125,7 @@ void *op_store__writer_main(void *arg)
 			reader_check(s);
 
 		pthread_mutex_lock(&s->mu);
+		s->busy_since_ms = 0;
 		struct op_store__req *cbs = NULL;
 		size_t failed = 0;
 		op_err why = OP_OK;
@@ -1153,6 +1192,8 @@ op_err op_store__submit_detached(struct op_store *s, struct op_store__req *r)
 		return OP_ECANCELED;
 	}
 	bool first = s->head == NULL;
+	if (first && s->queued_since_ms == 0)
+		s->queued_since_ms = mono_ms();
 	if (r->done_cb)
 		s->waiting++; /* someone waits for it, if not on this thread */
 	else if (first || s->waiting == s->pending)
@@ -1191,6 +1232,8 @@ op_err op_store__submit(struct op_store *s, struct op_store__req *r)
 	else
 		s->head = r;
 	s->tail = r;
+	if (s->queued_since_ms == 0)
+		s->queued_since_ms = mono_ms();
 	s->pending++;
 	s->waiting++;
 	pthread_cond_signal(&s->wake);

@@ -217,6 +217,40 @@ START_TEST(second_owner_refused)
 }
 END_TEST
 
+static atomic_int stall_done;
+static void on_stalled_commit(void *ud, op_err rc, const char *id)
+{
+	(void)ud;
+	(void)id;
+	atomic_store(&stall_done, rc == OP_OK ? 1 : 2);
+}
+
+/* A writer stuck on a batch (a disk that stopped answering: the debug
+ * build's fault injection) shows as a growing stall; an idle one as 0. */
+START_TEST(stall_is_measured)
+{
+#ifdef OP_FAULTS
+	setenv("OUTPOST_FAULTS", "store-stall=stuck", 1);
+	struct op_store *s = open_default();
+	char id[OP_UUID_LEN + 1];
+	enq(s, "orders", "{}", 0, id);
+	ck_assert_int_eq(op_store_stall_ms(s), 0);
+	ck_assert_int_eq(op_store_enqueue_cb(s, "stuck", "{}", "{}", 2, 0, on_stalled_commit, NULL),
+	                 OP_OK);
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do { /* a poll with a deadline */
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while (op_store_stall_ms(s) < 50 && t.tv_sec - t0.tv_sec < 10);
+	ck_assert_int_ge(op_store_stall_ms(s), 50);
+	ck_assert_int_eq(atomic_load(&stall_done), 0);
+	op_store_close(s); /* releases the stall; the write is applied */
+	ck_assert_int_eq(atomic_load(&stall_done), 1);
+	unsetenv("OUTPOST_FAULTS");
+#endif
+}
+END_TEST
+
 START_TEST(record_without_event)
 {
 	struct op_store_opts o = {0};
@@ -1014,6 +1048,7 @@ static Suite *store_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, round_trip);
 	tcase_add_test(tc, second_owner_refused);
+	tcase_add_test(tc, stall_is_measured);
 	tcase_add_test(tc, order_by_not_before);
 	tcase_add_test(tc, take_many_ack_without_waiting);
 	tcase_add_test(tc, record_without_event);
