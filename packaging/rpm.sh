@@ -3,7 +3,8 @@
 # rpmbuild and checks it with rpmlint (any error fails; the filters and
 # their reasons are in packaging/rpm/rpmlint.toml).
 #
-# The source is a tarball of the tree (build/ and node_modules left out).
+# The source is a tarball of the tree (build/, node_modules, a --dev store
+# and what .gitignore names left out).
 # On Debian the spec's BuildRequires are Debian packages under other names,
 # so rpmbuild does not check them (--nodeps): make deps installs them.
 # OUTPOST_PKG_VERSION builds another version than the spec's.
@@ -14,7 +15,8 @@ version=${OUTPOST_PKG_VERSION:-$(sed -n 's/^Version:.*:\([0-9.]*\)}$/\1/p' "$top
 
 rm -rf "$out"
 mkdir -p "$out/SOURCES" "$out/stage/outpost-$version"
-(cd "$top" && tar --exclude=./build --exclude=./.git --exclude=node_modules -cf - .) |
+(cd "$top" && tar --exclude=./build --exclude=./.git --exclude=node_modules \
+	--exclude=./.outpost-data --exclude=./var --exclude-vcs-ignores -cf - .) |
 	(cd "$out/stage/outpost-$version" && tar -xf -)
 tar -C "$out/stage" -czf "$out/SOURCES/outpost-$version.tar.gz" "outpost-$version"
 rm -rf "$out/stage"

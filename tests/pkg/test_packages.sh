@@ -108,7 +108,15 @@ check "accounts.key is not 32 bytes" test "$(stat -c %s /etc/outpost/accounts.ke
 check "pipelines.d is not empty" test -z "$(ls -A /etc/outpost/pipelines.d)"
 check "the service is not enabled" test -L /etc/systemd/system/multi-user.target.wants/outpost.service
 check "the postinst does not restart the service on upgrade" \
-	grep -q 'restart' /var/lib/dpkg/info/outpost.postinst
+	grep -q '_dh_action=restart' /var/lib/dpkg/info/outpost.postinst
+# The service may start only once its credential (the vault key) is there.
+check "the postinst starts the service before it makes the vault key" awk '
+	/accounts\.key\.new/ && !key { key = NR }
+	/deb-systemd-(helper|invoke)/ && !unit { unit = NR }
+	END { exit !(key && unit && key < unit) }' /var/lib/dpkg/info/outpost.postinst
+check "the postinst runs the debhelper snippets more than once" \
+	test "$(grep -c 'dh_installsystemd' /var/lib/dpkg/info/outpost.postinst)" -eq 2
+expect_mode /var/lib/outpost/accounts "700 outpost:outpost"
 
 # The unit's command line, run the way systemd runs it: as the service user,
 # with its home and user name in the environment, and the credential
@@ -129,6 +137,16 @@ start_agent() {
 	wait_until 10 grep -q ' ready (agent ' "$log"
 }
 healthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9090/healthz)" = 200 ]; }
+
+what="an account root adds before the first start is the service's"
+printf '{"type":"basic","username":"erp","password":"s3cret"}' >"$T/erp.json"
+run_ctl account set erp --file "$T/erp.json"
+expect_rc 0
+out=$(CREDENTIALS_DIRECTORY=$creds setpriv --reuid=outpost --regid=outpost --init-groups \
+	/usr/bin/outpostctl account list --json 2>&1)
+checks=$((checks + 1))
+printf '%s' "$out" | jq -e 'map(.name) == ["erp"]' >/dev/null 2>&1 ||
+	fail "$what: the service user lists: $out"
 
 what="outpostd starts as the service user with the installed config"
 # As an admin sets it up: the demo pipelines in pipelines.d, HTTPS for the
@@ -172,15 +190,19 @@ stop_agent || fail "$what: outpostd exited $? on SIGTERM"
 
 what="make deb builds a higher version"
 checks=$((checks + 1))
-OUTPOST_PKG_VERSION=$v2 "$TOP/packaging/deb.sh" >"$T/deb2.log" 2>&1 || {
+OUTPOST_PKG_VERSION=$v2 OUTPOST_PKG_CONF_LINE="# new in $v2" \
+	"$TOP/packaging/deb.sh" >"$T/deb2.log" 2>&1 || {
 	tail -n 40 "$T/deb2.log"
 	fail "$what"
 }
 key_before=$(sha256sum /etc/outpost/accounts.key)
 
 what="an upgrade keeps the store, the vault key and the edited config"
+# Both the admin and the new version changed the config: dpkg keeps the
+# admin's (as apt's default answer does) and leaves the new one beside it.
 checks=$((checks + 1))
-dpkg -i "$deb2" >"$T/upgrade.log" 2>&1 || fail "$what: $(cat "$T/upgrade.log")"
+dpkg -i --force-confold "$deb2" >"$T/upgrade.log" 2>&1 || fail "$what: $(cat "$T/upgrade.log")"
+check "the new version's config is not beside it" grep -qx "# new in $v2" /etc/outpost/outpost.conf.dpkg-dist
 check "outpostd --version does not say $v2" sh -c "/usr/sbin/outpostd --version | grep -qF '$v2'"
 check "the config edit is gone" grep -q '^# edited by test_packages$' /etc/outpost/outpost.conf
 check "accounts.key changed" test "$(sha256sum /etc/outpost/accounts.key)" = "$key_before"
