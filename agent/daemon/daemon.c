@@ -593,11 +593,15 @@ static op_err listen_start(const struct op_config_listen *l, const char *name,
 		o.threads = 1;
 		o.max_body = 4096;
 	}
-	char err[256] = "";
+	char err[384] = "";
 	op_err rc = op_http_server_start(&o, h, dm, out, err, sizeof(err));
-	if (rc)
-		op_diag_add_at(d, triggers ? "[http] listen" : "[admin] listen",
-		               "cannot listen on %s:%u: %s", l->host, l->port, err);
+	if (rc) {
+		/* err names the address; with TLS on, OP_ECONFIG may be about its files. */
+		const char *path = triggers ? "[http] listen" : "[admin] listen";
+		if (rc == OP_ECONFIG && o.tls_cert != NULL)
+			path = "[http]";
+		op_diag_add_at(d, path, "%s", err[0] ? err : op_err_str(rc));
+	}
 	return rc;
 }
 
@@ -952,8 +956,8 @@ static op_err link_start(struct op_daemon *dm, struct op_diag *d)
 	                          .ud = dm};
 	op_err rc = op_link_start(&o, &h, &dm->link, why, sizeof(why));
 	cJSON_Delete(sk);
-	if (rc)
-		op_diag_add_at(d, "[control]", "%s", why);
+	if (rc) /* why names its section and key */
+		op_diag_add_at(d, "", "%s", why);
 	return rc;
 }
 
@@ -1038,6 +1042,25 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 	return OP_OK;
 }
 
+/*
+ * Says which settings of next a reload did not apply (all but the
+ * OP_CONFIG_RELOAD keys and [globals]): cfg still runs with them.
+ */
+static void unapplied_warn(const struct op_config *cfg, const struct op_config *next)
+{
+	char *names = NULL;
+	size_t n = 0;
+	if (op_config_diff(cfg, next, &names, &n) != OP_OK) {
+		OP_LOGW("reload: cannot compare the configs (out of memory); settings other "
+		        "than pipelines_dir and [globals] take effect at the next restart");
+		return;
+	}
+	if (n > 0)
+		OP_LOGW("reload: %s changed; %s effect at the next restart", names,
+		        n == 1 ? "it takes" : "they take");
+	op_free(names);
+}
+
 op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_diag *d)
 {
 	/* Only the pipelines folder and the globals change without a restart. */
@@ -1064,6 +1087,7 @@ op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_
 		OP_LOGW("pipelines reloaded, but not all of their triggers started");
 	pthread_mutex_unlock(&dm->set_mu);
 	op_link_changed(dm->link);
+	unapplied_warn(dm->cfg, next);
 	return OP_OK;
 }
 
@@ -1135,5 +1159,14 @@ op_err op_daemon_check(const struct op_config *cfg, struct op_diag *d)
 		rc = routes_build(e, &r, d);
 	routes_free(NULL, r);
 	op_engine_free(e);
+	/* What the link's start reads (the trusted keys), whatever the pipelines gave. */
+	if (cfg->control.uri) {
+		char why[512] = "";
+		op_err lrc = op_link_check_config(cfg, why, sizeof(why));
+		if (lrc)
+			op_diag_add_at(d, "", "%s", why);
+		if (rc == OP_OK)
+			rc = lrc;
+	}
 	return rc;
 }

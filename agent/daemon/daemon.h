@@ -20,15 +20,21 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 /*
  * Takes the pipelines folder and globals of next (a freshly loaded config)
  * and reloads the pipelines and their triggers as one set; on any problem
- * the running set goes on and d says why. Other settings need a restart
- * (a warning is logged when they differ).
+ * the running set goes on and d says why. Other settings need a restart:
+ * after a reload one warning names every key of next that differs from the
+ * running config ([broker NAME] sections included; see op_config_diff).
  */
 op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_diag *d) OP_WUR;
 
 /* Stops accepting requests, drains and closes. NULL is a no-op. */
 void op_daemon_stop(struct op_daemon *dm);
 
-/* Loads the pipelines of cfg and checks their triggers, starting nothing. */
+/*
+ * Loads the pipelines of cfg and checks their triggers, and with a [control]
+ * url what the link's start checks (the trusted keys read and parsed),
+ * starting and connecting nothing and leaving the store closed. Every
+ * problem goes to d. OP_ECONFIG and the loader's classes, OP_ENOMEM.
+ */
 op_err op_daemon_check(const struct op_config *cfg, struct op_diag *d) OP_WUR;
 
 /* The bound ports (tests use port 0); 0 when that server is off. */

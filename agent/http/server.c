@@ -9,7 +9,9 @@
  * and splits it before decoding; query arguments are decoded here. Key
  * invariant: the in-flight count is raised before a handler is called and
  * lowered when MHD reports the request completed (answer sent or connection
- * gone), under one mutex, so stop can wait for answers to go out.
+ * gone), under one mutex, so stop can wait for answers to go out. The listen
+ * socket is bound here and handed to MHD, so that a failed bind tells the
+ * system's reason (port in use, no permission, not this host's address).
  */
 #include "agent/http/server.h"
 
@@ -53,6 +55,7 @@ struct op_http_server {
 	char *cert;
 	char *key;
 	size_t key_len;
+	char mhd_err[160]; /* libmicrohttpd's last message (cut), under mu: why a start failed */
 };
 
 /*
@@ -742,13 +745,19 @@ static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
 static void mhd_log(void *cls, const char *fmt, va_list ap) OP_PRINTF(2, 0);
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
-	const struct op_http_server *s = cls;
+	struct op_http_server *s = cls;
 	char line[512];
 	vsnprintf(line, sizeof(line), fmt, ap);
 	size_t n = strlen(line);
 	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 		line[--n] = '\0';
 	OP_LOGD("%s: libmicrohttpd: %s", s->name, line);
+	pthread_mutex_lock(&s->mu);
+	if (n >= sizeof(s->mhd_err))
+		n = sizeof(s->mhd_err) - 1;
+	memcpy(s->mhd_err, line, n);
+	s->mhd_err[n] = '\0';
+	pthread_mutex_unlock(&s->mu);
 }
 
 /* Reads a whole (small) file; OP_ECONFIG with err when unreadable. */
@@ -800,12 +809,60 @@ static void server_free(struct op_http_server *s)
 	op_free(s);
 }
 
+/*
+ * Binds and listens on ss (sslen bytes; where names it in err) for MHD; the
+ * socket in *out is ours until it is handed to MHD_start_daemon. Binding
+ * here rather than in libmicrohttpd is what lets the error say why (MHD
+ * logs errno only at debug level). OP_EIO with the system's reason.
+ */
+static op_err listen_socket(const struct sockaddr_storage *ss, socklen_t sslen, const char *where,
+                            unsigned port, int *out, char *err, size_t errlen)
+{
+	char eb[128];
+	const char *step = "socket: "; /* "" for bind, whose errors need no name */
+	const char *hint = "";
+	int one = 1, en = 0;
+	int fd = -1;
+	*out = -1;
+	if ((fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+		goto out;
+	/* As libmicrohttpd does on its own socket: a restart binds at once,
+	 * whatever connections of the last run are in TIME_WAIT. */
+	step = "setsockopt: ";
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    (ss->ss_family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0))
+		goto out;
+	step = "";
+	if (bind(fd, (const struct sockaddr *)ss, sslen) != 0)
+		goto out;
+	step = "listen: ";
+	if (listen(fd, 1024) != 0)
+		goto out;
+	*out = fd;
+	return OP_OK;
+out:
+	en = errno;
+	if (en == EACCES && port > 0 && port < 1024)
+		hint = " (a port below 1024 needs CAP_NET_BIND_SERVICE)";
+	else if (en == EADDRNOTAVAIL)
+		hint = " (not an address of this host)";
+	fail(err, errlen, "cannot listen on %s: %s%s%s", where, step,
+	     strerror_r(en, eb, sizeof(eb)), hint);
+	if (fd >= 0)
+		close(fd);
+	return OP_EIO;
+}
+
 op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, void *ud,
                             struct op_http_server **out, char *err, size_t errlen)
 {
 	op_err e = OP_OK;
 	struct op_http_server *s = NULL;
 	struct sockaddr_storage ss;
+	socklen_t sslen = 0;
+	int fd = -1;
+	char where[INET6_ADDRSTRLEN + 16];
 	*out = NULL;
 	memset(&ss, 0, sizeof(ss));
 
@@ -831,7 +888,7 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 	                 MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME;
 
 	if (h == NULL || threads > 256) {
-		fail(err, errlen, "%s: a handler and 1 to 256 threads are required", s->name);
+		fail(err, errlen, "a handler and 1 to 256 threads are required");
 		e = OP_ECONFIG;
 		goto out;
 	}
@@ -840,24 +897,27 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
 		sin->sin_family = AF_INET;
 		sin->sin_port = htons(o->port);
+		sslen = sizeof(*sin);
+		snprintf(where, sizeof(where), "%s:%u", host, (unsigned)o->port);
 	} else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
 		sin6->sin6_family = AF_INET6;
 		sin6->sin6_port = htons(o->port);
+		sslen = sizeof(*sin6);
+		snprintf(where, sizeof(where), "[%s]:%u", host, (unsigned)o->port);
 		flags |= MHD_USE_IPv6;
 	} else {
-		fail(err, errlen, "%s: host \"%s\" is not a numeric IPv4 or IPv6 address", s->name,
-		     host);
+		fail(err, errlen, "host \"%s\" is not a numeric IPv4 or IPv6 address", host);
 		e = OP_ECONFIG;
 		goto out;
 	}
 	if ((o->tls_cert == NULL) != (o->tls_key == NULL)) {
-		fail(err, errlen, "%s: TLS needs both a certificate and a key", s->name);
+		fail(err, errlen, "TLS needs both a certificate and a key");
 		e = OP_ECONFIG;
 		goto out;
 	}
 	if (o->tls_cert != NULL) {
 		if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
-			fail(err, errlen, "%s: this libmicrohttpd has no TLS support", s->name);
+			fail(err, errlen, "this libmicrohttpd has no TLS support");
 			e = OP_ECONFIG;
 			goto out;
 		}
@@ -872,18 +932,31 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 	if (MHD_is_feature_supported(MHD_FEATURE_AUTOSUPPRESS_SIGPIPE) != MHD_YES)
 		OP_LOGW("%s: libmicrohttpd cannot suppress SIGPIPE; ignore it in the process",
 		        s->name);
+	e = listen_socket(&ss, sslen, where, o->port, &fd, err, errlen);
+	if (e != OP_OK)
+		goto out;
+	struct sockaddr_storage bound;
+	socklen_t blen = sizeof(bound);
+	if (getsockname(fd, (struct sockaddr *)&bound, &blen) != 0) {
+		char eb[128];
+		fail(err, errlen, "cannot listen on %s: getsockname: %s", where,
+		     strerror_r(errno, eb, sizeof(eb)));
+		e = OP_EIO;
+		goto out;
+	}
+	s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+	                                            : ((struct sockaddr_in *)&bound)->sin_port);
 
 	struct MHD_OptionItem opts[16];
 	int n = 0;
 #define OPT(opt, v, p) opts[n++] = (struct MHD_OptionItem){(opt), (intptr_t)(v), (p)}
-	OPT(MHD_OPTION_SOCK_ADDR, 0, &ss);
+	OPT(MHD_OPTION_LISTEN_SOCKET, fd, NULL);
 	if (threads > 1)
 		OPT(MHD_OPTION_THREAD_POOL_SIZE, threads, NULL);
 	OPT(MHD_OPTION_CONNECTION_TIMEOUT, client_timeout, NULL);
 	OPT(MHD_OPTION_CONNECTION_LIMIT, s->connection_limit + CONN_SLACK, NULL);
 	if (o->per_ip_limit)
 		OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->per_ip_limit, NULL);
-	OPT(MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL);
 	OPT(MHD_OPTION_NOTIFY_COMPLETED, on_completed, s);
 	OPT(MHD_OPTION_NOTIFY_CONNECTION, on_connection, s);
 	OPT(MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, s);
@@ -895,17 +968,33 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 	OPT(MHD_OPTION_END, 0, NULL);
 #undef OPT
 
-	s->d = MHD_start_daemon(flags | MHD_USE_ERROR_LOG, o->port, NULL, NULL, on_request, s,
+	/*
+	 * From here the socket is MHD's: MHD_stop_daemon closes it, and so does
+	 * a failed start (libmicrohttpd 0.9.75 closes it on every failure past
+	 * option parsing, which these fixed options always pass).
+	 */
+	s->d = MHD_start_daemon(flags | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, s,
 	                        MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+	fd = -1;
 	if (s->d == NULL) {
-		fail(err, errlen, "%s: cannot listen on %s port %u (in use, bad address%s)",
-		     s->name, host, (unsigned)o->port, s->cert ? ", or bad certificate/key" : "");
+		char why[sizeof(s->mhd_err)];
+		pthread_mutex_lock(&s->mu);
+		snprintf(why, sizeof(why), "%s", s->mhd_err);
+		pthread_mutex_unlock(&s->mu);
+		if (s->cert != NULL)
+			fail(err, errlen,
+			     "cannot serve TLS on %s: the certificate or key is refused "
+			     "(libmicrohttpd: %s)",
+			     where, why[0] ? why : "no reason given");
+		else
+			fail(err, errlen, "cannot serve on %s: libmicrohttpd: %s", where,
+			     why[0] ? why : "no reason given (out of threads or memory?)");
 		e = s->cert ? OP_ECONFIG : OP_EIO;
 		goto out;
 	}
-	const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-	s->port = di ? di->port : o->port;
 out:
+	if (fd >= 0)
+		close(fd);
 	if (e != OP_OK) {
 		server_free(s);
 		return e;

@@ -101,9 +101,12 @@ struct op_http_server;
 
 /*
  * Binds and starts serving. ud is passed to h and must outlive the server.
- * Errors: OP_ECONFIG (bad options, unreadable TLS files, TLS unsupported),
- * OP_EIO (cannot bind: port in use, bad address), OP_ENOMEM; err says which.
- * On error *out is NULL and nothing is left running.
+ * Errors: OP_ECONFIG (bad options, unreadable TLS files, TLS unsupported,
+ * a certificate or key libmicrohttpd refuses), OP_EIO (cannot bind or
+ * listen; err gives the system's reason, e.g. "cannot listen on
+ * 127.0.0.1:8080: Address already in use"), OP_ENOMEM. err says which,
+ * without opts.name: the caller names the listener. On error *out is NULL
+ * and nothing is left running.
  */
 op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, void *ud,
                             struct op_http_server **out, char *err, size_t errlen) OP_WUR;
