@@ -729,23 +729,29 @@ static void *link_main(void *arg)
 
 /* ---- start, stop ---- */
 
-static op_err read_keys(struct op_link *l, char *why, size_t whylen)
+/*
+ * Reads and parses the trusted key files of cfg into keys (KEYS_MAX of
+ * them), their number in *n. OP_ECONFIG naming the file, OP_ENOMEM.
+ */
+static op_err read_keys(const struct op_config *cfg, struct op_env_key *keys, size_t *n, char *why,
+                        size_t whylen)
 {
-	char *list = op_strdup(l->cfg->control.trusted_keys);
+	*n = 0;
+	char *list = op_strdup(cfg->control.trusted_keys);
 	if (list == NULL)
-		return op_errf(why, whylen, OP_ENOMEM, "out of memory");
+		return op_errf(why, whylen, OP_ENOMEM, "[control]: out of memory");
 	op_err rc = OP_OK;
 	char *save = NULL;
 	for (char *t = strtok_r(list, ",", &save); t && rc == OP_OK;
 	     t = strtok_r(NULL, ",", &save)) {
 		while (*t == ' ' || *t == '\t')
 			t++;
-		size_t n = strlen(t);
-		while (n && (t[n - 1] == ' ' || t[n - 1] == '\t'))
-			t[--n] = '\0';
-		if (n == 0)
+		size_t tn = strlen(t);
+		while (tn && (t[tn - 1] == ' ' || t[tn - 1] == '\t'))
+			t[--tn] = '\0';
+		if (tn == 0)
 			continue;
-		if (l->nkeys == KEYS_MAX) {
+		if (*n == KEYS_MAX) {
 			rc = op_errf(why, whylen, OP_ECONFIG,
 			             "[control] trusted_keys: more than %d keys", KEYS_MAX);
 			break;
@@ -758,26 +764,26 @@ static op_err read_keys(struct op_link *l, char *why, size_t whylen)
 			             err);
 			break;
 		}
-		rc = op_env_pub_parse(text, len, &l->keys[l->nkeys], err, sizeof(err));
+		rc = op_env_pub_parse(text, len, &keys[*n], err, sizeof(err));
 		op_free(text);
 		if (rc) {
 			rc = op_errf(why, whylen, OP_ECONFIG, "[control] trusted_keys: %s: %s", t,
 			             err);
 			break;
 		}
-		for (size_t i = 0; i < l->nkeys; i++) {
-			if (strcmp(l->keys[i].kid, l->keys[l->nkeys].kid) == 0) {
+		for (size_t i = 0; i < *n; i++) {
+			if (strcmp(keys[i].kid, keys[*n].kid) == 0) {
 				rc = op_errf(
 				    why, whylen, OP_ECONFIG,
 				    "[control] trusted_keys: %s: key id \"%s\" is there twice", t,
-				    l->keys[i].kid);
+				    keys[i].kid);
 				break;
 			}
 		}
-		l->nkeys++;
+		(*n)++;
 	}
 	op_free(list);
-	if (rc == OP_OK && l->nkeys == 0)
+	if (rc == OP_OK && *n == 0)
 		rc = op_errf(why, whylen, OP_ECONFIG, "[control] trusted_keys: no key");
 	return rc;
 }
@@ -821,19 +827,61 @@ bool op_link__topic(const struct op_config *cfg, const char *leaf, char *out)
 	return n > 0 && n < TOPIC_MAX;
 }
 
-op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h,
-                     struct op_link **out, char *why, size_t whylen)
+/* The link's topics: the leaf of each and where struct op_link keeps it. */
+static const struct {
+	const char *leaf;
+	size_t off;
+} topics[] = {
+    {"desired", offsetof(struct op_link, t_desired)},
+    {"reported", offsetof(struct op_link, t_reported)},
+    {"status", offsetof(struct op_link, t_status)},
+    {"out/logs", offsetof(struct op_link, t_out[OP_OUTBOX_LOGS])},
+    {"out/metrics", offsetof(struct op_link, t_out[OP_OUTBOX_METRICS])},
+    {"out/executions", offsetof(struct op_link, t_out[OP_OUTBOX_EXECS])},
+    {"cmd/+", offsetof(struct op_link, t_cmd)},
+    {"cmd-result/", offsetof(struct op_link, t_cmd_result)},
+};
+
+/*
+ * What the start checks in cfg before it makes anything: the agent id as a
+ * topic level, the length of every topic, and the trusted keys, read into
+ * keys (KEYS_MAX) with their number in *nkeys.
+ */
+static op_err check_config(const struct op_config *cfg, struct op_env_key *keys, size_t *nkeys,
+                           char *why, size_t whylen)
 {
-	*out = NULL;
-	const struct op_config *cfg = o->cfg;
+	*nkeys = 0;
 	if (!agent_id_ok(cfg->agent.id))
 		return op_errf(why, whylen, OP_ECONFIG,
 		               "[agent] id \"%.80s\" cannot name the agent to the control plane: "
 		               "expected 1 to %d letters, digits, '.', '_' or '-', not _ctl",
 		               cfg->agent.id, AGENT_ID_MAX);
+	char topic[TOPIC_MAX];
+	for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++) {
+		if (!op_link__topic(cfg, topics[i].leaf, topic))
+			return op_errf(why, whylen, OP_ECONFIG,
+			               "[control] topic_prefix: too long, expected topics of at "
+			               "most %d bytes",
+			               TOPIC_MAX - 1);
+	}
+	return read_keys(cfg, keys, nkeys, why, whylen);
+}
+
+op_err op_link_check_config(const struct op_config *cfg, char *why, size_t whylen)
+{
+	struct op_env_key keys[KEYS_MAX];
+	size_t n = 0;
+	return check_config(cfg, keys, &n, why, whylen);
+}
+
+op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h,
+                     struct op_link **out, char *why, size_t whylen)
+{
+	*out = NULL;
+	const struct op_config *cfg = o->cfg;
 	struct op_link *l = op_calloc(1, sizeof(*l));
 	if (l == NULL)
-		return op_errf(why, whylen, OP_ENOMEM, "out of memory");
+		return op_errf(why, whylen, OP_ENOMEM, "[control]: out of memory");
 	pthread_mutex_init(&l->mu, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -843,19 +891,11 @@ op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h
 	l->cfg = cfg;
 	l->h = *h;
 	l->stats.seq = o->applied_seq;
-	op_err rc = OP_OK;
 	l->store = o->store;
-	if (!op_link__topic(cfg, "desired", l->t_desired) ||
-	    !op_link__topic(cfg, "reported", l->t_reported) ||
-	    !op_link__topic(cfg, "status", l->t_status) ||
-	    !op_link__topic(cfg, "out/logs", l->t_out[OP_OUTBOX_LOGS]) ||
-	    !op_link__topic(cfg, "out/metrics", l->t_out[OP_OUTBOX_METRICS]) ||
-	    !op_link__topic(cfg, "out/executions", l->t_out[OP_OUTBOX_EXECS]) ||
-	    !op_link__topic(cfg, "cmd/+", l->t_cmd) ||
-	    !op_link__topic(cfg, "cmd-result/", l->t_cmd_result))
-		rc = op_errf(why, whylen, OP_ECONFIG, "[control] topic_prefix: too long");
-	if (rc == OP_OK)
-		rc = read_keys(l, why, whylen);
+	op_err rc = check_config(cfg, l->keys, &l->nkeys, why, whylen);
+	/* check_config has made sure that every topic fits. */
+	for (size_t i = 0; rc == OP_OK && i < sizeof(topics) / sizeof(topics[0]); i++)
+		(void)op_link__topic(cfg, topics[i].leaf, (char *)l + topics[i].off);
 	if (rc == OP_OK) {
 		const char *cid = cfg->control.client_id;
 		size_t n = strlen(cfg->agent.id) + sizeof("outpost-");
@@ -871,7 +911,7 @@ op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h
 		cJSON_Delete(off);
 		if (l->client_id == NULL || l->version == NULL || l->seal_key == NULL ||
 		    l->offline == NULL)
-			rc = op_errf(why, whylen, OP_ENOMEM, "out of memory");
+			rc = op_errf(why, whylen, OP_ENOMEM, "[control]: out of memory");
 	}
 	if (rc == OP_OK && o->startup_error && *o->startup_error) {
 		refuse(l, "STORE", 0, o->startup_error);
@@ -886,9 +926,10 @@ op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h
 		if (prc == MQTTASYNC_SUCCESS)
 			prc = MQTTAsync_setDisconnected(l->cl, l, on_disconnected_by_broker);
 		if (prc != MQTTASYNC_SUCCESS)
-			rc = op_errf(why, whylen, OP_EINTERNAL,
-			             "cannot create the control link's MQTT client: %s",
-			             MQTTAsync_strerror(prc));
+			rc = op_errf(
+			    why, whylen, OP_EINTERNAL,
+			    "[control] url: cannot create the control link's MQTT client: %s",
+			    MQTTAsync_strerror(prc));
 	}
 	if (rc == OP_OK) {
 		struct op_outbox_limits lim = {.max_records =
@@ -905,7 +946,7 @@ op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h
 		}
 		if (e)
 			rc = op_errf(why, whylen, OP_ENOMEM,
-			             "cannot start the control link's threads");
+			             "[control]: cannot start the control link's threads");
 	}
 	if (rc) {
 		if (l->store)

@@ -85,10 +85,21 @@ struct op_link_opts {
  * Reads the trusted keys, creates the MQTT client and starts the link's
  * thread, which connects in the background. OP_ECONFIG (a trusted key file
  * that is not a public key, an agent id that cannot be a topic level),
- * OP_ENOMEM, OP_EINTERNAL (paho refused its options); why says which.
+ * OP_ENOMEM, OP_EINTERNAL (paho refused its options); why says which and
+ * starts with the section it is about ("[control] trusted_keys: FILE: ...",
+ * "[agent] id ...", "[control]: out of memory").
  */
 op_err op_link_start(const struct op_link_opts *o, const struct op_link_hooks *h,
                      struct op_link **out, char *why, size_t whylen) OP_WUR;
+
+/*
+ * What op_link_start checks in cfg (a config with a [control] url) before it
+ * makes anything, for `outpostd --check-config`: the agent id as a topic
+ * level, the length of the topics, and every trusted key file read and
+ * parsed. Nothing is connected or kept. OP_ECONFIG with why as op_link_start
+ * gives it (the first problem), OP_ENOMEM.
+ */
+op_err op_link_check_config(const struct op_config *cfg, char *why, size_t whylen) OP_WUR;
 
 /*
  * Publishes status "offline" (waiting a second at most), disconnects
