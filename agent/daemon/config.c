@@ -69,6 +69,7 @@ static const struct op_config_key keys[] = {
      .type = OP_CONFIG_PATH,
      .off = OFF(agent.pipelines_dir),
      .def = "/etc/outpost/pipelines.d",
+     .flags = OP_CONFIG_RELOAD,
      .help = "Folder of local pipeline files (*.json); they run beside any pipelines a "
              "control plane deploys."},
     {.section = "agent",
@@ -147,7 +148,7 @@ static const struct op_config_key keys[] = {
      .type = OP_CONFIG_LISTEN,
      .off = OFF(http.listen),
      .def = "127.0.0.1:8080",
-     .help = "Address of the HTTP triggers, host:port or [ipv6]:port; empty: off."},
+     .help = "Address of the HTTP triggers, IPv4:port or [IPv6]:port; empty: off."},
     {.section = "http",
      .key = "max_body",
      .type = OP_CONFIG_BYTES,
@@ -215,7 +216,7 @@ static const struct op_config_key keys[] = {
      .type = OP_CONFIG_LISTEN,
      .off = OFF(admin.listen),
      .def = "127.0.0.1:9090",
-     .help = "Address of /healthz, /readyz and /metrics, host:port; empty: off."},
+     .help = "Address of /healthz, /readyz and /metrics, IPv4:port or [IPv6]:port; empty: off."},
     {.section = "accounts",
      .key = "key_file",
      .type = OP_CONFIG_PATH,
@@ -541,7 +542,7 @@ bool op_config__valid_hostname(const char *h, size_t n)
 	return true;
 }
 
-/* Splits "host:port" / "[v6]:port" into a new host string and a port. */
+/* Splits "IPv4:port" / "[IPv6]:port" into a new host string and a port. */
 static bool parse_listen(const char *s, char **host, unsigned *port, bool *nomem)
 {
 	const char *h, *colon;
@@ -562,12 +563,18 @@ static bool parse_listen(const char *s, char **host, unsigned *port, bool *nomem
 		if (inet_pton(AF_INET6, tmp, addr) != 1)
 			return false;
 	} else {
+		/* Numeric only: the listener binds what it is given, and a name
+		 * (localhost) could stand for several addresses. */
 		colon = strrchr(s, ':');
 		if (colon == NULL)
 			return false;
 		h = s;
 		hn = (size_t)(colon - s);
-		if (memchr(h, ':', hn) != NULL || !op_config__valid_hostname(h, hn))
+		if (hn == 0 || hn >= sizeof(tmp))
+			return false;
+		memcpy(tmp, h, hn);
+		tmp[hn] = '\0';
+		if (inet_pton(AF_INET, tmp, addr) != 1)
 			return false;
 	}
 	const char *p = colon + 1;
@@ -978,8 +985,9 @@ void op_config__set_value(struct load *l, void *base, const char *label, int lin
 				}
 				op_config__problem(
 				    l, line,
-				    "[%s] %s: '%.64s' is not an address, expected host:port, "
-				    "[ipv6]:port (port 0 to 65535), or empty for off",
+				    "[%s] %s: '%.64s' is not an address, expected IPv4:port, "
+				    "[IPv6]:port (port 0 to 65535; a numeric address such as "
+				    "127.0.0.1 or [::1]), or empty for off",
 				    label, k->key, v);
 				return;
 			}
@@ -1646,6 +1654,72 @@ op_err op_config_dump(const struct op_config *c, FILE *f)
 		op_free(text);
 	}
 	return ferror(f) ? OP_EIO : OP_OK;
+}
+
+/* ---- comparing ---- */
+
+/* Appends "[label] what" to b, after ", " when names came before; counts it in *n. */
+static op_err diff_name(struct op_buf *b, size_t *n, const char *label, const char *what)
+{
+	op_err e = op_buf_addf(b, "%s[%s] %s", *n ? ", " : "", label, what);
+	if (e == OP_OK)
+		(*n)++;
+	return e;
+}
+
+/*
+ * Names the keys of table t whose values differ between the structs at a and
+ * b (both bound by t); label is the section as named ("http", "broker
+ * plant"), NULL for each key's own section.
+ */
+static op_err diff_values(struct op_buf *out, size_t *n, const void *a, const void *b,
+                          const struct op_config_key *t, size_t nt, const char *label)
+{
+	char va[600], vb[600];
+	op_err e = OP_OK;
+	for (size_t i = 0; i < nt && e == OP_OK; i++) {
+		if ((t[i].flags & OP_CONFIG_RELOAD) ||
+		    strcmp(value_text(a, &t[i], va, sizeof(va)),
+		           value_text(b, &t[i], vb, sizeof(vb))) == 0)
+			continue;
+		e = diff_name(out, n, label ? label : t[i].section, t[i].key);
+	}
+	return e;
+}
+
+op_err op_config_diff(const struct op_config *a, const struct op_config *b, char **out, size_t *n)
+{
+	struct op_buf buf;
+	size_t count = 0, nbk = 0;
+	char label[OP_CONFIG_BROKER_NAME_MAX + sizeof("broker ")];
+	const struct op_config_key *bk = op_config_broker_keys(&nbk);
+	*out = NULL;
+	*n = 0;
+	/* Bounded by the tables and OP_CONFIG_MAX_BROKERS: far below the cap. */
+	op_buf_init(&buf, OP_CONFIG_MAX_FILE);
+	op_err e = diff_values(&buf, &count, a, b, keys, N_KEYS, NULL);
+	for (size_t i = 0; i < a->n_brokers && e == OP_OK; i++) {
+		const struct op_config_broker *ba = &a->brokers[i];
+		const struct op_config_broker *bb = op_config_broker(b, ba->name);
+		snprintf(label, sizeof(label), "broker %s", ba->name);
+		e = bb ? diff_values(&buf, &count, ba, bb, bk, nbk, label)
+		       : diff_name(&buf, &count, label, "(removed)");
+	}
+	for (size_t i = 0; i < b->n_brokers && e == OP_OK; i++) {
+		if (op_config_broker(a, b->brokers[i].name) != NULL)
+			continue;
+		snprintf(label, sizeof(label), "broker %s", b->brokers[i].name);
+		e = diff_name(&buf, &count, label, "(added)");
+	}
+	if (e != OP_OK || count == 0) {
+		op_buf_fini(&buf);
+		return e == OP_OK ? OP_OK : OP_ENOMEM;
+	}
+	*out = op_buf_take(&buf);
+	if (*out == NULL)
+		return OP_ENOMEM;
+	*n = count;
+	return OP_OK;
 }
 
 void op_config_accounts_paths(const struct op_config *c, char *dir, size_t dirlen, char *key,

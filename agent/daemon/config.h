@@ -155,6 +155,8 @@ enum op_config_flags {
 	 * real path at load; the variable must be set and NAME a file name.
 	 */
 	OP_CONFIG_READ = 8,
+	/* A SIGHUP reload applies it (op_daemon_reload); op_config_diff skips it. */
+	OP_CONFIG_RELOAD = 16,
 };
 
 /* One key of the table. */
@@ -244,6 +246,19 @@ void op_config_accounts_paths(const struct op_config *c, char *dir, size_t dirle
  * ***. OP_ENOMEM, or OP_EIO when writing fails.
  */
 op_err op_config_dump(const struct op_config *c, FILE *f) OP_WUR;
+
+/*
+ * Names what differs between the configs a and b, as text the way messages
+ * name keys: "[section] key" for each key of the table (OP_CONFIG_RELOAD
+ * keys left out) and "[broker NAME] key" for each key of a broker section
+ * in both, "[broker NAME] (added)" or "(removed)" for one in only one of
+ * them, joined by ", ". Values are compared as op_config_dump prints them;
+ * [globals] is not compared. On OP_OK *out is a new string (op_free) and *n
+ * the number of names, or NULL and 0 when nothing differs. OP_ENOMEM
+ * leaves them NULL and 0.
+ */
+op_err op_config_diff(const struct op_config *a, const struct op_config *b, char **out,
+                      size_t *n) OP_WUR;
 
 /*
  * Writes the commented sample config shipped as /etc/outpost/outpost.conf:

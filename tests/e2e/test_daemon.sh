@@ -151,6 +151,25 @@ grep -q "recover\|requeue" "$T/second.log" && fail "$what: it recovered the stor
 http POST /echo/2 '{}'
 expect_status 200
 
+# busy_conf HTTP ADMIN: a config of its own store on the listen addresses given.
+busy_conf() {
+	printf '[agent]\nid = busy\ndata_dir = %s/busy\npipelines_dir = %s/pipelines\n[http]\nlisten = %s\n[admin]\nlisten = %s\n' \
+		"$T" "$T" "$1" "$2" >"$T/busy.conf"
+}
+what="a port in use is refused naming the section, the address and the reason"
+busy_conf "127.0.0.1:$port" 127.0.0.1:0
+"$OUTPOSTD" --config "$T/busy.conf" >/dev/null 2>"$T/busy.log"
+rc=$?; out=""; err=$(cat "$T/busy.log")
+expect_rc 1
+expect_err_has "[http] listen: cannot listen on 127.0.0.1:$port: Address already in use"
+busy_conf 127.0.0.1:0 "127.0.0.1:$admin"
+"$OUTPOSTD" --config "$T/busy.conf" >/dev/null 2>"$T/busy.log"
+rc=$?; out=""; err=$(cat "$T/busy.log")
+expect_rc 1
+expect_err_has "[admin] listen: cannot listen on 127.0.0.1:$admin: Address already in use"
+http POST /echo/2 '{}'
+expect_status 200
+
 what="SIGHUP with a broken pipeline keeps the running set"
 printf '{"name":"broken","version":"1","steps":[{"type":"nosuch"}]}' >"$T/pipelines/broken.json"
 kill -HUP $pid
@@ -181,6 +200,17 @@ done
 expect_status 200
 expect_json '.new' 'true'
 
+what="SIGHUP names a changed setting it cannot apply"
+sed -i 's/^workers = 2$/workers = 2\nlog_level = debug/' "$T/outpost.conf"
+kill -HUP $pid
+checks=$((checks + 1))
+wait_until 10 grep -q 'reload: \[agent\] log_level changed; it takes effect at the next restart' "$T/d.log" ||
+	fail "$what: $(grep reload "$T/d.log")"
+# The reloads before changed nothing in the config: they warned of nothing.
+checks=$((checks + 1))
+[ "$(grep -c 'reload: .* changed' "$T/d.log")" -eq 1 ] || fail "$what: $(grep reload "$T/d.log")"
+sed -i '/^log_level = debug$/d' "$T/outpost.conf"
+
 what="SIGTERM stops it cleanly"
 kill -TERM $pid
 wait $pid
@@ -196,6 +226,29 @@ rc=$?; out=$(cat "$T/out"); err=$(cat "$T/err")
 expect_rc 2
 expect_err_has 'bad.conf:2'
 expect_err_has 'workrs'
+
+what="--check-config reads the trusted keys as the start does"
+: >"$T/empty.pub"
+# Only readable files, no broker: the check connects to nothing.
+{
+	cat "$T/outpost.conf"
+	printf '[control]\nurl = mqtts://127.0.0.1:1\nca_file = %s\ncert_file = %s\nkey_file = %s\ntrusted_keys = %s\n' \
+		"$T/bad.conf" "$T/bad.conf" "$T/bad.conf" "$T/empty.pub"
+	printf '[accounts]\nkey_file = %s/accounts.key\n' "$T"
+} >"$T/keys.conf"
+"$OUTPOSTD" --config "$T/keys.conf" --check-config >"$T/out" 2>"$T/err"
+rc=$?; out=$(cat "$T/out"); err=$(cat "$T/err")
+expect_rc 2
+expect_err_has "[control] trusted_keys: $T/empty.pub: not an Ed25519 public key file"
+checks=$((checks + 1))
+[ "$(grep -c 'trusted_keys' "$T/err")" -eq 1 ] || fail "$what: not said once: $err"
+what="the start refuses the same trusted key with the same line"
+"$OUTPOSTD" --config "$T/keys.conf" >/dev/null 2>"$T/err"
+rc=$?; out=""; err=$(cat "$T/err")
+expect_rc 1
+checks=$((checks + 1))
+grep -qx "\[control\] trusted_keys: $T/empty.pub: not an Ed25519 public key file.*" "$T/err" ||
+	fail "$what: $err"
 
 what="schedule and event triggers: a cron fire publishes to a subscriber"
 mkdir -p "$T/sp"

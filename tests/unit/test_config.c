@@ -245,8 +245,8 @@ START_TEST(value_types)
 	ck_assert_uint_eq(c.admin.listen.port, 0);
 	op_config_free(&c);
 
-	load_ok("[http]\nlisten = localhost:65535\n[admin]\nlisten = 0.0.0.0:9\n", &c);
-	ck_assert_str_eq(c.http.listen.host, "localhost");
+	load_ok("[http]\nlisten = 127.0.0.2:65535\n[admin]\nlisten = 0.0.0.0:9\n", &c);
+	ck_assert_str_eq(c.http.listen.host, "127.0.0.2");
 	ck_assert_uint_eq(c.http.listen.port, 65535);
 	ck_assert_str_eq(c.admin.listen.host, "0.0.0.0");
 	ck_assert_uint_eq(c.admin.listen.port, 9);
@@ -338,10 +338,12 @@ START_TEST(bad_values_and_bounds)
 	       "t.conf:10: [http] threads: 'four' is not a whole number, expected 1 to 256\n"
 	       "t.conf:11: [http] connection_limit: 1000001 is out of range, expected 1 to "
 	       "1000000\n"
-	       "t.conf:12: [http] listen: '127.0.0.1' is not an address, expected host:port, "
-	       "[ipv6]:port (port 0 to 65535), or empty for off\n"
-	       "t.conf:14: [admin] listen: '[::1]:70000' is not an address, expected host:port, "
-	       "[ipv6]:port (port 0 to 65535), or empty for off\n"
+	       "t.conf:12: [http] listen: '127.0.0.1' is not an address, expected IPv4:port, "
+	       "[IPv6]:port (port 0 to 65535; a numeric address such as 127.0.0.1 or [::1]), or "
+	       "empty for off\n"
+	       "t.conf:14: [admin] listen: '[::1]:70000' is not an address, expected IPv4:port, "
+	       "[IPv6]:port (port 0 to 65535; a numeric address such as 127.0.0.1 or [::1]), or "
+	       "empty for off\n"
 	       "t.conf:16: [store] map_max: '5XB' is not a size, expected a whole number with an "
 	       "optional unit B, KB, MB, GB or TB (1 KB = 1024 bytes), e.g. 64MB\n");
 	ck_bad("[store]\nmap_max = 17TB\nexec_retention = -1\n",
@@ -350,11 +352,13 @@ START_TEST(bad_values_and_bounds)
 	ck_bad("[agent]\nid = a\tb\n",
 	       "t.conf:2: [agent] id: 'a\tb' is not valid, expected printable text shorter than "
 	       "4096 bytes\n");
-	ck_bad("[http]\nlisten = exa mple:80\n[admin]\nlisten = [::1]8080\n",
-	       "t.conf:2: [http] listen: 'exa mple:80' is not an address, expected host:port, "
-	       "[ipv6]:port (port 0 to 65535), or empty for off\n"
-	       "t.conf:4: [admin] listen: '[::1]8080' is not an address, expected host:port, "
-	       "[ipv6]:port (port 0 to 65535), or empty for off\n");
+	ck_bad("[http]\nlisten = localhost:80\n[admin]\nlisten = [::1]8080\n",
+	       "t.conf:2: [http] listen: 'localhost:80' is not an address, expected IPv4:port, "
+	       "[IPv6]:port (port 0 to 65535; a numeric address such as 127.0.0.1 or [::1]), or "
+	       "empty for off\n"
+	       "t.conf:4: [admin] listen: '[::1]8080' is not an address, expected IPv4:port, "
+	       "[IPv6]:port (port 0 to 65535; a numeric address such as 127.0.0.1 or [::1]), or "
+	       "empty for off\n");
 }
 END_TEST
 
@@ -1332,6 +1336,62 @@ START_TEST(out_of_memory)
 }
 END_TEST
 
+/* What a reload leaves for the restart: changed keys by name, brokers added,
+ * removed or changed, values compared as printed; pipelines_dir and globals
+ * (which a reload applies) left out. */
+START_TEST(diff_names_changes)
+{
+	struct op_config a, b;
+	char *names = (char *)1;
+	size_t n = 99;
+	load_ok("[agent]\ndata_dir = /d\npipelines_dir = /p1\n[store]\nmap_initial = 64MB\n"
+	        "[broker plant]\nurl = mqtt://h1\npassword = one\n"
+	        "[broker gone]\nurl = mqtt://g\n[globals]\nx = 1\n",
+	        &a);
+	/* The same settings written otherwise, a new pipelines_dir and globals. */
+	load_ok("[store]\nmap_initial = 65536KB\n[agent]\npipelines_dir = /p2\ndata_dir = /d\n"
+	        "[broker gone]\nurl = mqtt://g\n"
+	        "[broker plant]\nurl = mqtt://h1\npassword = one\nkeepalive = 30000ms\n"
+	        "[globals]\nx = 2\ny = 3\n",
+	        &b);
+	ck_assert_int_eq(op_config_diff(&a, &b, &names, &n), OP_OK);
+	ck_assert_ptr_null(names);
+	ck_assert_uint_eq(n, 0);
+	op_config_free(&b);
+
+	load_ok("[agent]\ndata_dir = /d\nlog_level = debug\n[http]\nlisten = [::1]:81\n"
+	        "[broker plant]\nurl = mqtt://h2\npassword = two\n"
+	        "[broker new]\nurl = mqtt://n\n[control]\nheartbeat = 31s\n",
+	        &b);
+	ck_assert_int_eq(op_config_diff(&a, &b, &names, &n), OP_OK);
+	ck_assert_str_eq(names, "[agent] log_level, [http] listen, [control] heartbeat, "
+	                        "[broker plant] url, [broker plant] password, "
+	                        "[broker gone] (removed), [broker new] (added)");
+	ck_assert_uint_eq(n, 7);
+	op_free(names);
+
+	/* Out of memory: nothing is handed out. */
+	bool done = false;
+	for (uint64_t i = 1; i < 100 && !done; i++) {
+		op_alloc_fail_at(i);
+		op_err e = op_config_diff(&a, &b, &names, &n);
+		op_alloc_fail_at(0);
+		if (e == OP_OK) {
+			ck_assert_uint_eq(n, 7);
+			op_free(names);
+			done = true;
+			continue;
+		}
+		ck_assert_int_eq(e, OP_ENOMEM);
+		ck_assert_ptr_null(names);
+		ck_assert_uint_eq(n, 0);
+	}
+	ck_assert(done);
+	op_config_free(&a);
+	op_config_free(&b);
+}
+END_TEST
+
 /* Where accounts and their key are: explicit keys, the systemd credential
  * when it exists, else the defaults. */
 START_TEST(accounts_paths)
@@ -1549,6 +1609,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, man_page_is_generated);
 	tcase_add_test(tc, man_text_escapes);
 	tcase_add_test(tc, out_of_memory);
+	tcase_add_test(tc, diff_names_changes);
 	tcase_add_test(tc, accounts_paths);
 	tcase_add_test(tc, credentials);
 	suite_add_tcase(s, tc);
