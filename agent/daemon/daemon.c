@@ -67,6 +67,7 @@ struct op_daemon {
 	size_t n_file_dirs;
 	struct op_http_server *http, *admin;
 	atomic_bool ready;
+	_Atomic int64_t stall_limit_ms; /* /healthz: a writer stuck this long is not alive */
 
 	pthread_mutex_t mu;
 	struct routes *routes;
@@ -526,9 +527,13 @@ static op_err admin_handler(const struct op_http_request *req, struct op_http_re
 	struct op_daemon *dm = ud;
 	bool get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
 	if (get && strcmp(req->path, "/healthz") == 0) {
+		char why[128];
+		bool alive =
+		    op_daemon_alive(dm, atomic_load(&dm->stall_limit_ms), why, sizeof(why));
 		cJSON *o = cJSON_CreateObject();
-		op_err rc = o && cJSON_AddStringToObject(o, "status", "ok")
-		                ? op_http_respond_json(resp, 200, o)
+		op_err rc = o && cJSON_AddStringToObject(o, "status", alive ? "ok" : "stalled") &&
+		                    (alive || cJSON_AddStringToObject(o, "reason", why))
+		                ? op_http_respond_json(resp, alive ? 200 : 503, o)
 		                : OP_ENOMEM;
 		cJSON_Delete(o);
 		return rc;
@@ -975,6 +980,7 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 	if (dm == NULL)
 		return OP_ENOMEM;
 	dm->cfg = cfg;
+	atomic_init(&dm->stall_limit_ms, 30000);
 	if (pthread_mutex_init(&dm->mu, NULL)) {
 		op_free(dm);
 		return OP_ENOMEM;
@@ -1122,6 +1128,21 @@ void op_daemon_stop(struct op_daemon *dm)
 	pthread_mutex_destroy(&dm->set_mu);
 	pthread_mutex_destroy(&dm->mu);
 	op_free(dm);
+}
+
+bool op_daemon_alive(struct op_daemon *dm, int64_t limit_ms, char *why, size_t whylen)
+{
+	int64_t stall = op_store_stall_ms(op_runtime_store(dm->rt));
+	if (stall < limit_ms)
+		return true;
+	snprintf(why, whylen, "the store's writer has been stuck for %lld s",
+	         (long long)(stall / 1000));
+	return false;
+}
+
+void op_daemon_set_stall_limit(struct op_daemon *dm, int64_t limit_ms)
+{
+	atomic_store(&dm->stall_limit_ms, limit_ms);
 }
 
 unsigned op_daemon_http_port(const struct op_daemon *dm)

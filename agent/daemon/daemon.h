@@ -37,6 +37,17 @@ void op_daemon_stop(struct op_daemon *dm);
  */
 op_err op_daemon_check(const struct op_config *cfg, struct op_diag *d) OP_WUR;
 
+/*
+ * Whether the agent is alive enough to say so (to systemd's watchdog, to
+ * /healthz): false when the store's writer has been stuck for limit_ms or
+ * longer (a disk that stopped answering); why then says so. A stuck agent
+ * stops pinging the watchdog, and systemd restarts it.
+ */
+bool op_daemon_alive(struct op_daemon *dm, int64_t limit_ms, char *why, size_t whylen);
+/* The limit /healthz uses (the watchdog's interval under systemd); 30 s
+ * until set. */
+void op_daemon_set_stall_limit(struct op_daemon *dm, int64_t limit_ms);
+
 /* The bound ports (tests use port 0); 0 when that server is off. */
 unsigned op_daemon_http_port(const struct op_daemon *dm);
 unsigned op_daemon_admin_port(const struct op_daemon *dm);

@@ -134,25 +134,50 @@ static op_err load_config(const struct args *a, struct op_config *cfg, struct op
 	return rc;
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Under systemd's watchdog: a ping every half interval, on a deadline that
+ * signals (reloads) do not push back, and only while the agent is alive (a
+ * store writer stuck for a whole interval is not: then systemd restarts it). */
+static void watchdog_tick(struct op_daemon *dm, int64_t interval_ms, int64_t *next)
+{
+	int64_t now = mono_ms();
+	if (now < *next)
+		return;
+	*next = now + interval_ms / 2;
+	char why[128];
+	if (op_daemon_alive(dm, interval_ms, why, sizeof(why)))
+		sd_notify(0, "WATCHDOG=1");
+	else
+		OP_LOGE("not alive: %s; the watchdog is not told otherwise", why);
+}
+
 /* Waits for signals; returns when asked to stop. */
 static void serve(struct op_daemon *dm, const struct args *a, struct op_config *cfg,
                   const sigset_t *set)
 {
 	uint64_t wd_usec = 0;
-	bool watchdog = sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0;
+	bool watchdog = sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec >= 2000;
+	int64_t interval_ms = watchdog ? (int64_t)(wd_usec / 1000) : 0, ping_at = 0;
+	if (watchdog)
+		op_daemon_set_stall_limit(dm, interval_ms);
 	for (;;) {
 		struct timespec ts = {.tv_sec = 3600};
 		if (watchdog) {
-			uint64_t half = wd_usec / 2;
-			ts.tv_sec = (time_t)(half / 1000000);
-			ts.tv_nsec = (long)(half % 1000000) * 1000;
+			watchdog_tick(dm, interval_ms, &ping_at);
+			int64_t wait = ping_at - mono_ms();
+			wait = wait > 0 ? wait : 1;
+			ts.tv_sec = (time_t)(wait / 1000);
+			ts.tv_nsec = (long)(wait % 1000) * 1000000;
 		}
 		int sig = sigtimedwait(set, NULL, &ts);
-		if (sig < 0) {
-			if (errno == EAGAIN && watchdog)
-				sd_notify(0, "WATCHDOG=1");
+		if (sig < 0)
 			continue;
-		}
 		if (sig == SIGHUP) {
 			sd_notify(0, "RELOADING=1");
 			struct op_config next;

@@ -1,0 +1,125 @@
+# outpostd under systemd's watchdog, played by this script: NOTIFY_SOCKET is a
+# datagram socket a small listener writes each message of to a file, and
+# WATCHDOG_USEC is one second. Checked: READY=1, then WATCHDOG=1 pings every
+# half interval, also through SIGHUP reloads (a signal does not push the
+# next ping back); then the store's writer stalls (the debug build's fault
+# injection: a write to the pipeline "stuck" hangs, as on a disk that
+# stopped answering) and the pings stop, /healthz answers 503 saying why,
+# and the agent logs it; killed (as systemd's watchdog would), it restarts
+# clean.
+. "$(dirname "$0")/lib.sh"
+: "${OUTPOSTD:?set OUTPOSTD to the outpostd binary}"
+
+mkdir -p "$T/pipelines"
+cat >"$T/outpost.conf" <<CONF
+[agent]
+id = wd
+data_dir = $T/data
+pipelines_dir = $T/pipelines
+shutdown_timeout = 2s
+[store]
+map_initial = 1MB
+[http]
+listen = 127.0.0.1:0
+[admin]
+listen = 127.0.0.1:0
+CONF
+for p in stuck fine; do
+	printf '{"name":"%s","version":"1","trigger":{"type":"http","config":{"method":"POST","path":"/%s","mode":"async"}},"steps":[{"type":"set","config":{"template":{}}}]}' \
+		"$p" "$p" >"$T/pipelines/$p.json"
+done
+
+: >"$T/notify.log"
+# The listener: one line per datagram ("READY=1", "WATCHDOG=1", ...).
+python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "a", buffering=1) as out:
+    out.write("LISTENING\n")
+    while True:
+        for line in s.recv(4096).decode().split("\n"):
+            if line:
+                out.write(line + "\n")
+' "$T/notify" "$T/notify.log" &
+listener=$!
+stop_listener() { kill "$listener" 2>/dev/null; }
+at_exit stop_listener
+wait_until 5 grep -q LISTENING "$T/notify.log" || fail "the notify listener did not start"
+
+pid=""
+stop_daemon() {
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null
+	wait "$pid"
+	_rc=$?
+	pid=""
+	return $_rc
+}
+at_exit stop_daemon
+pings() { grep -c '^WATCHDOG=1$' "$T/notify.log"; }
+pings_at_least() { [ "$(pings)" -ge "$1" ]; }
+health() { curl -s -o "$T/health.json" -w '%{http_code}' "http://127.0.0.1:$admin/healthz"; }
+
+what="READY=1, then a watchdog ping every half interval"
+export NOTIFY_SOCKET="$T/notify" WATCHDOG_USEC=1000000 OUTPOST_FAULTS=store-stall=stuck
+checks=$((checks + 1))
+start_daemon "$T/outpost.conf" "$T/d.log" || fail "$what: not ready: $(cat "$T/d.log")"
+unset NOTIFY_SOCKET WATCHDOG_USEC
+checks=$((checks + 1))
+wait_until 5 grep -qx 'READY=1' "$T/notify.log" || fail "$what: no READY=1: $(cat "$T/notify.log")"
+checks=$((checks + 1))
+wait_until 5 pings_at_least 3 || fail "$what: $(pings) pings in 5 s, expected one every 0.5 s"
+checks=$((checks + 1))
+[ "$(health)" = 200 ] || fail "$what: /healthz: $(cat "$T/health.json")"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/fine" -d '{}')
+checks=$((checks + 1))
+[ "$code" = 202 ] || fail "$what: POST /fine answered $code"
+
+what="reloads in a row do not hold the pings back"
+n=$(pings)
+i=0
+while [ $i -lt 8 ]; do
+	kill -HUP "$pid"
+	i=$((i + 1))
+	wait_until 2 sh -c "[ \$(grep -c '^READY=1\$' '$T/notify.log') -gt $i ]"
+done
+checks=$((checks + 1))
+wait_until 3 pings_at_least $((n + 2)) || fail "$what: $(($(pings) - n)) pings during 8 reloads"
+
+what="a stuck store writer: no more pings, /healthz 503, logged"
+curl -s -m 30 -o /dev/null -X POST "http://127.0.0.1:$port/stuck" -d '{}' &
+poster=$!
+checks=$((checks + 1))
+wait_until 10 sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$admin/healthz)\" = 503 ]" ||
+	fail "$what: /healthz still answers $(health)"
+checks=$((checks + 1))
+health >/dev/null
+jq -e '.status == "stalled" and (.reason | startswith("the store'"'"'s writer has been stuck for"))' \
+	"$T/health.json" >/dev/null || fail "$what: /healthz said $(cat "$T/health.json")"
+checks=$((checks + 1))
+wait_until 5 grep -q "not alive: the store's writer has been stuck" "$T/d.log" ||
+	fail "$what: nothing logged: $(tail -n 5 "$T/d.log")"
+# The pings have stopped: none in two whole intervals (a bounded wait for
+# something that must not happen).
+n=$(pings)
+checks=$((checks + 1))
+wait_until 2 pings_at_least $((n + 1)) && fail "$what: pings go on while the writer is stuck"
+
+what="killed as systemd would, it restarts clean; the unanswered event was never promised"
+# (systemd's watchdog sends SIGABRT; SIGKILL here, to leave no core.)
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+pid=""
+wait "$poster" 2>/dev/null
+unset OUTPOST_FAULTS
+checks=$((checks + 1))
+start_daemon "$T/outpost.conf" "$T/d2.log" || fail "$what: not ready: $(cat "$T/d2.log")"
+checks=$((checks + 1))
+[ "$(health)" = 200 ] || fail "$what: /healthz: $(cat "$T/health.json")"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/stuck" -d '{}')
+checks=$((checks + 1))
+[ "$code" = 202 ] || fail "$what: POST /stuck answered $code"
+checks=$((checks + 1))
+stop_daemon || fail "$what: outpostd exited $? on SIGTERM"
+finish
