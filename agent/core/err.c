@@ -63,7 +63,6 @@ op_err op_err_from_errno(int errnum)
 		return OP_ENOTFOUND;
 	case EACCES:
 	case EPERM:
-	case EROFS: /* a folder the service may not write (no ReadWritePaths=) */
 		return OP_EAUTH;
 	case EAGAIN:
 	case EINTR:

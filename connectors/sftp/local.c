@@ -64,6 +64,8 @@ static op_err errno_fail(int e, const char *what, const char *path, char *why, s
 	/* ELOOP, ENOTDIR: a link or a file where a directory belongs. */
 	if (e == ELOOP || e == ENOTDIR || e == EISDIR)
 		cls = OP_EINVAL;
+	if (e == EROFS) /* a folder the service may not write (no ReadWritePaths=) */
+		cls = OP_EAUTH;
 	if (e == ELOOP || e == ENOTDIR)
 		return op_errf(why, whylen, cls,
 		               "%s " SHOWN ": a symbolic link or a file on the way (symbolic links "

@@ -28,9 +28,9 @@ START_TEST(err_names_and_classes)
 	ck_assert_int_eq(e, OP_EAUTH);
 	ck_assert(!op_err_from_name("nonsense", &e));
 	ck_assert_int_eq(op_err_from_errno(ENOSPC), OP_EFULL);
-	/* A read-only folder is refused like a forbidden one: not retried. */
-	ck_assert_int_eq(op_err_from_errno(EROFS), OP_EAUTH);
-	ck_assert(!op_err_retryable(op_err_from_errno(EROFS)));
+	/* A store on a file system remounted read-only is an I/O failure (503,
+	 * sent again), not a refusal; file steps class it themselves. */
+	ck_assert_int_eq(op_err_from_errno(EROFS), OP_EIO);
 	ck_assert_str_eq(op_err_name((op_err)999), "internal");
 }
 END_TEST
