@@ -124,7 +124,7 @@ struct op_store {
 	int64_t queued_since_ms, busy_since_ms;
 	size_t pending;
 	size_t waiting;            /* pending requests a caller waits for */
-	int64_t detached_since_ms; /* when the oldest pending detached request came */
+	int64_t detached_since_ms; /* when the oldest pending detached request came (monotonic) */
 	bool stopping, hold;
 	bool writer_started;
 	pthread_t writer;

@@ -1037,11 +1037,20 @@ static void reader_check(struct op_store *s)
 #define DETACHED_BATCH    512
 
 /* With s->mu held: true once the pending detached requests should go. */
+/* The writer's own clock (held-back writes, stalls): monotonic, so that a
+ * wall clock set back or forward delays nothing and is no stall. */
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static bool detached_due(struct op_store *s)
 {
 	if (s->waiting > 0 || s->pending >= DETACHED_BATCH || s->stopping)
 		return true;
-	int64_t left = s->detached_since_ms + DETACHED_DELAY_MS - op_store__now_ms();
+	int64_t left = s->detached_since_ms + DETACHED_DELAY_MS - mono_ms();
 	if (left <= 0)
 		return true;
 	struct timespec ts;
@@ -1053,14 +1062,6 @@ static bool detached_due(struct op_store *s)
 	}
 	pthread_cond_timedwait(&s->wake, &s->mu, &ts);
 	return false;
-}
-
-/* The stall clock: monotonic, so that a clock set forward is no stall. */
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Fault injection (debug builds): a batch that enqueues into the pipeline
@@ -1197,7 +1198,7 @@ op_err op_store__submit_detached(struct op_store *s, struct op_store__req *r)
 	if (r->done_cb)
 		s->waiting++; /* someone waits for it, if not on this thread */
 	else if (first || s->waiting == s->pending)
-		s->detached_since_ms = r->now;
+		s->detached_since_ms = mono_ms();
 	if (s->tail)
 		s->tail->next = r;
 	else
