@@ -335,7 +335,7 @@ static op_err lock_owner(struct op_store *s, char *err, size_t errlen)
 		buf[strcspn(buf, "\n")] = '\0';
 		if (en == EWOULDBLOCK) {
 			fail(err, errlen, "%s: in use by another process%s%s%s", s->dir,
-			     buf[0] ? " (pid " : "", buf, buf[0] ? ")" : "");
+			     buf[0] ? " (pid " : "", buf, buf[0] ? " on this host)" : "");
 			return OP_EBUSY;
 		}
 		fail(err, errlen, "%s: cannot lock: %s", path, strerror_r(en, buf, sizeof(buf)));

@@ -140,11 +140,11 @@ curl -s "http://127.0.0.1:$admin/metrics" | grep -Eq '^outpost_workers [12]$' ||
 
 what="a second outpostd on the same data_dir is refused; the first goes on"
 # Its own listeners (port 0) so that only the store can refuse it.
-"$OUTPOSTD" --config "$T/outpost.conf" >/dev/null 2>"$T/second.log"
+timeout 10 "$OUTPOSTD" --config "$T/outpost.conf" >/dev/null 2>"$T/second.log"
 rc=$?
 expect_rc 1
 checks=$((checks + 1))
-grep -q "store: in use by another process (pid $pid)" "$T/second.log" ||
+grep -q "store: in use by another process (pid $pid on this host)" "$T/second.log" ||
 	fail "$what: $(cat "$T/second.log")"
 checks=$((checks + 1))
 grep -q "recover\|requeue" "$T/second.log" && fail "$what: it recovered the store: $(cat "$T/second.log")"

@@ -186,7 +186,6 @@ START_TEST(round_trip)
 }
 END_TEST
 
-/* A synchronous run's record has no event: it is stored and listed all the same. */
 /* One process owns a store: a second open (as by a second outpostd on the
  * same data_dir) is refused before it touches anything, with the owner's
  * pid; once the owner closes, it opens. */
@@ -203,7 +202,8 @@ START_TEST(second_owner_refused)
 	char err[256], want[64];
 	ck_assert_int_eq(op_store_open(&o, &two, err, sizeof(err)), OP_EBUSY);
 	ck_assert_ptr_null(two);
-	snprintf(want, sizeof(want), "in use by another process (pid %ld)", (long)getpid());
+	snprintf(want, sizeof(want), "in use by another process (pid %ld on this host)",
+	         (long)getpid());
 	ck_assert_msg(strstr(err, want) != NULL, "err: %s", err);
 	/* The owner's taken event is still in flight, not requeued. */
 	ck_assert_uint_eq(stats(s).inflight, 1);
@@ -251,6 +251,7 @@ START_TEST(stall_is_measured)
 }
 END_TEST
 
+/* A synchronous run's record has no event: it is stored and listed all the same. */
 START_TEST(record_without_event)
 {
 	struct op_store_opts o = {0};
