@@ -138,9 +138,17 @@ static bool rate_ok(const char *module, const char *fmt, unsigned *dropped)
 bool op_log_detect_journal(void)
 {
 	const char *js = getenv("JOURNAL_STREAM");
-	unsigned long long dev, ino;
+	char *end = NULL;
+	unsigned long long dev = 0, ino = 0;
+	if (js && *js) {
+		dev = strtoull(js, &end, 10);
+		if (*end == ':' && end[1])
+			ino = strtoull(end + 1, &end, 10);
+		else
+			end = NULL;
+	}
 	struct stat st;
-	bool on = js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
+	bool on = end && *end == '\0' && fstat(2, &st) == 0 &&
 	          (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 	atomic_store(&journal, on);
 	return on;
