@@ -980,7 +980,7 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 	if (dm == NULL)
 		return OP_ENOMEM;
 	dm->cfg = cfg;
-	atomic_init(&dm->stall_limit_ms, 30000);
+	atomic_init(&dm->stall_limit_ms, 60000);
 	if (pthread_mutex_init(&dm->mu, NULL)) {
 		op_free(dm);
 		return OP_ENOMEM;

@@ -44,8 +44,8 @@ op_err op_daemon_check(const struct op_config *cfg, struct op_diag *d) OP_WUR;
  * stops pinging the watchdog, and systemd restarts it.
  */
 bool op_daemon_alive(struct op_daemon *dm, int64_t limit_ms, char *why, size_t whylen);
-/* The limit /healthz uses (the watchdog's interval under systemd); 30 s
- * until set. */
+/* The limit /healthz uses (twice the watchdog's interval under systemd);
+ * 60 s until set. */
 void op_daemon_set_stall_limit(struct op_daemon *dm, int64_t limit_ms);
 
 /* The bound ports (tests use port 0); 0 when that server is off. */

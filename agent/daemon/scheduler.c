@@ -215,7 +215,13 @@ static op_err rebuild(struct op_scheduler *s)
 	struct op_runtime_set *set = op_runtime_get(s->rt);
 	const struct op_engine *eng = op_runtime_engine(set);
 	size_t cnt = op_engine_count(eng);
-	struct entry *v = op_calloc(cnt ? cnt : 1, sizeof(*v));
+	/* The fault stands for this allocation failing, before anything ran. */
+	bool fault = false;
+	for (size_t i = 0; i < cnt && !fault; i++) {
+		const struct op_pipeline *p = op_engine_at(eng, i);
+		fault = op_trigger_schedule(p) && op_fault("schedule-start", p->name);
+	}
+	struct entry *v = fault ? NULL : op_calloc(cnt ? cnt : 1, sizeof(*v));
 	if (v == NULL) {
 		op_runtime_put(s->rt, set);
 		return OP_ENOMEM;
@@ -227,11 +233,6 @@ static op_err rebuild(struct op_scheduler *s)
 		const struct op_schedule_trigger *t = op_trigger_schedule(p);
 		if (t == NULL)
 			continue;
-		if (op_fault("schedule-start", p->name)) {
-			op_free(v);
-			op_runtime_put(s->rt, set);
-			return OP_ENOMEM;
-		}
 		struct entry *e = &v[n++];
 		*e = (struct entry){.pipeline = p->name, .t = t, .next_ms = NEVER};
 		const struct entry *old = NULL;

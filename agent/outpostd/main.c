@@ -143,7 +143,8 @@ static int64_t mono_ms(void)
 
 /* Under systemd's watchdog: a ping every half interval, on a deadline that
  * signals (reloads) do not push back, and only while the agent is alive (a
- * store writer stuck for a whole interval is not: then systemd restarts it). */
+ * store writer stuck for two whole intervals is not, a slow disk's long
+ * fsync is: then systemd restarts it). */
 static void watchdog_tick(struct op_daemon *dm, int64_t interval_ms, int64_t *next)
 {
 	int64_t now = mono_ms();
@@ -151,7 +152,7 @@ static void watchdog_tick(struct op_daemon *dm, int64_t interval_ms, int64_t *ne
 		return;
 	*next = now + interval_ms / 2;
 	char why[128];
-	if (op_daemon_alive(dm, interval_ms, why, sizeof(why)))
+	if (op_daemon_alive(dm, 2 * interval_ms, why, sizeof(why)))
 		sd_notify(0, "WATCHDOG=1");
 	else
 		OP_LOGE("not alive: %s; the watchdog is not told otherwise", why);
@@ -165,7 +166,7 @@ static void serve(struct op_daemon *dm, const struct args *a, struct op_config *
 	bool watchdog = sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec >= 2000;
 	int64_t interval_ms = watchdog ? (int64_t)(wd_usec / 1000) : 0, ping_at = 0;
 	if (watchdog)
-		op_daemon_set_stall_limit(dm, interval_ms);
+		op_daemon_set_stall_limit(dm, 2 * interval_ms);
 	for (;;) {
 		struct timespec ts = {.tv_sec = 3600};
 		if (watchdog) {
