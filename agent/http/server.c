@@ -12,6 +12,32 @@
  * gone), under one mutex, so stop can wait for answers to go out. The listen
  * socket is bound here and handed to MHD, so that a failed bind tells the
  * system's reason (port in use, no permission, not this host's address).
+ *
+ * Deferred answers. A token (struct op_http_deferred) is shared by two
+ * owners, each holding one reference: the connection, from op_http_defer()
+ * until MHD reports the request completed (on_completed()), and the
+ * completer, until op_http_complete(). The last one to let go frees it, so
+ * the completer may come at any time, also after op_http_server_stop() has
+ * freed the server: the token never points to the server. Invariants, each
+ * under the token's lock:
+ *  - d->done is set once, by the completer or by stop (a 503 when the
+ *    answer did not come within stop_ms); whoever finds it set drops its
+ *    own answer, so a request is answered once.
+ *  - d->suspended is true from MHD_suspend_connection() (done on the
+ *    handler's thread with the lock held, so "suspend" comes before
+ *    "resume" whatever the threads) until one resume, by whoever set done.
+ *    d->c is used only while d->suspended: MHD never closes a suspended
+ *    connection, so it is alive.
+ * The server lists live tokens (s->defs, under s->mu, no reference of its
+ * own) from op_http_defer() to on_completed(); stop takes a reference on
+ * each under s->mu, answers 503 what is not done and resumes what is
+ * suspended, then waits (bounded) for the resumed connections to complete,
+ * because MHD_stop_daemon() aborts the process on a suspended connection.
+ * Tokens made after that are born answered. So once stop returns every
+ * token is done and has no connection: a late completer only drops its
+ * answer and its reference. Lock order: a token's lock, then MHD's own
+ * locks (suspend, resume), then s->mu (MHD's logger callback takes it);
+ * s->mu is never held while taking another lock or calling MHD.
  */
 #include "agent/http/server.h"
 
@@ -37,6 +63,15 @@
 /* Connections MHD accepts beyond connection_limit so that we can answer 503. */
 #define CONN_SLACK 64u
 
+/* How long stop waits for the worker threads to send the 503s of the
+ * deferred answers it gave up on. */
+#define STOP_ANSWER_MS 2000u
+
+/* What a deferred request gets when the server stops before its answer came. */
+#define STOPPING_CODE    "SHUTTING_DOWN"
+#define STOPPING_MESSAGE "the agent is stopping; the request was not accepted, send it again"
+#define STOPPING_RETRY   "5"
+
 struct op_http_server {
 	struct MHD_Daemon *d;
 	op_http_handler h;
@@ -50,8 +85,11 @@ struct op_http_server {
 	atomic_uint conns;
 	atomic_bool stopping;
 	pthread_mutex_t mu;
-	pthread_cond_t cv; /* signalled when inflight drops */
+	pthread_cond_t cv; /* signalled when inflight or parked drops */
 	unsigned inflight;
+	unsigned parked; /* suspended connections not yet completed */
+	bool late;       /* stop has answered the deferred: new tokens are born done */
+	struct op_http_deferred *defs; /* tokens whose connection is live */
 	char *cert;
 	char *key;
 	size_t key_len;
@@ -59,17 +97,21 @@ struct op_http_server {
 };
 
 /*
- * A deferred answer: made by op_http_defer(), completed once by
- * op_http_complete(), queued by on_request() when MHD calls it again after
- * the resume. The lock orders "suspend" before "resume" whatever the threads.
+ * A deferred answer: made by op_http_defer(), answered once (done) by
+ * op_http_complete() or by stop, queued by on_request() when MHD calls it
+ * again after the resume. Shared by the connection and the completer; see
+ * the invariants at the top of the file.
  */
 struct op_http_deferred {
 	pthread_mutex_t mu;
-	struct op_http_server *s;
-	struct MHD_Connection *c;
-	bool suspended; /* the connection is suspended, waiting for us */
-	bool done;      /* resp holds the answer */
+	atomic_uint refs;         /* the connection's and the completer's */
+	struct MHD_Connection *c; /* under mu; NULL once the connection completed */
+	bool suspended;           /* under mu: suspended, its one resume not yet asked */
+	bool done;                /* under mu: resp holds the answer */
 	struct op_http_response resp;
+	/* Under the server's mu: */
+	struct op_http_deferred *prev, *next; /* in s->defs while the connection is live */
+	bool seen;                            /* stop has dealt with it */
 };
 
 struct reqstate {
@@ -79,7 +121,9 @@ struct reqstate {
 	bool nomem;
 	bool counted;                 /* in s->inflight until completed */
 	bool answered;                /* a response was queued early; ignore the rest */
-	struct op_http_deferred *def; /* a deferred answer, until queued */
+	struct op_http_deferred *def; /* a deferred answer: our reference, until completed */
+	bool def_queued;              /* its answer is queued */
+	bool parked;                  /* counted in s->parked until completed */
 	struct MHD_Connection *conn;  /* for op_http_defer() */
 	struct op_http_server *server;
 };
@@ -468,18 +512,56 @@ static void remote_addr(struct MHD_Connection *c, char *out, size_t outlen)
 		          out, (socklen_t)outlen);
 }
 
+/* The 503 of a deferred request the server stops before its answer came. */
+static void stopping_answer(struct op_http_response *r)
+{
+	op_err e = op_http_respond_error(r, 503, STOPPING_CODE, STOPPING_MESSAGE);
+	if (e == OP_OK)
+		e = op_http_response_header(r, "Retry-After", STOPPING_RETRY);
+	if (e != OP_OK) {
+		op_http_response_fini(r);
+		r->status = 503; /* out of memory: an empty 503 */
+	}
+}
+
+/* Drops one reference; the last one frees the token and its answer. */
+static void deferred_release(struct op_http_deferred *d)
+{
+	if (atomic_fetch_sub(&d->refs, 1) != 1)
+		return;
+	op_http_response_fini(&d->resp);
+	pthread_mutex_destroy(&d->mu);
+	op_free(d);
+}
+
 struct op_http_deferred *op_http_defer(const struct op_http_request *req)
 {
 	struct reqstate *st = req->conn;
 	if (st == NULL || st->def)
 		return NULL;
+	struct op_http_server *s = st->server;
 	struct op_http_deferred *d = op_calloc(1, sizeof(*d));
 	if (d == NULL || pthread_mutex_init(&d->mu, NULL) != 0) {
 		op_free(d);
 		return NULL;
 	}
-	d->s = st->server;
+	atomic_init(&d->refs, 2);
 	d->c = st->conn;
+	pthread_mutex_lock(&s->mu);
+	bool late = s->late;
+	d->seen = late;
+	d->next = s->defs;
+	if (s->defs != NULL)
+		s->defs->prev = d;
+	s->defs = d;
+	pthread_mutex_unlock(&s->mu);
+	if (late) {
+		/* Stop has already answered the others: this one is, too. */
+		pthread_mutex_lock(&d->mu);
+		stopping_answer(&d->resp);
+		d->done = true;
+		pthread_mutex_unlock(&d->mu);
+	}
 	st->def = d;
 	return d;
 }
@@ -487,34 +569,43 @@ struct op_http_deferred *op_http_defer(const struct op_http_request *req)
 void op_http_complete(struct op_http_deferred *d, struct op_http_response *resp)
 {
 	pthread_mutex_lock(&d->mu);
+	if (d->done) {
+		/* The server answered 503 at its stop: this answer goes nowhere. */
+		pthread_mutex_unlock(&d->mu);
+		op_http_response_fini(resp);
+		deferred_release(d);
+		return;
+	}
 	d->resp = *resp;
 	memset(resp, 0, sizeof(*resp));
 	d->done = true;
-	if (d->suspended)
+	if (d->suspended) {
+		d->suspended = false;
 		MHD_resume_connection(d->c); /* MHD calls on_request() again */
+	}
 	pthread_mutex_unlock(&d->mu);
+	deferred_release(d);
 }
 
-/* Queues a completed deferred answer and frees the token. */
+/* Queues a done deferred answer; the token stays ours until on_completed(). */
 static enum MHD_Result queue_deferred(struct op_http_server *s, struct MHD_Connection *c,
                                       struct reqstate *st)
 {
-	struct op_http_deferred *d = st->def;
-	st->def = NULL;
-	struct op_http_response *r = &d->resp;
+	struct op_http_response *r = &st->def->resp;
 	enum MHD_Result ret;
+	/* A keep-alive connection would only get 503 for its next request. */
+	bool close = atomic_load(&s->stopping);
+	st->def_queued = true;
 	if (r->status < 100 || r->status > 999) {
 		ret = queue_error(s, c, 500, "internal", "the deferred answer has no valid status",
-		                  false);
+		                  close);
 	} else {
 		char *body = r->body;
 		r->body = NULL;
 		ret = queue(s, c, r->status, body, r->body_len, r->content_type, r->headers, NULL,
-		            false);
+		            close);
 	}
 	op_http_response_fini(r);
-	pthread_mutex_destroy(&d->mu);
-	op_free(d);
 	return ret;
 }
 
@@ -578,6 +669,10 @@ static enum MHD_Result dispatch(struct op_http_server *s, struct MHD_Connection 
 			ret = queue_deferred(s, c, st);
 		} else {
 			d->suspended = true;
+			st->parked = true;
+			pthread_mutex_lock(&s->mu);
+			s->parked++;
+			pthread_mutex_unlock(&s->mu);
 			MHD_suspend_connection(c);
 			pthread_mutex_unlock(&d->mu);
 			ret = MHD_YES;
@@ -675,8 +770,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		}
 		return MHD_YES;
 	}
-	if (st->def) {
-		/* Called again after op_http_complete() resumed us. */
+	if (st->def != NULL && !st->def_queued) {
+		/* Called again after op_http_complete() or stop resumed us. */
 		bool done;
 		pthread_mutex_lock(&st->def->mu);
 		done = st->def->done;
@@ -702,20 +797,32 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	struct reqstate *st = *con_cls;
 	if (st == NULL)
 		return;
-	if (st->counted) {
+	struct op_http_deferred *d = st->def;
+	if (st->counted || d != NULL) {
 		pthread_mutex_lock(&s->mu);
-		s->inflight--;
+		if (st->counted)
+			s->inflight--;
+		if (st->parked)
+			s->parked--;
+		if (d != NULL) {
+			if (d->prev != NULL)
+				d->prev->next = d->next;
+			else
+				s->defs = d->next;
+			if (d->next != NULL)
+				d->next->prev = d->prev;
+		}
 		pthread_cond_broadcast(&s->cv);
 		pthread_mutex_unlock(&s->mu);
 	}
-	if (st->def) {
-		/* Closed after the resume but before the answer went out: the
-		 * completer has finished with the token (it resumes under the lock). */
-		pthread_mutex_lock(&st->def->mu);
-		pthread_mutex_unlock(&st->def->mu);
-		op_http_response_fini(&st->def->resp);
-		pthread_mutex_destroy(&st->def->mu);
-		op_free(st->def);
+	if (d != NULL) {
+		/* Never suspended here: MHD completes no suspended connection.
+		 * The answer, if it comes later, goes nowhere. */
+		pthread_mutex_lock(&d->mu);
+		d->c = NULL;
+		d->suspended = false;
+		pthread_mutex_unlock(&d->mu);
+		deferred_release(d);
 	}
 	op_buf_fini(&st->body);
 	op_free(st);
@@ -1017,6 +1124,63 @@ unsigned op_http_server_inflight(const struct op_http_server *s)
 	return n;
 }
 
+/* The CLOCK_REALTIME time ms from now, for pthread_cond_timedwait. */
+static struct timespec deadline_in(unsigned ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	return until;
+}
+
+/*
+ * Answers 503 every deferred request whose answer has not come and resumes
+ * every suspended connection, so that MHD_stop_daemon() finds none; tokens
+ * made from here on are born answered. Returns how many it answered.
+ */
+static unsigned answer_deferred(struct op_http_server *s)
+{
+	unsigned n = 0;
+	pthread_mutex_lock(&s->mu);
+	s->late = true;
+	pthread_mutex_unlock(&s->mu);
+	for (;;) {
+		/* One at a time: the list changes while s->mu is not held. */
+		struct op_http_deferred *d;
+		pthread_mutex_lock(&s->mu);
+		for (d = s->defs; d != NULL && d->seen; d = d->next)
+			;
+		if (d != NULL) {
+			d->seen = true;
+			atomic_fetch_add(&d->refs, 1); /* listed: the connection's is held */
+		}
+		pthread_mutex_unlock(&s->mu);
+		if (d == NULL)
+			return n;
+		struct op_http_response r = {0};
+		stopping_answer(&r);
+		pthread_mutex_lock(&d->mu);
+		if (!d->done) {
+			d->resp = r;
+			memset(&r, 0, sizeof(r));
+			d->done = true;
+			n++;
+		}
+		if (d->suspended) {
+			d->suspended = false;
+			MHD_resume_connection(d->c);
+		}
+		pthread_mutex_unlock(&d->mu);
+		op_http_response_fini(&r);
+		deferred_release(d);
+	}
+}
+
 op_err op_http_server_stop(struct op_http_server *s)
 {
 	if (s == NULL)
@@ -1032,25 +1196,44 @@ op_err op_http_server_stop(struct op_http_server *s)
 	 * limit test).
 	 */
 	atomic_store(&s->stopping, true);
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += s->stop_ms / 1000;
-	until.tv_nsec += (long)(s->stop_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	struct timespec until = deadline_in(s->stop_ms);
 	pthread_mutex_lock(&s->mu);
 	while (s->inflight > 0) {
 		if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT)
 			break;
 	}
-	if (s->inflight > 0) {
-		OP_LOGW("%s: %u handler(s) still running after %u ms of stopping", s->name,
-		        s->inflight, s->stop_ms);
-		e = OP_ETIMEOUT;
-	}
+	unsigned left = s->inflight;
 	pthread_mutex_unlock(&s->mu);
+	/* Also when nothing is left: a request whose body was still coming in
+	 * may yet reach its handler and defer. */
+	unsigned gave_up = answer_deferred(s);
+	/*
+	 * The worker threads send the 503s. MHD_stop_daemon() aborts the process
+	 * on a connection still suspended; one whose resume was asked but not yet
+	 * run (its worker is busy in a handler that ignores the stop) is closed
+	 * without its answer by libmicrohttpd 0.9.75, as the busy-worker test
+	 * shows: such a client loses the 503, the process lives on.
+	 */
+	until = deadline_in(STOP_ANSWER_MS);
+	pthread_mutex_lock(&s->mu);
+	while (s->parked > 0) {
+		if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT)
+			break;
+	}
+	unsigned parked = s->parked;
+	pthread_mutex_unlock(&s->mu);
+	if (gave_up > 0)
+		OP_LOGW("%s: %u deferred answer(s) still missing after %u ms of stopping: "
+		        "answered 503",
+		        s->name, gave_up, s->stop_ms);
+	if (left > gave_up)
+		OP_LOGW("%s: %u handler(s) still running after %u ms of stopping", s->name,
+		        left - gave_up, s->stop_ms);
+	if (left > 0)
+		e = OP_ETIMEOUT;
+	if (parked > 0)
+		OP_LOGW("%s: %u deferred 503(s) not sent after %u ms; their connections are closed",
+		        s->name, parked, STOP_ANSWER_MS);
 	MHD_stop_daemon(s->d);
 	server_free(s);
 	return e;

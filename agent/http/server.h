@@ -78,12 +78,20 @@ struct op_http_response {
  * A request whose answer comes later, from any thread (e.g. after a durable
  * commit): the handler calls op_http_defer(req), hands the token to whoever
  * will answer, sets resp->deferred and returns at once; the connection is
- * suspended meanwhile, so a handler thread never waits for a disk. The
- * token must be completed exactly once.
+ * suspended meanwhile, so a handler thread never waits for a disk. NULL
+ * when out of memory (answer in resp instead). The token must be completed
+ * exactly once, whatever happens to the request (also when the handler
+ * does not set resp->deferred after all): completing frees the caller's
+ * share of it.
  */
 struct op_http_deferred;
 struct op_http_deferred *op_http_defer(const struct op_http_request *req);
-/* Answers a deferred request with resp (taken, as from a handler). */
+/*
+ * Answers a deferred request with resp (taken, as from a handler). Safe at
+ * any time, also after op_http_server_stop() returned: when the server
+ * already answered the request (503 SHUTTING_DOWN at its stop) or the
+ * connection is gone, resp is dropped. After the call d is invalid.
+ */
 void op_http_complete(struct op_http_deferred *d, struct op_http_response *resp);
 
 /*
@@ -119,11 +127,15 @@ unsigned op_http_server_inflight(const struct op_http_server *s);
 
 /*
  * Stops accepting, sets *req->stopping for running handlers, waits up to
- * opts.stop_ms for them to return and their answers to be sent, then closes
- * every connection and frees s. Returns
- * OP_ETIMEOUT when handlers were still running after the bound (the stop
- * then also waits for them to return, as threads cannot be killed); OP_OK
- * otherwise. NULL is a no-op.
+ * opts.stop_ms for them to return and their answers to be sent (deferred
+ * answers included). A deferred answer still outstanding then is not
+ * waited for: its request is answered 503 {"error":{"code":"SHUTTING_DOWN"}}
+ * with Retry-After (its completer's answer, when it comes, is dropped),
+ * and stop waits a little more for those 503s to go out. Then it closes
+ * every connection and frees s. Returns OP_ETIMEOUT when requests were
+ * still unanswered after stop_ms (handlers still running: the stop then
+ * also waits for them to return, as threads cannot be killed; or deferred
+ * answers given up); OP_OK otherwise. NULL is a no-op.
  */
 op_err op_http_server_stop(struct op_http_server *s);
 

@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -405,13 +406,28 @@ static void assert_error(const struct resp *r, int status, const char *code, con
 
 /* --- the server under test --------------------------------------------- */
 
-enum target { T_ECHO, T_ORDER, T_CREATE, T_SLOW, T_STUBBORN, T_HEADERS, T_FAIL };
+enum target { T_ECHO, T_ORDER, T_CREATE, T_SLOW, T_STUBBORN, T_HEADERS, T_FAIL, T_DEFER };
 
 struct fixture {
 	struct op_http_router *rt;
 	struct op_http_server *s;
 	int targets[8];
+	/* The last token T_DEFER left for the test to complete, as a store would. */
+	_Atomic(struct op_http_deferred *) pending;
 };
+
+/* The answer a deferred request gets from its completer. */
+static void deferred_answer(struct op_http_deferred *d, const char *id)
+{
+	struct op_http_response r = {0};
+	cJSON *v = cJSON_CreateObject();
+	ck_assert_ptr_nonnull(v);
+	cJSON_AddStringToObject(v, "id", id);
+	ck_assert_int_eq(op_http_respond_json(&r, 202, v), OP_OK);
+	cJSON_Delete(v);
+	op_http_complete(d, &r);
+	ck_assert_ptr_null(r.body); /* taken */
+}
 
 static op_err handler(const struct op_http_request *req, struct op_http_response *resp, void *ud)
 {
@@ -500,6 +516,20 @@ static op_err handler(const struct op_http_request *req, struct op_http_response
 	case T_FAIL:
 		e = OP_EFULL;
 		break;
+	case T_DEFER: {
+		/* Answered later by the test, or at once on this thread with ?now. */
+		struct op_http_deferred *d = op_http_defer(req);
+		if (d == NULL) {
+			e = OP_ENOMEM;
+			break;
+		}
+		resp->deferred = true;
+		if (cJSON_GetObjectItem(req->query, "now") != NULL)
+			deferred_answer(d, "now");
+		else
+			atomic_store(&fx->pending, d);
+		break;
+	}
 	}
 	cJSON_Delete(out);
 	op_http_match_fini(&m);
@@ -515,7 +545,7 @@ static void fx_start(struct fixture *fx, struct op_http_opts *o)
 	    {"GET", "/echo", T_ECHO},          {"GET", "/orders/{id}", T_ORDER},
 	    {"POST", "/orders", T_CREATE},     {"POST", "/slow", T_SLOW},
 	    {"POST", "/stubborn", T_STUBBORN}, {"GET", "/headers", T_HEADERS},
-	    {"GET", "/fail", T_FAIL},
+	    {"GET", "/fail", T_FAIL},          {"POST", "/defer", T_DEFER},
 	};
 	char err[256];
 	memset(fx, 0, sizeof(*fx));
@@ -963,12 +993,24 @@ START_TEST(server_stop_answers_new_requests)
 }
 END_TEST
 
+/* On c comes the error status/code or, before it, the close. */
+static void error_or_closed(struct conn *c, int status, const char *code)
+{
+	struct resp r;
+	int rr = read_resp(c, &r, 5000);
+	if (rr == 0) {
+		assert_error(&r, status, code, NULL);
+		resp_fini(&r);
+	} else {
+		ck_assert_int_eq(rr, -2);
+	}
+}
+
 START_TEST(server_stop_bounded)
 {
 	struct fixture fx;
 	struct op_http_opts o = {.request_ms = 1500, .stop_ms = 200};
 	struct conn c;
-	struct resp r;
 	fx_start(&fx, &o);
 	conn_open(&c, op_http_server_port(fx.s));
 	conn_sends(&c, "POST /stubborn HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
@@ -978,14 +1020,126 @@ START_TEST(server_stop_bounded)
 	uint64_t dt = now_ms() - t0;
 	ck_assert_msg(dt < 3000, "stop took %llu ms", (unsigned long long)dt);
 	/* The late handler's 504 may or may not be sent; the connection is closed. */
-	int rr = read_resp(&c, &r, 3000);
-	if (rr == 0) {
-		assert_error(&r, 504, "timeout", NULL);
-		resp_fini(&r);
-	} else {
-		ck_assert_int_eq(rr, -2);
-	}
+	error_or_closed(&c, 504, "timeout");
 	conn_close(&c);
+	op_http_router_free(fx.rt);
+}
+END_TEST
+
+/* Waits until T_DEFER has left a token and takes it. */
+static struct op_http_deferred *take_pending(struct fixture *fx)
+{
+	uint64_t deadline = now_ms() + 5000;
+	struct op_http_deferred *d;
+	while ((d = atomic_exchange(&fx->pending, NULL)) == NULL) {
+		ck_assert_msg(now_ms() < deadline, "the handler never deferred");
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	return d;
+}
+
+/* Sends POST /defer on a new connection c; returns the token it left. */
+static struct op_http_deferred *defer_on(struct fixture *fx, struct conn *c)
+{
+	conn_open(c, op_http_server_port(fx->s));
+	conn_sends(c, "POST /defer HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+	return take_pending(fx);
+}
+
+/* A deferred answer comes from another thread later, or from the handler's
+ * own thread before it returns; the connection serves on afterwards. */
+START_TEST(server_deferred_answer)
+{
+	struct fixture fx;
+	struct op_http_opts o = {0};
+	struct conn c;
+	struct resp r;
+	fx_start(&fx, &o);
+	struct op_http_deferred *d = defer_on(&fx, &c);
+	/* Suspended: nothing comes until the answer does. */
+	ck_assert_int_eq(read_resp(&c, &r, 200), -1);
+	ck_assert_uint_eq(op_http_server_inflight(fx.s), 1);
+	deferred_answer(d, "later");
+	ck_assert_int_eq(read_resp(&c, &r, 5000), 0);
+	ck_assert_int_eq(r.status, 202);
+	ck_assert_str_eq(r.body, "{\"id\":\"later\"}");
+	ck_assert_ptr_null(resp_header(&r, "connection"));
+	resp_fini(&r);
+	conn_sends(&c, "POST /defer?now=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+	ck_assert_int_eq(read_resp(&c, &r, 5000), 0);
+	ck_assert_int_eq(r.status, 202);
+	ck_assert_str_eq(r.body, "{\"id\":\"now\"}");
+	resp_fini(&r);
+	conn_close(&c);
+	fx_stop(&fx);
+}
+END_TEST
+
+/*
+ * A deferred answer that never comes (a store whose writer hangs) does not
+ * hold the stop up, nor make libmicrohttpd abort on a suspended connection:
+ * the client gets 503 SHUTTING_DOWN with Retry-After, and the answer that
+ * comes after the server is gone, as the store's at its close, is dropped
+ * (ASan checks that nothing freed is touched and nothing leaks).
+ */
+START_TEST(server_stop_answers_deferred)
+{
+	struct fixture fx;
+	struct op_http_opts o = {.stop_ms = 300};
+	struct conn c, k;
+	struct resp r;
+	fx_start(&fx, &o);
+	struct op_http_deferred *d = defer_on(&fx, &c);
+	/* A second one, answered before the stop: it is not touched. */
+	struct op_http_deferred *answered = defer_on(&fx, &k);
+	deferred_answer(answered, "in time");
+	ck_assert_int_eq(read_resp(&k, &r, 5000), 0);
+	ck_assert_int_eq(r.status, 202);
+	resp_fini(&r);
+	conn_close(&k);
+	wait_inflight(fx.s, 1);
+
+	uint64_t t0 = now_ms();
+	ck_assert_int_eq(op_http_server_stop(fx.s), OP_ETIMEOUT);
+	uint64_t dt = now_ms() - t0;
+	ck_assert_msg(dt >= 300 && dt < 2000, "stop took %llu ms", (unsigned long long)dt);
+	/* The 503 went out before the server went away. */
+	ck_assert_int_eq(read_resp(&c, &r, 100), 0);
+	assert_error(&r, 503, "SHUTTING_DOWN", "the request was not accepted, send it again");
+	ck_assert_str_eq(resp_header(&r, "retry-after"), "5");
+	ck_assert_str_eq(resp_header(&r, "connection"), "close");
+	resp_fini(&r);
+	ck_assert(wait_closed(&c, 5000));
+	conn_close(&c);
+
+	/* The store's answer, after the server is freed. */
+	deferred_answer(d, "too late");
+	op_http_router_free(fx.rt);
+}
+END_TEST
+
+/*
+ * The same while the only worker thread is busy in a handler that ignores
+ * the stop: the resumed connection cannot be served before the handler
+ * returns, yet the stop neither aborts nor hangs on it.
+ */
+START_TEST(server_stop_deferred_busy_worker)
+{
+	struct fixture fx;
+	struct op_http_opts o = {.threads = 1, .request_ms = 3500, .stop_ms = 200};
+	struct conn c, b;
+	fx_start(&fx, &o);
+	struct op_http_deferred *d = defer_on(&fx, &c);
+	conn_open(&b, op_http_server_port(fx.s));
+	conn_sends(&b, "POST /stubborn HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+	wait_inflight(fx.s, 2);
+	ck_assert_int_eq(op_http_server_stop(fx.s), OP_ETIMEOUT);
+	/* Answered or closed; never left hanging. */
+	error_or_closed(&c, 503, "SHUTTING_DOWN");
+	conn_close(&c);
+	conn_close(&b);
+	deferred_answer(d, "too late");
 	op_http_router_free(fx.rt);
 }
 END_TEST
@@ -1009,6 +1163,8 @@ START_TEST(server_start_errors)
 	o = (struct op_http_opts){.host = "127.0.0.1", .port = op_http_server_port(fx.s)};
 	ck_assert_int_eq(op_http_server_start(&o, handler, NULL, &s, err, sizeof(err)), OP_EIO);
 	ck_assert_ptr_nonnull(strstr(err, "cannot listen on 127.0.0.1"));
+	ck_assert_msg(strstr(err, "Address already in use") != NULL, "the reason is missing: %s",
+	              err);
 	fx_stop(&fx);
 	ck_assert_int_eq(op_http_server_stop(NULL), OP_OK);
 }
@@ -1127,6 +1283,9 @@ static Suite *http_suite(void)
 	tcase_add_test(tc, server_stop_while_handler_runs);
 	tcase_add_test(tc, server_stop_bounded);
 	tcase_add_test(tc, server_stop_answers_new_requests);
+	tcase_add_test(tc, server_deferred_answer);
+	tcase_add_test(tc, server_stop_answers_deferred);
+	tcase_add_test(tc, server_stop_deferred_busy_worker);
 	tcase_add_test(tc, server_start_errors);
 	tcase_add_test(tc, server_out_of_memory);
 	tcase_add_test(tc, server_tls);
