@@ -836,7 +836,8 @@ static bool expand_credentials(struct load *l, const char *label, int line,
 				op_config__problem(
 				    l, line,
 				    "[%s] %s: $CREDENTIALS_DIRECTORY is not set (systemd "
-				    "sets it for LoadCredential=)",
+				    "sets it for LoadCredential=; elsewhere set it to a "
+				    "folder with the files)",
 				    label, k->key);
 				goto out;
 			}
@@ -1720,6 +1721,15 @@ op_err op_config_diff(const struct op_config *a, const struct op_config *b, char
 		return OP_ENOMEM;
 	*n = count;
 	return OP_OK;
+}
+
+void op_config_service_credentials(void)
+{
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+	struct stat st;
+	if ((dir == NULL || *dir == '\0') && stat(OP_CONFIG_SERVICE_CREDENTIALS, &st) == 0 &&
+	    S_ISDIR(st.st_mode))
+		setenv("CREDENTIALS_DIRECTORY", OP_CONFIG_SERVICE_CREDENTIALS, 1);
 }
 
 void op_config_accounts_paths(const struct op_config *c, char *dir, size_t dirlen, char *key,

@@ -219,6 +219,17 @@ op_err op_config_load_string(const char *text, const char *name, struct op_confi
  */
 op_err op_config_load_file(const char *path, struct op_config *out, struct op_diag *d) OP_WUR;
 
+/*
+ * For the tools root runs beside the service (outpostctl account,
+ * outpostd --check-config): when $CREDENTIALS_DIRECTORY is not set and the
+ * service's credentials folder (OP_CONFIG_SERVICE_CREDENTIALS, where systemd
+ * keeps them while outpost.service runs) exists, sets the variable to it, so
+ * that a config naming $CREDENTIALS_DIRECTORY/NAME files loads as the
+ * service's does.
+ */
+#define OP_CONFIG_SERVICE_CREDENTIALS "/run/credentials/outpost.service"
+void op_config_service_credentials(void);
+
 /* Frees what c holds (not c) and zeroes it. Safe on a zeroed struct. */
 void op_config_free(struct op_config *c);
 

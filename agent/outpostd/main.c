@@ -225,6 +225,9 @@ int main(int argc, char **argv)
 	struct op_config cfg;
 	struct op_diag d;
 	op_diag_init(&d);
+	/* A check run by hand reads the credentials the service has now. */
+	if (a.check)
+		op_config_service_credentials();
 	if (load_config(&a, &cfg, &d) != OP_OK) {
 		print_diag(&d);
 		fprintf(stderr, "outpostd: the config is invalid (%zu problem%s)\n",

@@ -106,6 +106,7 @@ int op_ctl_agent_paths(const char *config, bool dev, char *dir, size_t dirlen, c
 	struct op_config cfg;
 	struct op_diag d;
 	op_diag_init(&d);
+	op_config_service_credentials();
 	op_err e = op_config_load_file(path, &cfg, &d);
 	if (e) {
 		for (size_t i = 0; i < d.n; i++)

@@ -1564,9 +1564,11 @@ START_TEST(credentials)
 		    "[broker plant]\nurl = mqtts://h\n\nkey_file = ${CREDENTIALS_DIRECTORY}/k.pem\n"
 		    "[control]\ntrusted_keys = /a.pub, $CREDENTIALS_DIRECTORY/ops.pub\n",
 		    "t.conf:4: [broker plant] key_file: $CREDENTIALS_DIRECTORY is not set "
-		    "(systemd sets it for LoadCredential=)\n"
+		    "(systemd sets it for LoadCredential=; elsewhere set it to a folder with the "
+		    "files)\n"
 		    "t.conf:6: [control] trusted_keys: $CREDENTIALS_DIRECTORY is not set "
-		    "(systemd sets it for LoadCredential=)\n");
+		    "(systemd sets it for LoadCredential=; elsewhere set it to a folder with the "
+		    "files)\n");
 	}
 	/* A plain path does not need it. */
 	unsetenv("CREDENTIALS_DIRECTORY");
