@@ -140,6 +140,12 @@ rpm: deps-pkg
 	packaging/rpm.sh
 test-packages: deps-pkg
 	bash tests/pkg/test_packages.sh
+# The .deb under a real systemd in a container (not in make test: it needs
+# systemd-nspawn and Debian's mirror).
+.PHONY: test-systemd
+test-systemd: deps-pkg
+	$(MAKE) VARIANT=debug all
+	bash tests/pkg/test_systemd.sh
 
 asan: deps-test
 	$(MAKE) VARIANT=asan WERROR=1 test-only
