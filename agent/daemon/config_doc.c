@@ -96,13 +96,13 @@ static op_err put_credentials(FILE *f, const char *prefix, bool man)
 	for (const char *s = op_buf_str(&b); *s && e == OP_OK;) {
 		size_t i, brk = 0;
 		bool code = false;
-		for (i = 0; s[i] && (i <= room || brk == 0); i++) {
+		for (i = 0; (i <= room || brk == 0) && s[i]; i++) {
 			if (s[i] == '`')
 				code = !code;
 			else if (s[i] == ' ' && !code)
 				brk = i;
 		}
-		size_t len = (s[i] == '\0' && i <= room) || brk == 0 ? i : brk;
+		size_t len = (i <= room && s[i] == '\0') || brk == 0 ? i : brk;
 		e = op_buf_addf(&w, "%s%.*s\n", prefix, (int)len, s);
 		s += len;
 		s += *s == ' ';

@@ -1042,7 +1042,7 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 	e = listen_socket(&ss, sslen, where, o->port, &fd, err, errlen);
 	if (e != OP_OK)
 		goto out;
-	struct sockaddr_storage bound;
+	struct sockaddr_storage bound = {0};
 	socklen_t blen = sizeof(bound);
 	if (getsockname(fd, (struct sockaddr *)&bound, &blen) != 0) {
 		char eb[128];
@@ -1051,8 +1051,15 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 		e = OP_EIO;
 		goto out;
 	}
-	s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-	                                            : ((struct sockaddr_in *)&bound)->sin_port);
+	if (bound.ss_family == AF_INET6) {
+		struct sockaddr_in6 a6;
+		memcpy(&a6, &bound, sizeof(a6));
+		s->port = ntohs(a6.sin6_port);
+	} else {
+		struct sockaddr_in a4;
+		memcpy(&a4, &bound, sizeof(a4));
+		s->port = ntohs(a4.sin_port);
+	}
 
 	struct MHD_OptionItem opts[16];
 	int n = 0;

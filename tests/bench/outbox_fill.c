@@ -27,11 +27,12 @@ static double now_s(void)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3 || atol(argv[2]) <= 0) {
+	char *end = NULL;
+	long n = argc == 3 ? strtol(argv[2], &end, 10) : 0;
+	if (argc != 3 || n <= 0 || *end != '\0') {
 		fprintf(stderr, "usage: outbox_fill STORE_DIR N\n");
 		return 2;
 	}
-	long n = atol(argv[2]);
 	op_log_set_level(OP_LOG_ERROR);
 	struct op_store_opts o = {.dir = argv[1], .map_max = (size_t)4 << 30};
 	struct op_store *s = NULL;
