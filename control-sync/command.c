@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/clock.h"
 #include "agent/core/json.h"
 #include "agent/core/log.h"
 #include "control-sync/link_int.h"
@@ -447,9 +448,9 @@ void op_link__cmd_fini(struct op_link *l)
 {
 	/* Running commands get the agent's shutdown bound to end, then are
 	 * told to stop (at their next step). */
-	int64_t until = op_link__mono_ms() + (int64_t)l->cfg->agent.shutdown_timeout_ms;
+	int64_t until = op_mono_ms() + (int64_t)l->cfg->agent.shutdown_timeout_ms;
 	pthread_mutex_lock(&l->mu);
-	while (l->cmd_running > 0 && op_link__mono_ms() < until)
+	while (l->cmd_running > 0 && op_mono_ms() < until)
 		op_link__wait_until(l, until);
 	atomic_store(&l->cmd_stop, true);
 	while (l->cmd_running > 0)

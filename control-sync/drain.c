@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/clock.h"
 #include "agent/core/log.h"
 #include "control-sync/link_int.h"
 #include "control-sync/outbox.h"
@@ -244,12 +245,12 @@ void *op_link__drain_main(void *arg)
 	struct op_buf msg;
 	op_buf_init(&msg, (size_t)OP_OUTBOX_BATCH_BYTES * 2 + ((size_t)1 << 20));
 	int64_t every = (int64_t)l->cfg->control.metrics_interval_ms;
-	int64_t metrics_due = op_link__mono_ms() + every;
+	int64_t metrics_due = op_mono_ms() + every;
 	unsigned turn = 0;
 	for (;;) {
-		if (op_link__mono_ms() >= metrics_due) {
+		if (op_mono_ms() >= metrics_due) {
 			metrics_record(l);
-			metrics_due = op_link__mono_ms() + every;
+			metrics_due = op_mono_ms() + every;
 		}
 		/* The streams in turn, one message each, so that a backlog of
 		 * one does not hold the others back. */

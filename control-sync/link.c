@@ -11,6 +11,7 @@
  */
 #define OP_LOG_MODULE "control"
 #include "control-sync/link.h"
+#include "agent/core/clock.h"
 
 #include <MQTTAsync.h>
 #include <errno.h>
@@ -30,13 +31,6 @@
 
 /* ---- small helpers ---- */
 
-int64_t op_link__mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void op_link__utc_now(char out[32])
 {
 	struct timespec ts;
@@ -49,7 +43,7 @@ void op_link__utc_now(char out[32])
 
 void op_link__wait_until(struct op_link *l, int64_t until)
 {
-	int64_t left = until - op_link__mono_ms();
+	int64_t left = until - op_mono_ms();
 	if (left <= 0)
 		return;
 	struct timespec ts;
@@ -399,7 +393,7 @@ static void refuse(struct op_link *l, const char *code, uint64_t seq, const char
 	}
 	pthread_mutex_lock(&l->mu);
 	l->stats.refused++;
-	l->stats.last_error_ms = (uint64_t)op_link__mono_ms();
+	l->stats.last_error_ms = (uint64_t)op_mono_ms();
 	pthread_mutex_unlock(&l->mu);
 	OP_LOGE("desired document refused (%s): %s; the running set goes on", code, msg);
 }
@@ -554,8 +548,8 @@ static bool connect_wait(struct op_link *l)
 {
 	/* paho ends an attempt within its connect timeout; a margin past it
 	 * guards against an outcome that never comes. */
-	int64_t until = op_link__mono_ms() + (int64_t)l->cfg->control.connect_timeout_ms + 5000;
-	while (!l->attempt_done && !l->stop && op_link__mono_ms() < until)
+	int64_t until = op_mono_ms() + (int64_t)l->cfg->control.connect_timeout_ms + 5000;
+	while (!l->attempt_done && !l->stop && op_mono_ms() < until)
 		op_link__wait_until(l, until);
 	if (!l->attempt_done) {
 		if (!l->stop)
@@ -608,9 +602,9 @@ static void goodbye(struct op_link *l)
 	l->goodbye_pending = 1;
 	pthread_mutex_unlock(&l->mu);
 	publish(l, l->t_status, l->offline, &ro);
-	int64_t until = op_link__mono_ms() + STOP_WAIT_MS;
+	int64_t until = op_mono_ms() + STOP_WAIT_MS;
 	pthread_mutex_lock(&l->mu);
-	while (l->goodbye_pending && !l->lost && op_link__mono_ms() < until)
+	while (l->goodbye_pending && !l->lost && op_mono_ms() < until)
 		op_link__wait_until(l, until);
 	l->disconnected = false;
 	pthread_mutex_unlock(&l->mu);
@@ -622,9 +616,9 @@ static void goodbye(struct op_link *l)
 	d.context = l;
 	if (MQTTAsync_disconnect(l->cl, &d) != MQTTASYNC_SUCCESS)
 		return;
-	until = op_link__mono_ms() + 2 * STOP_WAIT_MS;
+	until = op_mono_ms() + 2 * STOP_WAIT_MS;
 	pthread_mutex_lock(&l->mu);
-	while (!l->disconnected && op_link__mono_ms() < until)
+	while (!l->disconnected && op_mono_ms() < until)
 		op_link__wait_until(l, until);
 	pthread_mutex_unlock(&l->mu);
 }
@@ -633,7 +627,7 @@ static void *link_main(void *arg)
 {
 	struct op_link *l = arg;
 	const struct op_config *cfg = l->cfg;
-	unsigned rnd = (unsigned)op_link__mono_ms() ^ (unsigned)(uintptr_t)l;
+	unsigned rnd = (unsigned)op_mono_ms() ^ (unsigned)(uintptr_t)l;
 	unsigned attempt = 0;
 	char said[ERR_MAX] = "";
 	for (;;) {
@@ -658,14 +652,14 @@ static void *link_main(void *arg)
 			OP_LOGI("connected to the control plane %s as %s", cfg->control.uri,
 			        l->client_id);
 			said[0] = '\0';
-			int64_t up_at = op_link__mono_ms();
+			int64_t up_at = op_mono_ms();
 			came_up(l);
-			int64_t beat = op_link__mono_ms() + (int64_t)cfg->control.heartbeat_ms;
+			int64_t beat = op_mono_ms() + (int64_t)cfg->control.heartbeat_ms;
 			pthread_mutex_lock(&l->mu);
 			for (;;) {
 				while (!l->stop && !l->lost && l->inbox == NULL &&
 				       !l->inbox_too_large && !l->report_due &&
-				       l->cmd_head == NULL && op_link__mono_ms() < beat)
+				       l->cmd_head == NULL && op_mono_ms() < beat)
 					op_link__wait_until(l, beat);
 				if (l->stop || l->lost)
 					break;
@@ -684,10 +678,9 @@ static void *link_main(void *arg)
 				op_free(in);
 				if (report)
 					publish_reported(l);
-				if (op_link__mono_ms() >= beat) {
+				if (op_mono_ms() >= beat) {
 					publish_status(l);
-					beat =
-					    op_link__mono_ms() + (int64_t)cfg->control.heartbeat_ms;
+					beat = op_mono_ms() + (int64_t)cfg->control.heartbeat_ms;
 				}
 				pthread_mutex_lock(&l->mu);
 			}
@@ -702,7 +695,7 @@ static void *link_main(void *arg)
 			snprintf(why, sizeof(why), "%s", l->conn_err);
 			pthread_mutex_unlock(&l->mu);
 			OP_LOGW("control plane %s: %s; reconnecting", cfg->control.uri, why);
-			if (op_link__mono_ms() - up_at >= STABLE_MS)
+			if (op_mono_ms() - up_at >= STABLE_MS)
 				attempt = 0;
 		} else if (!stop) {
 			/* The same failure every retry: say it once. */
@@ -716,11 +709,11 @@ static void *link_main(void *arg)
 		}
 		if (stop)
 			break;
-		int64_t until = op_link__mono_ms() + backoff_ms(l, attempt, &rnd);
+		int64_t until = op_mono_ms() + backoff_ms(l, attempt, &rnd);
 		if (attempt < 32)
 			attempt++;
 		pthread_mutex_lock(&l->mu);
-		while (!l->stop && op_link__mono_ms() < until)
+		while (!l->stop && op_mono_ms() < until)
 			op_link__wait_until(l, until);
 		pthread_mutex_unlock(&l->mu);
 	}

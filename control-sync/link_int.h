@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "agent/core/clock.h"
 #include "control-sync/envelope.h"
 #include "control-sync/link.h"
 
@@ -136,7 +137,6 @@ struct op_link {
 
 /* ---- link.c ---- */
 
-int64_t op_link__mono_ms(void);
 /* The current UTC time as RFC 3339 with milliseconds into out (32 bytes). */
 void op_link__utc_now(char out[32]);
 /* Waits on l->cv (l->mu held) until mono time `until` at most. */

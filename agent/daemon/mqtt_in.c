@@ -13,6 +13,7 @@
  */
 #define OP_LOG_MODULE "mqtt"
 #include "agent/daemon/mqtt_in.h"
+#include "agent/core/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -91,13 +92,6 @@ struct op_mqtt_in {
 	struct consumer **v;
 	size_t n, cap;
 };
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void wake(struct op_mqtt_in *m)
 {
@@ -354,7 +348,7 @@ fail:
 	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : RESTART_MIN_MS;
 	if (c->backoff_ms > RESTART_MAX_MS)
 		c->backoff_ms = RESTART_MAX_MS;
-	c->restart_at = mono_ms() + c->backoff_ms;
+	c->restart_at = op_mono_ms() + c->backoff_ms;
 }
 
 static void set_connected(struct consumer *c, bool connected, bool subscribed)
@@ -393,7 +387,7 @@ static void ended(struct op_mqtt_in *m, struct consumer *c)
 	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : RESTART_MIN_MS;
 	if (c->backoff_ms > RESTART_MAX_MS)
 		c->backoff_ms = RESTART_MAX_MS;
-	c->restart_at = mono_ms() + c->backoff_ms;
+	c->restart_at = op_mono_ms() + c->backoff_ms;
 	stat_add(m, &m->st.restarts, 1);
 	OP_LOGW("%s: MQTT consumer %d %s; restarting in %d ms", c->pipeline, c->index, how,
 	        c->backoff_ms);
@@ -667,7 +661,7 @@ static void send_stop(struct consumer *c, bool unsubscribe)
 		(void)send(c->fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	op_buf_fini(&b);
 	c->stop_sent = true;
-	c->stop_deadline = mono_ms() + STOP_GRACE_MS;
+	c->stop_deadline = op_mono_ms() + STOP_GRACE_MS;
 }
 
 /* ---- the thread ---- */
@@ -675,7 +669,7 @@ static void send_stop(struct consumer *c, bool unsubscribe)
 /* Starts, stops and frees consumers as wanted; returns the poll timeout. */
 static int tend(struct op_mqtt_in *m, bool stopping)
 {
-	int64_t now = mono_ms(), next = -1;
+	int64_t now = op_mono_ms(), next = -1;
 	size_t k = 0;
 	for (size_t i = 0; i < m->n; i++) {
 		struct consumer *c = m->v[i];

@@ -17,6 +17,7 @@
  */
 #define OP_LOG_MODULE "mqtt"
 #include "agent/daemon/mqtt_out.h"
+#include "agent/core/clock.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -101,18 +102,11 @@ static void say(char *why, size_t whylen, const char *fmt, ...)
 	va_end(ap);
 }
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits on cv until signalled or deadline (CLOCK_MONOTONIC ms); ETIMEDOUT
  * once the deadline has passed. */
 static int wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, long long deadline)
 {
-	if (now_ms() >= deadline)
+	if (op_mono_ms() >= deadline)
 		return ETIMEDOUT;
 	struct timespec ts = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000};
 	return pthread_cond_timedwait(cv, mu, &ts);
@@ -461,7 +455,7 @@ static void client_fini(struct client *c)
 		d.onFailure = on_disconnect_failed;
 		d.context = c;
 		if (connected && MQTTAsync_disconnect(c->cl, &d) == MQTTASYNC_SUCCESS) {
-			long long deadline = now_ms() + DISCONNECT_WAIT_MS;
+			long long deadline = op_mono_ms() + DISCONNECT_WAIT_MS;
 			pthread_mutex_lock(&c->mu);
 			while (!c->disconnected &&
 			       wait_until(&c->state_cv, &c->mu, deadline) != ETIMEDOUT)
@@ -562,7 +556,7 @@ static op_err wait_connected(struct client *c, long long deadline, char *why, si
 {
 	pthread_mutex_lock(&c->mu);
 	unsigned long refusals = c->refusals;
-	long long t0 = now_ms();
+	long long t0 = op_mono_ms();
 	long long until = t0 + c->connect_timeout_ms;
 	if (until > deadline)
 		until = deadline;
@@ -578,7 +572,7 @@ static op_err wait_connected(struct client *c, long long deadline, char *why, si
 		else
 			say(why, whylen,
 			    "broker %s (%s) is not connected: no connection within %lld ms",
-			    c->name, c->uri, now_ms() - t0);
+			    c->name, c->uri, op_mono_ms() - t0);
 	}
 	pthread_mutex_unlock(&c->mu);
 	return rc;
@@ -751,7 +745,7 @@ op_err op_mqtt_out_publish(struct op_mqtt_out *o, const char *broker, const char
 		timeout_ms = 1;
 	if (timeout_ms > MAX_TIMEOUT_MS)
 		timeout_ms = MAX_TIMEOUT_MS;
-	long long deadline = now_ms() + timeout_ms;
+	long long deadline = op_mono_ms() + timeout_ms;
 	op_err rc = OP_OK;
 	struct client *c = find(o, broker);
 	char bad[160];

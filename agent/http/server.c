@@ -40,6 +40,7 @@
  * s->mu is never held while taking another lock or calling MHD.
  */
 #include "agent/http/server.h"
+#include "agent/core/clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -130,9 +131,7 @@ struct reqstate {
 
 uint64_t op_http_now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return (uint64_t)op_mono_ms();
 }
 
 static void fail(char *err, size_t errlen, const char *fmt, ...) OP_PRINTF(3, 4);

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/clock.h"
 #include "agent/core/log.h"
 #include "agent/core/version.h"
 #include "agent/daemon/config.h"
@@ -134,20 +135,13 @@ static op_err load_config(const struct args *a, struct op_config *cfg, struct op
 	return rc;
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Under systemd's watchdog: a ping every half interval, on a deadline that
  * signals (reloads) do not push back, and only while the agent is alive (a
  * store writer stuck for two whole intervals is not, a slow disk's long
  * fsync is: then systemd restarts it). */
 static void watchdog_tick(struct op_daemon *dm, int64_t interval_ms, int64_t *next)
 {
-	int64_t now = mono_ms();
+	int64_t now = op_mono_ms();
 	if (now < *next)
 		return;
 	*next = now + interval_ms / 2;
@@ -171,7 +165,7 @@ static void serve(struct op_daemon *dm, const struct args *a, struct op_config *
 		struct timespec ts = {.tv_sec = 3600};
 		if (watchdog) {
 			watchdog_tick(dm, interval_ms, &ping_at);
-			int64_t wait = ping_at - mono_ms();
+			int64_t wait = ping_at - op_mono_ms();
 			wait = wait > 0 ? wait : 1;
 			ts.tv_sec = (time_t)(wait / 1000);
 			ts.tv_nsec = (long)(wait % 1000) * 1000000;

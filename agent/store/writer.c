@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/clock.h"
 #include "agent/core/fault.h"
 #include "agent/core/log.h"
 #include "agent/store/store_int.h"
@@ -1037,20 +1038,11 @@ static void reader_check(struct op_store *s)
 #define DETACHED_BATCH    512
 
 /* With s->mu held: true once the pending detached requests should go. */
-/* The writer's own clock (held-back writes, stalls): monotonic, so that a
- * wall clock set back or forward delays nothing and is no stall. */
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static bool detached_due(struct op_store *s)
 {
 	if (s->waiting > 0 || s->pending >= DETACHED_BATCH || s->stopping)
 		return true;
-	int64_t left = s->detached_since_ms + DETACHED_DELAY_MS - mono_ms();
+	int64_t left = s->detached_since_ms + DETACHED_DELAY_MS - op_mono_ms();
 	if (left <= 0)
 		return true;
 	struct timespec ts;
@@ -1087,7 +1079,7 @@ int64_t op_store_stall_ms(struct op_store *s)
 	if (since == 0 || (s->queued_since_ms && s->queued_since_ms < since))
 		since = s->queued_since_ms;
 	pthread_mutex_unlock(&s->mu);
-	return since ? mono_ms() - since : 0;
+	return since ? op_mono_ms() - since : 0;
 }
 
 void *op_store__writer_main(void *arg)
@@ -1116,7 +1108,7 @@ void *op_store__writer_main(void *arg)
 		s->pending = 0;
 		s->waiting = 0;
 		s->queued_since_ms = 0;
-		s->busy_since_ms = mono_ms();
+		s->busy_since_ms = op_mono_ms();
 		stall_fault(s, list);
 		pthread_mutex_unlock(&s->mu);
 
@@ -1194,11 +1186,11 @@ op_err op_store__submit_detached(struct op_store *s, struct op_store__req *r)
 	}
 	bool first = s->head == NULL;
 	if (first && s->queued_since_ms == 0)
-		s->queued_since_ms = mono_ms();
+		s->queued_since_ms = op_mono_ms();
 	if (r->done_cb)
 		s->waiting++; /* someone waits for it, if not on this thread */
 	else if (first || s->waiting == s->pending)
-		s->detached_since_ms = mono_ms();
+		s->detached_since_ms = op_mono_ms();
 	if (s->tail)
 		s->tail->next = r;
 	else
@@ -1234,7 +1226,7 @@ op_err op_store__submit(struct op_store *s, struct op_store__req *r)
 		s->head = r;
 	s->tail = r;
 	if (s->queued_since_ms == 0)
-		s->queued_since_ms = mono_ms();
+		s->queued_since_ms = op_mono_ms();
 	s->pending++;
 	s->waiting++;
 	pthread_cond_signal(&s->wake);

@@ -28,6 +28,7 @@
 #include <MQTTAsync.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/clock.h"
 #include "agent/trigger/mqtt_wire.h"
 
 struct consumer {
@@ -47,13 +48,6 @@ struct consumer {
 	int backoff_ms;
 	int wake; /* eventfd: wakes the main thread when retry_at_ms changes */
 };
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void send_frame(struct consumer *c, enum op_mqtt_frame type, const void *body, size_t len)
 {
@@ -99,8 +93,8 @@ static void schedule_retry(struct consumer *c)
 	int jitter = c->backoff_ms / 4;
 	unsigned r = 0;
 	if (jitter && getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
-		r = (unsigned)mono_ms();
-	c->retry_at_ms = mono_ms() + c->backoff_ms - (jitter ? (int)(r % (unsigned)jitter) : 0);
+		r = (unsigned)op_mono_ms();
+	c->retry_at_ms = op_mono_ms() + c->backoff_ms - (jitter ? (int)(r % (unsigned)jitter) : 0);
 	pthread_mutex_unlock(&c->mu);
 	uint64_t one = 1;
 	while (write(c->wake, &one, sizeof(one)) < 0 && errno == EINTR)
@@ -348,7 +342,7 @@ int op_mqtt_consumer_main(void)
 		int timeout = -1;
 		pthread_mutex_lock(&c.mu);
 		if (c.retry_at_ms) {
-			int64_t left = c.retry_at_ms - mono_ms();
+			int64_t left = c.retry_at_ms - op_mono_ms();
 			timeout = left < 0 ? 0 : (int)left;
 		}
 		pthread_mutex_unlock(&c.mu);

@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #include "agent/account/account.h"
+#include "agent/core/clock.h"
 #include "agent/core/err.h"
 
 struct op_db_pools;
@@ -102,8 +103,6 @@ op_err op_db__conn_get(struct op_db_pools *pools, const struct op_db_driver *drv
                        const struct op_db_wait *w, struct op_db_conn **out, char *why,
                        size_t whylen) OP_WUR;
 void op_db__conn_put(struct op_db_pools *pools, struct op_db_conn *c);
-
-long long op_db__now_ms(void);
 /* Milliseconds left to w's deadline (at least 1 while before it, 0 after). */
 long long op_db__left_ms(const struct op_db_wait *w);
 

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/clock.h"
 #include "agent/core/json.h"
 #include "agent/core/log.h"
 #include "connectors/db/db_int.h"
@@ -140,7 +141,7 @@ static bool cancel_and_drain(PGconn *conn)
 			OP_LOGD("cancel request failed: %s", eb);
 		PQfreeCancel(cn);
 	}
-	struct op_db_wait grace = {.deadline_ms = op_db__now_ms() + CANCEL_GRACE_MS};
+	struct op_db_wait grace = {.deadline_ms = op_mono_ms() + CANCEL_GRACE_MS};
 	for (;;) {
 		op_err rc;
 		PGresult *r = next_result(conn, &grace, &rc);
@@ -611,7 +612,7 @@ out:
 		if (PQpipelineStatus(conn) == PQ_PIPELINE_OFF &&
 		    PQtransactionStatus(conn) != PQTRANS_IDLE) {
 			char ignore[256];
-			struct op_db_wait g = {.deadline_ms = op_db__now_ms() + CANCEL_GRACE_MS};
+			struct op_db_wait g = {.deadline_ms = op_mono_ms() + CANCEL_GRACE_MS};
 			(void)simple(conn, "ROLLBACK", &g, ignore, sizeof(ignore));
 		}
 	}

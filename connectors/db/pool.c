@@ -9,6 +9,7 @@
  * (the first max a pool saw bounds it: steps of one target share one).
  */
 #include "connectors/db/pool.h"
+#include "agent/core/clock.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -37,16 +38,9 @@ struct op_db_pools {
 	struct pool *pools;
 };
 
-long long op_db__now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 long long op_db__left_ms(const struct op_db_wait *w)
 {
-	long long left = w->deadline_ms - op_db__now_ms();
+	long long left = w->deadline_ms - op_mono_ms();
 	return left > 0 ? left : 0;
 }
 
@@ -160,7 +154,7 @@ op_err op_db__conn_get(struct op_db_pools *pools, const struct op_db_driver *drv
 		return op_errf(why, whylen, OP_ENOMEM, "out of memory");
 	}
 	while (rc == OP_OK) {
-		expire_locked(q, op_db__now_ms(), dead, &nd);
+		expire_locked(q, op_mono_ms(), dead, &nd);
 		if (q->n_idle > 0) {
 			c = q->idle[--q->n_idle];
 			q->out++;
@@ -198,7 +192,7 @@ op_err op_db__conn_get(struct op_db_pools *pools, const struct op_db_driver *drv
 		return rc;
 	}
 	/* An idle connection: usable at a glance, and answering when it sat long. */
-	if (c && (!c->drv->usable(c->h) || (op_db__now_ms() - c->idle_since_ms > PING_AFTER_MS &&
+	if (c && (!c->drv->usable(c->h) || (op_mono_ms() - c->idle_since_ms > PING_AFTER_MS &&
 	                                    c->drv->ping(c->h, w, why, whylen) != OP_OK))) {
 		conn_close(c);
 		c = NULL;
@@ -234,7 +228,7 @@ void op_db__conn_put(struct op_db_pools *pools, struct op_db_conn *c)
 	if (c == NULL)
 		return;
 	bool keep = !c->broken && c->drv->usable(c->h);
-	c->idle_since_ms = op_db__now_ms();
+	c->idle_since_ms = op_mono_ms();
 	pthread_mutex_lock(&pools->mu);
 	struct pool *q = pools->pools;
 	while (q && strcmp(q->key, c->key) != 0)

@@ -15,6 +15,7 @@
  */
 #define OP_LOG_MODULE "db"
 #include "connectors/db/step.h"
+#include "agent/core/clock.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -385,7 +386,7 @@ static op_err db_view(struct op_exec *x, const struct op_step *st, const cJSON *
 	}
 	long long timeout = op_exec_timeout_ms(x, c->timeout_ms);
 	struct op_db_wait w = {
-	    .deadline_ms = op_db__now_ms() + timeout, .cancelled = cancelled, .ud = x};
+	    .deadline_ms = op_mono_ms() + timeout, .cancelled = cancelled, .ud = x};
 	const struct op_db_driver *drv = driver_of(c);
 	rc = op_db__conn_get(h->db_pools, drv, c->connection, a, (size_t)c->max_connections, &w,
 	                     &conn, why, sizeof(why));

@@ -11,6 +11,7 @@
  */
 #define OP_LOG_MODULE "httpc"
 #include "connectors/httpc/httpc.h"
+#include "agent/core/clock.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -505,9 +506,9 @@ static op_err exchange(CURL *h, const struct op_httpc_req *r, const char *auth,
 		             curl_easy_strerror(cc));
 		goto out;
 	}
-	long long t0 = op_httpc__now_ms();
+	long long t0 = op_mono_ms();
 	cc = curl_easy_perform(h);
-	resp->elapsed_ms = op_httpc__now_ms() - t0;
+	resp->elapsed_ms = op_mono_ms() - t0;
 	if (x.nomem) {
 		rc = op_errf(why, whylen, OP_ENOMEM, "out of memory");
 	} else if (x.body_too_large || cc == CURLE_FILESIZE_EXCEEDED) {
@@ -535,13 +536,6 @@ out:
 	if (rc)
 		op_httpc_resp_fini(resp);
 	return rc;
-}
-
-long long op_httpc__now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 op_err op_httpc__exchange(struct op_httpc *c, const struct op_httpc_req *r, const char *auth,
@@ -577,7 +571,7 @@ static op_err exchange_as(struct op_httpc *c, const struct op_httpc_req *r, cons
 
 static long long left_ms(long long deadline)
 {
-	long long t = deadline - op_httpc__now_ms();
+	long long t = deadline - op_mono_ms();
 	return t < 1 ? 1 : t;
 }
 
@@ -587,7 +581,7 @@ op_err op_httpc_perform(struct op_httpc *c, const struct op_httpc_req *r,
 	memset(resp, 0, sizeof(*resp));
 	if (r->auth == NULL || r->auth->type != OP_ACCOUNT_OAUTH2)
 		return exchange_as(c, r, NULL, resp, why, whylen);
-	long long deadline = op_httpc__now_ms() + r->timeout_ms;
+	long long deadline = op_mono_ms() + r->timeout_ms;
 	char *token = NULL;
 	bool fresh = false;
 	op_err rc = op_httpc__token_get(c, &c->tokens, r, false, &token, &fresh, why, whylen);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "agent/account/account.h"
+#include "agent/core/clock.h"
 #include "connectors/httpc/httpc.h"
 
 #define OP_HTTPC__TOKENS_MAX 64
@@ -52,6 +53,5 @@ op_err op_httpc__exchange(struct op_httpc *c, const struct op_httpc_req *r, cons
 op_err op_httpc__basic(const char *prefix, const char *user, const char *pass, char **out) OP_WUR;
 
 op_err op_httpc__from_curl(CURLcode cc);
-long long op_httpc__now_ms(void);
 
 #endif

@@ -16,6 +16,7 @@
 
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
+#include "agent/core/clock.h"
 #include "connectors/httpc/httpc_int.h"
 
 #define TOKEN_RESPONSE_MAX (64u << 10)
@@ -57,7 +58,7 @@ static char *cached(struct op_httpc__tokens *t, const struct op_account *a)
 	char *copy = NULL;
 	pthread_mutex_lock(&t->mu);
 	struct op_httpc__token *e = entry_find(t, a);
-	if (e && e->updated_ms == a->updated_ms && op_httpc__now_ms() < e->use_until_ms)
+	if (e && e->updated_ms == a->updated_ms && op_mono_ms() < e->use_until_ms)
 		copy = op_strdup(e->token);
 	pthread_mutex_unlock(&t->mu);
 	return copy;
@@ -242,7 +243,7 @@ op_err op_httpc__token_get(struct op_httpc *c, struct op_httpc__tokens *t,
 	if (!force && (*token = cached(t, r->auth)) != NULL)
 		return OP_OK;
 	long long expires_in = -1;
-	long long t0 = op_httpc__now_ms();
+	long long t0 = op_mono_ms();
 	op_err rc = fetch(c, r, token, &expires_in, why, whylen);
 	if (rc)
 		return rc;

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/clock.h"
 #include "agent/core/uuid.h"
 #include "connectors/sftp/sftp_int.h"
 
@@ -137,7 +138,7 @@ static op_err still_on(struct op_sftp_conn *s, const char *what, struct op_sftp_
 		return op_sftp__fail(f, OP_ECANCELED, "CANCELLED", "%s: %s: cancelled", s->where,
 		                     what);
 	}
-	if (op_sftp_now_ms() >= call->deadline_ms) {
+	if (op_mono_ms() >= call->deadline_ms) {
 		s->broken = true;
 		return op_sftp__fail(f, OP_ETIMEOUT, "SFTP_TIMEOUT",
 		                     "%s: %s: the execution's time ran out", s->where, what);

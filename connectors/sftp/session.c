@@ -38,6 +38,7 @@
 #include "agent/account/account.h"
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
+#include "agent/core/clock.h"
 #include "agent/core/log.h"
 #include "connectors/sftp/sftp_int.h"
 
@@ -242,7 +243,7 @@ static LIBSSH2_RECV_FUNC(guarded_recv)
 	if (s->stop == OP_OK && call) {
 		if (call->cancelled && call->cancelled(call->cancel_ud))
 			s->stop = OP_ECANCELED;
-		else if (s->until > 0 && op_sftp_now_ms() > s->until + GUARD_GRACE_MS)
+		else if (s->until > 0 && op_mono_ms() > s->until + GUARD_GRACE_MS)
 			s->stop = OP_ETIMEOUT;
 		else if (s->sftp && call != &close_call &&
 		         libssh2_channel_eof(libssh2_sftp_get_channel(s->sftp)) == 1)
@@ -423,23 +424,16 @@ op_err op_sftp__fail_ssh(struct op_sftp_conn *s, int rc, const char *what, struc
 
 /* ---- waiting ---- */
 
-long long op_sftp_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static long long until_of(const struct op_sftp_call *call, long long ms)
 {
-	long long now = op_sftp_now_ms();
+	long long now = op_mono_ms();
 	return ms < call->deadline_ms - now ? now + ms : call->deadline_ms;
 }
 
 long long op_sftp__until(struct op_sftp_conn *s)
 {
 	s->until = until_of(s->call, s->call->timeout_ms);
-	s->wait_ms = s->until - op_sftp_now_ms();
+	s->wait_ms = s->until - op_mono_ms();
 	return s->until;
 }
 
@@ -450,7 +444,7 @@ static op_err wait_fd(const struct op_sftp_call *call, int fd, short events, lon
 	for (;;) {
 		if (call->cancelled && call->cancelled(call->cancel_ud))
 			return OP_ECANCELED;
-		long long left = until - op_sftp_now_ms();
+		long long left = until - op_mono_ms();
 		if (left <= 0)
 			return OP_ETIMEOUT;
 		struct pollfd p = {.fd = fd, .events = events};
@@ -567,7 +561,7 @@ static op_err resolve(struct op_sftp_conn *s, const char *host, int port, long l
 			rc = op_sftp__fail(f, OP_ECANCELED, "CANCELLED", "%s: cancelled", s->where);
 			break;
 		}
-		long long left = until - op_sftp_now_ms();
+		long long left = until - op_mono_ms();
 		if (left <= 0) {
 			rc = op_sftp__fail(f, OP_ETIMEOUT, "SFTP_TIMEOUT",
 			                   "%s: no address for %s within %lld ms", s->where, host,
@@ -957,7 +951,7 @@ struct op_sftp_conn *op_sftp_take(struct op_sftp *c, const char *host, int port,
 	if (key == NULL)
 		return NULL;
 	struct op_sftp_conn *hit = NULL, *dead = NULL;
-	long long now = op_sftp_now_ms();
+	long long now = op_mono_ms();
 	pthread_mutex_lock(&c->mu);
 	for (struct op_sftp_conn **pp = &c->idle; *pp;) {
 		struct op_sftp_conn *s = *pp;
@@ -1003,7 +997,7 @@ void op_sftp_give(struct op_sftp *c, struct op_sftp_conn *s)
 	}
 	s->call = NULL;
 	s->reused = false;
-	s->idle_since_ms = op_sftp_now_ms();
+	s->idle_since_ms = op_mono_ms();
 	arena_trim(&s->arena);
 	struct op_sftp_conn *evict = NULL;
 	pthread_mutex_lock(&c->mu);

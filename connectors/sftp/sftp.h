@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent/core/clock.h"
 #include "agent/core/err.h"
 
 struct op_account;
@@ -49,7 +50,7 @@ struct op_sftp_opts {
 struct op_sftp_call {
 	long long timeout_ms;         /* each exchange with the server */
 	long long connect_timeout_ms; /* the TCP connect (name lookup included) */
-	long long deadline_ms;        /* op_sftp_now_ms() time; LLONG_MAX: none */
+	long long deadline_ms;        /* op_mono_ms() time; LLONG_MAX: none */
 	/* Polled while waiting; true stops the call (OP_ECANCELED). May be NULL. */
 	bool (*cancelled)(void *ud);
 	void *cancel_ud;
@@ -241,8 +242,5 @@ void op_sftp_mode_text(unsigned mode, char out[8]);
 void op_sftp_time_text(int64_t t, char out[32]);
 /* "file", "dir", "link", "other". */
 const char *op_sftp_type_name(enum op_sftp_type t);
-
-/* The monotonic clock in milliseconds, the clock of deadline_ms. */
-long long op_sftp_now_ms(void);
 
 #endif

@@ -16,6 +16,7 @@
  */
 #define OP_LOG_MODULE "sftp"
 #include "connectors/sftp/step.h"
+#include "agent/core/clock.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -970,7 +971,7 @@ static op_err sftp_view(struct op_exec *x, const struct op_step *st, const cJSON
 	j.call = (struct op_sftp_call){
 	    .timeout_ms = c->timeout_ms,
 	    .connect_timeout_ms = c->connect_timeout_ms,
-	    .deadline_ms = left == LLONG_MAX ? LLONG_MAX : op_sftp_now_ms() + left,
+	    .deadline_ms = left == LLONG_MAX ? LLONG_MAX : op_mono_ms() + left,
 	    .cancelled = cancelled,
 	    .cancel_ud = x,
 	};

@@ -20,6 +20,7 @@
 
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
+#include "agent/core/clock.h"
 #include "agent/core/json.h"
 #include "agent/core/log.h"
 #include "control-sync/outpostctl/ctl.h"
@@ -493,7 +494,7 @@ static int follow(struct logs *l, struct op_ctl_mqtt *m, const char *topic, long
 	for (;;) {
 		struct op_ctl_msg *msg = NULL;
 		char why[512];
-		long long deadline = until ? until : op_ctl_mqtt_now_ms() + 3600000LL;
+		long long deadline = until ? until : op_mono_ms() + 3600000LL;
 		op_err rc = op_ctl_mqtt_next(m, deadline, &msg, why, sizeof(why));
 		if (rc == OP_ECANCELED || (rc == OP_ETIMEOUT && until))
 			return CTL_OK;
@@ -547,7 +548,7 @@ int op_ctl_logs(int argc, char **argv)
 	watching = true;
 	char why[768] = "out of memory";
 	const char *filter = NULL;
-	long long deadline = op_ctl_mqtt_now_ms() + op_ctl__timeout_ms(&l.c);
+	long long deadline = op_mono_ms() + op_ctl__timeout_ms(&l.c);
 	op_err rc = op_buf_addf(&topic, "%s%s/out/logs", op_ctl_mqtt_root(m), l.agent);
 	if (rc == OP_OK) {
 		filter = op_buf_str(&topic);
@@ -559,7 +560,7 @@ int op_ctl_logs(int argc, char **argv)
 		goto out;
 	}
 	op_ctl__emit(stderr, "outpostctl logs: following %s (records sent from now on)\n", filter);
-	long long until = l.for_s ? op_ctl_mqtt_now_ms() + (long long)(l.secs * 1000) : 0;
+	long long until = l.for_s ? op_mono_ms() + (long long)(l.secs * 1000) : 0;
 	ret = follow(&l, m, filter, until);
 	if (l.skipped)
 		fprintf(stderr, "outpostctl logs: %lu records without a seq were skipped\n",

@@ -5,6 +5,7 @@
  * message there whose correlation data is the command's id.
  */
 #include "control-sync/outpostctl/ctl_command.h"
+#include "agent/core/clock.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -108,18 +109,18 @@ int op_ctl__command(struct op_ctl_mqtt *m, const struct op_ctl_conn *c,
 		goto out;
 	}
 	const char *filter = op_buf_str(&rtopic);
-	long long deadline = op_ctl_mqtt_now_ms() + op_ctl__timeout_ms(c);
+	long long deadline = op_mono_ms() + op_ctl__timeout_ms(c);
 	if (op_ctl_mqtt_subscribe(m, &filter, 1, deadline, why, sizeof(why)) != OP_OK)
 		goto out;
 	struct op_ctl_mqtt_req req = {.response_topic = filter, .corr = id, .corr_len = strlen(id)};
-	deadline = op_ctl_mqtt_now_ms() + op_ctl__timeout_ms(c);
+	deadline = op_mono_ms() + op_ctl__timeout_ms(c);
 	rc = op_ctl_mqtt_request(m, op_buf_str(&ctopic), env, strlen(env), &req, deadline, why,
 	                         sizeof(why));
 	if (rc) {
 		ret = rc == OP_EINVAL ? CTL_INVALID : CTL_FAILED;
 		goto out;
 	}
-	deadline = op_ctl_mqtt_now_ms() + wait_ms;
+	deadline = op_mono_ms() + wait_ms;
 	for (;;) {
 		struct op_ctl_msg *msg = NULL;
 		rc = op_ctl_mqtt_next(m, deadline, &msg, why, sizeof(why));

@@ -16,6 +16,7 @@
  * wait for.
  */
 #include "control-sync/outpostctl/ctl_mqtt.h"
+#include "agent/core/clock.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -94,21 +95,13 @@ static void say(char *why, size_t whylen, const char *fmt, ...)
 	va_end(ap);
 }
 
-long long op_ctl_mqtt_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Under m->mu: waits for a signal or the deadline; false once it passed. */
 static bool wait_until(struct op_ctl_mqtt *m, long long deadline)
 {
-	if (op_ctl_mqtt_now_ms() >= deadline)
+	if (op_mono_ms() >= deadline)
 		return false;
 	struct timespec ts = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000};
-	return pthread_cond_timedwait(&m->cv, &m->mu, &ts) != ETIMEDOUT ||
-	       op_ctl_mqtt_now_ms() < deadline;
+	return pthread_cond_timedwait(&m->cv, &m->mu, &ts) != ETIMEDOUT || op_mono_ms() < deadline;
 }
 
 /* "Not authorized (0x87)" */
@@ -364,7 +357,7 @@ static void client_id_init(struct op_ctl_mqtt *m)
 {
 	unsigned char r[4] = {0};
 	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
-		long long t = op_ctl_mqtt_now_ms();
+		long long t = op_mono_ms();
 		memcpy(r, &t, sizeof(r));
 	}
 	snprintf(m->client_id, sizeof(m->client_id), "outpostctl-%ld-%02x%02x%02x%02x",
@@ -379,7 +372,7 @@ static op_err attempt(struct op_ctl_mqtt *m, const struct op_ctl_mqtt_opts *o, l
 	struct req *r = req_new(m);
 	if (r == NULL)
 		return op_errf(why, whylen, OP_ENOMEM, "out of memory");
-	long long left = deadline - op_ctl_mqtt_now_ms();
+	long long left = deadline - op_mono_ms();
 	MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer5;
 	MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
 	co.keepAliveInterval = KEEPALIVE_S;
@@ -492,10 +485,10 @@ op_err op_ctl_mqtt_connect(const struct op_ctl_mqtt_opts *o, long long deadline,
 	char last[384] = "";
 	for (int n = 1;; n++) {
 		rc = attempt(m, o, deadline, last, sizeof(last));
-		if (rc != OP_ENOCONN || n == ATTEMPTS || op_ctl_mqtt_now_ms() + pause >= deadline)
+		if (rc != OP_ENOCONN || n == ATTEMPTS || op_mono_ms() + pause >= deadline)
 			break;
 		pthread_mutex_lock(&m->mu);
-		long long until = op_ctl_mqtt_now_ms() + pause;
+		long long until = op_mono_ms() + pause;
 		while (wait_until(m, until))
 			;
 		pthread_mutex_unlock(&m->mu);
@@ -533,7 +526,7 @@ void op_ctl_mqtt_close(struct op_ctl_mqtt *m)
 			d.context = r;
 			if (MQTTAsync_disconnect(m->cl, &d) == MQTTASYNC_SUCCESS) {
 				pthread_mutex_lock(&m->mu);
-				req_wait(m, r, op_ctl_mqtt_now_ms() + DISCONNECT_WAIT_MS);
+				req_wait(m, r, op_mono_ms() + DISCONNECT_WAIT_MS);
 				pthread_mutex_unlock(&m->mu);
 			}
 		}
@@ -794,7 +787,7 @@ op_err op_ctl_mqtt_sync(struct op_ctl_mqtt *m, long long deadline, op_ctl_msg_fn
 {
 	unsigned char r[8] = {0};
 	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
-		long long t = op_ctl_mqtt_now_ms();
+		long long t = op_mono_ms();
 		memcpy(r, &t, sizeof(r));
 	}
 	snprintf(m->probe_payload, sizeof(m->probe_payload),

@@ -12,7 +12,7 @@
  * and the broker delivers it after the retained messages of every
  * subscription made before.
  *
- * Deadlines are CLOCK_MONOTONIC milliseconds (op_ctl_mqtt_now_ms()).
+ * Deadlines are CLOCK_MONOTONIC milliseconds (op_mono_ms()).
  */
 #ifndef OP_OUTPOSTCTL_CTL_MQTT_H
 #define OP_OUTPOSTCTL_CTL_MQTT_H
@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "agent/core/clock.h"
 #include "agent/core/err.h"
 
 struct op_ctl_mqtt_opts {
@@ -44,9 +45,6 @@ struct op_ctl_msg {
 };
 
 struct op_ctl_mqtt;
-
-/* Monotonic milliseconds, for deadlines. */
-long long op_ctl_mqtt_now_ms(void);
 
 /*
  * Connects (MQTT 5, clean start, client id outpostctl-<pid>-<random>) and

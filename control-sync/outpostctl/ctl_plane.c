@@ -6,6 +6,7 @@
  * status's, documented in docs/protocol.md.
  */
 #include "control-sync/outpostctl/ctl_plane.h"
+#include "agent/core/clock.h"
 
 #include <errno.h>
 #include <math.h>
@@ -224,8 +225,8 @@ int op_ctl__conn_open(const struct op_ctl_conn *c, size_t max_payload, struct op
 	                             .prefix = c->prefix,
 	                             .max_payload = max_payload};
 	char why[768];
-	op_err rc = op_ctl_mqtt_connect(&o, op_ctl_mqtt_now_ms() + op_ctl__timeout_ms(c), m, why,
-	                                sizeof(why));
+	op_err rc =
+	    op_ctl_mqtt_connect(&o, op_mono_ms() + op_ctl__timeout_ms(c), m, why, sizeof(why));
 	if (rc == OP_OK)
 		return CTL_OK;
 	op_ctl__emit(stderr, "outpostctl %s: %s\n", c->cmd, why);
@@ -373,7 +374,7 @@ int op_ctl__fleet_load(struct op_ctl_fleet *f, struct op_ctl_mqtt *m, const stru
 		op_buf_fini(&b);
 	}
 	char why[768] = "out of memory";
-	long long deadline = op_ctl_mqtt_now_ms() + op_ctl__timeout_ms(c);
+	long long deadline = op_mono_ms() + op_ctl__timeout_ms(c);
 	if (ret == CTL_OK &&
 	    (op_ctl_mqtt_subscribe(m, (const char *const *)full, n, deadline, why, sizeof(why)) ||
 	     op_ctl_mqtt_sync(m, deadline, fleet_msg, f, why, sizeof(why))))

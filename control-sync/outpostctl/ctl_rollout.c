@@ -6,6 +6,7 @@
  * pipelines it brings back, which only changes how its line reads.
  */
 #include "control-sync/outpostctl/ctl_rollout.h"
+#include "agent/core/clock.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -78,7 +79,7 @@ int op_ctl__publish_desired(const struct op_ctl_rollout *r, struct op_ctl_mqtt *
 	op_buf_init(&b, OP_ENV_MAX);
 	op_buf_init(&topic, 4096);
 	cJSON *doc = cJSON_CreateObject();
-	t->t0 = op_ctl_mqtt_now_ms();
+	t->t0 = op_mono_ms();
 	if (doc == NULL || !cJSON_AddNumberToObject(doc, "seq", (double)t->seq) ||
 	    !cJSON_AddStringToObject(doc, "agent", t->id) ||
 	    !cJSON_AddStringToObject(doc, "issued", r->issued) ||
@@ -92,12 +93,12 @@ int op_ctl__publish_desired(const struct op_ctl_rollout *r, struct op_ctl_mqtt *
 	} else if (op_env_sign(r->s->seed, r->s->key.pub, r->s->key.kid, b.data, b.len, &env, why,
 	                       sizeof(why)) == OP_OK) {
 		op_env_digest(env, strlen(env), t->env_digest);
-		long long deadline = op_ctl_mqtt_now_ms() + op_ctl__timeout_ms(r->c);
+		long long deadline = op_mono_ms() + op_ctl__timeout_ms(r->c);
 		if (op_ctl_mqtt_publish(m, op_buf_str(&topic), env, strlen(env), true, deadline,
 		                        why, sizeof(why)) == OP_OK)
 			why[0] = '\0';
 	}
-	t->t1 = op_ctl_mqtt_now_ms();
+	t->t1 = op_mono_ms();
 	if (why[0]) {
 		t->result = OP_CTL_R_FAILED;
 		snprintf(t->code, sizeof(t->code), "PUBLISH");
@@ -134,14 +135,14 @@ static void judge(struct op_ctl_target *t, const cJSON *a)
 	} else {
 		return;
 	}
-	t->t1 = op_ctl_mqtt_now_ms();
+	t->t1 = op_mono_ms();
 }
 
 void op_ctl__wait_reports(const struct op_ctl_rollout *r, struct op_ctl_mqtt *m,
                           struct op_ctl_fleet *f, struct op_ctl_target *t, size_t n)
 {
 	for (;;) {
-		long long now = op_ctl_mqtt_now_ms(), next = 0;
+		long long now = op_mono_ms(), next = 0;
 		size_t pending = 0;
 		for (size_t i = 0; i < n; i++) {
 			if (t[i].result != OP_CTL_R_PUBLISHED)
@@ -169,7 +170,7 @@ void op_ctl__wait_reports(const struct op_ctl_rollout *r, struct op_ctl_mqtt *m,
 				if (t[i].result != OP_CTL_R_PUBLISHED)
 					continue;
 				t[i].result = OP_CTL_R_TIMEOUT;
-				t[i].t1 = op_ctl_mqtt_now_ms();
+				t[i].t1 = op_mono_ms();
 				snprintf(t[i].code, sizeof(t[i].code), "NOCONN");
 				snprintf(t[i].message, sizeof(t[i].message),
 				         "%s; agent %s's report was not seen", why, t[i].id);

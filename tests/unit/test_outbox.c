@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/core/clock.h"
 #include "agent/core/log.h"
 #include "agent/store/store.h"
 #include "agent/store/store_int.h"
@@ -86,13 +87,6 @@ static void read_all(struct op_store *s, enum op_outbox_stream st, uint64_t afte
                      struct op_outbox_batch *b)
 {
 	ck_assert_int_eq(op_store_outbox_read(s, st, after, 100000, SIZE_MAX, b), OP_OK);
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static struct op_store_exec exec_rec(const char *pipeline, int64_t duration)
@@ -826,8 +820,8 @@ static void hook(void *ud)
 
 static bool wait_calls(int n)
 {
-	int64_t deadline = mono_ms() + 5000;
-	while (atomic_load(&hook_calls) < n && mono_ms() < deadline)
+	int64_t deadline = op_mono_ms() + 5000;
+	while (atomic_load(&hook_calls) < n && op_mono_ms() < deadline)
 		sched_yield();
 	return atomic_load(&hook_calls) >= n;
 }
@@ -914,8 +908,8 @@ START_TEST(map_full_drops_adds_not_others)
 	pthread_t th;
 	struct enq_arg a = {s, OP_EINTERNAL};
 	ck_assert_int_eq(pthread_create(&th, NULL, enq_thread, &a), 0);
-	int64_t deadline = mono_ms() + 5000;
-	while (op_store__pending(s) < N + 1 && mono_ms() < deadline)
+	int64_t deadline = op_mono_ms() + 5000;
+	while (op_store__pending(s) < N + 1 && op_mono_ms() < deadline)
 		sched_yield();
 	ck_assert_uint_eq(op_store__pending(s), N + 1);
 	op_store__hold(s, false);
@@ -972,8 +966,8 @@ START_TEST(commit_full_drops_adds_keeps_others)
 	ck_assert_int_eq(pthread_create(&th, NULL, enq_thread, &a), 0);
 	struct op_store_exec r = exec_rec("sync", 3);
 	ck_assert_int_eq(op_store_record_nowait(s, &r), OP_OK);
-	int64_t deadline = mono_ms() + 5000;
-	while (op_store__pending(s) < 5 && mono_ms() < deadline)
+	int64_t deadline = op_mono_ms() + 5000;
+	while (op_store__pending(s) < 5 && op_mono_ms() < deadline)
 		sched_yield();
 	ck_assert_uint_eq(op_store__pending(s), 5);
 	op_store__fail_commits(s, 1);
@@ -1040,8 +1034,8 @@ START_TEST(concurrent_adds_and_drain)
 	}
 	int next[T] = {0};
 	uint64_t after = 0, got = 0, want = (T + 1) / 2 * PER;
-	int64_t deadline = mono_ms() + 60000;
-	while (got < want && mono_ms() < deadline) {
+	int64_t deadline = op_mono_ms() + 60000;
+	while (got < want && op_mono_ms() < deadline) {
 		struct op_outbox_batch b;
 		ck_assert_int_eq(op_store_outbox_read(s, OP_OUTBOX_LOGS, after, 500, 64 << 10, &b),
 		                 OP_OK);

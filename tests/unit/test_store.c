@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/core/clock.h"
 #include "agent/core/log.h"
 #include "agent/store/store.h"
 #include "agent/store/store_int.h"
@@ -384,13 +385,6 @@ static void *enq_thread(void *p)
 	return NULL;
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 START_TEST(group_commit_batches)
 {
 	enum { N = 16 };
@@ -404,8 +398,8 @@ START_TEST(group_commit_batches)
 		args[i] = (struct enq_arg){s, i, OP_EINTERNAL};
 		ck_assert_int_eq(pthread_create(&th[i], NULL, enq_thread, &args[i]), 0);
 	}
-	int64_t deadline = mono_ms() + 5000;
-	while (op_store__pending(s) < N && mono_ms() < deadline)
+	int64_t deadline = op_mono_ms() + 5000;
+	while (op_store__pending(s) < N && op_mono_ms() < deadline)
 		sched_yield();
 	ck_assert_uint_eq(op_store__pending(s), N);
 	op_store__hold(s, false);
@@ -450,8 +444,8 @@ START_TEST(batch_isolates_failures)
 		args[i] = (struct enq_arg){s, 2 * i, OP_EINTERNAL}; /* all "even" */
 		ck_assert_int_eq(pthread_create(&th[i], NULL, enq_thread, &args[i]), 0);
 	}
-	int64_t deadline = mono_ms() + 5000;
-	while (op_store__pending(s) < N && mono_ms() < deadline)
+	int64_t deadline = op_mono_ms() + 5000;
+	while (op_store__pending(s) < N && op_mono_ms() < deadline)
 		sched_yield();
 	op_store__hold(s, false);
 	int ok = 0, full = 0;
@@ -502,8 +496,8 @@ START_TEST(batch_isolates_map_full)
 		ck_assert_int_eq(pthread_create(&th[i], NULL, enq_thread, &args[i]), 0);
 	}
 	ck_assert_int_eq(pthread_create(&ph, NULL, put_thread, &pa), 0);
-	int64_t deadline = mono_ms() + 5000;
-	while (op_store__pending(s) < N + 1 && mono_ms() < deadline)
+	int64_t deadline = op_mono_ms() + 5000;
+	while (op_store__pending(s) < N + 1 && op_mono_ms() < deadline)
 		sched_yield();
 	ck_assert_uint_eq(op_store__pending(s), N + 1);
 	uint64_t before = stats(s).txns;
