@@ -12,11 +12,15 @@
 VARIANT ?= debug
 B := build/$(VARIANT)
 
-PKGS := libcjson wolfssl libpcre2-8 lmdb libxxhash inih libmicrohttpd libsystemd libcurl \
-	libssh2 libpq odbc
+CORE_PKGS := libcjson wolfssl libpcre2-8 lmdb libxxhash inih libmicrohttpd libsystemd
+PLUGIN_PKGS := libcurl libssh2 libpq odbc
+PKGS := $(CORE_PKGS) $(PLUGIN_PKGS)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LIBS := $(PKG_LIBS) -ljq -lpaho-mqtt3as -lcrypto -lm -pthread
+# outpostd links only the core's libraries; its plugins bring their own.
+D_LIBS := $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -ljq -lpaho-mqtt3as -lcrypto -lm \
+	-pthread
 
 WARN := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	-Wvla -Wimplicit-fallthrough
@@ -28,13 +32,16 @@ BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -I. $(PKG_CFLAGS) $(WARN) -pthread -MMD -M
 ifeq ($(VARIANT),release)
 V_CFLAGS := -O2 -g -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fPIE
 V_LDFLAGS := -pie -Wl,-z,relro,-z,now
+V_SO_LDFLAGS := -Wl,-z,relro,-z,now
 else ifeq ($(VARIANT),asan)
 V_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
 	-fno-omit-frame-pointer -DOP_FAULTS
 V_LDFLAGS := -fsanitize=address,undefined
+V_SO_LDFLAGS := $(V_LDFLAGS)
 else
 V_CFLAGS := -O0 -g -DOP_FAULTS
 V_LDFLAGS :=
+V_SO_LDFLAGS :=
 endif
 
 CC ?= cc
@@ -51,6 +58,21 @@ TESTLIB_SRC := $(filter-out $(TEST_SRC),$(sort $(wildcard tests/unit/*.c)))
 BENCH_SRC := $(sort $(wildcard tests/bench/bench_*.c))
 CONF_SRC := $(sort $(wildcard tests/conformance/*.c))
 
+# Connectors outpostd loads on first use (connectors/registry.c): one shared
+# object each in $(B)/plugins, built from position-independent objects in
+# $(B)/pic. outpostctl and the tests link them in (libop.a has everything).
+# PLUGIN_DIR: where outpostd looks for them (packages: /usr/lib/outpost);
+# empty, the folder plugins beside the executable.
+PLUGIN_DIR ?=
+PLUGINS := db sftp http
+PLUGIN_SRC_db := $(filter-out connectors/db/pool.c,$(sort $(wildcard connectors/db/*.c)))
+PLUGIN_SRC_sftp := $(sort $(wildcard connectors/sftp/*.c))
+PLUGIN_SRC_http := $(sort $(wildcard connectors/httpc/*.c connectors/rest/*.c connectors/sap/*.c))
+PLUGIN_SRC := $(foreach p,$(PLUGINS),$(PLUGIN_SRC_$(p)))
+PLUGIN_SO := $(PLUGINS:%=$(B)/plugins/%.so)
+D_CORE_OBJ := $(filter-out $(PLUGIN_SRC:%.c=$(B)/%.o) $(B)/connectors/registry.o, \
+	$(LIB_SRC:%.c=$(B)/%.o)) $(B)/connectors/registry_dl.o
+
 LIB := $(B)/libop.a
 OUTPOSTCTL := $(B)/outpostctl
 OUTPOSTD := $(B)/outpostd
@@ -60,7 +82,7 @@ BENCHES := $(BENCH_SRC:%.c=$(B)/%)
 BENCH_TOOLS := $(B)/tests/bench/mqtt_load $(B)/tests/bench/outbox_fill
 CONFORMANCE := $(if $(CONF_SRC),$(B)/tests/conformance/schema-suite)
 
-all: $(OUTPOSTCTL) $(OUTPOSTD)
+all: $(OUTPOSTCTL) $(OUTPOSTD) $(PLUGIN_SO)
 
 $(B)/%.o: %.c
 	@mkdir -p $(@D)
@@ -73,8 +95,26 @@ $(LIB): $(LIB_SRC:%.c=$(B)/%.o)
 $(OUTPOSTCTL): $(CTL_SRC:%.c=$(B)/%.o) $(LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(OUTPOSTD): $(D_SRC:%.c=$(B)/%.o) $(LIB)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+# Every core object, so each op_ function a plugin calls is there, exported.
+$(OUTPOSTD): $(D_SRC:%.c=$(B)/%.o) $(D_CORE_OBJ)
+	$(CC) $(ALL_LDFLAGS) -Wl,--export-dynamic-symbol='op_*' -o $@ $^ $(D_LIBS)
+
+$(B)/connectors/registry_dl.o: connectors/registry.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -DOP_PLUGINS $(if $(PLUGIN_DIR),-DOP_PLUGIN_DIR='"$(PLUGIN_DIR)"') \
+		-c $< -o $@
+
+$(B)/pic/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -fPIC -c $< -o $@
+
+# The agent's own functions stay undefined here: outpostd exports them.
+define plugin_rule
+$(B)/plugins/$(1).so: $(PLUGIN_SRC_$(1):%.c=$(B)/pic/%.o)
+	@mkdir -p $$(@D)
+	$$(CC) $$(V_SO_LDFLAGS) $$(LDFLAGS) -shared -Wl,--as-needed -o $$@ $$^ $$(LIBS)
+endef
+$(foreach p,$(PLUGINS),$(eval $(call plugin_rule,$(p))))
 
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 $(B)/tests/unit/%: $(B)/tests/unit/%.o $(TESTLIB_SRC:%.c=$(B)/%.o) $(LIB)

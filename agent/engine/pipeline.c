@@ -295,11 +295,10 @@ static op_err load_step(struct op_load *ld, const cJSON *j, struct op_step *st)
 	}
 	if (doc.type == NULL)
 		goto out;
-	st->type = op_step_type_find(doc.type);
+	char why[512];
+	st->type = op_step_type_find(doc.type, why, sizeof(why));
 	if (st->type == NULL) {
-		op_diag_add(ld->d, "type",
-		            "unknown step type \"%.64s\" (outpostctl steps lists the types)",
-		            doc.type);
+		op_diag_add(ld->d, "type", "%s", why);
 		rc = OP_ECONFIG;
 		goto out;
 	}

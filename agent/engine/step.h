@@ -1,7 +1,8 @@
 /*
  * What a step type is and how it runs. A step type (a logic step in
  * agent/engine/ or a connector in connectors/) is one static const
- * op_step_type listed in connectors/registry.c. The engine binds its config
+ * op_step_type listed in connectors/registry.c (in outpostd, some connectors
+ * are plugins loaded on first use). The engine binds its config
  * through its table at load, lets it compile what it needs in prepare(), and
  * calls run() once per attempt: retries, timeouts and dead-lettering belong
  * to the engine, never to a step.
@@ -61,9 +62,12 @@ struct op_step {
 	char **output;
 };
 
-/* The step type registry (connectors/registry.c). */
-const struct op_step_type *op_step_type_find(const char *name);
-/* The i-th registered type, NULL past the end. */
+/* The step type registry (connectors/registry.c). The type called name;
+ * in outpostd, a connector's plugin is loaded first if it is not yet. NULL
+ * with why filled when the name is unknown or the plugin did not load. */
+const struct op_step_type *op_step_type_find(const char *name, char *why, size_t whylen);
+/* The i-th registered type, NULL past the end (in outpostd, also at a type
+ * whose plugin does not load). */
 const struct op_step_type *op_step_type_at(size_t i);
 
 /* --- For prepare(): load context ---------------------------------------- */

@@ -74,11 +74,10 @@ int op_ctl_steps(int argc, char **argv)
 		fputs(usage, stderr);
 		return CTL_INVALID;
 	}
-	t = op_step_type_find(argv[0]);
+	char why[512];
+	t = op_step_type_find(argv[0], why, sizeof(why));
 	if (t == NULL) {
-		fprintf(stderr,
-		        "outpostctl: unknown step type \"%s\"; outpostctl steps lists them\n",
-		        argv[0]);
+		fprintf(stderr, "outpostctl: %s\n", why);
 		return CTL_INVALID;
 	}
 	printf("%s: %s\n\nconfig keys:\n", t->name, t->summary);
