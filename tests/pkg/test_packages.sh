@@ -88,10 +88,34 @@ for f in /usr/sbin/outpostd /usr/bin/outpostctl /lib/systemd/system/outpost.serv
 	check "$f is missing" test -f "$f"
 done
 expect_mode /usr/sbin/outpostd "755 root:root"
+for so in db http sftp; do
+	expect_mode /usr/lib/outpost/$so.so "644 root:root"
+done
 check "outpostd --version says $v1" sh -c "/usr/sbin/outpostd --version | grep -qF '$v1'"
 check "outpostctl --version says $v1" sh -c "/usr/bin/outpostctl --version | grep -qxF 'outpostctl $v1'"
 check "the config is not a conffile" sh -c "dpkg-query -W -f='\${Conffiles}' outpost | grep -q '/etc/outpost/outpost.conf '"
 check "the man page does not render" sh -c "man -l /usr/share/man/man5/outpost.conf.5.gz 2>/dev/null | grep -q data_dir"
+
+what="the installed outpostd loads its connector plugins from /usr/lib/outpost"
+mkdir -p "$T/plug"
+cat >"$T/plug/all.json" <<'JSON'
+{"name":"all","version":"1","steps":[
+ {"type":"rest","config":{"url":"http://127.0.0.1:1/x"}},
+ {"type":"sap","config":{"service":"http://127.0.0.1:1/s","entitySet":"X"}},
+ {"type":"db","config":{"connection":"host=127.0.0.1","account":"pg","sql":"SELECT 1"}},
+ {"type":"sftp","config":{"host":"127.0.0.1","account":"s","operation":"list","path":"/",
+  "hostKey":"SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"}}]}
+JSON
+out=$(cd "$T" && /usr/sbin/outpostd --dev --pipelines "$T/plug" --check-config 2>&1 >/dev/null)
+rc=$?
+checks=$((checks + 1))
+[ $rc -eq 0 ] || fail "$what: --check-config failed: $out"
+for t in rest:http sap:http db:db sftp:sftp; do
+	case "$out" in
+	*"step type ${t%%:*} loaded from /usr/lib/outpost/${t#*:}.so"*) checks=$((checks + 1)) ;;
+	*) fail "$what: no ${t%%:*} from ${t#*:}.so: $out" ;;
+	esac
+done
 
 what="the service user and its directories"
 check "no user outpost" sh -c "getent passwd outpost >/dev/null"
@@ -253,7 +277,8 @@ what="the RPM's file list"
 rpm -qpl "$rpm" >"$T/rpm.files" 2>/dev/null
 for f in /usr/sbin/outpostd /usr/bin/outpostctl /etc/outpost/outpost.conf /etc/outpost/pipelines.d \
 	/var/lib/outpost /usr/lib/systemd/system/outpost.service /usr/lib/sysusers.d/outpost.conf \
-	/usr/lib/tmpfiles.d/outpost.conf /usr/share/man/man8/outpostd.8.gz; do
+	/usr/lib/tmpfiles.d/outpost.conf /usr/share/man/man8/outpostd.8.gz \
+	/usr/lib64/outpost/db.so /usr/lib64/outpost/http.so /usr/lib64/outpost/sftp.so; do
 	check "$f is not in it" grep -qx "$f" "$T/rpm.files"
 done
 check "the config is not %config(noreplace)" sh -c "rpm -qpc '$rpm' 2>/dev/null | grep -qx /etc/outpost/outpost.conf"
@@ -266,7 +291,8 @@ check "no restart on upgrade" grep -q 'try-restart outpost.service' "$T/rpm.scri
 
 what="the RPM's requirements are found automatically"
 rpm -qpR "$rpm" >"$T/rpm.requires" 2>/dev/null
-for so in 'libcjson.so.1()(64bit)' 'liblmdb.so.0()(64bit)' 'libjq.so.1()(64bit)' 'libpq.so.5()(64bit)' 'libssh2.so.1()(64bit)'; do
+for so in 'libcjson.so.1()(64bit)' 'liblmdb.so.0()(64bit)' 'libjq.so.1()(64bit)' 'libpq.so.5()(64bit)' \
+	'libssh2.so.1()(64bit)' 'libcurl.so.4()(64bit)' 'libodbc.so.2()(64bit)'; do
 	check "$so is not required" grep -qxF "$so" "$T/rpm.requires"
 done
 
