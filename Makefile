@@ -48,9 +48,9 @@ CC ?= cc
 ALL_CFLAGS = $(BASE_CFLAGS) $(V_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS = $(V_LDFLAGS) $(LDFLAGS)
 
-LIB_SRC := $(sort $(wildcard agent/core/*.c agent/expr/*.c agent/engine/*.c agent/auth/*.c \
-	agent/store/*.c agent/daemon/*.c agent/trigger/*.c agent/http/*.c agent/account/*.c \
-	connectors/*.c connectors/*/*.c control-sync/*.c))
+LIB_SRC := $(filter-out connectors/plugin.c,$(sort $(wildcard agent/core/*.c agent/expr/*.c \
+	agent/engine/*.c agent/auth/*.c agent/store/*.c agent/daemon/*.c agent/trigger/*.c \
+	agent/http/*.c agent/account/*.c connectors/*.c connectors/*/*.c control-sync/*.c)))
 CTL_SRC := $(sort $(wildcard control-sync/outpostctl/*.c))
 D_SRC := $(sort $(wildcard agent/outpostd/*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
@@ -65,10 +65,13 @@ CONF_SRC := $(sort $(wildcard tests/conformance/*.c))
 # empty, the folder plugins beside the executable.
 PLUGIN_DIR ?=
 PLUGINS := db sftp http
-PLUGIN_SRC_db := $(filter-out connectors/db/pool.c,$(sort $(wildcard connectors/db/*.c)))
-PLUGIN_SRC_sftp := $(sort $(wildcard connectors/sftp/*.c))
-PLUGIN_SRC_http := $(sort $(wildcard connectors/httpc/*.c connectors/rest/*.c connectors/sap/*.c))
-PLUGIN_SRC := $(foreach p,$(PLUGINS),$(PLUGIN_SRC_$(p)))
+# Each has connectors/plugin.c, the version outpostd checks.
+PLUGIN_SRC_db := $(filter-out connectors/db/pool.c,$(sort $(wildcard connectors/db/*.c))) \
+	connectors/plugin.c
+PLUGIN_SRC_sftp := $(sort $(wildcard connectors/sftp/*.c)) connectors/plugin.c
+PLUGIN_SRC_http := $(sort $(wildcard connectors/httpc/*.c connectors/rest/*.c \
+	connectors/sap/*.c)) connectors/plugin.c
+PLUGIN_SRC := $(sort $(foreach p,$(PLUGINS),$(PLUGIN_SRC_$(p))))
 PLUGIN_SO := $(PLUGINS:%=$(B)/plugins/%.so)
 D_CORE_OBJ := $(filter-out $(PLUGIN_SRC:%.c=$(B)/%.o) $(B)/connectors/registry.o, \
 	$(LIB_SRC:%.c=$(B)/%.o)) $(B)/connectors/registry_dl.o
@@ -96,8 +99,9 @@ $(OUTPOSTCTL): $(CTL_SRC:%.c=$(B)/%.o) $(LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 # Every core object, so each op_ function a plugin calls is there, exported.
-$(OUTPOSTD): $(D_SRC:%.c=$(B)/%.o) $(D_CORE_OBJ)
-	$(CC) $(ALL_LDFLAGS) -Wl,--export-dynamic-symbol='op_*' -o $@ $^ $(D_LIBS)
+# Whatever builds outpostd (tests, benchmarks, packages) builds its plugins.
+$(OUTPOSTD): $(D_SRC:%.c=$(B)/%.o) $(D_CORE_OBJ) | $(PLUGIN_SO)
+	$(CC) $(ALL_LDFLAGS) -Wl,--export-dynamic-symbol='op_*' -o $@ $(filter %.o,$^) $(D_LIBS)
 
 $(B)/connectors/registry_dl.o: connectors/registry.c
 	@mkdir -p $(@D)

@@ -31,7 +31,9 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#define OP_LOG_MODULE "plugins"
 #include "agent/core/log.h"
+#include "agent/core/version.h"
 #else
 #include "connectors/db/step.h"
 #include "connectors/rest/step.h"
@@ -109,9 +111,9 @@ static bool plugin_dir(char *dir, size_t len)
 }
 
 /*
- * Loads e's plugin and finds e's type in it (op_step_NAME, with '-' as '_').
- * Called with load_mu held. A failure is not remembered: the next pipeline
- * that names the type tries again (after the admin installed what was
+ * Loads e's plugin, checks that it is of this build's version, and finds
+ * e's type in it (op_step_NAME, with '-' as '_'). Called with load_mu held. A failure is not
+ * remembered: the next pipeline that names the type tries again (after the admin installed what was
  * missing, a reload is enough).
  */
 static const struct op_step_type *load(struct entry *e, char *why, size_t whylen)
@@ -127,6 +129,15 @@ static const struct op_step_type *load(struct entry *e, char *why, size_t whylen
 		/* dlerror() names the file. */
 		snprintf(why, whylen, "step type \"%s\": its plugin did not load: %s", e->name,
 		         dlerror());
+		return NULL;
+	}
+	const char *v = dlsym(h, "op_plugin_version");
+	if (v == NULL || strcmp(v, OUTPOST_VERSION) != 0) {
+		snprintf(why, whylen,
+		         "step type \"%s\": the plugin %s is of version %.32s, this outpostd of %s "
+		         "(an upgrade not finished: restart outpostd)",
+		         e->name, path, v ? v : "(none)", OUTPOST_VERSION);
+		dlclose(h);
 		return NULL;
 	}
 	snprintf(sym, sizeof(sym), "op_step_%s", e->name);
@@ -174,5 +185,10 @@ const struct op_step_type *op_step_type_find(const char *name, char *why, size_t
 const struct op_step_type *op_step_type_at(size_t i)
 {
 	char why[8];
-	return i < N_TYPES ? type_of(&entries[i], why, sizeof(why)) : NULL;
+	for (size_t k = 0; k < N_TYPES; k++) {
+		const struct op_step_type *t = type_of(&entries[k], why, sizeof(why));
+		if (t && i-- == 0)
+			return t;
+	}
+	return NULL;
 }

@@ -66,8 +66,8 @@ struct op_step {
  * in outpostd, a connector's plugin is loaded first if it is not yet. NULL
  * with why filled when the name is unknown or the plugin did not load. */
 const struct op_step_type *op_step_type_find(const char *name, char *why, size_t whylen);
-/* The i-th registered type, NULL past the end (in outpostd, also at a type
- * whose plugin does not load). */
+/* The i-th registered type, NULL past the end (in outpostd, types whose
+ * plugin does not load are left out; asking loads every plugin). */
 const struct op_step_type *op_step_type_at(size_t i);
 
 /* --- For prepare(): load context ---------------------------------------- */

@@ -1,8 +1,9 @@
 # outpostd's connector plugins (connectors/registry.c): an agent whose
 # pipelines use no connector maps none of their libraries; the first pipeline
 # with a rest step loads the http plugin, and only it; a plugin that does not
-# load is a load problem naming the step and the file, and a reload after the
-# plugin is in place succeeds. outpostd looks for its plugins in "plugins"
+# load (missing, not a shared object, of another version) is a load problem
+# naming the step and the file, and a reload after the plugin is in place
+# succeeds. outpostd looks for its plugins in "plugins"
 # beside the executable, so a copy of it elsewhere has none until they are
 # copied there. Waits poll a condition with a deadline.
 . "$(dirname "$0")/lib.sh"
@@ -91,6 +92,17 @@ err=$(cat "$T/err")
 expect_rc 2
 expect_err_has "orders.json: steps[1].type: step type \"db\": its plugin did not load: $T/bin/plugins/db.so:"
 
+what="a plugin of another version is refused (an upgrade not finished)"
+v=$("$OUTPOSTD" --version | awk '{ print $2 }')
+w=$(printf '%s' "$v" | tr 0-9 1-90) # another version of the same length
+# The version string, NUL-terminated in the plugin's read-only data.
+V=$v W=$w perl -0777 -pe 's/\Q$ENV{V}\E\x00/$ENV{W}\x00/g' "$PLUGINS/db.so" >"$T/bin/plugins/db.so"
+"$T/bin/outpostd" --dev --pipelines "$T/p2" --check-config >/dev/null 2>"$T/err"
+rc=$?
+err=$(cat "$T/err")
+expect_rc 2
+expect_err_has "orders.json: steps[1].type: step type \"db\": the plugin $T/bin/plugins/db.so is of version $w, this outpostd of $v (an upgrade not finished: restart outpostd)"
+
 what="with the plugin in place, the same pipeline is fine"
 cp "$PLUGINS/db.so" "$T/bin/plugins/db.so"
 "$T/bin/outpostd" --dev --pipelines "$T/p2" --check-config >/dev/null 2>"$T/err"
@@ -111,12 +123,14 @@ cp "$T/p2/orders.json" "$T/p3/"
 kill -HUP $pid
 check "no refusal logged: $(tail -3 "$T/d2.log")" wait_until 10 grep -q 'reload refused' "$T/d2.log"
 check "the refusal does not name the plugin" grep -q "steps\[1\].type: step type \"db\": its plugin did not load" "$T/d2.log"
+curl -s -m 2 "http://127.0.0.1:$admin/metrics" >"$T/metrics"
+check "no metrics from the running set" grep -q '^outpost_queue_depth{pipeline="echo"}' "$T/metrics"
+check "orders deployed though its plugin is missing" sh -c "! grep -q 'pipeline=\"orders\"' '$T/metrics'"
+cp "$PLUGINS/db.so" "$T/bin/plugins/db.so"
+kill -HUP $pid
 queued() {
 	curl -s -m 2 "http://127.0.0.1:$admin/metrics" | grep -q '^outpost_queue_depth{pipeline="orders"}'
 }
-check "orders deployed though its plugin is missing" sh -c "! curl -s -m 2 http://127.0.0.1:$admin/metrics | grep -q 'pipeline=\"orders\"'"
-cp "$PLUGINS/db.so" "$T/bin/plugins/db.so"
-kill -HUP $pid
 check "orders not deployed after the plugin was installed: $(tail -3 "$T/d2.log")" wait_until 10 queued
 check "db.so not mapped" mapped $pid "$T/bin/plugins/db\.so$"
 
