@@ -925,8 +925,11 @@ static void *worker_main(void *arg)
 			struct running *r = running_of(rt, ev->pipeline);
 			if (r)
 				r->n--;
-			rt->wake++; /* a concurrency slot is free again */
-			pthread_cond_broadcast(&rt->cv);
+			/* A concurrency slot is free again. This worker looks for
+			 * work itself next; one more, woken, is enough for the slot
+			 * (waking them all cost every event a herd of wake-ups). */
+			rt->wake++;
+			pthread_cond_signal(&rt->cv);
 			pthread_cond_broadcast(&rt->idle_cv);
 			pthread_mutex_unlock(&rt->mu);
 			op_store_event_free(ev);
