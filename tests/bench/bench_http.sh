@@ -235,6 +235,16 @@ D="$T/w"
 conf "$D" warn
 pipeline "$D" orders sync /orders
 pipeline "$D" events async /events
+# The same renames without jq: a set step's template (no computed amounts),
+# to show what the HTTP path and the engine cost without the transform.
+cat >"$D/p/orders-set.json" <<'JSON'
+{"name":"orders-set","version":"1","trigger":{"type":"http","config":{"method":"POST","path":"/orders-set","mode":"sync"}},
+ "steps":[{"type":"set","config":{"template":{"orderId":"{{ message.body.order_id }}",
+  "customerId":"{{ message.body.customer.id }}","customerName":"{{ message.body.customer.name }}",
+  "country":"{{ message.body.customer.country }}","lines":"{{ message.body.items }}",
+  "currency":"{{ message.body.currency }}","deliveryDate":"{{ message.body.requested }}",
+  "source":"outpost","region":"{{ globals.region }}"}}}]}
+JSON
 start_daemon "$D"
 wpid=$dpid
 
@@ -245,6 +255,11 @@ out=$(curl -s -H 'content-type: application/json' --data-binary "$BODY" "http://
 case "$out" in
 *'"orderId":"SO-2026-000417"'*'"total":'*) ;;
 *) die "W1 pipeline answered unexpectedly: $out" ;;
+esac
+out=$(curl -s -H 'content-type: application/json' --data-binary "$BODY" "http://127.0.0.1:$port/orders-set")
+case "$out" in
+*'"orderId":"SO-2026-000417"'*'"region":"eu-1"'*) ;;
+*) die "the set pipeline answered unexpectedly: $out" ;;
 esac
 
 # W1: nginx, then outpostd, with the same load.
@@ -257,6 +272,11 @@ echo "bench: w1_outpost_rps $rps req/s"
 echo "bench: w1_outpost_vs_nginx $(ratio "$rps" "$n_rps") ratio"
 echo "bench: w1_outpost_p99 $p99 ms"
 echo "bench: w1_outpost_errors $bad answers"
+run_wrk w1_set "http://127.0.0.1:$port/orders-set"
+echo "bench: w1_set_rps $rps req/s"
+echo "bench: w1_set_vs_nginx $(ratio "$rps" "$n_rps") ratio"
+echo "bench: w1_set_p99 $p99 ms"
+echo "bench: w1_set_errors $bad answers"
 
 # W2: async, durable. Accepted = 202 answers counted by the daemon itself.
 a0=$(metric 'outpost_http_requests_total{code="202"}')

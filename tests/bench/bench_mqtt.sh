@@ -5,6 +5,8 @@
 # a large max_queued_messages) and measures with tests/bench/mqtt_load (one
 # paho publisher with a 900-message QoS 1 window, one QoS 1 subscriber):
 #   mosquitto:  QoS 1 publish -> QoS 1 subscriber, through the broker only;
+#   relay:      QoS 1 publish -> mqtt_load's relay (PUBACK at once, publish
+#               again QoS 1, nothing durable) -> the subscriber;
 #   outpostd:   QoS 1 publish to bench/in -> mqtt trigger (each message
 #               durably committed before its PUBACK) -> jq transform ->
 #               mqtt-publish QoS 1 to bench/out -> the subscriber.
@@ -55,6 +57,23 @@ for _ in 1 2; do
 	[ "$r" -gt "$base" ] && base=$r
 done
 
+# The least any agent must do between two topics: mqtt_load's relay, a
+# subscriber that PUBACKs at once and republishes each message (QoS 1, no
+# transform, nothing durable). Every message passes the broker twice.
+"$MQTT_LOAD" relay "$broker_port" bench/rin bench/rout >"$T/relay.log" 2>&1 &
+relay_pid=$!
+wait_until 10 grep -q relaying "$T/relay.log" || {
+	echo "bench_mqtt: the relay did not start: $(cat "$T/relay.log")" >&2
+	exit 1
+}
+out=$("$MQTT_LOAD" "$broker_port" bench/rin bench/rout "$N") || {
+	echo "bench_mqtt: the relay lost messages: $out" >&2
+	exit 1
+}
+kill "$relay_pid" 2>/dev/null
+wait "$relay_pid" 2>/dev/null
+relay=$(printf '%s\n' "$out" | sed -n 's/.*: \([0-9]*\) msg\/s$/\1/p')
+
 mkdir -p "$T/p"
 cat >"$T/outpost.conf" <<CONF
 [agent]
@@ -94,5 +113,8 @@ agent=$(printf '%s\n' "$out" | sed -n 's/.*: \([0-9]*\) msg\/s$/\1/p')
 [ $rc -eq 0 ] || echo "bench_mqtt: not every message came through the agent: $out" >&2
 echo "bench: w3_mosquitto_qos1_pub_sub $base msg/s"
 echo "bench: w3_outpostd_mqtt_in_transform_out ${agent:-0} msg/s ($CONSUMERS consumers, $N messages)"
+echo "bench: w3_relay_no_agent $relay msg/s"
+echo "bench: w3_relay_vs_mosquitto $(awk -v a="$relay" -v b="$base" 'BEGIN { printf "%.2f", a / b }') ratio"
 echo "bench: w3_outpostd_vs_mosquitto $(awk -v a="${agent:-0}" -v b="$base" 'BEGIN { printf "%.2f", a / b }') ratio"
+echo "bench: w3_outpostd_vs_relay $(awk -v a="${agent:-0}" -v b="$relay" 'BEGIN { printf "%.2f", a / b }') ratio"
 [ $rc -eq 0 ]

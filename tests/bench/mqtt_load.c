@@ -14,6 +14,14 @@
  *   mqtt_load: N sent, R received (D duplicates) in MS ms: RATE msg/s
  * and exits 0 when all N arrived, 2 otherwise. SUB_TOPIC "-" subscribes to
  * nothing and waits for the N PUBACKs instead.
+ *
+ *   mqtt_load relay PORT IN_TOPIC OUT_TOPIC
+ *
+ * Runs until killed as the least any agent must do between two topics: a
+ * QoS 1 subscriber to IN_TOPIC whose callback only copies the message and
+ * returns (so its PUBACK goes at once, nothing durable), and a publisher that
+ * sends each copy QoS 1 to OUT_TOPIC with the same 900-message window. Prints
+ * "mqtt_load: relaying" once both are ready.
  */
 #include <MQTTAsync.h>
 #include <pthread.h>
@@ -133,10 +141,89 @@ static void wait_for(int *flag, int want)
 	pthread_mutex_unlock(&mu);
 }
 
+/* relay: the subscriber's callback appends copies here; main() sends them. */
+struct copy {
+	struct copy *next;
+	int len;
+	char payload[];
+};
+static struct copy *q_head, **q_tail = &q_head;
+
+static int on_relay_message(void *ctx, char *topic, int tl, MQTTAsync_message *m)
+{
+	(void)ctx;
+	(void)tl;
+	struct copy *c = malloc(sizeof(*c) + (size_t)m->payloadlen);
+	if (c == NULL) {
+		fprintf(stderr, "mqtt_load: out of memory\n");
+		exit(1);
+	}
+	c->next = NULL;
+	c->len = m->payloadlen;
+	memcpy(c->payload, m->payload, (size_t)m->payloadlen);
+	pthread_mutex_lock(&mu);
+	*q_tail = c;
+	q_tail = &c->next;
+	pthread_cond_broadcast(&cv);
+	pthread_mutex_unlock(&mu);
+	MQTTAsync_freeMessage(&m);
+	MQTTAsync_free(topic);
+	return 1;
+}
+
+static int relay(const char *uri, const char *in, const char *out)
+{
+	char sid[64], pid[64];
+	snprintf(sid, sizeof(sid), "mqtt-relay-sub-%d", (int)getpid());
+	snprintf(pid, sizeof(pid), "mqtt-relay-pub-%d", (int)getpid());
+	MQTTAsync sub = client(uri, sid, on_relay_message, NULL);
+	MQTTAsync pub = client(uri, pid, on_message, on_delivered);
+	wait_for(&connected, 2);
+	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+	ro.onSuccess = on_sub;
+	ro.onFailure = on_fail;
+	ro.context = "subscribe";
+	if (MQTTAsync_subscribe(sub, in, 1, &ro) != MQTTASYNC_SUCCESS)
+		return 1;
+	wait_for(&subscribed, 1);
+	printf("mqtt_load: relaying\n");
+	fflush(stdout);
+	for (;;) {
+		pthread_mutex_lock(&mu);
+		while (q_head == NULL || outstanding >= WINDOW)
+			pthread_cond_wait(&cv, &mu);
+		struct copy *c = q_head;
+		q_head = c->next;
+		if (q_head == NULL)
+			q_tail = &q_head;
+		outstanding++;
+		pthread_mutex_unlock(&mu);
+		MQTTAsync_message m = MQTTAsync_message_initializer;
+		m.payload = c->payload;
+		m.payloadlen = c->len;
+		m.qos = 1;
+		int rc;
+		while ((rc = MQTTAsync_sendMessage(pub, out, &m, NULL)) ==
+		       MQTTASYNC_MAX_BUFFERED_MESSAGES)
+			usleep(100);
+		free(c);
+		if (rc != MQTTASYNC_SUCCESS) {
+			fprintf(stderr, "mqtt_load: relay publish: %s\n", MQTTAsync_strerror(rc));
+			return 1;
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 5 && strcmp(argv[1], "relay") == 0) {
+		char ruri[64];
+		snprintf(ruri, sizeof(ruri), "tcp://127.0.0.1:%s", argv[2]);
+		return relay(ruri, argv[3], argv[4]);
+	}
 	if (argc != 5) {
-		fprintf(stderr, "usage: mqtt_load PORT PUB_TOPIC SUB_TOPIC N\n");
+		fprintf(stderr, "usage: mqtt_load PORT PUB_TOPIC SUB_TOPIC N\n"
+		                "       mqtt_load relay PORT IN_TOPIC OUT_TOPIC\n");
 		return 1;
 	}
 	char uri[64];
