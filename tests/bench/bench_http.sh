@@ -341,5 +341,28 @@ n=$(curl -s -m 2 "http://127.0.0.1:$admin/metrics" | grep -c '^outpost_queue_dep
 echo "bench: idle_rss_20_pipelines $rss KiB"
 echo "bench: start_to_ready $(echo "$times" | tr ' ' '\n' | grep . | sort -n | sed -n 3p) ms"
 echo "bench: start_to_ready_new_store $first_ms ms"
+
+# The same daemon once pipelines with a rest, a db and an sftp step are
+# added (SIGHUP): their plugins load, and with them libcurl, libpq, unixODBC
+# and libssh2. Nothing runs them: no server is needed.
+conn() {
+	cat >"$R/p/$1.json" <<JSON
+{"name":"$1","version":"1","trigger":{"type":"http","config":{"method":"POST","path":"/$1","mode":"async"}},
+ "steps":[{"type":"$2","config":{$3}}]}
+JSON
+}
+conn c-rest rest '"url":"http://127.0.0.1:1/x"'
+conn c-db db '"connection":"host=127.0.0.1","account":"pg","sql":"SELECT 1"'
+conn c-sftp sftp '"host":"127.0.0.1","account":"s","operation":"list","path":"/","hostKey":"SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"'
+kill -HUP $dpid
+dl=$(($(now_ms) + 20000))
+while [ "$(curl -s -m 2 "http://127.0.0.1:$admin/metrics" | grep -c '^outpost_queue_depth{')" -ne 23 ]; do
+	[ "$(now_ms)" -lt $dl ] || die "the pipelines with connectors were not deployed: $(tail -3 "$R/d.log")"
+	sleep 0.01 # poll interval, bounded by the deadline
+done
+while grep -qx op-jq-warm /proc/$dpid/task/*/comm 2>/dev/null && [ "$(now_ms)" -lt $dl ]; do
+	sleep 0.01 # poll interval, bounded by the deadline
+done
+echo "bench: idle_rss_with_connectors $(awk '/^VmRSS:/ { print $2 }' /proc/$dpid/status) KiB"
 stop_daemon $dpid
 echo "# bench_http: load average $(cut -d' ' -f1-3 /proc/loadavg) after the run"
