@@ -141,6 +141,41 @@ static void wait_for(int *flag, int want)
 	pthread_mutex_unlock(&mu);
 }
 
+/* Subscribes c to topic at QoS 1 and waits until the broker granted it. */
+static void subscribe(MQTTAsync c, const char *topic)
+{
+	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+	ro.onSuccess = on_sub;
+	ro.onFailure = on_fail;
+	ro.context = "subscribe";
+	if (MQTTAsync_subscribe(c, topic, 1, &ro) != MQTTASYNC_SUCCESS) {
+		fprintf(stderr, "mqtt_load: cannot subscribe\n");
+		exit(1);
+	}
+	wait_for(&subscribed, 1);
+}
+
+/* Publishes one QoS 1 message once the window has room; exits on failure. */
+static void publish(MQTTAsync c, const char *topic, void *payload, int len)
+{
+	pthread_mutex_lock(&mu);
+	while (outstanding >= WINDOW)
+		pthread_cond_wait(&cv, &mu);
+	outstanding++;
+	pthread_mutex_unlock(&mu);
+	MQTTAsync_message m = MQTTAsync_message_initializer;
+	m.payload = payload;
+	m.payloadlen = len;
+	m.qos = 1;
+	int rc;
+	while ((rc = MQTTAsync_sendMessage(c, topic, &m, NULL)) == MQTTASYNC_MAX_BUFFERED_MESSAGES)
+		usleep(100);
+	if (rc != MQTTASYNC_SUCCESS) {
+		fprintf(stderr, "mqtt_load: publish: %s\n", MQTTAsync_strerror(rc));
+		exit(1);
+	}
+}
+
 /* relay: the subscriber's callback appends copies here; main() sends them. */
 struct copy {
 	struct copy *next;
@@ -179,38 +214,20 @@ static int relay(const char *uri, const char *in, const char *out)
 	MQTTAsync sub = client(uri, sid, on_relay_message, NULL);
 	MQTTAsync pub = client(uri, pid, on_message, on_delivered);
 	wait_for(&connected, 2);
-	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-	ro.onSuccess = on_sub;
-	ro.onFailure = on_fail;
-	ro.context = "subscribe";
-	if (MQTTAsync_subscribe(sub, in, 1, &ro) != MQTTASYNC_SUCCESS)
-		return 1;
-	wait_for(&subscribed, 1);
+	subscribe(sub, in);
 	printf("mqtt_load: relaying\n");
 	fflush(stdout);
 	for (;;) {
 		pthread_mutex_lock(&mu);
-		while (q_head == NULL || outstanding >= WINDOW)
+		while (q_head == NULL)
 			pthread_cond_wait(&cv, &mu);
 		struct copy *c = q_head;
 		q_head = c->next;
 		if (q_head == NULL)
 			q_tail = &q_head;
-		outstanding++;
 		pthread_mutex_unlock(&mu);
-		MQTTAsync_message m = MQTTAsync_message_initializer;
-		m.payload = c->payload;
-		m.payloadlen = c->len;
-		m.qos = 1;
-		int rc;
-		while ((rc = MQTTAsync_sendMessage(pub, out, &m, NULL)) ==
-		       MQTTASYNC_MAX_BUFFERED_MESSAGES)
-			usleep(100);
+		publish(pub, out, c->payload, c->len);
 		free(c);
-		if (rc != MQTTASYNC_SUCCESS) {
-			fprintf(stderr, "mqtt_load: relay publish: %s\n", MQTTAsync_strerror(rc));
-			return 1;
-		}
 	}
 }
 
@@ -239,15 +256,8 @@ int main(int argc, char **argv)
 	MQTTAsync sub = acks_only ? NULL : client(uri, sid, on_message, NULL);
 	MQTTAsync pub = client(uri, pid, on_message, on_delivered);
 	wait_for(&connected, acks_only ? 1 : 2);
-	if (!acks_only) {
-		MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-		ro.onSuccess = on_sub;
-		ro.onFailure = on_fail;
-		ro.context = "subscribe";
-		if (MQTTAsync_subscribe(sub, sub_topic, 1, &ro) != MQTTASYNC_SUCCESS)
-			return 1;
-		wait_for(&subscribed, 1);
-	}
+	if (!acks_only)
+		subscribe(sub, sub_topic);
 
 	char payload[400];
 	double t0 = now_s(), deadline = t0 + 120;
@@ -261,23 +271,7 @@ int main(int argc, char **argv)
 		             "{\"sku\":\"Z-007\",\"qty\":12,\"price\":1.25}],"
 		             "\"currency\":\"EUR\",\"note\":\"deliver to dock 4\"}",
 		             i, i);
-		pthread_mutex_lock(&mu);
-		while (outstanding >= WINDOW)
-			pthread_cond_wait(&cv, &mu);
-		outstanding++;
-		pthread_mutex_unlock(&mu);
-		MQTTAsync_message m = MQTTAsync_message_initializer;
-		m.payload = payload;
-		m.payloadlen = len;
-		m.qos = 1;
-		int rc;
-		while ((rc = MQTTAsync_sendMessage(pub, pub_topic, &m, NULL)) ==
-		       MQTTASYNC_MAX_BUFFERED_MESSAGES)
-			usleep(100);
-		if (rc != MQTTASYNC_SUCCESS) {
-			fprintf(stderr, "mqtt_load: publish: %s\n", MQTTAsync_strerror(rc));
-			return 1;
-		}
+		publish(pub, pub_topic, payload, len);
 	}
 	pthread_mutex_lock(&mu);
 	while ((acks_only ? acked : received) < n_total && now_s() < deadline) {

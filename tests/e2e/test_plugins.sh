@@ -75,20 +75,23 @@ cat >"$T/p2/orders.json" <<'JSON'
            "sql":"SELECT 1"}}]}
 JSON
 
+# check_copy: the copy's --check-config of $T/p2; sets $rc, $out, $err.
+check_copy() {
+	"$T/bin/outpostd" --dev --pipelines "$T/p2" --check-config >/dev/null 2>"$T/err"
+	rc=$?
+	out=""
+	err=$(cat "$T/err")
+}
+
 what="--check-config names the step and the plugin that does not load"
-"$T/bin/outpostd" --dev --pipelines "$T/p2" --check-config >/dev/null 2>"$T/err"
-rc=$?
-out=""
-err=$(cat "$T/err")
+check_copy
 expect_rc 2
 expect_err_has "orders.json: steps[1].type: step type \"db\": its plugin did not load: $T/bin/plugins/db.so: cannot open shared object file"
 
 what="a plugin that is not a shared object is refused the same way"
 mkdir -p "$T/bin/plugins"
 printf 'not ELF\n' >"$T/bin/plugins/db.so"
-"$T/bin/outpostd" --dev --pipelines "$T/p2" --check-config >/dev/null 2>"$T/err"
-rc=$?
-err=$(cat "$T/err")
+check_copy
 expect_rc 2
 expect_err_has "orders.json: steps[1].type: step type \"db\": its plugin did not load: $T/bin/plugins/db.so:"
 
@@ -97,17 +100,13 @@ v=$("$OUTPOSTD" --version | awk '{ print $2 }')
 w=$(printf '%s' "$v" | tr 0-9 1-90) # another version of the same length
 # The version string, NUL-terminated in the plugin's read-only data.
 V=$v W=$w perl -0777 -pe 's/\Q$ENV{V}\E\x00/$ENV{W}\x00/g' "$PLUGINS/db.so" >"$T/bin/plugins/db.so"
-"$T/bin/outpostd" --dev --pipelines "$T/p2" --check-config >/dev/null 2>"$T/err"
-rc=$?
-err=$(cat "$T/err")
+check_copy
 expect_rc 2
 expect_err_has "orders.json: steps[1].type: step type \"db\": the plugin $T/bin/plugins/db.so is of version $w, this outpostd of $v (an upgrade not finished: restart outpostd)"
 
 what="with the plugin in place, the same pipeline is fine"
 cp "$PLUGINS/db.so" "$T/bin/plugins/db.so"
-"$T/bin/outpostd" --dev --pipelines "$T/p2" --check-config >/dev/null 2>"$T/err"
-rc=$?
-err=$(cat "$T/err")
+check_copy
 expect_rc 0
 
 what="a reload refused for a missing plugin succeeds once it is installed"
