@@ -8,9 +8,10 @@
  * unixODBC; sftp: libssh2; rest and sap: libcurl, each with Kerberos, LDAP
  * and more behind it) are shared objects in the plugin folder, loaded the
  * first time a pipeline names one of their types. An agent whose pipelines
- * use none of them never maps those libraries: they are two of its ten MiB
- * of idle memory. The plugins resolve the agent's own op_ functions from the
- * executable (linked with them exported); a plugin is never unloaded.
+ * use none of them never maps those libraries, about 1.7 MiB of pages (an
+ * idle agent needs about 10). The plugins resolve the agent's own op_
+ * functions from the executable (linked with them exported); a plugin is
+ * never unloaded.
  *
  * The plugin folder is OP_PLUGIN_DIR when the build names one (packages:
  * /usr/lib/outpost), else the folder "plugins" beside the executable (the
@@ -112,9 +113,9 @@ static bool plugin_dir(char *dir, size_t len)
 
 /*
  * Loads e's plugin, checks that it is of this build's version, and finds
- * e's type in it (op_step_NAME, with '-' as '_'). Called with load_mu held. A failure is not
- * remembered: the next pipeline that names the type tries again (after the admin installed what was
- * missing, a reload is enough).
+ * e's type in it (op_step_NAME, with '-' as '_'). Called with load_mu held.
+ * A failure is not remembered: the next pipeline that names the type tries
+ * again (after the admin installed what was missing, a reload is enough).
  */
 static const struct op_step_type *load(struct entry *e, char *why, size_t whylen)
 {
