@@ -178,8 +178,8 @@ while [ $i -lt 200 ] && ! grep -q 'reload refused' "$T/d.log"; do
 	i=$((i + 1))
 	sleep 0.05 # poll interval, bounded by the loop
 done
-checks=$((checks + 1))
-grep -q 'broken.json: steps\[0\].type: unknown step type' "$T/d.log" || fail "reload problem not logged"
+# The problems are logged on the lines after "reload refused".
+check "reload problem not logged" wait_until 10 grep -q 'broken.json: steps\[0\].type: unknown step type' "$T/d.log"
 http POST /echo/2 '{}'
 expect_status 200
 
