@@ -98,6 +98,17 @@ start_daemon() {
 	return 1
 }
 
+# stop_daemon: sends SIGTERM to $pid (as start_daemon set it), waits for it
+# and clears $pid; returns its exit status (0 when none runs).
+stop_daemon() {
+	[ -n "${pid:-}" ] || return 0
+	kill -TERM "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	_rc=$?
+	pid=""
+	return $_rc
+}
+
 finish() {
 	echo "$checks checks, $failures failed"
 	[ "$failures" -eq 0 ]

@@ -22,12 +22,6 @@
 export OUTPOST_FAULTS=schedule-start=nightly
 
 pid=""
-stop_daemon() {
-	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	pid=""
-}
 at_exit stop_daemon
 
 # Sessions survive a broker restart: a watcher away meanwhile gets what

@@ -20,12 +20,6 @@
 : "${OUTPOSTD:?set OUTPOSTD to the outpostd binary}"
 
 pid=""
-stop_daemon() {
-	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	pid=""
-}
 at_exit stop_daemon
 # Followers (outpostctl logs) still running at exit.
 followers=""

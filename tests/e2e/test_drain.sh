@@ -8,12 +8,6 @@
 : "${OUTPOSTD:?set OUTPOSTD to the outpostd binary}"
 
 pid=""
-stop_daemon() {
-	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	pid=""
-}
 at_exit stop_daemon
 http_peer_start bport || exit 1
 http_peer_start sport || exit 1

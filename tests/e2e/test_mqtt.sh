@@ -12,12 +12,6 @@
 : "${OUTPOSTD:?set OUTPOSTD to the outpostd binary}"
 
 pid=""
-stop_daemon() {
-	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	pid=""
-}
 
 start_broker || exit 1
 P=$T/pki

@@ -54,14 +54,6 @@ at_exit stop_listener
 wait_until 5 grep -q LISTENING "$T/notify.log" || fail "the notify listener did not start"
 
 pid=""
-stop_daemon() {
-	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null
-	wait "$pid"
-	_rc=$?
-	pid=""
-	return $_rc
-}
 at_exit stop_daemon
 # exited: $pid has exited (a zombie until waited for, or gone).
 exited() {

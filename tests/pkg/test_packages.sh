@@ -31,17 +31,9 @@ deb1=$TOP/build/pkg/deb/outpost_${v1}_$arch.deb
 deb2=$TOP/build/pkg/deb/outpost_${v2}_$arch.deb
 
 pid=""
-stop_agent() {
-	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null
-	wait "$pid"
-	_rc=$?
-	pid=""
-	return $_rc
-}
 purge() { dpkg -P outpost >/dev/null 2>&1 || true; }
 at_exit purge
-at_exit stop_agent
+at_exit stop_daemon
 
 what="make deb builds a lintian-clean package"
 checks=$((checks + 1))
@@ -210,7 +202,7 @@ expect_rc 0
 expect_json 'map(select(.pipeline == "demo-http" and .status == "success")) | length' 1
 exec_id=$(printf '%s' "$out" | jq -r 'map(select(.pipeline == "demo-http"))[0].id')
 checks=$((checks + 1))
-stop_agent || fail "$what: outpostd exited $? on SIGTERM"
+stop_daemon || fail "$what: outpostd exited $? on SIGTERM"
 
 what="make deb builds a higher version"
 checks=$((checks + 1))
@@ -237,7 +229,7 @@ run_ctl execution "$exec_id" --json
 expect_rc 0
 expect_json '.pipeline' '"demo-http"'
 checks=$((checks + 1))
-stop_agent || fail "$what: outpostd exited $? on SIGTERM"
+stop_daemon || fail "$what: outpostd exited $? on SIGTERM"
 
 what="remove keeps the data and the config"
 checks=$((checks + 1))
