@@ -31,7 +31,7 @@ cat >"$T/pipelines/echo.json" <<'JSON'
 JSON
 
 start_daemon "$T/outpost.conf" "$T/d.log" || fail "outpostd did not start: $(cat "$T/d.log")"
-at_exit 'kill $pid 2>/dev/null; wait $pid 2>/dev/null'
+at_exit stop_daemon
 
 # mapped PID PATTERN: PID has a file mapped whose path matches PATTERN (ERE).
 mapped() {
@@ -111,8 +111,7 @@ expect_rc 0
 
 what="a reload refused for a missing plugin succeeds once it is installed"
 rm "$T/bin/plugins/db.so"
-kill $pid
-wait $pid 2>/dev/null
+stop_daemon
 sed -i "s|pipelines_dir = .*|pipelines_dir = $T/p3|" "$T/outpost.conf"
 mkdir -p "$T/p3"
 cp "$T/pipelines/echo.json" "$T/p3/"
@@ -121,7 +120,8 @@ OUTPOSTD="$T/bin/outpostd" start_daemon "$T/outpost.conf" "$T/d2.log" ||
 cp "$T/p2/orders.json" "$T/p3/"
 kill -HUP $pid
 check "no refusal logged: $(tail -3 "$T/d2.log")" wait_until 10 grep -q 'reload refused' "$T/d2.log"
-check "the refusal does not name the plugin" grep -q "steps\[1\].type: step type \"db\": its plugin did not load" "$T/d2.log"
+# The problems are logged on the lines after "reload refused".
+check "the refusal does not name the plugin" wait_until 10 grep -q "steps\[1\].type: step type \"db\": its plugin did not load" "$T/d2.log"
 curl -s -m 2 "http://127.0.0.1:$admin/metrics" >"$T/metrics"
 check "no metrics from the running set" grep -q '^outpost_queue_depth{pipeline="echo"}' "$T/metrics"
 check "orders deployed though its plugin is missing" sh -c "! grep -q 'pipeline=\"orders\"' '$T/metrics'"
