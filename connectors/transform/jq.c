@@ -9,7 +9,8 @@
  * address never meets a stale state.
  *
  * A program whose text hashes into the known set (texts that compiled before,
- * with this libjq) is accepted without a compile and has no spare state.
+ * with this libjq) is accepted without a compile and has no spare state; nor
+ * has any program when op_jq_keep_validated(false) (the daemon).
  *
  * Locks: reg_lock guards the registries (op_jq.states, slot.owner and the
  * registry links); a thread's cache list and the id of a
@@ -289,6 +290,13 @@ static jv no_input_cb(jq_state *jq, void *ud)
  * OP_ECONFIG with jq's messages, OP_ENOMEM. compile_lock held and $HOME
  * checked.
  */
+static atomic_uint_fast64_t ncompiles;
+
+uint64_t op_jq_compiles(void)
+{
+	return atomic_load(&ncompiles);
+}
+
 static op_err compile_locked(const char *text, jq_state **out, struct msgbuf *mb)
 {
 	*out = NULL;
@@ -324,9 +332,11 @@ static op_err compile_locked(const char *text, jq_state **out, struct msgbuf *mb
 /*
  * Oniguruma (jq's regex library) initialises itself on the first regex
  * compiled (onig_reg_init tests and sets a plain `onig_inited` flag and fills
- * global tables), without a lock. Run one regex before the first state is
- * handed out, so that no two runs can race on it. compile_lock held, $HOME
- * checked; retried at the next compile if it failed.
+ * global tables), without a lock. Run one regex before the first state that
+ * will run is handed out, so that no two runs can race on it; a compile that
+ * only validates does not need it (and a daemon whose programs have not run
+ * does not touch the library's tables). compile_lock held, $HOME checked;
+ * retried at the next compile if it failed.
  */
 static bool regex_warm; /* compile_lock */
 
@@ -351,19 +361,28 @@ static void warm_regex_locked(void)
 	jq_teardown(&jq);
 }
 
-/* compile_locked under compile_lock, after the $HOME check. */
-static op_err compile_state(const char *text, jq_state **out, struct msgbuf *mb)
+/* compile_locked under compile_lock, after the $HOME check; to_run: the
+ * state will run (not only validate the text). */
+static op_err compile_state(const char *text, bool to_run, jq_state **out, struct msgbuf *mb)
 {
 	*out = NULL;
 	pthread_mutex_lock(&compile_lock);
 	op_err e = check_home_jq(mb);
 	if (e == OP_OK) {
-		if (!regex_warm)
+		if (to_run && !regex_warm)
 			warm_regex_locked();
+		atomic_fetch_add(&ncompiles, 1);
 		e = compile_locked(text, out, mb);
 	}
 	pthread_mutex_unlock(&compile_lock);
 	return e;
+}
+
+static atomic_bool keep_validated = true;
+
+void op_jq_keep_validated(bool keep)
+{
+	atomic_store(&keep_validated, keep);
 }
 
 /* ---- programs known to compile ---- */
@@ -657,7 +676,7 @@ static op_err tcache_add(struct tcache *tc, struct op_jq *q, struct slot **out, 
 		return fail(mb, OP_ENOMEM, "out of memory");
 	jq_state *jq = atomic_exchange(&q->spare, NULL);
 	if (jq == NULL) {
-		op_err e = compile_state(q->text, &jq, mb);
+		op_err e = compile_state(q->text, true, &jq, mb);
 		if (e) {
 			op_free(s);
 			/* It compiled at load, so this is the host or the library. */
@@ -766,9 +785,12 @@ op_err op_jq_compile(const char *program, struct op_jq **out, char *err, size_t 
 		e = check_home_jq(&mb);
 		pthread_mutex_unlock(&compile_lock);
 	} else {
-		e = compile_state(q->text, &jq, &mb);
+		bool keep = atomic_load(&keep_validated);
+		e = compile_state(q->text, keep, &jq, &mb);
 		if (e == OP_OK)
 			known_add(&h);
+		if (e == OP_OK && !keep)
+			jq_teardown(&jq);
 	}
 	if (e)
 		goto out;

@@ -896,6 +896,65 @@ START_TEST(out_of_memory_on_our_side)
 }
 END_TEST
 
+struct first_run {
+	const struct op_jq *q;
+	const cJSON *in;
+	bool ok;
+};
+
+static void *first_run_thread(void *arg)
+{
+	struct first_run *f = arg;
+	char e[256];
+	cJSON *out = NULL;
+	f->ok = op_jq_run(f->q, f->in, NULL, NULL, &out, e, sizeof(e)) == OP_OK &&
+	        cJSON_IsTrue(cJSON_GetObjectItem(out, "re")) &&
+	        cJSON_GetObjectItem(out, "n")->valuedouble == 42;
+	cJSON_Delete(out);
+	return NULL;
+}
+
+/* The state a compile validated with is handed to the first run, unless the
+ * process said not to keep it (the daemon, whose programs mostly wait): then
+ * every run compiles its own, and runs with a regex are still right when
+ * their first runs start on several threads at once. */
+START_TEST(validated_state_kept_or_dropped)
+{
+	const char *prog = "{re: (.s | test(\"^ord-[0-9]+$\")), n: (.n * 2)}";
+	cJSON *in = op_test_json("{\"s\":\"ord-17\",\"n\":21}");
+	op_jq_known_clear();
+	uint64_t c0 = op_jq_compiles();
+	struct op_jq *q = compile_ok(prog);
+	struct first_run f = {q, in, false};
+	first_run_thread(&f);
+	ck_assert(f.ok);
+	ck_assert_uint_eq(op_jq_compiles() - c0, 1); /* the run took the spare */
+	op_jq_free(q);
+
+	op_jq_known_clear();
+	op_jq_keep_validated(false);
+	c0 = op_jq_compiles();
+	q = compile_ok(prog);
+	ck_assert_uint_eq(op_jq_compiles() - c0, 1);
+	pthread_t t[4];
+	struct first_run fr[4];
+	for (int i = 0; i < 4; i++) {
+		fr[i] = (struct first_run){q, in, false};
+		ck_assert_int_eq(pthread_create(&t[i], NULL, first_run_thread, &fr[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+		ck_assert(fr[i].ok);
+	}
+	/* The validation, then one state for each thread that ran. */
+	ck_assert_uint_eq(op_jq_compiles() - c0, 5);
+	op_jq_free(q);
+	op_jq_keep_validated(true);
+	op_jq_known_clear();
+	cJSON_Delete(in);
+}
+END_TEST
+
 /* A program that compiled is known: its hash is what op_jq_known_hash says,
  * the saved set brings it back, and a known text is accepted without a
  * compile, which shows with a text that does not compile: its runs fail. */
@@ -1005,6 +1064,7 @@ static Suite *jq_suite(void)
 	tcase_add_test(tc, free_while_other_threads_cache_states);
 	tcase_add_test(tc, thread_cache_evicts_and_recompiles);
 	tcase_add_test(tc, out_of_memory_on_our_side);
+	tcase_add_test(tc, validated_state_kept_or_dropped);
 	tcase_add_test(tc, known_programs_skip_the_compile);
 	tcase_add_test(tc, known_set_is_bounded);
 	suite_add_tcase(s, tc);
