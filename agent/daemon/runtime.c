@@ -12,6 +12,7 @@
  */
 #define OP_LOG_MODULE "runtime"
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #include "agent/daemon/jq_cache.h"
 #include "agent/daemon/runtime.h"
 #include "agent/engine/loader.h"
+#include "connectors/transform/jq.h"
 
 /* Longest a worker sleeps while events are queued but none is due. */
 #define IDLE_RECHECK_MS 1000
@@ -231,6 +233,18 @@ static struct op_runtime_set *set_load(struct op_runtime *rt, const cJSON *deplo
 	return s;
 }
 
+/*
+ * After a set was built: the jq programs that compiled are remembered, and the
+ * heap the compiles used (libjq compiles its builtins for every program, then
+ * the state is dropped: op_jq_keep_validated) goes back to the system, so that
+ * an agent whose pipelines have not run yet holds no more than after a restart.
+ */
+static void set_loaded(struct op_runtime *rt)
+{
+	op_jq_cache_save(rt->store, &rt->jq_saved);
+	(void)malloc_trim(0);
+}
+
 /* Under rt->mu: drain entry i goes; a set left without references goes on
  * *dead, to be freed after unlocking (drains_free). */
 static void drain_remove_locked(struct op_runtime *rt, size_t i, struct op_runtime_set **dead)
@@ -330,7 +344,7 @@ op_err op_runtime_reload(struct op_runtime *rt, op_runtime_check_fn check, void 
 	struct op_runtime_set *s = set_load(rt, rt->deployed, d);
 	if (s == NULL)
 		return OP_ECONFIG;
-	op_jq_cache_save(rt->store, &rt->jq_saved);
+	set_loaded(rt);
 	op_err rc = check ? check(ud, s->e, d) : OP_OK;
 	if (rc) {
 		set_free(s);
@@ -461,7 +475,7 @@ op_err op_runtime_deploy(struct op_runtime *rt, const char *text, size_t len, co
 		return rc;
 	}
 	history_add(rt, doc, text, len);
-	op_jq_cache_save(rt->store, &rt->jq_saved);
+	set_loaded(rt);
 	set_swap(rt, s, true, copy);
 	pthread_mutex_lock(&rt->mu);
 	rt->deploy_error[0] = '\0';
@@ -1038,6 +1052,7 @@ op_err op_runtime_open(const struct op_config *cfg, const struct op_runtime_hook
 		return rc;
 	}
 	/* Before the set: programs that compiled before load without a compile. */
+	op_jq_keep_validated(false);
 	rt->jq_saved = op_jq_cache_load(rt->store);
 	deployed_open(rt);
 	if (rt->deployed) {
@@ -1063,7 +1078,7 @@ op_err op_runtime_open(const struct op_config *cfg, const struct op_runtime_hook
 		op_runtime_close(rt);
 		return OP_ECONFIG;
 	}
-	op_jq_cache_save(rt->store, &rt->jq_saved);
+	set_loaded(rt);
 	size_t n = (size_t)(cfg->agent.workers > 0 ? cfg->agent.workers : 1);
 	rt->workers = op_calloc(n, sizeof(*rt->workers));
 	if (rt->workers == NULL) {
