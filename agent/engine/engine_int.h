@@ -21,6 +21,7 @@ struct op_load {
 	int nesting;         /* step lists entered */
 	struct op_step *cur; /* step being prepared, for op_load_problem() */
 	size_t cur_mark;     /* diag path length of cur's config */
+	bool waits;          /* a step of a type that waits was loaded */
 };
 
 /* The keys of a step object (type, name, description, output, config). */

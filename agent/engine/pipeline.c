@@ -302,6 +302,7 @@ static op_err load_step(struct op_load *ld, const cJSON *j, struct op_step *st)
 		rc = OP_ECONFIG;
 		goto out;
 	}
+	ld->waits |= st->type->waits;
 	st->name = op_strdup(doc.name ? doc.name : st->path);
 	if (st->name == NULL) {
 		rc = OP_ENOMEM;
@@ -431,6 +432,7 @@ op_err op_pipeline_load_json(const cJSON *doc, const char *origin, struct op_dia
 		rc = OP_ENOMEM;
 		goto fail;
 	}
+	p->waits = ld.waits;
 	*out = p;
 	return OP_OK;
 fail:

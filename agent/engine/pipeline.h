@@ -59,6 +59,7 @@ struct op_pipeline {
 	struct op_steps on_error;
 	struct op_settings settings;
 	char *origin; /* file name or "<input>", for messages */
+	bool waits;   /* a step (onError's included) may wait: op_step_type.waits */
 };
 
 /* Trigger type names, NULL-terminated (agent/trigger/trigger.c). */

@@ -49,6 +49,10 @@ struct op_step_type {
 	op_err (*view)(struct op_exec *x, const struct op_step *st, const cJSON *msg, cJSON **out);
 	/* Optional: frees st->priv. */
 	void (*release)(struct op_step *st);
+	/* run() may wait for a peer, a disk or a timer (a connector, a
+	 * commit, a backoff). A sync HTTP trigger runs a pipeline with such a
+	 * step off the HTTP threads, so that it holds up no other request. */
+	bool waits;
 };
 
 struct op_step {

@@ -104,4 +104,5 @@ const struct op_step_type op_step_event_publish = {
     .conf = &publish_table,
     .prepare = publish_prepare,
     .run = publish_run,
+    .waits = true,
 };

@@ -612,6 +612,7 @@ const struct op_step_type op_step_retry = {
     .summary = "run steps again with backoff and jitter when they fail with a retryable class",
     .conf = &retry_table,
     .run = retry_run,
+    .waits = true, /* the backoff between attempts */
 };
 
 /* --- block ----------------------------------------------------------------- */
@@ -741,4 +742,5 @@ const struct op_step_type op_step_call = {
     .summary = "run another pipeline with this message as its input and take its result",
     .conf = &call_table,
     .run = call_run,
+    .waits = true, /* whether the pipeline it calls waits is not known at load */
 };

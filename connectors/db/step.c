@@ -480,4 +480,5 @@ const struct op_step_type op_step_db = {
     .run = db_run,
     .view = db_view,
     .release = db_release,
+    .waits = true,
 };

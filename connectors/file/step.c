@@ -484,4 +484,5 @@ const struct op_step_type op_step_file = {
     .prepare = file_prepare,
     .run = file_run,
     .view = file_view,
+    .waits = true,
 };

@@ -222,4 +222,5 @@ const struct op_step_type op_step_mqtt_publish = {
     .conf = &publish_table,
     .prepare = publish_prepare,
     .run = publish_run,
+    .waits = true,
 };

@@ -678,4 +678,5 @@ const struct op_step_type op_step_rest = {
     .run = rest_run,
     .view = rest_view,
     .release = rest_release,
+    .waits = true,
 };

@@ -1539,4 +1539,5 @@ const struct op_step_type op_step_sap = {
     .run = sap_run,
     .view = sap_view,
     .release = sap_release,
+    .waits = true,
 };

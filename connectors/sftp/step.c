@@ -1013,4 +1013,5 @@ const struct op_step_type op_step_sftp = {
     .run = sftp_run,
     .view = sftp_view,
     .release = sftp_release,
+    .waits = true,
 };

@@ -300,6 +300,31 @@ static const char oom_doc[] =
     "message.list }}\",\"steps\":[{\"type\":\"transform\",\"config\":{\"program\":\". + 1\"}}]}}],"
     "\"onError\":[{\"type\":\"set\",\"config\":{\"template\":\"{{ message.code }}\"}}]}";
 
+/* A pipeline waits when any of its steps may: nested ones and onError's
+ * count; logic and data steps alone do not. */
+START_TEST(waits_when_a_step_may)
+{
+	struct op_pipeline *p = load_ok(oom_doc);
+	ck_assert(!p->waits);
+	op_pipeline_free(p);
+	static const char *const waiting[] = {
+	    "{\"name\":\"w\",\"version\":\"1\",\"steps\":[{\"type\":\"choice\",\"config\":{"
+	    "\"when\":[{\"if\":\"{{ message.a }}\",\"steps\":[{\"type\":\"rest\",\"config\":{"
+	    "\"url\":\"http://127.0.0.1:9/x\"}}]}]}}]}",
+	    "{\"name\":\"w\",\"version\":\"1\",\"steps\":[{\"type\":\"set\",\"config\":{"
+	    "\"template\":{}}}],\"onError\":[{\"type\":\"event-publish\",\"config\":{\"name\":"
+	    "\"failed\"}}]}",
+	    "{\"name\":\"w\",\"version\":\"1\",\"steps\":[{\"type\":\"retry\",\"config\":{"
+	    "\"steps\":[{\"type\":\"set\",\"config\":{\"template\":{}}}]}}]}",
+	};
+	for (size_t i = 0; i < sizeof(waiting) / sizeof(waiting[0]); i++) {
+		p = load_ok(waiting[i]);
+		ck_assert_msg(p->waits, "pipeline %zu", i);
+		op_pipeline_free(p);
+	}
+}
+END_TEST
+
 START_TEST(out_of_memory_anywhere)
 {
 	/* Fail the n-th allocation for every n that the load and the run make:
@@ -383,6 +408,7 @@ static Suite *engine_suite(void)
 	TCase *tc = tcase_create("engine");
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, defaults_are_bound);
+	tcase_add_test(tc, waits_when_a_step_may);
 	tcase_add_test(tc, problems_have_paths);
 	tcase_add_test(tc, retry_succeeds_after_failures);
 	tcase_add_test(tc, retry_gives_up_after_attempts);
