@@ -172,7 +172,18 @@ static const struct op_config_key keys[] = {
      .def = "4",
      .min = 1,
      .max = 256,
-     .help = "Threads serving HTTP connections."},
+     .help = "Threads serving HTTP connections; synchronous pipelines that only compute "
+             "run on them."},
+    {.section = "http",
+     .key = "sync_threads",
+     .type = OP_CONFIG_INT,
+     .off = OFF(http.sync_threads),
+     .def = "64",
+     .min = 0,
+     .max = 4096,
+     .help = "Most threads running sync pipelines with a step that may wait (a connector, a "
+             "commit, a backoff), so that a slow peer holds up no other request. 0: on the HTTP "
+             "threads."},
     {.section = "http",
      .key = "connection_limit",
      .type = OP_CONFIG_INT,

@@ -94,6 +94,7 @@ struct op_config {
 		uint64_t max_body; /* bytes */
 		uint64_t timeout_ms;
 		long long threads;
+		long long sync_threads; /* 0: sync pipelines that wait run on the HTTP threads */
 		long long connection_limit;
 		long long per_ip_limit; /* 0 = no limit */
 		uint64_t client_timeout_ms;
