@@ -22,6 +22,7 @@
 #include "agent/core/buf.h"
 #include "agent/core/json.h"
 #include "agent/core/log.h"
+#include "agent/core/pool.h"
 #include "agent/core/version.h"
 #include "agent/daemon/admin.h"
 #include "agent/daemon/daemon.h"
@@ -41,9 +42,13 @@
 #include "control-sync/link.h"
 #include "control-sync/seal.h"
 
+/* A sync thread (the sync pool's) idle this long exits. */
+#define SYNC_IDLE_MS 30000
+
 struct route_target {
 	const char *pipeline; /* borrowed from the set the routes hold */
 	const struct op_http_trigger *t;
+	bool waits; /* a sync run goes to the sync pool (op_pipeline.waits) */
 };
 
 /* The HTTP routes of one pipeline set; they hold a reference to that set. */
@@ -66,6 +71,10 @@ struct op_daemon {
 	char **file_dirs;             /* [files] dirs, for file steps */
 	size_t n_file_dirs;
 	struct op_http_server *http, *admin;
+	/* Sync pipelines that may wait run here, not on the HTTP threads; NULL
+	 * with [http] sync_threads 0. sync_stop cancels them at the stop. */
+	struct op_pool *sync_pool;
+	atomic_bool sync_stop;
 	atomic_bool ready;
 	_Atomic int64_t stall_limit_ms; /* /healthz: a writer stuck this long is not alive */
 
@@ -82,7 +91,7 @@ struct op_daemon {
 
 	struct op_metrics *m;
 	struct op_metric *executions, *durations, *http_requests, *queue_depth, *dead, *inflight,
-	    *map_bytes, *used_bytes, *free_bytes, *up, *workers;
+	    *map_bytes, *used_bytes, *free_bytes, *up, *workers, *sync_running, *sync_waiting;
 	struct op_metric_child *commit_seconds; /* observed on the store's writer */
 	struct op_metric *schedule_runs, *mqtt_consumers, *mqtt_connected, *mqtt_subscribed,
 	    *mqtt_messages, *mqtt_restarts;
@@ -136,6 +145,12 @@ static void on_scrape(void *ud, struct op_metrics *m)
 	struct op_runtime_counts rc;
 	op_runtime_counts(dm->rt, &rc);
 	op_metric_set(op_metric_with(dm->workers, NULL), (double)rc.workers);
+	unsigned busy = 0;
+	size_t queued = 0;
+	if (dm->sync_pool)
+		op_pool_stats(dm->sync_pool, NULL, &busy, &queued);
+	op_metric_set(op_metric_with(dm->sync_running, NULL), (double)busy);
+	op_metric_set(op_metric_with(dm->sync_waiting, NULL), (double)queued);
 	struct op_scheduler_stats ss;
 	op_scheduler_stats(dm->sched, &ss);
 	const struct {
@@ -201,6 +216,12 @@ static op_err metrics_new(struct op_daemon *dm)
 	dm->inflight = op_metrics_gauge(m, "outpost_inflight", "events being executed", NULL);
 	dm->workers = op_metrics_gauge(m, "outpost_workers",
 	                               "worker threads started (up to agent.workers)", NULL);
+	dm->sync_running = op_metrics_gauge(
+	    m, "outpost_http_sync_running",
+	    "sync HTTP runs with a step that may wait, running on the sync threads", NULL);
+	dm->sync_waiting = op_metrics_gauge(
+	    m, "outpost_http_sync_waiting",
+	    "sync HTTP runs waiting for a free sync thread (http.sync_threads all busy)", NULL);
 	dm->map_bytes =
 	    op_metrics_gauge(m, "outpost_store_map_bytes", "current size of the store's map", NULL);
 	dm->used_bytes =
@@ -261,6 +282,14 @@ static struct routes *routes_get(struct op_daemon *dm)
 	return r;
 }
 
+/* One more reference to r, which the caller holds already. */
+static void routes_hold(struct op_daemon *dm, struct routes *r)
+{
+	pthread_mutex_lock(&dm->mu);
+	r->refs++;
+	pthread_mutex_unlock(&dm->mu);
+}
+
 static void routes_put(struct op_daemon *dm, struct routes *r)
 {
 	if (r == NULL)
@@ -293,7 +322,7 @@ static op_err routes_build(const struct op_engine *e, struct routes **out, struc
 		if (t == NULL)
 			continue;
 		struct route_target *tg = &r->targets[r->n++];
-		*tg = (struct route_target){.pipeline = p->name, .t = t};
+		*tg = (struct route_target){.pipeline = p->name, .t = t, .waits = p->waits};
 		char err[256];
 		const char *tmpl = op_http_route_template(t->route);
 		op_err ar = op_http_router_add(r->router, t->method, tmpl, tg, err, sizeof(err));
@@ -429,7 +458,98 @@ static op_err submit_async(struct op_daemon *dm, const struct op_http_request *r
 	return OP_OK;
 }
 
-static op_err dispatch(struct op_daemon *dm, const struct op_http_request *req,
+/* The answer to a sync request from its run: rc, out (taken), f. */
+static void sync_answer(const struct op_http_trigger *t, op_err rc, cJSON *out,
+                        const struct op_fail *f, struct op_http_response *resp)
+{
+	op_err e = rc == OP_OK ? op_http_trigger_respond(t, out, resp)
+	                       : op_http_trigger_respond_fail(f, resp);
+	cJSON_Delete(out);
+	if (e != OP_OK && e != OP_EINVAL) { /* EINVAL: resp holds a 500 saying why */
+		/* What the server answers for a handler's error, as it would. */
+		op_http_response_fini(resp);
+		if (op_http_respond_error(resp, op_http_status_for(e), op_err_name(e),
+		                          op_err_str(e)) != OP_OK) {
+			op_http_response_fini(resp);
+			resp->status = 503; /* out of memory: an empty 503 */
+		}
+	}
+}
+
+/*
+ * A sync request whose pipeline may wait, run on the sync pool while its
+ * connection is suspended. It holds a reference to the routes, so its
+ * trigger and its pipeline set stay until it is answered.
+ */
+struct sync_job {
+	struct op_daemon *dm;
+	struct routes *r;
+	const struct route_target *tg;
+	cJSON *msg, *data;
+	uint64_t deadline_ms; /* op_http_now_ms(): the trigger's timeout from the request */
+	struct op_http_deferred *d;
+};
+
+static void sync_job_run(void *ud)
+{
+	struct sync_job *j = ud;
+	struct op_daemon *dm = j->dm;
+	const struct op_http_trigger *t = j->tg->t;
+	struct op_http_response resp = {0};
+	cJSON *out = NULL;
+	struct op_fail f = {0};
+	op_err rc;
+	uint64_t now = op_http_now_ms();
+	if (now >= j->deadline_ms) {
+		/* Every sync thread was busy for all of its time. */
+		cJSON_Delete(j->msg);
+		rc = OP_ETIMEOUT;
+		f.cls = rc;
+		snprintf(f.code, sizeof(f.code), "TIMEOUT");
+		snprintf(f.msg, sizeof(f.msg),
+		         "no thread was free to run the pipeline within its timeout (%llu ms; "
+		         "[http] sync_threads are all busy)",
+		         (unsigned long long)t->timeout_ms);
+	} else {
+		rc = op_runtime_run_stoppable(dm->rt, j->tg->pipeline, j->msg, j->data,
+		                              (long long)(j->deadline_ms - now), &dm->sync_stop,
+		                              &out, &f);
+	}
+	cJSON_Delete(j->data);
+	sync_answer(t, rc, out, &f, &resp);
+	count_code(dm, resp.status);
+	op_http_complete(j->d, &resp);
+	routes_put(dm, j->r);
+	op_free(j);
+}
+
+/* Hands a sync run to the pool; false when it must run here after all
+ * (msg and data are then still the caller's). */
+static bool sync_offload(struct op_daemon *dm, const struct op_http_request *req, struct routes *r,
+                         const struct route_target *tg, cJSON *msg, cJSON *data,
+                         struct op_http_response *resp)
+{
+	struct sync_job *j = op_malloc(sizeof(*j));
+	struct op_http_deferred *d = j ? op_http_defer(req) : NULL;
+	if (d == NULL) {
+		op_free(j);
+		return false;
+	}
+	routes_hold(dm, r);
+	*j = (struct sync_job){dm, r, tg, msg, data, op_http_now_ms() + tg->t->timeout_ms, d};
+	if (op_pool_run(dm->sync_pool, sync_job_run, j) != OP_OK) {
+		/* Complete the token unanswered: the handler answers instead. */
+		struct op_http_response none = {0};
+		op_http_complete(d, &none);
+		routes_put(dm, r);
+		op_free(j);
+		return false;
+	}
+	resp->deferred = true;
+	return true;
+}
+
+static op_err dispatch(struct op_daemon *dm, const struct op_http_request *req, struct routes *r,
                        const struct route_target *tg, const cJSON *params,
                        struct op_http_response *resp)
 {
@@ -473,6 +593,8 @@ static op_err dispatch(struct op_daemon *dm, const struct op_http_request *req,
 		cJSON_Delete(data);
 		return rc;
 	}
+	if (tg->waits && dm->sync_pool && sync_offload(dm, req, r, tg, msg, data, resp))
+		return OP_OK;
 	cJSON *out = NULL;
 	struct op_fail f;
 	rc = op_runtime_run(dm->rt, tg->pipeline, msg, data, t->timeout_ms, &out, &f);
@@ -510,7 +632,7 @@ static op_err http_handler(const struct op_http_request *req, struct op_http_res
 	} else if (rc == OP_EINVAL) {
 		rc = op_http_respond_error(resp, 400, "BAD_PATH", "the path is malformed");
 	} else if (rc == OP_OK) {
-		rc = dispatch(dm, req, m.target, m.params, resp);
+		rc = dispatch(dm, req, r, m.target, m.params, resp);
 	}
 	op_http_match_fini(&m);
 	routes_put(dm, r);
@@ -1028,6 +1150,14 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 	if (rc == OP_OK)
 		rc = listen_start(&cfg->admin.listen, "admin", cfg, false, admin_handler, dm,
 		                  &dm->admin, d);
+	if (rc == OP_OK && cfg->http.listen.host && cfg->http.sync_threads > 0) {
+		struct op_pool_opts po = {.name = "op-http-sync",
+		                          .max_threads = (unsigned)cfg->http.sync_threads,
+		                          .idle_ms = SYNC_IDLE_MS};
+		if ((rc = op_pool_new(&po, &dm->sync_pool)) != OP_OK)
+			op_diag_add_at(d, "[http] sync_threads", "cannot start: %s",
+			               op_err_str(rc));
+	}
 	if (rc == OP_OK)
 		rc = listen_start(&cfg->http.listen, "http", cfg, true, http_handler, dm, &dm->http,
 		                  d);
@@ -1118,6 +1248,10 @@ void op_daemon_stop(struct op_daemon *dm)
 	op_mqtt_in_stop(dm->mqtt);
 	if (dm->http && op_http_server_stop(dm->http) != OP_OK)
 		OP_LOGW("HTTP requests still running when the trigger server stopped");
+	/* Their requests are answered (503 past the stop's bound): what still
+	 * runs stops now, before the routes and the runtime go. */
+	atomic_store(&dm->sync_stop, true);
+	op_pool_free(dm->sync_pool);
 	routes_free(dm->rt, dm->routes);
 	op_runtime_close(dm->rt);
 	op_mqtt_out_free(dm->pub); /* after the workers: no publish runs */
