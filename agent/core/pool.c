@@ -1,9 +1,11 @@
 /*
  * The thread pool of pool.h. Invariant, under mu: every queued job is owed a
  * thread, i.e. while jobs wait, either idle >= queued (woken threads take
- * them) or every one of max threads runs a job. Threads are joinable: one
- * that exits puts itself on `dead`, and whoever next takes the lock outside
- * a job (op_pool_run, op_pool_free) joins it, so no thread outlives the pool.
+ * them) or at least one thread runs a job and will take it next. Threads
+ * are joinable: one that exits puts itself on `dead`; op_pool_run joins
+ * those that have ended (without waiting: a thread's end runs thread-local
+ * destructors, the jq states' among them), op_pool_free all of them, so no
+ * thread outlives the pool.
  */
 #define OP_LOG_MODULE "pool"
 #include "agent/core/pool.h"
@@ -34,17 +36,19 @@ struct thread {
 struct op_pool {
 	char name[16];
 	unsigned max;
+	size_t max_queued;
 	int idle_ms;
 
 	pthread_mutex_t mu;  /* everything below */
 	pthread_cond_t work; /* a job was queued, or the pool closes */
-	pthread_cond_t gone; /* a thread exited */
+	pthread_cond_t gone; /* a thread exited, or a job ended */
 	struct job *head, *tail;
 	size_t queued;
 	unsigned threads;    /* started and not exited */
 	unsigned idle;       /* of them, waiting for a job */
 	struct thread *dead; /* exited, not joined yet */
 	bool closing;
+	bool start_failed; /* the last thread start failed (logged once) */
 };
 
 static void deadline(struct timespec *ts, int ms)
@@ -75,6 +79,7 @@ static void *thread_main(void *arg)
 			j->fn(j->ud);
 			op_free(j);
 			pthread_mutex_lock(&p->mu);
+			pthread_cond_broadcast(&p->gone); /* op_pool_wait_idle */
 			continue;
 		}
 		if (p->closing)
@@ -95,19 +100,33 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
-/* Joins the threads that exited. Without p->mu. */
-static void reap(struct op_pool *p)
+/* Joins the threads that exited; with wait false, only those that have
+ * ended (the others stay on the list). Without p->mu. */
+static void reap(struct op_pool *p, bool wait)
 {
 	pthread_mutex_lock(&p->mu);
-	struct thread *t = p->dead;
+	struct thread *t = p->dead, *keep = NULL;
 	p->dead = NULL;
 	pthread_mutex_unlock(&p->mu);
 	while (t != NULL) {
 		struct thread *next = t->next;
-		pthread_join(t->t, NULL);
-		op_free(t);
+		if (wait ? pthread_join(t->t, NULL) == 0 : pthread_tryjoin_np(t->t, NULL) == 0) {
+			op_free(t);
+		} else {
+			t->next = keep;
+			keep = t;
+		}
 		t = next;
 	}
+	if (keep == NULL)
+		return;
+	pthread_mutex_lock(&p->mu);
+	struct thread *last = keep;
+	while (last->next)
+		last = last->next;
+	last->next = p->dead;
+	p->dead = keep;
+	pthread_mutex_unlock(&p->mu);
 }
 
 /* One more thread, with every signal blocked (the daemon takes them on its
@@ -141,13 +160,14 @@ op_err op_pool_new(const struct op_pool_opts *o, struct op_pool **out)
 		return OP_ENOMEM;
 	snprintf(p->name, sizeof(p->name), "%s", o->name);
 	p->max = o->max_threads;
+	p->max_queued = o->max_queued;
 	p->idle_ms = o->idle_ms;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->work, &ca);
-	pthread_cond_init(&p->gone, NULL);
+	pthread_cond_init(&p->gone, &ca);
 	pthread_condattr_destroy(&ca);
 	*out = p;
 	return OP_OK;
@@ -155,38 +175,40 @@ op_err op_pool_new(const struct op_pool_opts *o, struct op_pool **out)
 
 op_err op_pool_run(struct op_pool *p, op_pool_fn fn, void *ud)
 {
-	reap(p);
+	reap(p, false);
 	struct job *j = op_malloc(sizeof(*j));
 	if (j == NULL)
 		return OP_ENOMEM;
 	*j = (struct job){fn, ud, NULL};
+	op_err rc = OP_OK;
 	pthread_mutex_lock(&p->mu);
 	if (p->closing) {
-		pthread_mutex_unlock(&p->mu);
-		op_free(j);
-		return OP_ECANCELED;
-	}
-	if (p->tail)
-		p->tail->next = j;
-	else
-		p->head = j;
-	p->tail = j;
-	p->queued++;
-	if (p->queued > p->idle && p->threads < p->max && start_locked(p) != OP_OK) {
-		if (p->threads == 0) {
-			/* Nobody would ever take it: it leaves the queue again. */
-			p->head = p->tail = NULL;
-			p->queued = 0;
-			pthread_mutex_unlock(&p->mu);
-			op_free(j);
-			return OP_ENOMEM;
+		rc = OP_ECANCELED;
+	} else if (p->idle <= p->queued) {
+		/* No idle thread left for it: a new one, or a place in the queue. */
+		bool started = false;
+		if (p->threads < p->max) {
+			started = start_locked(p) == OP_OK;
+			if (!started && !p->start_failed)
+				OP_LOGW("%s: cannot start a thread (%u run)", p->name, p->threads);
+			p->start_failed = !started;
 		}
-		OP_LOGW("%s: cannot start another thread (%u run): the job waits for one", p->name,
-		        p->threads);
+		if (!started && (p->threads == 0 || p->queued >= p->max_queued))
+			rc = p->threads == 0 ? OP_ENOMEM : OP_EBUSY;
 	}
-	pthread_cond_signal(&p->work);
+	if (rc == OP_OK) {
+		if (p->tail)
+			p->tail->next = j;
+		else
+			p->head = j;
+		p->tail = j;
+		p->queued++;
+		pthread_cond_signal(&p->work);
+	}
 	pthread_mutex_unlock(&p->mu);
-	return OP_OK;
+	if (rc)
+		op_free(j);
+	return rc;
 }
 
 void op_pool_stats(struct op_pool *p, unsigned *threads, unsigned *busy, size_t *queued)
@@ -201,6 +223,19 @@ void op_pool_stats(struct op_pool *p, unsigned *threads, unsigned *busy, size_t 
 	pthread_mutex_unlock(&p->mu);
 }
 
+bool op_pool_wait_idle(struct op_pool *p, int ms)
+{
+	struct timespec ts;
+	deadline(&ts, ms);
+	pthread_mutex_lock(&p->mu);
+	int rc = 0;
+	while ((p->threads > p->idle || p->queued > 0) && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&p->gone, &p->mu, &ts);
+	bool idle = p->threads == p->idle && p->queued == 0;
+	pthread_mutex_unlock(&p->mu);
+	return idle;
+}
+
 void op_pool_free(struct op_pool *p)
 {
 	if (p == NULL)
@@ -211,7 +246,7 @@ void op_pool_free(struct op_pool *p)
 	while (p->threads > 0)
 		pthread_cond_wait(&p->gone, &p->mu);
 	pthread_mutex_unlock(&p->mu);
-	reap(p);
+	reap(p, true);
 	pthread_cond_destroy(&p->gone);
 	pthread_cond_destroy(&p->work);
 	pthread_mutex_destroy(&p->mu);

@@ -74,7 +74,7 @@ static void count_job(void *ud)
 START_TEST(jobs_run_and_free_waits_for_them)
 {
 	struct op_pool *p;
-	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t-pool", 4, 60000}, &p), OP_OK);
+	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t-pool", 4, 1000, 60000}, &p), OP_OK);
 	atomic_store(&ran, 0);
 	for (int i = 0; i < 200; i++)
 		ck_assert_int_eq(op_pool_run(p, count_job, NULL), OP_OK);
@@ -87,14 +87,14 @@ START_TEST(jobs_run_and_free_waits_for_them)
 }
 END_TEST
 
-/* Up to the maximum each job gets a thread of its own at once; past it they
- * wait, and start in the order they came. */
+/* Up to the maximum each job gets a thread of its own at once; past it up to
+ * max_queued wait, and start in the order they came; more are refused. */
 START_TEST(grows_to_the_maximum_then_queues_in_order)
 {
 	struct gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, {0}, 0};
 	struct gated j[6];
 	struct op_pool *p;
-	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t-pool", 3, 60000}, &p), OP_OK);
+	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t-pool", 3, 3, 60000}, &p), OP_OK);
 	for (int i = 0; i < 3; i++) {
 		j[i] = (struct gated){&g, i};
 		ck_assert_int_eq(op_pool_run(p, gated_job, &j[i]), OP_OK);
@@ -107,12 +107,39 @@ START_TEST(grows_to_the_maximum_then_queues_in_order)
 	}
 	ck_assert(wait_stats(p, 3, 3, 3));
 	ck_assert_int_eq(gate_started(&g), 3);
+	/* max_queued wait already: the next is refused, not queued. */
+	struct gated extra = {&g, 9};
+	ck_assert_int_eq(op_pool_run(p, gated_job, &extra), OP_EBUSY);
+	ck_assert(!op_pool_wait_idle(p, 20));
 	gate_open(&g);
+	ck_assert(op_pool_wait_idle(p, 5000));
 	op_pool_free(p);
 	ck_assert_int_eq(g.n, 6);
 	ck_assert_int_eq(g.order[3], 3);
 	ck_assert_int_eq(g.order[4], 4);
 	ck_assert_int_eq(g.order[5], 5);
+}
+END_TEST
+
+/* With max_queued 0 a job runs at once or is refused. */
+START_TEST(without_a_queue_busy_when_all_run)
+{
+	struct gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, {0}, 0};
+	struct gated j[3] = {{&g, 0}, {&g, 1}, {&g, 2}};
+	struct op_pool *p;
+	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t-pool", 2, 0, 60000}, &p), OP_OK);
+	ck_assert(op_pool_wait_idle(p, 0));
+	ck_assert_int_eq(op_pool_run(p, gated_job, &j[0]), OP_OK);
+	ck_assert_int_eq(op_pool_run(p, gated_job, &j[1]), OP_OK);
+	ck_assert(wait_stats(p, 2, 2, 0));
+	ck_assert_int_eq(op_pool_run(p, gated_job, &j[2]), OP_EBUSY);
+	gate_open(&g);
+	ck_assert(op_pool_wait_idle(p, 5000));
+	ck_assert(wait_stats(p, 2, 0, 0));
+	/* Both threads idle: the refused job now runs. */
+	ck_assert_int_eq(op_pool_run(p, gated_job, &j[2]), OP_OK);
+	op_pool_free(p);
+	ck_assert_int_eq(g.n, 3);
 }
 END_TEST
 
@@ -129,7 +156,7 @@ static void nesting_job(void *ud)
 START_TEST(idle_threads_leave)
 {
 	struct op_pool *p;
-	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t-pool", 2, 20}, &p), OP_OK);
+	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t-pool", 2, 0, 20}, &p), OP_OK);
 	atomic_store(&ran, 0);
 	ck_assert_int_eq(op_pool_run(p, count_job, NULL), OP_OK);
 	ck_assert(wait_stats(p, 0, 0, 0));
@@ -145,11 +172,11 @@ END_TEST
 START_TEST(bad_options_and_no_memory)
 {
 	struct op_pool *p = (struct op_pool *)1;
-	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t", 0, 10}, &p), OP_EINVAL);
+	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t", 0, 0, 10}, &p), OP_EINVAL);
 	ck_assert_ptr_null(p);
-	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t", 1, 0}, &p), OP_EINVAL);
-	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){NULL, 1, 10}, &p), OP_EINVAL);
-	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t", 1, 10}, &p), OP_OK);
+	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t", 1, 0, 0}, &p), OP_EINVAL);
+	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){NULL, 1, 0, 10}, &p), OP_EINVAL);
+	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t", 1, 0, 10}, &p), OP_OK);
 	atomic_store(&ran, 0);
 	op_alloc_fail_at(1);
 	ck_assert_int_eq(op_pool_run(p, count_job, NULL), OP_ENOMEM);
@@ -171,6 +198,7 @@ static Suite *pool_suite(void)
 	TCase *tc = tcase_create("pool");
 	tcase_add_test(tc, jobs_run_and_free_waits_for_them);
 	tcase_add_test(tc, grows_to_the_maximum_then_queues_in_order);
+	tcase_add_test(tc, without_a_queue_busy_when_all_run);
 	tcase_add_test(tc, idle_threads_leave);
 	tcase_add_test(tc, bad_options_and_no_memory);
 	suite_add_tcase(s, tc);
