@@ -81,6 +81,7 @@ struct op_http_server {
 	unsigned request_ms;
 	unsigned connection_limit;
 	unsigned stop_ms;
+	void (*give_up)(void *ud);
 	uint16_t port;
 	char name[32];
 	atomic_uint conns;
@@ -156,6 +157,7 @@ int op_http_status_for(op_err e)
 	case OP_EFULL:
 	case OP_ENOMEM:
 	case OP_ERETRY:
+	case OP_ECANCELED: /* the agent is stopping */
 		return 503;
 	case OP_ELIMIT:
 		return 413;
@@ -985,6 +987,7 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 	s->request_ms = o->request_ms ? o->request_ms : OP_HTTP_DEFAULT_REQUEST_MS;
 	s->connection_limit = o->connection_limit ? o->connection_limit : 1000;
 	s->stop_ms = o->stop_ms ? o->stop_ms : OP_HTTP_DEFAULT_STOP_MS;
+	s->give_up = o->give_up;
 	snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "http");
 	unsigned threads = o->threads ? o->threads : 2;
 	unsigned client_timeout =
@@ -1210,6 +1213,8 @@ op_err op_http_server_stop(struct op_http_server *s)
 	}
 	unsigned left = s->inflight;
 	pthread_mutex_unlock(&s->mu);
+	if (left > 0 && s->give_up != NULL)
+		s->give_up(s->ud);
 	/* Also when nothing is left: a request whose body was still coming in
 	 * may yet reach its handler and defer. */
 	unsigned gave_up = answer_deferred(s);

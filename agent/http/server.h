@@ -38,6 +38,11 @@ struct op_http_opts {
 	const char *tls_cert;      /* PEM file of the server certificate (chain); NULL = plain */
 	const char *tls_key;       /* PEM file of its private key */
 	const char *name;          /* for log lines, default "http" */
+	/* Called by op_http_server_stop once stop_ms passed with answers still
+	 * missing, before the deferred ones among them are answered 503: the
+	 * owner cancels the work that would answer them, and may wait (briefly)
+	 * for it to answer itself. Gets ud (the handler's). NULL: none. */
+	void (*give_up)(void *ud);
 };
 
 /*
@@ -98,7 +103,7 @@ void op_http_complete(struct op_http_deferred *d, struct op_http_response *resp)
  * Called once per complete request on an MHD thread, concurrently from up
  * to opts.threads threads. Return OP_OK with resp filled; a non-OK class with
  * resp left empty makes the server answer with the matching status (timeout
- * 504, busy/full/nomem 503, limit 413, parse/invalid 400, notfound 404,
+ * 504, busy/full/nomem/retry/cancelled 503, limit 413, parse/invalid 400, notfound 404,
  * auth 401, anything else 500). The handler must honour req->deadline_ms and
  * *req->stopping: the server cannot interrupt it.
  */

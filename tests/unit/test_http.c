@@ -414,6 +414,9 @@ struct fixture {
 	int targets[8];
 	/* The last token T_DEFER left for the test to complete, as a store would. */
 	_Atomic(struct op_http_deferred *) pending;
+	/* A token the stop's give_up answers (server_stop_gives_up_first). */
+	struct op_http_deferred *held;
+	int gave_up;
 };
 
 /* The answer a deferred request gets from its completer. */
@@ -1119,6 +1122,46 @@ START_TEST(server_stop_answers_deferred)
 }
 END_TEST
 
+/* give_up: the owner answers what it holds itself. */
+static void fx_give_up(void *ud)
+{
+	struct fixture *fx = ud;
+	fx->gave_up++;
+	deferred_answer(fx->held, "cancelled by the owner");
+}
+
+/*
+ * With a give_up callback, a stop that runs out of time first lets the owner
+ * end its work: the answer it then gives is the client's, not the server's
+ * 503. Without answers missing, give_up is not called.
+ */
+START_TEST(server_stop_gives_up_first)
+{
+	struct fixture fx;
+	struct op_http_opts o = {.stop_ms = 300, .give_up = fx_give_up};
+	struct conn c;
+	struct resp r;
+	fx_start(&fx, &o);
+	fx.gave_up = 0;
+	fx.held = defer_on(&fx, &c);
+	wait_inflight(fx.s, 1);
+	ck_assert_int_eq(op_http_server_stop(fx.s), OP_ETIMEOUT);
+	ck_assert_int_eq(fx.gave_up, 1);
+	ck_assert_int_eq(read_resp(&c, &r, 1000), 0);
+	ck_assert_int_eq(r.status, 202);
+	ck_assert_str_eq(r.body, "{\"id\":\"cancelled by the owner\"}");
+	resp_fini(&r);
+	conn_close(&c);
+	op_http_router_free(fx.rt);
+
+	fx_start(&fx, &o);
+	fx.gave_up = 0;
+	ck_assert_int_eq(op_http_server_stop(fx.s), OP_OK);
+	ck_assert_int_eq(fx.gave_up, 0);
+	op_http_router_free(fx.rt);
+}
+END_TEST
+
 /*
  * The same while the only worker thread is busy in a handler that ignores
  * the stop: the resumed connection cannot be served before the handler
@@ -1285,6 +1328,7 @@ static Suite *http_suite(void)
 	tcase_add_test(tc, server_stop_answers_new_requests);
 	tcase_add_test(tc, server_deferred_answer);
 	tcase_add_test(tc, server_stop_answers_deferred);
+	tcase_add_test(tc, server_stop_gives_up_first);
 	tcase_add_test(tc, server_stop_deferred_busy_worker);
 	tcase_add_test(tc, server_start_errors);
 	tcase_add_test(tc, server_out_of_memory);
