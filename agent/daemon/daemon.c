@@ -42,8 +42,11 @@
 #include "control-sync/link.h"
 #include "control-sync/seal.h"
 
-/* A sync thread (the sync pool's) idle this long exits. */
-#define SYNC_IDLE_MS 30000
+/* A sync thread (the sync pool's) idle this long exits; it keeps its jq
+ * states until then, so a burst that comes back soon compiles nothing. */
+#define SYNC_IDLE_MS 120000
+/* At a stop, how long cancelled sync runs get to answer themselves. */
+#define SYNC_CANCEL_MS 2000
 
 struct route_target {
 	const char *pipeline; /* borrowed from the set the routes hold */
@@ -91,7 +94,7 @@ struct op_daemon {
 
 	struct op_metrics *m;
 	struct op_metric *executions, *durations, *http_requests, *queue_depth, *dead, *inflight,
-	    *map_bytes, *used_bytes, *free_bytes, *up, *workers, *sync_running, *sync_waiting;
+	    *map_bytes, *used_bytes, *free_bytes, *up, *workers, *sync_running;
 	struct op_metric_child *commit_seconds; /* observed on the store's writer */
 	struct op_metric *schedule_runs, *mqtt_consumers, *mqtt_connected, *mqtt_subscribed,
 	    *mqtt_messages, *mqtt_restarts;
@@ -146,11 +149,9 @@ static void on_scrape(void *ud, struct op_metrics *m)
 	op_runtime_counts(dm->rt, &rc);
 	op_metric_set(op_metric_with(dm->workers, NULL), (double)rc.workers);
 	unsigned busy = 0;
-	size_t queued = 0;
 	if (dm->sync_pool)
-		op_pool_stats(dm->sync_pool, NULL, &busy, &queued);
+		op_pool_stats(dm->sync_pool, NULL, &busy, NULL);
 	op_metric_set(op_metric_with(dm->sync_running, NULL), (double)busy);
-	op_metric_set(op_metric_with(dm->sync_waiting, NULL), (double)queued);
 	struct op_scheduler_stats ss;
 	op_scheduler_stats(dm->sched, &ss);
 	const struct {
@@ -219,9 +220,6 @@ static op_err metrics_new(struct op_daemon *dm)
 	dm->sync_running = op_metrics_gauge(
 	    m, "outpost_http_sync_running",
 	    "sync HTTP runs with a step that may wait, running on the sync threads", NULL);
-	dm->sync_waiting = op_metrics_gauge(
-	    m, "outpost_http_sync_waiting",
-	    "sync HTTP runs waiting for a free sync thread (http.sync_threads all busy)", NULL);
 	dm->map_bytes =
 	    op_metrics_gauge(m, "outpost_store_map_bytes", "current size of the store's map", NULL);
 	dm->used_bytes =
@@ -486,9 +484,18 @@ struct sync_job {
 	struct routes *r;
 	const struct route_target *tg;
 	cJSON *msg, *data;
-	uint64_t deadline_ms; /* op_http_now_ms(): the trigger's timeout from the request */
 	struct op_http_deferred *d;
 };
+
+/* 503 with Retry-After: 1, code and message; an empty 503 without memory. */
+static void answer_503(struct op_http_response *resp, const char *code, const char *msg)
+{
+	if (op_http_respond_error(resp, 503, code, msg) != OP_OK ||
+	    op_http_response_header(resp, "Retry-After", "1") != OP_OK) {
+		op_http_response_fini(resp);
+		resp->status = 503;
+	}
+}
 
 static void sync_job_run(void *ud)
 {
@@ -496,57 +503,74 @@ static void sync_job_run(void *ud)
 	struct op_daemon *dm = j->dm;
 	const struct op_http_trigger *t = j->tg->t;
 	struct op_http_response resp = {0};
-	cJSON *out = NULL;
-	struct op_fail f = {0};
-	op_err rc;
-	uint64_t now = op_http_now_ms();
-	if (now >= j->deadline_ms) {
-		/* Every sync thread was busy for all of its time. */
+	if (atomic_load(&dm->sync_stop)) {
+		/* Started after the stop gave up on it: it does not run. */
 		cJSON_Delete(j->msg);
-		rc = OP_ETIMEOUT;
-		f.cls = rc;
-		snprintf(f.code, sizeof(f.code), "TIMEOUT");
-		snprintf(f.msg, sizeof(f.msg),
-		         "no thread was free to run the pipeline within its timeout (%llu ms; "
-		         "[http] sync_threads are all busy)",
-		         (unsigned long long)t->timeout_ms);
+		answer_503(
+		    &resp, "SHUTTING_DOWN",
+		    "the agent is stopping; the pipeline did not run, send the request again");
 	} else {
-		rc = op_runtime_run_stoppable(dm->rt, j->tg->pipeline, j->msg, j->data,
-		                              (long long)(j->deadline_ms - now), &dm->sync_stop,
-		                              &out, &f);
+		cJSON *out = NULL;
+		struct op_fail f;
+		op_err rc = op_runtime_run_stoppable(dm->rt, j->tg->pipeline, j->msg, j->data,
+		                                     t->timeout_ms, &dm->sync_stop, &out, &f);
+		sync_answer(t, rc, out, &f, &resp);
 	}
 	cJSON_Delete(j->data);
-	sync_answer(t, rc, out, &f, &resp);
 	count_code(dm, resp.status);
 	op_http_complete(j->d, &resp);
 	routes_put(dm, j->r);
 	op_free(j);
 }
 
-/* Hands a sync run to the pool; false when it must run here after all
- * (msg and data are then still the caller's). */
-static bool sync_offload(struct op_daemon *dm, const struct op_http_request *req, struct routes *r,
-                         const struct route_target *tg, cJSON *msg, cJSON *data,
-                         struct op_http_response *resp)
+/* The HTTP server stops with sync runs unanswered: they are cancelled now,
+ * before the server answers them 503 "send it again", so that none goes on
+ * after that; those that end in time answer with what they did. */
+static void sync_give_up(void *ud)
+{
+	struct op_daemon *dm = ud;
+	atomic_store(&dm->sync_stop, true);
+	if (dm->sync_pool && !op_pool_wait_idle(dm->sync_pool, SYNC_CANCEL_MS))
+		OP_LOGW("sync runs still running %d ms after they were cancelled", SYNC_CANCEL_MS);
+}
+
+/*
+ * Hands a sync run to the pool: OP_OK, answered later; OP_EBUSY, every sync
+ * thread runs (resp holds a 503); another class when it must run here after
+ * all. msg and data are the pool's on OP_OK, the caller's otherwise.
+ */
+static op_err sync_offload(struct op_daemon *dm, const struct op_http_request *req,
+                           struct routes *r, const struct route_target *tg, cJSON *msg, cJSON *data,
+                           struct op_http_response *resp)
 {
 	struct sync_job *j = op_malloc(sizeof(*j));
 	struct op_http_deferred *d = j ? op_http_defer(req) : NULL;
 	if (d == NULL) {
 		op_free(j);
-		return false;
+		return OP_ENOMEM;
 	}
 	routes_hold(dm, r);
-	*j = (struct sync_job){dm, r, tg, msg, data, op_http_now_ms() + tg->t->timeout_ms, d};
-	if (op_pool_run(dm->sync_pool, sync_job_run, j) != OP_OK) {
+	*j = (struct sync_job){dm, r, tg, msg, data, d};
+	op_err rc = op_pool_run(dm->sync_pool, sync_job_run, j);
+	if (rc != OP_OK) {
 		/* Complete the token unanswered: the handler answers instead. */
 		struct op_http_response none = {0};
 		op_http_complete(d, &none);
 		routes_put(dm, r);
 		op_free(j);
-		return false;
+		if (rc == OP_EBUSY) {
+			char msg503[160];
+			snprintf(
+			    msg503, sizeof(msg503),
+			    "all %lld threads for sync pipelines that wait ([http] sync_threads) "
+			    "are busy; retry later",
+			    dm->cfg->http.sync_threads);
+			answer_503(resp, "BUSY", msg503);
+		}
+		return rc;
 	}
 	resp->deferred = true;
-	return true;
+	return OP_OK;
 }
 
 static op_err dispatch(struct op_daemon *dm, const struct op_http_request *req, struct routes *r,
@@ -593,8 +617,16 @@ static op_err dispatch(struct op_daemon *dm, const struct op_http_request *req, 
 		cJSON_Delete(data);
 		return rc;
 	}
-	if (tg->waits && dm->sync_pool && sync_offload(dm, req, r, tg, msg, data, resp))
-		return OP_OK;
+	if (tg->waits && dm->sync_pool) {
+		rc = sync_offload(dm, req, r, tg, msg, data, resp);
+		if (rc == OP_OK || rc == OP_EBUSY) {
+			if (rc == OP_EBUSY) {
+				cJSON_Delete(msg);
+				cJSON_Delete(data);
+			}
+			return OP_OK;
+		}
+	}
 	cJSON *out = NULL;
 	struct op_fail f;
 	rc = op_runtime_run(dm->rt, tg->pipeline, msg, data, t->timeout_ms, &out, &f);
@@ -709,6 +741,7 @@ static op_err listen_start(const struct op_config_listen *l, const char *name,
 	struct op_http_opts o = {.host = l->host, .port = (uint16_t)l->port, .name = name};
 	if (triggers) {
 		o.threads = (unsigned)cfg->http.threads;
+		o.give_up = sync_give_up;
 		o.max_body = (size_t)cfg->http.max_body;
 		o.request_ms = (unsigned)cfg->http.timeout_ms;
 		o.client_timeout = (unsigned)((cfg->http.client_timeout_ms + 999) / 1000);
@@ -1151,8 +1184,11 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 		rc = listen_start(&cfg->admin.listen, "admin", cfg, false, admin_handler, dm,
 		                  &dm->admin, d);
 	if (rc == OP_OK && cfg->http.listen.host && cfg->http.sync_threads > 0) {
+		/* No queue: past sync_threads a request is answered 503 at once,
+		 * rather than wait unseen past its own timeout. */
 		struct op_pool_opts po = {.name = "op-http-sync",
 		                          .max_threads = (unsigned)cfg->http.sync_threads,
+		                          .max_queued = 0,
 		                          .idle_ms = SYNC_IDLE_MS};
 		if ((rc = op_pool_new(&po, &dm->sync_pool)) != OP_OK)
 			op_diag_add_at(d, "[http] sync_threads", "cannot start: %s",
@@ -1252,6 +1288,7 @@ void op_daemon_stop(struct op_daemon *dm)
 	 * runs stops now, before the routes and the runtime go. */
 	atomic_store(&dm->sync_stop, true);
 	op_pool_free(dm->sync_pool);
+	dm->sync_pool = NULL;
 	routes_free(dm->rt, dm->routes);
 	op_runtime_close(dm->rt);
 	op_mqtt_out_free(dm->pub); /* after the workers: no publish runs */
