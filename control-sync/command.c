@@ -379,7 +379,10 @@ static void start_one(struct op_link *l, struct cmd *c)
 		}
 		for (size_t i = 0; i < ngone; i++) {
 			char key[sizeof(SEEN_PREFIX) + CMD_ID_MAX];
-			snprintf(key, sizeof(key), SEEN_PREFIX "%s", gone[i]);
+			/* gone[i] is at most CMD_ID_MAX long; gcc cannot tell. */
+			if ((size_t)snprintf(key, sizeof(key), SEEN_PREFIX "%s", gone[i]) >=
+			    sizeof(key))
+				continue;
 			if (op_store_del(l->store, OP_STORE_STATE, key) != OP_OK)
 				OP_LOGW("cannot forget the expired command %s", gone[i]);
 		}
