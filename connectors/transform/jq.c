@@ -385,6 +385,42 @@ void op_jq_keep_validated(bool keep)
 	atomic_store(&keep_validated, keep);
 }
 
+/* A compile that only checks a text, on a thread of its own (check_text). */
+struct check {
+	const char *text;
+	struct msgbuf *mb;
+	op_err e;
+};
+
+static void *check_main(void *arg)
+{
+	struct check *c = arg;
+	jq_state *jq = NULL;
+	c->e = compile_state(c->text, false, &jq, c->mb);
+	if (jq != NULL)
+		jq_teardown(&jq);
+	return NULL;
+}
+
+/*
+ * Compiles text to check it and keeps nothing. On a short-lived thread:
+ * libjq's compile allocates about 70 KiB in small pieces, which on the
+ * caller's heap would sit between the pipeline set's own allocations and
+ * stay resident as fragments; a new thread's arena goes back whole
+ * (malloc_trim). On the caller's thread when no thread can start.
+ */
+static op_err check_text(const char *text, struct msgbuf *mb)
+{
+	struct check c = {text, mb, OP_EINTERNAL};
+	pthread_t t;
+	if (pthread_create(&t, NULL, check_main, &c) == 0) {
+		pthread_join(t, NULL);
+		return c.e;
+	}
+	check_main(&c);
+	return c.e;
+}
+
 /* ---- programs known to compile ---- */
 
 static pthread_mutex_t known_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -785,12 +821,12 @@ op_err op_jq_compile(const char *program, struct op_jq **out, char *err, size_t 
 		e = check_home_jq(&mb);
 		pthread_mutex_unlock(&compile_lock);
 	} else {
-		bool keep = atomic_load(&keep_validated);
-		e = compile_state(q->text, keep, &jq, &mb);
+		if (atomic_load(&keep_validated))
+			e = compile_state(q->text, true, &jq, &mb);
+		else
+			e = check_text(q->text, &mb);
 		if (e == OP_OK)
 			known_add(&h);
-		if (e == OP_OK && !keep)
-			jq_teardown(&jq);
 	}
 	if (e)
 		goto out;
