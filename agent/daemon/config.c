@@ -169,11 +169,11 @@ static const struct op_config_key keys[] = {
      .key = "threads",
      .type = OP_CONFIG_INT,
      .off = OFF(http.threads),
-     .def = "4",
-     .min = 1,
+     .def = "0",
+     .min = 0,
      .max = 256,
-     .help = "Threads serving HTTP connections; synchronous pipelines that only compute "
-             "run on them."},
+     .help = "Threads serving HTTP connections; sync pipelines that only compute run on them. "
+             "0: one per CPU the agent may use, at least 2."},
     {.section = "http",
      .key = "sync_threads",
      .type = OP_CONFIG_INT,

@@ -10,10 +10,12 @@
 #define OP_LOG_MODULE "daemon"
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "agent/account/lookup.h"
 #include "agent/account/vault.h"
@@ -731,6 +733,18 @@ static op_err admin_handler(const struct op_http_request *req, struct op_http_re
 
 /* ---- start, reload, stop ---- */
 
+/* [http] threads 0: one HTTP thread per CPU this process may run on (its
+ * affinity, which taskset and cpusets narrow), at least 2. Only pipelines
+ * that compute run on them; more would only take turns on the same CPUs. */
+static unsigned cpu_threads(void)
+{
+	cpu_set_t set;
+	int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+	if (n <= 0)
+		n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 2 ? 2 : n > 256 ? 256 : (unsigned)n;
+}
+
 static op_err listen_start(const struct op_config_listen *l, const char *name,
                            const struct op_config *cfg, bool triggers, op_http_handler h,
                            struct op_daemon *dm, struct op_http_server **out, struct op_diag *d)
@@ -740,7 +754,7 @@ static op_err listen_start(const struct op_config_listen *l, const char *name,
 		return OP_OK;
 	struct op_http_opts o = {.host = l->host, .port = (uint16_t)l->port, .name = name};
 	if (triggers) {
-		o.threads = (unsigned)cfg->http.threads;
+		o.threads = cfg->http.threads > 0 ? (unsigned)cfg->http.threads : cpu_threads();
 		o.give_up = sync_give_up;
 		o.max_body = (size_t)cfg->http.max_body;
 		o.request_ms = (unsigned)cfg->http.timeout_ms;

@@ -145,7 +145,7 @@ START_TEST(defaults)
 	ck_assert_uint_eq(c.http.listen.port, 8080);
 	ck_assert_uint_eq(c.http.max_body, 5ull << 20);
 	ck_assert_uint_eq(c.http.timeout_ms, 30000);
-	ck_assert_int_eq(c.http.threads, 4);
+	ck_assert_int_eq(c.http.threads, 0);
 	ck_assert_int_eq(c.http.connection_limit, 1000);
 	ck_assert_int_eq(c.http.per_ip_limit, 0);
 	ck_assert_uint_eq(c.http.client_timeout_ms, 10000);
@@ -335,7 +335,7 @@ START_TEST(bad_values_and_bounds)
 	       "t.conf:6: [agent] data_dir: empty, expected a path\n"
 	       "t.conf:8: [http] max_body: 512 is out of range, expected 1KB to 1GB\n"
 	       "t.conf:9: [http] timeout: 50ms is out of range, expected 100ms to 1h\n"
-	       "t.conf:10: [http] threads: 'four' is not a whole number, expected 1 to 256\n"
+	       "t.conf:10: [http] threads: 'four' is not a whole number, expected 0 to 256\n"
 	       "t.conf:11: [http] connection_limit: 1000001 is out of range, expected 1 to "
 	       "1000000\n"
 	       "t.conf:12: [http] listen: '127.0.0.1' is not an address, expected IPv4:port, "
@@ -995,7 +995,7 @@ START_TEST(dump_round_trip)
 	                       "listen = [::]:8443\n"
 	                       "max_body = 5MB\n"
 	                       "timeout = 30s\n"
-	                       "threads = 4\n"
+	                       "threads = 0\n"
 	                       "sync_threads = 64\n"
 	                       "connection_limit = 1000\n"
 	                       "per_ip_limit = 0\n"
