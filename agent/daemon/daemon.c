@@ -514,8 +514,8 @@ static void sync_job_run(void *ud)
 	} else {
 		cJSON *out = NULL;
 		struct op_fail f;
-		op_err rc = op_runtime_run_stoppable(dm->rt, j->tg->pipeline, j->msg, j->data,
-		                                     t->timeout_ms, &dm->sync_stop, &out, &f);
+		op_err rc = op_runtime_run_on(dm->rt, j->r->set, j->tg->pipeline, j->msg, j->data,
+		                              t->timeout_ms, &dm->sync_stop, &out, &f);
 		sync_answer(t, rc, out, &f, &resp);
 	}
 	cJSON_Delete(j->data);
@@ -631,7 +631,8 @@ static op_err dispatch(struct op_daemon *dm, const struct op_http_request *req, 
 	}
 	cJSON *out = NULL;
 	struct op_fail f;
-	rc = op_runtime_run(dm->rt, tg->pipeline, msg, data, t->timeout_ms, &out, &f);
+	rc = op_runtime_run_on(dm->rt, r->set, tg->pipeline, msg, data, t->timeout_ms, NULL, &out,
+	                       &f);
 	cJSON_Delete(data);
 	if (rc == OP_OK)
 		rc = op_http_trigger_respond(t, out, resp);

@@ -1233,12 +1233,20 @@ op_err op_runtime_run_stoppable(struct op_runtime *rt, const char *pipeline, cJS
                                 const cJSON *trigger, long long timeout_ms, const atomic_bool *stop,
                                 cJSON **out, struct op_fail *f)
 {
+	return op_runtime_run_on(rt, NULL, pipeline, message, trigger, timeout_ms, stop, out, f);
+}
+
+op_err op_runtime_run_on(struct op_runtime *rt, struct op_runtime_set *on, const char *pipeline,
+                         cJSON *message, const cJSON *trigger, long long timeout_ms,
+                         const atomic_bool *stop, cJSON **out, struct op_fail *f)
+{
 	*out = NULL;
 	memset(f, 0, sizeof(*f));
-	struct op_runtime_set *set = op_runtime_get(rt);
+	struct op_runtime_set *set = on ? on : op_runtime_get(rt);
 	const struct op_pipeline *p = op_engine_find(set->e, pipeline);
 	if (p == NULL) {
-		op_runtime_put(rt, set);
+		if (on == NULL)
+			op_runtime_put(rt, set);
 		cJSON_Delete(message);
 		f->cls = OP_ENOTFOUND;
 		snprintf(f->code, sizeof(f->code), "PIPELINE_NOT_FOUND");
@@ -1279,7 +1287,8 @@ op_err op_runtime_run_stoppable(struct op_runtime *rt, const char *pipeline, cJS
 		OP_LOGW("%s: execution %s: cannot store its record: %s", p->name, rec.id,
 		        op_err_str(sr));
 	count(rt, rc == OP_OK ? &rt->counts.succeeded : &rt->counts.failed);
-	op_runtime_put(rt, set);
+	if (on == NULL)
+		op_runtime_put(rt, set);
 	return rc;
 }
 

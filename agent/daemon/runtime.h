@@ -158,8 +158,15 @@ op_err op_runtime_run_stoppable(struct op_runtime *rt, const char *pipeline, cJS
                                 const cJSON *trigger, long long timeout_ms, const atomic_bool *stop,
                                 cJSON **out, struct op_fail *f) OP_WUR;
 
-/* A reference to the current pipeline set; give it back with op_runtime_put(). */
+/* op_runtime_run_stoppable on set, a reference the caller holds (NULL: the
+ * current set): a request routed by a set's trigger runs that set's
+ * pipeline, also when a reload came in between. */
 struct op_runtime_set;
+op_err op_runtime_run_on(struct op_runtime *rt, struct op_runtime_set *set, const char *pipeline,
+                         cJSON *message, const cJSON *trigger, long long timeout_ms,
+                         const atomic_bool *stop, cJSON **out, struct op_fail *f) OP_WUR;
+
+/* A reference to the current pipeline set; give it back with op_runtime_put(). */
 struct op_runtime_set *op_runtime_get(struct op_runtime *rt);
 void op_runtime_put(struct op_runtime *rt, struct op_runtime_set *set);
 const struct op_engine *op_runtime_engine(const struct op_runtime_set *set);

@@ -153,6 +153,46 @@ START_TEST(sync_run_returns_and_records)
 }
 END_TEST
 
+/* A run on a set held from before a reload runs that set's pipeline: the
+ * version the request was routed by, also when the reload changed it or
+ * took it away; without a set, the current one. */
+START_TEST(run_on_a_held_set)
+{
+	struct op_runtime *rt = open_rt();
+	struct op_runtime_set *old = op_runtime_get(rt);
+	write_pipeline("ok", "{\"name\":\"ok\",\"version\":\"2\",\"steps\":[{\"type\":\"set\","
+	                     "\"config\":{\"template\":{\"v\":2}}}]}");
+	char path[400];
+	snprintf(path, sizeof(path), "%s/flaky.json", fx.pdir);
+	ck_assert_int_eq(unlink(path), 0);
+	struct op_diag d;
+	op_diag_init(&d);
+	ck_assert_int_eq(op_runtime_reload(rt, NULL, NULL, &d), OP_OK);
+	op_diag_fini(&d);
+	cJSON *out = NULL;
+	struct op_fail f;
+	ck_assert_int_eq(
+	    op_runtime_run_on(rt, old, "ok", op_test_json("{\"n\":4}"), NULL, 0, NULL, &out, &f),
+	    OP_OK);
+	ck_assert_json_text(out, "{\"n\":8}");
+	cJSON_Delete(out);
+	ck_assert_int_eq(
+	    op_runtime_run_on(rt, NULL, "ok", op_test_json("{\"n\":4}"), NULL, 0, NULL, &out, &f),
+	    OP_OK);
+	ck_assert_json_text(out, "{\"v\":2}");
+	cJSON_Delete(out);
+	/* flaky is gone from the current set, not from the held one. */
+	ck_assert_int_ne(
+	    op_runtime_run_on(rt, old, "flaky", op_test_json("{}"), NULL, 0, NULL, &out, &f),
+	    OP_ENOTFOUND);
+	ck_assert_str_eq(f.code, "DOWN"); /* it ran, and threw */
+	ck_assert_int_eq(op_runtime_run(rt, "flaky", op_test_json("{}"), NULL, 0, &out, &f),
+	                 OP_ENOTFOUND);
+	op_runtime_put(rt, old);
+	op_runtime_close(rt);
+}
+END_TEST
+
 START_TEST(reload_is_whole_or_refused)
 {
 	struct op_runtime *rt = open_rt();
@@ -270,6 +310,7 @@ static Suite *runtime_suite(void)
 	tcase_add_test(tc, retryable_failures_retry_then_dead_letter);
 	tcase_add_test(tc, sync_run_returns_and_records);
 	tcase_add_test(tc, reload_is_whole_or_refused);
+	tcase_add_test(tc, run_on_a_held_set);
 	tcase_add_test(tc, shutdown_requeues_running_events);
 	tcase_add_test(tc, worker_pool_grows_on_demand);
 	suite_add_tcase(s, tc);
