@@ -458,7 +458,8 @@ static op_err submit_async(struct op_daemon *dm, const struct op_http_request *r
 	return OP_OK;
 }
 
-/* The answer to a sync request from its run: rc, out (taken), f. */
+/* The answer to a sync request from its run (on this thread or the sync
+ * pool's): rc, out (taken), f; never an error left for the server. */
 static void sync_answer(const struct op_http_trigger *t, op_err rc, cJSON *out,
                         const struct op_fail *f, struct op_http_response *resp)
 {
@@ -634,12 +635,8 @@ static op_err dispatch(struct op_daemon *dm, const struct op_http_request *req, 
 	rc = op_runtime_run_on(dm->rt, r->set, tg->pipeline, msg, data, t->timeout_ms, NULL, &out,
 	                       &f);
 	cJSON_Delete(data);
-	if (rc == OP_OK)
-		rc = op_http_trigger_respond(t, out, resp);
-	else
-		rc = op_http_trigger_respond_fail(&f, resp);
-	cJSON_Delete(out);
-	return rc == OP_EINVAL ? OP_OK : rc; /* EINVAL: resp holds a 500 saying why */
+	sync_answer(t, rc, out, &f, resp);
+	return OP_OK;
 }
 
 static void count_code(struct op_daemon *dm, int status)
