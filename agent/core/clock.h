@@ -10,4 +10,9 @@
 /* Milliseconds of CLOCK_MONOTONIC (since some point in the past). */
 int64_t op_mono_ms(void);
 
+/* The CLOCK_MONOTONIC time ms_from_now milliseconds ahead, for
+ * pthread_cond_timedwait on a condition variable set to that clock. */
+struct timespec;
+void op_mono_deadline(int64_t ms_from_now, struct timespec *ts);
+
 #endif

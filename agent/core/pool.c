@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/clock.h"
 #include "agent/core/log.h"
 
 struct job {
@@ -51,17 +52,6 @@ struct op_pool {
 	bool start_failed; /* the last thread start failed (logged once) */
 };
 
-static void deadline(struct timespec *ts, int ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 static void *thread_main(void *arg)
 {
 	struct thread *self = arg;
@@ -85,7 +75,7 @@ static void *thread_main(void *arg)
 		if (p->closing)
 			break;
 		struct timespec ts;
-		deadline(&ts, p->idle_ms);
+		op_mono_deadline(p->idle_ms, &ts);
 		p->idle++;
 		int rc = pthread_cond_timedwait(&p->work, &p->mu, &ts);
 		p->idle--;
@@ -226,7 +216,7 @@ void op_pool_stats(struct op_pool *p, unsigned *threads, unsigned *busy, size_t 
 bool op_pool_wait_idle(struct op_pool *p, int ms)
 {
 	struct timespec ts;
-	deadline(&ts, ms);
+	op_mono_deadline(ms, &ts);
 	pthread_mutex_lock(&p->mu);
 	int rc = 0;
 	while ((p->threads > p->idle || p->queued > 0) && rc != ETIMEDOUT)

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/clock.h"
 #include "agent/core/json.h"
 #include "agent/core/log.h"
 #include "agent/daemon/jq_cache.h"
@@ -88,17 +89,6 @@ static int64_t now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void deadline_ts(int64_t ms_from_now, struct timespec *ts)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ms_from_now / 1000;
-	ts->tv_nsec += (ms_from_now % 1000) * 1000000;
-	if (ts->tv_nsec >= 1000000000) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000;
-	}
 }
 
 /* ---- pipeline sets ---- */
@@ -966,7 +956,7 @@ static void *worker_main(void *arg)
 				else if (rt->next_due_ms <= now)
 					rt->next_due_ms = INT64_MAX;
 				struct timespec ts;
-				deadline_ts(wait < 1 ? 1 : wait, &ts);
+				op_mono_deadline(wait < 1 ? 1 : wait, &ts);
 				rt->idle++;
 				pthread_cond_timedwait(&rt->cv, &rt->mu, &ts);
 				rt->idle--;
@@ -1111,7 +1101,7 @@ void op_runtime_close(struct op_runtime *rt)
 	pthread_cond_broadcast(&rt->cv);
 	/* Let running executions finish within the bound, then stop them. */
 	struct timespec ts;
-	deadline_ts((int64_t)rt->cfg->agent.shutdown_timeout_ms, &ts);
+	op_mono_deadline((int64_t)rt->cfg->agent.shutdown_timeout_ms, &ts);
 	while (rt->active > 0) {
 		if (pthread_cond_timedwait(&rt->idle_cv, &rt->mu, &ts) != 0)
 			break;
@@ -1358,7 +1348,7 @@ void op_runtime_counts(struct op_runtime *rt, struct op_runtime_counts *c)
 op_err op_runtime_wait_idle(struct op_runtime *rt, int64_t timeout_ms)
 {
 	struct timespec ts;
-	deadline_ts(timeout_ms, &ts);
+	op_mono_deadline(timeout_ms, &ts);
 	op_err rc = OP_OK;
 	pthread_mutex_lock(&rt->mu);
 	for (;;) {
@@ -1370,7 +1360,7 @@ op_err op_runtime_wait_idle(struct op_runtime *rt, int64_t timeout_ms)
 		/* Acknowledgements commit after the executions end: look again
 		 * every few milliseconds, not only when an execution ends. */
 		struct timespec slice;
-		deadline_ts(5, &slice);
+		op_mono_deadline(5, &slice);
 		bool last = slice.tv_sec > ts.tv_sec ||
 		            (slice.tv_sec == ts.tv_sec && slice.tv_nsec >= ts.tv_nsec);
 		if (pthread_cond_timedwait(&rt->idle_cv, &rt->mu, last ? &ts : &slice) != 0 &&
