@@ -115,9 +115,23 @@ START_TEST(grows_to_the_maximum_then_queues_in_order)
 	ck_assert(op_pool_wait_idle(p, 5000));
 	op_pool_free(p);
 	ck_assert_int_eq(g.n, 6);
-	ck_assert_int_eq(g.order[3], 3);
-	ck_assert_int_eq(g.order[4], 4);
-	ck_assert_int_eq(g.order[5], 5);
+
+	/* The order they start in: with one thread, as they came (with more,
+	 * the threads that take them race to say so). */
+	struct gate o = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, {0}, 0};
+	ck_assert_int_eq(op_pool_new(&(struct op_pool_opts){"t-pool", 1, 3, 60000}, &p), OP_OK);
+	for (int i = 0; i < 4; i++) {
+		j[i] = (struct gated){&o, i};
+		ck_assert_int_eq(op_pool_run(p, gated_job, &j[i]), OP_OK);
+		if (i == 0)
+			ck_assert(wait_stats(p, 1, 1, 0)); /* the thread holds it */
+	}
+	ck_assert(wait_stats(p, 1, 1, 3));
+	gate_open(&o);
+	op_pool_free(p);
+	ck_assert_int_eq(o.n, 4);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(o.order[i], i);
 }
 END_TEST
 
