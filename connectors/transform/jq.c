@@ -39,6 +39,7 @@
 #include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <float.h>
 #include <inttypes.h>
 #include <jq.h>
@@ -54,6 +55,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "agent/core/alloc.h"
@@ -385,7 +388,7 @@ void op_jq_keep_validated(bool keep)
 	atomic_store(&keep_validated, keep);
 }
 
-/* A compile that only checks a text, on a thread of its own (check_text). */
+/* A compile that only checks a text, on a thread of its own (check_thread). */
 struct check {
 	const char *text;
 	struct msgbuf *mb;
@@ -403,13 +406,11 @@ static void *check_main(void *arg)
 }
 
 /*
- * Compiles text to check it and keeps nothing. On a short-lived thread:
- * libjq's compile allocates about 70 KiB in small pieces, which on the
- * caller's heap would sit between the pipeline set's own allocations and
- * stay resident as fragments; a new thread's arena goes back whole
- * (malloc_trim). On the caller's thread when no thread can start.
+ * check_text's fallback: on a short-lived thread, whose arena goes back
+ * (malloc_trim) but for its top pad; on the caller's thread when no thread can
+ * start.
  */
-static op_err check_text(const char *text, struct msgbuf *mb)
+static op_err check_thread(const char *text, struct msgbuf *mb)
 {
 	struct check c = {text, mb, OP_EINTERNAL};
 	pthread_t t;
@@ -419,6 +420,91 @@ static op_err check_text(const char *text, struct msgbuf *mb)
 	}
 	check_main(&c);
 	return c.e;
+}
+
+/* What a checking child writes to its pipe: the class, then the message. */
+static void check_child(int fd, const char *text, struct msgbuf *mb)
+{
+	jq_state *jq = NULL;
+	int32_t e = compile_locked(text, &jq, mb);
+	char *p = mb->p;
+	size_t left = mb->cap ? mb->len : 0;
+	ssize_t n = write(fd, &e, sizeof(e));
+	while (n > 0 && left > 0) {
+		n = write(fd, p, left);
+		if (n > 0) {
+			p += n;
+			left -= (size_t)n;
+		}
+	}
+	_exit(n < 0 ? 1 : 0);
+}
+
+/*
+ * Compiles text to check it and keeps nothing, in a child process that exits
+ * when done. libjq's compiler touches about 190 KiB of libjq's code and leaves
+ * about 100 KiB of heap in the arena it ran in, none of which a daemon needs
+ * until a program runs; in a child, none of it stays in the agent, and a libjq
+ * crash on a hostile program ends the child, not the agent. The child only
+ * compiles (no lock, no log, no stdio) and leaves by _exit. On a thread
+ * (check_thread) when no child can start.
+ */
+static op_err check_text(const char *text, struct msgbuf *mb)
+{
+	int fd[2];
+	if (pipe2(fd, O_CLOEXEC) != 0)
+		return check_thread(text, mb);
+	pthread_mutex_lock(&compile_lock);
+	op_err e = check_home_jq(mb);
+	if (e != OP_OK) {
+		pthread_mutex_unlock(&compile_lock);
+		close(fd[0]);
+		close(fd[1]);
+		return e;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(fd[0]);
+		check_child(fd[1], text, mb);
+	}
+	if (pid > 0)
+		atomic_fetch_add(&ncompiles, 1);
+	pthread_mutex_unlock(&compile_lock);
+	close(fd[1]);
+	if (pid < 0) {
+		close(fd[0]);
+		return check_thread(text, mb);
+	}
+
+	int32_t ce = OP_EINTERNAL;
+	size_t got = 0;
+	char buf[512];
+	mb->len = 0;
+	if (mb->cap)
+		mb->p[0] = '\0';
+	for (;;) {
+		ssize_t n = read(fd[0], buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		size_t off = 0;
+		while (got < sizeof(ce) && off < (size_t)n)
+			((char *)&ce)[got++] = buf[off++];
+		msg_add(mb, buf + off, (size_t)n - off);
+	}
+	close(fd[0]);
+	int st = 0;
+	pid_t r;
+	while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
+		continue;
+	if (r == pid && WIFSIGNALED(st))
+		return fail(mb, OP_EINTERNAL, "libjq was killed by signal %d checking the program",
+		            WTERMSIG(st));
+	/* Without a status (reaped elsewhere), the pipe's answer counts. */
+	if (got < sizeof(ce) || (r == pid && (!WIFEXITED(st) || WEXITSTATUS(st) != 0)))
+		return fail(mb, OP_EINTERNAL, "the process checking the jq program failed");
+	return (op_err)ce;
 }
 
 /* ---- programs known to compile ---- */

@@ -67,8 +67,10 @@ op_err op_jq_compile(const char *program, struct op_jq **out, char *err, size_t 
  * Whether op_jq_compile keeps the state it validated with, for the first
  * thread that runs the program (default: kept, which saves that thread one
  * compile). A daemon that holds many programs, most of them idle, turns it
- * off: each state costs about 70 KiB until its program first runs. Call it
- * before the first compile.
+ * off: each state costs about 70 KiB until its program first runs. Off, the
+ * check runs in a child process (fork), so that neither libjq's compiler
+ * pages nor its heap stay in the caller's; on a thread if no child can start.
+ * Call it before the first compile.
  */
 void op_jq_keep_validated(bool keep);
 

@@ -172,6 +172,9 @@ expect_status 200
 
 what="SIGHUP with a broken pipeline keeps the running set"
 printf '{"name":"broken","version":"1","steps":[{"type":"nosuch"}]}' >"$T/pipelines/broken.json"
+# A jq program is checked in a child process: its message still comes back.
+printf '{"name":"jqbad","version":"1","steps":[{"type":"transform","config":{"program":"{a: .b"}}]}' \
+	>"$T/pipelines/jqbad.json"
 kill -HUP $pid
 i=0
 while [ $i -lt 200 ] && ! grep -q 'reload refused' "$T/d.log"; do
@@ -180,11 +183,12 @@ while [ $i -lt 200 ] && ! grep -q 'reload refused' "$T/d.log"; do
 done
 # The problems are logged on the lines after "reload refused".
 check "reload problem not logged" wait_until 10 grep -q 'broken.json: steps\[0\].type: unknown step type' "$T/d.log"
+check "jq problem not logged" grep -q 'jqbad.json: steps\[0\].config.program: jq program does not compile: jq: error: syntax error, unexpected \$end' "$T/d.log"
 http POST /echo/2 '{}'
 expect_status 200
 
 what="SIGHUP with a good set swaps it in"
-rm "$T/pipelines/broken.json"
+rm "$T/pipelines/broken.json" "$T/pipelines/jqbad.json"
 cat >"$T/pipelines/new.json" <<'JSON'
 {"name":"new","version":"1","trigger":{"type":"http","config":{"method":"GET","path":"/new"}},
  "steps":[{"type":"set","config":{"template":{"new":true}}}]}

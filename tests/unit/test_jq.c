@@ -955,6 +955,49 @@ START_TEST(validated_state_kept_or_dropped)
 }
 END_TEST
 
+/* Without a kept state the check runs in a child process: it answers what
+ * a check in the caller answers, class and jq's message, and the caller's
+ * compile count still counts it. */
+START_TEST(checked_apart_answers_the_same)
+{
+	static const char *bad[] = {
+	    "{a: .b", ".a | nosuchfunction", "$undefined_var", "def f: .; f(1)", "reduce . as $x",
+	};
+	char here[1024];
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		op_jq_known_clear();
+		op_jq_keep_validated(true);
+		struct op_jq *q = NULL;
+		op_err e1 = op_jq_compile(bad[i], &q, here, sizeof(here));
+		ck_assert_ptr_null(q);
+		op_jq_keep_validated(false);
+		uint64_t c0 = op_jq_compiles();
+		op_err e2 = op_jq_compile(bad[i], &q, err, sizeof(err));
+		ck_assert_ptr_null(q);
+		ck_assert_msg(e1 == e2, "%s: %s here, %s apart", bad[i], op_err_name(e1),
+		              op_err_name(e2));
+		ck_assert_int_ne(e2, OP_OK);
+		ck_assert_str_eq(err, here);
+		ck_assert_uint_le(op_jq_compiles() - c0, 1);
+	}
+	/* A good one: the check passes, and the first run compiles its own. */
+	op_jq_known_clear();
+	uint64_t c0 = op_jq_compiles();
+	struct op_jq *q = compile_ok(".a + 1");
+	ck_assert_uint_eq(op_jq_compiles() - c0, 1);
+	cJSON *in = op_test_json("{\"a\":41}");
+	cJSON *out = NULL;
+	ck_assert_int_eq(op_jq_run(q, in, NULL, NULL, &out, err, sizeof(err)), OP_OK);
+	ck_assert_double_eq(cJSON_GetNumberValue(out), 42);
+	ck_assert_uint_eq(op_jq_compiles() - c0, 2);
+	cJSON_Delete(out);
+	cJSON_Delete(in);
+	op_jq_free(q);
+	op_jq_keep_validated(true);
+	op_jq_known_clear();
+}
+END_TEST
+
 /* A program that compiled is known: its hash is what op_jq_known_hash says,
  * the saved set brings it back, and a known text is accepted without a
  * compile, which shows with a text that does not compile: its runs fail. */
@@ -1065,6 +1108,7 @@ static Suite *jq_suite(void)
 	tcase_add_test(tc, thread_cache_evicts_and_recompiles);
 	tcase_add_test(tc, out_of_memory_on_our_side);
 	tcase_add_test(tc, validated_state_kept_or_dropped);
+	tcase_add_test(tc, checked_apart_answers_the_same);
 	tcase_add_test(tc, known_programs_skip_the_compile);
 	tcase_add_test(tc, known_set_is_bounded);
 	suite_add_tcase(s, tc);
