@@ -22,12 +22,12 @@ void op_free_secret(void *p, size_t n);
 /* Routes cJSON's allocations through these wrappers. Call once at start. */
 void op_alloc_init(void);
 
-/* Number of allocations made so far by this process (all threads). */
+/* Number of allocations the calling thread has made so far. */
 uint64_t op_alloc_count(void);
 
 /*
- * Test hook: the n-th allocation from now (1 = the next one) and every one
- * after it fail until op_alloc_fail_at(0) switches failures off.
+ * Test hook: the n-th allocation from now (1 = the next one), on any thread,
+ * and every one after it fail until op_alloc_fail_at(0) switches failures off.
  */
 void op_alloc_fail_at(uint64_t n);
 

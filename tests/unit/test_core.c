@@ -1,6 +1,7 @@
 /* Unit tests of the core library: error classes, capped buffers, diagnostics. */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +70,48 @@ START_TEST(buf_out_of_memory_leaves_buffer)
 	ck_assert_int_eq(e, OP_ENOMEM);
 	ck_assert_str_eq(op_buf_str(&b), "keep");
 	op_buf_fini(&b);
+}
+END_TEST
+
+/* The count is the calling thread's; an armed failure point counts every
+ * thread's allocations, and the n-th one fails on whichever thread makes it. */
+static void *alloc_three(void *arg)
+{
+	void **p = arg;
+	for (int i = 0; i < 3; i++)
+		p[i] = op_malloc(16);
+	return NULL;
+}
+
+START_TEST(alloc_count_per_thread_failure_point_shared)
+{
+	void *p[3];
+	pthread_t t;
+	uint64_t c0 = op_alloc_count();
+	ck_assert_int_eq(pthread_create(&t, NULL, alloc_three, p), 0);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_uint_eq(op_alloc_count(), c0);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_ptr_nonnull(p[i]);
+		op_free(p[i]);
+	}
+	void *mine = op_malloc(8);
+	ck_assert_uint_eq(op_alloc_count(), c0 + 1);
+	op_free(mine);
+
+	op_alloc_fail_at(2);
+	ck_assert_int_eq(pthread_create(&t, NULL, alloc_three, p), 0);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	mine = op_malloc(8);
+	op_alloc_fail_at(0);
+	ck_assert_ptr_nonnull(p[0]);
+	ck_assert_ptr_null(p[1]);
+	ck_assert_ptr_null(p[2]);
+	ck_assert_ptr_null(mine);
+	op_free(p[0]);
+	mine = op_malloc(8);
+	ck_assert_ptr_nonnull(mine);
+	op_free(mine);
 }
 END_TEST
 
@@ -370,6 +413,7 @@ static Suite *core_suite(void)
 	tcase_add_test(tc, log_local_lines_skip_the_tap);
 	tcase_add_test(tc, buf_caps_without_truncating);
 	tcase_add_test(tc, buf_out_of_memory_leaves_buffer);
+	tcase_add_test(tc, alloc_count_per_thread_failure_point_shared);
 	tcase_add_test(tc, diag_paths);
 	tcase_add_test(tc, json_numbers_round_trip);
 	tcase_add_test(tc, json_numbers_are_shortest);
