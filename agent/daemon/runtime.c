@@ -1032,7 +1032,9 @@ op_err op_runtime_open(const struct op_config *cfg, const struct op_runtime_hook
 	struct op_store_opts so = {.dir = path,
 	                           .map_initial = cfg->store.map_initial,
 	                           .map_max = cfg->store.map_max,
-	                           .exec_retention = (uint64_t)cfg->store.exec_retention,
+	                           .exec_retention = cfg->store.exec_retention > 0
+	                                                 ? (uint64_t)cfg->store.exec_retention
+	                                                 : OP_STORE_KEEP_NONE,
 	                           .queue_max_events = (uint64_t)cfg->store.queue_max_events,
 	                           .queue_max_bytes = cfg->store.queue_max_bytes};
 	op_err rc = op_store_open(&so, &rt->store, err, sizeof(err));

@@ -35,11 +35,14 @@
 
 struct op_store;
 
+/* op_store_opts.exec_retention: keep no execution records. */
+#define OP_STORE_KEEP_NONE UINT64_MAX
+
 struct op_store_opts {
 	const char *dir;           /* environment directory, created (0700) if missing */
 	size_t map_initial;        /* initial map size in bytes; 0: 16 MiB */
 	size_t map_max;            /* the map never grows past this; 0: 1 GiB */
-	uint64_t exec_retention;   /* execution records kept; 0: 10000 */
+	uint64_t exec_retention;   /* execution records kept; 0: 10000; OP_STORE_KEEP_NONE */
 	uint64_t queue_max_events; /* queued events per pipeline; 0: 100000 */
 	uint64_t queue_max_bytes;  /* queued bytes per pipeline; 0: 256 MiB */
 };

@@ -228,20 +228,27 @@ static op_err write_exec(struct ctx *c, const struct op_store_exec *in)
 	if (e)
 		return e;
 
-	/* Retention: drop the oldest records (lowest keys) past the bound. */
+	/*
+	 * Retention: past the bound, drop the oldest records (lowest keys) down
+	 * to the bound less a 32nd of it. Dropping one record for each one added
+	 * rewrote the first pages of `execs` and `execidx` in every commit; now
+	 * that happens once every bound/32 records.
+	 */
+	uint64_t bound = s->opts.exec_retention == OP_STORE_KEEP_NONE ? 0 : s->opts.exec_retention;
 	MDB_stat st;
 	rc = mdb_stat(c->t, s->dbi[OP_STORE_DB_EXECS], &st);
 	if (rc)
 		return mfail(c, rc);
 	MDB_cursor *cur = NULL;
-	size_t entries = st.ms_entries;
-	if (entries <= s->opts.exec_retention)
+	uint64_t entries = st.ms_entries;
+	if (entries <= bound)
 		return OP_OK;
+	uint64_t keep = bound - bound / 32;
 	rc = mdb_cursor_open(c->t, s->dbi[OP_STORE_DB_EXECS], &cur);
 	if (rc)
 		return mfail(c, rc);
 	e = OP_OK;
-	while (entries > s->opts.exec_retention) {
+	while (entries > keep) {
 		MDB_val ok, ov;
 		const uint8_t *p;
 		size_t n;

@@ -153,6 +153,27 @@ START_TEST(sync_run_returns_and_records)
 }
 END_TEST
 
+/* [store] exec_retention = 0 keeps no execution records (the store's own
+ * 0 means its default). */
+START_TEST(exec_retention_zero_keeps_none)
+{
+	fx.cfg.store.exec_retention = 0;
+	struct op_runtime *rt = open_rt();
+	cJSON *out = NULL;
+	struct op_fail f;
+	ck_assert_int_eq(op_runtime_run(rt, "ok", op_test_json("{\"n\":1}"), NULL, 0, &out, &f),
+	                 OP_OK);
+	cJSON_Delete(out);
+	ck_assert_int_eq(op_store_flush(op_runtime_store(rt)), OP_OK);
+	struct op_store_exec **recs;
+	size_t n;
+	ck_assert_int_eq(op_store_list_execs(op_runtime_store(rt), 10, &recs, &n), OP_OK);
+	ck_assert_uint_eq(n, 0);
+	op_store_execs_free(recs, n);
+	op_runtime_close(rt);
+}
+END_TEST
+
 /* A run on a set held from before a reload runs that set's pipeline: the
  * version the request was routed by, also when the reload changed it or
  * took it away; without a set, the current one. */
@@ -309,6 +330,7 @@ static Suite *runtime_suite(void)
 	tcase_add_test(tc, events_run_and_are_recorded);
 	tcase_add_test(tc, retryable_failures_retry_then_dead_letter);
 	tcase_add_test(tc, sync_run_returns_and_records);
+	tcase_add_test(tc, exec_retention_zero_keeps_none);
 	tcase_add_test(tc, reload_is_whole_or_refused);
 	tcase_add_test(tc, run_on_a_held_set);
 	tcase_add_test(tc, shutdown_requeues_running_events);

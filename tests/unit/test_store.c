@@ -845,6 +845,58 @@ START_TEST(exec_retention)
 }
 END_TEST
 
+/* Past a larger bound the oldest go in one batch, down to the bound less a
+ * 32nd of it, so the count never passes the bound and the first pages are
+ * rewritten once a batch; OP_STORE_KEEP_NONE keeps none. */
+static void run_one(struct op_store *s, int i)
+{
+	struct op_store_event *ev;
+	enq(s, "r", "{}", 0, NULL);
+	ck_assert_int_eq(op_store_take(s, "r", 1, &ev), OP_OK);
+	struct op_store_exec rec = {.pipeline = "r", .status = "success", .attempt = 1};
+	rec.duration_ms = i;
+	ck_assert_int_eq(op_store_ack(s, ev->id, &rec), OP_OK);
+	op_store_event_free(ev);
+}
+
+START_TEST(exec_retention_in_batches)
+{
+	struct op_store_opts o = {.exec_retention = 64};
+	struct op_store *s = open_opts(&o);
+	int i = 0;
+	for (; i < 64; i++)
+		run_one(s, i);
+	ck_assert_uint_eq(stats(s).entries[OP_STORE_DB_EXECS], 64);
+	run_one(s, i++); /* 65 > 64: down to 64 - 2 */
+	struct op_store_stats st = stats(s);
+	ck_assert_uint_eq(st.entries[OP_STORE_DB_EXECS], 62);
+	ck_assert_uint_eq(st.entries[OP_STORE_DB_EXECIDX], 62);
+	struct op_store_exec **recs;
+	size_t n;
+	ck_assert_int_eq(op_store_list_execs(s, 100, &recs, &n), OP_OK);
+	ck_assert_uint_eq(n, 62);
+	ck_assert_int_eq(recs[0]->duration_ms, 64);
+	ck_assert_int_eq(recs[n - 1]->duration_ms, 3);
+	op_store_execs_free(recs, n);
+	for (; i < 67; i++)
+		run_one(s, i);
+	ck_assert_uint_eq(stats(s).entries[OP_STORE_DB_EXECS], 64);
+	run_one(s, i++);
+	ck_assert_uint_eq(stats(s).entries[OP_STORE_DB_EXECS], 62);
+	op_store_close(s);
+
+	o = (struct op_store_opts){.exec_retention = OP_STORE_KEEP_NONE};
+	s = open_opts(&o);
+	for (i = 0; i < 3; i++)
+		run_one(s, i);
+	st = stats(s);
+	ck_assert_uint_eq(st.entries[OP_STORE_DB_EXECS], 0);
+	ck_assert_uint_eq(st.entries[OP_STORE_DB_EXECIDX], 0);
+	ck_assert_uint_eq(st.entries[OP_STORE_DB_INFLIGHT], 0);
+	op_store_close(s);
+}
+END_TEST
+
 START_TEST(kv_tables)
 {
 	struct op_store *s = open_default();
@@ -1058,6 +1110,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, map_full_keeps_committed);
 	tcase_add_test(tc, queue_bound);
 	tcase_add_test(tc, exec_retention);
+	tcase_add_test(tc, exec_retention_in_batches);
 	tcase_add_test(tc, kv_tables);
 	tcase_add_test(tc, newer_format_refused);
 	tcase_add_test(tc, out_of_memory);
