@@ -8,12 +8,15 @@
 #   W1 sync:  POST /orders -> jq transform (renames and adds fields) -> answer;
 #             compared with nginx as a ratio of requests/s.
 #   W2 async: POST /events -> 202 after the durable commit -> the pipeline
-#             consumes; accepted events/s, p99, and whether the queue drains.
+#             (the same jq transform) consumes; accepted events/s, p99, and
+#             whether the queue drains; then the same with a one-step `set`
+#             pipeline (POST /events-set).
+#   The CPU the servers used a request, from /proc, beside the rates.
 #   idle RSS of a daemon with 20 pipelines deployed, and start-to-ready time.
 # Prints "bench: NAME VALUE UNIT" lines. Installs nothing: without wrk or nginx
 # it prints a skip line and exits 0 (make bench installs them: role "bench" in
 # packaging/deps.txt). Absolute numbers depend on the machine and its load;
-# the ratios are what to compare. Takes about 75 s.
+# the ratios are what to compare. Takes about 90 s.
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 OUTPOSTD=${OUTPOSTD:-$top/build/release/outpostd}
@@ -211,12 +214,14 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '$BODY'
 LUA
 
-# run_wrk NAME URL: runs wrk, keeps its output in $T/NAME.wrk; sets $rps, $p99
-# (ms), $secs (measured duration) and $bad (non-2xx answers and errors).
+# run_wrk NAME URL: runs wrk, keeps its output in $T/NAME.wrk; sets $rps, $reqs
+# (requests done), $p99 (ms), $secs (measured duration) and $bad (non-2xx
+# answers and errors).
 run_wrk() {
 	wrk -t2 -c32 -d"${DURATION}s" --latency -s "$T/post.lua" "$2" >"$T/$1.wrk" 2>&1 ||
 		die "wrk failed: $(cat "$T/$1.wrk")"
 	rps=$(awk '/^Requests\/sec:/ { printf "%d", $2 }' "$T/$1.wrk")
+	reqs=$(awk '/requests in/ { print $1 }' "$T/$1.wrk")
 	p99=$(awk '$1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
 		m = (u == "us") ? v / 1000 : (u == "s") ? v * 1000 : (u == "m") ? v * 60000 : v;
 		printf "%.2f", m }' "$T/$1.wrk")
@@ -224,6 +229,26 @@ run_wrk() {
 		sub(/[a-z]+$/, "", v); printf "%.3f", (u == "ms") ? v / 1000 : (u == "m") ? v * 60 : v }' "$T/$1.wrk")
 	bad=$(awk '/Non-2xx or 3xx responses:/ { n += $NF } /Socket errors:/ {
 		for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i } END { print n + 0 }' "$T/$1.wrk")
+}
+
+# cpu_ticks PID...: user and system CPU the processes used so far, in clock
+# ticks (/proc/PID/stat fields 14 and 15, counted after the command name).
+cpu_ticks() {
+	for p in "$@"; do
+		sed 's/.*) //' /proc/"$p"/stat 2>/dev/null
+	done | awk '{ t += $12 + $13 } END { print t + 0 }'
+}
+
+# children PID: the PIDs whose parent is PID.
+children() {
+	cat /proc/[0-9]*/stat 2>/dev/null | sed -n 's/^\([0-9]*\) .*) . \([0-9]*\) .*/\1 \2/p' |
+		awk -v p="$1" '$2 == p { print $1 }'
+}
+
+# cpu_us T0 T1 REQS: microseconds of CPU a request between two cpu_ticks.
+cpu_us() {
+	awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" \
+		'BEGIN { printf "%.1f", (n > 0) ? (b - a) * 1e6 / hz / n : 0 }'
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
@@ -245,6 +270,10 @@ cat >"$D/p/orders-set.json" <<'JSON'
   "currency":"{{ message.body.currency }}","deliveryDate":"{{ message.body.requested }}",
   "source":"outpost","region":"{{ globals.region }}"}}}]}
 JSON
+cat >"$D/p/events-set.json" <<'JSON'
+{"name":"events-set","version":"1","trigger":{"type":"http","config":{"method":"POST","path":"/events-set","mode":"async"}},
+ "steps":[{"type":"set","config":{"template":{"orderId":"{{ message.body.order_id }}","region":"{{ globals.region }}"}}}]}
+JSON
 start_daemon "$D"
 wpid=$dpid
 
@@ -262,21 +291,34 @@ case "$out" in
 *) die "the set pipeline answered unexpectedly: $out" ;;
 esac
 
-# W1: nginx, then outpostd, with the same load.
+# W1: nginx, then outpostd, with the same load. The CPU each server used a
+# request (nginx: master and workers) shows where the time goes, beside the
+# rates that the two cores shared with wrk set.
+# shellcheck disable=SC2046 # one PID a word
+c0=$(cpu_ticks $npid $(children $npid))
 run_wrk w1_nginx "http://127.0.0.1:$nport/orders"
+# shellcheck disable=SC2046
+c1=$(cpu_ticks $npid $(children $npid))
 n_rps=$rps
 echo "bench: w1_nginx_rps $rps req/s"
 echo "bench: w1_nginx_p99 $p99 ms"
+echo "bench: w1_nginx_cpu $(cpu_us "$c0" "$c1" "$reqs") us/req"
+c0=$(cpu_ticks $wpid)
 run_wrk w1_outpost "http://127.0.0.1:$port/orders"
+c1=$(cpu_ticks $wpid)
 echo "bench: w1_outpost_rps $rps req/s"
 echo "bench: w1_outpost_vs_nginx $(ratio "$rps" "$n_rps") ratio"
 echo "bench: w1_outpost_p99 $p99 ms"
 echo "bench: w1_outpost_errors $bad answers"
+echo "bench: w1_outpost_cpu $(cpu_us "$c0" "$c1" "$reqs") us/req"
+c0=$(cpu_ticks $wpid)
 run_wrk w1_set "http://127.0.0.1:$port/orders-set"
+c1=$(cpu_ticks $wpid)
 echo "bench: w1_set_rps $rps req/s"
 echo "bench: w1_set_vs_nginx $(ratio "$rps" "$n_rps") ratio"
 echo "bench: w1_set_p99 $p99 ms"
 echo "bench: w1_set_errors $bad answers"
+echo "bench: w1_set_cpu $(cpu_us "$c0" "$c1" "$reqs") us/req"
 
 # W2: async, durable. Accepted = 202 answers counted by the daemon itself.
 a0=$(metric 'outpost_http_requests_total{code="202"}')
@@ -309,6 +351,27 @@ else
 fi
 echo "bench: w2_executed_per_s $(awk -v n="${done_n:-0}" -v ms=$(($(now_ms) - t_end + ${secs%.*} * 1000)) \
 	'BEGIN { printf "%d", n * 1000 / ms }') events/s"
+
+# W2 again with a pipeline whose one set step takes two fields: the durable
+# path with less of the workers' own work on the same two cores.
+a0=$(metric 'outpost_http_requests_total{code="202"}')
+c0=$(cpu_ticks $wpid)
+run_wrk w2_set "http://127.0.0.1:$port/events-set"
+a1=$(metric 'outpost_http_requests_total{code="202"}')
+accepted=$((${a1:-0} - ${a0:-0}))
+dl=$(($(date +%s) + 40))
+while [ "$(date +%s)" -lt $dl ]; do
+	q=$(metric 'outpost_queue_depth{pipeline="events-set"}')
+	f=$(metric 'outpost_inflight')
+	[ "${q:-1}" -eq 0 ] && [ "${f:-1}" -eq 0 ] && break
+	sleep 0.05 # poll interval, bounded by the deadline
+done
+c1=$(cpu_ticks $wpid)
+echo "bench: w2_set_accepted_per_s $(awk -v n=$accepted -v s="$secs" 'BEGIN { printf "%d", n / s }') events/s"
+echo "bench: w2_set_p99 $p99 ms"
+echo "bench: w2_set_refused $bad answers"
+echo "bench: w2_set_drained $([ "${q:-1}" -eq 0 ] && [ "${f:-1}" -eq 0 ] && echo 1 || echo 0) bool"
+echo "bench: w2_set_cpu $(cpu_us "$c0" "$c1" "$accepted") us/event"
 stop_daemon $wpid
 
 # Idle RSS and start to ready with 20 pipelines deployed: 10 sync and 10
