@@ -164,7 +164,8 @@ static const struct op_config_key keys[] = {
      .def = "30s",
      .min = 100,
      .max = HOUR,
-     .help = "Longest a synchronous request waits for its pipeline; then 504."},
+     .help = "Longest a synchronous request waits for its pipeline, whatever its trigger's "
+             "timeoutMs; then 504."},
     {.section = "http",
      .key = "threads",
      .type = OP_CONFIG_INT,

@@ -80,6 +80,7 @@ struct op_daemon {
 	 * with [http] sync_threads 0. sync_stop cancels them at the stop. */
 	struct op_pool *sync_pool;
 	atomic_bool sync_stop;
+	long long http_timeout_ms; /* [http] timeout: no sync request waits longer; set at start */
 	atomic_bool ready;
 	_Atomic int64_t stall_limit_ms; /* /healthz: a writer stuck this long is not alive */
 
@@ -458,6 +459,15 @@ static op_err submit_async(struct op_daemon *dm, const struct op_http_request *r
 	return OP_OK;
 }
 
+/* How long a sync request's run may take: the trigger's timeoutMs, never
+ * more than [http] timeout. */
+static long long sync_timeout(const struct op_daemon *dm, const struct op_http_trigger *t)
+{
+	if (dm->http_timeout_ms > 0 && dm->http_timeout_ms < t->timeout_ms)
+		return dm->http_timeout_ms;
+	return t->timeout_ms;
+}
+
 /* The answer to a sync request from its run (on this thread or the sync
  * pool's): rc, out (taken), f; never an error left for the server. */
 static void sync_answer(const struct op_http_trigger *t, op_err rc, cJSON *out,
@@ -516,7 +526,7 @@ static void sync_job_run(void *ud)
 		cJSON *out = NULL;
 		struct op_fail f;
 		op_err rc = op_runtime_run_on(dm->rt, j->r->set, j->tg->pipeline, j->msg, j->data,
-		                              t->timeout_ms, &dm->sync_stop, &out, &f);
+		                              sync_timeout(dm, t), &dm->sync_stop, &out, &f);
 		sync_answer(t, rc, out, &f, &resp);
 	}
 	cJSON_Delete(j->data);
@@ -632,8 +642,8 @@ static op_err dispatch(struct op_daemon *dm, const struct op_http_request *req, 
 	}
 	cJSON *out = NULL;
 	struct op_fail f;
-	rc = op_runtime_run_on(dm->rt, r->set, tg->pipeline, msg, data, t->timeout_ms, NULL, &out,
-	                       &f);
+	rc = op_runtime_run_on(dm->rt, r->set, tg->pipeline, msg, data, sync_timeout(dm, t), NULL,
+	                       &out, &f);
 	cJSON_Delete(data);
 	sync_answer(t, rc, out, &f, resp);
 	return OP_OK;
@@ -756,6 +766,7 @@ static op_err listen_start(const struct op_config_listen *l, const char *name,
 		o.give_up = sync_give_up;
 		o.max_body = (size_t)cfg->http.max_body;
 		o.request_ms = (unsigned)cfg->http.timeout_ms;
+		dm->http_timeout_ms = cfg->http.timeout_ms;
 		o.client_timeout = (unsigned)((cfg->http.client_timeout_ms + 999) / 1000);
 		o.connection_limit = (unsigned)cfg->http.connection_limit;
 		o.per_ip_limit = (unsigned)cfg->http.per_ip_limit;

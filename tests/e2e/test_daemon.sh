@@ -17,6 +17,7 @@ map_initial = 1MB
 [http]
 listen = 127.0.0.1:0
 max_body = 64KB
+timeout = 1s
 [admin]
 listen = 127.0.0.1:0
 [globals]
@@ -43,6 +44,13 @@ JSON
 
 cat >"$T/pipelines/slow.json" <<'JSON'
 {"name":"slow","version":"1","trigger":{"type":"http","config":{"method":"GET","path":"/slow","timeoutMs":100}},
+ "steps":[{"type":"retry","config":{"attempts":100,"backoffMs":50,"jitter":false,"multiplier":1,
+   "steps":[{"type":"throw-error","config":{"message":"not yet","class":"retry"}}]}}]}
+JSON
+
+# The same with the trigger's default timeoutMs (30 s): [http] timeout bounds it.
+cat >"$T/pipelines/slower.json" <<'JSON'
+{"name":"slower","version":"1","trigger":{"type":"http","config":{"method":"GET","path":"/slower"}},
  "steps":[{"type":"retry","config":{"attempts":100,"backoffMs":50,"jitter":false,"multiplier":1,
    "steps":[{"type":"throw-error","config":{"message":"not yet","class":"retry"}}]}}]}
 JSON
@@ -89,6 +97,11 @@ expect_json '.error.code' '"NOPE"'
 
 what="a sync trigger's timeoutMs answers 504"
 http GET /slow
+expect_status 504
+expect_json '.error.code' '"EXECUTION_TIMEOUT"'
+
+what="[http] timeout bounds a trigger's longer timeoutMs: 504"
+http GET /slower
 expect_status 504
 expect_json '.error.code' '"EXECUTION_TIMEOUT"'
 
@@ -312,7 +325,7 @@ expect_json '.' '{"twice":8,"region":"eu-1"}'
 what="outpostctl pipelines lists the pipelines with trigger and queue numbers"
 run_ctl pipelines --admin "$A" --json
 expect_rc 0
-expect_json '[.[].name] | sort' '["doomed","echo","fails","new","queue","shape","slow"]'
+expect_json '[.[].name] | sort' '["doomed","echo","fails","new","queue","shape","slow","slower"]'
 expect_json '.[] | select(.name == "queue") | .trigger' \
 	'{"type":"http","method":"POST","path":"/queue","mode":"async"}'
 expect_json '.[] | select(.name == "queue") | [.version, .queued, .deadLetters]' '["1",0,0]'
