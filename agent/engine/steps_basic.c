@@ -137,9 +137,25 @@ static op_err log_run(struct op_exec *x, const struct op_step *st, cJSON *msg, c
 		*out = msg;
 		return OP_OK;
 	}
+	/* With sensitiveFields, the expression reads a masked copy of the
+	 * message: "{{ message.password }}" and "got {{ message }}" show "***"
+	 * as a logged object does. */
+	bool masking = x->p->settings.sensitive.n > 0;
+	cJSON *masked = NULL;
+	if (masking) {
+		masked = cJSON_Duplicate(msg, true);
+		if (masked == NULL || !mask(masked, &x->p->settings.sensitive)) {
+			cJSON_Delete(masked);
+			op_log_write_always(lvl, OP_LOG_MODULE, "%s/%s exec=%s: (out of memory)",
+			                    x->p->name, st->name, op_exec_id(x));
+			*out = msg;
+			return OP_OK;
+		}
+	}
 	struct op_val v = {0};
-	op_err rc = op_exec_eval(x, c->text, "message", msg, &v);
+	op_err rc = op_exec_eval(x, c->text, "message", masked ? masked : msg, &v);
 	if (rc) {
+		cJSON_Delete(masked);
 		cJSON_Delete(msg);
 		return rc;
 	}
@@ -147,7 +163,6 @@ static op_err log_run(struct op_exec *x, const struct op_step *st, cJSON *msg, c
 		op_log_write_always(lvl, OP_LOG_MODULE, "%s/%s exec=%s: %s", x->p->name, st->name,
 		                    op_exec_id(x), v.v->valuestring);
 	} else {
-		bool masking = x->p->settings.sensitive.n > 0;
 		cJSON *copy = masking ? op_val_take(&v) : NULL;
 		char *text = NULL;
 		if (!masking)
@@ -160,6 +175,7 @@ static op_err log_run(struct op_exec *x, const struct op_step *st, cJSON *msg, c
 		cJSON_Delete(copy);
 	}
 	op_val_drop(&v);
+	cJSON_Delete(masked);
 	*out = msg;
 	return OP_OK;
 }

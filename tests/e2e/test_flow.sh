@@ -201,6 +201,18 @@ expect_err_has '"card":"***"'
 checks=$((checks + 1))
 case "$err" in *hunter2*|*4111*) fail "secret in log: $err" ;; esac
 
+what="log masks sensitive fields inside a string it builds"
+pipeline mask2 '{"name":"mask2","version":"1","settings":{"sensitiveFields":["password","card"]},"steps":[
+  {"type":"log","config":{"message":"got {{ message }}"}},
+  {"type":"log","config":{"message":"pw {{ message.password }} card {{ UPPER(message.nested[0].card) }}"}}]}'
+run_ctl run "$T/mask2.json" --input "$T/in.json" --compact
+expect_rc 0
+expect_json '.password' '"hunter2"'
+expect_err_has 'got {"user":"ann","password":"***","nested":[{"card":"***"}]}'
+expect_err_has 'pw *** card ***'
+checks=$((checks + 1))
+case "$err" in *hunter2*|*4111*) fail "secret in log: $err" ;; esac
+
 what="metadata and globals"
 pipeline meta '{"name":"meta","version":"3.1","steps":[{"type":"set","config":{"template":{
   "p":"{{ metadata.pipeline }}","a":"{{ metadata.attempt }}","t":"{{ metadata.trigger.type }}",
