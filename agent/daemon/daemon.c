@@ -391,8 +391,6 @@ static bool header_of(void *ud, const char *name, const char **val, size_t *len)
 	return false;
 }
 
-static void count_code(struct op_daemon *dm, int status);
-
 /* The answer of an async trigger once its enqueue ended with rc. */
 static void accepted_answer(op_err rc, const char *id, struct op_http_response *resp)
 {
@@ -425,7 +423,6 @@ static void on_accepted(void *ud, op_err rc, const char *id)
 	struct accept_wait *w = ud;
 	struct op_http_response resp = {0};
 	accepted_answer(rc, id, &resp);
-	count_code(w->dm, resp.status);
 	op_http_complete(w->d, &resp);
 	op_free(w);
 }
@@ -530,7 +527,6 @@ static void sync_job_run(void *ud)
 		sync_answer(t, rc, out, &f, &resp);
 	}
 	cJSON_Delete(j->data);
-	count_code(dm, resp.status);
 	op_http_complete(j->d, &resp);
 	routes_put(dm, j->r);
 	op_free(j);
@@ -649,8 +645,10 @@ static op_err dispatch(struct op_daemon *dm, const struct op_http_request *req, 
 	return OP_OK;
 }
 
-static void count_code(struct op_daemon *dm, int status)
+/* op_http_opts.answered of the triggers' listener: every answer it sends. */
+static void count_code(void *ud, int status)
 {
+	struct op_daemon *dm = ud;
 	char code[8];
 	snprintf(code, sizeof(code), "%d", status);
 	const char *lv[] = {code};
@@ -678,8 +676,6 @@ static op_err http_handler(const struct op_http_request *req, struct op_http_res
 	}
 	op_http_match_fini(&m);
 	routes_put(dm, r);
-	if (!(rc == OP_OK && resp->deferred)) /* deferred ones count when answered */
-		count_code(dm, rc == OP_OK ? resp->status : op_http_status_for(rc));
 	return rc;
 }
 
@@ -764,6 +760,7 @@ static op_err listen_start(const struct op_config_listen *l, const char *name,
 	if (triggers) {
 		o.threads = cfg->http.threads > 0 ? (unsigned)cfg->http.threads : cpu_threads();
 		o.give_up = sync_give_up;
+		o.answered = count_code;
 		o.max_body = (size_t)cfg->http.max_body;
 		o.request_ms = (unsigned)cfg->http.timeout_ms;
 		dm->http_timeout_ms = cfg->http.timeout_ms;

@@ -82,6 +82,7 @@ struct op_http_server {
 	unsigned connection_limit;
 	unsigned stop_ms;
 	void (*give_up)(void *ud);
+	void (*answered)(void *ud, int status);
 	uint16_t port;
 	char name[32];
 	atomic_uint conns;
@@ -346,6 +347,8 @@ static enum MHD_Result queue(struct op_http_server *s, struct MHD_Connection *c,
 	}
 	enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
 	MHD_destroy_response(r);
+	if (ret == MHD_YES && s->answered != NULL)
+		s->answered(s->ud, status);
 	return ret;
 }
 
@@ -988,6 +991,7 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 	s->connection_limit = o->connection_limit ? o->connection_limit : 1000;
 	s->stop_ms = o->stop_ms ? o->stop_ms : OP_HTTP_DEFAULT_STOP_MS;
 	s->give_up = o->give_up;
+	s->answered = o->answered;
 	snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "http");
 	unsigned threads = o->threads ? o->threads : 2;
 	unsigned client_timeout =

@@ -43,6 +43,10 @@ struct op_http_opts {
 	 * owner cancels the work that would answer them, and may wait (briefly)
 	 * for it to answer itself. Gets ud (the handler's). NULL: none. */
 	void (*give_up)(void *ud);
+	/* Called with ud for every answer queued, on the thread that queues it:
+	 * the handler's, deferred ones and the server's own (413, 503 past the
+	 * connection limit or at a stop, 500). For counting. NULL: none. */
+	void (*answered)(void *ud, int status);
 };
 
 /*

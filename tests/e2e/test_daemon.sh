@@ -136,6 +136,14 @@ done
 checks=$((checks + 1))
 [ "${done_n:-0}" -eq 20 ] || fail "async: $done_n of 20 executions done"
 
+what="a body past max_body is 413, counted with the handler's answers"
+head -c 70000 /dev/zero | tr '\0' x >"$T/big.body"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+	--data-binary @"$T/big.body" "http://127.0.0.1:$port/echo/1")
+check "a 70 KB body answered $code, not 413" test "$code" = 413
+check "the 413 is not in outpost_http_requests_total" sh -c \
+	"curl -s 'http://127.0.0.1:$admin/metrics' | grep -q '^outpost_http_requests_total{code=\"413\"} 1\$'"
+
 what="admin endpoint"
 checks=$((checks + 1))
 curl -sf "http://127.0.0.1:$admin/healthz" | grep -q '"ok"' || fail "healthz"
