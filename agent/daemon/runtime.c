@@ -543,6 +543,14 @@ static void count(struct op_runtime *rt, uint64_t *which)
 	pthread_mutex_unlock(&rt->mu);
 }
 
+/*
+ * A redelivered event (its last attempt ended with the agent: crash, kill -9,
+ * power loss) that is past this many attempts, or its policy's attempts if
+ * more, is dead-lettered rather than run again: an event that makes the agent
+ * crash would otherwise crash it at every start.
+ */
+#define STOPPED_ATTEMPTS 3
+
 /* Runs one taken event to its end: ack, retry or dead letter. */
 static void execute(struct op_runtime *rt, const struct op_pipeline *p, const struct op_engine *e,
                     struct op_store_event *ev)
@@ -581,6 +589,22 @@ static void execute(struct op_runtime *rt, const struct op_pipeline *p, const st
 		rec.duration_ms = 0;
 		if (op_store_dead(rt->store, ev->id, err, &rec) == OP_OK)
 			count(rt, &rt->counts.dead);
+		goto out;
+	}
+	long long most = p->settings.retry.attempts > STOPPED_ATTEMPTS ? p->settings.retry.attempts
+	                                                               : STOPPED_ATTEMPTS;
+	if (rc == OP_OK && ev->redelivered && (long long)ev->attempt > most) {
+		snprintf(err, sizeof(err),
+		         "AGENT_STOPPED: the agent stopped during this event's last attempt, %u of "
+		         "%lld at most; not run again, so that it cannot stop the agent again",
+		         ev->attempt - 1, most);
+		rec.status = "error";
+		rec.error = err;
+		rec.duration_ms = 0;
+		if (op_store_dead(rt->store, ev->id, err, &rec) == OP_OK)
+			count(rt, &rt->counts.dead);
+		OP_LOGE("%s: execution %s (event %s): %s; dead-lettered", p->name, rec.id, ev->id,
+		        err);
 		goto out;
 	}
 	if (rc == OP_OK) {

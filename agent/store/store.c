@@ -135,7 +135,12 @@ static op_err check_format(struct op_store *s, MDB_txn *t, char *err, size_t err
 	return OP_OK;
 }
 
-/* Every in-flight event goes back to its queue, attempt kept, redelivered. */
+/*
+ * Every in-flight event goes back to its queue, redelivered, as one more
+ * attempt: the one the stop cut short counts (so that an event that stops the
+ * agent every time it runs ends, in the runtime, in the dead letters), with
+ * that as its last error.
+ */
 static op_err recover_inflight(struct op_store *s, MDB_txn *t)
 {
 	MDB_cursor *c = NULL;
@@ -165,6 +170,22 @@ static op_err recover_inflight(struct op_store *s, MDB_txn *t)
 		if (e)
 			break;
 		ev->redelivered = true;
+		char why[128];
+		snprintf(why, sizeof(why),
+		         "AGENT_STOPPED: the agent stopped (crash, kill or power loss) during "
+		         "attempt %u",
+		         ev->attempt);
+		char *was = ev->error;
+		ev->error = op_strdup(why);
+		if (ev->error == NULL) {
+			ev->error = was;
+			op_store_event_free(ev);
+			e = OP_ENOMEM;
+			break;
+		}
+		op_free(was);
+		if (ev->attempt < UINT32_MAX)
+			ev->attempt++;
 		uint8_t kb[OP_STORE__QKEY_MAX];
 		MDB_val qk = {op_store__qkey(kb, ev->pipeline, ev->not_before_ms, seq), kb};
 		MDB_val qv = {op_store__event_size(ev), NULL};

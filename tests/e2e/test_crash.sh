@@ -14,6 +14,9 @@
 # line. Duplicates are allowed (at-least-once) and reported, as are events
 # that were executed although their 202 never reached the client (committed,
 # then killed before the answer).
+# The pipeline allows 10 attempts: an event in flight at several kills in a
+# row is redelivered each time (past the larger of 3 and its attempts the
+# runtime would dead-letter it as an event that stops the agent).
 # Every wait polls a condition with a deadline; nothing sleeps for a fixed time.
 . "$(dirname "$0")/lib.sh"
 : "${OUTPOSTD:?set OUTPOSTD to the outpostd binary}"
@@ -48,7 +51,8 @@ listen = 127.0.0.1:0
 listen = 127.0.0.1:0
 CONF
 cat >"$T/pipelines/crash.json" <<'JSON'
-{"name":"crash","version":"1","trigger":{"type":"http","config":{"method":"POST","path":"/crash","mode":"async"}},
+{"name":"crash","version":"1","settings":{"retry":{"attempts":10}},
+ "trigger":{"type":"http","config":{"method":"POST","path":"/crash","mode":"async"}},
  "steps":[{"type":"transform","config":{"program":"{n: (reduce range(0; 3000) as $i (0; . + $i))}"}},
   {"type":"log","config":{"level":"info","message":"sink {{ metadata.event_id }}"}}]}
 JSON

@@ -124,6 +124,55 @@ START_TEST(retryable_failures_retry_then_dead_letter)
 }
 END_TEST
 
+/* Opens the runtime's store, takes n events of "ok" and closes it with them
+ * in flight: at the next open they come back as if the agent had crashed. */
+static void crash_with_taken(int n, const char *enqueue)
+{
+	char dir[600], err[256];
+	snprintf(dir, sizeof(dir), "%s/store", fx.dir);
+	struct op_store_opts o = {.dir = dir};
+	struct op_store *s = NULL;
+	ck_assert_int_eq(op_store_open(&o, &s, err, sizeof(err)), OP_OK);
+	for (const char *p = enqueue; p && *p; p++) {
+		char body[32];
+		snprintf(body, sizeof(body), "{\"n\":%d}", *p - '0');
+		ck_assert_int_eq(op_store_enqueue(s, "ok", NULL, body, strlen(body), 0, NULL),
+		                 OP_OK);
+	}
+	for (int i = 0; i < n; i++) {
+		struct op_store_event *ev = NULL;
+		ck_assert_int_eq(op_store_take(s, "ok", 1, &ev), OP_OK);
+		op_store_event_free(ev);
+	}
+	op_store_close(s);
+}
+
+/* An event in flight at three stops in a row (the policy allows 1 attempt,
+ * so the bound is 3) is dead-lettered, not run a fourth time; one in flight
+ * at one stop runs again. */
+START_TEST(event_that_stops_the_agent_is_dead_lettered)
+{
+	crash_with_taken(2, "12"); /* 1 and 2 at attempt 2 */
+	crash_with_taken(1, NULL); /* 1 at attempt 3 */
+	crash_with_taken(1, NULL); /* 1 at attempt 4 */
+	struct op_runtime *rt = open_rt();
+	ck_assert_int_eq(op_runtime_wait_idle(rt, 20000), OP_OK);
+	struct op_runtime_counts c;
+	op_runtime_counts(rt, &c);
+	ck_assert_uint_eq(c.dead, 1);
+	ck_assert_uint_eq(c.succeeded, 1);
+	struct op_store_event **evs;
+	size_t n;
+	ck_assert_int_eq(op_store_list_dead(op_runtime_store(rt), "ok", 10, &evs, &n), OP_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(evs[0]->attempt, 4);
+	ck_assert_ptr_nonnull(strstr(evs[0]->error, "AGENT_STOPPED: the agent stopped during this "
+	                                            "event's last attempt, 3 of 3 at most"));
+	op_store_events_free(evs, n);
+	op_runtime_close(rt);
+}
+END_TEST
+
 START_TEST(sync_run_returns_and_records)
 {
 	struct op_runtime *rt = open_rt();
@@ -330,6 +379,7 @@ static Suite *runtime_suite(void)
 	tcase_add_test(tc, events_run_and_are_recorded);
 	tcase_add_test(tc, retryable_failures_retry_then_dead_letter);
 	tcase_add_test(tc, sync_run_returns_and_records);
+	tcase_add_test(tc, event_that_stops_the_agent_is_dead_lettered);
 	tcase_add_test(tc, exec_retention_zero_keeps_none);
 	tcase_add_test(tc, reload_is_whole_or_refused);
 	tcase_add_test(tc, run_on_a_held_set);

@@ -573,8 +573,17 @@ START_TEST(crash_recovery)
 			if (strcmp(ev->id, taken[j]) == 0) {
 				found++;
 				ck_assert(ev->redelivered);
-				/* taken[0] was the retried one: attempt kept */
-				ck_assert_uint_eq(ev->attempt, j == 0 ? 2 : 1);
+				/* The attempt the crash cut short counts: taken[0] was
+				 * the retried one, at attempt 2. */
+				ck_assert_uint_eq(ev->attempt, j == 0 ? 3 : 2);
+				ck_assert_ptr_nonnull(ev->error);
+				ck_assert_str_eq(ev->error,
+				                 j == 0 ? "AGENT_STOPPED: the agent stopped "
+				                          "(crash, kill or power loss) during "
+				                          "attempt 2"
+				                        : "AGENT_STOPPED: the agent stopped "
+				                          "(crash, kill or power loss) during "
+				                          "attempt 1");
 			}
 		}
 		op_store_event_free(ev);
