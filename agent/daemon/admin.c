@@ -210,6 +210,26 @@ static bool trigger_json(cJSON *o, const struct op_pipeline *p)
 
 /* ---- the endpoints ---- */
 
+/* The queue numbers of pipeline name into o; OP_EINVAL with resp set when the
+ * dead letters cannot be counted. */
+static op_err queue_json(struct op_runtime *rt, cJSON *o, const char *name,
+                         struct op_http_response *resp)
+{
+	struct op_store *s = op_runtime_store(rt);
+	uint64_t events = 0, bytes = 0, dead = 0;
+	op_store_queue_depth(s, name, &events, &bytes);
+	op_err dr = op_store_dead_count(s, name, &dead);
+	if (dr) {
+		op_err rc = store_fail(resp, dr, "counting dead letters");
+		return rc ? rc : OP_EINVAL;
+	}
+	bool ok = cJSON_AddNumberToObject(o, "queued", (double)events) &&
+	          cJSON_AddNumberToObject(o, "queuedBytes", (double)bytes) &&
+	          cJSON_AddNumberToObject(o, "running", (double)op_runtime_running(rt, name)) &&
+	          cJSON_AddNumberToObject(o, "deadLetters", (double)dead);
+	return ok ? OP_OK : OP_ENOMEM;
+}
+
 static op_err get_pipelines(struct op_runtime *rt, const struct op_http_request *req,
                             const cJSON *params, struct op_http_response *resp)
 {
@@ -218,33 +238,46 @@ static op_err get_pipelines(struct op_runtime *rt, const struct op_http_request 
 	op_err rc = query_check(req, resp, allowed);
 	if (rc)
 		return rc == OP_EINVAL ? OP_OK : rc;
-	struct op_store *s = op_runtime_store(rt);
 	struct op_runtime_set *set = op_runtime_get(rt);
 	const struct op_engine *e = op_runtime_engine(set);
 	cJSON *a = cJSON_CreateArray();
-	for (size_t i = 0; a && rc == OP_OK && i < op_engine_count(e); i++) {
+	if (a == NULL)
+		rc = OP_ENOMEM;
+	for (size_t i = 0; rc == OP_OK && i < op_engine_count(e); i++) {
 		const struct op_pipeline *p = op_engine_at(e, i);
-		uint64_t events = 0, bytes = 0, dead = 0;
-		op_store_queue_depth(s, p->name, &events, &bytes);
-		op_err dr = op_store_dead_count(s, p->name, &dead);
-		if (dr) {
-			rc = store_fail(resp, dr, "counting dead letters");
-			rc = rc ? rc : OP_EINVAL;
+		cJSON *o = cJSON_CreateObject();
+		if (o == NULL || !cJSON_AddItemToArray(a, o)) {
+			cJSON_Delete(o);
+			rc = OP_ENOMEM;
 			break;
 		}
-		cJSON *o = cJSON_CreateObject();
-		bool ok = o && cJSON_AddItemToArray(a, o);
-		if (!ok)
-			cJSON_Delete(o);
-		ok = ok && cJSON_AddStringToObject(o, "name", p->name) &&
-		     cJSON_AddStringToObject(o, "version", p->version ? p->version : "") &&
-		     trigger_json(o, p) && cJSON_AddNumberToObject(o, "queued", (double)events) &&
-		     cJSON_AddNumberToObject(o, "queuedBytes", (double)bytes) &&
-		     cJSON_AddNumberToObject(o, "deadLetters", (double)dead);
-		if (!ok)
+		if (!cJSON_AddStringToObject(o, "name", p->name) ||
+		    !cJSON_AddStringToObject(o, "version", p->version ? p->version : "") ||
+		    !cJSON_AddStringToObject(o, "status", "running") || !trigger_json(o, p))
 			rc = OP_ENOMEM;
+		else
+			rc = queue_json(rt, o, p->name, resp);
 	}
 	op_runtime_put(rt, set);
+	/* Pipelines a reload or deploy dropped, still running their queues. */
+	cJSON *draining = rc == OP_OK ? op_runtime_draining(rt) : NULL;
+	if (rc == OP_OK && draining == NULL)
+		rc = OP_ENOMEM;
+	while (rc == OP_OK && cJSON_GetArraySize(draining) > 0) {
+		cJSON *o = cJSON_DetachItemFromArray(draining, 0);
+		cJSON_DeleteItemFromObjectCaseSensitive(o, "origin");
+		if (!cJSON_AddItemToArray(a, o)) {
+			cJSON_Delete(o);
+			rc = OP_ENOMEM;
+			break;
+		}
+		const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
+		if (!cJSON_AddStringToObject(o, "status", "draining"))
+			rc = OP_ENOMEM;
+		else
+			rc = queue_json(rt, o, cJSON_GetStringValue(name), resp);
+	}
+	cJSON_Delete(draining);
 	if (rc) {
 		cJSON_Delete(a);
 		return rc == OP_EINVAL ? OP_OK : rc;

@@ -1323,6 +1323,20 @@ bool op_runtime_busy(struct op_runtime *rt, const char *pipeline)
 	return running;
 }
 
+uint64_t op_runtime_running(struct op_runtime *rt, const char *pipeline)
+{
+	uint64_t n = 0;
+	pthread_mutex_lock(&rt->mu);
+	for (size_t i = 0; i < rt->nrun; i++) {
+		if (strcmp(rt->run[i].name, pipeline) == 0) {
+			n = (uint64_t)(rt->run[i].n + rt->run[i].held);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&rt->mu);
+	return n;
+}
+
 bool op_runtime_is_deployed(const struct op_pipeline *p)
 {
 	return strncmp(p->origin, "desired seq ", 12) == 0;

@@ -187,6 +187,10 @@ op_err op_runtime_replay(struct op_runtime *rt, const char *event_id) OP_WUR;
  */
 bool op_runtime_busy(struct op_runtime *rt, const char *pipeline);
 
+/* Events of pipeline taken from its queue and not ended: running on a worker
+ * or about to. A snapshot. */
+uint64_t op_runtime_running(struct op_runtime *rt, const char *pipeline);
+
 /* Executions ended since open, by outcome, and the pool now; for tests and
  * metrics. */
 struct op_runtime_counts {

@@ -514,11 +514,13 @@ static int run(const struct cmd *c, int argc, char **argv, const char *method, c
 static int show_pipelines(const struct opts *o, const cJSON *v)
 {
 	(void)o;
-	struct table t = {.ncols = 5};
+	struct table t = {.ncols = 7};
 	table_add(&t, "NAME");
 	table_add(&t, "VERSION");
+	table_add(&t, "STATUS");
 	table_add(&t, "TRIGGER");
 	table_add(&t, "QUEUED");
+	table_add(&t, "RUNNING");
 	table_add(&t, "DEAD");
 	const cJSON *p;
 	cJSON_ArrayForEach (p, v) {
@@ -526,8 +528,10 @@ static int show_pipelines(const struct opts *o, const cJSON *v)
 		trigger_text(p, trig, sizeof(trig));
 		table_add(&t, "%s", str(p, "name"));
 		table_add(&t, "%s", str(p, "version"));
+		table_add(&t, "%s", str(p, "status"));
 		table_add(&t, "%s", trig);
 		table_add(&t, "%.0f", num(p, "queued"));
+		table_add(&t, "%.0f", num(p, "running"));
 		table_add(&t, "%.0f", num(p, "deadLetters"));
 	}
 	return table_print(&t);

@@ -235,6 +235,10 @@ wait_until 10 sh -c "[ \"\$(curl -s http://127.0.0.1:$hport/stats | jq -r .gated
 deploy "$T/ops.key" "$(doc 8 "")"
 expect_reported "$what" '.seq == 8 and (.pipelines | map(select(.name == "slow")) == [{"name":"slow","version":"1","origin":"deployed","status":"draining"}])'
 checks=$((checks + 1))
+got=$(curl -s "http://127.0.0.1:$admin/api/pipelines" |
+	jq -c '[.[] | select(.name == "slow") | .status, .queued, .running]')
+[ "$got" = '["draining",2,1]' ] || fail "$what: the admin API lists slow as $got, not [\"draining\",2,1]"
+checks=$((checks + 1))
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/slow" -d '{}')
 [ "$code" = 404 ] || fail "$what: POST /slow answered $code after the pipeline left"
 curl -s "http://127.0.0.1:$hport/open" >/dev/null

@@ -336,13 +336,15 @@ expect_rc 0
 expect_json '[.[].name] | sort' '["doomed","echo","fails","new","queue","shape","slow","slower"]'
 expect_json '.[] | select(.name == "queue") | .trigger' \
 	'{"type":"http","method":"POST","path":"/queue","mode":"async"}'
-expect_json '.[] | select(.name == "queue") | [.version, .queued, .deadLetters]' '["1",0,0]'
+expect_json '.[] | select(.name == "queue") | [.version, .status, .queued, .running, .deadLetters]' \
+	'["1","running",0,0,0]'
 run_ctl pipelines --admin "$A"
 expect_rc 0
 checks=$((checks + 1))
-printf '%s\n' "$out" | grep -Eq '^NAME +VERSION +TRIGGER +QUEUED +DEAD$' || fail "$what: no header: $out"
+printf '%s\n' "$out" | grep -Eq '^NAME +VERSION +STATUS +TRIGGER +QUEUED +RUNNING +DEAD$' ||
+	fail "$what: no header: $out"
 checks=$((checks + 1))
-printf '%s\n' "$out" | grep -Eq '^queue +1 +http POST /queue \(async\) +0 +0$' ||
+printf '%s\n' "$out" | grep -Eq '^queue +1 +running +http POST /queue \(async\) +0 +0 +0$' ||
 	fail "$what: no queue row: $out"
 
 what="outpostctl executions lists recent ones, newest first, from before the restart"

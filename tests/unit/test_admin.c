@@ -135,6 +135,8 @@ START_TEST(pipelines_show_trigger_queue_and_dead_letters)
 	ck_assert_json_text(cJSON_GetObjectItemCaseSensitive(ok, "queued"), "1");
 	ck_assert(cJSON_GetObjectItemCaseSensitive(ok, "queuedBytes")->valuedouble >= 2);
 	ck_assert_json_text(cJSON_GetObjectItemCaseSensitive(ok, "deadLetters"), "0");
+	ck_assert_json_text(cJSON_GetObjectItemCaseSensitive(ok, "status"), "\"running\"");
+	ck_assert_json_text(cJSON_GetObjectItemCaseSensitive(ok, "running"), "0");
 	const cJSON *bad = find(v, "name", "bad");
 	ck_assert_ptr_nonnull(bad);
 	ck_assert_json_text(cJSON_GetObjectItemCaseSensitive(bad, "version"), "\"7\"");
