@@ -50,6 +50,9 @@
 /* At a stop, how long cancelled sync runs get to answer themselves. */
 #define SYNC_CANCEL_MS 2000
 
+/* How long the start waits for mqtt triggers' consumers to subscribe. */
+#define MQTT_READY_MS 5000
+
 struct route_target {
 	const char *pipeline; /* borrowed from the set the routes hold */
 	const struct op_http_trigger *t;
@@ -1224,6 +1227,13 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 		op_daemon_stop(dm);
 		return rc;
 	}
+	/* An mqtt trigger is live once its consumers are subscribed: the ready
+	 * state (READY=1, /readyz) waits for them, for a broker that does not
+	 * answer at most MQTT_READY_MS. */
+	if (!op_mqtt_in_wait_subscribed(dm->mqtt, MQTT_READY_MS))
+		OP_LOGW("not every MQTT trigger is subscribed %d s after the start; ready anyway, "
+		        "their consumers keep trying (outpost_mqtt_consumers_subscribed)",
+		        MQTT_READY_MS / 1000);
 	atomic_store(&dm->ready, true);
 	if (dm->http)
 		OP_LOGI("HTTP triggers on %s:%u", cfg->http.listen.host, op_daemon_http_port(dm));

@@ -13,7 +13,6 @@
  */
 #define OP_LOG_MODULE "mqtt"
 #include "agent/daemon/mqtt_in.h"
-#include "agent/core/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +35,7 @@
 
 #include "agent/core/alloc.h"
 #include "agent/core/buf.h"
+#include "agent/core/clock.h"
 #include "agent/core/json.h"
 #include "agent/core/log.h"
 #include "agent/core/utf8.h"
@@ -85,7 +85,9 @@ struct op_mqtt_in {
 	int wake;     /* eventfd */
 
 	pthread_mutex_t mu;
+	pthread_cond_t cv; /* st.subscribed or planned changed */
 	bool reload, stopping;
+	bool planned; /* the thread has counted the consumers it wants */
 	struct op_mqtt_in_stats st;
 
 	/* Owned by the thread. */
@@ -357,6 +359,7 @@ static void set_connected(struct consumer *c, bool connected, bool subscribed)
 	pthread_mutex_lock(&m->mu);
 	m->st.connected += (uint64_t)((int)connected - (int)c->connected);
 	m->st.subscribed += (uint64_t)((int)subscribed - (int)c->subscribed);
+	pthread_cond_broadcast(&m->cv);
 	pthread_mutex_unlock(&m->mu);
 	c->connected = connected;
 	c->subscribed = subscribed;
@@ -711,6 +714,10 @@ static void *thread_main(void *arg)
 	size_t pf_cap = 0;
 	struct consumer **who = NULL;
 	plan(m);
+	pthread_mutex_lock(&m->mu);
+	m->planned = true;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->mu);
 	for (;;) {
 		pthread_mutex_lock(&m->mu);
 		bool reload = m->reload, stopping = m->stopping;
@@ -805,6 +812,17 @@ op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, cons
 		op_free(m);
 		return OP_ENOMEM;
 	}
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	int cr = pthread_cond_init(&m->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (cr != 0) {
+		pthread_mutex_destroy(&m->mu);
+		op_free(m->exe);
+		op_free(m);
+		return OP_ENOMEM;
+	}
 	m->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	op_err rc = m->wake < 0 ? op_err_from_errno(errno) : OP_OK;
 	if (rc == OP_OK && uses_mqtt(rt))
@@ -812,6 +830,7 @@ op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, cons
 	if (rc != OP_OK) {
 		if (m->wake >= 0)
 			close(m->wake);
+		pthread_cond_destroy(&m->cv);
 		pthread_mutex_destroy(&m->mu);
 		op_free(m->exe);
 		op_free(m);
@@ -819,6 +838,21 @@ op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, cons
 	}
 	*out = m;
 	return OP_OK;
+}
+
+bool op_mqtt_in_wait_subscribed(struct op_mqtt_in *m, int64_t timeout_ms)
+{
+	if (m == NULL || !m->started)
+		return true;
+	struct timespec dl;
+	op_mono_deadline(timeout_ms, &dl);
+	pthread_mutex_lock(&m->mu);
+	int rc = 0;
+	while (rc == 0 && !m->stopping && !(m->planned && m->st.subscribed >= m->st.consumers))
+		rc = pthread_cond_timedwait(&m->cv, &m->mu, &dl);
+	bool all = m->planned && m->st.subscribed >= m->st.consumers;
+	pthread_mutex_unlock(&m->mu);
+	return all;
 }
 
 op_err op_mqtt_in_reload(struct op_mqtt_in *m)
@@ -845,12 +879,14 @@ void op_mqtt_in_stop(struct op_mqtt_in *m)
 		return;
 	pthread_mutex_lock(&m->mu);
 	m->stopping = true;
+	pthread_cond_broadcast(&m->cv);
 	pthread_mutex_unlock(&m->mu);
 	wake(m);
 	if (m->started)
 		pthread_join(m->thread, NULL);
 	close(m->wake);
 	op_free(m->v);
+	pthread_cond_destroy(&m->cv);
 	pthread_mutex_destroy(&m->mu);
 	op_free(m->exe);
 	op_free(m);

@@ -53,6 +53,13 @@ op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, cons
                         struct op_mqtt_in **out) OP_WUR;
 
 /*
+ * Waits at most timeout_ms until every consumer that m's start wanted is
+ * subscribed (at once without mqtt pipelines). False when some are not: their
+ * broker is slow or down, and they go on trying.
+ */
+bool op_mqtt_in_wait_subscribed(struct op_mqtt_in *m, int64_t timeout_ms);
+
+/*
  * Follows rt's current set after a reload: consumers whose pipeline and
  * settings are unchanged keep running; others stop (leaving their
  * subscription) and new ones start. Returns at once; OP_ENOMEM when the
