@@ -387,8 +387,8 @@ static const struct op_config_key keys[] = {
      .def = "256MB",
      .min = MiB,
      .max = 64 * GiB,
-     .help = "Bytes of records the outbox keeps, as outbox_max_records; it must fit the "
-             "store's map_max."},
+     .help = "Bytes of records the outbox keeps, as outbox_max_records; at most half of "
+             "[store] map_max (execution records may take twice it)."},
     {.section = "control",
      .key = "connect_timeout",
      .type = OP_CONFIG_DURATION,
