@@ -323,7 +323,9 @@ static void publish_status(struct op_link *l)
 	    cJSON_AddStringToObject(o, "group", l->cfg->control.group) &&
 	    cJSON_AddStringToObject(o, "version", l->version) &&
 	    cJSON_AddStringToObject(o, "sealKey", l->seal_key) &&
-	    cJSON_AddStringToObject(o, "since", l->since) && cJSON_AddStringToObject(o, "at", at)) {
+	    cJSON_AddStringToObject(o, "since", l->since) && cJSON_AddStringToObject(o, "at", at) &&
+	    cJSON_AddNumberToObject(o, "heartbeatS",
+	                            (double)((l->cfg->control.heartbeat_ms + 999) / 1000))) {
 		char *text = op_json_print(o, OP_JSON_COMPACT);
 		MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
 		ro.onSuccess5 = on_status_acked;

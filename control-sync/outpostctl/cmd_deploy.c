@@ -46,8 +46,10 @@
 #include "control-sync/seal.h"
 
 #define GROUP_MAX 256
-/* A status heartbeat older than this many seconds is stale (3 x 30 s). */
-#define STALE_S 90
+/* A status heartbeat older than three of the agent's heartbeats (its
+ * heartbeatS; 30 s from agents that do not say) is stale. */
+#define STALE_BEATS 3
+#define HEARTBEAT_S 30
 /* Widest table cell; longer text is cut with "...". */
 #define CELL_MAX 60
 
@@ -1033,6 +1035,16 @@ static const char status_usage[] =
     "Exit status: 0 ok; 1 the broker is unreachable; 2 bad usage; 3 --agent names an\n"
     "agent with no retained status or reported.\n";
 
+/* Seconds after which st's heartbeat is stale. */
+static long long stale_s(const cJSON *st)
+{
+	const cJSON *hb = cJSON_GetObjectItemCaseSensitive(st, "heartbeatS");
+	double s = cJSON_IsNumber(hb) && hb->valuedouble >= 1 && hb->valuedouble <= 86400
+	               ? hb->valuedouble
+	               : HEARTBEAT_S;
+	return STALE_BEATS * (long long)s;
+}
+
 /* ONLINE of a status: yes, stale, no, or - when there is none. */
 static const char *online_text(const cJSON *st, long long now)
 {
@@ -1042,7 +1054,7 @@ static const char *online_text(const cJSON *st, long long now)
 		return st ? "?" : "-";
 	if (strcmp(state, "online") != 0)
 		return strcmp(state, "offline") == 0 ? "no" : "?";
-	if (parse_time(op_ctl__str_of(st, "at"), &at) && now - at > STALE_S * 1000LL)
+	if (parse_time(op_ctl__str_of(st, "at"), &at) && now - at > stale_s(st) * 1000LL)
 		return "stale";
 	return "yes";
 }
@@ -1134,8 +1146,9 @@ static int show_agent(const cJSON *a)
 	if (st == NULL)
 		op_ctl__emit(stdout, "state:      - (no retained status)\n");
 	else if (strcmp(online, "stale") == 0)
-		op_ctl__emit(stdout, "state:      %s, but stale: no heartbeat for more than %d s\n",
-		             dash(st, "state"), STALE_S);
+		op_ctl__emit(stdout,
+		             "state:      %s, but stale: no heartbeat for more than %lld s\n",
+		             dash(st, "state"), stale_s(st));
 	else
 		op_ctl__emit(stdout, "state:      %s\n", dash(st, "state"));
 	op_ctl__emit(stdout, "group:      %s\n",

@@ -130,7 +130,7 @@ start_daemon "$T/outpost.conf" "$LOG" || fail "$what: not ready: $(cat "$LOG")"
 checks=$((checks + 1))
 wait_until 10 status_is online || fail "$what: status is $(retained status)"
 checks=$((checks + 1))
-retained status | jq -e '.agent == "agent-a" and .group == "plants" and (.since | test("Z$")) and (.at | test("Z$"))' >/dev/null ||
+retained status | jq -e '.agent == "agent-a" and .group == "plants" and (.since | test("Z$")) and (.at | test("Z$")) and .heartbeatS == 1' >/dev/null ||
 	fail "$what: status is $(retained status)"
 expect_reported "$what" '.seq == 0 and .lastError == null and .pipelines == [] and .agent == "agent-a"'
 

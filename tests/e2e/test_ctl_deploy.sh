@@ -222,6 +222,18 @@ run_ctl status --agent nobody
 expect_rc 3
 expect_err_has 'agent nobody has no retained status or reported'
 
+what="status: stale after three of the agent's own heartbeats (heartbeatS)"
+ago=$(date -u -d '-10 min' +%Y-%m-%dT%H:%M:%S.000Z)
+pub outpost/v1/hourly/status "$(printf '{"state":"online","agent":"hourly","at":"%s","heartbeatS":3600}' "$ago")"
+pub outpost/v1/minutely/status "$(printf '{"state":"online","agent":"minutely","at":"%s","heartbeatS":60}' "$ago")"
+run_ctl status --agent hourly
+expect_rc 0
+check "hourly, 10 min ago: $out" sh -c "printf '%s\n' \"\$1\" | grep -qxF 'state:      online'" - "$out"
+run_ctl status --agent minutely
+expect_rc 0
+check "minutely, 10 min ago: $out" sh -c "printf '%s\n' \"\$1\" | grep -qxF \"\$2\"" - "$out" \
+	'state:      online, but stale: no heartbeat for more than 180 s'
+
 what="status and deploy survive garbage on the wire"
 pub outpost/v1/junk/status 'not json at all'
 pub outpost/v1/junk/reported '[1,2,3]'
