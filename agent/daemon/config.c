@@ -208,7 +208,8 @@ static const struct op_config_key keys[] = {
      .def = "10s",
      .min = 100,
      .max = HOUR,
-     .help = "A connection idle this long is closed (slow-client protection)."},
+     .help = "A connection idle this long is closed (slow-client protection); whole "
+             "seconds, rounded up."},
     {.section = "http",
      .key = "tls_cert",
      .type = OP_CONFIG_PATH,
@@ -396,7 +397,8 @@ static const struct op_config_key keys[] = {
      .def = "10s",
      .min = 100,
      .max = 10 * MIN,
-     .help = "Longest TCP, TLS and MQTT handshake of one connection attempt."},
+     .help = "Longest TCP, TLS and MQTT handshake of one connection attempt; whole seconds, "
+             "rounded up."},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(N_KEYS == OP_CONFIG__N_KEYS, "OP_CONFIG__N_KEYS follows keys[]");

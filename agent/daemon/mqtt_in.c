@@ -134,9 +134,10 @@ static char *hello_of(const struct op_config *cfg, const struct op_pipeline *p,
                       const struct op_mqtt_trigger *t, const struct op_config_broker *b, int i)
 {
 	char *prefix = client_prefix(cfg, b);
-	/* Whole seconds for paho (the config bounds them to 1 s .. 1 h). */
+	/* Whole seconds for paho (the config bounds them to 1 s .. 1 h); a
+	 * connect timeout rounded up, as the publishers' (mqtt_out.c). */
 	int keepalive_s = (int)(b->keepalive_ms / 1000),
-	    connect_s = (int)(b->connect_timeout_ms / 1000);
+	    connect_s = (int)((b->connect_timeout_ms + 999) / 1000);
 	struct op_buf id, filter;
 	op_buf_init(&id, 65535);
 	op_buf_init(&filter, 65535 + 1024);
