@@ -36,6 +36,14 @@ static cJSON *trigger_data(const char *event, const cJSON *meta)
 	return t;
 }
 
+/* The publishing execution's id from its metadata, for log lines. */
+static const char *exec_of(const cJSON *meta)
+{
+	const char *s =
+	    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "execution_id"));
+	return s ? s : "-";
+}
+
 op_err op_events_publish(void *ud, const char *event, const cJSON *payload, const cJSON *meta,
                          size_t *delivered)
 {
@@ -56,12 +64,13 @@ op_err op_events_publish(void *ud, const char *event, const cJSON *payload, cons
 		rc = op_runtime_submit(rt, p->name, payload, trigger, id);
 		if (rc == OP_OK) {
 			(*delivered)++;
-			OP_LOGD("event \"%s\" queued for %s as %s", event, p->name, id);
+			OP_LOGD("event \"%s\" of exec=%s queued for %s as %s", event, exec_of(meta),
+			        p->name, id);
 		} else if (rc == OP_ENOTFOUND) {
 			rc = OP_OK; /* removed by a reload since we looked */
 		} else {
-			OP_LOGW("event \"%s\": cannot queue it for %s: %s", event, p->name,
-			        op_err_str(rc));
+			OP_LOGW("event \"%s\" of exec=%s: cannot queue it for %s: %s", event,
+			        exec_of(meta), p->name, op_err_str(rc));
 		}
 	}
 	op_runtime_put(rt, set);

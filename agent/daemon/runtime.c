@@ -578,7 +578,8 @@ static void execute(struct op_runtime *rt, const struct op_pipeline *p, const st
 		rec.duration_ms = 0;
 		if (op_store_dead(rt->store, ev->id, err, &rec) == OP_OK)
 			count(rt, &rt->counts.dead);
-		OP_LOGW("%s: event %s not run: %s; dead-lettered", p->name, ev->id, err);
+		OP_LOGW("%s: execution %s (event %s) not run: %s; dead-lettered", p->name, rec.id,
+		        ev->id, err);
 		goto out;
 	}
 	if (rc == OP_OK && msg == NULL) {
@@ -589,6 +590,8 @@ static void execute(struct op_runtime *rt, const struct op_pipeline *p, const st
 		rec.duration_ms = 0;
 		if (op_store_dead(rt->store, ev->id, err, &rec) == OP_OK)
 			count(rt, &rt->counts.dead);
+		OP_LOGW("%s: execution %s (event %s) not run: %s; dead-lettered", p->name, rec.id,
+		        ev->id, err);
 		goto out;
 	}
 	long long most = p->settings.retry.attempts > STOPPED_ATTEMPTS ? p->settings.retry.attempts

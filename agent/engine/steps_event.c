@@ -84,8 +84,8 @@ static op_err publish_run(struct op_exec *x, const struct op_step *st, cJSON *ms
 		                  "for the next: %s",
 		                  c->name, delivered, op_err_str(rc));
 	} else {
-		OP_LOGD("%s/%s: event \"%s\" published to %zu subscribers", x->p->name, st->name,
-		        c->name, delivered);
+		OP_LOGD("%s/%s exec=%s: event \"%s\" published to %zu subscribers", x->p->name,
+		        st->name, op_exec_id(x), c->name, delivered);
 	}
 out:
 	cJSON_Delete(rendered);

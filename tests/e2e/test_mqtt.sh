@@ -133,6 +133,9 @@ dead_bad() {
 }
 checks=$((checks + 1))
 wait_until 10 dead_bad || fail "$what: dead letters: $out"
+checks=$((checks + 1))
+grep -Eq 'orders: execution [0-9a-f-]{36} \(event [0-9a-f-]{36}\) not run: BAD_PAYLOAD' "$LOG" ||
+	fail "$what: no log line with the execution id"
 
 checks=$((checks + 1))
 got=$(metric 'outpost_mqtt_messages_total{result="bad_payload"}')
