@@ -275,7 +275,7 @@ follow warn --level warn --json --for 60
 warn_pid=$fpid
 run_ctl pipelines --agent agent-a "${SIGN[@]}"
 expect_rc 0
-check "pipelines --agent lists dies: $out" sh -c "printf '%s\n' \"\$1\" | grep -Eq '^dies +1 +http POST /dies \(async\)'" - "$out"
+check "pipelines --agent lists dies: $out" sh -c "printf '%s\n' \"\$1\" | grep -Eq '^dies +1 +running +http POST /dies \(async\)'" - "$out"
 curl -s -o /dev/null -X POST "http://127.0.0.1:$port/dies" -H 'content-type: application/json' -d '{"n":1}'
 checks=$((checks + 1))
 wait_until 15 grep -Eq '^[0-9T:.-]+Z warn runtime: dies: execution .*dead-lettered' "$T/all.log" ||
