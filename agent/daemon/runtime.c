@@ -515,21 +515,6 @@ static void fail_text(const struct op_fail *f, char *buf, size_t len)
 }
 
 /* Wait before attempt `attempt + 1` under policy r, with jitter. */
-static int64_t backoff_ms(const struct op_retry_policy *r, uint32_t attempt)
-{
-	double w = (double)r->backoff_ms;
-	for (uint32_t i = 1; i < attempt && w < (double)r->max_backoff_ms; i++)
-		w *= r->multiplier;
-	if (w > (double)r->max_backoff_ms)
-		w = (double)r->max_backoff_ms;
-	int64_t ms = (int64_t)w;
-	if (r->jitter && ms > 1) {
-		uint64_t x = (uint64_t)now_ms() * 6364136223846793005ULL + (uintptr_t)&x;
-		ms = ms / 2 + (int64_t)((x >> 33) % (uint64_t)(ms / 2 + 1));
-	}
-	return ms;
-}
-
 static const char *trigger_type(const cJSON *trigger)
 {
 	const cJSON *t = cJSON_GetObjectItemCaseSensitive(trigger, "type");
@@ -643,7 +628,7 @@ static void execute(struct op_runtime *rt, const struct op_pipeline *p, const st
 			if (sr == OP_OK)
 				count(rt, &rt->counts.interrupted);
 		} else if (op_err_retryable(f.cls) && (long long)ev->attempt < pol->attempts) {
-			int64_t due = now_ms() + backoff_ms(pol, ev->attempt);
+			int64_t due = now_ms() + op_retry_wait_ms(pol, ev->attempt);
 			rec.status = "retry";
 			sr = op_store_retry(rt->store, ev->id, due, err, &rec);
 			if (sr == OP_OK) {

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -17,6 +18,33 @@
 #include "agent/core/log.h"
 #include "agent/core/uuid.h"
 #include "agent/engine/engine_int.h"
+
+/* xorshift64, seeded per thread from the clock and the thread: jitter only
+ * spreads retries apart, it needs no secret. */
+static unsigned long long jitter_rand(void)
+{
+	static _Thread_local unsigned long long s;
+	if (s == 0)
+		s = ((unsigned long long)op_engine__now_ns() ^ (unsigned long long)(uintptr_t)&s) |
+		    1;
+	s ^= s << 13;
+	s ^= s >> 7;
+	s ^= s << 17;
+	return s;
+}
+
+long long op_retry_wait_ms(const struct op_retry_policy *r, long long attempt)
+{
+	double w = (double)r->backoff_ms;
+	for (long long i = 1; i < attempt && w < (double)r->max_backoff_ms; i++)
+		w *= r->multiplier;
+	if (w > (double)r->max_backoff_ms)
+		w = (double)r->max_backoff_ms;
+	long long ms = (long long)w;
+	if (r->jitter && ms > 1)
+		ms = ms / 2 + (long long)(jitter_rand() % (unsigned long long)(ms / 2 + 1));
+	return ms;
+}
 
 long long op_engine__now_ns(void)
 {

@@ -34,6 +34,14 @@ struct op_retry_policy {
 	bool jitter;
 };
 
+/*
+ * The wait after attempt (1 = the first) failed: backoff_ms x
+ * multiplier^(attempt - 1), at most max_backoff_ms; with jitter, uniformly
+ * random between half of that and all of it. For the pipeline's retry policy
+ * and the retry step alike.
+ */
+long long op_retry_wait_ms(const struct op_retry_policy *r, long long attempt);
+
 struct op_settings {
 	long long timeout_ms;  /* whole execution */
 	long long concurrency; /* executions of this pipeline at once (runtime) */

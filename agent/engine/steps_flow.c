@@ -490,11 +490,7 @@ const struct op_step_type op_step_do_while = {
 
 struct retry_cfg {
 	struct op_steps steps;
-	long long attempts;
-	long long backoff_ms;
-	long long max_backoff_ms;
-	double multiplier;
-	bool jitter;
+	struct op_retry_policy pol;
 };
 
 static const struct op_conf_field retry_fields[] = {
@@ -506,59 +502,47 @@ static const struct op_conf_field retry_fields[] = {
              "retryable class"},
     {.name = "attempts",
      .type = OP_CONF_INT,
-     .off = offsetof(struct retry_cfg, attempts),
+     .off = offsetof(struct retry_cfg, pol.attempts),
      .def = "3",
      .min = 1,
      .max = 100,
      .help = "attempts, the first included"},
     {.name = "backoffMs",
      .type = OP_CONF_INT,
-     .off = offsetof(struct retry_cfg, backoff_ms),
+     .off = offsetof(struct retry_cfg, pol.backoff_ms),
      .def = "200",
      .min = 0,
      .max = 3600000,
      .help = "wait before the second attempt"},
     {.name = "maxBackoffMs",
      .type = OP_CONF_INT,
-     .off = offsetof(struct retry_cfg, max_backoff_ms),
+     .off = offsetof(struct retry_cfg, pol.max_backoff_ms),
      .def = "10000",
      .min = 0,
      .max = 3600000,
      .help = "longest wait between attempts"},
     {.name = "multiplier",
      .type = OP_CONF_NUMBER,
-     .off = offsetof(struct retry_cfg, multiplier),
+     .off = offsetof(struct retry_cfg, pol.multiplier),
      .def = "2",
      .min = 1,
      .max = 100,
      .help = "each wait is the previous one times this (1 to 100)"},
     {.name = "jitter",
      .type = OP_CONF_BOOL,
-     .off = offsetof(struct retry_cfg, jitter),
+     .off = offsetof(struct retry_cfg, pol.jitter),
      .def = "true",
      .help = "wait a random time between half and all of the backoff"},
 };
 static const struct op_conf_table retry_table =
     OP_CONF_TABLE("retry", struct retry_cfg, retry_fields);
 
-static unsigned long long jitter_rand(void)
-{
-	static _Thread_local unsigned long long s;
-	if (s == 0)
-		s = (unsigned long long)op_engine__now_ns() ^ (unsigned long long)(uintptr_t)&s;
-	s ^= s << 13;
-	s ^= s >> 7;
-	s ^= s << 17;
-	return s;
-}
-
 static op_err retry_run(struct op_exec *x, const struct op_step *st, cJSON *msg, cJSON **out)
 {
 	const struct retry_cfg *c = st->cfg;
-	double backoff = (double)c->backoff_ms;
 	op_err rc = OP_OK;
 	for (long long attempt = 1;; attempt++) {
-		bool last = attempt >= c->attempts;
+		bool last = attempt >= c->pol.attempts;
 		cJSON *in = last ? msg : cJSON_Duplicate(msg, 1);
 		if (last)
 			msg = NULL;
@@ -570,16 +554,11 @@ static op_err retry_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 		if (rc == OP_OK || last || !op_err_retryable(rc) || x->fail.run_level ||
 		    op_exec_cancelled(x))
 			break;
-		if (backoff > (double)c->max_backoff_ms)
-			backoff = (double)c->max_backoff_ms;
-		long long wait = (long long)backoff;
-		if (c->jitter && wait > 1)
-			wait = wait / 2 +
-			       (long long)(jitter_rand() % (unsigned long long)(wait / 2 + 1));
+		long long wait = op_retry_wait_ms(&c->pol, attempt);
 		OP_LOGI(
 		    "%s exec=%s: step %s attempt %lld of %lld failed (%s: %s); retrying in %lld "
 		    "ms",
-		    x->p->name, op_exec_id(x), st->name, attempt, c->attempts, x->fail.code,
+		    x->p->name, op_exec_id(x), st->name, attempt, c->pol.attempts, x->fail.code,
 		    x->fail.msg, wait);
 		op_err w = op_exec__wait(x, wait);
 		if (w == OP_ETIMEOUT) {
@@ -601,7 +580,6 @@ static op_err retry_run(struct op_exec *x, const struct op_step *st, cJSON *msg,
 			                       x);
 			break;
 		}
-		backoff *= c->multiplier;
 	}
 	cJSON_Delete(msg);
 	return rc;

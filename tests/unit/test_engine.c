@@ -246,6 +246,34 @@ static void *run_until_stopped(void *arg)
 
 /* The owner of a run stops it: the run fails with CANCELLED at its next step,
  * without running onError, however far it got. */
+/* The retry wait: exponential, capped, and with jitter spread over [w/2, w]. */
+START_TEST(retry_waits_grow_cap_and_jitter)
+{
+	struct op_retry_policy r = {
+	    .attempts = 10, .backoff_ms = 1000, .max_backoff_ms = 5000, .multiplier = 2};
+	static const long long want[] = {1000, 2000, 4000, 5000, 5000};
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(op_retry_wait_ms(&r, i + 1), want[i]);
+	r.multiplier = 1;
+	ck_assert_int_eq(op_retry_wait_ms(&r, 7), 1000);
+	r.multiplier = 2;
+	r.jitter = true;
+	long long lo = 1 << 30, hi = 0;
+	for (int i = 0; i < 2000; i++) {
+		long long w = op_retry_wait_ms(&r, 3);
+		ck_assert_int_ge(w, 2000);
+		ck_assert_int_le(w, 4000);
+		lo = w < lo ? w : lo;
+		hi = w > hi ? w : hi;
+	}
+	/* 2000 draws from 2001 values: both ends of the range are near. */
+	ck_assert_int_lt(lo, 2100);
+	ck_assert_int_gt(hi, 3900);
+	r.backoff_ms = r.max_backoff_ms = 1;
+	ck_assert_int_eq(op_retry_wait_ms(&r, 1), 1);
+}
+END_TEST
+
 START_TEST(owner_stops_a_run)
 {
 	struct op_engine *e = op_engine_new();
@@ -415,6 +443,7 @@ static Suite *engine_suite(void)
 	tcase_add_test(tc, parallel_failure_is_not_masked_by_cancellation);
 	tcase_add_test(tc, runs_concurrently);
 	tcase_add_test(tc, output_path_needs_an_object);
+	tcase_add_test(tc, retry_waits_grow_cap_and_jitter);
 	tcase_add_test(tc, owner_stops_a_run);
 	tcase_add_test(tc, out_of_memory_anywhere);
 	tcase_add_test(tc, generated_schema_accepts_the_demo);
