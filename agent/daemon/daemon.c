@@ -100,7 +100,7 @@ struct op_daemon {
 
 	struct op_metrics *m;
 	struct op_metric *executions, *durations, *http_requests, *queue_depth, *dead, *inflight,
-	    *map_bytes, *used_bytes, *free_bytes, *up, *workers, *sync_running;
+	    *map_bytes, *used_bytes, *free_bytes, *quarantined, *up, *workers, *sync_running;
 	struct op_metric_child *commit_seconds; /* observed on the store's writer */
 	struct op_metric *schedule_runs, *mqtt_consumers, *mqtt_connected, *mqtt_subscribed,
 	    *mqtt_messages, *mqtt_restarts;
@@ -150,6 +150,8 @@ static void on_scrape(void *ud, struct op_metrics *m)
 		op_metric_set(op_metric_with(dm->map_bytes, NULL), (double)st.map_size);
 		op_metric_set(op_metric_with(dm->used_bytes, NULL), (double)st.used);
 		op_metric_set(op_metric_with(dm->free_bytes, NULL), (double)(st.map_max - st.used));
+		op_metric_set(op_metric_with(dm->quarantined, NULL),
+		              (double)st.entries[OP_STORE_DB_QUARANTINE]);
 	}
 	struct op_runtime_counts rc;
 	op_runtime_counts(dm->rt, &rc);
@@ -232,6 +234,9 @@ static op_err metrics_new(struct op_daemon *dm)
 	    op_metrics_gauge(m, "outpost_store_used_bytes", "bytes of the store in use", NULL);
 	dm->free_bytes = op_metrics_gauge(m, "outpost_store_free_bytes",
 	                                  "bytes the store may still grow into (to map_max)", NULL);
+	dm->quarantined =
+	    op_metrics_gauge(m, "outpost_store_quarantined",
+	                     "corrupt records set aside in the store's quarantine", NULL);
 	static const char *const result[] = {"result", NULL};
 	dm->schedule_runs = op_metrics_counter(
 	    m, "outpost_schedule_runs_total",
@@ -257,7 +262,7 @@ static op_err metrics_new(struct op_daemon *dm)
 		return OP_ENOMEM;
 	if (!dm->up || !dm->executions || !dm->durations || !dm->http_requests ||
 	    !dm->queue_depth || !dm->dead || !dm->inflight || !dm->map_bytes || !dm->used_bytes ||
-	    !dm->free_bytes)
+	    !dm->free_bytes || !dm->quarantined)
 		return OP_ENOMEM;
 	op_metric_set(op_metric_with(dm->up, NULL), 1);
 	return op_metrics_on_scrape(m, on_scrape, dm);
