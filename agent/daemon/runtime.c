@@ -1132,10 +1132,16 @@ void op_runtime_close(struct op_runtime *rt)
 	pthread_mutex_unlock(&rt->mu);
 	for (size_t i = 0; i < nw; i++)
 		pthread_join(rt->workers[i], NULL);
-	/* Taken but never started: they stay in flight in the store, which puts
-	 * them back in their queues at the next open (attempt unchanged). */
-	for (struct op_store_event *ev; (ev = ready_pop(rt, NULL)) != NULL;)
+	/* Taken but never started: back into their queues as they were. One
+	 * that cannot go back stays in flight, and the next open puts it back
+	 * counting an attempt (as after a crash). */
+	for (struct op_store_event *ev; (ev = ready_pop(rt, NULL)) != NULL;) {
+		op_err e = op_store_release(rt->store, ev->id);
+		if (e)
+			OP_LOGW("%s: event %s taken but not run stays in flight: %s", ev->pipeline,
+			        ev->id, op_err_str(e));
 		op_store_event_free(ev);
+	}
 	op_free(rt->workers);
 	op_store_close(rt->store);
 	if (rt->set)

@@ -705,6 +705,14 @@ op_err op_store_retry(struct op_store *s, const char *event_id, int64_t not_befo
 	return op_store__submit(s, &r);
 }
 
+op_err op_store_release(struct op_store *s, const char *event_id)
+{
+	if (!id_ok(event_id))
+		return OP_EINVAL;
+	struct op_store__req r = {.op = OP_STORE__RELEASE, .event_id = event_id};
+	return op_store__submit(s, &r);
+}
+
 op_err op_store_dead(struct op_store *s, const char *event_id, const char *error,
                      const struct op_store_exec *rec)
 {

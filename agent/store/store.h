@@ -206,6 +206,11 @@ op_err op_store_flush(struct op_store *s) OP_WUR;
 op_err op_store_retry(struct op_store *s, const char *event_id, int64_t not_before_ms,
                       const char *error, const struct op_store_exec *rec) OP_WUR;
 
+/* Puts an in-flight event that never started back into its queue as it was
+ * (attempt, not-before and error unchanged): what a graceful stop does with
+ * the events it took but did not run. OP_ENOTFOUND: no such event in flight. */
+op_err op_store_release(struct op_store *s, const char *event_id) OP_WUR;
+
 /* Moves an in-flight event to the dead letters with its last error; writes
  * rec if not NULL. OP_ENOTFOUND: no such event in flight. */
 op_err op_store_dead(struct op_store *s, const char *event_id, const char *error,

@@ -472,9 +472,17 @@ static op_err get_event(struct ctx *c, enum op_store_db db, struct op_store_even
 	return e;
 }
 
-/* Moves an event from `from` to the queue (retry, replay). */
-static op_err requeue(struct ctx *c, enum op_store_db from, bool replay)
+/* How requeue changes the event it moves. */
+enum requeue_as {
+	AS_RETRY,   /* attempt + 1, the request's not-before and error */
+	AS_REPLAY,  /* attempt 1, due at once, no error */
+	AS_RELEASE, /* unchanged: taken, never started */
+};
+
+/* Moves an event from `from` to the queue (retry, replay, release). */
+static op_err requeue(struct ctx *c, enum op_store_db from, enum requeue_as as)
 {
+	bool replay = as == AS_REPLAY;
 	struct op_store *s = c->s;
 	struct op_store__req *r = c->r;
 	struct op_store_event *ev = NULL;
@@ -493,7 +501,7 @@ static op_err requeue(struct ctx *c, enum op_store_db from, bool replay)
 		ev->not_before_ms = 0; /* due at once, ahead of later events by its seq */
 		ev->error = NULL;
 		ev->dead_ms = 0;
-	} else {
+	} else if (as == AS_RETRY) {
 		ev->attempt++;
 		ev->not_before_ms = r->t;
 		ev->error = (char *)r->error;
@@ -627,11 +635,13 @@ static op_err apply(struct ctx *c)
 	case OP_STORE__ACK:
 		return do_ack(c);
 	case OP_STORE__RETRY:
-		return requeue(c, OP_STORE_DB_INFLIGHT, false);
+		return requeue(c, OP_STORE_DB_INFLIGHT, AS_RETRY);
+	case OP_STORE__RELEASE:
+		return requeue(c, OP_STORE_DB_INFLIGHT, AS_RELEASE);
 	case OP_STORE__DEAD:
 		return do_dead(c);
 	case OP_STORE__REPLAY:
-		return requeue(c, OP_STORE_DB_DEAD, true);
+		return requeue(c, OP_STORE_DB_DEAD, AS_REPLAY);
 	case OP_STORE__PUT:
 		return do_put(c);
 	case OP_STORE__DEL:

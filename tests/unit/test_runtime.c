@@ -124,9 +124,10 @@ START_TEST(retryable_failures_retry_then_dead_letter)
 }
 END_TEST
 
-/* Opens the runtime's store, takes n events of "ok" and closes it with them
- * in flight: at the next open they come back as if the agent had crashed. */
-static void crash_with_taken(int n, const char *enqueue)
+/* Opens the runtime's store, queues an event of pipeline for each digit of
+ * enqueue, takes n and closes it with them in flight: at the next open they
+ * come back as if the agent had crashed. */
+static void crash_with_taken_of(const char *pipeline, int n, const char *enqueue)
 {
 	char dir[600], err[256];
 	snprintf(dir, sizeof(dir), "%s/store", fx.dir);
@@ -136,15 +137,20 @@ static void crash_with_taken(int n, const char *enqueue)
 	for (const char *p = enqueue; p && *p; p++) {
 		char body[32];
 		snprintf(body, sizeof(body), "{\"n\":%d}", *p - '0');
-		ck_assert_int_eq(op_store_enqueue(s, "ok", NULL, body, strlen(body), 0, NULL),
+		ck_assert_int_eq(op_store_enqueue(s, pipeline, NULL, body, strlen(body), 0, NULL),
 		                 OP_OK);
 	}
 	for (int i = 0; i < n; i++) {
 		struct op_store_event *ev = NULL;
-		ck_assert_int_eq(op_store_take(s, "ok", 1, &ev), OP_OK);
+		ck_assert_int_eq(op_store_take(s, pipeline, 1, &ev), OP_OK);
 		op_store_event_free(ev);
 	}
 	op_store_close(s);
+}
+
+static void crash_with_taken(int n, const char *enqueue)
+{
+	crash_with_taken_of("ok", n, enqueue);
 }
 
 /* An event in flight at three stops in a row (the policy allows 1 attempt,
@@ -333,6 +339,60 @@ START_TEST(shutdown_requeues_running_events)
 }
 END_TEST
 
+/* Events a graceful stop took but did not start go back as they were: with
+ * three workers and six events of a pipeline allowed ten at once, three run
+ * and three wait taken; after the stop the three that ran are back at
+ * attempt 2 (interrupted), the other three at attempt 1, and none is marked
+ * as redelivered after a crash. */
+START_TEST(parked_events_go_back_at_a_stop)
+{
+	/* Waits between attempts of a step that keeps failing, for minutes: the
+	 * stop comes long before. */
+	write_pipeline("wait",
+	               "{\"name\":\"wait\",\"version\":\"1\",\"settings\":{\"concurrency\":10,"
+	               "\"timeoutMs\":600000},\"steps\":[{\"type\":\"retry\",\"config\":{"
+	               "\"attempts\":100,\"backoffMs\":5000,\"jitter\":false,\"multiplier\":1,"
+	               "\"steps\":[{\"type\":\"throw-error\",\"config\":{\"message\":\"not yet\","
+	               "\"class\":\"retry\"}}]}}]}");
+	fx.cfg.agent.shutdown_timeout_ms = 100;
+	/* Queued before the start: the first take gets all six. */
+	crash_with_taken_of("wait", 0, "123456");
+	struct op_runtime *rt = open_rt();
+	struct op_store_stats st = {0};
+	struct op_runtime_counts c = {0};
+	for (int i = 0; i < 10000; i++) {
+		ck_assert_int_eq(op_store_stats(op_runtime_store(rt), &st), OP_OK);
+		op_runtime_counts(rt, &c);
+		if (c.running == 3 && st.inflight == 6)
+			break;
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	ck_assert_uint_eq(c.running, 3);
+	ck_assert_uint_eq(st.inflight, 6); /* three of them taken, not started */
+	op_runtime_close(rt);
+
+	char dir[600], err[256];
+	snprintf(dir, sizeof(dir), "%s/store", fx.dir);
+	struct op_store_opts o = {.dir = dir};
+	struct op_store *s = NULL;
+	ck_assert_int_eq(op_store_open(&o, &s, err, sizeof(err)), OP_OK);
+	int at[3] = {0};
+	for (int i = 0; i < 6; i++) {
+		struct op_store_event *ev = NULL;
+		ck_assert_int_eq(op_store_take(s, "wait", INT64_MAX, &ev), OP_OK);
+		ck_assert_msg(!ev->redelivered, "event %d came back as after a crash: %s", i,
+		              ev->error ? ev->error : "");
+		ck_assert_uint_le(ev->attempt, 2);
+		at[ev->attempt]++;
+		op_store_event_free(ev);
+	}
+	ck_assert_int_eq(at[2], 3); /* interrupted */
+	ck_assert_int_eq(at[1], 3); /* never started */
+	op_store_close(s);
+}
+END_TEST
+
 /* One worker while idle; under concurrent work the pool grows to
  * agent.workers (3) and runs that many at once, never more. */
 START_TEST(worker_pool_grows_on_demand)
@@ -385,6 +445,7 @@ static Suite *runtime_suite(void)
 	tcase_add_test(tc, run_on_a_held_set);
 	tcase_add_test(tc, shutdown_requeues_running_events);
 	tcase_add_test(tc, worker_pool_grows_on_demand);
+	tcase_add_test(tc, parked_events_go_back_at_a_stop);
 	suite_add_tcase(s, tc);
 	return s;
 }
