@@ -46,7 +46,9 @@
 #include <jv.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -60,6 +62,7 @@
 #include <xxhash.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/clock.h"
 #include "agent/core/log.h"
 
 /*
@@ -422,6 +425,16 @@ static op_err check_thread(const char *text, struct msgbuf *mb)
 	return c.e;
 }
 
+/* How long check_text waits for its child (a compile takes about 20 ms). */
+#define CHECK_APART_MS 30000
+
+static atomic_uint_fast64_t nchecks_apart;
+
+uint64_t op_jq_checks_apart(void)
+{
+	return atomic_load(&nchecks_apart);
+}
+
 /* What a checking child writes to its pipe: the class, then the message. */
 static void check_child(int fd, const char *text, struct msgbuf *mb)
 {
@@ -467,10 +480,14 @@ static op_err check_text(const char *text, struct msgbuf *mb)
 		close(fd[0]);
 		check_child(fd[1], text, mb);
 	}
-	if (pid > 0)
-		atomic_fetch_add(&ncompiles, 1);
-	pthread_mutex_unlock(&compile_lock);
+	/* Closed before the lock goes, so that no other check's child inherits
+	 * the write end and holds off this one's end of file. */
 	close(fd[1]);
+	if (pid > 0) {
+		atomic_fetch_add(&ncompiles, 1);
+		atomic_fetch_add(&nchecks_apart, 1);
+	}
+	pthread_mutex_unlock(&compile_lock);
 	if (pid < 0) {
 		close(fd[0]);
 		return check_thread(text, mb);
@@ -478,12 +495,23 @@ static op_err check_text(const char *text, struct msgbuf *mb)
 
 	int32_t ce = OP_EINTERNAL;
 	size_t got = 0;
+	bool late = false;
 	char buf[512];
 	mb->len = 0;
 	if (mb->cap)
 		mb->p[0] = '\0';
+	struct pollfd pfd = {.fd = fd[0], .events = POLLIN};
+	int64_t deadline = op_mono_ms() + CHECK_APART_MS;
 	for (;;) {
-		ssize_t n = read(fd[0], buf, sizeof(buf));
+		int64_t left = deadline - op_mono_ms();
+		int pr = left > 0 ? poll(&pfd, 1, (int)left) : 0;
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr == 0) {
+			late = true;
+			break;
+		}
+		ssize_t n = pr > 0 ? read(fd[0], buf, sizeof(buf)) : -1;
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -494,10 +522,19 @@ static op_err check_text(const char *text, struct msgbuf *mb)
 		msg_add(mb, buf + off, (size_t)n - off);
 	}
 	close(fd[0]);
+	if (late)
+		kill(pid, SIGKILL);
 	int st = 0;
 	pid_t r;
 	while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
 		continue;
+	if (late) {
+		/* Stuck (a lock some other thread held at the fork): here instead. */
+		OP_LOGW(
+		    "the process checking a jq program gave no answer in %d s; checking it here",
+		    CHECK_APART_MS / 1000);
+		return check_thread(text, mb);
+	}
 	if (r == pid && WIFSIGNALED(st))
 		return fail(mb, OP_EINTERNAL, "libjq was killed by signal %d checking the program",
 		            WTERMSIG(st));

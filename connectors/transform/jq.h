@@ -77,6 +77,9 @@ void op_jq_keep_validated(bool keep);
 /* How many times this process has run libjq's compiler (for tests). */
 uint64_t op_jq_compiles(void);
 
+/* How many of those ran in a child process (op_jq_keep_validated(false)). */
+uint64_t op_jq_checks_apart(void);
+
 /*
  * Sets the cap on the size of one output (default OP_JQ_OUTPUT_MAX_DEFAULT).
  * Call it before q is shared with other threads.

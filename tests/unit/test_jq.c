@@ -971,8 +971,9 @@ START_TEST(checked_apart_answers_the_same)
 		op_err e1 = op_jq_compile(bad[i], &q, here, sizeof(here));
 		ck_assert_ptr_null(q);
 		op_jq_keep_validated(false);
-		uint64_t c0 = op_jq_compiles();
+		uint64_t c0 = op_jq_compiles(), a0 = op_jq_checks_apart();
 		op_err e2 = op_jq_compile(bad[i], &q, err, sizeof(err));
+		ck_assert_uint_eq(op_jq_checks_apart() - a0, 1);
 		ck_assert_ptr_null(q);
 		ck_assert_msg(e1 == e2, "%s: %s here, %s apart", bad[i], op_err_name(e1),
 		              op_err_name(e2));
