@@ -317,6 +317,7 @@ static void publish_status(struct op_link *l)
 {
 	char at[32];
 	op_link__utc_now(at);
+	uint64_t beat_s = (l->cfg->control.heartbeat_ms + 999) / 1000; /* rounded up */
 	cJSON *o = cJSON_CreateObject();
 	if (o && cJSON_AddStringToObject(o, "state", "online") &&
 	    cJSON_AddStringToObject(o, "agent", l->cfg->agent.id) &&
@@ -324,8 +325,7 @@ static void publish_status(struct op_link *l)
 	    cJSON_AddStringToObject(o, "version", l->version) &&
 	    cJSON_AddStringToObject(o, "sealKey", l->seal_key) &&
 	    cJSON_AddStringToObject(o, "since", l->since) && cJSON_AddStringToObject(o, "at", at) &&
-	    cJSON_AddNumberToObject(o, "heartbeatS",
-	                            (double)((l->cfg->control.heartbeat_ms + 999) / 1000))) {
+	    cJSON_AddNumberToObject(o, "heartbeatS", (double)beat_s)) {
 		char *text = op_json_print(o, OP_JSON_COMPACT);
 		MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
 		ro.onSuccess5 = on_status_acked;
