@@ -20,7 +20,7 @@ static atomic_uint_fast64_t n_armed;    /* allocations since op_alloc_fail_at ar
 static int should_fail(void)
 {
 	n_thread++;
-	uint64_t f = atomic_load_explicit(&fail_at, memory_order_relaxed);
+	uint64_t f = atomic_load_explicit(&fail_at, memory_order_acquire);
 	if (f == 0)
 		return 0;
 	return atomic_fetch_add_explicit(&n_armed, 1, memory_order_relaxed) + 1 >= f;
@@ -97,5 +97,5 @@ void op_alloc_fail_at(uint64_t n)
 {
 	atomic_store_explicit(&fail_at, 0, memory_order_relaxed);
 	atomic_store_explicit(&n_armed, 0, memory_order_relaxed);
-	atomic_store_explicit(&fail_at, n, memory_order_relaxed);
+	atomic_store_explicit(&fail_at, n, memory_order_release); /* after the reset count */
 }

@@ -141,7 +141,7 @@ head -c 70000 /dev/zero | tr '\0' x >"$T/big.body"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
 	--data-binary @"$T/big.body" "http://127.0.0.1:$port/echo/1")
 check "a 70 KB body answered $code, not 413" test "$code" = 413
-check "the 413 is not in outpost_http_requests_total" sh -c \
+check "the 413 is missing from outpost_http_requests_total" sh -c \
 	"curl -s 'http://127.0.0.1:$admin/metrics' | grep -q '^outpost_http_requests_total{code=\"413\"} 1\$'"
 
 what="admin endpoint"

@@ -244,8 +244,6 @@ static void *run_until_stopped(void *arg)
 	return NULL;
 }
 
-/* The owner of a run stops it: the run fails with CANCELLED at its next step,
- * without running onError, however far it got. */
 /* The retry wait: exponential, capped, and with jitter spread over [w/2, w]. */
 START_TEST(retry_waits_grow_cap_and_jitter)
 {
@@ -274,6 +272,8 @@ START_TEST(retry_waits_grow_cap_and_jitter)
 }
 END_TEST
 
+/* The owner of a run stops it: the run fails with CANCELLED at its next step,
+ * without running onError, however far it got. */
 START_TEST(owner_stops_a_run)
 {
 	struct op_engine *e = op_engine_new();
