@@ -34,7 +34,8 @@ static op_log_sink_fn sink;
 static void *sink_ud;
 static op_log_sink_fn tap;
 static void *tap_ud;
-static _Thread_local bool in_tap; /* a tap that logs does not tap again */
+static _Thread_local bool in_tap;         /* a tap that logs does not tap again */
+static _Thread_local const char *exec_id; /* op_log_set_exec_id */
 
 static struct rl_slot {
 	const char *module;
@@ -240,4 +241,14 @@ void op_log_write(enum op_log_level lvl, const char *module, const char *fmt, ..
 	va_start(ap, fmt);
 	op_log_vwrite(lvl, module, fmt, ap);
 	va_end(ap);
+}
+
+void op_log_set_exec_id(const char *id)
+{
+	exec_id = id;
+}
+
+const char *op_log_exec_id(void)
+{
+	return exec_id;
 }

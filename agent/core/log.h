@@ -40,6 +40,16 @@ void op_log_set_sink(op_log_sink_fn fn, void *ud);
  * NULL removes it. For the control plane's outbox.
  */
 void op_log_set_tap(op_log_sink_fn fn, void *ud);
+
+/*
+ * The execution the calling thread runs now, for the log lines of code that
+ * does not know it (jq's `debug`): op_engine_run sets it around a run and
+ * puts back what was there (NULL outside a run). The string must outlive
+ * the setting.
+ */
+void op_log_set_exec_id(const char *id);
+const char *op_log_exec_id(void);
+
 bool op_log_enabled(enum op_log_level lvl);
 void op_log_write(enum op_log_level lvl, const char *module, const char *fmt, ...) OP_PRINTF(3, 4);
 /*

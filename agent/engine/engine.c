@@ -222,7 +222,10 @@ op_err op_engine_run(struct op_engine *e, const struct op_pipeline *p, cJSON *in
 	                     .stop = opts ? opts->stop : NULL};
 	run.deadline_ns = op_engine__now_ns() + run.timeout_ms * 1000000LL;
 	struct op_exec x = {.run = &run, .p = p, .metadata = meta, .lim = &p->settings.limits};
+	const char *outer = op_log_exec_id(); /* a run inside a run (call) */
+	op_log_set_exec_id(op_exec_id(&x));
 	op_err rc = op_engine__run_pipeline(&x, p, meta, input, out);
+	op_log_set_exec_id(outer);
 	if (rc)
 		*f = x.fail;
 	cJSON_Delete(meta);

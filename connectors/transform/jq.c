@@ -246,7 +246,8 @@ static void debug_cb(void *ud, jv v)
 	}
 	char buf[256];
 	jv_dump_string_trunc(v, buf, sizeof(buf));
-	OP_LOGD("jq debug: %s", buf);
+	const char *exec = op_log_exec_id();
+	OP_LOGD("jq debug exec=%s: %s", exec ? exec : "-", buf);
 }
 
 /*

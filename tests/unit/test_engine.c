@@ -6,8 +6,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "agent/core/log.h"
 #include "agent/engine/engine.h"
 #include "agent/engine/engine_int.h"
 #include "connectors/validate/schema.h"
@@ -244,6 +246,44 @@ static void *run_until_stopped(void *arg)
 	return NULL;
 }
 
+/* A run names its execution to code that logs without knowing it (jq's
+ * debug), and only while it runs. */
+static char *seen;
+
+static void keep_line(enum op_log_level lvl, const char *module, const char *line, void *ud)
+{
+	(void)lvl;
+	(void)module;
+	(void)ud;
+	if (seen == NULL && strstr(line, "jq debug") != NULL)
+		seen = strdup(line);
+}
+
+START_TEST(run_names_its_execution_to_the_log)
+{
+	struct op_pipeline *p = load_ok("{\"name\":\"d\",\"version\":\"1\",\"steps\":[{\"type\":"
+	                                "\"transform\",\"config\":{\"program\":\".n | debug\"}}]}");
+	struct op_engine *e = op_engine_new();
+	struct op_run_opts o = {.execution_id = "01a20e56-0000-7000-8000-000000000042"};
+	cJSON *out = NULL;
+	struct op_fail f;
+	op_log_set_level(OP_LOG_DEBUG);
+	op_log_set_sink(keep_line, NULL);
+	op_err rc = op_engine_run(e, p, op_test_json("{\"n\":3}"), &o, &out, &f);
+	op_log_set_sink(NULL, NULL);
+	op_log_set_level(OP_LOG_INFO);
+	ck_assert_int_eq(rc, OP_OK);
+	ck_assert_ptr_null(op_log_exec_id());
+	ck_assert_ptr_nonnull(seen);
+	ck_assert_str_eq(seen, "jq debug exec=01a20e56-0000-7000-8000-000000000042: 3");
+	free(seen);
+	seen = NULL;
+	cJSON_Delete(out);
+	op_engine_free(e);
+	op_pipeline_free(p);
+}
+END_TEST
+
 /* The retry wait: exponential, capped, and with jitter spread over [w/2, w]. */
 START_TEST(retry_waits_grow_cap_and_jitter)
 {
@@ -444,6 +484,7 @@ static Suite *engine_suite(void)
 	tcase_add_test(tc, runs_concurrently);
 	tcase_add_test(tc, output_path_needs_an_object);
 	tcase_add_test(tc, retry_waits_grow_cap_and_jitter);
+	tcase_add_test(tc, run_names_its_execution_to_the_log);
 	tcase_add_test(tc, owner_stops_a_run);
 	tcase_add_test(tc, out_of_memory_anywhere);
 	tcase_add_test(tc, generated_schema_accepts_the_demo);

@@ -341,8 +341,23 @@ START_TEST(debug_and_stderr_go_to_the_log)
 	ck_assert_int_eq(st.st_size, 0);
 	close(fd);
 	ck_assert_ptr_nonnull(log_seen);
-	ck_assert_ptr_nonnull(strstr(log_seen, "jq debug: 1\n"));
-	ck_assert_ptr_nonnull(strstr(log_seen, "jq debug: {\"sec\":5}\n"));
+	ck_assert_ptr_nonnull(strstr(log_seen, "jq debug exec=-: 1\n"));
+	ck_assert_ptr_nonnull(strstr(log_seen, "jq debug exec=-: {\"sec\":5}\n"));
+	free(log_seen);
+	log_seen = NULL;
+
+	/* Inside an execution (op_engine_run sets it), its id. */
+	op_log_set_level(OP_LOG_DEBUG);
+	op_log_set_sink(capture_sink, NULL);
+	op_log_set_exec_id("run-7");
+	e = run_text(".a | debug", "{\"a\":2}", &out);
+	op_log_set_exec_id(NULL);
+	op_log_set_sink(NULL, NULL);
+	op_log_set_level(OP_LOG_INFO);
+	ck_assert_int_eq(e, OP_OK);
+	cJSON_Delete(out);
+	ck_assert_ptr_nonnull(log_seen);
+	ck_assert_ptr_nonnull(strstr(log_seen, "jq debug exec=run-7: 2\n"));
 	free(log_seen);
 	log_seen = NULL;
 }
