@@ -1270,7 +1270,8 @@ static void unapplied_warn(const struct op_config *cfg, const struct op_config *
 
 op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_diag *d)
 {
-	/* Only the pipelines folder and the globals change without a restart. */
+	/* The pipelines folder, the globals and the log settings change without a
+	 * restart (the OP_CONFIG_RELOAD keys and [globals]). */
 	char *dir = next->agent.pipelines_dir;
 	cJSON *globals = next->globals;
 	char *old_dir = dm->cfg->agent.pipelines_dir;
@@ -1293,6 +1294,11 @@ op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_
 	if (triggers_follow(dm, c.built) != OP_OK)
 		OP_LOGW("pipelines reloaded, but not all of their triggers started");
 	pthread_mutex_unlock(&dm->set_mu);
+	/* With the set: a reload that is refused changes nothing. */
+	dm->cfg->agent.log_level = next->agent.log_level;
+	dm->cfg->agent.log_format = next->agent.log_format;
+	op_log_set_level((enum op_log_level)next->agent.log_level);
+	op_log_set_json(next->agent.log_format == OP_CONFIG_LOG_JSON);
 	op_link_changed(dm->link);
 	unapplied_warn(dm->cfg, next);
 	return OP_OK;

@@ -226,15 +226,37 @@ expect_status 200
 expect_json '.new' 'true'
 
 what="SIGHUP names a changed setting it cannot apply"
-sed -i 's/^workers = 2$/workers = 2\nlog_level = debug/' "$T/outpost.conf"
+sed -i 's/^workers = 2$/workers = 3/' "$T/outpost.conf"
 kill -HUP $pid
 checks=$((checks + 1))
-wait_until 10 grep -q 'reload: \[agent\] log_level changed; it takes effect at the next restart' "$T/d.log" ||
+wait_until 10 grep -q 'reload: \[agent\] workers changed; it takes effect at the next restart' "$T/d.log" ||
 	fail "$what: $(grep reload "$T/d.log")"
 # The reloads before changed nothing in the config: they warned of nothing.
 checks=$((checks + 1))
 [ "$(grep -c 'reload: .* changed' "$T/d.log")" -eq 1 ] || fail "$what: $(grep reload "$T/d.log")"
+sed -i 's/^workers = 3$/workers = 2/' "$T/outpost.conf"
+
+what="SIGHUP applies a new log_level at once"
+cat >"$T/pipelines/quiet.json" <<'JSON'
+{"name":"quiet","version":"1","trigger":{"type":"http","config":{"method":"GET","path":"/quiet"}},
+ "steps":[{"type":"log","config":{"level":"debug","message":"quiet ran {{ message.query.n }}"}}]}
+JSON
+kill -HUP $pid
+wait_until 10 sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/quiet)\" = 200 ]"
+http GET '/quiet?n=1'
+expect_status 200
+sed -i 's/^workers = 2$/workers = 2\nlog_level = debug/' "$T/outpost.conf"
+kill -HUP $pid
+ok_debug() {
+	http GET '/quiet?n=2'
+	grep -q 'quiet ran 2' "$T/d.log"
+}
+check "a debug line after the reload" wait_until 10 ok_debug
+check "a debug line before it" sh -c "! grep -q 'quiet ran 1' '$T/d.log'"
+check "log_level named as not applied" sh -c "! grep -q 'log_level changed' '$T/d.log'"
 sed -i '/^log_level = debug$/d' "$T/outpost.conf"
+rm "$T/pipelines/quiet.json"
+kill -HUP $pid
 
 what="SIGTERM stops it cleanly"
 kill -TERM $pid
