@@ -506,7 +506,10 @@ static op_err requeue(struct ctx *c, enum op_store_db from, enum requeue_as as)
 		ev->not_before_ms = r->t;
 		ev->error = (char *)r->error;
 	}
-	ev->redelivered = false;
+	/* A released event keeps its mark: it may come back from a crash, and
+	 * the runtime's guard against events that crash the agent reads it. */
+	if (as != AS_RELEASE)
+		ev->redelivered = false;
 	size_t size = op_store__event_size(ev);
 	if (replay && (s->space_low || !bound_ok(s, r, pipe, size))) {
 		e = OP_EFULL;

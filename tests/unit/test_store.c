@@ -906,6 +906,40 @@ START_TEST(exec_retention_in_batches)
 }
 END_TEST
 
+/* Release puts a taken event back as it was: its attempt, and its mark
+ * when it came back from a crash. */
+START_TEST(release_keeps_the_event_as_it_was)
+{
+	struct op_store *s = open_default();
+	enq(s, "r", "{}", 0, NULL);
+	struct op_store_event *ev;
+	ck_assert_int_eq(op_store_take(s, "r", 1, &ev), OP_OK);
+	ck_assert_int_eq(op_store_release(s, ev->id), OP_OK);
+	ck_assert_int_eq(op_store_release(s, ev->id), OP_ENOTFOUND);
+	op_store_event_free(ev);
+	ck_assert_int_eq(op_store_take(s, "r", 1, &ev), OP_OK);
+	ck_assert_uint_eq(ev->attempt, 1);
+	ck_assert(!ev->redelivered);
+	ck_assert_ptr_null(ev->error);
+	op_store_event_free(ev);
+	op_store_close(s); /* in flight: the next open puts it back as after a crash */
+
+	s = open_default();
+	ck_assert_int_eq(op_store_take(s, "r", 1, &ev), OP_OK);
+	ck_assert(ev->redelivered);
+	ck_assert_uint_eq(ev->attempt, 2);
+	ck_assert_int_eq(op_store_release(s, ev->id), OP_OK);
+	op_store_event_free(ev);
+	ck_assert_uint_eq(stats(s).inflight, 0);
+	ck_assert_int_eq(op_store_take(s, "r", 1, &ev), OP_OK);
+	ck_assert(ev->redelivered);
+	ck_assert_uint_eq(ev->attempt, 2);
+	ck_assert_ptr_nonnull(strstr(ev->error, "AGENT_STOPPED"));
+	op_store_event_free(ev);
+	op_store_close(s);
+}
+END_TEST
+
 START_TEST(kv_tables)
 {
 	struct op_store *s = open_default();
@@ -1120,6 +1154,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, queue_bound);
 	tcase_add_test(tc, exec_retention);
 	tcase_add_test(tc, exec_retention_in_batches);
+	tcase_add_test(tc, release_keeps_the_event_as_it_was);
 	tcase_add_test(tc, kv_tables);
 	tcase_add_test(tc, newer_format_refused);
 	tcase_add_test(tc, out_of_memory);
