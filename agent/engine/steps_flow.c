@@ -118,6 +118,10 @@ static void *par_worker(void *arg)
 	struct op_exec x;
 	op_exec__fork(j->parent, &x);
 	x.cancel = &j->cancel;
+	/* On a thread of its own, log lines that do not know the execution still
+	 * name it (op_log_exec_id); the caller's thread gets its own back. */
+	const char *outer = op_log_exec_id();
+	op_log_set_exec_id(op_exec_id(&x));
 	for (;;) {
 		size_t i = atomic_fetch_add(&j->next, 1);
 		if (i >= j->n || op_exec_cancelled(&x))
@@ -147,6 +151,7 @@ static void *par_worker(void *arg)
 			break;
 		}
 	}
+	op_log_set_exec_id(outer);
 	return NULL;
 }
 

@@ -250,12 +250,20 @@ static void *run_until_stopped(void *arg)
  * debug), and only while it runs. */
 static char *seen;
 
+static atomic_int debug_lines, debug_named;
+static const char *debug_want; /* "exec=<id>:" */
+
 static void keep_line(enum op_log_level lvl, const char *module, const char *line, void *ud)
 {
 	(void)lvl;
 	(void)module;
 	(void)ud;
-	if (seen == NULL && strstr(line, "jq debug") != NULL)
+	if (strstr(line, "jq debug") == NULL)
+		return;
+	atomic_fetch_add(&debug_lines, 1);
+	if (debug_want && strstr(line, debug_want))
+		atomic_fetch_add(&debug_named, 1);
+	if (seen == NULL)
 		seen = strdup(line);
 }
 
@@ -276,6 +284,33 @@ START_TEST(run_names_its_execution_to_the_log)
 	ck_assert_ptr_null(op_log_exec_id());
 	ck_assert_ptr_nonnull(seen);
 	ck_assert_str_eq(seen, "jq debug exec=01a20e56-0000-7000-8000-000000000042: 3");
+	free(seen);
+	seen = NULL;
+	cJSON_Delete(out);
+	op_pipeline_free(p);
+
+	/* Branches of a parallel step, on threads of their own, name it too. */
+	p = load_ok(
+	    "{\"name\":\"d\",\"version\":\"1\",\"steps\":[{\"type\":\"parallel\","
+	    "\"config\":{\"maxParallel\":4,\"branches\":["
+	    "{\"steps\":[{\"type\":\"transform\",\"config\":{\"program\":\".n | debug\"}}]},"
+	    "{\"steps\":[{\"type\":\"transform\",\"config\":{\"program\":\".n | debug\"}}]},"
+	    "{\"steps\":[{\"type\":\"transform\",\"config\":{\"program\":\".n | debug\"}}]},"
+	    "{\"steps\":[{\"type\":\"transform\",\"config\":{\"program\":\".n | debug\"}}]}"
+	    "]}}]}");
+	atomic_store(&debug_lines, 0);
+	atomic_store(&debug_named, 0);
+	debug_want = "jq debug exec=01a20e56-0000-7000-8000-000000000042: 3";
+	op_log_set_level(OP_LOG_DEBUG);
+	op_log_set_sink(keep_line, NULL);
+	rc = op_engine_run(e, p, op_test_json("{\"n\":3}"), &o, &out, &f);
+	op_log_set_sink(NULL, NULL);
+	op_log_set_level(OP_LOG_INFO);
+	debug_want = NULL;
+	ck_assert_int_eq(rc, OP_OK);
+	ck_assert_int_eq(atomic_load(&debug_lines), 4);
+	ck_assert_int_eq(atomic_load(&debug_named), 4);
+	ck_assert_ptr_null(op_log_exec_id());
 	free(seen);
 	seen = NULL;
 	cJSON_Delete(out);
