@@ -1259,7 +1259,8 @@ static void unapplied_warn(const struct op_config *cfg, const struct op_config *
 	size_t n = 0;
 	if (op_config_diff(cfg, next, &names, &n) != OP_OK) {
 		OP_LOGW("reload: cannot compare the configs (out of memory); settings other "
-		        "than pipelines_dir and [globals] take effect at the next restart");
+		        "than pipelines_dir, [globals] and the log's take effect at the next "
+		        "restart");
 		return;
 	}
 	if (n > 0)
@@ -1294,11 +1295,16 @@ op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_
 	if (triggers_follow(dm, c.built) != OP_OK)
 		OP_LOGW("pipelines reloaded, but not all of their triggers started");
 	pthread_mutex_unlock(&dm->set_mu);
-	/* With the set: a reload that is refused changes nothing. */
-	dm->cfg->agent.log_level = next->agent.log_level;
-	dm->cfg->agent.log_format = next->agent.log_format;
-	op_log_set_level((enum op_log_level)next->agent.log_level);
-	op_log_set_json(next->agent.log_format == OP_CONFIG_LOG_JSON);
+	/* With the set (a reload that is refused changes nothing), and only what
+	 * the file changed: a level the control plane set stays otherwise. */
+	if (next->agent.log_level != dm->cfg->agent.log_level) {
+		dm->cfg->agent.log_level = next->agent.log_level;
+		op_log_set_level((enum op_log_level)next->agent.log_level);
+	}
+	if (next->agent.log_format != dm->cfg->agent.log_format) {
+		dm->cfg->agent.log_format = next->agent.log_format;
+		op_log_set_json(next->agent.log_format == OP_CONFIG_LOG_JSON);
+	}
 	op_link_changed(dm->link);
 	unapplied_warn(dm->cfg, next);
 	return OP_OK;
