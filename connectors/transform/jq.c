@@ -466,15 +466,17 @@ static void check_child(int fd, const char *text, struct msgbuf *mb)
 static op_err check_text(const char *text, struct msgbuf *mb)
 {
 	int fd[2];
-	if (pipe2(fd, O_CLOEXEC) != 0)
-		return check_thread(text, mb);
+	/* The pipe is made under the lock too: no other check's child can
+	 * inherit it. */
 	pthread_mutex_lock(&compile_lock);
 	op_err e = check_home_jq(mb);
 	if (e != OP_OK) {
 		pthread_mutex_unlock(&compile_lock);
-		close(fd[0]);
-		close(fd[1]);
 		return e;
+	}
+	if (pipe2(fd, O_CLOEXEC) != 0) {
+		pthread_mutex_unlock(&compile_lock);
+		return check_thread(text, mb);
 	}
 	pid_t pid = fork();
 	if (pid == 0) {
@@ -508,11 +510,11 @@ static op_err check_text(const char *text, struct msgbuf *mb)
 		int pr = left > 0 ? poll(&pfd, 1, (int)left) : 0;
 		if (pr < 0 && errno == EINTR)
 			continue;
-		if (pr == 0) {
+		if (pr <= 0) { /* the deadline, or poll itself failed */
 			late = true;
 			break;
 		}
-		ssize_t n = pr > 0 ? read(fd[0], buf, sizeof(buf)) : -1;
+		ssize_t n = read(fd[0], buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
