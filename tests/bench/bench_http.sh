@@ -231,6 +231,20 @@ run_wrk() {
 		for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i } END { print n + 0 }' "$T/$1.wrk")
 }
 
+# drain PIPELINE: waits (at most 40 s) until PIPELINE's queue and the
+# daemon's in-flight events are empty; sets $q and $f to the last readings.
+drain() {
+	_dl=$(($(date +%s) + 40))
+	q=""
+	f=""
+	while [ "$(date +%s)" -lt $_dl ]; do
+		q=$(metric "outpost_queue_depth{pipeline=\"$1\"}")
+		f=$(metric 'outpost_inflight')
+		[ "${q:-1}" -eq 0 ] && [ "${f:-1}" -eq 0 ] && break
+		sleep 0.05 # poll interval, bounded by the deadline
+	done
+}
+
 # cpu_ticks PID...: user and system CPU the processes used so far, in clock
 # ticks (/proc/PID/stat fields 14 and 15, counted after the command name).
 cpu_ticks() {
@@ -332,15 +346,7 @@ echo "bench: w2_p99 $p99 ms"
 echo "bench: w2_refused $bad answers"
 depth=$(metric 'outpost_queue_depth{pipeline="events"}')
 echo "bench: w2_queue_at_end ${depth:-0} events"
-dl=$(($(date +%s) + 40))
-q=""
-f=""
-while [ "$(date +%s)" -lt $dl ]; do
-	q=$(metric 'outpost_queue_depth{pipeline="events"}')
-	f=$(metric 'outpost_inflight')
-	[ "${q:-1}" -eq 0 ] && [ "${f:-1}" -eq 0 ] && break
-	sleep 0.05 # poll interval, bounded by the deadline
-done
+drain events
 done_n=$(metric 'outpost_executions_total{pipeline="events",status="success"}')
 if [ "${q:-1}" -eq 0 ] && [ "${f:-1}" -eq 0 ]; then
 	echo "bench: w2_drained 1 bool"
@@ -359,13 +365,7 @@ c0=$(cpu_ticks $wpid)
 run_wrk w2_set "http://127.0.0.1:$port/events-set"
 a1=$(metric 'outpost_http_requests_total{code="202"}')
 accepted=$((${a1:-0} - ${a0:-0}))
-dl=$(($(date +%s) + 40))
-while [ "$(date +%s)" -lt $dl ]; do
-	q=$(metric 'outpost_queue_depth{pipeline="events-set"}')
-	f=$(metric 'outpost_inflight')
-	[ "${q:-1}" -eq 0 ] && [ "${f:-1}" -eq 0 ] && break
-	sleep 0.05 # poll interval, bounded by the deadline
-done
+drain events-set
 c1=$(cpu_ticks $wpid)
 echo "bench: w2_set_accepted_per_s $(awk -v n=$accepted -v s="$secs" 'BEGIN { printf "%d", n / s }') events/s"
 echo "bench: w2_set_p99 $p99 ms"
