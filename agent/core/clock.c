@@ -20,3 +20,16 @@ void op_mono_deadline(int64_t ms_from_now, struct timespec *ts)
 		ts->tv_nsec -= 1000000000L;
 	}
 }
+
+int op_cond_init_mono(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+	int rc = pthread_condattr_init(&ca);
+	if (rc != 0)
+		return rc;
+	rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (rc == 0)
+		rc = pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+	return rc;
+}

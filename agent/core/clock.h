@@ -5,6 +5,7 @@
 #ifndef OP_CORE_CLOCK_H
 #define OP_CORE_CLOCK_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 /* Milliseconds of CLOCK_MONOTONIC (since some point in the past). */
@@ -14,5 +15,9 @@ int64_t op_mono_ms(void);
  * pthread_cond_timedwait on a condition variable set to that clock. */
 struct timespec;
 void op_mono_deadline(int64_t ms_from_now, struct timespec *ts);
+
+/* pthread_cond_init on the monotonic clock, so that op_mono_deadline's
+ * deadlines fit it; pthread_cond_init's result. */
+int op_cond_init_mono(pthread_cond_t *cv);
 
 #endif

@@ -152,13 +152,9 @@ op_err op_pool_new(const struct op_pool_opts *o, struct op_pool **out)
 	p->max = o->max_threads;
 	p->max_queued = o->max_queued;
 	p->idle_ms = o->idle_ms;
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->work, &ca);
-	pthread_cond_init(&p->gone, &ca);
-	pthread_condattr_destroy(&ca);
+	op_cond_init_mono(&p->work);
+	op_cond_init_mono(&p->gone);
 	*out = p;
 	return OP_OK;
 }

@@ -813,12 +813,7 @@ op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, cons
 		op_free(m);
 		return OP_ENOMEM;
 	}
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	int cr = pthread_cond_init(&m->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	if (cr != 0) {
+	if (op_cond_init_mono(&m->cv) != 0) {
 		pthread_mutex_destroy(&m->mu);
 		op_free(m->exe);
 		op_free(m);

@@ -1021,16 +1021,11 @@ op_err op_runtime_open(const struct op_config *cfg, const struct op_runtime_hook
 	if (hooks)
 		rt->hooks = *hooks;
 	rt->next_due_ms = INT64_MAX;
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	if (pthread_mutex_init(&rt->mu, NULL) || pthread_cond_init(&rt->cv, &ca) ||
-	    pthread_cond_init(&rt->idle_cv, &ca)) {
-		pthread_condattr_destroy(&ca);
+	if (pthread_mutex_init(&rt->mu, NULL) || op_cond_init_mono(&rt->cv) ||
+	    op_cond_init_mono(&rt->idle_cv)) {
 		op_free(rt);
 		return OP_ENOMEM;
 	}
-	pthread_condattr_destroy(&ca);
 
 	char path[4096], err[512] = "";
 	if (mkdir(cfg->agent.data_dir, 0700) != 0 && errno != EEXIST) {

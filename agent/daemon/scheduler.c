@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/clock.h"
 #include "agent/core/fault.h"
 #include "agent/core/log.h"
 #include "agent/trigger/trigger.h"
@@ -331,15 +332,8 @@ op_err op_scheduler_start(struct op_runtime *rt, struct op_scheduler **out)
 	if (s == NULL)
 		return OP_ENOMEM;
 	s->rt = rt;
-	pthread_condattr_t ca;
-	if (pthread_condattr_init(&ca) != 0) {
-		op_free(s);
-		return OP_ENOMEM;
-	}
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	bool mu_ok = pthread_mutex_init(&s->mu, NULL) == 0;
-	bool cv_ok = pthread_cond_init(&s->cv, &ca) == 0;
-	pthread_condattr_destroy(&ca);
+	bool cv_ok = op_cond_init_mono(&s->cv) == 0;
 	op_err rc = mu_ok && cv_ok ? rebuild(s) : OP_ENOMEM;
 	if (rc == OP_OK && s->n > 0)
 		rc = start_thread(s);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/clock.h"
 #include "agent/core/log.h"
 #include "agent/store/store_int.h"
 
@@ -385,11 +386,7 @@ op_err op_store_open(const struct op_store_opts *opts, struct op_store **out, ch
 		return OP_ENOMEM;
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&s->wake, &ca);
-	pthread_condattr_destroy(&ca);
+	op_cond_init_mono(&s->wake);
 	pthread_cond_init(&s->ob_hook_cv, NULL);
 	pthread_rwlockattr_t ra;
 	pthread_rwlockattr_init(&ra);
