@@ -36,6 +36,8 @@ done
 . "$top/tests/e2e/lib.sh"
 # shellcheck source=../e2e/broker.sh
 . "$top/tests/e2e/broker.sh"
+# shellcheck source=lib.sh
+. "$top/tests/bench/lib.sh"
 start_broker >/dev/null || exit 1
 
 dpid=""
@@ -47,14 +49,16 @@ stop_agent() {
 at_exit stop_agent
 
 # The broker alone, twice; the better run counts (the first warms up).
-base=0
+base=0 base_cpu=0
 for _ in 1 2; do
+	c0=$(cpu_ticks "$broker_pid")
 	out=$("$MQTT_LOAD" "$broker_port" bench/base bench/base "$N") || {
 		echo "bench_mqtt: the broker alone lost messages: $out" >&2
 		exit 1
 	}
+	c1=$(cpu_ticks "$broker_pid")
 	r=$(printf '%s\n' "$out" | sed -n 's/.*: \([0-9]*\) msg\/s$/\1/p')
-	[ "$r" -gt "$base" ] && base=$r
+	[ "$r" -gt "$base" ] && base=$r && base_cpu=$(cpu_us "$c0" "$c1" "$N")
 done
 
 # The least any agent must do between two topics: mqtt_load's relay, a
@@ -66,10 +70,14 @@ wait_until 10 grep -q relaying "$T/relay.log" || {
 	echo "bench_mqtt: the relay did not start: $(cat "$T/relay.log")" >&2
 	exit 1
 }
+c0=$(cpu_ticks "$broker_pid")
+r0=$(cpu_ticks "$relay_pid")
 out=$("$MQTT_LOAD" "$broker_port" bench/rin bench/rout "$N") || {
 	echo "bench_mqtt: the relay lost messages: $out" >&2
 	exit 1
 }
+relay_cpu=$(cpu_us "$r0" "$(cpu_ticks "$relay_pid")" "$N")
+relay_broker_cpu=$(cpu_us "$c0" "$(cpu_ticks "$broker_pid")" "$N")
 kill "$relay_pid" 2>/dev/null
 wait "$relay_pid" 2>/dev/null
 relay=$(printf '%s\n' "$out" | sed -n 's/.*: \([0-9]*\) msg\/s$/\1/p')
@@ -106,15 +114,22 @@ wait_until 20 subscribed || {
 	echo "bench_mqtt: the agent's consumers did not subscribe: $(tail -5 "$T/d.log")" >&2
 	exit 1
 }
+c0=$(cpu_ticks "$broker_pid")
+d0=$(cpu_ticks "$dpid")
 out=$("$MQTT_LOAD" "$broker_port" bench/in bench/out "$N")
 rc=$?
+agent_cpu=$(cpu_us "$d0" "$(cpu_ticks "$dpid")" "$N")
+agent_broker_cpu=$(cpu_us "$c0" "$(cpu_ticks "$broker_pid")" "$N")
 stop_agent
 agent=$(printf '%s\n' "$out" | sed -n 's/.*: \([0-9]*\) msg\/s$/\1/p')
 [ $rc -eq 0 ] || echo "bench_mqtt: not every message came through the agent: $out" >&2
 echo "bench: w3_mosquitto_qos1_pub_sub $base msg/s"
 echo "bench: w3_outpostd_mqtt_in_transform_out ${agent:-0} msg/s ($CONSUMERS consumers, $N messages)"
 echo "bench: w3_relay_no_agent $relay msg/s"
-echo "bench: w3_relay_vs_mosquitto $(awk -v a="$relay" -v b="$base" 'BEGIN { printf "%.2f", a / b }') ratio"
-echo "bench: w3_outpostd_vs_mosquitto $(awk -v a="${agent:-0}" -v b="$base" 'BEGIN { printf "%.2f", a / b }') ratio"
-echo "bench: w3_outpostd_vs_relay $(awk -v a="${agent:-0}" -v b="$relay" 'BEGIN { printf "%.2f", a / b }') ratio"
+echo "bench: w3_relay_vs_mosquitto $(ratio "$relay" "$base") ratio"
+echo "bench: w3_outpostd_vs_mosquitto $(ratio "${agent:-0}" "$base") ratio"
+echo "bench: w3_outpostd_vs_relay $(ratio "${agent:-0}" "$relay") ratio"
+echo "bench: w3_mosquitto_cpu $base_cpu us/msg (the broker alone)"
+echo "bench: w3_relay_cpu $relay_cpu us/msg (broker $relay_broker_cpu)"
+echo "bench: w3_outpostd_cpu $agent_cpu us/msg (broker $agent_broker_cpu)"
 [ $rc -eq 0 ]
