@@ -213,6 +213,25 @@ static const struct op_config_key keys[] = {
      .help = "A connection idle this long is closed (slow-client protection); whole "
              "seconds, rounded up."},
     {.section = "http",
+     .key = "header_timeout",
+     .type = OP_CONFIG_DURATION,
+     .off = OFF(http.header_timeout_ms),
+     .def = "10s",
+     .min = 100,
+     .max = HOUR,
+     .help = "A request's header must arrive whole within this long of the connection being "
+             "ready for it (opened, or its previous answer sent), however slowly it trickles; "
+             "else the connection is closed."},
+    {.section = "http",
+     .key = "body_timeout",
+     .type = OP_CONFIG_DURATION,
+     .off = OFF(http.body_timeout_ms),
+     .def = "60s",
+     .min = 100,
+     .max = HOUR,
+     .help = "A request's body must arrive whole within this long of its header; else the "
+             "connection is closed (a max_body of 5 MB then needs about 85 KB/s)."},
+    {.section = "http",
      .key = "tls_cert",
      .type = OP_CONFIG_PATH,
      .off = OFF(http.tls_cert),

@@ -98,6 +98,8 @@ struct op_config {
 		long long connection_limit;
 		long long per_ip_limit; /* 0 = no limit */
 		uint64_t client_timeout_ms;
+		uint64_t header_timeout_ms;
+		uint64_t body_timeout_ms;
 		char *tls_cert; /* NULL or "": no TLS; set together with tls_key */
 		char *tls_key;
 	} http;

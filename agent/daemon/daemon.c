@@ -99,8 +99,9 @@ struct op_daemon {
 	char seal_error[600]; /* why there is no seal key ("" when there is) */
 
 	struct op_metrics *m;
-	struct op_metric *executions, *durations, *http_requests, *queue_depth, *dead, *inflight,
-	    *map_bytes, *used_bytes, *free_bytes, *quarantined, *up, *workers, *sync_running;
+	struct op_metric *executions, *durations, *http_requests, *http_slow, *queue_depth, *dead,
+	    *inflight, *map_bytes, *used_bytes, *free_bytes, *quarantined, *up, *workers,
+	    *sync_running;
 	struct op_metric_child *commit_seconds; /* observed on the store's writer */
 	struct op_metric *schedule_runs, *mqtt_consumers, *mqtt_connected, *mqtt_subscribed,
 	    *mqtt_messages, *mqtt_restarts;
@@ -218,6 +219,11 @@ static op_err metrics_new(struct op_daemon *dm)
 	dm->http_requests =
 	    op_metrics_counter(m, "outpost_http_requests_total",
 	                       "HTTP trigger requests answered, by status code", code);
+	dm->http_slow = op_metrics_counter(
+	    m, "outpost_http_slow_clients_closed_total",
+	    "HTTP trigger connections closed for sending no whole request in time "
+	    "([http] header_timeout, body_timeout)",
+	    NULL);
 	dm->queue_depth = op_metrics_gauge(m, "outpost_queue_depth",
 	                                   "events waiting in a pipeline's queue", pipeline);
 	dm->dead =
@@ -260,7 +266,7 @@ static op_err metrics_new(struct op_daemon *dm)
 	if (!dm->schedule_runs || !dm->mqtt_consumers || !dm->mqtt_connected ||
 	    !dm->mqtt_subscribed || !dm->mqtt_messages || !dm->mqtt_restarts)
 		return OP_ENOMEM;
-	if (!dm->up || !dm->executions || !dm->durations || !dm->http_requests ||
+	if (!dm->up || !dm->executions || !dm->durations || !dm->http_requests || !dm->http_slow ||
 	    !dm->queue_depth || !dm->dead || !dm->inflight || !dm->map_bytes || !dm->used_bytes ||
 	    !dm->free_bytes || !dm->quarantined)
 		return OP_ENOMEM;
@@ -773,6 +779,8 @@ static op_err listen_start(const struct op_config_listen *l, const char *name,
 		o.request_ms = (unsigned)cfg->http.timeout_ms;
 		dm->http_timeout_ms = cfg->http.timeout_ms;
 		o.client_timeout = (unsigned)((cfg->http.client_timeout_ms + 999) / 1000);
+		o.header_ms = (unsigned)cfg->http.header_timeout_ms;
+		o.body_ms = (unsigned)cfg->http.body_timeout_ms;
 		o.connection_limit = (unsigned)cfg->http.connection_limit;
 		o.per_ip_limit = (unsigned)cfg->http.per_ip_limit;
 		o.tls_cert = cfg->http.tls_cert && *cfg->http.tls_cert ? cfg->http.tls_cert : NULL;
@@ -1361,6 +1369,15 @@ bool op_daemon_alive(struct op_daemon *dm, int64_t limit_ms, char *why, size_t w
 void op_daemon_set_stall_limit(struct op_daemon *dm, int64_t limit_ms)
 {
 	atomic_store(&dm->stall_limit_ms, limit_ms);
+}
+
+void op_daemon_tick(struct op_daemon *dm)
+{
+	uint64_t now = op_http_now_ms();
+	unsigned n = op_http_server_sweep(dm->http, now);
+	if (n > 0)
+		op_metric_add(op_metric_with(dm->http_slow, NULL), n);
+	(void)op_http_server_sweep(dm->admin, now);
 }
 
 unsigned op_daemon_http_port(const struct op_daemon *dm)

@@ -48,6 +48,11 @@ bool op_daemon_alive(struct op_daemon *dm, int64_t limit_ms, char *why, size_t w
  * 60 s until set. */
 void op_daemon_set_stall_limit(struct op_daemon *dm, int64_t limit_ms);
 
+/* Housekeeping for the main thread, about once a second (OP_DAEMON_TICK_MS):
+ * closes HTTP connections that send their request too slowly. */
+#define OP_DAEMON_TICK_MS 1000
+void op_daemon_tick(struct op_daemon *dm);
+
 /* The bound ports (tests use port 0); 0 when that server is off. */
 unsigned op_daemon_http_port(const struct op_daemon *dm);
 unsigned op_daemon_admin_port(const struct op_daemon *dm);

@@ -38,6 +38,18 @@
  * answer and its reference. Lock order: a token's lock, then MHD's own
  * locks (suspend, resume), then s->mu (MHD's logger callback takes it);
  * s->mu is never held while taking another lock or calling MHD.
+ *
+ * Read deadlines (slow-client protection). MHD's idle timeout does not stop
+ * a client that trickles a byte now and then. Each connection (struct conn,
+ * MHD's socket_context) carries a deadline: its next request's header must
+ * be in within header_ms of the connection being ready for it (connected,
+ * or its previous answer sent), the body within body_ms of the header;
+ * while a handler runs or an answer goes out there is none.
+ * op_http_server_sweep() shuts down the socket of every connection past
+ * its deadline, and MHD, reading end of file, closes it. The list is under
+ * s->cmu, and MHD reports a connection closed (on_connection, which takes
+ * s->cmu) before it closes the socket, so the sweep never shuts down a
+ * descriptor number already reused by another connection.
  */
 #include "agent/http/server.h"
 #include "agent/core/clock.h"
@@ -73,12 +85,21 @@
 #define STOPPING_MESSAGE "the agent is stopping; the request was not accepted, send it again"
 #define STOPPING_RETRY   "5"
 
+/* A connection's read deadline: see "Read deadlines" above. */
+struct conn {
+	struct conn *prev, *next; /* in s->live, under s->cmu */
+	int fd;
+	atomic_uint_fast64_t due_ms; /* op_http_now_ms() deadline; 0: none */
+	bool shut;                   /* under s->cmu: the sweep shut it down */
+};
+
 struct op_http_server {
 	struct MHD_Daemon *d;
 	op_http_handler h;
 	void *ud;
 	size_t max_body;
 	unsigned request_ms;
+	unsigned header_ms, body_ms;
 	unsigned connection_limit;
 	unsigned stop_ms;
 	void (*give_up)(void *ud);
@@ -97,6 +118,8 @@ struct op_http_server {
 	char *key;
 	size_t key_len;
 	char mhd_err[160]; /* libmicrohttpd's last message (cut), under mu: why a start failed */
+	pthread_mutex_t cmu;
+	struct conn *live; /* every connection, for the sweep */
 };
 
 /*
@@ -129,6 +152,7 @@ struct reqstate {
 	bool parked;                  /* counted in s->parked until completed */
 	struct MHD_Connection *conn;  /* for op_http_defer() */
 	struct op_http_server *server;
+	struct conn *k; /* the connection's deadline; NULL if it has none */
 };
 
 uint64_t op_http_now_ms(void)
@@ -726,6 +750,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return MHD_NO;
 		op_buf_init(&st->body, s->max_body);
 		*con_cls = st;
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		st->k = ci ? ci->socket_context : NULL;
+		if (st->k)
+			atomic_store(&st->k->due_ms, op_http_now_ms() + s->body_ms);
 		if (atomic_load(&s->conns) > s->connection_limit) {
 			st->answered = true;
 			return queue_error(s, c, 503, "busy",
@@ -774,6 +803,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		}
 		return MHD_YES;
 	}
+	if (st->k)
+		atomic_store(&st->k->due_ms, 0); /* the whole request is in */
 	if (st->def != NULL && !st->def_queued) {
 		/* Called again after op_http_complete() or stop resumed us. */
 		bool done;
@@ -796,11 +827,17 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
 	struct op_http_server *s = cls;
-	(void)c;
 	(void)toe;
 	struct reqstate *st = *con_cls;
 	if (st == NULL)
 		return;
+	/* The connection now waits for its next request. Looked up again, not
+	 * st->k: a connection that closed has no context any more. */
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct conn *k = ci ? ci->socket_context : NULL;
+	if (k)
+		atomic_store(&k->due_ms, op_http_now_ms() + s->header_ms);
 	struct op_http_deferred *d = st->def;
 	if (st->counted || d != NULL) {
 		pthread_mutex_lock(&s->mu);
@@ -837,12 +874,62 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
                           enum MHD_ConnectionNotificationCode toe)
 {
 	struct op_http_server *s = cls;
-	(void)c;
-	(void)socket_context;
-	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
 		atomic_fetch_add(&s->conns, 1);
-	else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		/* Without memory the connection goes without a deadline. */
+		struct conn *k = ci ? op_calloc(1, sizeof(*k)) : NULL;
+		if (k == NULL)
+			return;
+		k->fd = ci->connect_fd;
+		atomic_init(&k->due_ms, op_http_now_ms() + s->header_ms);
+		pthread_mutex_lock(&s->cmu);
+		k->next = s->live;
+		if (s->live)
+			s->live->prev = k;
+		s->live = k;
+		pthread_mutex_unlock(&s->cmu);
+		*socket_context = k;
+	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
 		atomic_fetch_sub(&s->conns, 1);
+		struct conn *k = *socket_context;
+		if (k == NULL)
+			return;
+		pthread_mutex_lock(&s->cmu);
+		if (k->prev)
+			k->prev->next = k->next;
+		else
+			s->live = k->next;
+		if (k->next)
+			k->next->prev = k->prev;
+		pthread_mutex_unlock(&s->cmu);
+		op_free(k);
+		*socket_context = NULL;
+	}
+}
+
+unsigned op_http_server_sweep(struct op_http_server *s, uint64_t now_ms)
+{
+	unsigned n = 0;
+	if (s == NULL)
+		return 0;
+	pthread_mutex_lock(&s->cmu);
+	for (struct conn *k = s->live; k; k = k->next) {
+		uint64_t due = atomic_load(&k->due_ms);
+		if (due == 0 || now_ms < due || k->shut)
+			continue;
+		/* MHD reads end of file and closes the connection. */
+		(void)shutdown(k->fd, SHUT_RDWR);
+		k->shut = true;
+		n++;
+	}
+	pthread_mutex_unlock(&s->cmu);
+	if (n > 0)
+		OP_LOGW("%s: closed %u connection%s that sent no whole request in time "
+		        "(header within %u ms, body within %u ms)",
+		        s->name, n, n == 1 ? "" : "s", s->header_ms, s->body_ms);
+	return n;
 }
 
 /* Leaves the path and arguments raw: the router and collect_arg decode. */
@@ -915,6 +1002,7 @@ static void server_free(struct op_http_server *s)
 		return;
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->cmu);
 	op_free(s->cert);
 	op_free_secret(s->key, s->key_len);
 	op_free(s);
@@ -981,6 +1069,7 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 	if (s == NULL)
 		return OP_ENOMEM;
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->cmu, NULL);
 	pthread_cond_init(&s->cv, NULL);
 	atomic_init(&s->conns, 0);
 	atomic_init(&s->stopping, false);
@@ -988,6 +1077,8 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 	s->ud = ud;
 	s->max_body = o->max_body ? o->max_body : OP_HTTP_DEFAULT_MAX_BODY;
 	s->request_ms = o->request_ms ? o->request_ms : OP_HTTP_DEFAULT_REQUEST_MS;
+	s->header_ms = o->header_ms ? o->header_ms : OP_HTTP_DEFAULT_HEADER_MS;
+	s->body_ms = o->body_ms ? o->body_ms : OP_HTTP_DEFAULT_BODY_MS;
 	s->connection_limit = o->connection_limit ? o->connection_limit : 1000;
 	s->stop_ms = o->stop_ms ? o->stop_ms : OP_HTTP_DEFAULT_STOP_MS;
 	s->give_up = o->give_up;

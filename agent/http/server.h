@@ -22,6 +22,8 @@
 #define OP_HTTP_DEFAULT_MAX_BODY       (5u * 1024 * 1024)
 #define OP_HTTP_DEFAULT_REQUEST_MS     30000u
 #define OP_HTTP_DEFAULT_CLIENT_TIMEOUT 30u
+#define OP_HTTP_DEFAULT_HEADER_MS      10000u
+#define OP_HTTP_DEFAULT_BODY_MS        60000u
 #define OP_HTTP_DEFAULT_STOP_MS        5000u
 
 /* Options; zero fields take the defaults. Strings are borrowed during start only. */
@@ -32,6 +34,8 @@ struct op_http_opts {
 	size_t max_body;           /* bytes, default 5 MB; more is 413 */
 	unsigned request_ms;       /* handler deadline, default 30 s; past it 504 */
 	unsigned client_timeout;   /* seconds a connection may stay idle, default 30 */
+	unsigned header_ms;        /* a request's header whole within this, default 10 s */
+	unsigned body_ms;          /* its body whole within this of the header, default 60 s */
 	unsigned connection_limit; /* open connections before 503, default 1000 */
 	unsigned per_ip_limit;     /* connections per client address, 0 = no limit */
 	unsigned stop_ms;          /* how long stop waits for handlers and answers */
@@ -133,6 +137,16 @@ uint16_t op_http_server_port(const struct op_http_server *s);
 
 /* Requests handed to the handler whose answer is not yet sent (or dropped). */
 unsigned op_http_server_inflight(const struct op_http_server *s);
+
+/*
+ * Slow-client protection: shuts down every connection past its read
+ * deadline (a request header not whole header_ms after the connection was
+ * ready for it, a body not whole body_ms after its header), so that MHD
+ * closes it, and returns how many. Call it about once a second, from one
+ * thread, never after op_http_server_stop(); now_ms is op_http_now_ms() (a
+ * test may pass a later time).
+ */
+unsigned op_http_server_sweep(struct op_http_server *s, uint64_t now_ms);
 
 /*
  * Stops accepting, sets *req->stopping for running handlers, waits up to

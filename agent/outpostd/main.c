@@ -4,7 +4,8 @@
  * systemd it is ready, and then only handles signals: SIGHUP reloads the
  * pipelines, SIGTERM/SIGINT stop it gracefully. Every other thread has the
  * signals blocked, so the main thread's sigtimedwait() is the one place they
- * arrive; it also paces the systemd watchdog.
+ * arrive; it also paces the systemd watchdog and the daemon's once-a-second
+ * housekeeping (op_daemon_tick: slow HTTP clients).
  */
 #define OP_LOG_MODULE "outpostd"
 #include <errno.h>
@@ -159,17 +160,22 @@ static void serve(struct op_daemon *dm, const struct args *a, struct op_config *
 	uint64_t wd_usec = 0;
 	bool watchdog = sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec >= 2000;
 	int64_t interval_ms = watchdog ? (int64_t)(wd_usec / 1000) : 0, ping_at = 0;
+	int64_t tick_at = op_mono_ms() + OP_DAEMON_TICK_MS;
 	if (watchdog)
 		op_daemon_set_stall_limit(dm, 2 * interval_ms);
 	for (;;) {
-		struct timespec ts = {.tv_sec = 3600};
-		if (watchdog) {
+		if (watchdog)
 			watchdog_tick(dm, interval_ms, &ping_at);
-			int64_t wait = ping_at - op_mono_ms();
-			wait = wait > 0 ? wait : 1;
-			ts.tv_sec = (time_t)(wait / 1000);
-			ts.tv_nsec = (long)(wait % 1000) * 1000000;
+		int64_t now = op_mono_ms();
+		if (now >= tick_at) {
+			op_daemon_tick(dm);
+			tick_at = now + OP_DAEMON_TICK_MS;
 		}
+		int64_t due = watchdog && ping_at < tick_at ? ping_at : tick_at;
+		int64_t wait = due - op_mono_ms();
+		wait = wait > 0 ? wait : 1;
+		struct timespec ts = {.tv_sec = (time_t)(wait / 1000),
+		                      .tv_nsec = (long)(wait % 1000) * 1000000};
 		int sig = sigtimedwait(set, NULL, &ts);
 		if (sig < 0)
 			continue;

@@ -173,7 +173,7 @@ START_TEST(defaults)
 	/* Every default sits inside its own bounds (else defaults() would fail). */
 	size_t n;
 	const struct op_config_key *k = op_config_keys(&n);
-	ck_assert_uint_eq(n, 43);
+	ck_assert_uint_eq(n, 45);
 	for (size_t i = 0; i < n; i++) {
 		ck_assert_ptr_nonnull(k[i].help);
 		ck_assert_ptr_null(strchr(k[i].help, '\n'));
@@ -388,8 +388,9 @@ START_TEST(structure_problems_with_lines)
 	       "t.conf:13: [frobnicate]: unknown section, expected one of [agent], [store], "
 	       "[http], [admin], [accounts], [broker NAME], [globals]\n"
 	       "t.conf:15: [http] bogus: unknown key, expected one of: listen, max_body, timeout, "
-	       "threads, sync_threads, connection_limit, per_ip_limit, client_timeout, tls_cert, "
-	       "tls_key\n");
+	       "threads, sync_threads, connection_limit, per_ip_limit, client_timeout, "
+	       "header_timeout, "
+	       "body_timeout, tls_cert, tls_key\n");
 
 	/* A line longer than inih's buffer is refused, not split in two. */
 	char text[400];
@@ -1000,6 +1001,8 @@ START_TEST(dump_round_trip)
 	                       "connection_limit = 1000\n"
 	                       "per_ip_limit = 0\n"
 	                       "client_timeout = 10s\n"
+	                       "header_timeout = 10s\n"
+	                       "body_timeout = 1m\n"
 	                       "tls_cert =\n"
 	                       "tls_key =\n"
 	                       "\n[admin]\n"

@@ -1080,6 +1080,76 @@ START_TEST(server_deferred_answer)
 END_TEST
 
 /*
+ * Sweeps at now + ahead until one closes a connection; fails after 5 s.
+ * The server registers a connection, and restarts its deadline after an
+ * answer, on its own threads: this waits for that, not for a time.
+ */
+static void sweep_closes_one(struct op_http_server *s, uint64_t ahead)
+{
+	uint64_t deadline = now_ms() + 5000;
+	while (op_http_server_sweep(s, now_ms() + ahead) == 0) {
+		ck_assert_msg(now_ms() < deadline, "no connection was past its deadline");
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/*
+ * Read deadlines, driven by op_http_server_sweep() with times ahead of the
+ * clock: a header that trickles past header_ms closes its connection, a
+ * body gets body_ms from its header on, a handler that runs long has no
+ * deadline, and a kept-alive connection waits header_ms for its next
+ * request. The idle timeout is far off, so only the sweep closes anything.
+ */
+START_TEST(server_read_deadlines)
+{
+	struct fixture fx;
+	struct op_http_opts o = {.client_timeout = 600, .header_ms = 2000, .body_ms = 10000};
+	struct conn h, b, k;
+	struct resp r;
+	fx_start(&fx, &o);
+	uint16_t port = op_http_server_port(fx.s);
+
+	/* A header that never ends. */
+	conn_open(&h, port);
+	conn_sends(&h, "POST /orders HTTP/1.1\r\nHost: t\r\n");
+	ck_assert_uint_eq(op_http_server_sweep(fx.s, now_ms()), 0);
+	sweep_closes_one(fx.s, 2000);
+	ck_assert(wait_closed(&h, 5000));
+	conn_close(&h);
+
+	/* A header in, its body trickling: MHD's 100 Continue says the header
+	 * was read, so from here the body's deadline counts, not the header's. */
+	conn_open(&b, port);
+	conn_sends(&b, "POST /orders HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+	               "Content-Length: 10\r\nExpect: 100-continue\r\n\r\n");
+	uint64_t until = now_ms() + 5000;
+	while (b.buf == NULL || strstr(b.buf, "\r\n\r\n") == NULL)
+		ck_assert_int_gt(conn_fill(&b, until), 0);
+	ck_assert_msg(strncmp(b.buf, "HTTP/1.1 100", 12) == 0, "got %s", b.buf);
+	conn_sends(&b, "{\"a\"");
+	ck_assert_uint_eq(op_http_server_sweep(fx.s, now_ms() + 5000), 0);
+	sweep_closes_one(fx.s, 10000);
+	ck_assert(wait_closed(&b, 5000));
+	conn_close(&b);
+
+	/* A handler still running: no deadline, however late. */
+	struct op_http_deferred *d = defer_on(&fx, &k);
+	ck_assert_uint_eq(op_http_server_sweep(fx.s, now_ms() + 3600000), 0);
+	deferred_answer(d, "late");
+	ck_assert_int_eq(read_resp(&k, &r, 5000), 0);
+	ck_assert_int_eq(r.status, 202);
+	resp_fini(&r);
+	/* Answered and kept alive: the next request's header is due in 2 s. */
+	ck_assert_uint_eq(op_http_server_sweep(fx.s, now_ms()), 0);
+	sweep_closes_one(fx.s, 2000);
+	ck_assert(wait_closed(&k, 5000));
+	conn_close(&k);
+	fx_stop(&fx);
+}
+END_TEST
+
+/*
  * A deferred answer that never comes (a store whose writer hangs) does not
  * hold the stop up, nor make libmicrohttpd abort on a suspended connection:
  * the client gets 503 SHUTTING_DOWN with Retry-After, and the answer that
@@ -1320,6 +1390,7 @@ static Suite *http_suite(void)
 	tcase_add_test(tc, server_body_limit);
 	tcase_add_test(tc, server_keep_alive);
 	tcase_add_test(tc, server_slow_client_dropped);
+	tcase_add_test(tc, server_read_deadlines);
 	tcase_add_test(tc, server_concurrent_clients);
 	tcase_add_test(tc, server_connection_limit);
 	tcase_add_test(tc, server_per_ip_limit);
