@@ -473,7 +473,8 @@ static const char broker_about[] =
     "Brokers must\n"
     "allow `max_inflight` QoS 1 messages in flight per client (mosquitto:\n"
     "`max_inflight_messages 1000` and a large `max_queued_messages`), otherwise QoS 1 delivery\n"
-    "stalls.\n";
+    "stalls. A reload (SIGHUP) applies added, changed and removed broker sections together\n"
+    "with the pipelines: unchanged brokers keep their connections.\n";
 static const char broker_example[] = "[broker plant]\n"
                                      "url = mqtts://broker.example.internal:8883\n"
                                      "ca_file = /etc/outpost/plant-ca.pem\n"

@@ -344,8 +344,8 @@ op_err op_config_write_man(FILE *f)
 	        "with its line: *FILE:LINE: [section] key: what was wrong, expected ...*\n"
 	        "\n"
 	        "*outpostd* reads the file when it starts. On SIGHUP it reads it again but\n"
-	        "takes only *pipelines\\_dir* and *[globals]* from it; other changes need a\n"
-	        "restart.\n\n",
+	        "takes only *pipelines\\_dir*, *log\\_level*, *log\\_format*, *[globals]* and\n"
+	        "the *[broker NAME]* sections from it; other changes need a restart.\n\n",
 	        max);
 	op_err e = put_credentials(f, "", true);
 	if (e != OP_OK)

@@ -93,6 +93,9 @@ struct op_daemon {
 	/* Reloads (SIGHUP, main thread) and deploys (the link's thread) change
 	 * the pipeline set one at a time. */
 	pthread_mutex_t set_mu;
+	/* Held to change cfg's brokers (a reload) and by the MQTT trigger
+	 * thread while it reads them. */
+	pthread_mutex_t brokers_mu;
 	struct op_link *link;   /* the control plane; NULL without [control] url */
 	struct op_vault *vault; /* where accounts from the control plane go */
 	uint8_t seal_priv[OP_SEAL_KEY_LEN], seal_pub[OP_SEAL_KEY_LEN]; /* accounts are sealed to */
@@ -362,15 +365,46 @@ static op_err routes_build(const struct op_engine *e, struct routes **out, struc
 struct reload_ctx {
 	struct op_daemon *dm;
 	struct routes *built;
+	/* A reload's config: the set is checked against its brokers, which
+	 * become the agent's with it. NULL (deploys): the running config's. */
+	struct op_config *next;
 };
+
+/*
+ * Makes next's [broker NAME] sections the agent's: the publisher gets their
+ * clients (unchanged ones keep their connection), then cfg gets the
+ * sections, and the MQTT triggers follow with the new set (plan() in
+ * mqtt_in.c). next gets the old sections, freed with it. Called once the
+ * new set has passed every check; the set swap that follows cannot fail.
+ */
+static op_err brokers_apply(struct op_daemon *dm, struct op_config *next, struct op_diag *d)
+{
+	if (op_mqtt_out_update(dm->pub, dm->cfg, next->brokers, next->n_brokers) != OP_OK) {
+		op_diag_add_at(d, "[broker]", "out of memory while applying the broker sections");
+		return OP_ENOMEM;
+	}
+	pthread_mutex_lock(&dm->brokers_mu);
+	struct op_config_broker *b = dm->cfg->brokers;
+	size_t n = dm->cfg->n_brokers;
+	dm->cfg->brokers = next->brokers;
+	dm->cfg->n_brokers = next->n_brokers;
+	next->brokers = b;
+	next->n_brokers = n;
+	pthread_mutex_unlock(&dm->brokers_mu);
+	return OP_OK;
+}
 
 static op_err check_set(void *ud, const struct op_engine *e, struct op_diag *d)
 {
 	struct reload_ctx *c = ud;
-	op_err rc = op_mqtt_in_check(c->dm->cfg, e, d);
-	op_err rp = op_mqtt_out_check(c->dm->cfg, e, d);
+	const struct op_config *cfg = c->next ? c->next : c->dm->cfg;
+	op_err rc = op_mqtt_in_check(cfg, e, d);
+	op_err rp = op_mqtt_out_check(cfg, e, d);
 	op_err rr = routes_build(e, &c->built, d);
-	return rc ? rc : rp ? rp : rr;
+	op_err e2 = rc ? rc : rp ? rp : rr;
+	if (e2 == OP_OK && c->next != NULL)
+		e2 = brokers_apply(c->dm, c->next, d);
+	return e2;
 }
 
 /* Makes r the routes in use; r takes a reference to the set now running,
@@ -973,7 +1007,7 @@ static op_err link_apply(void *ud, const char *text, size_t len, const cJSON *do
 	char ignored[8];
 	pthread_mutex_lock(&dm->set_mu);
 	cJSON *previous = op_runtime_deployed(dm->rt, ignored, sizeof(ignored));
-	struct apply_ctx c = {{dm, NULL}, &sa, false};
+	struct apply_ctx c = {{dm, NULL, NULL}, &sa, false};
 	rc = op_runtime_deploy(dm->rt, text, len, doc, check_deploy, &c, &d);
 	sealed_accounts_free(&sa);
 	if (rc) {
@@ -996,7 +1030,7 @@ static op_err link_apply(void *ud, const char *text, size_t len, const cJSON *do
 	char *btext = back ? cJSON_PrintUnformatted(back) : NULL;
 	struct op_diag d2;
 	op_diag_init(&d2);
-	struct reload_ctx c2 = {dm, NULL};
+	struct reload_ctx c2 = {dm, NULL, NULL};
 	op_err rb = btext
 	                ? op_runtime_deploy(dm->rt, btext, strlen(btext), back, check_set, &c2, &d2)
 	                : OP_ENOMEM;
@@ -1181,6 +1215,12 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 		op_free(dm);
 		return OP_ENOMEM;
 	}
+	if (pthread_mutex_init(&dm->brokers_mu, NULL)) {
+		pthread_mutex_destroy(&dm->set_mu);
+		pthread_mutex_destroy(&dm->mu);
+		op_free(dm);
+		return OP_ENOMEM;
+	}
 	op_err rc = metrics_new(dm);
 	/* Before the runtime: each pipeline set it builds publishes through it. */
 	if (rc == OP_OK)
@@ -1213,8 +1253,8 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 	if (rc == OP_OK && (rc = op_scheduler_start(dm->rt, &dm->sched)) != OP_OK)
 		op_diag_add_at(d, "scheduler", "cannot start the scheduler: %s", op_err_str(rc));
 	/* Consumers are this binary run again (see agent/trigger/mqtt_wire.h). */
-	if (rc == OP_OK &&
-	    (rc = op_mqtt_in_start(dm->rt, cfg, "/proc/self/exe", &dm->mqtt)) != OP_OK)
+	if (rc == OP_OK && (rc = op_mqtt_in_start(dm->rt, cfg, &dm->brokers_mu, "/proc/self/exe",
+	                                          &dm->mqtt)) != OP_OK)
 		op_diag_add_at(d, "mqtt", "cannot start the MQTT triggers: %s", op_err_str(rc));
 	if (rc == OP_OK)
 		rc = listen_start(&cfg->admin.listen, "admin", cfg, false, admin_handler, dm,
@@ -1259,7 +1299,8 @@ op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_
 
 /*
  * Says which settings of next a reload did not apply (all but the
- * OP_CONFIG_RELOAD keys and [globals]): cfg still runs with them.
+ * OP_CONFIG_RELOAD keys, [globals] and the brokers): cfg still runs with
+ * them.
  */
 static void unapplied_warn(const struct op_config *cfg, const struct op_config *next)
 {
@@ -1267,8 +1308,8 @@ static void unapplied_warn(const struct op_config *cfg, const struct op_config *
 	size_t n = 0;
 	if (op_config_diff(cfg, next, &names, &n) != OP_OK) {
 		OP_LOGW("reload: cannot compare the configs (out of memory); settings other "
-		        "than pipelines_dir, [globals] and the log's take effect at the next "
-		        "restart");
+		        "than pipelines_dir, [globals], the log's and the brokers take effect at "
+		        "the next restart");
 		return;
 	}
 	if (n > 0)
@@ -1288,7 +1329,7 @@ op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_
 	pthread_mutex_lock(&dm->set_mu);
 	dm->cfg->agent.pipelines_dir = dir;
 	dm->cfg->globals = globals;
-	struct reload_ctx c = {dm, NULL};
+	struct reload_ctx c = {dm, NULL, next};
 	op_err rc = op_runtime_reload(dm->rt, check_set, &c, d);
 	if (rc) {
 		dm->cfg->agent.pipelines_dir = old_dir;
@@ -1314,7 +1355,15 @@ op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_
 		op_log_set_json(next->agent.log_format == OP_CONFIG_LOG_JSON);
 	}
 	op_link_changed(dm->link);
+	/* The brokers were applied (next holds the sections they replaced, to be
+	 * freed with it): compare the rest. */
+	struct op_config_broker *replaced = next->brokers;
+	size_t nreplaced = next->n_brokers;
+	next->brokers = dm->cfg->brokers;
+	next->n_brokers = dm->cfg->n_brokers;
 	unapplied_warn(dm->cfg, next);
+	next->brokers = replaced;
+	next->n_brokers = nreplaced;
 	return OP_OK;
 }
 
@@ -1351,6 +1400,7 @@ void op_daemon_stop(struct op_daemon *dm)
 	op_db_pools_free(dm->db_pools); /* after the workers: no connection is out */
 	op_config_file_dirs_free(dm->file_dirs, dm->n_file_dirs);
 	op_metrics_free(dm->m);
+	pthread_mutex_destroy(&dm->brokers_mu);
 	pthread_mutex_destroy(&dm->set_mu);
 	pthread_mutex_destroy(&dm->mu);
 	op_free(dm);

@@ -18,11 +18,15 @@ struct op_daemon;
 op_err op_daemon_start(struct op_config *cfg, struct op_daemon **out, struct op_diag *d) OP_WUR;
 
 /*
- * Takes the pipelines folder and globals of next (a freshly loaded config)
- * and reloads the pipelines and their triggers as one set; on any problem
- * the running set goes on and d says why. Other settings need a restart:
- * after a reload one warning names every key of next that differs from the
- * running config ([broker NAME] sections included; see op_config_diff).
+ * Takes the pipelines folder, globals, log settings and [broker NAME]
+ * sections of next (a freshly loaded config) and reloads the pipelines and
+ * their triggers as one set, checked against next's brokers; on any problem
+ * nothing changes, the running set goes on and d says why. A broker whose
+ * settings changed gets a new publisher client and its MQTT triggers new
+ * consumers; unchanged ones keep their connections. next gets the broker
+ * sections it replaced (the caller frees them with it). Other settings need
+ * a restart: one warning names every key of next that differs from the
+ * running config (see op_config_diff).
  */
 op_err op_daemon_reload(struct op_daemon *dm, struct op_config *next, struct op_diag *d) OP_WUR;
 

@@ -79,6 +79,7 @@ struct consumer {
 struct op_mqtt_in {
 	struct op_runtime *rt;
 	const struct op_config *cfg;
+	pthread_mutex_t *cfg_mu; /* held while reading cfg's brokers */
 	char *exe;
 	pthread_t thread;
 	bool started; /* thread runs; changed by start and reload only */
@@ -209,6 +210,9 @@ static void plan(struct op_mqtt_in *m)
 		return;
 	}
 	size_t old_n = m->n;
+	/* A reload may change the brokers; the set's pipelines were checked
+	 * against the brokers it made current before the set. */
+	pthread_mutex_lock(m->cfg_mu);
 	struct op_runtime_set *set = op_runtime_get(m->rt);
 	const struct op_engine *e = op_runtime_engine(set);
 	for (size_t pi = 0; pi < op_engine_count(e); pi++) {
@@ -260,6 +264,7 @@ static void plan(struct op_mqtt_in *m)
 		}
 	}
 	op_runtime_put(m->rt, set);
+	pthread_mutex_unlock(m->cfg_mu);
 	for (size_t k = 0; k < old_n; k++) {
 		struct consumer *c = m->v[k];
 		if (c->wanted && !keep[k]) {
@@ -272,6 +277,7 @@ static void plan(struct op_mqtt_in *m)
 	return;
 oom:
 	op_runtime_put(m->rt, set);
+	pthread_mutex_unlock(m->cfg_mu);
 	op_free(keep);
 	OP_LOGE("out of memory: MQTT consumers not all started");
 }
@@ -798,8 +804,8 @@ static op_err start_thread(struct op_mqtt_in *m)
 	return OP_OK;
 }
 
-op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, const char *exe,
-                        struct op_mqtt_in **out)
+op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, pthread_mutex_t *cfg_mu,
+                        const char *exe, struct op_mqtt_in **out)
 {
 	*out = NULL;
 	struct op_mqtt_in *m = op_calloc(1, sizeof(*m));
@@ -807,6 +813,7 @@ op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, cons
 		return OP_ENOMEM;
 	m->rt = rt;
 	m->cfg = cfg;
+	m->cfg_mu = cfg_mu;
 	m->wake = -1;
 	if ((m->exe = op_strdup(exe)) == NULL || pthread_mutex_init(&m->mu, NULL) != 0) {
 		op_free(m->exe);

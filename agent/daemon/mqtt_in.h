@@ -22,6 +22,7 @@
 #ifndef OP_DAEMON_MQTT_IN_H
 #define OP_DAEMON_MQTT_IN_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "agent/core/diag.h"
@@ -47,10 +48,11 @@ struct op_mqtt_in_stats {
  * Starts the consumers of every mqtt pipeline of rt's current set. exe is
  * the program to run as a consumer ("/proc/self/exe" in outpostd: the same
  * binary, even after an upgrade replaced the file). cfg and rt must outlive
- * the trigger set.
+ * the trigger set. The trigger thread reads cfg's brokers with cfg_mu held:
+ * whoever changes them (a reload) holds it too.
  */
-op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, const char *exe,
-                        struct op_mqtt_in **out) OP_WUR;
+op_err op_mqtt_in_start(struct op_runtime *rt, const struct op_config *cfg, pthread_mutex_t *cfg_mu,
+                        const char *exe, struct op_mqtt_in **out) OP_WUR;
 
 /*
  * Waits at most timeout_ms until every consumer that m's start wanted is

@@ -14,6 +14,13 @@
  * nothing freed. A waiter paho never answered is freed with its client.
  * The in-flight slot of a message is given back when paho answers (not when
  * the publisher gives up), because until then paho's window holds it.
+ *
+ * Reloads (op_mqtt_out_update) change the set of clients while publishers
+ * run: o->v is an array of pointers under o->mu, and a publisher holds its
+ * client (users, under o->mu) from the lookup to its return. A client whose
+ * broker a reload changed or removed is retired: out of o->v, no longer
+ * started, asked to disconnect once its messages in flight are through, and
+ * freed by whoever lets go of it last, the reload or its last publisher.
  */
 #define OP_LOG_MODULE "mqtt"
 #include "agent/daemon/mqtt_out.h"
@@ -55,6 +62,9 @@ struct waiter {
 
 struct client {
 	struct op_mqtt_out *o;
+	unsigned users;              /* publishers holding it; under o->mu */
+	bool retired;                /* a reload dropped it; under o->mu and start_mu */
+	struct client *next_retired; /* in o->retired; under o->mu */
 	char *name, *uri, *client_id, *ca_file, *cert_file, *key_file, *username, *password;
 	bool tls;
 	int keepalive_s, connect_timeout_s;
@@ -83,8 +93,10 @@ struct client {
 };
 
 struct op_mqtt_out {
-	struct client *v;
+	pthread_mutex_t mu; /* v, n, retired, and each client's users and retired */
+	struct client **v;
 	size_t n;
+	struct client *retired;   /* retired clients that publishers still hold */
 	pthread_condattr_t cattr; /* CLOCK_MONOTONIC */
 	atomic_uint_fast64_t published;
 	atomic_uint_fast64_t failed;
@@ -494,6 +506,11 @@ static op_err client_start(struct client *c, char *why, size_t whylen)
 	pthread_mutex_lock(&c->start_mu);
 	if (atomic_load(&c->started))
 		goto out;
+	if (c->retired) {
+		say(why, whylen, "broker %s changed with a reload; publish again", c->name);
+		rc = OP_ENOCONN;
+		goto out;
+	}
 	int prc = MQTTAsync_create(&c->cl, c->uri, c->client_id, MQTTCLIENT_PERSISTENCE_NONE, NULL);
 	if (prc == MQTTASYNC_SUCCESS)
 		prc = MQTTAsync_setConnectionLostCallback(c->cl, c, on_lost);
@@ -684,6 +701,70 @@ static op_err send_qos1(struct client *c, const char *topic, const void *payload
 
 /* ---- API ---- */
 
+/* A new client for broker b (client ids from cfg's agent id), or NULL. */
+static struct client *client_new(struct op_mqtt_out *o, const struct op_config *cfg,
+                                 const struct op_config_broker *b)
+{
+	struct client *c = op_calloc(1, sizeof(*c));
+	if (c != NULL && client_init(o, c, cfg, b) != OP_OK) {
+		op_free(c);
+		c = NULL;
+	}
+	return c;
+}
+
+static void client_free(struct client *c)
+{
+	client_fini(c);
+	op_free(c);
+}
+
+/* Whether a and b connect the same way: a reload keeps a for b. */
+static bool same_client(const struct client *a, const struct client *b)
+{
+	return strcmp(a->name, b->name) == 0 && strcmp(a->uri, b->uri) == 0 &&
+	       strcmp(a->client_id, b->client_id) == 0 && strcmp(a->ca_file, b->ca_file) == 0 &&
+	       strcmp(a->cert_file, b->cert_file) == 0 && strcmp(a->key_file, b->key_file) == 0 &&
+	       strcmp(a->username, b->username) == 0 && strcmp(a->password, b->password) == 0 &&
+	       a->tls == b->tls && a->keepalive_s == b->keepalive_s &&
+	       a->connect_timeout_ms == b->connect_timeout_ms && a->max_inflight == b->max_inflight;
+}
+
+/*
+ * Asks a retired client that publishers still hold to disconnect once its
+ * messages in flight are through (paho waits up to the timeout for them),
+ * so that it does not fight the new client of the same id at the broker.
+ */
+static void retire_disconnect(struct client *c)
+{
+	if (!atomic_load(&c->started))
+		return;
+	MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+	d.timeout = DISCONNECT_WAIT_MS;
+	d.onSuccess = on_disconnect_ok;
+	d.onFailure = on_disconnect_failed;
+	d.context = c;
+	(void)MQTTAsync_disconnect(c->cl, &d);
+}
+
+/*
+ * Takes c out of service (under o->mu): no new publisher finds or starts it.
+ * Returns true when no publisher holds it, so the caller frees it after
+ * unlocking; otherwise its last publisher does.
+ */
+static bool retire_locked(struct op_mqtt_out *o, struct client *c)
+{
+	pthread_mutex_lock(&c->start_mu);
+	c->retired = true;
+	pthread_mutex_unlock(&c->start_mu);
+	if (c->users == 0)
+		return true;
+	c->next_retired = o->retired;
+	o->retired = c;
+	retire_disconnect(c); /* under o->mu: its last publisher frees it */
+	return false;
+}
+
 op_err op_mqtt_out_new(const struct op_config *cfg, struct op_mqtt_out **out)
 {
 	*out = NULL;
@@ -691,6 +772,11 @@ op_err op_mqtt_out_new(const struct op_config *cfg, struct op_mqtt_out **out)
 	if (o == NULL)
 		return OP_ENOMEM;
 	if (pthread_condattr_init(&o->cattr) != 0) {
+		op_free(o);
+		return OP_ENOMEM;
+	}
+	if (pthread_mutex_init(&o->mu, NULL) != 0) {
+		pthread_condattr_destroy(&o->cattr);
 		op_free(o);
 		return OP_ENOMEM;
 	}
@@ -705,7 +791,7 @@ op_err op_mqtt_out_new(const struct op_config *cfg, struct op_mqtt_out **out)
 		}
 	}
 	for (size_t i = 0; i < cfg->n_brokers; i++) {
-		if (client_init(o, &o->v[i], cfg, &cfg->brokers[i]) != OP_OK) {
+		if ((o->v[i] = client_new(o, cfg, &cfg->brokers[i])) == NULL) {
 			op_mqtt_out_free(o);
 			return OP_ENOMEM;
 		}
@@ -715,24 +801,111 @@ op_err op_mqtt_out_new(const struct op_config *cfg, struct op_mqtt_out **out)
 	return OP_OK;
 }
 
+op_err op_mqtt_out_update(struct op_mqtt_out *o, const struct op_config *cfg,
+                          const struct op_config_broker *brokers, size_t n)
+{
+	/* o->v and o->n change only here, on one thread: read without o->mu. */
+	size_t on = o->n;
+	struct client **nv = op_calloc(n ? n : 1, sizeof(*nv));
+	/* What to free once o->mu is let go: unused candidates, and retired
+	 * clients that no publisher holds. */
+	struct client **drop = op_calloc(on + n + 1, sizeof(*drop));
+	size_t nd = 0, i = 0;
+	for (; nv && drop && i < n; i++)
+		if ((nv[i] = client_new(o, cfg, &brokers[i])) == NULL)
+			break;
+	if (nv == NULL || drop == NULL || i < n) {
+		while (nv && i > 0)
+			client_free(nv[--i]);
+		op_free(nv);
+		op_free(drop);
+		return OP_ENOMEM;
+	}
+	/* From here nothing fails. An unchanged client carries over with its
+	 * connection; the others are retired. */
+	pthread_mutex_lock(&o->mu);
+	struct client **ov = o->v;
+	for (i = 0; i < n; i++) {
+		for (size_t k = 0; k < on; k++) {
+			if (ov[k] != NULL && same_client(ov[k], nv[i])) {
+				drop[nd++] = nv[i];
+				nv[i] = ov[k];
+				ov[k] = NULL;
+				break;
+			}
+		}
+	}
+	for (size_t k = 0; k < on; k++) {
+		if (ov[k] == NULL)
+			continue;
+		bool kept = false;
+		for (i = 0; i < n && !kept; i++)
+			kept = strcmp(nv[i]->name, ov[k]->name) == 0;
+		OP_LOGI("broker %s (%s): %s by the reload; its publisher disconnects", ov[k]->name,
+		        ov[k]->uri, kept ? "changed" : "removed");
+		if (retire_locked(o, ov[k]))
+			drop[nd++] = ov[k];
+	}
+	o->v = nv;
+	o->n = n;
+	pthread_mutex_unlock(&o->mu);
+	op_free(ov);
+	for (i = 0; i < nd; i++)
+		client_free(drop[i]);
+	op_free(drop);
+	return OP_OK;
+}
+
 void op_mqtt_out_free(struct op_mqtt_out *o)
 {
 	if (o == NULL)
 		return;
 	for (size_t i = 0; o->v && i < o->n; i++)
-		client_fini(&o->v[i]);
+		client_free(o->v[i]);
 	op_free(o->v);
+	while (o->retired) {
+		struct client *c = o->retired;
+		o->retired = c->next_retired;
+		client_free(c);
+	}
+	pthread_mutex_destroy(&o->mu);
 	pthread_condattr_destroy(&o->cattr);
 	op_free(o);
 }
 
+/* The client of broker name, held until release(), or NULL. */
 static struct client *find(struct op_mqtt_out *o, const char *name)
 {
+	struct client *c = NULL;
+	pthread_mutex_lock(&o->mu);
 	for (size_t i = 0; name && i < o->n; i++) {
-		if (strcmp(o->v[i].name, name) == 0)
-			return &o->v[i];
+		if (strcmp(o->v[i]->name, name) == 0) {
+			c = o->v[i];
+			c->users++;
+			break;
+		}
 	}
-	return NULL;
+	pthread_mutex_unlock(&o->mu);
+	return c;
+}
+
+/* Lets go of c; the last publisher of a retired client frees it. */
+static void release(struct op_mqtt_out *o, struct client *c)
+{
+	bool last = false;
+	pthread_mutex_lock(&o->mu);
+	if (--c->users == 0 && c->retired) {
+		for (struct client **p = &o->retired; *p; p = &(*p)->next_retired) {
+			if (*p == c) {
+				*p = c->next_retired;
+				last = true;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&o->mu);
+	if (last)
+		client_free(c);
 }
 
 op_err op_mqtt_out_publish(struct op_mqtt_out *o, const char *broker, const char *topic,
@@ -779,6 +952,8 @@ op_err op_mqtt_out_publish(struct op_mqtt_out *o, const char *broker, const char
 		rc = qos ? send_qos1(c, topic, p, len, retained, timeout_ms, deadline, why, whylen)
 		         : send_qos0(c, topic, p, len, retained, why, whylen);
 	}
+	if (c != NULL)
+		release(o, c);
 	atomic_fetch_add(rc ? &o->failed : &o->published, 1);
 	return rc;
 }
@@ -802,13 +977,16 @@ void op_mqtt_out_stats(struct op_mqtt_out *o, struct op_mqtt_out_stats *st)
 	memset(st, 0, sizeof(*st));
 	st->published = atomic_load(&o->published);
 	st->failed = atomic_load(&o->failed);
+	/* Clients are freed only under o->mu or at op_mqtt_out_free. */
+	pthread_mutex_lock(&o->mu);
 	for (size_t i = 0; i < o->n; i++) {
-		struct client *c = &o->v[i];
+		struct client *c = o->v[i];
 		pthread_mutex_lock(&c->mu);
 		st->inflight += (uint64_t)c->inflight;
 		st->connected += c->connected;
 		pthread_mutex_unlock(&c->mu);
 	}
+	pthread_mutex_unlock(&o->mu);
 }
 
 struct check_ctx {

@@ -176,6 +176,56 @@ what="a reload that adds one back starts its consumers"
 mv "$T/orders.json.off" "$T/pipelines/orders.json"
 kill -HUP "$pid"
 expect_consumers 3
+
+what="a reload adds a broker and a pipeline that uses it, without a restart"
+cp "$T/outpost.conf" "$T/outpost.conf.before"
+cat >>"$T/outpost.conf" <<CONF
+[broker extra]
+url = mqtt://127.0.0.1:$broker_port
+client_id = e2e-extra
+CONF
+cat >"$T/pipelines/extra.json" <<'JSON'
+{"name":"extra","version":"1",
+ "trigger":{"type":"mqtt","config":{"broker":"extra","topic":"extra/in","payload":"text"}},
+ "steps":[{"type":"mqtt-publish","config":{"broker":"extra","topic":"extra/out",
+   "payload":{"got":"{{ message }}","from":"{{ metadata.trigger.broker }}"},"qos":1}}]}
+JSON
+kill -HUP "$pid"
+expect_consumers 4
+checks=$((checks + 1))
+wait_until 20 subscribed 4 || fail "$what: the new consumer did not subscribe: $(tail -20 "$LOG")"
+# relayed N TEXT: publishes TEXT to extra/in and checks that the extra
+# pipeline publishes it to extra/out, the Nth time.
+relayed() {
+	broker_sub_count extra/out 1 20 "$T/extra.out" || exit 1
+	mosquitto_pub -h 127.0.0.1 -p "$broker_port" -q 1 -t extra/in -m "$2"
+	checks=$((checks + 1))
+	wait "$sub_pid" || fail "$what: nothing arrived on extra/out"
+	checks=$((checks + 1))
+	got=$(cat "$T/extra.out")
+	[ "$got" = "{\"got\":\"$2\",\"from\":\"extra\"}" ] || fail "$what: got '$got'"
+}
+relayed 1 'first'
+checks=$((checks + 1))
+log_has 'next restart' && fail "$what: the log says a restart is needed: $(grep 'next restart' "$LOG")"
+
+what="a reload that drops the broker but not the pipeline using it is refused whole"
+refusals() { grep -c 'reload refused' "$LOG"; }
+cp "$T/outpost.conf.before" "$T/outpost.conf"
+kill -HUP "$pid"
+checks=$((checks + 1))
+wait_until 10 test "$(refusals)" = 1 || fail "$what: not refused: $(tail -5 "$LOG")"
+checks=$((checks + 1))
+log_has "extra.json: trigger.config.broker: 'extra' is not a broker of the agent's config" ||
+	fail "$what: the problem is not logged: $(tail -5 "$LOG")"
+relayed 2 'after the refusal'
+
+what="a reload that drops the broker with its pipeline stops the pipeline's consumer"
+rm "$T/pipelines/extra.json"
+kill -HUP "$pid"
+expect_consumers 3
+checks=$((checks + 1))
+[ "$(refusals)" = 1 ] || fail "$what: refused: $(tail -5 "$LOG")"
 stop_daemon
 
 what="a daemon started without MQTT triggers starts them with the reload that adds one"

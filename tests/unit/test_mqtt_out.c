@@ -1101,6 +1101,121 @@ START_TEST(check_names_steps_with_unknown_brokers)
 }
 END_TEST
 
+/* How many times the broker's log says a client connected as id. */
+static int connects_as(const char *id)
+{
+	char p[256], needle[128];
+	snprintf(p, sizeof(p), "%s/mosquitto.log", bk.dir);
+	snprintf(needle, sizeof(needle), " as %s ", id);
+	int n = 0;
+	for (const char *q = read_file(p); (q = strstr(q, needle)) != NULL; q += strlen(needle))
+		n++;
+	return n;
+}
+
+static void load_brokers(struct op_config *c, const char *brokers)
+{
+	char text[1024];
+	snprintf(text, sizeof(text), "[agent]\nid = unit\n%s", brokers);
+	struct op_diag d;
+	op_diag_init(&d);
+	ck_assert_int_eq(op_config_load_string(text, "reload.conf", c, &d), OP_OK);
+	op_diag_fini(&d);
+}
+
+struct pubber {
+	atomic_bool stop;
+	atomic_int ok, retryable;
+};
+
+/* Publishes to "small" until told to stop: every answer is OP_OK or one
+ * worth retrying, whatever the reloads do to the broker meanwhile. */
+static void *publish_small(void *arg)
+{
+	struct pubber *pb = arg;
+	while (!atomic_load(&pb->stop)) {
+		char why[512];
+		op_err rc =
+		    publish("small", "reload/busy", "x", 1, 1, false, 3000, why, sizeof(why));
+		if (rc == OP_OK)
+			atomic_fetch_add(&pb->ok, 1);
+		else if (rc == OP_ENOCONN || rc == OP_ETIMEOUT || rc == OP_EBUSY)
+			atomic_fetch_add(&pb->retryable, 1);
+		else
+			ck_abort_msg("publish during a reload: %s: %s", op_err_name(rc), why);
+	}
+	return NULL;
+}
+
+/*
+ * A reload's brokers: an unchanged broker keeps its client and connection,
+ * a changed one connects anew with its new settings, a removed one is
+ * unknown, an added one works; publishes running meanwhile end well or
+ * retryably (ASan checks that nothing retired is touched after its free).
+ * Out of memory changes nothing.
+ */
+START_TEST(update_keeps_changes_adds_and_removes)
+{
+	ck_publish_ok("local", "reload/a", "1", 1, 1, false);
+	ck_publish_ok("small", "reload/a", "1", 1, 1, false);
+	ck_assert_int_eq(connects_as("outpost-unit-pub"), 1);
+	ck_assert_int_eq(connects_as("small-pub"), 1);
+
+	struct op_config c2;
+	char text[512];
+	snprintf(text, sizeof(text),
+	         "[broker local]\nurl = mqtt://127.0.0.1:%d\n"
+	         "[broker small]\nurl = tcp://127.0.0.1:%d\nclient_id = small2\nmax_inflight = 10\n"
+	         "[broker fresh]\nurl = mqtt://127.0.0.1:%d\nclient_id = fresh\n",
+	         bk.port, bk.port, bk.port);
+	load_brokers(&c2, text);
+
+	/* Out of memory at each allocation: nothing changes. */
+	for (uint64_t n = 1;; n++) {
+		op_alloc_fail_at(n);
+		op_err rc = op_mqtt_out_update(out, &cfg, c2.brokers, c2.n_brokers);
+		op_alloc_fail_at(0);
+		if (rc == OP_OK)
+			break;
+		ck_assert_int_eq(rc, OP_ENOMEM);
+		char why[256];
+		ck_assert_int_eq(
+		    publish("fresh", "reload/a", "x", 1, 1, false, 100, why, sizeof(why)),
+		    OP_ENOTFOUND);
+	}
+	/* Back and forth, with a publisher busy on the changed broker (started
+	 * after the failure point: it is armed for every thread). */
+	struct pubber pb = {0};
+	pthread_t th;
+	ck_assert_int_eq(pthread_create(&th, NULL, publish_small, &pb), 0);
+	ck_assert_int_eq(op_mqtt_out_update(out, &cfg, c2.brokers, c2.n_brokers), OP_OK);
+	ck_assert_int_eq(op_mqtt_out_update(out, &cfg, cfg.brokers, cfg.n_brokers), OP_OK);
+	ck_assert_int_eq(op_mqtt_out_update(out, &cfg, c2.brokers, c2.n_brokers), OP_OK);
+	ck_publish_ok("small", "reload/b", "2", 1, 1, false);
+	/* The busy publisher goes on through the new client too. */
+	int seen = atomic_load(&pb.ok);
+	long long until = now_ms() + 10000;
+	while (atomic_load(&pb.ok) < seen + 3 && now_ms() < until)
+		pause_ms(1);
+	atomic_store(&pb.stop, true);
+	pthread_join(th, NULL);
+	ck_assert_int_ge(atomic_load(&pb.ok), seen + 3);
+
+	ck_publish_ok("local", "reload/b", "2", 1, 1, false);
+	ck_publish_ok("fresh", "reload/b", "2", 1, 1, false);
+	ck_assert_int_eq(connects_as("outpost-unit-pub"), 1); /* kept its connection */
+	ck_assert_int_ge(connects_as("small2-pub"), 1);       /* the new settings */
+	ck_assert_int_eq(connects_as("fresh-pub"), 1);
+	char why[256];
+	ck_assert_int_eq(publish("down", "reload/a", "x", 1, 1, false, 100, why, sizeof(why)),
+	                 OP_ENOTFOUND);
+	struct op_mqtt_out_stats st;
+	op_mqtt_out_stats(out, &st);
+	ck_assert_uint_eq(st.connected, 3);
+	op_config_free(&c2);
+}
+END_TEST
+
 START_TEST(new_and_free_without_brokers)
 {
 	struct op_config c;
@@ -1161,6 +1276,7 @@ static Suite *mqtt_out_suite(void)
 	tcase_add_test(tc, credentials_are_sent_and_refusals_are_auth);
 	tcase_add_test(tc, tls_with_a_trusted_and_an_untrusted_ca);
 	tcase_add_test(tc, step_through_the_host_hook);
+	tcase_add_test(tc, update_keeps_changes_adds_and_removes);
 	suite_add_tcase(s, tc);
 	TCase *plain = tcase_create("plain");
 	tcase_set_timeout(plain, 60);
