@@ -219,9 +219,8 @@ static const struct op_config_key keys[] = {
      .def = "10s",
      .min = 100,
      .max = HOUR,
-     .help = "A request's header must arrive whole within this long of the connection being "
-             "ready for it (opened, or its previous answer sent), however slowly it trickles; "
-             "else the connection is closed."},
+     .help = "A request's header must arrive whole within this long of its first line, "
+             "however slowly it trickles; else the connection is closed."},
     {.section = "http",
      .key = "body_timeout",
      .type = OP_CONFIG_DURATION,

@@ -41,15 +41,22 @@
  *
  * Read deadlines (slow-client protection). MHD's idle timeout does not stop
  * a client that trickles a byte now and then. Each connection (struct conn,
- * MHD's socket_context) carries a deadline: its next request's header must
- * be in within header_ms of the connection being ready for it (connected,
- * or its previous answer sent), the body within body_ms of the header;
- * while a handler runs or an answer goes out there is none.
- * op_http_server_sweep() shuts down the socket of every connection past
- * its deadline, and MHD, reading end of file, closes it. The list is under
- * s->cmu, and MHD reports a connection closed (on_connection, which takes
- * s->cmu) before it closes the socket, so the sweep never shuts down a
- * descriptor number already reused by another connection.
+ * MHD's socket_context) carries a deadline: once a request's first line is
+ * in (on_uri), its header must be whole within header_ms, then its body
+ * within body_ms; while a handler runs or an answer goes out there is none;
+ * a connection waiting for a request (new, or kept alive) gets the longer
+ * of header_ms and the idle timeout, and closing it is not counted as a
+ * slow client. op_http_server_sweep() shuts down the socket of every
+ * connection past its deadline, and MHD, reading end of file, closes it.
+ *  - The list is under s->cmu, and MHD reports a connection closed
+ *    (on_connection, which takes s->cmu) before it closes the socket, so
+ *    the sweep never shuts down a descriptor number already reused.
+ *  - The sweep claims a connection by swapping its deadline for SHUT; the
+ *    MHD thread swaps in each new deadline and, finding SHUT, drops the
+ *    request rather than run a handler whose answer would be lost.
+ *  - Handlers run on the MHD threads, and a busy thread reads none of its
+ *    other connections: the sweep spares connections whose thread is in a
+ *    handler or left one less than BUSY_GRACE_MS ago.
  */
 #include "agent/http/server.h"
 #include "agent/core/clock.h"
@@ -85,12 +92,25 @@
 #define STOPPING_MESSAGE "the agent is stopping; the request was not accepted, send it again"
 #define STOPPING_RETRY   "5"
 
+/* What a connection's deadline is when the sweep has shut it down. */
+#define SHUT UINT64_MAX
+/* How long after its last handler an MHD thread's connections are spared. */
+#define BUSY_GRACE_MS 1000u
+
+/* An MHD thread, claimed by its first connection. */
+struct worker {
+	atomic_ulong tid;                /* pthread_self(); 0: free */
+	atomic_uint_fast64_t busy_since; /* in a handler since; 0: not */
+	atomic_uint_fast64_t idle_since; /* when its last handler returned */
+};
+
 /* A connection's read deadline: see "Read deadlines" above. */
 struct conn {
 	struct conn *prev, *next; /* in s->live, under s->cmu */
 	int fd;
-	atomic_uint_fast64_t due_ms; /* op_http_now_ms() deadline; 0: none */
-	bool shut;                   /* under s->cmu: the sweep shut it down */
+	struct worker *w;            /* the thread serving it; NULL: unknown */
+	atomic_uint_fast64_t due_ms; /* op_http_now_ms() deadline; 0: none; SHUT */
+	atomic_bool request;         /* a request's first line is in */
 };
 
 struct op_http_server {
@@ -120,6 +140,9 @@ struct op_http_server {
 	char mhd_err[160]; /* libmicrohttpd's last message (cut), under mu: why a start failed */
 	pthread_mutex_t cmu;
 	struct conn *live; /* every connection, for the sweep */
+	unsigned idle_ms;  /* a connection's deadline while it waits for a request */
+	struct worker *workers;
+	unsigned nworkers;
 };
 
 /*
@@ -730,6 +753,55 @@ out:
 	return ret;
 }
 
+/* The calling MHD thread's slot, claimed on first use; NULL if all are taken. */
+static struct worker *worker_self(struct op_http_server *s)
+{
+	unsigned long me = (unsigned long)pthread_self();
+	for (unsigned i = 0; i < s->nworkers; i++)
+		if (atomic_load(&s->workers[i].tid) == me)
+			return &s->workers[i];
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		unsigned long free_slot = 0;
+		if (atomic_compare_exchange_strong(&s->workers[i].tid, &free_slot, me))
+			return &s->workers[i];
+	}
+	return NULL;
+}
+
+/* Connection c's deadline record, or NULL. */
+static struct conn *conn_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci ? ci->socket_context : NULL;
+}
+
+/* Sets k's deadline to due; false when the sweep has shut k down. */
+static bool due_set(struct conn *k, uint64_t due)
+{
+	if (k == NULL)
+		return true;
+	uint64_t was = atomic_load(&k->due_ms);
+	do {
+		if (was == SHUT)
+			return false;
+	} while (!atomic_compare_exchange_weak(&k->due_ms, &was, due));
+	return true;
+}
+
+/* MHD_OPTION_URI_LOG_CALLBACK: a request's first line is in. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	struct op_http_server *s = cls;
+	(void)uri;
+	struct conn *k = conn_of(c);
+	if (k != NULL) {
+		atomic_store(&k->request, true);
+		(void)due_set(k, op_http_now_ms() + s->header_ms);
+	}
+	return NULL; /* *con_cls stays NULL for on_request's first call */
+}
+
 static enum MHD_Result queue_413(struct op_http_server *s, struct MHD_Connection *c)
 {
 	char msg[96];
@@ -750,11 +822,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return MHD_NO;
 		op_buf_init(&st->body, s->max_body);
 		*con_cls = st;
-		const union MHD_ConnectionInfo *ci =
-		    MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-		st->k = ci ? ci->socket_context : NULL;
-		if (st->k)
-			atomic_store(&st->k->due_ms, op_http_now_ms() + s->body_ms);
+		st->k = conn_of(c);
+		if (!due_set(st->k, op_http_now_ms() + s->body_ms))
+			return MHD_NO; /* the sweep shut it down */
 		if (atomic_load(&s->conns) > s->connection_limit) {
 			st->answered = true;
 			return queue_error(s, c, 503, "busy",
@@ -803,8 +873,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		}
 		return MHD_YES;
 	}
-	if (st->k)
-		atomic_store(&st->k->due_ms, 0); /* the whole request is in */
+	if (!due_set(st->k, 0)) /* the whole request is in */
+		return MHD_NO;  /* but the sweep shut the connection down */
 	if (st->def != NULL && !st->def_queued) {
 		/* Called again after op_http_complete() or stop resumed us. */
 		bool done;
@@ -820,24 +890,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return queue_413(s, c);
 	if (st->nomem)
 		return queue_error(s, c, 503, "nomem", "out of memory", true);
-	return dispatch(s, c, url, method, st);
+	/* While the handler runs this thread reads none of its connections. */
+	struct worker *w = st->k ? st->k->w : NULL;
+	if (w)
+		atomic_store(&w->busy_since, op_http_now_ms());
+	enum MHD_Result r = dispatch(s, c, url, method, st);
+	if (w) {
+		atomic_store(&w->idle_since, op_http_now_ms());
+		atomic_store(&w->busy_since, 0);
+	}
+	return r;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
 	struct op_http_server *s = cls;
+	(void)c;
 	(void)toe;
 	struct reqstate *st = *con_cls;
 	if (st == NULL)
 		return;
-	/* The connection now waits for its next request. Looked up again, not
-	 * st->k: a connection that closed has no context any more. */
-	const union MHD_ConnectionInfo *ci =
-	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	struct conn *k = ci ? ci->socket_context : NULL;
-	if (k)
-		atomic_store(&k->due_ms, op_http_now_ms() + s->header_ms);
+	/* The connection now waits for its next request. */
+	if (st->k) {
+		atomic_store(&st->k->request, false);
+		(void)due_set(st->k, op_http_now_ms() + s->idle_ms);
+	}
 	struct op_http_deferred *d = st->def;
 	if (st->counted || d != NULL) {
 		pthread_mutex_lock(&s->mu);
@@ -883,7 +961,9 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 		if (k == NULL)
 			return;
 		k->fd = ci->connect_fd;
-		atomic_init(&k->due_ms, op_http_now_ms() + s->header_ms);
+		k->w = worker_self(s);
+		atomic_init(&k->request, false);
+		atomic_init(&k->due_ms, op_http_now_ms() + s->idle_ms);
 		pthread_mutex_lock(&s->cmu);
 		k->next = s->live;
 		if (s->live)
@@ -911,24 +991,35 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 
 unsigned op_http_server_sweep(struct op_http_server *s, uint64_t now_ms)
 {
-	unsigned n = 0;
+	unsigned n = 0, idle = 0;
 	if (s == NULL)
 		return 0;
 	pthread_mutex_lock(&s->cmu);
 	for (struct conn *k = s->live; k; k = k->next) {
 		uint64_t due = atomic_load(&k->due_ms);
-		if (due == 0 || now_ms < due || k->shut)
+		if (due == 0 || due == SHUT || now_ms < due)
 			continue;
+		if (k->w && (atomic_load(&k->w->busy_since) != 0 ||
+		             now_ms < atomic_load(&k->w->idle_since) + BUSY_GRACE_MS))
+			continue; /* its thread could not read it */
+		if (!atomic_compare_exchange_strong(&k->due_ms, &due, SHUT))
+			continue; /* its thread moved on meanwhile */
+		/* Read first: once shut down, MHD may end the request at once. */
+		if (atomic_load(&k->request))
+			n++;
+		else
+			idle++;
 		/* MHD reads end of file and closes the connection. */
 		(void)shutdown(k->fd, SHUT_RDWR);
-		k->shut = true;
-		n++;
 	}
 	pthread_mutex_unlock(&s->cmu);
 	if (n > 0)
 		OP_LOGW("%s: closed %u connection%s that sent no whole request in time "
 		        "(header within %u ms, body within %u ms)",
 		        s->name, n, n == 1 ? "" : "s", s->header_ms, s->body_ms);
+	if (idle > 0)
+		OP_LOGD("%s: closed %u connection%s that sent no request in %u ms", s->name, idle,
+		        idle == 1 ? "" : "s", s->idle_ms);
 	return n;
 }
 
@@ -1003,6 +1094,7 @@ static void server_free(struct op_http_server *s)
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->cmu);
+	op_free(s->workers);
 	op_free(s->cert);
 	op_free_secret(s->key, s->key_len);
 	op_free(s);
@@ -1087,6 +1179,7 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 	unsigned threads = o->threads ? o->threads : 2;
 	unsigned client_timeout =
 	    o->client_timeout ? o->client_timeout : OP_HTTP_DEFAULT_CLIENT_TIMEOUT;
+	s->idle_ms = client_timeout * 1000u > s->header_ms ? client_timeout * 1000u : s->header_ms;
 	const char *host = o->host ? o->host : "127.0.0.1";
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
 	                 MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME;
@@ -1094,6 +1187,12 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 	if (h == NULL || threads > 256) {
 		fail(err, errlen, "a handler and 1 to 256 threads are required");
 		e = OP_ECONFIG;
+		goto out;
+	}
+	s->nworkers = threads + 1; /* the pool's threads, or the one polling thread */
+	s->workers = op_calloc(s->nworkers, sizeof(*s->workers));
+	if (s->workers == NULL) {
+		e = OP_ENOMEM;
 		goto out;
 	}
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
@@ -1170,6 +1269,7 @@ op_err op_http_server_start(const struct op_http_opts *o, op_http_handler h, voi
 		OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->per_ip_limit, NULL);
 	OPT(MHD_OPTION_NOTIFY_COMPLETED, on_completed, s);
 	OPT(MHD_OPTION_NOTIFY_CONNECTION, on_connection, s);
+	OPT(MHD_OPTION_URI_LOG_CALLBACK, on_uri, s);
 	OPT(MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, s);
 	OPT(MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s);
 	if (s->cert != NULL) {

@@ -34,7 +34,7 @@ struct op_http_opts {
 	size_t max_body;           /* bytes, default 5 MB; more is 413 */
 	unsigned request_ms;       /* handler deadline, default 30 s; past it 504 */
 	unsigned client_timeout;   /* seconds a connection may stay idle, default 30 */
-	unsigned header_ms;        /* a request's header whole within this, default 10 s */
+	unsigned header_ms;        /* a header whole this long after its first line, 10 s */
 	unsigned body_ms;          /* its body whole within this of the header, default 60 s */
 	unsigned connection_limit; /* open connections before 503, default 1000 */
 	unsigned per_ip_limit;     /* connections per client address, 0 = no limit */

@@ -1088,7 +1088,9 @@ static void sweep_closes_one(struct op_http_server *s, uint64_t ahead)
 {
 	uint64_t deadline = now_ms() + 5000;
 	while (op_http_server_sweep(s, now_ms() + ahead) == 0) {
-		ck_assert_msg(now_ms() < deadline, "no connection was past its deadline");
+		ck_assert_msg(now_ms() < deadline,
+		              "no connection was past its deadline (ahead %llu)",
+		              (unsigned long long)ahead);
 		struct timespec ts = {0, 1000000};
 		nanosleep(&ts, NULL);
 	}
@@ -1140,11 +1142,55 @@ START_TEST(server_read_deadlines)
 	ck_assert_int_eq(read_resp(&k, &r, 5000), 0);
 	ck_assert_int_eq(r.status, 202);
 	resp_fini(&r);
-	/* Answered and kept alive: the next request's header is due in 2 s. */
-	ck_assert_uint_eq(op_http_server_sweep(fx.s, now_ms()), 0);
-	sweep_closes_one(fx.s, 2000);
-	ck_assert(wait_closed(&k, 5000));
+	/* Answered and kept alive, it waits for its next request as long as the
+	 * idle timeout allows, and closing it then is no slow client. */
+	ck_assert_uint_eq(op_http_server_sweep(fx.s, now_ms() + 10000), 0);
+	ck_assert(!wait_closed(&k, 100));
+	bool closed = false;
+	for (uint64_t end = now_ms() + 5000; !closed && now_ms() < end;) {
+		ck_assert_uint_eq(op_http_server_sweep(fx.s, now_ms() + 601000), 0);
+		closed = wait_closed(&k, 20);
+	}
+	ck_assert(closed);
 	conn_close(&k);
+	fx_stop(&fx);
+}
+END_TEST
+
+/*
+ * Handlers run on the MHD threads: while one runs, its thread reads none of
+ * its other connections, and the sweep spares them (a request whose bytes
+ * wait in the socket is not a slow client); once the thread is free again
+ * the deadlines count.
+ */
+START_TEST(server_read_deadlines_busy_thread)
+{
+	struct fixture fx;
+	struct op_http_opts o = {
+	    .threads = 1, .client_timeout = 600, .header_ms = 2000, .request_ms = 1500};
+	struct conn a, b;
+	struct resp r;
+	fx_start(&fx, &o);
+	uint16_t port = op_http_server_port(fx.s);
+	conn_open(&b, port);
+	conn_sends(&b, "GET /orders/1 HTTP/1.1\r\nHost: t\r\n\r\n");
+	ck_assert_int_eq(read_resp(&b, &r, 5000), 0);
+	resp_fini(&r);
+	conn_open(&a, port);
+	conn_sends(&a, "POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+	wait_inflight(fx.s, 1);
+	conn_sends(&b, "POST /orders HTTP/1.1\r\nHost: t\r\n");
+	/* Past every deadline, but the thread is in /slow's handler. */
+	ck_assert_uint_eq(op_http_server_sweep(fx.s, now_ms() + 3600000), 0);
+	ck_assert(!wait_closed(&b, 100));
+	ck_assert_int_eq(read_resp(&a, &r, 5000), 0);
+	ck_assert_int_eq(r.status, 504);
+	resp_fini(&r);
+	/* Free again: b's header is late. */
+	sweep_closes_one(fx.s, 5000);
+	ck_assert(wait_closed(&b, 5000));
+	conn_close(&a);
+	conn_close(&b);
 	fx_stop(&fx);
 }
 END_TEST
@@ -1391,6 +1437,7 @@ static Suite *http_suite(void)
 	tcase_add_test(tc, server_keep_alive);
 	tcase_add_test(tc, server_slow_client_dropped);
 	tcase_add_test(tc, server_read_deadlines);
+	tcase_add_test(tc, server_read_deadlines_busy_thread);
 	tcase_add_test(tc, server_concurrent_clients);
 	tcase_add_test(tc, server_connection_limit);
 	tcase_add_test(tc, server_per_ip_limit);
