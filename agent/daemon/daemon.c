@@ -96,8 +96,9 @@ struct op_daemon {
 	/* Held to change cfg's brokers (a reload) and by the MQTT trigger
 	 * thread while it reads them. */
 	pthread_mutex_t brokers_mu;
-	struct op_link *link;   /* the control plane; NULL without [control] url */
-	struct op_vault *vault; /* where accounts from the control plane go */
+	atomic_bool prune_brokers; /* a reload removed brokers: prune once nothing drains */
+	struct op_link *link;      /* the control plane; NULL without [control] url */
+	struct op_vault *vault;    /* where accounts from the control plane go */
 	uint8_t seal_priv[OP_SEAL_KEY_LEN], seal_pub[OP_SEAL_KEY_LEN]; /* accounts are sealed to */
 	char seal_error[600]; /* why there is no seal key ("" when there is) */
 
@@ -391,6 +392,7 @@ static op_err brokers_apply(struct op_daemon *dm, struct op_config *next, struct
 	next->brokers = b;
 	next->n_brokers = n;
 	pthread_mutex_unlock(&dm->brokers_mu);
+	atomic_store(&dm->prune_brokers, true);
 	return OP_OK;
 }
 
@@ -1428,6 +1430,15 @@ void op_daemon_tick(struct op_daemon *dm)
 	if (n > 0)
 		op_metric_add(op_metric_with(dm->http_slow, NULL), n);
 	(void)op_http_server_sweep(dm->admin, now);
+	/* Brokers a reload removed go once no dropped pipeline drains. */
+	if (atomic_load(&dm->prune_brokers)) {
+		cJSON *draining = op_runtime_draining(dm->rt);
+		if (draining && cJSON_GetArraySize(draining) == 0) {
+			atomic_store(&dm->prune_brokers, false);
+			(void)op_mqtt_out_prune(dm->pub);
+		}
+		cJSON_Delete(draining);
+	}
 }
 
 unsigned op_daemon_http_port(const struct op_daemon *dm)

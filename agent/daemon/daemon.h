@@ -53,7 +53,8 @@ bool op_daemon_alive(struct op_daemon *dm, int64_t limit_ms, char *why, size_t w
 void op_daemon_set_stall_limit(struct op_daemon *dm, int64_t limit_ms);
 
 /* Housekeeping for the main thread, about once a second (OP_DAEMON_TICK_MS):
- * closes HTTP connections that send their request too slowly. */
+ * closes HTTP connections that send their request too slowly, and ends the
+ * publishers of brokers a reload removed once no dropped pipeline drains. */
 #define OP_DAEMON_TICK_MS 1000
 void op_daemon_tick(struct op_daemon *dm);
 

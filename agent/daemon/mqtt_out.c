@@ -62,9 +62,13 @@ struct waiter {
 
 struct client {
 	struct op_mqtt_out *o;
-	unsigned users;              /* publishers holding it; under o->mu */
-	bool retired;                /* a reload dropped it; under o->mu and start_mu */
-	struct client *next_retired; /* in o->retired; under o->mu */
+	/* Under o->mu: */
+	unsigned users;              /* publishers (and a retiring reload) holding it */
+	bool gone;                   /* in o->retired: its last holder frees it */
+	struct client *next_retired; /* in o->retired or o->removed */
+	/* Under start_mu: a reload dropped it, it starts no more. */
+	bool retired;
+	struct client *next_todo; /* the reload's own list of clients to retire */
 	char *name, *uri, *client_id, *ca_file, *cert_file, *key_file, *username, *password;
 	bool tls;
 	int keepalive_s, connect_timeout_s;
@@ -93,10 +97,11 @@ struct client {
 };
 
 struct op_mqtt_out {
-	pthread_mutex_t mu; /* v, n, retired, and each client's users and retired */
+	pthread_mutex_t mu; /* v, n, retired, removed, and the clients' users and links */
 	struct client **v;
 	size_t n;
 	struct client *retired;   /* retired clients that publishers still hold */
+	struct client *removed;   /* brokers a reload removed, kept for draining pipelines */
 	pthread_condattr_t cattr; /* CLOCK_MONOTONIC */
 	atomic_uint_fast64_t published;
 	atomic_uint_fast64_t failed;
@@ -311,6 +316,7 @@ static void on_disconnect_ok(void *ctx, MQTTAsync_successData *r)
 	struct client *c = ctx;
 	pthread_mutex_lock(&c->mu);
 	c->disconnected = true;
+	c->connected = false;
 	pthread_cond_broadcast(&c->state_cv);
 	pthread_mutex_unlock(&c->mu);
 }
@@ -731,9 +737,9 @@ static bool same_client(const struct client *a, const struct client *b)
 }
 
 /*
- * Asks a retired client that publishers still hold to disconnect once its
- * messages in flight are through (paho waits up to the timeout for them),
- * so that it does not fight the new client of the same id at the broker.
+ * Asks a retired client to disconnect once its messages in flight are
+ * through (paho waits up to the timeout for them), so that it does not
+ * fight a new client of the same id at the broker.
  */
 static void retire_disconnect(struct client *c)
 {
@@ -747,22 +753,35 @@ static void retire_disconnect(struct client *c)
 	(void)MQTTAsync_disconnect(c->cl, &d);
 }
 
-/*
- * Takes c out of service (under o->mu): no new publisher finds or starts it.
- * Returns true when no publisher holds it, so the caller frees it after
- * unlocking; otherwise its last publisher does.
- */
-static bool retire_locked(struct op_mqtt_out *o, struct client *c)
+/* Under o->mu: c leaves service, held by the caller until retire(). */
+static void pin_locked(struct op_mqtt_out *o, struct client *c, struct client **todo)
 {
-	pthread_mutex_lock(&c->start_mu);
-	c->retired = true;
-	pthread_mutex_unlock(&c->start_mu);
-	if (c->users == 0)
-		return true;
+	c->users++;
+	c->gone = true;
 	c->next_retired = o->retired;
 	o->retired = c;
-	retire_disconnect(c); /* under o->mu: its last publisher frees it */
-	return false;
+	c->next_todo = *todo;
+	*todo = c;
+}
+
+static void release(struct op_mqtt_out *o, struct client *c);
+
+/*
+ * Ends the pinned clients of todo: they start no more, disconnect once their
+ * messages in flight are through, and are freed by whoever lets go of them
+ * last. Without o->mu: starting and disconnecting wait for paho.
+ */
+static void retire(struct op_mqtt_out *o, struct client *todo)
+{
+	while (todo) {
+		struct client *c = todo;
+		todo = c->next_todo;
+		pthread_mutex_lock(&c->start_mu);
+		c->retired = true;
+		pthread_mutex_unlock(&c->start_mu);
+		retire_disconnect(c);
+		release(o, c);
+	}
 }
 
 op_err op_mqtt_out_new(const struct op_config *cfg, struct op_mqtt_out **out)
@@ -801,38 +820,59 @@ op_err op_mqtt_out_new(const struct op_config *cfg, struct op_mqtt_out **out)
 	return OP_OK;
 }
 
+/* Under o->mu: takes the removed client that connects as c does out of
+ * o->removed, or returns NULL. */
+static struct client *unremove_locked(struct op_mqtt_out *o, const struct client *c)
+{
+	for (struct client **p = &o->removed; *p; p = &(*p)->next_retired) {
+		if (same_client(*p, c)) {
+			struct client *r = *p;
+			*p = r->next_retired;
+			r->next_retired = NULL;
+			return r;
+		}
+	}
+	return NULL;
+}
+
 op_err op_mqtt_out_update(struct op_mqtt_out *o, const struct op_config *cfg,
                           const struct op_config_broker *brokers, size_t n)
 {
 	/* o->v and o->n change only here, on one thread: read without o->mu. */
 	size_t on = o->n;
 	struct client **nv = op_calloc(n ? n : 1, sizeof(*nv));
-	/* What to free once o->mu is let go: unused candidates, and retired
-	 * clients that no publisher holds. */
-	struct client **drop = op_calloc(on + n + 1, sizeof(*drop));
-	size_t nd = 0, i = 0;
-	for (; nv && drop && i < n; i++)
+	struct client **unused = op_calloc(n ? n : 1, sizeof(*unused));
+	size_t nu = 0, i = 0;
+	for (; nv && unused && i < n; i++)
 		if ((nv[i] = client_new(o, cfg, &brokers[i])) == NULL)
 			break;
-	if (nv == NULL || drop == NULL || i < n) {
+	if (nv == NULL || unused == NULL || i < n) {
 		while (nv && i > 0)
 			client_free(nv[--i]);
 		op_free(nv);
-		op_free(drop);
+		op_free(unused);
 		return OP_ENOMEM;
 	}
 	/* From here nothing fails. An unchanged client carries over with its
-	 * connection; the others are retired. */
+	 * connection (also one a reload before removed); a changed one is
+	 * retired; a removed one stays findable, for pipelines that drain,
+	 * until op_mqtt_out_prune(). */
+	struct client *todo = NULL;
 	pthread_mutex_lock(&o->mu);
 	struct client **ov = o->v;
 	for (i = 0; i < n; i++) {
-		for (size_t k = 0; k < on; k++) {
+		struct client *keep = NULL;
+		for (size_t k = 0; k < on && keep == NULL; k++) {
 			if (ov[k] != NULL && same_client(ov[k], nv[i])) {
-				drop[nd++] = nv[i];
-				nv[i] = ov[k];
+				keep = ov[k];
 				ov[k] = NULL;
-				break;
 			}
+		}
+		if (keep == NULL)
+			keep = unremove_locked(o, nv[i]);
+		if (keep != NULL) {
+			unused[nu++] = nv[i];
+			nv[i] = keep;
 		}
 	}
 	for (size_t k = 0; k < on; k++) {
@@ -841,19 +881,45 @@ op_err op_mqtt_out_update(struct op_mqtt_out *o, const struct op_config *cfg,
 		bool kept = false;
 		for (i = 0; i < n && !kept; i++)
 			kept = strcmp(nv[i]->name, ov[k]->name) == 0;
-		OP_LOGI("broker %s (%s): %s by the reload; its publisher disconnects", ov[k]->name,
-		        ov[k]->uri, kept ? "changed" : "removed");
-		if (retire_locked(o, ov[k]))
-			drop[nd++] = ov[k];
+		if (kept) {
+			OP_LOGI("broker %s (%s): changed by the reload; its publisher disconnects",
+			        ov[k]->name, ov[k]->uri);
+			pin_locked(o, ov[k], &todo);
+		} else {
+			OP_LOGI("broker %s (%s): removed by the reload; its publisher stays while "
+			        "pipelines drain",
+			        ov[k]->name, ov[k]->uri);
+			ov[k]->next_retired = o->removed;
+			o->removed = ov[k];
+		}
 	}
 	o->v = nv;
 	o->n = n;
 	pthread_mutex_unlock(&o->mu);
 	op_free(ov);
-	for (i = 0; i < nd; i++)
-		client_free(drop[i]);
-	op_free(drop);
+	retire(o, todo);
+	for (i = 0; i < nu; i++)
+		client_free(unused[i]);
+	op_free(unused);
 	return OP_OK;
+}
+
+unsigned op_mqtt_out_prune(struct op_mqtt_out *o)
+{
+	unsigned n = 0;
+	struct client *todo = NULL;
+	pthread_mutex_lock(&o->mu);
+	while (o->removed) {
+		struct client *c = o->removed;
+		o->removed = c->next_retired;
+		OP_LOGI("broker %s (%s): no pipeline uses it any more; its publisher disconnects",
+		        c->name, c->uri);
+		pin_locked(o, c, &todo);
+		n++;
+	}
+	pthread_mutex_unlock(&o->mu);
+	retire(o, todo);
+	return n;
 }
 
 void op_mqtt_out_free(struct op_mqtt_out *o)
@@ -863,10 +929,13 @@ void op_mqtt_out_free(struct op_mqtt_out *o)
 	for (size_t i = 0; o->v && i < o->n; i++)
 		client_free(o->v[i]);
 	op_free(o->v);
-	while (o->retired) {
-		struct client *c = o->retired;
-		o->retired = c->next_retired;
-		client_free(c);
+	struct client *lists[] = {o->retired, o->removed};
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		while (lists[i]) {
+			struct client *c = lists[i];
+			lists[i] = c->next_retired;
+			client_free(c);
+		}
 	}
 	pthread_mutex_destroy(&o->mu);
 	pthread_condattr_destroy(&o->cattr);
@@ -878,13 +947,15 @@ static struct client *find(struct op_mqtt_out *o, const char *name)
 {
 	struct client *c = NULL;
 	pthread_mutex_lock(&o->mu);
-	for (size_t i = 0; name && i < o->n; i++) {
-		if (strcmp(o->v[i]->name, name) == 0) {
+	for (size_t i = 0; name && c == NULL && i < o->n; i++)
+		if (strcmp(o->v[i]->name, name) == 0)
 			c = o->v[i];
-			c->users++;
-			break;
-		}
-	}
+	/* A broker a reload removed, for the pipelines still draining. */
+	for (struct client *r = o->removed; name && c == NULL && r; r = r->next_retired)
+		if (strcmp(r->name, name) == 0)
+			c = r;
+	if (c)
+		c->users++;
 	pthread_mutex_unlock(&o->mu);
 	return c;
 }
@@ -894,7 +965,7 @@ static void release(struct op_mqtt_out *o, struct client *c)
 {
 	bool last = false;
 	pthread_mutex_lock(&o->mu);
-	if (--c->users == 0 && c->retired) {
+	if (--c->users == 0 && c->gone) {
 		for (struct client **p = &o->retired; *p; p = &(*p)->next_retired) {
 			if (*p == c) {
 				*p = c->next_retired;

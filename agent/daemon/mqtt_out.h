@@ -49,14 +49,20 @@ op_err op_mqtt_out_new(const struct op_config *cfg, struct op_mqtt_out **out) OP
 /*
  * Makes brokers (n of them, e.g. a reloaded config's; client ids from cfg's
  * agent id) the brokers o publishes to. A broker whose settings did not
- * change keeps its client and connection. A changed or removed one's client
- * is retired: publishes already holding it finish (paho gets up to 2 s to
- * get their messages through, then it disconnects), new ones use the new
- * settings or, for a removed broker, fail OP_ENOTFOUND. Call it from one
- * thread at a time; publishes may run meanwhile. OP_ENOMEM changes nothing.
+ * change keeps its client and connection. A changed one's client is
+ * retired: publishes already holding it finish (paho gets up to 2 s to get
+ * their messages through, then it disconnects), new ones use the new
+ * settings. A removed broker's client stays, connected and found by name,
+ * for the pipelines that the reload dropped and that still drain, until
+ * op_mqtt_out_prune(). Call both from one thread at a time; publishes may
+ * run meanwhile. OP_ENOMEM changes nothing.
  */
 op_err op_mqtt_out_update(struct op_mqtt_out *o, const struct op_config *cfg,
                           const struct op_config_broker *brokers, size_t n) OP_WUR;
+
+/* Retires the clients of removed brokers (once no dropped pipeline drains:
+ * publishes to them then fail OP_ENOTFOUND); returns how many. */
+unsigned op_mqtt_out_prune(struct op_mqtt_out *o);
 
 /*
  * Disconnects and frees every client. No publish may be running or start

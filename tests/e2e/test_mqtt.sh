@@ -226,6 +226,11 @@ kill -HUP "$pid"
 expect_consumers 3
 checks=$((checks + 1))
 [ "$(refusals)" = 1 ] || fail "$what: refused: $(tail -5 "$LOG")"
+# Nothing of the pipeline drains: its broker's publisher ends (within a
+# second, at the daemon's housekeeping).
+checks=$((checks + 1))
+wait_until 10 log_has 'broker extra (.*): no pipeline uses it any more' ||
+	fail "$what: the removed broker's publisher was not ended: $(tail -5 "$LOG")"
 stop_daemon
 
 what="a daemon started without MQTT triggers starts them with the reload that adds one"

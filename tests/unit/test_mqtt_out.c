@@ -1149,15 +1149,17 @@ static void *publish_small(void *arg)
 
 /*
  * A reload's brokers: an unchanged broker keeps its client and connection,
- * a changed one connects anew with its new settings, a removed one is
- * unknown, an added one works; publishes running meanwhile end well or
- * retryably (ASan checks that nothing retired is touched after its free).
- * Out of memory changes nothing.
+ * a changed one connects anew with its new settings, a removed one stays
+ * (for pipelines that drain) until pruned and is unknown after, an added
+ * one works; publishes running meanwhile end well or retryably (ASan checks
+ * that nothing retired is touched after its free). Out of memory changes
+ * nothing.
  */
 START_TEST(update_keeps_changes_adds_and_removes)
 {
 	ck_publish_ok("local", "reload/a", "1", 1, 1, false);
 	ck_publish_ok("small", "reload/a", "1", 1, 1, false);
+	ck_publish_ok("authok", "reload/a", "1", 1, 1, false);
 	ck_assert_int_eq(connects_as("outpost-unit-pub"), 1);
 	ck_assert_int_eq(connects_as("small-pub"), 1);
 
@@ -1206,12 +1208,23 @@ START_TEST(update_keeps_changes_adds_and_removes)
 	ck_assert_int_eq(connects_as("outpost-unit-pub"), 1); /* kept its connection */
 	ck_assert_int_ge(connects_as("small2-pub"), 1);       /* the new settings */
 	ck_assert_int_eq(connects_as("fresh-pub"), 1);
-	char why[256];
-	ck_assert_int_eq(publish("down", "reload/a", "x", 1, 1, false, 100, why, sizeof(why)),
-	                 OP_ENOTFOUND);
 	struct op_mqtt_out_stats st;
 	op_mqtt_out_stats(out, &st);
 	ck_assert_uint_eq(st.connected, 3);
+	/* Removed brokers stay for the pipelines that drain, until pruned. */
+	ck_publish_ok("authok", "reload/c", "3", 1, 1, false);
+	ck_assert_int_eq(connects_as("authok-pub"), 1);
+	ck_assert_uint_eq(op_mqtt_out_prune(out), 5); /* auth, authok, down, tls, rogue */
+	ck_assert_uint_eq(op_mqtt_out_prune(out), 0);
+	char why[256];
+	ck_assert_int_eq(publish("authok", "reload/a", "x", 1, 1, false, 100, why, sizeof(why)),
+	                 OP_ENOTFOUND);
+	ck_assert_int_eq(publish("down", "reload/a", "x", 1, 1, false, 100, why, sizeof(why)),
+	                 OP_ENOTFOUND);
+	/* Back once more: a removed broker's client is not reused after its prune. */
+	ck_assert_int_eq(op_mqtt_out_update(out, &cfg, cfg.brokers, cfg.n_brokers), OP_OK);
+	ck_publish_ok("authok", "reload/d", "4", 1, 1, false);
+	ck_assert_int_eq(connects_as("authok-pub"), 2);
 	op_config_free(&c2);
 }
 END_TEST
