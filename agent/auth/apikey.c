@@ -15,6 +15,7 @@
 
 #include "agent/auth/auth_int.h"
 #include "agent/core/alloc.h"
+#include "agent/core/b64.h"
 
 #define KEY_MAX 1024 /* longest key looked at */
 
@@ -45,24 +46,13 @@ static const struct op_auth__field key_fields[] = {
     {.name = "hash", .kind = OP_AUTH__STR, .required = true, .help = "\"sha256:<64 hex digits>\""},
 };
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static bool parse_digest(const char *s, unsigned char *out)
 {
 	if (strncmp(s, "sha256:", 7) != 0 || strlen(s) != 7 + 2 * WC_SHA256_DIGEST_SIZE)
 		return false;
 	s += 7;
 	for (size_t i = 0; i < WC_SHA256_DIGEST_SIZE; i++) {
-		int h = hexval(s[2 * i]), l = hexval(s[2 * i + 1]);
+		int h = op_hex_value(s[2 * i]), l = op_hex_value(s[2 * i + 1]);
 		if (h < 0 || l < 0)
 			return false;
 		out[i] = (unsigned char)(h << 4 | l);

@@ -101,3 +101,14 @@ size_t op_b64_encode(const unsigned char *in, size_t n, bool url, char *out, siz
 	out[o] = '\0';
 	return o;
 }
+
+int op_hex_value(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

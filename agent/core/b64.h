@@ -15,6 +15,9 @@
  */
 bool op_b64_decode(const char *s, size_t len, bool url, unsigned char *out, size_t cap,
                    size_t *outlen);
+/* The value of a hexadecimal digit (either case), or -1. */
+int op_hex_value(int c);
+
 /* Largest decoded size of len encoded characters. */
 size_t op_b64_decoded_max(size_t len);
 /* Encodes (standard with padding, or url without); returns the length or 0 if cap is short. */

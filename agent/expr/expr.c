@@ -18,6 +18,7 @@
 #include <strings.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/b64.h"
 #include "agent/expr/expr_int.h"
 
 enum tok {
@@ -120,22 +121,11 @@ static bool is_ident(int c)
 	return isalnum(c) || c == '_';
 }
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static bool read_hex4(const char *s, unsigned long *out)
 {
 	unsigned long v = 0;
 	for (int i = 0; i < 4; i++) {
-		int h = hexval((unsigned char)s[i]);
+		int h = op_hex_value((unsigned char)s[i]);
 		if (h < 0)
 			return false;
 		v = v * 16 + (unsigned long)h;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/b64.h"
 
 enum seg_kind { SEG_LIT = 0, SEG_PARAM = 1, SEG_WILD = 2 };
 
@@ -211,17 +212,6 @@ out:
 	return OP_OK;
 }
 
-static int hexval(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static void split_fini(struct split *sp)
 {
 	op_free(sp->dec);
@@ -252,8 +242,8 @@ static op_err split_path(const char *path, struct split *sp)
 		while (*p != '\0' && *p != '/') {
 			unsigned char c = (unsigned char)*p;
 			if (c == '%') {
-				int hi = hexval((unsigned char)p[1]);
-				int lo = hi < 0 ? -1 : hexval((unsigned char)p[2]);
+				int hi = op_hex_value((unsigned char)p[1]);
+				int lo = hi < 0 ? -1 : op_hex_value((unsigned char)p[2]);
 				if (lo < 0)
 					goto bad;
 				c = (unsigned char)(hi * 16 + lo);

@@ -59,6 +59,7 @@
  *    handler or left one less than BUSY_GRACE_MS ago.
  */
 #include "agent/http/server.h"
+#include "agent/core/b64.h"
 #include "agent/core/clock.h"
 
 #include <arpa/inet.h>
@@ -412,17 +413,6 @@ static enum MHD_Result queue_error(struct op_http_server *s, struct MHD_Connecti
 	return queue(s, c, status, op_buf_take(&b), n, "application/json", NULL, NULL, close);
 }
 
-static int hexval(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decodes a query component in place ('+' is a space). False on bad %XX or NUL. */
 static bool query_decode(char *s)
 {
@@ -431,8 +421,8 @@ static bool query_decode(char *s)
 		if (*r == '+') {
 			*w++ = ' ';
 		} else if (*r == '%') {
-			int hi = hexval((unsigned char)r[1]);
-			int lo = hi < 0 ? -1 : hexval((unsigned char)r[2]);
+			int hi = op_hex_value((unsigned char)r[1]);
+			int lo = hi < 0 ? -1 : op_hex_value((unsigned char)r[2]);
 			if (lo < 0 || (hi == 0 && lo == 0))
 				return false;
 			*w++ = (char)(hi * 16 + lo);

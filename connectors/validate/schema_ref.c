@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/b64.h"
 #include "agent/core/buf.h"
 #include "connectors/validate/schema_int.h"
 
@@ -206,17 +207,6 @@ op_err op_schema__uri_resolve(struct op_schema *s, const char *base, const char 
 	return e;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decodes %XX in place; false on a malformed escape or an encoded NUL. */
 static bool percent_decode(char *s)
 {
@@ -226,7 +216,7 @@ static bool percent_decode(char *s)
 			*w++ = *r;
 			continue;
 		}
-		int hi = hexval(r[1]), lo = hi < 0 ? -1 : hexval(r[2]);
+		int hi = op_hex_value(r[1]), lo = hi < 0 ? -1 : op_hex_value(r[2]);
 		if (lo < 0 || (hi == 0 && lo == 0))
 			return false;
 		*w++ = (char)(hi * 16 + lo);
