@@ -8,6 +8,10 @@
  * tears them all down wherever they were made and a later op_jq at the same
  * address never meets a stale state.
  *
+ * A program inside the subset of jq_fast.c also has a fast form, which
+ * op_jq_run tries first; it answers without libjq or any jq_state, or gives
+ * up and leaves the run to libjq.
+ *
  * A program whose text hashes into the known set (texts that compiled before,
  * with this libjq) is accepted without a compile and has no spare state; nor
  * has any program when op_jq_keep_validated(false) (the daemon).
@@ -64,6 +68,7 @@
 #include "agent/core/alloc.h"
 #include "agent/core/clock.h"
 #include "agent/core/log.h"
+#include "connectors/transform/jq_fast.h"
 
 /*
  * Prepended to every program, on one line. mktime is computed here because
@@ -113,6 +118,7 @@ struct op_jq {
 	size_t output_max;
 	bool uses_globals;
 	bool uses_metadata;
+	struct op_jqf *fast;       /* the fast path's form of the program, or NULL */
 	struct slot *states;       /* registry of every thread's states; reg_lock */
 	_Atomic(jq_state *) spare; /* the state op_jq_compile validated, until a runner takes it */
 };
@@ -129,6 +135,8 @@ struct msgbuf {
 	size_t len;
 };
 
+static atomic_bool fast_on = true;
+static _Thread_local uint64_t fast_runs;
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_uint_fast64_t last_id;
@@ -960,6 +968,7 @@ op_err op_jq_compile(const char *program, struct op_jq **out, char *err, size_t 
 	q->output_max = OP_JQ_OUTPUT_MAX_DEFAULT;
 	q->uses_globals = mentions(program, "globals");
 	q->uses_metadata = mentions(program, "metadata");
+	q->fast = op_jqf_compile(program);
 	atomic_init(&q->spare, jq);
 	*out = q;
 	q = NULL;
@@ -993,6 +1002,7 @@ void op_jq_free(struct op_jq *q)
 	jq_state *spare = atomic_load(&q->spare);
 	if (spare != NULL)
 		jq_teardown(&spare);
+	op_jqf_free(q->fast);
 	op_free(q->text);
 	op_free(q);
 }
@@ -1336,6 +1346,12 @@ op_err op_jq_run(const struct op_jq *cq, const cJSON *in, const cJSON *globals,
 		*out = NULL;
 	if (q == NULL || in == NULL || out == NULL)
 		return fail(&mb, OP_EINVAL, "no jq program or input");
+	if (q->fast != NULL && atomic_load_explicit(&fast_on, memory_order_relaxed) &&
+	    op_jqf_run(q->fast, in, q->uses_globals ? globals : NULL,
+	               q->uses_metadata ? metadata : NULL, q->output_max, out)) {
+		fast_runs++;
+		return OP_OK;
+	}
 	e = tcache_get(&tc, &mb);
 	if (e)
 		return e;
@@ -1361,4 +1377,19 @@ op_err op_jq_run(const struct op_jq *cq, const cJSON *in, const cJSON *globals,
 	if (e)
 		unwind(s->jq);
 	return e;
+}
+
+void op_jq_fast_enable(bool on)
+{
+	atomic_store(&fast_on, on);
+}
+
+bool op_jq_is_fast(const struct op_jq *q)
+{
+	return q != NULL && q->fast != NULL;
+}
+
+uint64_t op_jq_fast_runs(void)
+{
+	return fast_runs;
 }

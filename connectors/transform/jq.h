@@ -120,12 +120,25 @@ void op_jq_free(struct op_jq *q);
  *               process, see README.md); nothing is leaked.
  *   OP_EINTERNAL a thread's jq state could not be compiled.
  *
- * The first run of q on a thread compiles a jq state for that thread (about
- * 15 ms); later runs reuse it. A program that loops forever without producing
+ * A program entirely inside the subset of jq_fast.c (paths, literals,
+ * object and array construction, map and select, arithmetic, comparisons) is
+ * run on the cJSON values directly, without libjq, whenever the answer is
+ * sure to be libjq's; anything else runs on libjq. The first libjq run of q
+ * on a thread compiles a jq state for that thread (about 15 ms); later runs
+ * reuse it. A program that loops forever without producing
  * output blocks the calling thread: libjq 1.6 cannot be interrupted.
  */
 op_err op_jq_run(const struct op_jq *q, const cJSON *in, const cJSON *globals,
                  const cJSON *metadata, cJSON **out, char *err, size_t errlen) OP_WUR;
+
+/* Whether q has a fast form (jq_fast.h); its runs may still fall back to libjq. */
+bool op_jq_is_fast(const struct op_jq *q);
+
+/* For tests and benchmarks: off, every run goes to libjq. On by default. */
+void op_jq_fast_enable(bool on);
+
+/* How many runs the fast path answered on the calling thread. */
+uint64_t op_jq_fast_runs(void);
 
 /*
  * Programs known to compile. libjq 1.6 spends about 20 ms compiling its

@@ -4,19 +4,23 @@
  * path, params, query, wrk's headers, the 309-byte order as body), split into
  * its parts:
  *
- * - jq_w1_transform_us: op_jq_run, as the transform step calls it (the
- *   message converted into jq values, libjq's run, the result converted back);
+ * - jq_w1_transform_us: op_jq_run, as the transform step calls it: W1's
+ *   program is inside the fast path's subset (connectors/transform/jq_fast.c),
+ *   so it runs on the cJSON message without libjq;
+ * - jq_w1_transform_libjq_us: op_jq_run with the fast path off (the message
+ *   converted into jq values, libjq's run, the result converted back), and
+ *   jq_w1_fast_vs_libjq, the ratio of the two;
  * - jq_w1_libjq_us: libjq alone on the same program (prelude included) and
  *   input, built once as jq values and shared by every run: the part no code
  *   of the agent's can make cheaper;
- * - jq_identity_us: op_jq_run of `.`: the conversions of the whole message,
- *   in and out, with almost nothing for libjq to do;
+ * - jq_identity_us: op_jq_run of `.` on libjq: the conversions of the whole
+ *   message, in and out, with almost nothing for libjq to do;
  * - jq_w1_vs_json_roundtrip: one transform against a cJSON parse and print of
  *   the same message measured in the same run (a yardstick that moves with
  *   the machine's load).
  *
- * The libjq figure is the floor of W1's time per request on its HTTP thread
- * (tests/bench/README.md).
+ * The libjq figure is the floor of a libjq transform's time per request on
+ * its HTTP thread (tests/bench/README.md).
  */
 #include <jq.h>
 #include <stdio.h>
@@ -148,16 +152,21 @@ int main(void)
 	if (msg == NULL || globals == NULL || meta == NULL)
 		return 1;
 	double w1 = run_op(w1_program, msg, globals, meta);
+	op_jq_fast_enable(false);
+	double w1_lib = run_op(w1_program, msg, globals, meta);
 	double lib = run_libjq();
 	double ident = run_op(".", msg, globals, meta);
+	op_jq_fast_enable(true);
 	double yard = json_roundtrip_us();
 	cJSON_Delete(meta);
 	cJSON_Delete(globals);
 	cJSON_Delete(msg);
-	if (w1 < 0 || lib < 0 || ident < 0)
+	if (w1 < 0 || w1_lib < 0 || lib < 0 || ident < 0)
 		return 1;
 	printf("bench: jq_message_bytes %zu bytes\n", strlen(msg_text));
 	printf("bench: jq_w1_transform_us %.2f us\n", w1);
+	printf("bench: jq_w1_transform_libjq_us %.2f us\n", w1_lib);
+	printf("bench: jq_w1_fast_vs_libjq %.3f ratio\n", w1 / w1_lib);
 	printf("bench: jq_w1_libjq_us %.2f us\n", lib);
 	printf("bench: jq_identity_us %.2f us\n", ident);
 	printf("bench: jq_w1_vs_json_roundtrip %.1f ratio\n", w1 / yard);

@@ -8,12 +8,14 @@
 #include <float.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "agent/core/alloc.h"
+#include "agent/core/buf.h"
 #include "agent/core/log.h"
 #include "connectors/transform/jq.h"
 #include "tests/unit/test.h"
@@ -71,6 +73,7 @@ static char *print(const cJSON *j)
 
 static void teardown(void)
 {
+	op_jq_fast_enable(true);
 	op_jq_thread_cleanup();
 }
 
@@ -816,6 +819,8 @@ static void *handoff_worker(void *arg)
 
 START_TEST(free_while_other_threads_cache_states)
 {
+	/* libjq's own states: the fast path would answer these programs. */
+	op_jq_fast_enable(false);
 	struct handoff h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 	pthread_t t;
 	h.q = compile_ok("\"first\"");
@@ -844,6 +849,8 @@ END_TEST
 
 START_TEST(thread_cache_evicts_and_recompiles)
 {
+	/* libjq's own states: the fast path would answer these programs. */
+	op_jq_fast_enable(false);
 	enum { N = OP_JQ_THREAD_CACHE_MAX + 3 };
 	struct op_jq *q[N];
 	cJSON *in = cJSON_CreateNull(), *out = NULL;
@@ -874,6 +881,9 @@ START_TEST(out_of_memory_on_our_side)
 {
 	const char *in_text =
 	    "{\"order\":{\"id\":1},\"items\":[{\"price\":1},{\"price\":2}],\"tags\":[\"a\",\"b\"]}";
+	/* On libjq's path, then on the fast path, whose failures fall back to libjq. */
+	int mode = _i;
+	op_jq_fast_enable(mode == 1);
 	int saw_ok = 0, saw_nomem = 0;
 	for (uint64_t n = 1; n < 200; n++) {
 		cJSON *in = op_test_json(in_text), *out = NULL;
@@ -975,6 +985,8 @@ END_TEST
  * compile count still counts it. */
 START_TEST(checked_apart_answers_the_same)
 {
+	/* libjq's own states: the fast path would answer these programs. */
+	op_jq_fast_enable(false);
 	static const char *bad[] = {
 	    "{a: .b", ".a | nosuchfunction", "$undefined_var", "def f: .; f(1)", "reduce . as $x",
 	};
@@ -1068,6 +1080,334 @@ START_TEST(known_programs_skip_the_compile)
 }
 END_TEST
 
+/* ---- the fast path (jq_fast.c) against libjq ---- */
+
+/* One run's class and its output text or message, new; whether the fast path answered. */
+static char *outcome(struct op_jq *q, const cJSON *in, const cJSON *g, const cJSON *m, bool fast,
+                     bool *answered)
+{
+	char e[1024], *text;
+	cJSON *out = NULL;
+	op_jq_fast_enable(fast);
+	uint64_t f0 = op_jq_fast_runs();
+	op_err rc = op_jq_run(q, in, g, m, &out, e, sizeof(e));
+	*answered = op_jq_fast_runs() != f0;
+	if (rc == OP_OK) {
+		char *s = print(out);
+		text = op_strdup(s);
+		cJSON_free(s);
+	} else {
+		size_t n = strlen(e) + 32;
+		text = op_malloc(n);
+		ck_assert_ptr_nonnull(text);
+		snprintf(text, n, "%s: %s", op_err_name(rc), e);
+	}
+	ck_assert_ptr_nonnull(text);
+	cJSON_Delete(out);
+	op_jq_fast_enable(true);
+	return text;
+}
+
+/* Runs q on in both ways and asserts the same answer; whether the fast path gave it. */
+static bool same_answer(struct op_jq *q, const char *prog, const cJSON *in, const cJSON *g,
+                        const cJSON *m)
+{
+	bool lib_fast, fast;
+	char *want = outcome(q, in, g, m, false, &lib_fast);
+	char *got = outcome(q, in, g, m, true, &fast);
+	ck_assert(!lib_fast);
+	if (strcmp(want, got) != 0) {
+		char *it = print(in);
+		ck_abort_msg("%s on %s: libjq %s, fast path %s", prog, it, want, got);
+	}
+	op_free(want);
+	op_free(got);
+	return fast;
+}
+
+static const char *fast_inputs[] = {
+    "{\"body\":{\"order_id\":\"SO-1\",\"customer\":{\"id\":\"C-1\",\"name\":\"Acme\",\"country\":"
+    "\"DE\"},\"currency\":\"EUR\",\"items\":[{\"sku\":\"A\",\"qty\":12,\"price\":4.35},{\"sku\":"
+    "\"B\",\"qty\":4,\"price\":1.9}],\"requested\":\"2026-12-01\",\"priority\":\"high\"}}",
+    "{\"a\":{\"b\":1,\"c\":[1,2]},\"b\":[3,4],\"s\":\"MiXed \xc3\x9cn\xc3\xaf\",\"x\":2}",
+    "{\"a\":[{\"x\":1},{\"x\":\"y\"},{\"x\":null},{\"x\":3}],\"b\":{\"p\":1,\"q\":\"r\"}}",
+    "[1,2,\"x\",null,true,{\"x\":5},[0],-0.5]",
+    "\"text\"",
+    "42",
+    "null",
+    "true",
+    "[]",
+    "{}",
+    "{\"a\":null,\"b\":false,\"s\":\"\"}",
+    "{\"a\":\"x\",\"b\":\"x\",\"s\":\"ab\"}",
+    "{\"a\":{\"k\":[1,{\"z\":null}]},\"b\":{\"k\":[1,{\"z\":null}]}}",
+    "{\"a\":[1,2],\"b\":[1,2,3],\"s\":\"\xe2\x82\xac\"}",
+    "{\"a\":{\"x\":1,\"y\":2},\"b\":{\"y\":2,\"x\":1}}",
+    "{\"a\":\"abc\",\"b\":\"abd\",\"x\":1e300}",
+    "{\"a\":[\"q\",\"r\"],\"b\":[[1],[2]],\"x\":0}",
+    "{\"a\":3,\"b\":4.5,\"x\":-7,\"s\":\"A-z\"}",
+};
+
+/* Inputs jq.c's conversion changes or refuses: the fast path must not answer. */
+static const char *fast_refused_inputs[] = {
+    "{\"a\":1,\"a\":2}",
+    "{\"a\":{\"b\":[{\"c\":1,\"c\":2}]},\"b\":1}",
+    "{\"a\":\"\xff\xfe\",\"b\":1}",
+    "{\"a\":\"x\",\"\xc3\":1}",
+    "{\"a\":1e999,\"b\":1}",
+};
+
+static const char *fast_programs[] = {
+    ".",
+    ".a",
+    ".a.b",
+    ".a.b.c",
+    ".a[1]",
+    ".[0]",
+    ".[7]",
+    ".[\"a\"]",
+    ".\"a\"",
+    ".a[]",
+    "[.[]]",
+    "[.a[] | .x]",
+    "map(.x)",
+    "map(select(.x > 1))",
+    "[.[] | select(type == \"number\")]",
+    "{a, b: .b, \"c d\": 1, c: (.a // \"dflt\")}",
+    "{a: 1, b: 3, a: 2}",
+    "{x: .a} + {y: .b}",
+    ". + {z: 1, a: 0}",
+    "[.a, .b] | add",
+    "add",
+    "length",
+    "map(length)",
+    "[.[] | tostring]",
+    "(.a + .b) * 2 - 1 / 4",
+    ".x * 3 / 2 - .x",
+    ".x / 0",
+    ".x * .x * .x",
+    ".a == .b",
+    ".a != 1",
+    ".a < .b",
+    ".a <= .b",
+    ".a > .b",
+    ".a >= .b",
+    "[1, \"a\", null, true, false, [1], {}] | map(. < 2)",
+    "[.[] | . <= \"m\"]",
+    "if .a then \"yes\" elif .b then \"maybe\" else \"no\" end",
+    "[if (.a, .b) then 1 else 2 end]",
+    ".a and .b",
+    ".a or .b",
+    "[(.a, .b) and true]",
+    "[(.a, .b) or (true, false)]",
+    "[.a // empty]",
+    "[.a // .b // \"c\"]",
+    "[empty]",
+    "empty",
+    "[.[] | not]",
+    "type",
+    "map(type)",
+    ".s | ascii_downcase",
+    ".s | ascii_upcase",
+    ".s | length",
+    "[.a, .b] | length",
+    "\"\xc3\xa9\\u00e9\\u20ac\\n\\t\\\"\\/\"",
+    "[1.5e3, .5, 1e2, 0.1, 3.]",
+    "{\"k\\u00e9y\": .a, if: 1, and: 2, true: 3, null}",
+    "$globals",
+    "$globals.region",
+    "$metadata.event_id",
+    "{g: $globals.nothing, m: $metadata}",
+    "# a comment\n.a # and one after\n",
+    ".a | .b",
+    "[.a | (.b, .c)]",
+    "[.a, .b, .s] | map(. + .)",
+    "[.a] + [.b]",
+    ".s + \"!\"",
+    "null + .a",
+    ".a + null",
+    "{a: .a} | .a",
+    "[.b[] | {v: ., w: (. * 2)}]",
+    "{orderId: .body.order_id, customerId: .body.customer.id, customerName: "
+    ".body.customer.name, country: .body.customer.country, lines: [.body.items[] | {article: "
+    ".sku, quantity: .qty, unitPrice: .price, amount: (.qty * .price)}], total: "
+    "([.body.items[] | .qty * .price] | add), currency: .body.currency, deliveryDate: "
+    ".body.requested, rush: (.body.priority == \"high\"), source: \"outpost\", region: "
+    "$globals.region}",
+};
+
+START_TEST(fast_path_matches_libjq)
+{
+	cJSON *g = op_test_json("{\"region\":\"eu-1\",\"n\":[1,2]}");
+	cJSON *m = op_test_json("{\"event_id\":\"e-1\"}");
+	size_t ni = sizeof(fast_inputs) / sizeof(fast_inputs[0]);
+	size_t np = sizeof(fast_programs) / sizeof(fast_programs[0]);
+	size_t nr = sizeof(fast_refused_inputs) / sizeof(fast_refused_inputs[0]);
+	size_t answered = 0, runs = 0;
+	for (size_t p = 0; p < np; p++) {
+		struct op_jq *q = compile_ok(fast_programs[p]);
+		ck_assert_msg(op_jq_is_fast(q), "%s has no fast form", fast_programs[p]);
+		size_t mine = 0;
+		for (size_t i = 0; i < ni; i++) {
+			cJSON *in = op_test_json(fast_inputs[i]);
+			mine += same_answer(q, fast_programs[p], in, g, m);
+			runs++;
+			cJSON_Delete(in);
+		}
+		/* Every program here has an input the fast path answers. */
+		ck_assert_msg(mine > 0 || strstr(fast_programs[p], "/ 0") != NULL,
+		              "%s: the fast path answered nothing", fast_programs[p]);
+		answered += mine;
+		for (size_t i = 0; i < nr; i++) {
+			cJSON *in = op_test_json(fast_refused_inputs[i]);
+			ck_assert_msg(!same_answer(q, fast_programs[p], in, g, m),
+			              "%s answered on %s", fast_programs[p],
+			              fast_refused_inputs[i]);
+			cJSON_Delete(in);
+		}
+		op_jq_free(q);
+	}
+	ck_assert_uint_gt(answered, runs / 3);
+
+	/* Nesting past the limit, and the output cap, are libjq's answers. */
+	char deep[2 * OP_JQ_DEPTH_MAX + 8];
+	memset(deep, '[', OP_JQ_DEPTH_MAX + 1);
+	memset(deep + OP_JQ_DEPTH_MAX + 1, ']', OP_JQ_DEPTH_MAX + 1);
+	deep[2 * OP_JQ_DEPTH_MAX + 2] = '\0';
+	cJSON *in = cJSON_ParseWithOpts(deep, NULL, false);
+	if (in != NULL) { /* cJSON may refuse the depth itself */
+		struct op_jq *q = compile_ok(".");
+		ck_assert(!same_answer(q, ".", in, NULL, NULL));
+		op_jq_free(q);
+		cJSON_Delete(in);
+	}
+	struct op_jq *q = compile_ok("[.[], .[], .[]]");
+	op_jq_set_output_max(q, 20);
+	in = op_test_json("[\"abcdef\",\"ghijkl\"]");
+	ck_assert(!same_answer(q, "capped", in, NULL, NULL));
+	op_jq_set_output_max(q, 200);
+	ck_assert(same_answer(q, "capped", in, NULL, NULL));
+	cJSON_Delete(in);
+	op_jq_free(q);
+	cJSON_Delete(g);
+	cJSON_Delete(m);
+}
+END_TEST
+
+/* Programs outside the subset have no fast form. */
+START_TEST(fast_path_takes_only_the_subset)
+{
+	static const char *rest[] = {
+	    "def f: .; f",  ".a as $x | $x",
+	    ".a?",          "\"\\(.a)\"",
+	    ".[1:2]",       "-.a",
+	    ".a % 2",       "..",
+	    ".a |= 1",      "reduce .[] as $x (0; . + $x)",
+	    "try .a",       "@base64",
+	    "$ENV",         "$__loc__",
+	    "env",          "keys",
+	    ".a[.b]",       "{(.a): 1}",
+	    "{$globals}",   "tojson",
+	    ".[-1]",        ".[1.5]",
+	    "map(.)?",      "[.[] | floor]",
+	    "\"\\u0000\"",  "\"\\ud83d\\ude00\"",
+	    ".a // = 1",    "1 as $x | 2",
+	    "label $f | 1", "input_line_number",
+	    "length(1)",    "{a: -1}",
+	    ".a.b |= 3",    "not(1)",
+	    "$globals::x",  "[limit(1; .[])]",
+	};
+	for (size_t i = 0; i < sizeof(rest) / sizeof(rest[0]); i++) {
+		struct op_jq *q = NULL;
+		if (op_jq_compile(rest[i], &q, err, sizeof(err)) != OP_OK)
+			continue; /* not jq at all */
+		ck_assert_msg(!op_jq_is_fast(q), "%s has a fast form", rest[i]);
+		op_jq_free(q);
+	}
+}
+END_TEST
+
+/* A random program of the subset, depth d, appended to b. */
+static void random_program(struct op_buf *b, unsigned *seed, int d)
+{
+	static const char *leaves[] = {
+	    ".",    ".a",         ".b", ".x",    ".a.b",  ".[0]", ".[\"a\"]",
+	    "1",    "2.5",        "0",  "\"x\"", "\"a\"", "true", "false",
+	    "null", "$globals.n", "[]", "{}",    ".s",    ".a.k", "$globals.region",
+	};
+	static const char *unary[] = {
+	    "[%s]",
+	    "{a: (%s), \"b c\": 1}",
+	    "(%s).a",
+	    "(%s)[]",
+	    "(%s)[1]",
+	    "(%s | add)",
+	    "(%s | length)",
+	    "(%s | not)",
+	    "(%s | type)",
+	    "(%s | tostring)",
+	    "(%s | ascii_downcase)",
+	    "map(%s)",
+	    "select(%s)",
+	    "{a: (%s), a: 2}",
+	};
+	static const char *binary[] = {
+	    "(%s | %s)",   "(%s , %s)",          "(%s // %s)",
+	    "(%s and %s)", "(%s or %s)",         "(%s == %s)",
+	    "(%s != %s)",  "(%s < %s)",          "(%s >= %s)",
+	    "(%s + %s)",   "(%s - %s)",          "(%s * %s)",
+	    "(%s / %s)",   "{x: (%s), y: (%s)}", "if %s then %s else empty end",
+	};
+	int r = rand_r(seed) % 8;
+	if (d == 0 || r == 0) {
+		const char *l = leaves[rand_r(seed) % (sizeof(leaves) / sizeof(leaves[0]))];
+		ck_assert_int_eq(op_buf_add(b, l, strlen(l)), OP_OK);
+		return;
+	}
+	bool two = r > 3;
+	const char *f = two ? binary[rand_r(seed) % (sizeof(binary) / sizeof(binary[0]))]
+	                    : unary[rand_r(seed) % (sizeof(unary) / sizeof(unary[0]))];
+	const char *hole = strstr(f, "%s");
+	ck_assert_int_eq(op_buf_add(b, f, (size_t)(hole - f)), OP_OK);
+	random_program(b, seed, d - 1);
+	f = hole + 2;
+	if (two) {
+		hole = strstr(f, "%s");
+		ck_assert_int_eq(op_buf_add(b, f, (size_t)(hole - f)), OP_OK);
+		random_program(b, seed, d - 1);
+		f = hole + 2;
+	}
+	ck_assert_int_eq(op_buf_add(b, f, strlen(f)), OP_OK);
+}
+
+/* Random programs of the subset on the inputs above: the same answers as libjq's. */
+START_TEST(fast_path_random_programs)
+{
+	unsigned seed = 20261124;
+	cJSON *g = op_test_json("{\"region\":\"eu-1\",\"n\":[1,2]}");
+	size_t ni = sizeof(fast_inputs) / sizeof(fast_inputs[0]);
+	size_t answered = 0, runs = 0;
+	for (int p = 0; p < 120; p++) {
+		struct op_buf b;
+		op_buf_init(&b, 1 << 20);
+		random_program(&b, &seed, 4);
+		ck_assert_int_eq(op_buf_add(&b, "", 1), OP_OK);
+		struct op_jq *q = compile_ok(b.data);
+		ck_assert_msg(op_jq_is_fast(q), "%s has no fast form", b.data);
+		for (size_t i = 0; i < ni; i++) {
+			cJSON *in = op_test_json(fast_inputs[i]);
+			answered += same_answer(q, b.data, in, g, NULL);
+			runs++;
+			cJSON_Delete(in);
+		}
+		op_jq_free(q);
+		op_buf_fini(&b);
+	}
+	ck_assert_uint_gt(answered, runs / 8);
+	cJSON_Delete(g);
+}
+END_TEST
+
 /* Imports must be whole hashes; the set keeps the most recent OP_JQ_KNOWN_MAX. */
 START_TEST(known_set_is_bounded)
 {
@@ -1122,11 +1462,14 @@ static Suite *jq_suite(void)
 	tcase_add_test(tc, threads_with_errors_and_halts);
 	tcase_add_test(tc, free_while_other_threads_cache_states);
 	tcase_add_test(tc, thread_cache_evicts_and_recompiles);
-	tcase_add_test(tc, out_of_memory_on_our_side);
+	tcase_add_loop_test(tc, out_of_memory_on_our_side, 0, 2);
 	tcase_add_test(tc, validated_state_kept_or_dropped);
 	tcase_add_test(tc, checked_apart_answers_the_same);
 	tcase_add_test(tc, known_programs_skip_the_compile);
 	tcase_add_test(tc, known_set_is_bounded);
+	tcase_add_test(tc, fast_path_matches_libjq);
+	tcase_add_test(tc, fast_path_takes_only_the_subset);
+	tcase_add_test(tc, fast_path_random_programs);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,0 +1,1725 @@
+/*
+ * The transform step's fast path (jq_fast.h).
+ *
+ * Most transform programs only reshape a message: paths, literals, object
+ * and array construction, a map over an array, arithmetic and comparisons.
+ * For those, Debian's libjq 1.6 costs far more than the work: W1's program
+ * (tests/bench/bench_jq.c) takes 12.5 us in libjq alone and another 6 us to
+ * convert the message into jq values and the result back, where reading the
+ * cJSON message directly takes a small fraction of that.
+ *
+ * The subset, in jq 1.6's grammar and precedence:
+ *   .  .name  ."name"  .[]  .["name"]  .[N]  (N a non-negative integer)
+ *   numbers, strings without interpolation, true, false, null
+ *   $globals  $metadata  ( )  [ ]  { name: ..., "name": ..., name, "name" }
+ *   |  ,  //  or  and  == != < <= > >=  + - * /
+ *   if ... then ... elif ... else ... end
+ *   add length not empty type tostring ascii_downcase ascii_upcase
+ *   map(f) select(f)
+ * A program with anything else (definitions, `as`, reduce, try, `?`,
+ * slices, formats, interpolation, other builtins) is not taken.
+ *
+ * A run gives up (and the caller runs libjq, so the answer is libjq's)
+ * wherever this evaluator's answer could differ from libjq's:
+ * - a jq error: a path on a value that has none, arithmetic or an order
+ *   comparison this file does not implement for those types, `.[]` on a
+ *   scalar, a division by zero, a non-finite result;
+ * - an expression that gives other than one value where an operator, an
+ *   object value or the whole program needs one;
+ * - an input jq.c's conversion would refuse or change: nesting past
+ *   OP_JQ_DEPTH_MAX, a raw value, invalid UTF-8 (libjq replaces it), a
+ *   duplicate key (libjq keeps the last), a non-finite number (printed as
+ *   the largest double on libjq's side);
+ * - an output past the size or depth jq.c's conversion allows.
+ * Programs are pure, so a run given up has no effect.
+ *
+ * Values are cJSON nodes. A value is either borrowed (part of the input, a
+ * literal of the program, a static constant, or kept for the run) or owned:
+ * new, attached nowhere, held by one list slot, and moved into the object or
+ * array built from it. Reading an owned value as input to another
+ * expression keeps it to the end of the run, since the results may point
+ * into it.
+ */
+#include "connectors/transform/jq_fast.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/core/alloc.h"
+#include "agent/core/b64.h"
+#include "agent/core/utf8.h"
+#include "connectors/transform/jq.h"
+
+/* Nesting of the program's own expressions, so the parser's recursion is bounded. */
+#define PARSE_DEPTH_MAX 200
+/* Objects with more keys than this are not checked for duplicates: the run gives up. */
+#define DUP_CHECK_MAX 64
+
+/* ---- the program ---- */
+
+enum nk {
+	N_ID,      /* . */
+	N_FIELD,   /* a.key */
+	N_INDEX,   /* a[idx] */
+	N_ITER,    /* a[] */
+	N_LIT,     /* lit */
+	N_GLOBALS, /* $globals */
+	N_META,    /* $metadata */
+	N_PIPE,    /* a | b */
+	N_COMMA,   /* a, b */
+	N_ALT,     /* a // b */
+	N_OR,      /* a or b */
+	N_AND,     /* a and b */
+	N_CMP,     /* a op b */
+	N_ARITH,   /* a op b */
+	N_ARRAY,   /* [a] */
+	N_OBJECT,  /* {ents} */
+	N_IF,      /* if a then b else c end */
+	N_CALL,    /* op, on . */
+	N_MAP,     /* map(a) */
+	N_SELECT,  /* select(a) */
+};
+
+enum op {
+	OP_EQ,
+	OP_NE,
+	OP_LT,
+	OP_LE,
+	OP_GT,
+	OP_GE,
+	OP_ADD,
+	OP_SUB,
+	OP_MUL,
+	OP_DIV,
+};
+
+enum fn {
+	FN_ADD,
+	FN_LENGTH,
+	FN_NOT,
+	FN_EMPTY,
+	FN_TYPE,
+	FN_TOSTRING,
+	FN_DOWNCASE,
+	FN_UPCASE,
+};
+
+struct entry {
+	char *key;
+	struct node *val;
+};
+
+struct node {
+	enum nk k;
+	int op;     /* enum op, enum fn, or the index of N_INDEX */
+	char *key;  /* N_FIELD */
+	cJSON *lit; /* N_LIT */
+	struct node *a, *b, *c;
+	struct entry *ents; /* N_OBJECT */
+	size_t nents;
+};
+
+struct op_jqf {
+	struct node *root;
+};
+
+static void node_free(struct node *n)
+{
+	if (n == NULL)
+		return;
+	node_free(n->a);
+	node_free(n->b);
+	node_free(n->c);
+	for (size_t i = 0; i < n->nents; i++) {
+		op_free(n->ents[i].key);
+		node_free(n->ents[i].val);
+	}
+	op_free(n->ents);
+	op_free(n->key);
+	cJSON_Delete(n->lit);
+	op_free(n);
+}
+
+/* ---- tokens ---- */
+
+enum tok {
+	T_END,
+	T_BAD, /* anything outside the subset */
+	T_DOT,
+	T_FIELD, /* .name */
+	T_STR,
+	T_NUM,
+	T_IDENT,
+	T_VAR, /* $name */
+	T_PIPE,
+	T_COMMA,
+	T_ALT, /* // */
+	T_EQ,
+	T_NE,
+	T_LT,
+	T_LE,
+	T_GT,
+	T_GE,
+	T_PLUS,
+	T_MINUS,
+	T_STAR,
+	T_SLASH,
+	T_LPAREN,
+	T_RPAREN,
+	T_LBRACK,
+	T_RBRACK,
+	T_LBRACE,
+	T_RBRACE,
+	T_COLON,
+	T_SEMI,
+};
+
+struct parser {
+	const char *p; /* after the current token */
+	enum tok t;    /* the current token */
+	const char *s; /* its name (T_FIELD without the dot, T_IDENT, T_VAR) */
+	size_t n;      /* its length */
+	char *str;     /* T_STR: the decoded string (NUL-terminated), owned */
+	double num;    /* T_NUM */
+	int depth;
+};
+
+static bool ident_start(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static bool ident_char(char c)
+{
+	return ident_start(c) || (c >= '0' && c <= '9');
+}
+
+static bool digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* A string literal from p (after the quote); T_STR or T_BAD. */
+static enum tok lex_string(struct parser *ps, const char *p)
+{
+	size_t cap = 16, len = 0;
+	char *b = op_malloc(cap);
+	if (b == NULL)
+		return T_BAD;
+	for (;;) {
+		unsigned char ch = (unsigned char)*p++;
+		char enc[4];
+		size_t en = 1;
+		if (ch == '"')
+			break;
+		if (ch < 0x20)
+			goto bad; /* the end of the text, or a control character */
+		enc[0] = (char)ch;
+		if (ch == '\\') {
+			switch (*p++) {
+			case '"':
+				enc[0] = '"';
+				break;
+			case '\\':
+				enc[0] = '\\';
+				break;
+			case '/':
+				enc[0] = '/';
+				break;
+			case 'b':
+				enc[0] = '\b';
+				break;
+			case 'f':
+				enc[0] = '\f';
+				break;
+			case 'n':
+				enc[0] = '\n';
+				break;
+			case 'r':
+				enc[0] = '\r';
+				break;
+			case 't':
+				enc[0] = '\t';
+				break;
+			case 'u': {
+				unsigned cp = 0;
+				for (int i = 0; i < 4; i++) {
+					int h = op_hex_value(p[i]);
+					if (h < 0)
+						goto bad;
+					cp = cp << 4 | (unsigned)h;
+				}
+				p += 4;
+				/* NUL cannot be in a cJSON string; surrogates are libjq's. */
+				if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF))
+					goto bad;
+				if (cp < 0x80) {
+					enc[0] = (char)cp;
+				} else if (cp < 0x800) {
+					enc[0] = (char)(0xC0 | cp >> 6);
+					enc[1] = (char)(0x80 | (cp & 0x3F));
+					en = 2;
+				} else {
+					enc[0] = (char)(0xE0 | cp >> 12);
+					enc[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+					enc[2] = (char)(0x80 | (cp & 0x3F));
+					en = 3;
+				}
+				break;
+			}
+			default:
+				goto bad; /* interpolation, or an escape jq refuses */
+			}
+		}
+		if (len + en + 1 > cap) {
+			char *nb = op_realloc(b, cap * 2);
+			if (nb == NULL)
+				goto bad;
+			b = nb;
+			cap *= 2;
+		}
+		memcpy(b + len, enc, en);
+		len += en;
+	}
+	b[len] = '\0';
+	if (!op_utf8_valid(b, len))
+		goto bad;
+	ps->p = p;
+	ps->str = b;
+	return T_STR;
+bad:
+	op_free(b);
+	return T_BAD;
+}
+
+/* A number as jq's lexer reads one: [0-9]+(\.[0-9]*)?|\.[0-9]+, then an exponent. */
+static enum tok lex_number(struct parser *ps, const char *start)
+{
+	const char *p = start;
+	while (digit(*p))
+		p++;
+	if (*p == '.') {
+		p++;
+		while (digit(*p))
+			p++;
+	}
+	if (*p == 'e' || *p == 'E') {
+		const char *q = p + 1;
+		if (*q == '+' || *q == '-')
+			q++;
+		if (digit(*q)) {
+			while (digit(*q))
+				q++;
+			p = q;
+		}
+	}
+	char buf[64];
+	size_t n = (size_t)(p - start);
+	if (n >= sizeof(buf))
+		return T_BAD;
+	memcpy(buf, start, n);
+	buf[n] = '\0';
+	errno = 0;
+	double d = strtod(buf, NULL);
+	if (!isfinite(d))
+		return T_BAD;
+	ps->num = d;
+	ps->p = p;
+	return T_NUM;
+}
+
+static enum tok two(struct parser *ps, const char *p, char second, enum tok one_t, enum tok two_t)
+{
+	if (p[1] == second) {
+		ps->p = p + 2;
+		return two_t;
+	}
+	ps->p = p + 1;
+	return one_t;
+}
+
+/* Reads the next token into ps->t. */
+static void next(struct parser *ps)
+{
+	const char *p = ps->p;
+	op_free(ps->str);
+	ps->str = NULL;
+	for (;;) {
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+			p++;
+		if (*p != '#')
+			break;
+		while (*p != '\0' && *p != '\n' && *p != '\r')
+			p++;
+	}
+	ps->s = p;
+	ps->n = 0;
+	enum tok t;
+	switch (*p) {
+	case '\0':
+		t = T_END;
+		ps->p = p;
+		break;
+	case '.':
+		if (digit(p[1])) {
+			t = lex_number(ps, p);
+		} else if (ident_start(p[1])) {
+			const char *q = p + 1;
+			while (ident_char(*q))
+				q++;
+			ps->s = p + 1;
+			ps->n = (size_t)(q - p - 1);
+			ps->p = q;
+			t = T_FIELD;
+		} else {
+			t = p[1] == '.' ? T_BAD : T_DOT; /* .. is recurse */
+			ps->p = p + 1;
+		}
+		break;
+	case '"':
+		t = lex_string(ps, p + 1);
+		break;
+	case '$':
+		if (!ident_start(p[1])) {
+			t = T_BAD;
+			break;
+		}
+		ps->s = ++p;
+		while (ident_char(*p))
+			p++;
+		ps->n = (size_t)(p - ps->s);
+		ps->p = p;
+		t = (p[0] == ':' && p[1] == ':') ? T_BAD : T_VAR;
+		break;
+	case '|':
+		t = p[1] == '=' ? T_BAD : T_PIPE;
+		ps->p = p + 1;
+		break;
+	case '/':
+		if (p[1] == '/')
+			t = p[2] == '=' ? T_BAD : T_ALT;
+		else
+			t = p[1] == '=' ? T_BAD : T_SLASH;
+		ps->p = p + (p[1] == '/' ? 2 : 1);
+		break;
+	case '=':
+		t = two(ps, p, '=', T_BAD, T_EQ);
+		break;
+	case '!':
+		t = two(ps, p, '=', T_BAD, T_NE);
+		break;
+	case '<':
+		t = two(ps, p, '=', T_LT, T_LE);
+		break;
+	case '>':
+		t = two(ps, p, '=', T_GT, T_GE);
+		break;
+	case '+':
+		t = two(ps, p, '=', T_PLUS, T_BAD);
+		break;
+	case '-':
+		t = two(ps, p, '=', T_MINUS, T_BAD);
+		break;
+	case '*':
+		t = two(ps, p, '=', T_STAR, T_BAD);
+		break;
+	case ',':
+		t = T_COMMA;
+		ps->p = p + 1;
+		break;
+	case '(':
+		t = T_LPAREN;
+		ps->p = p + 1;
+		break;
+	case ')':
+		t = T_RPAREN;
+		ps->p = p + 1;
+		break;
+	case '[':
+		t = T_LBRACK;
+		ps->p = p + 1;
+		break;
+	case ']':
+		t = T_RBRACK;
+		ps->p = p + 1;
+		break;
+	case '{':
+		t = T_LBRACE;
+		ps->p = p + 1;
+		break;
+	case '}':
+		t = T_RBRACE;
+		ps->p = p + 1;
+		break;
+	case ':':
+		t = T_COLON;
+		ps->p = p + 1;
+		break;
+	case ';':
+		t = T_SEMI;
+		ps->p = p + 1;
+		break;
+	default:
+		if (digit(*p)) {
+			t = lex_number(ps, p);
+		} else if (ident_start(*p)) {
+			const char *q = p;
+			while (ident_char(*q))
+				q++;
+			ps->n = (size_t)(q - p);
+			ps->p = q;
+			t = (q[0] == ':' && q[1] == ':') ? T_BAD : T_IDENT;
+		} else {
+			t = T_BAD; /* % ? @ ... */
+		}
+		break;
+	}
+	ps->t = t;
+}
+
+static bool is_word(const struct parser *ps, const char *w)
+{
+	size_t n = strlen(w);
+	return ps->t == T_IDENT && ps->n == n && memcmp(ps->s, w, n) == 0;
+}
+
+static struct node *mk(enum nk k, struct node *a, struct node *b)
+{
+	struct node *n = op_calloc(1, sizeof(*n));
+	if (n == NULL) {
+		node_free(a);
+		node_free(b);
+		return NULL;
+	}
+	n->k = k;
+	n->a = a;
+	n->b = b;
+	return n;
+}
+
+/* A binary node of a and b, or NULL (and both freed) when either is NULL. */
+static struct node *bin(enum nk k, int op, struct node *a, struct node *b)
+{
+	if (a == NULL || b == NULL) {
+		node_free(a);
+		node_free(b);
+		return NULL;
+	}
+	struct node *n = mk(k, a, b);
+	if (n != NULL)
+		n->op = op;
+	return n;
+}
+
+static struct node *lit(cJSON *c)
+{
+	if (c == NULL)
+		return NULL;
+	struct node *n = mk(N_LIT, NULL, NULL);
+	if (n == NULL)
+		cJSON_Delete(c);
+	else
+		n->lit = c;
+	return n;
+}
+
+static struct node *field(struct node *target, const char *key, size_t len)
+{
+	if (target == NULL)
+		return NULL;
+	char *k = op_malloc(len + 1);
+	if (k == NULL) {
+		node_free(target);
+		return NULL;
+	}
+	struct node *n = mk(N_FIELD, target, NULL); /* frees target on failure */
+	if (n == NULL) {
+		op_free(k);
+		return NULL;
+	}
+	memcpy(k, key, len);
+	k[len] = '\0';
+	n->key = k;
+	return n;
+}
+
+static struct node *pipe_(struct parser *ps);
+
+static bool expect(struct parser *ps, enum tok t)
+{
+	if (ps->t != t)
+		return false;
+	next(ps);
+	return true;
+}
+
+/*
+ * Each level of the tree being parsed counts against PARSE_DEPTH_MAX, so the
+ * recursion of parsing, running and freeing a program is bounded. A function
+ * that adds levels gives them back when it returns.
+ */
+static bool deeper(struct parser *ps, int *added)
+{
+	(*added)++;
+	return ++ps->depth <= PARSE_DEPTH_MAX;
+}
+
+/* Postfix parts after a term: .name ."name" [] ["name"] [N]. */
+static struct node *suffixes(struct parser *ps, struct node *n)
+{
+	int added = 0;
+	while (n != NULL) {
+		if (!deeper(ps, &added)) {
+			node_free(n);
+			n = NULL;
+			break;
+		}
+		if (ps->t == T_FIELD) {
+			n = field(n, ps->s, ps->n);
+			next(ps);
+		} else if (ps->t == T_DOT) {
+			next(ps);
+			if (ps->t != T_STR) {
+				node_free(n);
+				return NULL;
+			}
+			n = field(n, ps->str, strlen(ps->str));
+			next(ps);
+		} else if (ps->t == T_LBRACK) {
+			next(ps);
+			if (ps->t == T_RBRACK) {
+				n = mk(N_ITER, n, NULL);
+			} else if (ps->t == T_STR) {
+				n = field(n, ps->str, strlen(ps->str));
+				next(ps);
+			} else if (ps->t == T_NUM && ps->num >= 0 && ps->num <= INT_MAX &&
+			           ps->num == floor(ps->num)) {
+				int idx = (int)ps->num;
+				n = mk(N_INDEX, n, NULL);
+				if (n != NULL)
+					n->op = idx;
+				next(ps);
+			} else {
+				node_free(n);
+				return NULL;
+			}
+			if (n != NULL && !expect(ps, T_RBRACK)) {
+				node_free(n);
+				return NULL;
+			}
+		} else {
+			break;
+		}
+	}
+	ps->depth -= added;
+	return n;
+}
+
+static const struct {
+	const char *name;
+	enum fn fn;
+} builtins[] = {
+    {"add", FN_ADD},
+    {"length", FN_LENGTH},
+    {"not", FN_NOT},
+    {"empty", FN_EMPTY},
+    {"type", FN_TYPE},
+    {"tostring", FN_TOSTRING},
+    {"ascii_downcase", FN_DOWNCASE},
+    {"ascii_upcase", FN_UPCASE},
+};
+
+/* if ... then ... (elif ... then ...)* else ... end, after `if` or `elif`. */
+static struct node *if_rest(struct parser *ps)
+{
+	int added = 0;
+	if (!deeper(ps, &added)) {
+		ps->depth -= added;
+		return NULL;
+	}
+	struct node *cond = pipe_(ps);
+	if (cond == NULL || !is_word(ps, "then")) {
+		node_free(cond);
+		return NULL;
+	}
+	next(ps);
+	struct node *then = pipe_(ps);
+	struct node *els = NULL;
+	if (then != NULL && is_word(ps, "elif")) {
+		next(ps);
+		els = if_rest(ps);
+	} else if (then != NULL && is_word(ps, "else")) {
+		next(ps);
+		els = pipe_(ps);
+		if (els != NULL && !is_word(ps, "end")) {
+			node_free(els);
+			els = NULL;
+		}
+		if (els != NULL)
+			next(ps);
+	}
+	ps->depth -= added;
+	struct node *n = bin(N_IF, 0, cond, then);
+	if (n == NULL || els == NULL) {
+		node_free(n);
+		node_free(els);
+		return NULL;
+	}
+	n->c = els;
+	return n;
+}
+
+static struct node *term(struct parser *ps);
+
+/* A value in an object: terms joined by | (jq's ExpD, without its unary minus). */
+static struct node *obj_value(struct parser *ps)
+{
+	int added = 0;
+	struct node *v = term(ps);
+	while (v != NULL && ps->t == T_PIPE) {
+		if (!deeper(ps, &added)) {
+			node_free(v);
+			v = NULL;
+			break;
+		}
+		next(ps);
+		v = bin(N_PIPE, 0, v, term(ps));
+	}
+	ps->depth -= added;
+	return v;
+}
+
+/* {key: value, "key": value, key, "key"}, after the brace. */
+static struct node *object(struct parser *ps)
+{
+	struct node *n = mk(N_OBJECT, NULL, NULL);
+	size_t cap = 0;
+	if (n == NULL)
+		return NULL;
+	if (ps->t == T_RBRACE) {
+		next(ps);
+		return n;
+	}
+	for (;;) {
+		const char *k;
+		size_t klen;
+		if (ps->t == T_IDENT) {
+			k = ps->s;
+			klen = ps->n;
+		} else if (ps->t == T_STR) {
+			k = ps->str;
+			klen = strlen(ps->str);
+		} else {
+			break;
+		}
+		if (n->nents == cap) {
+			size_t nc = cap ? cap * 2 : 8;
+			struct entry *ne = op_realloc(n->ents, nc * sizeof(*ne));
+			if (ne == NULL)
+				break;
+			n->ents = ne;
+			cap = nc;
+		}
+		struct entry *e = &n->ents[n->nents];
+		e->val = NULL;
+		e->key = op_malloc(klen + 1);
+		if (e->key == NULL)
+			break;
+		memcpy(e->key, k, klen);
+		e->key[klen] = '\0';
+		n->nents++;
+		next(ps);
+		if (ps->t == T_COLON) {
+			next(ps);
+			e->val = obj_value(ps);
+		} else {
+			e->val = field(mk(N_ID, NULL, NULL), e->key, klen);
+		}
+		if (e->val == NULL)
+			break;
+		if (ps->t == T_RBRACE) {
+			next(ps);
+			return n;
+		}
+		if (ps->t != T_COMMA)
+			break;
+		next(ps);
+	}
+	node_free(n);
+	return NULL;
+}
+
+/* f in map(f) or select(f), after the name. */
+static struct node *call1(struct parser *ps, enum nk k)
+{
+	if (!expect(ps, T_LPAREN))
+		return NULL;
+	struct node *a = pipe_(ps);
+	if (a == NULL || !expect(ps, T_RPAREN)) {
+		node_free(a);
+		return NULL;
+	}
+	return mk(k, a, NULL);
+}
+
+static struct node *primary(struct parser *ps)
+{
+	struct node *n;
+	switch (ps->t) {
+	case T_DOT:
+		next(ps);
+		n = mk(N_ID, NULL, NULL);
+		if (n != NULL && ps->t == T_STR) {
+			n = field(n, ps->str, strlen(ps->str));
+			next(ps);
+		}
+		return n;
+	case T_FIELD:
+		n = field(mk(N_ID, NULL, NULL), ps->s, ps->n);
+		next(ps);
+		return n;
+	case T_NUM:
+		n = lit(cJSON_CreateNumber(ps->num));
+		next(ps);
+		return n;
+	case T_STR:
+		n = lit(cJSON_CreateString(ps->str));
+		next(ps);
+		return n;
+	case T_VAR:
+		if (ps->n == 7 && memcmp(ps->s, "globals", 7) == 0)
+			n = mk(N_GLOBALS, NULL, NULL);
+		else if (ps->n == 8 && memcmp(ps->s, "metadata", 8) == 0)
+			n = mk(N_META, NULL, NULL);
+		else
+			return NULL;
+		next(ps);
+		return n;
+	case T_LPAREN:
+		next(ps);
+		n = pipe_(ps);
+		if (n != NULL && !expect(ps, T_RPAREN)) {
+			node_free(n);
+			n = NULL;
+		}
+		return n;
+	case T_LBRACK:
+		next(ps);
+		if (ps->t == T_RBRACK) {
+			next(ps);
+			return lit(cJSON_CreateArray());
+		}
+		n = pipe_(ps);
+		if (n != NULL && !expect(ps, T_RBRACK)) {
+			node_free(n);
+			n = NULL;
+		}
+		return n != NULL ? mk(N_ARRAY, n, NULL) : NULL;
+	case T_LBRACE:
+		next(ps);
+		return object(ps);
+	case T_IDENT:
+		break;
+	default:
+		return NULL;
+	}
+	if (is_word(ps, "true") || is_word(ps, "false") || is_word(ps, "null")) {
+		cJSON *c = is_word(ps, "null") ? cJSON_CreateNull()
+		                               : cJSON_CreateBool(is_word(ps, "true"));
+		next(ps);
+		return lit(c);
+	}
+	if (is_word(ps, "if")) {
+		next(ps);
+		return if_rest(ps);
+	}
+	if (is_word(ps, "map")) {
+		next(ps);
+		return call1(ps, N_MAP);
+	}
+	if (is_word(ps, "select")) {
+		next(ps);
+		return call1(ps, N_SELECT);
+	}
+	for (size_t i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++) {
+		if (!is_word(ps, builtins[i].name))
+			continue;
+		next(ps);
+		if (ps->t == T_LPAREN)
+			return NULL; /* not the builtin of that name */
+		n = mk(N_CALL, NULL, NULL);
+		if (n != NULL)
+			n->op = (int)builtins[i].fn;
+		return n;
+	}
+	return NULL;
+}
+
+/* A term with its suffixes (jq's Term). */
+static struct node *term(struct parser *ps)
+{
+	int added = 0;
+	struct node *n = NULL;
+	if (deeper(ps, &added))
+		n = suffixes(ps, primary(ps));
+	ps->depth -= added;
+	return n;
+}
+
+static struct node *mul(struct parser *ps)
+{
+	int added = 0;
+	struct node *n = term(ps);
+	while (n != NULL && (ps->t == T_STAR || ps->t == T_SLASH)) {
+		int op = ps->t == T_STAR ? OP_MUL : OP_DIV;
+		if (!deeper(ps, &added)) {
+			node_free(n);
+			n = NULL;
+			break;
+		}
+		next(ps);
+		n = bin(N_ARITH, op, n, term(ps));
+	}
+	ps->depth -= added;
+	return n;
+}
+
+static struct node *sum(struct parser *ps)
+{
+	int added = 0;
+	struct node *n = mul(ps);
+	while (n != NULL && (ps->t == T_PLUS || ps->t == T_MINUS)) {
+		int op = ps->t == T_PLUS ? OP_ADD : OP_SUB;
+		if (!deeper(ps, &added)) {
+			node_free(n);
+			n = NULL;
+			break;
+		}
+		next(ps);
+		n = bin(N_ARITH, op, n, mul(ps));
+	}
+	ps->depth -= added;
+	return n;
+}
+
+static struct node *compare(struct parser *ps)
+{
+	struct node *n = sum(ps);
+	int op;
+	switch (ps->t) {
+	case T_EQ:
+		op = OP_EQ;
+		break;
+	case T_NE:
+		op = OP_NE;
+		break;
+	case T_LT:
+		op = OP_LT;
+		break;
+	case T_LE:
+		op = OP_LE;
+		break;
+	case T_GT:
+		op = OP_GT;
+		break;
+	case T_GE:
+		op = OP_GE;
+		break;
+	default:
+		return n;
+	}
+	if (n == NULL)
+		return NULL;
+	next(ps);
+	/* The comparisons do not associate: a second one is jq's syntax error. */
+	return bin(N_CMP, op, n, sum(ps));
+}
+
+static struct node *logic(struct parser *ps, const char *word, enum nk k)
+{
+	int added = 0;
+	struct node *n = k == N_OR ? logic(ps, "and", N_AND) : compare(ps);
+	while (n != NULL && is_word(ps, word)) {
+		if (!deeper(ps, &added)) {
+			node_free(n);
+			n = NULL;
+			break;
+		}
+		next(ps);
+		n = bin(k, 0, n, k == N_OR ? logic(ps, "and", N_AND) : compare(ps));
+	}
+	ps->depth -= added;
+	return n;
+}
+
+static struct node *alt(struct parser *ps)
+{
+	int added = 0;
+	struct node *n = NULL;
+	if (deeper(ps, &added)) {
+		n = logic(ps, "or", N_OR);
+		if (n != NULL && ps->t == T_ALT) {
+			next(ps);
+			n = bin(N_ALT, 0, n, alt(ps)); /* right-associative */
+		}
+	}
+	ps->depth -= added;
+	return n;
+}
+
+static struct node *comma(struct parser *ps)
+{
+	int added = 0;
+	struct node *n = alt(ps);
+	while (n != NULL && ps->t == T_COMMA) {
+		if (!deeper(ps, &added)) {
+			node_free(n);
+			n = NULL;
+			break;
+		}
+		next(ps);
+		n = bin(N_COMMA, 0, n, alt(ps));
+	}
+	ps->depth -= added;
+	return n;
+}
+
+static struct node *pipe_(struct parser *ps)
+{
+	int added = 0;
+	struct node *n = NULL;
+	if (deeper(ps, &added)) {
+		n = comma(ps);
+		if (n != NULL && ps->t == T_PIPE) {
+			next(ps);
+			n = bin(N_PIPE, 0, n, pipe_(ps));
+		}
+	}
+	ps->depth -= added;
+	return n;
+}
+
+struct op_jqf *op_jqf_compile(const char *program)
+{
+	struct parser ps = {.p = program};
+	if (program == NULL)
+		return NULL;
+	next(&ps);
+	struct node *root = pipe_(&ps);
+	bool whole = ps.t == T_END;
+	op_free(ps.str);
+	if (root == NULL || !whole) {
+		node_free(root);
+		return NULL;
+	}
+	struct op_jqf *f = op_calloc(1, sizeof(*f));
+	if (f == NULL) {
+		node_free(root);
+		return NULL;
+	}
+	f->root = root;
+	return f;
+}
+
+void op_jqf_free(struct op_jqf *f)
+{
+	if (f == NULL)
+		return;
+	node_free(f->root);
+	op_free(f);
+}
+
+/* ---- values ---- */
+
+static cJSON k_null = {.type = cJSON_NULL};
+static cJSON k_false = {.type = cJSON_False};
+static cJSON k_true = {.type = cJSON_True};
+static cJSON k_types[] = {
+    {.type = cJSON_String, .valuestring = (char *)"null"},
+    {.type = cJSON_String, .valuestring = (char *)"boolean"},
+    {.type = cJSON_String, .valuestring = (char *)"number"},
+    {.type = cJSON_String, .valuestring = (char *)"string"},
+    {.type = cJSON_String, .valuestring = (char *)"array"},
+    {.type = cJSON_String, .valuestring = (char *)"object"},
+};
+
+struct val {
+	const cJSON *c;
+	bool own; /* new, attached nowhere, held only here */
+};
+
+/* A list of values; small ones stay in the list itself. */
+struct vl {
+	struct val *v;
+	size_t n, cap;
+	struct val in[2];
+};
+
+struct run {
+	cJSON **keep; /* owned values read as input: freed at the end */
+	size_t nkeep, capkeep;
+	const cJSON *globals;
+	const cJSON *metadata;
+};
+
+static int kind(const cJSON *c)
+{
+	return c->type & 0xFF;
+}
+
+static bool truthy(const cJSON *c)
+{
+	return kind(c) != cJSON_NULL && kind(c) != cJSON_False;
+}
+
+static const cJSON *boolean(bool b)
+{
+	return b ? &k_true : &k_false;
+}
+
+static void vl_init(struct vl *l)
+{
+	l->v = l->in;
+	l->n = 0;
+	l->cap = sizeof(l->in) / sizeof(l->in[0]);
+}
+
+static void drop(struct val v)
+{
+	if (v.own)
+		cJSON_Delete((cJSON *)v.c);
+}
+
+static void vl_clear(struct vl *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		drop(l->v[i]);
+	if (l->v != l->in)
+		op_free(l->v);
+	vl_init(l);
+}
+
+/* Appends c (an owned one is freed on failure). */
+static bool push(struct vl *l, const cJSON *c, bool own)
+{
+	if (c == NULL)
+		return false;
+	if (l->n == l->cap) {
+		size_t nc = l->cap * 2;
+		struct val *nv = op_malloc(nc * sizeof(*nv));
+		if (nv == NULL) {
+			if (own)
+				cJSON_Delete((cJSON *)c);
+			return false;
+		}
+		memcpy(nv, l->v, l->n * sizeof(*nv));
+		if (l->v != l->in)
+			op_free(l->v);
+		l->v = nv;
+		l->cap = nc;
+	}
+	l->v[l->n++] = (struct val){c, own};
+	return true;
+}
+
+/* v to read as input to more of the program; NULL when memory ran out. */
+static const cJSON *lend(struct run *r, struct val *v)
+{
+	if (!v->own)
+		return v->c;
+	if (r->nkeep == r->capkeep) {
+		size_t nc = r->capkeep ? r->capkeep * 2 : 8;
+		cJSON **nk = op_realloc(r->keep, nc * sizeof(*nk));
+		if (nk == NULL)
+			return NULL;
+		r->keep = nk;
+		r->capkeep = nc;
+	}
+	r->keep[r->nkeep++] = (cJSON *)v->c;
+	v->own = false;
+	return v->c;
+}
+
+/* v as a node to attach: itself when owned (the slot gives it up), else a copy. */
+static cJSON *take(struct val *v)
+{
+	cJSON *c;
+	if (v->own) {
+		c = (cJSON *)v->c;
+		v->own = false;
+		v->c = &k_null;
+	} else {
+		c = cJSON_Duplicate(v->c, true);
+	}
+	return c;
+}
+
+/* Drops the key a copied member kept, so c can go into an array or under another key. */
+static void unkey(cJSON *c)
+{
+	if (c->string != NULL && !(c->type & cJSON_StringIsConst))
+		cJSON_free(c->string);
+	c->string = NULL;
+	c->type &= ~cJSON_StringIsConst;
+}
+
+/* Sets key in the new object o to c (consumed): in place when o has the key, as jq does. */
+static bool obj_set(cJSON *o, const char *key, cJSON *c)
+{
+	if (c == NULL)
+		return false;
+	unkey(c);
+	for (cJSON *ch = o->child; ch != NULL; ch = ch->next) {
+		if (strcmp(ch->string, key) == 0) {
+			c->string = ch->string; /* the replaced member's key moves over */
+			ch->string = NULL;
+			return cJSON_ReplaceItemViaPointer(o, ch, c);
+		}
+	}
+	if (!cJSON_AddItemToObject(o, key, c)) {
+		cJSON_Delete(c);
+		return false;
+	}
+	return true;
+}
+
+static bool arr_add(cJSON *a, cJSON *c)
+{
+	if (c == NULL)
+		return false;
+	unkey(c);
+	if (!cJSON_AddItemToArray(a, c)) {
+		cJSON_Delete(c);
+		return false;
+	}
+	return true;
+}
+
+/* Moves v into out; v no longer holds it. */
+static bool move(struct vl *out, struct val *v)
+{
+	bool ok = push(out, v->c, v->own);
+	v->own = false;
+	v->c = &k_null;
+	return ok;
+}
+
+/*
+ * Whether jq.c's conversion would give libjq exactly c: nothing deeper than
+ * OP_JQ_DEPTH_MAX, no raw value, valid UTF-8, no duplicate key, finite
+ * numbers.
+ */
+static bool scan(const cJSON *c, int depth)
+{
+	switch (kind(c)) {
+	case cJSON_NULL:
+	case cJSON_False:
+	case cJSON_True:
+		return true;
+	case cJSON_Number:
+		return isfinite(c->valuedouble);
+	case cJSON_String:
+		return c->valuestring != NULL &&
+		       op_utf8_valid(c->valuestring, strlen(c->valuestring));
+	case cJSON_Array:
+	case cJSON_Object:
+		break;
+	default:
+		return false;
+	}
+	if (depth >= OP_JQ_DEPTH_MAX)
+		return false;
+	bool obj = kind(c) == cJSON_Object;
+	size_t k = 0;
+	for (const cJSON *ch = c->child; ch != NULL; ch = ch->next, k++) {
+		if (obj) {
+			if (ch->string == NULL || k >= DUP_CHECK_MAX ||
+			    !op_utf8_valid(ch->string, strlen(ch->string)))
+				return false;
+			for (const cJSON *p = c->child; p != ch; p = p->next) {
+				if (strcmp(p->string, ch->string) == 0)
+					return false;
+			}
+		}
+		if (!scan(ch, depth + 1))
+			return false;
+	}
+	return true;
+}
+
+/* jq's order of the kinds. */
+static int rank(const cJSON *c)
+{
+	switch (kind(c)) {
+	case cJSON_NULL:
+		return 1;
+	case cJSON_False:
+		return 2;
+	case cJSON_True:
+		return 3;
+	case cJSON_Number:
+		return 4;
+	case cJSON_String:
+		return 5;
+	case cJSON_Array:
+		return 6;
+	default:
+		return 7;
+	}
+}
+
+/* jq's jv_cmp of a and b as -1, 0 or 1; 2 for objects, which this file does not order. */
+static int order(const cJSON *a, const cJSON *b)
+{
+	int ra = rank(a), rb = rank(b);
+	if (ra != rb)
+		return ra < rb ? -1 : 1;
+	switch (kind(a)) {
+	case cJSON_Number: {
+		double x = a->valuedouble, y = b->valuedouble;
+		return x < y ? -1 : x == y ? 0 : 1;
+	}
+	case cJSON_String: {
+		size_t la = strlen(a->valuestring), lb = strlen(b->valuestring);
+		int r = memcmp(a->valuestring, b->valuestring, la < lb ? la : lb);
+		if (r != 0)
+			return r < 0 ? -1 : 1;
+		return la < lb ? -1 : la == lb ? 0 : 1;
+	}
+	case cJSON_Array:
+		for (const cJSON *x = a->child, *y = b->child;; x = x->next, y = y->next) {
+			if (x == NULL || y == NULL)
+				return x == y ? 0 : x != NULL ? 1 : -1;
+			int r = order(x, y);
+			if (r != 0)
+				return r;
+		}
+	case cJSON_Object:
+		return 2;
+	default:
+		return 0;
+	}
+}
+
+/* jq's `type` of c. */
+static const cJSON *type_name(const cJSON *c)
+{
+	static const int by_rank[] = {0, 0, 1, 1, 2, 3, 4, 5};
+	return &k_types[by_rank[rank(c)]];
+}
+
+static bool equal(const cJSON *a, const cJSON *b)
+{
+	if (rank(a) != rank(b))
+		return false;
+	switch (kind(a)) {
+	case cJSON_Number:
+		return a->valuedouble == b->valuedouble;
+	case cJSON_String:
+		return strcmp(a->valuestring, b->valuestring) == 0;
+	case cJSON_Array: {
+		const cJSON *x = a->child, *y = b->child;
+		for (; x != NULL && y != NULL; x = x->next, y = y->next) {
+			if (!equal(x, y))
+				return false;
+		}
+		return x == NULL && y == NULL;
+	}
+	case cJSON_Object: {
+		if (cJSON_GetArraySize(a) != cJSON_GetArraySize(b))
+			return false;
+		for (const cJSON *x = a->child; x != NULL; x = x->next) {
+			const cJSON *y = b->child;
+			while (y != NULL && strcmp(y->string, x->string) != 0)
+				y = y->next;
+			if (y == NULL || !equal(x, y))
+				return false;
+		}
+		return true;
+	}
+	default:
+		return true;
+	}
+}
+
+/* a op b into out, as jq 1.6's operators, for the types done here. */
+static bool arith(int op, struct val *a, struct val *b, struct vl *out)
+{
+	int ka = kind(a->c), kb = kind(b->c);
+	if (op == OP_ADD && ka == cJSON_NULL)
+		return move(out, b);
+	if (op == OP_ADD && kb == cJSON_NULL)
+		return move(out, a);
+	if (ka == cJSON_Number && kb == cJSON_Number) {
+		double x = a->c->valuedouble, y = b->c->valuedouble, z;
+		switch (op) {
+		case OP_ADD:
+			z = x + y;
+			break;
+		case OP_SUB:
+			z = x - y;
+			break;
+		case OP_MUL:
+			z = x * y;
+			break;
+		default:
+			if (y == 0)
+				return false; /* jq's error */
+			z = x / y;
+			break;
+		}
+		return isfinite(z) && push(out, cJSON_CreateNumber(z), true);
+	}
+	if (op != OP_ADD || ka != kb)
+		return false;
+	if (ka == cJSON_String) {
+		size_t la = strlen(a->c->valuestring), lb = strlen(b->c->valuestring);
+		char *s = op_malloc(la + lb + 1);
+		if (s == NULL)
+			return false;
+		memcpy(s, a->c->valuestring, la);
+		memcpy(s + la, b->c->valuestring, lb + 1);
+		cJSON *c = cJSON_CreateString(s);
+		op_free(s);
+		return push(out, c, true);
+	}
+	if (ka != cJSON_Array && ka != cJSON_Object)
+		return false;
+	cJSON *c = take(a);
+	if (c == NULL)
+		return false;
+	for (const cJSON *ch = b->c->child; ch != NULL; ch = ch->next) {
+		cJSON *d = cJSON_Duplicate(ch, true);
+		if (!(ka == cJSON_Array ? arr_add(c, d) : obj_set(c, ch->string, d))) {
+			cJSON_Delete(c);
+			return false;
+		}
+	}
+	return push(out, c, true);
+}
+
+static bool ev(struct run *r, const struct node *n, const cJSON *in, struct vl *out);
+
+/* The one value of n on in, into the empty list t. */
+static bool ev1(struct run *r, const struct node *n, const cJSON *in, struct vl *t)
+{
+	return ev(r, n, in, t) && t->n == 1;
+}
+
+/* .key, .[i] or .[] of x. */
+static bool path(const struct node *n, const cJSON *x, struct vl *out)
+{
+	int k = kind(x);
+	if (n->k == N_ITER) {
+		if (k != cJSON_Array && k != cJSON_Object)
+			return false;
+		for (const cJSON *ch = x->child; ch != NULL; ch = ch->next) {
+			if (!push(out, ch, false))
+				return false;
+		}
+		return true;
+	}
+	if (k == cJSON_NULL)
+		return push(out, &k_null, false);
+	if (n->k == N_FIELD) {
+		if (k != cJSON_Object)
+			return false;
+		for (const cJSON *ch = x->child; ch != NULL; ch = ch->next) {
+			if (strcmp(ch->string, n->key) == 0)
+				return push(out, ch, false);
+		}
+		return push(out, &k_null, false);
+	}
+	if (k != cJSON_Array)
+		return false;
+	const cJSON *ch = x->child;
+	for (int i = 0; ch != NULL && i < n->op; i++)
+		ch = ch->next;
+	return push(out, ch != NULL ? ch : &k_null, false);
+}
+
+static bool call(const struct node *n, const cJSON *in, struct vl *out)
+{
+	int k = kind(in);
+	switch ((enum fn)n->op) {
+	case FN_ADD: {
+		if (k != cJSON_Array && k != cJSON_Object)
+			return false;
+		struct val acc = {&k_null, false};
+		bool ok = true;
+		for (const cJSON *ch = in->child; ok && ch != NULL; ch = ch->next) {
+			struct val e = {ch, false};
+			struct vl u;
+			vl_init(&u);
+			ok = arith(OP_ADD, &acc, &e, &u) && u.n == 1;
+			drop(acc);
+			acc = (struct val){&k_null, false};
+			if (ok) {
+				acc = u.v[0];
+				u.n = 0;
+			}
+			vl_clear(&u);
+		}
+		if (!ok) {
+			drop(acc);
+			return false;
+		}
+		return move(out, &acc);
+	}
+	case FN_LENGTH: {
+		double len = 0;
+		if (k == cJSON_Number) {
+			len = fabs(in->valuedouble);
+		} else if (k == cJSON_String) {
+			for (const unsigned char *p = (const unsigned char *)in->valuestring; *p;
+			     p++)
+				len += (*p & 0xC0) != 0x80;
+		} else if (k == cJSON_Array || k == cJSON_Object) {
+			len = cJSON_GetArraySize(in);
+		} else if (k != cJSON_NULL) {
+			return false; /* jq: a boolean has no length */
+		}
+		return push(out, cJSON_CreateNumber(len), true);
+	}
+	case FN_NOT:
+		return push(out, boolean(!truthy(in)), false);
+	case FN_EMPTY:
+		return true;
+	case FN_TYPE:
+		return push(out, type_name(in), false);
+	case FN_TOSTRING:
+		return k == cJSON_String && push(out, in, false);
+	case FN_DOWNCASE:
+	case FN_UPCASE: {
+		if (k != cJSON_String)
+			return false;
+		char *s = op_strdup(in->valuestring);
+		if (s == NULL)
+			return false;
+		for (char *p = s; *p; p++) {
+			if (n->op == FN_DOWNCASE && *p >= 'A' && *p <= 'Z')
+				*p = (char)(*p + 32);
+			else if (n->op == FN_UPCASE && *p >= 'a' && *p <= 'z')
+				*p = (char)(*p - 32);
+		}
+		cJSON *c = cJSON_CreateString(s);
+		op_free(s);
+		return push(out, c, true);
+	}
+	}
+	return false;
+}
+
+static bool ev(struct run *r, const struct node *n, const cJSON *in, struct vl *out)
+{
+	struct vl t, u;
+	bool ok = true;
+	vl_init(&t);
+	vl_init(&u);
+	switch (n->k) {
+	case N_ID:
+		return push(out, in, false);
+	case N_LIT:
+		return push(out, n->lit, false);
+	case N_GLOBALS:
+		return push(out, r->globals != NULL ? r->globals : &k_null, false);
+	case N_META:
+		return push(out, r->metadata != NULL ? r->metadata : &k_null, false);
+	case N_FIELD:
+	case N_INDEX:
+	case N_ITER:
+		if (n->a->k == N_ID)
+			return path(n, in, out);
+		ok = ev(r, n->a, in, &t);
+		for (size_t i = 0; ok && i < t.n; i++) {
+			const cJSON *x = lend(r, &t.v[i]);
+			ok = x != NULL && path(n, x, out);
+		}
+		break;
+	case N_PIPE:
+		ok = ev(r, n->a, in, &t);
+		for (size_t i = 0; ok && i < t.n; i++) {
+			const cJSON *x = lend(r, &t.v[i]);
+			ok = x != NULL && ev(r, n->b, x, out);
+		}
+		break;
+	case N_COMMA:
+		return ev(r, n->a, in, out) && ev(r, n->b, in, out);
+	case N_ALT: {
+		size_t before = out->n;
+		ok = ev(r, n->a, in, &t);
+		for (size_t i = 0; ok && i < t.n; i++) {
+			if (truthy(t.v[i].c))
+				ok = move(out, &t.v[i]);
+		}
+		if (ok && out->n == before)
+			ok = ev(r, n->b, in, out);
+		break;
+	}
+	case N_AND:
+	case N_OR:
+		ok = ev(r, n->a, in, &t);
+		for (size_t i = 0; ok && i < t.n; i++) {
+			bool a = truthy(t.v[i].c);
+			if (n->k == N_AND ? !a : a) {
+				ok = push(out, boolean(a), false);
+				continue;
+			}
+			ok = ev(r, n->b, in, &u);
+			for (size_t j = 0; ok && j < u.n; j++)
+				ok = push(out, boolean(truthy(u.v[j].c)), false);
+			vl_clear(&u);
+		}
+		break;
+	case N_CMP:
+		ok = ev1(r, n->a, in, &t) && ev1(r, n->b, in, &u);
+		if (ok && (n->op == OP_EQ || n->op == OP_NE)) {
+			bool e = equal(t.v[0].c, u.v[0].c);
+			ok = push(out, boolean(n->op == OP_EQ ? e : !e), false);
+		} else if (ok) {
+			int o = order(t.v[0].c, u.v[0].c);
+			bool b = n->op == OP_LT   ? o < 0
+			         : n->op == OP_LE ? o <= 0
+			         : n->op == OP_GT ? o > 0
+			                          : o >= 0;
+			ok = o != 2 && push(out, boolean(b), false);
+		}
+		break;
+	case N_ARITH:
+		ok = ev1(r, n->a, in, &t) && ev1(r, n->b, in, &u) &&
+		     arith(n->op, &t.v[0], &u.v[0], out);
+		break;
+	case N_ARRAY: {
+		cJSON *a = NULL;
+		ok = ev(r, n->a, in, &t) && (a = cJSON_CreateArray()) != NULL;
+		for (size_t i = 0; ok && i < t.n; i++)
+			ok = arr_add(a, take(&t.v[i]));
+		if (ok)
+			ok = push(out, a, true);
+		else
+			cJSON_Delete(a);
+		break;
+	}
+	case N_OBJECT: {
+		cJSON *o = cJSON_CreateObject();
+		ok = o != NULL;
+		for (size_t i = 0; ok && i < n->nents; i++) {
+			ok = ev1(r, n->ents[i].val, in, &t) &&
+			     obj_set(o, n->ents[i].key, take(&t.v[0]));
+			vl_clear(&t);
+		}
+		if (ok)
+			ok = push(out, o, true);
+		else
+			cJSON_Delete(o);
+		break;
+	}
+	case N_IF:
+		ok = ev(r, n->a, in, &t);
+		for (size_t i = 0; ok && i < t.n; i++)
+			ok = ev(r, truthy(t.v[i].c) ? n->b : n->c, in, out);
+		break;
+	case N_CALL:
+		return call(n, in, out);
+	case N_MAP: {
+		int k = kind(in);
+		cJSON *a = NULL;
+		ok = (k == cJSON_Array || k == cJSON_Object) && (a = cJSON_CreateArray()) != NULL;
+		for (const cJSON *ch = ok ? in->child : NULL; ok && ch != NULL; ch = ch->next) {
+			ok = ev(r, n->a, ch, &t);
+			for (size_t i = 0; ok && i < t.n; i++)
+				ok = arr_add(a, take(&t.v[i]));
+			vl_clear(&t);
+		}
+		if (ok)
+			ok = push(out, a, true);
+		else
+			cJSON_Delete(a);
+		break;
+	}
+	case N_SELECT:
+		ok = ev(r, n->a, in, &t);
+		for (size_t i = 0; ok && i < t.n; i++) {
+			if (truthy(t.v[i].c))
+				ok = push(out, in, false);
+		}
+		break;
+	}
+	vl_clear(&t);
+	vl_clear(&u);
+	return ok;
+}
+
+static bool spend(size_t *budget, size_t n)
+{
+	if (n > *budget)
+		return false;
+	*budget -= n;
+	return true;
+}
+
+/* Whether jq.c's conversion of libjq's result would accept c: its count of bytes and depth. */
+static bool fits(const cJSON *c, int depth, size_t *budget)
+{
+	switch (kind(c)) {
+	case cJSON_NULL:
+	case cJSON_True:
+		return spend(budget, 4);
+	case cJSON_False:
+		return spend(budget, 5);
+	case cJSON_Number:
+		return spend(budget, 8);
+	case cJSON_String:
+		return spend(budget, strlen(c->valuestring) + 2);
+	case cJSON_Array:
+		if (depth >= OP_JQ_DEPTH_MAX || !spend(budget, 2 + (size_t)cJSON_GetArraySize(c)))
+			return false;
+		break;
+	default:
+		if (depth >= OP_JQ_DEPTH_MAX || !spend(budget, 2))
+			return false;
+		break;
+	}
+	bool obj = kind(c) == cJSON_Object;
+	for (const cJSON *ch = c->child; ch != NULL; ch = ch->next) {
+		if (obj && !spend(budget, strlen(ch->string) + 4))
+			return false;
+		if (!fits(ch, depth + 1, budget))
+			return false;
+	}
+	return true;
+}
+
+bool op_jqf_run(const struct op_jqf *f, const cJSON *in, const cJSON *globals,
+                const cJSON *metadata, size_t output_max, cJSON **out)
+{
+	if (f == NULL || in == NULL || out == NULL || !scan(in, 0) ||
+	    (globals != NULL && !scan(globals, 0)) || (metadata != NULL && !scan(metadata, 0)))
+		return false;
+	struct run r = {.globals = globals, .metadata = metadata};
+	struct vl l;
+	vl_init(&l);
+	cJSON *res = NULL;
+	if (ev(&r, f->root, in, &l)) {
+		if (l.n == 0)
+			res = cJSON_CreateNull();
+		else if (l.n == 1)
+			res = take(&l.v[0]);
+	}
+	vl_clear(&l);
+	for (size_t i = 0; i < r.nkeep; i++)
+		cJSON_Delete(r.keep[i]);
+	op_free(r.keep);
+	size_t budget = output_max;
+	if (res == NULL || !fits(res, 0, &budget)) {
+		cJSON_Delete(res);
+		return false;
+	}
+	unkey(res);
+	*out = res;
+	return true;
+}
