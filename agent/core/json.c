@@ -40,6 +40,46 @@ static int format_int(int64_t v, char *out, size_t outlen)
 	return (int)n;
 }
 
+/*
+ * A non-integer d with 1e-4 <= |d| < 1e15 as its shortest text when that
+ * has at most 15 significant digits, without printf; 0 when there is none
+ * (or out is short). The text of an integer r with k decimals reads back as
+ * d exactly when r / 10^k == d in double arithmetic: 10^k (k <= 15) and r
+ * (< 2^53) are exact, so the quotient and strtod both give the double
+ * nearest the same rational. For the shortest text, r is the integer
+ * nearest |d| * 10^k (the product's rounding error is far below a half), and
+ * with at most 15 digits it is the only text of its length that reads back,
+ * so it is the one %.15g gives.
+ */
+static int format_decimal(double d, char *out, size_t outlen)
+{
+	static const double p10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+	                             1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+	double a = fabs(d);
+	if (!(a >= 1e-4 && a < 1e15) || outlen < 40)
+		return 0;
+	for (int k = 1; k <= 15; k++) {
+		double r = nearbyint(a * p10[k]);
+		if (r >= 1e15)
+			return 0;
+		if (r / p10[k] != a)
+			continue;
+		uint64_t u = (uint64_t)r, p = (uint64_t)p10[k];
+		int n = 0;
+		if (d < 0)
+			out[n++] = '-';
+		n += format_int((int64_t)(u / p), out + n, outlen - (size_t)n);
+		out[n++] = '.';
+		uint64_t f = u % p;
+		for (int i = k - 1; i >= 0; i--, f /= 10)
+			out[n + i] = (char)('0' + f % 10);
+		n += k;
+		out[n] = '\0';
+		return n;
+	}
+	return 0;
+}
+
 size_t op_json_num_format(double d, char *out, size_t outlen)
 {
 	int n;
@@ -49,6 +89,8 @@ size_t op_json_num_format(double d, char *out, size_t outlen)
 		n = snprintf(out, outlen, "%s", signbit(d) ? "-0" : "0");
 	} else if (d == floor(d) && fabs(d) < PLAIN_INT_LIMIT) {
 		n = format_int((int64_t)d, out, outlen);
+	} else if ((n = format_decimal(d, out, outlen)) > 0) {
+		/* prices, quantities and most decimals a JSON body carries */
 	} else {
 		/*
 		 * The shortest of %.15g, %.16g, %.17g that reads back. If any text

@@ -201,7 +201,8 @@ static void expect_shortest(double d)
 	ck_assert_msg(strcmp(got, want) == 0, "%.17g: got %s, want %s", d, got, want);
 }
 
-/* The fast formatting (15, 16 or 17 digits; integers digit by digit) gives
+/* The fast formatting (decimals of up to 15 digits without printf, else 15,
+ * 16 or 17 digits; integers digit by digit) gives
  * the same text as trying every precision, over random bit patterns, decimal
  * fractions as JSON bodies carry them, and integers near the limits. */
 START_TEST(json_numbers_are_shortest)
