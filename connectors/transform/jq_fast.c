@@ -1144,6 +1144,24 @@ static const cJSON *lend(struct run *r, struct val *v)
 	return v->c;
 }
 
+/* A new copy of c, without the key c has as a member. */
+static cJSON *copy(const cJSON *c)
+{
+	switch (c->type & 0xFF) {
+	case cJSON_String:
+		return cJSON_CreateString(c->valuestring);
+	case cJSON_Number:
+		return cJSON_CreateNumber(c->valuedouble);
+	case cJSON_NULL:
+		return cJSON_CreateNull();
+	case cJSON_True:
+	case cJSON_False:
+		return cJSON_CreateBool((c->type & 0xFF) == cJSON_True);
+	default:
+		return cJSON_Duplicate(c, true);
+	}
+}
+
 /* v as a node to attach: itself when owned (the slot gives it up), else a copy. */
 static cJSON *take(struct val *v)
 {
@@ -1153,9 +1171,15 @@ static cJSON *take(struct val *v)
 		v->own = false;
 		v->c = &k_null;
 	} else {
-		c = cJSON_Duplicate(v->c, true);
+		c = copy(v->c);
 	}
 	return c;
+}
+
+/* Whether two keys are the same; most keys differ in their first byte. */
+static inline bool same_key(const char *a, const char *b)
+{
+	return a[0] == b[0] && strcmp(a, b) == 0;
 }
 
 /* Drops the key a copied member kept, so c can go into an array or under another key. */
@@ -1174,7 +1198,7 @@ static bool obj_set(cJSON *o, const char *key, cJSON *c)
 		return false;
 	unkey(c);
 	for (cJSON *ch = o->child; ch != NULL; ch = ch->next) {
-		if (strcmp(ch->string, key) == 0) {
+		if (same_key(ch->string, key)) {
 			c->string = ch->string; /* the replaced member's key moves over */
 			ch->string = NULL;
 			return cJSON_ReplaceItemViaPointer(o, ch, c);
@@ -1241,7 +1265,7 @@ static bool scan(const cJSON *c, int depth)
 			    !op_utf8_valid(ch->string, strlen(ch->string)))
 				return false;
 			for (const cJSON *p = c->child; p != ch; p = p->next) {
-				if (strcmp(p->string, ch->string) == 0)
+				if (same_key(p->string, ch->string))
 					return false;
 			}
 		}
@@ -1334,7 +1358,7 @@ static bool equal(const cJSON *a, const cJSON *b)
 			return false;
 		for (const cJSON *x = a->child; x != NULL; x = x->next) {
 			const cJSON *y = b->child;
-			while (y != NULL && strcmp(y->string, x->string) != 0)
+			while (y != NULL && !same_key(y->string, x->string))
 				y = y->next;
 			if (y == NULL || !equal(x, y))
 				return false;
@@ -1429,7 +1453,7 @@ static bool path(const struct node *n, const cJSON *x, struct vl *out)
 		if (k != cJSON_Object)
 			return false;
 		for (const cJSON *ch = x->child; ch != NULL; ch = ch->next) {
-			if (strcmp(ch->string, n->key) == 0)
+			if (same_key(ch->string, n->key))
 				return push(out, ch, false);
 		}
 		return push(out, &k_null, false);
