@@ -42,7 +42,6 @@
  */
 #include "connectors/transform/jq_fast.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -296,7 +295,11 @@ bad:
 	return T_BAD;
 }
 
-/* A number as jq's lexer reads one: [0-9]+(\.[0-9]*)?|\.[0-9]+, then an exponent. */
+/*
+ * A number: [0-9]+(\.[0-9]*)?|\.[0-9]+, then an exponent. That is jq 1.7's
+ * rule; 1.6's lexer takes any run of digits and dots, but the texts where
+ * the two differ (1.2.3, ..5) do not compile in 1.6.
+ */
 static enum tok lex_number(struct parser *ps, const char *start)
 {
 	const char *p = start;
@@ -323,10 +326,10 @@ static enum tok lex_number(struct parser *ps, const char *start)
 		return T_BAD;
 	memcpy(buf, start, n);
 	buf[n] = '\0';
-	errno = 0;
-	double d = strtod(buf, NULL);
-	if (!isfinite(d))
-		return T_BAD;
+	char *end;
+	double d = strtod(buf, &end);
+	if (end != buf + n || !isfinite(d))
+		return T_BAD; /* not all read: a locale with another decimal point */
 	ps->num = d;
 	ps->p = p;
 	return T_NUM;
@@ -1199,8 +1202,11 @@ static bool obj_set(cJSON *o, const char *key, cJSON *c)
 	unkey(c);
 	for (cJSON *ch = o->child; ch != NULL; ch = ch->next) {
 		if (same_key(ch->string, key)) {
-			c->string = ch->string; /* the replaced member's key moves over */
+			/* The replaced member's key moves over, constant or not. */
+			c->string = ch->string;
+			c->type |= ch->type & cJSON_StringIsConst;
 			ch->string = NULL;
+			ch->type &= ~cJSON_StringIsConst;
 			return cJSON_ReplaceItemViaPointer(o, ch, c);
 		}
 	}

@@ -1294,6 +1294,28 @@ START_TEST(fast_path_matches_libjq)
 }
 END_TEST
 
+/* Members whose keys are constants (cJSON_AddItemToObjectCS) keep them
+ * through a merge that replaces them: nothing frees a key it does not own. */
+START_TEST(fast_path_constant_keys)
+{
+	static const char *progs[] = {". + {a: 2}", "[., {a: 3}] | add", "{a: 0} + .", "."};
+	for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
+		cJSON *in = cJSON_CreateObject();
+		ck_assert(cJSON_AddItemToObjectCS(in, "a", cJSON_CreateNumber(1)));
+		ck_assert(cJSON_AddItemToObjectCS(in, "b", cJSON_CreateString("x")));
+		struct op_jq *q = compile_ok(progs[i]);
+		ck_assert(same_answer(q, progs[i], in, NULL, NULL));
+		cJSON *out = NULL;
+		ck_assert_int_eq(op_jq_run(q, in, NULL, NULL, &out, err, sizeof(err)), OP_OK);
+		cJSON_Delete(in); /* the output outlives the input */
+		ck_assert_ptr_nonnull(cJSON_GetObjectItem(out, "a"));
+		ck_assert_ptr_nonnull(cJSON_GetObjectItem(out, "b"));
+		cJSON_Delete(out);
+		op_jq_free(q);
+	}
+}
+END_TEST
+
 /* Programs outside the subset have no fast form. */
 START_TEST(fast_path_takes_only_the_subset)
 {
@@ -1468,6 +1490,7 @@ static Suite *jq_suite(void)
 	tcase_add_test(tc, known_programs_skip_the_compile);
 	tcase_add_test(tc, known_set_is_bounded);
 	tcase_add_test(tc, fast_path_matches_libjq);
+	tcase_add_test(tc, fast_path_constant_keys);
 	tcase_add_test(tc, fast_path_takes_only_the_subset);
 	tcase_add_test(tc, fast_path_random_programs);
 	suite_add_tcase(s, tc);
