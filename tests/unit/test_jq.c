@@ -18,6 +18,7 @@
 #include "agent/core/buf.h"
 #include "agent/core/log.h"
 #include "connectors/transform/jq.h"
+#include "connectors/transform/jq_fast.h"
 #include "tests/unit/test.h"
 
 static char err[1024];
@@ -1108,21 +1109,72 @@ static char *outcome(struct op_jq *q, const cJSON *in, const cJSON *g, const cJS
 	return text;
 }
 
-/* Runs q on in both ways and asserts the same answer; whether the fast path gave it. */
-static bool same_answer(struct op_jq *q, const char *prog, const cJSON *in, const cJSON *g,
-                        const cJSON *m)
+/*
+ * libjq 1.6 leaks the keys of an object whose iteration (`.[]`, `map`, `add`)
+ * ends in a jq error, a few bytes a run (connectors/transform/README.md).
+ * The differential tests meet such errors by the hundred, so under ASan
+ * their libjq runs are left out of the leak check; the fast path's runs are
+ * checked, called directly.
+ */
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#define LIBJQ_LEAKS_BEGIN() __lsan_disable()
+#define LIBJQ_LEAKS_END()   __lsan_enable()
+#else
+#define LIBJQ_LEAKS_BEGIN() ((void)0)
+#define LIBJQ_LEAKS_END()   ((void)0)
+#endif
+
+/*
+ * Runs prog (compiled as q, output cap cap) on in: on libjq, on the fast
+ * path directly, and through op_jq_run with the fast path on. Asserts that
+ * the fast path's answer, when it gives one, is libjq's, and that op_jq_run
+ * answers the same either way; returns whether the fast path answered.
+ */
+static bool same_answer_cap(struct op_jq *q, const char *prog, size_t cap, const cJSON *in,
+                            const cJSON *g, const cJSON *m)
 {
-	bool lib_fast, fast;
+	bool lib_fast, via;
+	LIBJQ_LEAKS_BEGIN();
 	char *want = outcome(q, in, g, m, false, &lib_fast);
-	char *got = outcome(q, in, g, m, true, &fast);
+	LIBJQ_LEAKS_END();
 	ck_assert(!lib_fast);
+
+	struct op_jqf *f = op_jqf_compile(prog);
+	ck_assert_msg(f != NULL, "%s has no fast form", prog);
+	cJSON *out = NULL;
+	bool fast = op_jqf_run(f, in, strstr(prog, "globals") ? g : NULL,
+	                       strstr(prog, "metadata") ? m : NULL, cap, &out);
+	op_jqf_free(f);
+	if (fast) {
+		char *s = print(out);
+		if (strcmp(s, want) != 0) {
+			char *it = print(in);
+			ck_abort_msg("%s on %s: libjq %s, fast path %s", prog, it, want, s);
+		}
+		cJSON_free(s);
+		cJSON_Delete(out);
+	}
+
+	if (!fast)
+		LIBJQ_LEAKS_BEGIN();
+	char *got = outcome(q, in, g, m, true, &via);
+	if (!fast)
+		LIBJQ_LEAKS_END();
+	ck_assert_msg(via == fast, "%s: op_jq_run and the fast path disagree on taking it", prog);
 	if (strcmp(want, got) != 0) {
 		char *it = print(in);
-		ck_abort_msg("%s on %s: libjq %s, fast path %s", prog, it, want, got);
+		ck_abort_msg("%s on %s: libjq %s, op_jq_run %s", prog, it, want, got);
 	}
 	op_free(want);
 	op_free(got);
 	return fast;
+}
+
+static bool same_answer(struct op_jq *q, const char *prog, const cJSON *in, const cJSON *g,
+                        const cJSON *m)
+{
+	return same_answer_cap(q, prog, OP_JQ_OUTPUT_MAX_DEFAULT, in, g, m);
 }
 
 static const char *fast_inputs[] = {
@@ -1284,9 +1336,9 @@ START_TEST(fast_path_matches_libjq)
 	struct op_jq *q = compile_ok("[.[], .[], .[]]");
 	op_jq_set_output_max(q, 20);
 	in = op_test_json("[\"abcdef\",\"ghijkl\"]");
-	ck_assert(!same_answer(q, "capped", in, NULL, NULL));
+	ck_assert(!same_answer_cap(q, "[.[], .[], .[]]", 20, in, NULL, NULL));
 	op_jq_set_output_max(q, 200);
-	ck_assert(same_answer(q, "capped", in, NULL, NULL));
+	ck_assert(same_answer_cap(q, "[.[], .[], .[]]", 200, in, NULL, NULL));
 	cJSON_Delete(in);
 	op_jq_free(q);
 	cJSON_Delete(g);
