@@ -10,14 +10,15 @@
  *
  * The subset, in jq 1.6's grammar and precedence:
  *   .  .name  ."name"  .[]  .["name"]  .[N]  (N a non-negative integer)
- *   numbers, strings without interpolation, true, false, null
+ *   numbers, strings (with interpolation), true, false, null
  *   $globals  $metadata  ( )  [ ]  { name: ..., "name": ..., name, "name" }
  *   |  ,  //  or  and  == != < <= > >=  + - * /
  *   if ... then ... elif ... else ... end
  *   add length not empty type tostring ascii_downcase ascii_upcase
  *   map(f) select(f)
  * A program with anything else (definitions, `as`, reduce, try, `?`,
- * slices, formats, interpolation, other builtins) is not taken.
+ * slices, formats, other builtins) is not taken. tostring and interpolation
+ * write scalars as libjq does; arrays and objects there are left to libjq.
  *
  * A run gives up (and the caller runs libjq, so the answer is libjq's)
  * wherever this evaluator's answer could differ from libjq's:
@@ -25,7 +26,7 @@
  *   comparison this file does not implement for those types, `.[]` on a
  *   scalar, a division by zero, a non-finite result;
  * - an expression that gives other than one value where an operator, an
- *   object value or the whole program needs one;
+ *   object value, an interpolation or the whole program needs one;
  * - an input jq.c's conversion would refuse or change: nesting past
  *   OP_JQ_DEPTH_MAX, a raw value, invalid UTF-8 (libjq replaces it), a
  *   duplicate key (libjq keeps the last), a non-finite number (printed as
@@ -45,11 +46,13 @@
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "agent/core/alloc.h"
 #include "agent/core/b64.h"
+#include "agent/core/buf.h"
 #include "agent/core/utf8.h"
 #include "connectors/transform/jq.h"
 
@@ -81,6 +84,7 @@ enum nk {
 	N_CALL,    /* op, on . */
 	N_MAP,     /* map(a) */
 	N_SELECT,  /* select(a) */
+	N_INTERP,  /* "text\(val)text...": ents, the last one's val NULL */
 };
 
 enum op {
@@ -151,6 +155,7 @@ enum tok {
 	T_DOT,
 	T_FIELD, /* .name */
 	T_STR,
+	T_STR_PART, /* a string's text up to an interpolation */
 	T_NUM,
 	T_IDENT,
 	T_VAR, /* $name */
@@ -202,7 +207,11 @@ static bool digit(char c)
 	return c >= '0' && c <= '9';
 }
 
-/* A string literal from p (after the quote); T_STR or T_BAD. */
+/*
+ * A string literal from p (after the quote, or after an interpolation's
+ * closing parenthesis): T_STR up to the closing quote, T_STR_PART up to an
+ * interpolation's \(, or T_BAD.
+ */
 static enum tok lex_string(struct parser *ps, const char *p)
 {
 	size_t cap = 16, len = 0;
@@ -270,8 +279,15 @@ static enum tok lex_string(struct parser *ps, const char *p)
 				}
 				break;
 			}
+			case '(': /* an interpolation: the text so far, then the parser */
+				b[len] = '\0';
+				if (!op_utf8_valid(b, len))
+					goto bad;
+				ps->p = p;
+				ps->str = b;
+				return T_STR_PART;
 			default:
-				goto bad; /* interpolation, or an escape jq refuses */
+				goto bad; /* an escape jq refuses */
 			}
 		}
 		if (len + en + 1 > cap) {
@@ -756,6 +772,44 @@ static struct node *object(struct parser *ps)
 	return NULL;
 }
 
+/* "text\(f)text...", from its first part (the current token). */
+static struct node *interp(struct parser *ps)
+{
+	struct node *n = mk(N_INTERP, NULL, NULL);
+	size_t cap = 0;
+	if (n == NULL)
+		return NULL;
+	for (;;) {
+		enum tok t = ps->t;
+		if (n->nents == cap) {
+			size_t nc = cap ? cap * 2 : 4;
+			struct entry *ne = op_realloc(n->ents, nc * sizeof(*ne));
+			if (ne == NULL)
+				break;
+			n->ents = ne;
+			cap = nc;
+		}
+		struct entry *e = &n->ents[n->nents++];
+		e->key = ps->str; /* the text before the next interpolation, or the last */
+		e->val = NULL;
+		ps->str = NULL;
+		if (t == T_STR) {
+			next(ps);
+			return n;
+		}
+		next(ps);
+		e->val = pipe_(ps);
+		if (e->val == NULL || ps->t != T_RPAREN)
+			break;
+		/* The string goes on after the parenthesis. */
+		ps->t = lex_string(ps, ps->p);
+		if (ps->t != T_STR && ps->t != T_STR_PART)
+			break;
+	}
+	node_free(n);
+	return NULL;
+}
+
 /* f in map(f) or select(f), after the name. */
 static struct node *call1(struct parser *ps, enum nk k)
 {
@@ -825,6 +879,8 @@ static struct node *primary(struct parser *ps)
 	case T_LBRACE:
 		next(ps);
 		return object(ps);
+	case T_STR_PART:
+		return interp(ps);
 	case T_IDENT:
 		break;
 	default:
@@ -1472,6 +1528,83 @@ static bool path(const struct node *n, const cJSON *x, struct vl *out)
 	return push(out, ch != NULL ? ch : &k_null, false);
 }
 
+/*
+ * libjq 1.6's text of the finite number d (jvp_dtoa_fmt): the shortest
+ * digits that read back as d (the correctly rounded ones, as %.*e gives
+ * them), plain unless the decimal point is more than 15 places past the
+ * digits or 4 before them, else d.ddde+XX with at least two exponent digits.
+ * out holds at least 48 bytes.
+ */
+static void jq_number(double d, char *out)
+{
+	char e[40], digits[20];
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(e, sizeof(e), "%.*e", prec - 1, d);
+		if (strtod(e, NULL) == d)
+			break;
+	}
+	const char *p = e;
+	char *o = out;
+	if (*p == '-')
+		*o++ = *p++;
+	int nd = 0;
+	for (; *p != 'e'; p++) {
+		if (*p != '.')
+			digits[nd++] = *p;
+	}
+	int decpt = atoi(p + 1) + 1;
+	while (nd > 1 && digits[nd - 1] == '0')
+		nd--;
+	if (d == 0)
+		decpt = 1;
+	if (decpt <= -4 || decpt > nd + 15) {
+		*o++ = digits[0];
+		if (nd > 1) {
+			*o++ = '.';
+			memcpy(o, digits + 1, (size_t)nd - 1);
+			o += nd - 1;
+		}
+		int x = decpt - 1;
+		o += snprintf(o, 8, "e%c%02d", x < 0 ? '-' : '+', x < 0 ? -x : x);
+	} else if (decpt <= 0) {
+		*o++ = '0';
+		*o++ = '.';
+		for (; decpt < 0; decpt++)
+			*o++ = '0';
+		memcpy(o, digits, (size_t)nd);
+		o += nd;
+	} else {
+		for (int i = 0; i < nd; i++) {
+			*o++ = digits[i];
+			if (--decpt == 0 && i + 1 < nd)
+				*o++ = '.';
+		}
+		for (; decpt > 0; decpt--)
+			*o++ = '0';
+	}
+	*o = '\0';
+}
+
+/* c as jq's tostring writes it, into tmp (48 bytes) if need be; NULL for arrays and objects. */
+static const char *to_text(const cJSON *c, char *tmp)
+{
+	switch (kind(c)) {
+	case cJSON_String:
+		return c->valuestring;
+	case cJSON_Number:
+		jq_number(c->valuedouble, tmp);
+		return tmp;
+	case cJSON_NULL:
+		return "null";
+	case cJSON_True:
+		return "true";
+	case cJSON_False:
+		return "false";
+	default:
+		return NULL;
+	}
+}
+
 static bool call(const struct node *n, const cJSON *in, struct vl *out)
 {
 	int k = kind(in);
@@ -1521,8 +1654,14 @@ static bool call(const struct node *n, const cJSON *in, struct vl *out)
 		return true;
 	case FN_TYPE:
 		return push(out, type_name(in), false);
-	case FN_TOSTRING:
-		return k == cJSON_String && push(out, in, false);
+	case FN_TOSTRING: {
+		char tmp[48];
+		const char *t = to_text(in, tmp);
+		if (t == NULL)
+			return false; /* arrays and objects: jq's own JSON text */
+		return k == cJSON_String ? push(out, in, false)
+		                         : push(out, cJSON_CreateString(t), true);
+	}
 	case FN_DOWNCASE:
 	case FN_UPCASE: {
 		if (k != cJSON_String)
@@ -1669,6 +1808,25 @@ static bool ev(struct run *r, const struct node *n, const cJSON *in, struct vl *
 			ok = push(out, a, true);
 		else
 			cJSON_Delete(a);
+		break;
+	}
+	case N_INTERP: {
+		struct op_buf b;
+		op_buf_init(&b, SIZE_MAX);
+		for (size_t i = 0; ok && i < n->nents; i++) {
+			ok = op_buf_adds(&b, n->ents[i].key) == OP_OK;
+			if (ok && n->ents[i].val != NULL) {
+				char tmp[48];
+				const char *v = NULL;
+				ok = ev1(r, n->ents[i].val, in, &t) &&
+				     (v = to_text(t.v[0].c, tmp)) != NULL &&
+				     op_buf_adds(&b, v) == OP_OK;
+				vl_clear(&t);
+			}
+		}
+		ok = ok && op_buf_addc(&b, '\0') == OP_OK &&
+		     push(out, cJSON_CreateString(b.data), true);
+		op_buf_fini(&b);
 		break;
 	}
 	case N_SELECT:

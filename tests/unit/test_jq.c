@@ -6,6 +6,7 @@
  * to compile.
  */
 #include <float.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1280,6 +1281,12 @@ static const char *fast_programs[] = {
     ".a + null",
     "{a: .a} | .a",
     "[.b[] | {v: ., w: (. * 2)}]",
+    "\"id-\\(.a)/\\(.b) \\(.x)\"",
+    "\"\\(.s)\\(\"in\\(.a)side\")!\"",
+    "[.[] | tostring]",
+    "[.a, .b, .x] | map(\"<\\(.)>\")",
+    "\"\\(.a | length) items\"",
+    "\"\\(.a[0])\"",
     "{orderId: .body.order_id, customerId: .body.customer.id, customerName: "
     ".body.customer.name, country: .body.customer.country, lines: [.body.items[] | {article: "
     ".sku, quantity: .qty, unitPrice: .price, amount: (.qty * .price)}], total: "
@@ -1373,7 +1380,7 @@ START_TEST(fast_path_takes_only_the_subset)
 {
 	static const char *rest[] = {
 	    "def f: .; f",  ".a as $x | $x",
-	    ".a?",          "\"\\(.a)\"",
+	    ".a?",          "@text \"\\(.a)\"",
 	    ".[1:2]",       "-.a",
 	    ".a % 2",       "..",
 	    ".a |= 1",      "reduce .[] as $x (0; . + $x)",
@@ -1401,6 +1408,61 @@ START_TEST(fast_path_takes_only_the_subset)
 }
 END_TEST
 
+/* Numbers as text (tostring, interpolation): jq's own digits and notation. */
+START_TEST(fast_path_number_text)
+{
+	static const char prog[] = "[tostring, \"n=\\(.)\"]";
+	struct op_jq *q = compile_ok(prog);
+	uint64_t x = 0x2545f4914f6cdd1du;
+	double p10[] = {1, 10, 100, 1e3, 1e5, 1e9};
+	double fixed[] = {0,
+	                  -0.0,
+	                  1,
+	                  100,
+	                  1e6,
+	                  1e15,
+	                  1e16,
+	                  1e17,
+	                  123456789012,
+	                  1e-4,
+	                  1e-5,
+	                  0.1,
+	                  0.5,
+	                  1.5e-7,
+	                  3.0,
+	                  1e300,
+	                  5e-324,
+	                  -2.5e-300,
+	                  12345678901234567890.0,
+	                  72057594037927936.0,
+	                  9007199254740993.0,
+	                  0.30000000000000004,
+	                  1e21,
+	                  1.7976931348623157e308,
+	                  4.35 * 12};
+	size_t n = sizeof(fixed) / sizeof(fixed[0]);
+	for (size_t i = 0; i < n + 3000; i++) {
+		double d;
+		if (i < n) {
+			d = fixed[i];
+		} else {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			if (i % 2) {
+				memcpy(&d, &x, sizeof(d));
+				if (!isfinite(d))
+					continue;
+			} else {
+				d = (double)(int64_t)(x % 20000001 - 10000000) / p10[x % 6];
+			}
+		}
+		cJSON *in = cJSON_CreateNumber(d);
+		ck_assert(same_answer(q, prog, in, NULL, NULL));
+		cJSON_Delete(in);
+	}
+	op_jq_free(q);
+}
+END_TEST
+
 /* A random program of the subset, depth d, appended to b. */
 static void random_program(struct op_buf *b, unsigned *seed, int d)
 {
@@ -1424,6 +1486,7 @@ static void random_program(struct op_buf *b, unsigned *seed, int d)
 	    "map(%s)",
 	    "select(%s)",
 	    "{a: (%s), a: 2}",
+	    "\"<\\(%s)>\"",
 	};
 	static const char *binary[] = {
 	    "(%s | %s)",   "(%s , %s)",          "(%s // %s)",
@@ -1543,6 +1606,7 @@ static Suite *jq_suite(void)
 	tcase_add_test(tc, known_set_is_bounded);
 	tcase_add_test(tc, fast_path_matches_libjq);
 	tcase_add_test(tc, fast_path_constant_keys);
+	tcase_add_test(tc, fast_path_number_text);
 	tcase_add_test(tc, fast_path_takes_only_the_subset);
 	tcase_add_test(tc, fast_path_random_programs);
 	suite_add_tcase(s, tc);
