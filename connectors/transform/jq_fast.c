@@ -1537,7 +1537,7 @@ static bool path(const struct node *n, const cJSON *x, struct vl *out)
  */
 static void jq_number(double d, char *out)
 {
-	char e[40], digits[20];
+	char e[40], digits[20] = "0";
 	for (int prec = 1; prec <= 17; prec++) {
 		snprintf(e, sizeof(e), "%.*e", prec - 1, d);
 		if (strtod(e, NULL) == d)
@@ -1552,7 +1552,9 @@ static void jq_number(double d, char *out)
 		if (*p != '.')
 			digits[nd++] = *p;
 	}
-	int decpt = atoi(p + 1) + 1;
+	int decpt = (int)strtol(p + 1, NULL, 10) + 1;
+	if (nd == 0)
+		nd = 1; /* printf always writes a digit: for the analyzer */
 	while (nd > 1 && digits[nd - 1] == '0')
 		nd--;
 	if (d == 0)
