@@ -43,6 +43,7 @@
  */
 #include "connectors/transform/jq_fast.h"
 
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -1534,15 +1535,25 @@ static bool path(const struct node *n, const cJSON *x, struct vl *out)
  * them), plain unless the decimal point is more than 15 places past the
  * digits or 4 before them, else d.ddde+XX with at least two exponent digits.
  * out holds at least 48 bytes.
+ *
+ * false for a normal power of two that needs 16 digits or more: its
+ * rounding interval is narrower below than above, and libjq's dtoa (mode 0)
+ * may find a text one digit shorter in the wider side, which the correctly
+ * rounded texts miss (2^-24 is 5.960464477539063e-08 in libjq). Below 16
+ * digits the texts are too far apart for that.
  */
-static void jq_number(double d, char *out)
+static bool jq_number(double d, char *out)
 {
 	char e[40], digits[20] = "0";
-	for (int prec = 1; prec <= 17; prec++) {
+	int prec = 1;
+	for (; prec <= 17; prec++) {
 		snprintf(e, sizeof(e), "%.*e", prec - 1, d);
 		if (strtod(e, NULL) == d)
 			break;
 	}
+	int bexp;
+	if (prec >= 16 && fabs(frexp(d, &bexp)) == 0.5 && fabs(d) >= DBL_MIN)
+		return false;
 	const char *p = e;
 	char *o = out;
 	if (*p == '-')
@@ -1585,17 +1596,18 @@ static void jq_number(double d, char *out)
 			*o++ = '0';
 	}
 	*o = '\0';
+	return true;
 }
 
-/* c as jq's tostring writes it, into tmp (48 bytes) if need be; NULL for arrays and objects. */
+/* c as jq's tostring writes it, into tmp (48 bytes) if need be; NULL for
+ * arrays and objects, and numbers jq_number leaves to libjq. */
 static const char *to_text(const cJSON *c, char *tmp)
 {
 	switch (kind(c)) {
 	case cJSON_String:
 		return c->valuestring;
 	case cJSON_Number:
-		jq_number(c->valuedouble, tmp);
-		return tmp;
+		return jq_number(c->valuedouble, tmp) ? tmp : NULL;
 	case cJSON_NULL:
 		return "null";
 	case cJSON_True:

@@ -1464,9 +1464,20 @@ START_TEST(fast_path_number_text)
 			}
 		}
 		cJSON *in = cJSON_CreateNumber(d);
-		ck_assert(same_answer(q, prog, in, NULL, NULL));
+		bool answered = same_answer(q, prog, in, NULL, NULL);
+		int be;
+		ck_assert(answered || fabs(frexp(d, &be)) == 0.5); /* below */
 		cJSON_Delete(in);
 	}
+	/* Every power of two: libjq's dtoa finds a shorter text for some
+	 * (2^-24, 2^89), which the fast path leaves to libjq. */
+	size_t answered = 0;
+	for (int e = -1074; e <= 1023; e++) {
+		cJSON *in = cJSON_CreateNumber(ldexp(1, e));
+		answered += same_answer(q, prog, in, NULL, NULL);
+		cJSON_Delete(in);
+	}
+	ck_assert_uint_gt(answered, 200); /* those of 15 digits or fewer */
 	op_jq_free(q);
 }
 END_TEST
