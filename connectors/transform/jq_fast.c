@@ -695,22 +695,77 @@ static struct node *if_rest(struct parser *ps)
 
 static struct node *term(struct parser *ps);
 
-/* A value in an object: terms joined by | (jq's ExpD, without its unary minus). */
-static struct node *obj_value(struct parser *ps)
+/*
+ * Which operator of one level of the grammar the current token is: the
+ * node's kind and operator, or false.
+ */
+typedef bool (*op_fn)(const struct parser *ps, enum nk *k, int *op);
+
+static bool op_pipe(const struct parser *ps, enum nk *k, int *op)
 {
-	int added = 0;
-	struct node *v = term(ps);
-	while (v != NULL && ps->t == T_PIPE) {
+	*k = N_PIPE;
+	*op = 0;
+	return ps->t == T_PIPE;
+}
+
+static bool op_mul(const struct parser *ps, enum nk *k, int *op)
+{
+	*k = N_ARITH;
+	*op = ps->t == T_STAR ? OP_MUL : OP_DIV;
+	return ps->t == T_STAR || ps->t == T_SLASH;
+}
+
+static bool op_sum(const struct parser *ps, enum nk *k, int *op)
+{
+	*k = N_ARITH;
+	*op = ps->t == T_PLUS ? OP_ADD : OP_SUB;
+	return ps->t == T_PLUS || ps->t == T_MINUS;
+}
+
+static bool op_and(const struct parser *ps, enum nk *k, int *op)
+{
+	*k = N_AND;
+	*op = 0;
+	return is_word(ps, "and");
+}
+
+static bool op_or(const struct parser *ps, enum nk *k, int *op)
+{
+	*k = N_OR;
+	*op = 0;
+	return is_word(ps, "or");
+}
+
+static bool op_comma(const struct parser *ps, enum nk *k, int *op)
+{
+	*k = N_COMMA;
+	*op = 0;
+	return ps->t == T_COMMA;
+}
+
+/* operand (operator operand)*, left-associative, the operators is_op takes. */
+static struct node *chain(struct parser *ps, struct node *(*operand)(struct parser *), op_fn is_op)
+{
+	int added = 0, op;
+	enum nk k;
+	struct node *n = operand(ps);
+	while (n != NULL && is_op(ps, &k, &op)) {
 		if (!deeper(ps, &added)) {
-			node_free(v);
-			v = NULL;
+			node_free(n);
+			n = NULL;
 			break;
 		}
 		next(ps);
-		v = bin(N_PIPE, 0, v, term(ps));
+		n = bin(k, op, n, operand(ps));
 	}
 	ps->depth -= added;
-	return v;
+	return n;
+}
+
+/* A value in an object: terms joined by | (jq's ExpD, without its unary minus). */
+static struct node *obj_value(struct parser *ps)
+{
+	return chain(ps, term, op_pipe);
 }
 
 /* {key: value, "key": value, key, "key"}, after the brace. */
@@ -932,38 +987,12 @@ static struct node *term(struct parser *ps)
 
 static struct node *mul(struct parser *ps)
 {
-	int added = 0;
-	struct node *n = term(ps);
-	while (n != NULL && (ps->t == T_STAR || ps->t == T_SLASH)) {
-		int op = ps->t == T_STAR ? OP_MUL : OP_DIV;
-		if (!deeper(ps, &added)) {
-			node_free(n);
-			n = NULL;
-			break;
-		}
-		next(ps);
-		n = bin(N_ARITH, op, n, term(ps));
-	}
-	ps->depth -= added;
-	return n;
+	return chain(ps, term, op_mul);
 }
 
 static struct node *sum(struct parser *ps)
 {
-	int added = 0;
-	struct node *n = mul(ps);
-	while (n != NULL && (ps->t == T_PLUS || ps->t == T_MINUS)) {
-		int op = ps->t == T_PLUS ? OP_ADD : OP_SUB;
-		if (!deeper(ps, &added)) {
-			node_free(n);
-			n = NULL;
-			break;
-		}
-		next(ps);
-		n = bin(N_ARITH, op, n, mul(ps));
-	}
-	ps->depth -= added;
-	return n;
+	return chain(ps, mul, op_sum);
 }
 
 static struct node *compare(struct parser *ps)
@@ -999,21 +1028,14 @@ static struct node *compare(struct parser *ps)
 	return bin(N_CMP, op, n, sum(ps));
 }
 
-static struct node *logic(struct parser *ps, const char *word, enum nk k)
+static struct node *and_chain(struct parser *ps)
 {
-	int added = 0;
-	struct node *n = k == N_OR ? logic(ps, "and", N_AND) : compare(ps);
-	while (n != NULL && is_word(ps, word)) {
-		if (!deeper(ps, &added)) {
-			node_free(n);
-			n = NULL;
-			break;
-		}
-		next(ps);
-		n = bin(k, 0, n, k == N_OR ? logic(ps, "and", N_AND) : compare(ps));
-	}
-	ps->depth -= added;
-	return n;
+	return chain(ps, compare, op_and);
+}
+
+static struct node *or_chain(struct parser *ps)
+{
+	return chain(ps, and_chain, op_or);
 }
 
 static struct node *alt(struct parser *ps)
@@ -1021,7 +1043,7 @@ static struct node *alt(struct parser *ps)
 	int added = 0;
 	struct node *n = NULL;
 	if (deeper(ps, &added)) {
-		n = logic(ps, "or", N_OR);
+		n = or_chain(ps);
 		if (n != NULL && ps->t == T_ALT) {
 			next(ps);
 			n = bin(N_ALT, 0, n, alt(ps)); /* right-associative */
@@ -1033,19 +1055,7 @@ static struct node *alt(struct parser *ps)
 
 static struct node *comma(struct parser *ps)
 {
-	int added = 0;
-	struct node *n = alt(ps);
-	while (n != NULL && ps->t == T_COMMA) {
-		if (!deeper(ps, &added)) {
-			node_free(n);
-			n = NULL;
-			break;
-		}
-		next(ps);
-		n = bin(N_COMMA, 0, n, alt(ps));
-	}
-	ps->depth -= added;
-	return n;
+	return chain(ps, alt, op_comma);
 }
 
 static struct node *pipe_(struct parser *ps)
