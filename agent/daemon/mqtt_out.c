@@ -68,7 +68,7 @@ struct client {
 	struct client *next_retired; /* in o->retired or o->removed */
 	/* Under start_mu: a reload dropped it, it starts no more. */
 	bool retired;
-	struct client *next_todo; /* the reload's own list of clients to retire */
+	struct client *next_retiring; /* the reload's own list of clients to retire */
 	char *name, *uri, *client_id, *ca_file, *cert_file, *key_file, *username, *password;
 	bool tls;
 	int keepalive_s, connect_timeout_s;
@@ -754,28 +754,28 @@ static void retire_disconnect(struct client *c)
 }
 
 /* Under o->mu: c leaves service, held by the caller until retire(). */
-static void pin_locked(struct op_mqtt_out *o, struct client *c, struct client **todo)
+static void pin_locked(struct op_mqtt_out *o, struct client *c, struct client **retiring)
 {
 	c->users++;
 	c->gone = true;
 	c->next_retired = o->retired;
 	o->retired = c;
-	c->next_todo = *todo;
-	*todo = c;
+	c->next_retiring = *retiring;
+	*retiring = c;
 }
 
 static void release(struct op_mqtt_out *o, struct client *c);
 
 /*
- * Ends the pinned clients of todo: they start no more, disconnect once their
+ * Ends the pinned clients of retiring: they start no more, disconnect once their
  * messages in flight are through, and are freed by whoever lets go of them
  * last. Without o->mu: starting and disconnecting wait for paho.
  */
-static void retire(struct op_mqtt_out *o, struct client *todo)
+static void retire(struct op_mqtt_out *o, struct client *retiring)
 {
-	while (todo) {
-		struct client *c = todo;
-		todo = c->next_todo;
+	while (retiring) {
+		struct client *c = retiring;
+		retiring = c->next_retiring;
 		pthread_mutex_lock(&c->start_mu);
 		c->retired = true;
 		pthread_mutex_unlock(&c->start_mu);
@@ -857,7 +857,7 @@ op_err op_mqtt_out_update(struct op_mqtt_out *o, const struct op_config *cfg,
 	 * connection (also one a reload before removed); a changed one is
 	 * retired; a removed one stays findable, for pipelines that drain,
 	 * until op_mqtt_out_prune(). */
-	struct client *todo = NULL;
+	struct client *retiring = NULL;
 	pthread_mutex_lock(&o->mu);
 	struct client **ov = o->v;
 	for (i = 0; i < n; i++) {
@@ -884,7 +884,7 @@ op_err op_mqtt_out_update(struct op_mqtt_out *o, const struct op_config *cfg,
 		if (kept) {
 			OP_LOGI("broker %s (%s): changed by the reload; its publisher disconnects",
 			        ov[k]->name, ov[k]->uri);
-			pin_locked(o, ov[k], &todo);
+			pin_locked(o, ov[k], &retiring);
 		} else {
 			OP_LOGI("broker %s (%s): removed by the reload; its publisher stays while "
 			        "pipelines drain",
@@ -897,7 +897,7 @@ op_err op_mqtt_out_update(struct op_mqtt_out *o, const struct op_config *cfg,
 	o->n = n;
 	pthread_mutex_unlock(&o->mu);
 	op_free(ov);
-	retire(o, todo);
+	retire(o, retiring);
 	for (i = 0; i < nu; i++)
 		client_free(unused[i]);
 	op_free(unused);
@@ -907,18 +907,18 @@ op_err op_mqtt_out_update(struct op_mqtt_out *o, const struct op_config *cfg,
 unsigned op_mqtt_out_prune(struct op_mqtt_out *o)
 {
 	unsigned n = 0;
-	struct client *todo = NULL;
+	struct client *retiring = NULL;
 	pthread_mutex_lock(&o->mu);
 	while (o->removed) {
 		struct client *c = o->removed;
 		o->removed = c->next_retired;
 		OP_LOGI("broker %s (%s): no pipeline uses it any more; its publisher disconnects",
 		        c->name, c->uri);
-		pin_locked(o, c, &todo);
+		pin_locked(o, c, &retiring);
 		n++;
 	}
 	pthread_mutex_unlock(&o->mu);
-	retire(o, todo);
+	retire(o, retiring);
 	return n;
 }
 
