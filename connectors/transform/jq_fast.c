@@ -362,6 +362,11 @@ static enum tok two(struct parser *ps, const char *p, char second, enum tok one_
 	return one_t;
 }
 
+/* The tokens of one character, and what each is. */
+static const char singles[] = ",()[]{}:;";
+static const enum tok single_tok[] = {T_COMMA,  T_LPAREN, T_RPAREN, T_LBRACK, T_RBRACK,
+                                      T_LBRACE, T_RBRACE, T_COLON,  T_SEMI};
+
 /* Reads the next token into ps->t. */
 static void next(struct parser *ps)
 {
@@ -447,44 +452,11 @@ static void next(struct parser *ps)
 	case '*':
 		t = two(ps, p, '=', T_STAR, T_BAD);
 		break;
-	case ',':
-		t = T_COMMA;
-		ps->p = p + 1;
-		break;
-	case '(':
-		t = T_LPAREN;
-		ps->p = p + 1;
-		break;
-	case ')':
-		t = T_RPAREN;
-		ps->p = p + 1;
-		break;
-	case '[':
-		t = T_LBRACK;
-		ps->p = p + 1;
-		break;
-	case ']':
-		t = T_RBRACK;
-		ps->p = p + 1;
-		break;
-	case '{':
-		t = T_LBRACE;
-		ps->p = p + 1;
-		break;
-	case '}':
-		t = T_RBRACE;
-		ps->p = p + 1;
-		break;
-	case ':':
-		t = T_COLON;
-		ps->p = p + 1;
-		break;
-	case ';':
-		t = T_SEMI;
-		ps->p = p + 1;
-		break;
 	default:
-		if (digit(*p)) {
+		if (*p != '\0' && strchr(singles, *p) != NULL) {
+			t = single_tok[strchr(singles, *p) - singles];
+			ps->p = p + 1;
+		} else if (digit(*p)) {
 			t = lex_number(ps, p);
 		} else if (ident_start(*p)) {
 			const char *q = p;
