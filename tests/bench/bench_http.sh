@@ -204,10 +204,6 @@ stop_daemon() {
 	wait "$1" 2>/dev/null
 }
 
-metric() {
-	curl -s -m 2 "http://127.0.0.1:$admin/metrics" | awk -v s="$1" '$1 == s { printf "%d\n", $2 }'
-}
-
 # ---- wrk -----------------------------------------------------------------
 
 cat >"$T/post.lua" <<LUA
@@ -317,6 +313,7 @@ echo "bench: w1_set_cpu $(cpu_us "$c0" "$c1" "$reqs") us/req"
 # W2: async, durable. Accepted = 202 answers counted by the daemon itself.
 a0=$(metric 'outpost_http_requests_total{code="202"}')
 k0=$(metric outpost_store_commit_seconds_count)
+w0=$(io_written "$dpid")
 c0=$(cpu_ticks $wpid)
 run_wrk w2_outpost "http://127.0.0.1:$port/events"
 a1=$(metric 'outpost_http_requests_total{code="202"}')
@@ -341,9 +338,12 @@ echo "bench: w2_executed_per_s $(awk -v n="${done_n:-0}" -v ms=$(($(now_ms) - t_
 	'BEGIN { printf "%d", n * 1000 / ms }') events/s"
 c1=$(cpu_ticks $wpid)
 k1=$(metric outpost_store_commit_seconds_count)
+w1=$(io_written "$dpid")
 echo "bench: w2_cpu $(cpu_us "$c0" "$c1" "$accepted") us/event"
 echo "bench: w2_commits_per_event $(awk -v k=$((${k1:-0} - ${k0:-0})) -v n=$accepted \
 	'BEGIN { printf "%.3f", n ? k / n : 0 }') commits"
+echo "bench: w2_written_per_event $(awk -v w=$((w1 - w0)) -v n=$accepted \
+	'BEGIN { printf "%d", n ? w / n : 0 }') bytes"
 
 # W2 again with a pipeline whose one set step takes two fields: the durable
 # path with less of the workers' own work on the same two cores.

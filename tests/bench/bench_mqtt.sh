@@ -114,12 +114,23 @@ wait_until 20 subscribed || {
 	echo "bench_mqtt: the agent's consumers did not subscribe: $(tail -5 "$T/d.log")" >&2
 	exit 1
 }
+# The consumers are processes of their own (mqtt_in.c): their CPU counts
+# apart from the daemon's.
+cons=$(children "$dpid")
 c0=$(cpu_ticks "$broker_pid")
 d0=$(cpu_ticks "$dpid")
+# shellcheck disable=SC2086 # one PID per word
+p0=$(cpu_ticks $cons)
+k0=$(metric outpost_store_commit_seconds_count)
+w0=$(io_written "$dpid")
 out=$("$MQTT_LOAD" "$broker_port" bench/in bench/out "$N")
 rc=$?
 agent_cpu=$(cpu_us "$d0" "$(cpu_ticks "$dpid")" "$N")
+# shellcheck disable=SC2086
+cons_cpu=$(cpu_us "$p0" "$(cpu_ticks $cons)" "$N")
 agent_broker_cpu=$(cpu_us "$c0" "$(cpu_ticks "$broker_pid")" "$N")
+k1=$(metric outpost_store_commit_seconds_count)
+w1=$(io_written "$dpid")
 stop_agent
 agent=$(printf '%s\n' "$out" | sed -n 's/.*: \([0-9]*\) msg\/s$/\1/p')
 [ $rc -eq 0 ] || echo "bench_mqtt: not every message came through the agent: $out" >&2
@@ -131,5 +142,9 @@ echo "bench: w3_outpostd_vs_mosquitto $(ratio "${agent:-0}" "$base") ratio"
 echo "bench: w3_outpostd_vs_relay $(ratio "${agent:-0}" "$relay") ratio"
 echo "bench: w3_mosquitto_cpu $base_cpu us/msg (the broker alone)"
 echo "bench: w3_relay_cpu $relay_cpu us/msg (broker $relay_broker_cpu)"
-echo "bench: w3_outpostd_cpu $agent_cpu us/msg (broker $agent_broker_cpu)"
+echo "bench: w3_outpostd_cpu $agent_cpu us/msg (consumers $cons_cpu, broker $agent_broker_cpu)"
+echo "bench: w3_commits_per_msg $(awk -v k=$((${k1:-0} - ${k0:-0})) -v n="$N" \
+	'BEGIN { printf "%.3f", n ? k / n : 0 }') commits"
+echo "bench: w3_written_per_msg $(awk -v w=$((w1 - w0)) -v n="$N" \
+	'BEGIN { printf "%d", n ? w / n : 0 }') bytes"
 [ $rc -eq 0 ]

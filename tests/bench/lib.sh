@@ -1,4 +1,4 @@
-# Helpers the benchmark scripts share: CPU time read from /proc.
+# Helpers the benchmark scripts share: CPU time read from /proc, metrics.
 # shellcheck shell=bash
 
 # cpu_ticks PID...: user and system CPU the processes used so far, in clock
@@ -7,6 +7,12 @@ cpu_ticks() {
 	for p in "$@"; do
 		sed 's/.*) //' /proc/"$p"/stat 2>/dev/null
 	done | awk '{ t += $12 + $13 } END { print t + 0 }'
+}
+
+# io_written PID: bytes PID has caused to be written to storage so far
+# (/proc/PID/io write_bytes; 0 when unreadable).
+io_written() {
+	awk '$1 == "write_bytes:" { w = $2 } END { print w + 0 }' /proc/"$1"/io 2>/dev/null || echo 0
 }
 
 # children PID: the PIDs whose parent is PID.
@@ -23,3 +29,10 @@ cpu_us() {
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
+
+# metric NAME: the value of one series on the admin endpoint at port $admin,
+# as an integer; nothing when the endpoint does not answer.
+# shellcheck disable=SC2154 # $admin is set by the script that sources this
+metric() {
+	curl -s -m 2 "http://127.0.0.1:$admin/metrics" | awk -v s="$1" '$1 == s { printf "%d\n", $2 }'
+}
