@@ -480,8 +480,8 @@ static void on_accepted(void *ud, op_err rc, const char *id)
 /*
  * Enqueues an async trigger's event and answers 202 once it is committed.
  * The handler thread does not wait for the disk: the answer is deferred
- * and sent from the store's writer thread, so hundreds of requests share
- * one commit. Without memory for that it waits, as a last resort.
+ * and sent from the store's completion thread, so hundreds of requests
+ * share one commit. Without memory for that it waits, as a last resort.
  */
 static op_err submit_async(struct op_daemon *dm, const struct op_http_request *req,
                            const char *pipeline, const cJSON *msg, const cJSON *data,

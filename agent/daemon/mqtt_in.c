@@ -7,7 +7,7 @@
  *   for the REPLY), so `pending` is a flag, and a consumer is freed only
  *   when it is not pending: the commit callback's pointer stays valid.
  * - The mqtt-in thread owns consumers and reads their sockets. The commit
- *   callback, on the store's writer thread, answers on the reply socket
+ *   callback, on the store's completion thread, answers on the reply socket
  *   itself (no hand-over, no extra wake-up per message); `pending`, `rfd`
  *   and the stats are under m->mu, and rfd is closed under it.
  */
@@ -419,7 +419,7 @@ static void send_reply(struct consumer *c, enum op_mqtt_reply r, uint32_t retry_
 
 /* ---- messages ---- */
 
-/* On the store's writer thread: the event is committed (or refused). */
+/* On the store's completion thread: the event is committed (or refused). */
 static void committed(void *ud, op_err rc, const char *id)
 {
 	(void)id;

@@ -135,7 +135,7 @@ op_err op_runtime_submit(struct op_runtime *rt, const char *pipeline, const cJSO
 
 /*
  * op_runtime_submit without waiting for the commit: done(ud, result, id) is
- * called once, on the store's writer thread, when the event is committed
+ * called once, on the store's completion thread, when the event is committed
  * (OP_OK) or refused. A non-OK return means done will not be called.
  */
 op_err op_runtime_submit_cb(struct op_runtime *rt, const char *pipeline, const cJSON *message,

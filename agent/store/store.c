@@ -318,8 +318,22 @@ out:
 	return e;
 }
 
+/* Lets the completer finish what the writer handed over, then joins it. */
+static void stop_completer(struct op_store *s)
+{
+	if (!s->completer_started)
+		return;
+	pthread_mutex_lock(&s->cmu);
+	s->cstop = true;
+	pthread_cond_signal(&s->cwake);
+	pthread_mutex_unlock(&s->cmu);
+	pthread_join(s->completer, NULL);
+	s->completer_started = false;
+}
+
 static void destroy(struct op_store *s)
 {
+	stop_completer(s);
 	if (s->env)
 		mdb_env_close(s->env);
 	if (s->lock_fd >= 0)
@@ -332,6 +346,8 @@ static void destroy(struct op_store *s)
 	pthread_cond_destroy(&s->wake);
 	pthread_cond_destroy(&s->ob_hook_cv);
 	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cwake);
+	pthread_mutex_destroy(&s->cmu);
 	op_free(s);
 }
 
@@ -387,6 +403,8 @@ op_err op_store_open(const struct op_store_opts *opts, struct op_store **out, ch
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->mu, NULL);
 	op_cond_init_mono(&s->wake);
+	pthread_mutex_init(&s->cmu, NULL);
+	pthread_cond_init(&s->cwake, NULL);
 	pthread_cond_init(&s->ob_hook_cv, NULL);
 	pthread_rwlockattr_t ra;
 	pthread_rwlockattr_init(&ra);
@@ -457,7 +475,10 @@ op_err op_store_open(const struct op_store_opts *opts, struct op_store **out, ch
 	e = load(s, err, errlen);
 	if (e)
 		goto out;
-	rc = pthread_create(&s->writer, NULL, op_store__writer_main, s);
+	rc = pthread_create(&s->completer, NULL, op_store__completer_main, s);
+	s->completer_started = rc == 0;
+	if (rc == 0)
+		rc = pthread_create(&s->writer, NULL, op_store__writer_main, s);
 	if (rc) {
 		fail(err, errlen, "%s: cannot start the writer thread", s->dir);
 		e = OP_ENOMEM;
@@ -490,6 +511,7 @@ void op_store_close(struct op_store *s)
 		pthread_mutex_unlock(&s->mu);
 		pthread_join(s->writer, NULL);
 	}
+	stop_completer(s);
 	destroy(s);
 }
 

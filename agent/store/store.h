@@ -15,8 +15,9 @@
  * Every function is safe to call from any number of threads at once, except
  * op_store_close(), which must be the last call. Functions never call back
  * into the caller, except through the callbacks it registers
- * (op_store_enqueue_cb, op_store_on_commit, op_store_outbox_on_add), which
- * run on the writer thread. Times are milliseconds since the Unix epoch.
+ * (op_store_enqueue_cb's, on the store's completion thread, in commit
+ * order; op_store_on_commit and op_store_outbox_on_add, on the writer
+ * thread). Times are milliseconds since the Unix epoch.
  */
 #ifndef OP_STORE_STORE_H
 #define OP_STORE_STORE_H
@@ -144,8 +145,9 @@ op_err op_store_enqueue(struct op_store *s, const char *pipeline, const char *tr
 
 /*
  * op_store_enqueue without waiting: the arguments are copied and done(ud,
- * result, id) is called once, on the writer thread, after the commit (result
- * as op_store_enqueue's) — keep it short. A non-OK return means done will not
+ * result, id) is called once, on the store's completion thread, after the
+ * commit (result as op_store_enqueue's) — keep it short: the callbacks of
+ * later commits wait for it. A non-OK return means done will not
  * be called. For callers that must not block on the disk (HTTP handlers).
  */
 op_err op_store_enqueue_cb(struct op_store *s, const char *pipeline, const char *trigger,

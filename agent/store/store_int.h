@@ -82,13 +82,14 @@ struct op_store__req {
 	struct op_store_event **evs; /* OP_STORE__TAKE_N: the caller's array of maxev */
 	size_t nev, maxev;
 	op_err result;
-	bool done;
-	bool detached; /* nobody waits: the writer frees it (op_free) once applied */
-	/* detached with a completion: called on the writer thread, outside its
-	 * lock, after the commit (or the failure), before the request is freed */
+	bool done;     /* under s->cmu: the completer has finished with it */
+	bool detached; /* nobody waits: the completer frees it (op_free) */
+	/* detached with a completion: called on the completer thread, outside
+	 * any lock, after the commit (or the failure), before the request is
+	 * freed */
 	void (*done_cb)(void *ud, op_err rc, const char *id);
 	void *done_ud;
-	pthread_cond_t cv;
+	pthread_cond_t cv; /* the caller waits on it, with s->cmu */
 	/* effects on the counters */
 	struct op_store__delta d[OP_STORE__MAXDELTA];
 	int nd;
@@ -129,6 +130,15 @@ struct op_store {
 	bool stopping, hold;
 	bool writer_started;
 	pthread_t writer;
+	/* Requests the writer is done with (committed or failed) go to the
+	 * completer thread, which wakes their callers and runs their callbacks
+	 * while the writer starts the next transaction. Under cmu. */
+	pthread_mutex_t cmu;
+	pthread_cond_t cwake;
+	struct op_store__req *done_head, *done_tail;
+	bool cstop;
+	bool completer_started;
+	pthread_t completer;
 	op_store_commit_fn on_commit; /* read by the writer under mu */
 	void *on_commit_ud;
 	void (*ob_hook)(void *ud); /* op_store_outbox_on_add, read by the writer under mu */
@@ -196,11 +206,13 @@ void op_store__put_u64be(uint8_t *p, uint64_t v);
 uint64_t op_store__get_u64be(const uint8_t *p);
 bool op_store__name_ok(const char *name, size_t max);
 
-/* writer.c */
+/* writer.c. The two threads, started by op_store_open and stopped by
+ * op_store_close, the writer first. */
 void *op_store__writer_main(void *arg);
+void *op_store__completer_main(void *arg);
 op_err op_store__submit(struct op_store *s, struct op_store__req *r) OP_WUR;
 /* Queues r (op_malloc'd, with everything it points to in the same block)
- * without waiting; the writer applies and frees it. */
+ * without waiting; the writer applies it and the completer frees it. */
 op_err op_store__submit_detached(struct op_store *s, struct op_store__req *r) OP_WUR;
 op_err op_store__quarantine(struct op_store *s, MDB_txn *txn, enum op_store_db db,
                             const MDB_val *key, const MDB_val *val, struct op_store__req *r) OP_WUR;

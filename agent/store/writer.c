@@ -3,7 +3,9 @@
  * put a request on s->head and sleep on their own condition variable; the
  * writer takes every pending request, applies each in a nested transaction of
  * one write transaction (so one failing request is rolled back alone), commits
- * once (group commit) and only then wakes the callers. Key invariant: a caller
+ * once (group commit) and only then hands the batch to the completer thread,
+ * which wakes the callers and runs the callbacks while the writer goes on
+ * with the next batch. Key invariant: a caller
  * sees OP_OK only after the transaction holding its change is committed, and a
  * failed commit is retried with the requests one by one (a full one first
  * without its outbox adds, which are dropped and counted), so a request that
@@ -1139,46 +1141,85 @@ void *op_store__writer_main(void *arg)
 
 		pthread_mutex_lock(&s->mu);
 		s->busy_since_ms = 0;
-		struct op_store__req *cbs = NULL;
-		size_t failed = 0;
-		op_err why = OP_OK;
+		for (struct op_store__req *r = list; r; r = r->next)
+			s->full += r->result == OP_EFULL;
+		pthread_mutex_unlock(&s->mu);
+		/* The callers' wake-ups and callbacks run on the completer while
+		 * this thread starts the next transaction. */
+		struct op_store__req *last = list;
+		while (last->next)
+			last = last->next;
+		pthread_mutex_lock(&s->cmu);
+		if (s->done_tail)
+			s->done_tail->next = list;
+		else
+			s->done_head = list;
+		s->done_tail = last;
+		pthread_cond_signal(&s->cwake);
+		pthread_mutex_unlock(&s->cmu);
+		pthread_mutex_lock(&s->mu);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+/*
+ * Finishes the lists the writer hands over, in the order it committed them:
+ * in each, wakes the callers first, then runs the callbacks and frees the
+ * detached requests. A woken caller owns its request again (it lives on the
+ * caller's stack), so nothing here touches a request after setting done.
+ */
+void *op_store__completer_main(void *arg)
+{
+	struct op_store *s = arg;
+	(void)pthread_setname_np(pthread_self(), "op-store-done");
+	pthread_mutex_lock(&s->cmu);
+	for (;;) {
+		while (s->done_head == NULL && !s->cstop)
+			pthread_cond_wait(&s->cwake, &s->cmu);
+		struct op_store__req *list = s->done_head;
+		if (list == NULL)
+			break;
+		s->done_head = s->done_tail = NULL;
+		struct op_store__req *detached = NULL, **dt = &detached;
 		while (list) {
 			struct op_store__req *next = list->next;
-			if (list->result == OP_EFULL)
-				s->full++;
-			if (list->detached && list->done_cb) {
-				list->next = cbs;
-				cbs = list;
-			} else if (list->detached) {
-				/* Outbox adds that failed are counted as dropped; a
-				 * line for each would come back as a log record. */
-				if (list->result != OP_OK && list->op != OP_STORE__OUTBOX_ADD) {
-					failed++;
-					why = list->result;
-				}
-				op_free(list);
+			if (list->detached) {
+				*dt = list;
+				dt = &list->next;
 			} else {
 				list->done = true;
 				pthread_cond_signal(&list->cv);
 			}
 			list = next;
 		}
-		/* Without mu: the logger may hand the line to the outbox. */
-		pthread_mutex_unlock(&s->mu);
-		while (cbs) {
-			struct op_store__req *next = cbs->next;
-			cbs->done_cb(cbs->done_ud, cbs->result, cbs->id);
-			op_free(cbs);
-			cbs = next;
+		*dt = NULL;
+		pthread_mutex_unlock(&s->cmu);
+		size_t failed = 0;
+		op_err why = OP_OK;
+		while (detached) {
+			struct op_store__req *next = detached->next;
+			if (detached->done_cb) {
+				detached->done_cb(detached->done_ud, detached->result,
+				                  detached->id);
+			} else if (detached->result != OP_OK &&
+			           detached->op != OP_STORE__OUTBOX_ADD) {
+				/* Outbox adds that failed are counted as dropped; a
+				 * line for each would come back as a log record. */
+				failed++;
+				why = detached->result;
+			}
+			op_free(detached);
+			detached = next;
 		}
 		if (failed)
 			OP_LOGW(
 			    "%zu write(s) nobody waited for (acknowledgements, records) failed: "
 			    "%s",
 			    failed, op_err_str(why));
-		pthread_mutex_lock(&s->mu);
+		pthread_mutex_lock(&s->cmu);
 	}
-	pthread_mutex_unlock(&s->mu);
+	pthread_mutex_unlock(&s->cmu);
 	return NULL;
 }
 
@@ -1250,9 +1291,11 @@ op_err op_store__submit(struct op_store *s, struct op_store__req *r)
 	s->pending++;
 	s->waiting++;
 	pthread_cond_signal(&s->wake);
-	while (!r->done)
-		pthread_cond_wait(&r->cv, &s->mu);
 	pthread_mutex_unlock(&s->mu);
+	pthread_mutex_lock(&s->cmu);
+	while (!r->done)
+		pthread_cond_wait(&r->cv, &s->cmu);
+	pthread_mutex_unlock(&s->cmu);
 	pthread_cond_destroy(&r->cv);
 	return r->result;
 }

@@ -252,6 +252,94 @@ START_TEST(stall_is_measured)
 }
 END_TEST
 
+/* Callbacks and commits, for callback_does_not_hold_commits. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool gate;       /* the first callback may return */
+	size_t in_first; /* 1: the first callback is running */
+	int calls[2];    /* which callback ran first, second (1 or 2) */
+	size_t ncalls;
+	size_t committed; /* requests committed, from the commit hook */
+} cb = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void on_commit_count(void *ud, double seconds, size_t requests)
+{
+	(void)ud;
+	(void)seconds;
+	pthread_mutex_lock(&cb.mu);
+	cb.committed += requests;
+	pthread_cond_broadcast(&cb.cv);
+	pthread_mutex_unlock(&cb.mu);
+}
+
+static void on_enqueued(void *ud, op_err rc, const char *id)
+{
+	int which = (int)(intptr_t)ud;
+	(void)id;
+	ck_assert_int_eq(rc, OP_OK);
+	pthread_mutex_lock(&cb.mu);
+	if (cb.ncalls < 2)
+		cb.calls[cb.ncalls] = which;
+	cb.ncalls++;
+	if (which == 1) {
+		cb.in_first = 1;
+		pthread_cond_broadcast(&cb.cv);
+		while (!cb.gate)
+			pthread_cond_wait(&cb.cv, &cb.mu);
+	}
+	pthread_cond_broadcast(&cb.cv);
+	pthread_mutex_unlock(&cb.mu);
+}
+
+/* With cb.mu held: waits (at most 10 s) until *v > after; false at the
+ * deadline. */
+static bool wait_above(const size_t *v, size_t after)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 10;
+	int rc = 0;
+	while (*v <= after && rc == 0)
+		rc = pthread_cond_timedwait(&cb.cv, &cb.mu, &dl);
+	return *v > after;
+}
+
+/*
+ * The writer does not wait for completion callbacks: while the first
+ * enqueue's callback is still running, a second enqueue is committed (the
+ * commit hook counts it, and it is in the queue). Callbacks still run one at
+ * a time, in commit order: the second one waits for the first to return.
+ */
+START_TEST(callback_does_not_hold_commits)
+{
+	struct op_store *s = open_default();
+	op_store_on_commit(s, on_commit_count, NULL);
+	ck_assert_int_eq(op_store_enqueue_cb(s, "orders", NULL, "{}", 2, 0, on_enqueued, (void *)1),
+	                 OP_OK);
+	pthread_mutex_lock(&cb.mu);
+	ck_assert(wait_above(&cb.in_first, 0));
+	size_t before = cb.committed;
+	pthread_mutex_unlock(&cb.mu);
+	ck_assert_int_eq(op_store_enqueue_cb(s, "orders", NULL, "{}", 2, 0, on_enqueued, (void *)2),
+	                 OP_OK);
+	pthread_mutex_lock(&cb.mu);
+	ck_assert(wait_above(&cb.committed, before));
+	ck_assert_uint_eq(cb.ncalls, 1); /* the second callback waits its turn */
+	pthread_mutex_unlock(&cb.mu);
+	ck_assert_uint_eq(depth(s, "orders"), 2);
+
+	pthread_mutex_lock(&cb.mu);
+	cb.gate = true;
+	pthread_cond_broadcast(&cb.cv);
+	ck_assert(wait_above(&cb.ncalls, 1));
+	ck_assert_int_eq(cb.calls[0], 1);
+	ck_assert_int_eq(cb.calls[1], 2);
+	pthread_mutex_unlock(&cb.mu);
+	op_store_close(s);
+}
+END_TEST
+
 /* A synchronous run's record has no event: it is stored and listed all the same. */
 START_TEST(record_without_event)
 {
@@ -1139,6 +1227,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, round_trip);
 	tcase_add_test(tc, second_owner_refused);
 	tcase_add_test(tc, stall_is_measured);
+	tcase_add_test(tc, callback_does_not_hold_commits);
 	tcase_add_test(tc, order_by_not_before);
 	tcase_add_test(tc, take_many_ack_without_waiting);
 	tcase_add_test(tc, record_without_event);
