@@ -313,7 +313,7 @@ echo "bench: w1_set_cpu $(cpu_us "$c0" "$c1" "$reqs") us/req"
 # W2: async, durable. Accepted = 202 answers counted by the daemon itself.
 a0=$(metric 'outpost_http_requests_total{code="202"}')
 k0=$(metric outpost_store_commit_seconds_count)
-w0=$(io_written "$dpid")
+w0=$(io_written "$wpid")
 c0=$(cpu_ticks $wpid)
 run_wrk w2_outpost "http://127.0.0.1:$port/events"
 a1=$(metric 'outpost_http_requests_total{code="202"}')
@@ -338,7 +338,7 @@ echo "bench: w2_executed_per_s $(awk -v n="${done_n:-0}" -v ms=$(($(now_ms) - t_
 	'BEGIN { printf "%d", n * 1000 / ms }') events/s"
 c1=$(cpu_ticks $wpid)
 k1=$(metric outpost_store_commit_seconds_count)
-w1=$(io_written "$dpid")
+w1=$(io_written "$wpid")
 echo "bench: w2_cpu $(cpu_us "$c0" "$c1" "$accepted") us/event"
 echo "bench: w2_commits_per_event $(awk -v k=$((${k1:-0} - ${k0:-0})) -v n=$accepted \
 	'BEGIN { printf "%.3f", n ? k / n : 0 }') commits"

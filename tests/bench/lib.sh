@@ -12,7 +12,7 @@ cpu_ticks() {
 # io_written PID: bytes PID has caused to be written to storage so far
 # (/proc/PID/io write_bytes; 0 when unreadable).
 io_written() {
-	awk '$1 == "write_bytes:" { w = $2 } END { print w + 0 }' /proc/"$1"/io 2>/dev/null || echo 0
+	awk '$1 == "write_bytes:" { w = $2 } END { printf "%.0f\n", w }' /proc/"$1"/io 2>/dev/null || echo 0
 }
 
 # children PID: the PIDs whose parent is PID.
