@@ -352,20 +352,16 @@ static enum tok lex_number(struct parser *ps, const char *start)
 	return T_NUM;
 }
 
-static enum tok two(struct parser *ps, const char *p, char second, enum tok one_t, enum tok two_t)
-{
-	if (p[1] == second) {
-		ps->p = p + 2;
-		return two_t;
-	}
-	ps->p = p + 1;
-	return one_t;
-}
-
 /* The tokens of one character, and what each is. */
 static const char singles[] = ",()[]{}:;";
 static const enum tok single_tok[] = {T_COMMA,  T_LPAREN, T_RPAREN, T_LBRACK, T_RBRACK,
                                       T_LBRACE, T_RBRACE, T_COLON,  T_SEMI};
+/* The operators that may be followed by '=': what each is alone and with
+ * it. T_BAD: outside the subset (=, +=, -=, *= assign) or not jq (! alone). */
+static const char eq_ops[] = "=!<>+-*";
+static const enum tok eq_tok[][2] = {{T_BAD, T_EQ},  {T_BAD, T_NE},   {T_LT, T_LE},
+                                     {T_GT, T_GE},   {T_PLUS, T_BAD}, {T_MINUS, T_BAD},
+                                     {T_STAR, T_BAD}};
 
 /* Reads the next token into ps->t. */
 static void next(struct parser *ps)
@@ -431,31 +427,16 @@ static void next(struct parser *ps)
 			t = p[1] == '=' ? T_BAD : T_SLASH;
 		ps->p = p + (p[1] == '/' ? 2 : 1);
 		break;
-	case '=':
-		t = two(ps, p, '=', T_BAD, T_EQ);
-		break;
-	case '!':
-		t = two(ps, p, '=', T_BAD, T_NE);
-		break;
-	case '<':
-		t = two(ps, p, '=', T_LT, T_LE);
-		break;
-	case '>':
-		t = two(ps, p, '=', T_GT, T_GE);
-		break;
-	case '+':
-		t = two(ps, p, '=', T_PLUS, T_BAD);
-		break;
-	case '-':
-		t = two(ps, p, '=', T_MINUS, T_BAD);
-		break;
-	case '*':
-		t = two(ps, p, '=', T_STAR, T_BAD);
-		break;
-	default:
-		if (*p != '\0' && strchr(singles, *p) != NULL) {
-			t = single_tok[strchr(singles, *p) - singles];
+	default: {
+		const char *one = *p != '\0' ? strchr(singles, *p) : NULL;
+		const char *op = *p != '\0' ? strchr(eq_ops, *p) : NULL;
+		if (one != NULL) {
+			t = single_tok[one - singles];
 			ps->p = p + 1;
+		} else if (op != NULL) {
+			bool eq = p[1] == '=';
+			t = eq_tok[op - eq_ops][eq];
+			ps->p = p + 1 + eq;
 		} else if (digit(*p)) {
 			t = lex_number(ps, p);
 		} else if (ident_start(*p)) {
@@ -469,6 +450,7 @@ static void next(struct parser *ps)
 			t = T_BAD; /* % ? @ ... */
 		}
 		break;
+	}
 	}
 	ps->t = t;
 }
