@@ -29,6 +29,7 @@
 
 #include "agent/core/alloc.h"
 #include "connectors/transform/jq.h"
+#include "tests/bench/w1_program.h"
 
 static const char msg_text[] =
     "{\"method\":\"POST\",\"path\":\"/orders\",\"params\":{},\"query\":{},\"headers\":{"
@@ -38,15 +39,6 @@ static const char msg_text[] =
     "\"sku\":\"BRG-6204-2RS\",\"qty\":12,\"price\":4.35},{\"sku\":\"SEAL-35x52x7\",\"qty\":4,"
     "\"price\":1.9},{\"sku\":\"BLT-M8x40-8.8\",\"qty\":100,\"price\":0.12}],\"requested\":"
     "\"2026-12-01\",\"priority\":\"normal\"}}";
-
-/* tests/bench/bench_http.sh's W1 program. */
-static const char w1_program[] =
-    "{orderId: .body.order_id, customerId: .body.customer.id, customerName: "
-    ".body.customer.name, country: .body.customer.country, lines: [.body.items[] | {article: "
-    ".sku, quantity: .qty, unitPrice: .price, amount: (.qty * .price)}], total: "
-    "([.body.items[] | .qty * .price] | add), currency: .body.currency, deliveryDate: "
-    ".body.requested, rush: (.body.priority == \"high\"), source: \"outpost\", region: "
-    "$globals.region}";
 
 /* The bindings connectors/transform/jq.c puts before every program, without
  * the definitions W1's program does not use (libjq drops unused ones). */

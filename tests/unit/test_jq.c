@@ -20,6 +20,7 @@
 #include "agent/core/log.h"
 #include "connectors/transform/jq.h"
 #include "connectors/transform/jq_fast.h"
+#include "tests/bench/w1_program.h"
 #include "tests/unit/test.h"
 
 static char err[1024];
@@ -1213,15 +1214,6 @@ static const char *fast_refused_inputs[] = {
     "{\"a\":\"x\",\"\xc3\":1}",
     "{\"a\":1e999,\"b\":1}",
 };
-
-/* W1's transform (tests/bench/bench_http.sh). */
-static const char w1_program[] =
-    "{orderId: .body.order_id, customerId: .body.customer.id, customerName: "
-    ".body.customer.name, country: .body.customer.country, lines: [.body.items[] | {article: "
-    ".sku, quantity: .qty, unitPrice: .price, amount: (.qty * .price)}], total: "
-    "([.body.items[] | .qty * .price] | add), currency: .body.currency, deliveryDate: "
-    ".body.requested, rush: (.body.priority == \"high\"), source: \"outpost\", region: "
-    "$globals.region}";
 
 static const char *fast_programs[] = {
     ".",
