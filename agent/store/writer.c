@@ -1141,14 +1141,14 @@ void *op_store__writer_main(void *arg)
 
 		pthread_mutex_lock(&s->mu);
 		s->busy_since_ms = 0;
-		for (struct op_store__req *r = list; r; r = r->next)
+		struct op_store__req *last = list;
+		for (struct op_store__req *r = list; r; r = r->next) {
 			s->full += r->result == OP_EFULL;
+			last = r;
+		}
 		pthread_mutex_unlock(&s->mu);
 		/* The callers' wake-ups and callbacks run on the completer while
 		 * this thread starts the next transaction. */
-		struct op_store__req *last = list;
-		while (last->next)
-			last = last->next;
 		pthread_mutex_lock(&s->cmu);
 		if (s->done_tail)
 			s->done_tail->next = list;
