@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -61,6 +62,35 @@ op_err op_uuid_v4(char out[OP_UUID_LEN + 1])
 	return OP_OK;
 }
 
+/*
+ * The random tail of a v7 id comes from a small per-thread pool, refilled
+ * from the kernel a pool at a time: one getrandom(2) call per 25 ids instead
+ * of one per id, which an event's intake and execution would otherwise each
+ * pay. The bits are as unpredictable; a v7 id already shows its time, and
+ * its order is what it is for. Nonces, keys and v4 ids read the kernel
+ * directly. A forked child must not make ids from its copy of the pool
+ * (the one fork, jq's program check, makes none).
+ */
+#define POOL_LEN  250
+#define V7_RANDOM 10 /* the counter's seed (2 bytes) and 62 bits (8) */
+
+static _Thread_local struct {
+	uint8_t b[POOL_LEN];
+	unsigned used;
+} pool = {.used = POOL_LEN};
+
+static op_err pool_take(uint8_t out[V7_RANDOM])
+{
+	if (pool.used + V7_RANDOM > POOL_LEN) {
+		if (op_random_bytes(pool.b, sizeof(pool.b)) != OP_OK)
+			return OP_EIO;
+		pool.used = 0;
+	}
+	memcpy(out, pool.b + pool.used, V7_RANDOM);
+	pool.used += V7_RANDOM;
+	return OP_OK;
+}
+
 static pthread_mutex_t v7_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t v7_ms;  /* time field of the last id; v7_lock */
 static unsigned v7_seq; /* its counter, 12 bits; v7_lock */
@@ -68,7 +98,7 @@ static unsigned v7_seq; /* its counter, 12 bits; v7_lock */
 op_err op_uuid_v7(char out[OP_UUID_LEN + 1])
 {
 	uint8_t b[16];
-	if (op_random_bytes(b, sizeof(b)) != OP_OK)
+	if (pool_take(b + 6) != OP_OK)
 		return OP_EIO;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);

@@ -249,7 +249,7 @@ static void expect_uuid_form(const char *id, char version)
 }
 
 /* v7 ids carry the time in milliseconds and increase strictly, also as text,
- * however fast they are made; v4 ids are random. */
+ * however fast they are made, and end in random bits; v4 ids are random. */
 START_TEST(uuid_versions)
 {
 	char a[OP_UUID_LEN + 1], b[OP_UUID_LEN + 1];
@@ -269,6 +269,8 @@ START_TEST(uuid_versions)
 	for (int i = 0; i < 100000; i++) {
 		ck_assert_int_eq(op_uuid_v7(b), OP_OK);
 		ck_assert_msg(strcmp(a, b) < 0, "%s then %s", a, b);
+		/* Fresh random bits each time, across the pool's refills. */
+		ck_assert_msg(strcmp(a + 24, b + 24) != 0, "%s then %s", a, b);
 		memcpy(a, b, sizeof(a));
 	}
 	expect_uuid_form(b, '7');
