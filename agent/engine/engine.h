@@ -127,7 +127,8 @@ void op_engine_set_host(struct op_engine *e, const struct op_host *h);
 struct op_run_opts {
 	const char *execution_id; /* NULL: a new UUID */
 	const char *event_id;     /* NULL: same as execution id */
-	const cJSON *trigger;     /* trigger data for metadata.trigger, NULL = {} */
+	const cJSON *trigger;     /* trigger data for metadata.trigger, NULL = {};
+	                           * referred to, so kept until the run returns */
 	long long attempt;        /* 0 means 1 */
 	/* Set by another thread to stop the execution at its next step (it then
 	 * fails with code CANCELLED, class cancelled); NULL: never. */

@@ -473,7 +473,12 @@ cJSON *op_engine__metadata(const struct op_pipeline *p, const struct op_run_opts
 
 	cJSON *m = cJSON_CreateObject();
 	cJSON *pl = cJSON_CreateObject();
-	cJSON *tr = o && o->trigger ? cJSON_Duplicate(o->trigger, 1) : cJSON_CreateObject();
+	/* The caller's trigger data outlives the run and nothing changes
+	 * metadata, so it is referred to, not copied (a copy is every node of
+	 * it allocated and freed again per execution). */
+	cJSON *tr = o == NULL || o->trigger == NULL ? cJSON_CreateObject()
+	            : cJSON_IsObject(o->trigger)    ? cJSON_CreateObjectReference(o->trigger->child)
+	                                            : cJSON_Duplicate(o->trigger, 1);
 	if (m == NULL || pl == NULL || tr == NULL)
 		goto fail;
 	cJSON *pln = pl;

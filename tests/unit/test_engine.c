@@ -267,6 +267,47 @@ static void keep_line(enum op_log_level lvl, const char *module, const char *lin
 		seen = strdup(line);
 }
 
+/* metadata.trigger is the caller's trigger data, in jq (both the fast form
+ * and libjq's), in templates and in the branches of a parallel step; the
+ * run reads it and leaves it as it was. */
+START_TEST(run_sees_the_callers_trigger)
+{
+	struct op_pipeline *p =
+	    load_ok("{\"name\":\"t\",\"version\":\"1\",\"steps\":["
+	            "{\"type\":\"transform\",\"config\":{\"program\":"
+	            "\"{fast: $metadata.trigger}\"}},"
+	            "{\"type\":\"transform\",\"config\":{\"program\":"
+	            "\". + {lib: ($metadata.trigger | to_entries | from_entries)}\"}},"
+	            "{\"type\":\"parallel\",\"config\":{\"branches\":["
+	            "{\"steps\":[{\"type\":\"set\",\"config\":{\"template\":"
+	            "{\"m\":\"{{ message }}\",\"path\":\"{{ metadata.trigger.path }}\"}}}]}"
+	            "]}}]}");
+	struct op_engine *e = op_engine_new();
+	cJSON *trigger = op_test_json("{\"type\":\"http\",\"path\":\"/orders/7\","
+	                              "\"headers\":{\"x-a\":\"b\"},\"n\":[1,2]}");
+	cJSON *before = cJSON_Duplicate(trigger, 1);
+	struct op_run_opts o = {.trigger = trigger};
+	cJSON *out = NULL;
+	struct op_fail f;
+	op_err rc = op_engine_run(e, p, op_test_json("{}"), &o, &out, &f);
+	ck_assert_msg(rc == OP_OK, "%s: %s", f.code, f.msg);
+	ck_assert(cJSON_Compare(trigger, before, 1));
+	char *text = cJSON_PrintUnformatted(out);
+	const char *t = "{\"type\":\"http\",\"path\":\"/orders/7\",\"headers\":{\"x-a\":\"b\"},"
+	                "\"n\":[1,2]}";
+	char want[512];
+	snprintf(want, sizeof(want), "[{\"m\":{\"fast\":%s,\"lib\":%s},\"path\":\"/orders/7\"}]", t,
+	         t);
+	ck_assert_str_eq(text, want);
+	free(text);
+	cJSON_Delete(out);
+	cJSON_Delete(before);
+	cJSON_Delete(trigger);
+	op_pipeline_free(p);
+	op_engine_free(e);
+}
+END_TEST
+
 START_TEST(run_names_its_execution_to_the_log)
 {
 	struct op_pipeline *p = load_ok("{\"name\":\"d\",\"version\":\"1\",\"steps\":[{\"type\":"
@@ -519,6 +560,7 @@ static Suite *engine_suite(void)
 	tcase_add_test(tc, runs_concurrently);
 	tcase_add_test(tc, output_path_needs_an_object);
 	tcase_add_test(tc, retry_waits_grow_cap_and_jitter);
+	tcase_add_test(tc, run_sees_the_callers_trigger);
 	tcase_add_test(tc, run_names_its_execution_to_the_log);
 	tcase_add_test(tc, owner_stops_a_run);
 	tcase_add_test(tc, out_of_memory_anywhere);
