@@ -18,9 +18,9 @@ PKGS := $(CORE_PKGS) $(PLUGIN_PKGS)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LIBS := $(PKG_LIBS) -ljq -lpaho-mqtt3as -lcrypto -lm -pthread
-# outpostd links only the core's libraries; its plugins bring their own.
-D_LIBS := $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -ljq -lpaho-mqtt3as -lcrypto -lm \
-	-pthread
+# outpostd links only the core's libraries; its plugins bring their own, and
+# it loads the MQTT library (and OpenSSL) on first use (agent/outpostd/paho.c).
+D_LIBS := $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -ljq -lm -pthread
 
 WARN := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	-Wvla -Wimplicit-fallthrough

@@ -9,7 +9,6 @@
  */
 #define OP_LOG_MODULE "outpostd"
 #include <errno.h>
-#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,10 +207,6 @@ static void serve(struct op_daemon *dm, const struct args *a, struct op_config *
 
 int main(int argc, char **argv)
 {
-	/* paho's threads may still be ending when main returns: OpenSSL's own
-	 * cleanup at exit would pull libcrypto from under their thread-local
-	 * destructors. Leave it loaded. */
-	(void)OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
 	/* Internal: the daemon runs its MQTT consumers as this binary with this
 	 * one argument and their socket on fd 3 (agent/trigger/mqtt_wire.h). */
 	if (argc == 2 && strcmp(argv[1], "--mqtt-consumer") == 0)

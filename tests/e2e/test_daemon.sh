@@ -159,6 +159,10 @@ checks=$((checks + 1))
 curl -s "http://127.0.0.1:$admin/metrics" | grep -Eq '^outpost_workers [12]$' ||
 	fail "metrics: workers (1 or 2 of agent.workers 2): $(curl -s "http://127.0.0.1:$admin/metrics" | grep workers)"
 
+what="without a broker or a control plane, the MQTT library and OpenSSL are never loaded"
+check "libpaho or libcrypto is mapped: $(grep -Eo '[^/]*(paho|libcrypto|libssl)[^ ]*' /proc/$pid/maps | sort -u | tr '\n' ' ')" \
+	sh -c "! grep -Eq 'libpaho|libcrypto|libssl' /proc/$pid/maps"
+
 what="a second outpostd on the same data_dir is refused; the first goes on"
 # Its own listeners (port 0) so that only the store can refuse it.
 timeout 10 "$OUTPOSTD" --config "$T/outpost.conf" >/dev/null 2>"$T/second.log"
