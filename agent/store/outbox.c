@@ -386,8 +386,8 @@ static op_err add_record(struct op_store *s, MDB_txn *t, struct op_store__req *r
 		uint8_t kb[OP_STORE__OKEY];
 		make_key(kb, st, seq);
 		MDB_val k = {sizeof(kb), kb}, v = {OP_STORE__HDR + len, NULL};
-		int rc =
-		    mdb_put(t, s->dbi[OP_STORE_DB_OUTBOX], &k, &v, MDB_RESERVE | MDB_NOOVERWRITE);
+		int rc = op_store__put_last(t, s->dbi[OP_STORE_DB_OUTBOX], &k, &v,
+		                            MDB_RESERVE | MDB_NOOVERWRITE);
 		if (rc)
 			return mfail(rc, mapfull);
 		memcpy((uint8_t *)v.mv_data + OP_STORE__HDR, data, len);

@@ -118,6 +118,15 @@ static uint64_t checksum(const MDB_val *key, const uint8_t *hdr, const uint8_t *
 	return XXH3_64bits_withSeed(payload, plen, seed);
 }
 
+int op_store__put_last(MDB_txn *t, MDB_dbi d, MDB_val *key, MDB_val *val, unsigned flags)
+{
+	/* MDB_KEYEXIST: the key does not sort after the last one (or is it). */
+	int rc = mdb_put(t, d, key, val, flags | MDB_APPEND);
+	if (rc == MDB_KEYEXIST)
+		rc = mdb_put(t, d, key, val, flags);
+	return rc;
+}
+
 void op_store__seal(void *dst, const MDB_val *key, enum op_store__kind kind, size_t plen)
 {
 	uint8_t *h = dst;

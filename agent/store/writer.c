@@ -185,7 +185,7 @@ static op_err put_event(struct ctx *c, enum op_store_db db, MDB_val *key,
                         const struct op_store_event *ev, uint64_t seq)
 {
 	MDB_val v = {op_store__event_size(ev), NULL};
-	int rc = mdb_put(c->t, c->s->dbi[db], key, &v, MDB_RESERVE | MDB_NOOVERWRITE);
+	int rc = op_store__put_last(c->t, c->s->dbi[db], key, &v, MDB_RESERVE | MDB_NOOVERWRITE);
 	if (rc)
 		return mfail(c, rc);
 	op_store__event_write(v.mv_data, key, ev, seq);
@@ -215,12 +215,13 @@ static op_err write_exec(struct ctx *c, const struct op_store_exec *in)
 	uint8_t kb[8];
 	op_store__put_u64be(kb, seq);
 	MDB_val k = {8, kb}, v = {op_store__exec_size(&rec), NULL};
-	rc = mdb_put(c->t, s->dbi[OP_STORE_DB_EXECS], &k, &v, MDB_RESERVE | MDB_NOOVERWRITE);
+	rc = op_store__put_last(c->t, s->dbi[OP_STORE_DB_EXECS], &k, &v,
+	                        MDB_RESERVE | MDB_NOOVERWRITE);
 	if (rc)
 		return mfail(c, rc);
 	op_store__exec_write(v.mv_data, &k, &rec, seq);
 	iv = (MDB_val){OP_STORE__HDR + 8, NULL};
-	rc = mdb_put(c->t, s->dbi[OP_STORE_DB_EXECIDX], &ik, &iv, MDB_RESERVE);
+	rc = op_store__put_last(c->t, s->dbi[OP_STORE_DB_EXECIDX], &ik, &iv, MDB_RESERVE);
 	if (rc)
 		return mfail(c, rc);
 	memcpy((uint8_t *)iv.mv_data + OP_STORE__HDR, kb, 8);
