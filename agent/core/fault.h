@@ -13,6 +13,8 @@
  *   store-stall=PIPELINE     the store's writer hangs on a batch that
  *                            enqueues into PIPELINE (a disk that stopped
  *                            answering) until the store closes
+ *   jq-check-hang=child      the child process that checks a jq program
+ *                            never answers (connectors/transform/jq.c)
  */
 #ifndef OP_CORE_FAULT_H
 #define OP_CORE_FAULT_H

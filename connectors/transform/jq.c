@@ -67,6 +67,7 @@
 
 #include "agent/core/alloc.h"
 #include "agent/core/clock.h"
+#include "agent/core/fault.h"
 #include "agent/core/log.h"
 #include "connectors/transform/jq_fast.h"
 
@@ -435,9 +436,14 @@ static op_err check_thread(const char *text, struct msgbuf *mb)
 }
 
 /* How long check_text waits for its child (a compile takes about 20 ms). */
-#define CHECK_APART_MS 30000
+static _Atomic int64_t check_apart_ms = 30000;
 
 static atomic_uint_fast64_t nchecks_apart;
+
+void op_jq_set_check_timeout(int64_t ms)
+{
+	atomic_store(&check_apart_ms, ms);
+}
 
 uint64_t op_jq_checks_apart(void)
 {
@@ -448,6 +454,10 @@ uint64_t op_jq_checks_apart(void)
 static void check_child(int fd, const char *text, struct msgbuf *mb)
 {
 	jq_state *jq = NULL;
+	/* A child that never answers (the fault point stands for a lock that
+	 * another thread held at the fork). */
+	while (op_fault("jq-check-hang", "child"))
+		pause();
 	int32_t e = compile_locked(text, &jq, mb);
 	char *p = mb->p;
 	size_t left = mb->cap ? mb->len : 0;
@@ -512,7 +522,8 @@ static op_err check_text(const char *text, struct msgbuf *mb)
 	if (mb->cap)
 		mb->p[0] = '\0';
 	struct pollfd pfd = {.fd = fd[0], .events = POLLIN};
-	int64_t deadline = op_mono_ms() + CHECK_APART_MS;
+	int64_t apart_ms = atomic_load(&check_apart_ms);
+	int64_t deadline = op_mono_ms() + apart_ms;
 	for (;;) {
 		int64_t left = deadline - op_mono_ms();
 		int pr = left > 0 ? poll(&pfd, 1, (int)left) : 0;
@@ -541,9 +552,9 @@ static op_err check_text(const char *text, struct msgbuf *mb)
 		continue;
 	if (late) {
 		/* Stuck (a lock some other thread held at the fork): here instead. */
-		OP_LOGW(
-		    "the process checking a jq program gave no answer in %d s; checking it here",
-		    CHECK_APART_MS / 1000);
+		OP_LOGW("the process checking a jq program gave no answer in %lld ms; checking it "
+		        "here",
+		        (long long)apart_ms);
 		return check_thread(text, mb);
 	}
 	if (r == pid && WIFSIGNALED(st))

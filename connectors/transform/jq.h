@@ -80,6 +80,11 @@ uint64_t op_jq_compiles(void);
 /* How many of those ran in a child process (op_jq_keep_validated(false)). */
 uint64_t op_jq_checks_apart(void);
 
+/* How long a check in a child process may take before the child is killed
+ * and the check runs on a thread instead (default 30 s; a compile takes
+ * about 20 ms). For tests. */
+void op_jq_set_check_timeout(int64_t ms);
+
 /*
  * Sets the cap on the size of one output (default OP_JQ_OUTPUT_MAX_DEFAULT).
  * Call it before q is shared with other threads.

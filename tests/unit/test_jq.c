@@ -5,6 +5,7 @@
  * limits, threads, out-of-memory on our side, and the set of programs known
  * to compile.
  */
+#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1029,6 +1031,53 @@ START_TEST(checked_apart_answers_the_same)
 }
 END_TEST
 
+#ifdef OP_FAULTS
+/* A check whose child never answers: past the timeout the child is killed
+ * and reaped, the check runs here and answers as it would have, and the
+ * log says so. */
+START_TEST(stuck_check_is_done_here)
+{
+	op_jq_fast_enable(false);
+	char here[1024];
+	op_jq_known_clear();
+	op_jq_keep_validated(true);
+	struct op_jq *q = NULL;
+	op_err e1 = op_jq_compile("{a: .b", &q, here, sizeof(here));
+	ck_assert_int_ne(e1, OP_OK);
+
+	setenv("OUTPOST_FAULTS", "jq-check-hang=child", 1);
+	op_jq_set_check_timeout(200);
+	op_jq_keep_validated(false);
+	op_jq_known_clear();
+	op_log_set_sink(capture_sink, NULL);
+	uint64_t a0 = op_jq_checks_apart();
+	op_err e2 = op_jq_compile("{a: .b", &q, err, sizeof(err));
+	op_log_set_sink(NULL, NULL);
+	ck_assert_uint_eq(op_jq_checks_apart() - a0, 1);
+	ck_assert_int_eq(e2, e1);
+	ck_assert_str_eq(err, here);
+	ck_assert_ptr_nonnull(log_seen);
+	ck_assert_msg(strstr(log_seen, "gave no answer in 200 ms; checking it here"), "%s",
+	              log_seen);
+	/* The child is gone, not left a zombie. */
+	ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
+	ck_assert_int_eq(errno, ECHILD);
+	free(log_seen);
+	log_seen = NULL;
+
+	/* A good program passes the same way. */
+	op_jq_known_clear();
+	ck_assert_int_eq(op_jq_compile(".a + 1", &q, err, sizeof(err)), OP_OK);
+	op_jq_free(q);
+	free(log_seen);
+	log_seen = NULL;
+	op_jq_keep_validated(true);
+	op_jq_known_clear();
+	unsetenv("OUTPOST_FAULTS");
+}
+END_TEST
+#endif
+
 /* A program that compiled is known: its hash is what op_jq_known_hash says,
  * the saved set brings it back, and a known text is accepted without a
  * compile, which shows with a text that does not compile: its runs fail. */
@@ -1616,6 +1665,9 @@ static Suite *jq_suite(void)
 	tcase_add_loop_test(tc, out_of_memory_on_our_side, 0, 2);
 	tcase_add_test(tc, validated_state_kept_or_dropped);
 	tcase_add_test(tc, checked_apart_answers_the_same);
+#ifdef OP_FAULTS
+	tcase_add_test(tc, stuck_check_is_done_here);
+#endif
 	tcase_add_test(tc, known_programs_skip_the_compile);
 	tcase_add_test(tc, known_set_is_bounded);
 	tcase_add_test(tc, fast_path_matches_libjq);
