@@ -112,7 +112,7 @@ static void load(void)
 	 * own cleanup at exit would pull libcrypto from under their
 	 * thread-local destructors. Before paho starts any, leave it loaded. */
 	int (*init)(uint64_t, const OPENSSL_INIT_SETTINGS *) =
-	    (int (*)(uint64_t, const OPENSSL_INIT_SETTINGS *))sym(h, "OPENSSL_init_crypto");
+	    (int (*)(uint64_t, const OPENSSL_INIT_SETTINGS *))dlsym(h, "OPENSSL_init_crypto");
 	if (init)
 		(void)init(OPENSSL_INIT_NO_ATEXIT, NULL);
 #define LOOK(name, ...) fn.name = (__typeof__(fn.name))sym(h, #name);
