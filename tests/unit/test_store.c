@@ -682,19 +682,27 @@ START_TEST(crash_recovery)
 }
 END_TEST
 
+/* Opens the store's environment bare (flags: 0 or MDB_RDONLY) and begins a
+ * transaction on it: db's handle; *env and *t to commit or abort and close. */
+static MDB_dbi raw_begin(const char *db, unsigned flags, MDB_env **env, MDB_txn **t)
+{
+	MDB_dbi dbi;
+	ck_assert_int_eq(mdb_env_create(env), 0);
+	mdb_env_set_maxdbs(*env, 16);
+	ck_assert_int_eq(mdb_env_open(*env, dir, flags, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(*env, NULL, flags, t), 0);
+	ck_assert_int_eq(mdb_dbi_open(*t, db, 0, &dbi), 0);
+	return dbi;
+}
+
 /* Flips one byte of the n-th value of db through a raw LMDB write. */
 static void corrupt_nth(const char *db, int nth)
 {
 	MDB_env *env;
 	MDB_txn *t;
-	MDB_dbi dbi;
+	MDB_dbi dbi = raw_begin(db, 0, &env, &t);
 	MDB_cursor *c;
 	MDB_val k, v;
-	ck_assert_int_eq(mdb_env_create(&env), 0);
-	mdb_env_set_maxdbs(env, 16);
-	ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
-	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
-	ck_assert_int_eq(mdb_dbi_open(t, db, 0, &dbi), 0);
 	ck_assert_int_eq(mdb_cursor_open(t, dbi, &c), 0);
 	ck_assert_int_eq(mdb_cursor_get(c, &k, &v, MDB_FIRST), 0);
 	for (int i = 0; i < nth; i++)
@@ -716,15 +724,10 @@ static double leaf_fill(const char *db, size_t *entries)
 {
 	MDB_env *env;
 	MDB_txn *t;
-	MDB_dbi dbi;
+	MDB_dbi dbi = raw_begin(db, MDB_RDONLY, &env, &t);
 	MDB_cursor *c;
 	MDB_val k, v;
 	MDB_stat st;
-	ck_assert_int_eq(mdb_env_create(&env), 0);
-	mdb_env_set_maxdbs(env, 16);
-	ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
-	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &t), 0);
-	ck_assert_int_eq(mdb_dbi_open(t, db, 0, &dbi), 0);
 	ck_assert_int_eq(mdb_stat(t, dbi, &st), 0);
 	ck_assert_int_eq(mdb_cursor_open(t, dbi, &c), 0);
 	size_t used = 0;
@@ -1144,12 +1147,7 @@ START_TEST(newer_format_refused)
 	op_store_close(s);
 	MDB_env *env;
 	MDB_txn *t;
-	MDB_dbi dbi;
-	ck_assert_int_eq(mdb_env_create(&env), 0);
-	mdb_env_set_maxdbs(env, 16);
-	ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
-	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
-	ck_assert_int_eq(mdb_dbi_open(t, "meta", 0, &dbi), 0);
+	MDB_dbi dbi = raw_begin("meta", 0, &env, &t);
 	uint8_t buf[OP_STORE__HDR + 8];
 	MDB_val k = {6, "format"}, v = {sizeof(buf), buf};
 	op_store__put_u64be(buf + OP_STORE__HDR, 99);
