@@ -127,6 +127,7 @@ struct op_store {
 	size_t pending;
 	size_t waiting;            /* pending requests a caller waits for */
 	int64_t detached_since_ms; /* when the oldest pending detached request came (monotonic) */
+	int64_t detached_delay_ms; /* how long they may wait; 0: DETACHED_DELAY_MS, < 0: none */
 	bool stopping, hold;
 	bool writer_started;
 	pthread_t writer;
@@ -250,5 +251,8 @@ bool op_store__outbox_key(const MDB_val *k, enum op_outbox_stream *st, uint64_t 
 void op_store__hold(struct op_store *s, bool on);
 size_t op_store__pending(struct op_store *s);
 void op_store__fail_commits(struct op_store *s, unsigned n);
+/* Test hook: how long requests nobody waits for may be held back (ms; 0:
+ * the default; negative: not at all, so they join the next batch). */
+void op_store__set_detached_delay(struct op_store *s, int64_t ms);
 
 #endif

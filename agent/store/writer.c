@@ -1060,12 +1060,19 @@ static void reader_check(struct op_store *s)
 #define DETACHED_DELAY_MS 10
 #define DETACHED_BATCH    512
 
+static int64_t detached_delay(const struct op_store *s)
+{
+	if (s->detached_delay_ms < 0)
+		return 0;
+	return s->detached_delay_ms > 0 ? s->detached_delay_ms : DETACHED_DELAY_MS;
+}
+
 /* With s->mu held: true once the pending detached requests should go. */
 static bool detached_due(struct op_store *s)
 {
 	if (s->waiting > 0 || s->pending >= DETACHED_BATCH || s->stopping)
 		return true;
-	int64_t left = s->detached_since_ms + DETACHED_DELAY_MS - op_mono_ms();
+	int64_t left = s->detached_since_ms + detached_delay(s) - op_mono_ms();
 	if (left <= 0)
 		return true;
 	struct timespec ts;
@@ -1105,6 +1112,62 @@ int64_t op_store_stall_ms(struct op_store *s)
 	return since ? op_mono_ms() - since : 0;
 }
 
+/* With s->mu held: whether the detached requests waiting with a waited-for
+ * one may wait longer, by themselves. */
+static bool detached_may_wait(const struct op_store *s)
+{
+	if (s->stopping || s->pending - s->waiting >= DETACHED_BATCH ||
+	    op_mono_ms() - s->detached_since_ms >= detached_delay(s))
+		return false;
+	for (const struct op_store__req *r = s->head; r; r = r->next)
+		if (r->op == OP_STORE__NOP && !r->detached)
+			return false; /* op_store_flush: everything goes */
+	return true;
+}
+
+/*
+ * With s->mu held: the pending requests for the next transaction. Waited-for
+ * ones go at once; the detached ones nobody waits for (acknowledgements,
+ * records) stay behind, in order, while they may still wait: a commit then
+ * carries them once every DETACHED_DELAY_MS instead of in every batch, so
+ * the pages of the lease, record and index tables are written a few times a
+ * second and not once per commit.
+ */
+static struct op_store__req *take_batch(struct op_store *s)
+{
+	struct op_store__req *list = s->head;
+	if (s->waiting == 0 || s->waiting == s->pending || !detached_may_wait(s)) {
+		s->head = s->tail = NULL;
+		s->pending = 0;
+		s->waiting = 0;
+		s->queued_since_ms = 0;
+		return list;
+	}
+	struct op_store__req *go = NULL, **gt = &go, *stay = NULL, **st = &stay, *last = NULL;
+	size_t left = 0;
+	for (struct op_store__req *r = list, *next; r; r = next) {
+		next = r->next;
+		bool waited = !r->detached || r->done_cb;
+		if (waited) {
+			*gt = r;
+			gt = &r->next;
+		} else {
+			*st = r;
+			st = &r->next;
+			last = r;
+			left++;
+		}
+	}
+	*gt = NULL;
+	*st = NULL;
+	s->head = stay;
+	s->tail = last;
+	s->pending = left;
+	s->waiting = 0;
+	s->queued_since_ms = s->detached_since_ms;
+	return go;
+}
+
 void *op_store__writer_main(void *arg)
 {
 	struct op_store *s = arg;
@@ -1126,11 +1189,7 @@ void *op_store__writer_main(void *arg)
 			break;
 		if (!detached_due(s))
 			continue;
-		struct op_store__req *list = s->head;
-		s->head = s->tail = NULL;
-		s->pending = 0;
-		s->waiting = 0;
-		s->queued_since_ms = 0;
+		struct op_store__req *list = take_batch(s);
 		s->busy_since_ms = op_mono_ms();
 		stall_fault(s, list);
 		pthread_mutex_unlock(&s->mu);
@@ -1306,6 +1365,13 @@ void op_store__hold(struct op_store *s, bool on)
 	pthread_mutex_lock(&s->mu);
 	s->hold = on;
 	pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void op_store__set_detached_delay(struct op_store *s, int64_t ms)
+{
+	pthread_mutex_lock(&s->mu);
+	s->detached_delay_ms = ms;
 	pthread_mutex_unlock(&s->mu);
 }
 

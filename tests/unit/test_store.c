@@ -416,6 +416,56 @@ START_TEST(take_many_ack_without_waiting)
 }
 END_TEST
 
+/* Writes nobody waits for (acknowledgements here) do not ride in the
+ * commits of writes somebody waits for: they wait, in order, until their
+ * delay is up, 512 of them, a flush or the close. So the lease, record and
+ * index pages are written a few times a second, not in every commit. */
+START_TEST(unwaited_writes_keep_out_of_waited_commits)
+{
+	struct op_store *s = open_default();
+	op_store__set_detached_delay(s, 3600 * 1000);
+	for (int i = 0; i < 4; i++)
+		enq(s, "p", "{}", 0, NULL);
+	struct op_store_event *evs[4];
+	size_t n = 0;
+	ck_assert_int_eq(op_store_take_n(s, "p", 0, evs, 4, &n), OP_OK);
+	ck_assert_uint_eq(n, 4);
+	for (int i = 0; i < 4; i++) {
+		struct op_store_exec rec = {.pipeline = "p", .status = "success", .attempt = 1};
+		memcpy(rec.event_id, evs[i]->id, sizeof(rec.event_id));
+		if (i < 3)
+			ck_assert_int_eq(op_store_ack_nowait(s, evs[i]->id, &rec), OP_OK);
+	}
+	uint64_t txns = stats(s).txns;
+	enq(s, "p", "{}", 0, NULL);
+	struct op_store_stats st = stats(s);
+	ck_assert_uint_eq(st.txns, txns + 1);
+	ck_assert_uint_eq(st.queued, 1);
+	ck_assert_uint_eq(st.inflight, 4); /* the three acknowledgements still wait */
+	ck_assert_uint_eq(st.entries[OP_STORE_DB_EXECS], 0);
+	ck_assert_uint_eq(op_store__pending(s), 3);
+
+	ck_assert_int_eq(op_store_flush(s), OP_OK);
+	st = stats(s);
+	ck_assert_uint_eq(st.inflight, 1);
+	ck_assert_uint_eq(st.entries[OP_STORE_DB_EXECS], 3);
+	ck_assert_uint_eq(op_store__pending(s), 0);
+
+	/* Alone, they go when their delay is up. */
+	op_store__set_detached_delay(s, 1);
+	ck_assert_int_eq(op_store_ack_nowait(s, evs[3]->id, NULL), OP_OK);
+	int64_t deadline = op_mono_ms() + 10000;
+	while (stats(s).inflight != 0 && op_mono_ms() < deadline) {
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	ck_assert_uint_eq(stats(s).inflight, 0);
+	for (int i = 0; i < 4; i++)
+		op_store_event_free(evs[i]);
+	op_store_close(s);
+}
+END_TEST
+
 START_TEST(order_by_not_before)
 {
 	struct op_store *s = open_default();
@@ -1305,6 +1355,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, growing_keys_fill_their_pages);
 	tcase_add_test(tc, order_by_not_before);
 	tcase_add_test(tc, take_many_ack_without_waiting);
+	tcase_add_test(tc, unwaited_writes_keep_out_of_waited_commits);
 	tcase_add_test(tc, record_without_event);
 	tcase_add_test(tc, group_commit_batches);
 	tcase_add_test(tc, batch_isolates_failures);
