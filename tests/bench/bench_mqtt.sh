@@ -19,7 +19,8 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 OUTPOSTD=${OUTPOSTD:-$top/build/release/outpostd}
 MQTT_LOAD=${MQTT_LOAD:-$top/build/release/tests/bench/mqtt_load}
 N=${BENCH_MQTT_N:-20000}
-CONSUMERS=${BENCH_MQTT_CONSUMERS:-8}
+CONSUMERS=${BENCH_MQTT_CONSUMERS:-16}
+CONCURRENCY=${BENCH_MQTT_CONCURRENCY:-16}
 
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
 	echo "bench: skip bench_mqtt: mosquitto not found (packaging/install-deps.sh bench)"
@@ -98,7 +99,7 @@ listen = 127.0.0.1:0
 url = mqtt://127.0.0.1:$broker_port
 CONF
 cat >"$T/p/w3.json" <<JSON
-{"name":"w3","version":"1",
+{"name":"w3","version":"1","settings":{"concurrency":$CONCURRENCY},
  "trigger":{"type":"mqtt","config":{"broker":"local","topic":"bench/in","consumers":$CONSUMERS}},
  "steps":[{"type":"transform","config":{"program":"{id, orderId: .order, customerId: .customer.id, total: ([.lines[] | .qty * .price] | add), currency, source: \"mqtt\"}"}},
   {"type":"mqtt-publish","config":{"broker":"local","topic":"bench/out","qos":1}}]}
@@ -135,7 +136,7 @@ stop_agent
 agent=$(printf '%s\n' "$out" | sed -n 's/.*: \([0-9]*\) msg\/s$/\1/p')
 [ $rc -eq 0 ] || echo "bench_mqtt: not every message came through the agent: $out" >&2
 echo "bench: w3_mosquitto_qos1_pub_sub $base msg/s"
-echo "bench: w3_outpostd_mqtt_in_transform_out ${agent:-0} msg/s ($CONSUMERS consumers, $N messages)"
+echo "bench: w3_outpostd_mqtt_in_transform_out ${agent:-0} msg/s ($CONSUMERS consumers, concurrency $CONCURRENCY, $N messages)"
 echo "bench: w3_relay_no_agent $relay msg/s"
 echo "bench: w3_relay_vs_mosquitto $(ratio "$relay" "$base") ratio"
 echo "bench: w3_outpostd_vs_mosquitto $(ratio "${agent:-0}" "$base") ratio"
