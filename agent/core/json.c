@@ -80,6 +80,97 @@ static int format_decimal(double d, char *out, size_t outlen)
 	return 0;
 }
 
+/*
+ * Writes the p significant digits r (p <= 17) of a number with decimal
+ * exponent x as %.<p>g writes them: exponent notation when x < -4 or
+ * x >= p, plain otherwise; the zeros after the last significant digit
+ * dropped, and the point with them. outlen >= 32.
+ */
+static int g_style(bool neg, const char *r, int p, int x, char *out)
+{
+	int k = p, n = 0;
+	while (k > 1 && r[k - 1] == '0')
+		k--;
+	if (neg)
+		out[n++] = '-';
+	if (x < -4 || x >= p) {
+		out[n++] = r[0];
+		if (k > 1) {
+			out[n++] = '.';
+			memcpy(out + n, r + 1, (size_t)k - 1);
+			n += k - 1;
+		}
+		n += sprintf(out + n, "e%c%02d", x < 0 ? '-' : '+', abs(x));
+		return n;
+	}
+	if (x >= 0) {
+		memcpy(out + n, r, (size_t)x + 1);
+		n += x + 1;
+		if (k > x + 1) {
+			out[n++] = '.';
+			memcpy(out + n, r + x + 1, (size_t)(k - x - 1));
+			n += k - x - 1;
+		}
+	} else {
+		out[n++] = '0';
+		out[n++] = '.';
+		for (int i = -1; i > x; i--)
+			out[n++] = '0';
+		memcpy(out + n, r, (size_t)k);
+		n += k;
+	}
+	out[n] = '\0';
+	return n;
+}
+
+/*
+ * The shortest of %.15g, %.16g and %.17g that reads back as d (normal, not
+ * an integer below PLAIN_INT_LIMIT), with one printf instead of three: %.16e
+ * gives the 17 significant digits, correctly rounded, and rounding those to
+ * 15 or 16 gives what %.15g or %.16g would. A rounding boundary of 15 or 16
+ * digits is itself a 17-digit text, so it cannot lie between d and its
+ * nearest 17-digit text; only when that text is the boundary (the digits
+ * dropped are exactly a half) does the side d is on decide, and printf is
+ * asked at that precision. outlen >= 32.
+ */
+static int format_shortest(double d, char *out, size_t outlen)
+{
+	char e[40];
+	snprintf(e, sizeof(e), "%.16e", fabs(d)); /* D.DDDDDDDDDDDDDDDDe+XX */
+	char dig[17];
+	dig[0] = e[0];
+	memcpy(dig + 1, e + 2, 16);
+	int x = atoi(e + 19);
+	int n = 0;
+	for (int p = 15; p <= 17; p++) {
+		char r[17];
+		int rx = x;
+		memcpy(r, dig, (size_t)p);
+		bool half = p < 17 && dig[p] == '5';
+		for (int i = p + 1; half && i < 17; i++)
+			half = dig[i] == '0';
+		if (half) {
+			n = snprintf(out, outlen, "%.*g", p, d);
+		} else {
+			if (p < 17 && dig[p] >= '5') {
+				int i = p - 1;
+				for (; i >= 0 && r[i] == '9'; i--)
+					r[i] = '0';
+				if (i >= 0) {
+					r[i]++;
+				} else {
+					r[0] = '1';
+					rx++;
+				}
+			}
+			n = g_style(d < 0, r, p, rx, out);
+		}
+		if (strtod(out, NULL) == d)
+			break;
+	}
+	return n;
+}
+
 size_t op_json_num_format(double d, char *out, size_t outlen)
 {
 	int n;
@@ -99,15 +190,19 @@ size_t op_json_num_format(double d, char *out, size_t outlen)
 		 * rounding to 15 digits gives it, and %g drops the zeros after it.
 		 * The closest 16-digit text reads back if any 16-digit text does.
 		 * A non-integer needs more digits than its exponent, so the
-		 * notation %g picks is the same as at the shortest precision.
-		 * Subnormals have fewer bits, so for them every precision is
-		 * tried.
+		 * notation %g picks is the same as at the shortest precision
+		 * (format_shortest). Subnormals have fewer bits, so for them
+		 * every precision is tried.
 		 */
 		n = 0;
-		for (int prec = fabs(d) < DBL_MIN ? 1 : 15; prec <= 17; prec++) {
-			n = snprintf(out, outlen, "%.*g", prec, d);
-			if (strtod(out, NULL) == d)
-				break;
+		if (fabs(d) >= DBL_MIN) {
+			n = format_shortest(d, out, outlen);
+		} else {
+			for (int prec = 1; prec <= 17; prec++) {
+				n = snprintf(out, outlen, "%.*g", prec, d);
+				if (strtod(out, NULL) == d)
+					break;
+			}
 		}
 		/* "1.5e-07" -> "1.5e-7", "1e+21" -> "1e21", as JavaScript writes them. */
 		char *e = strchr(out, 'e');

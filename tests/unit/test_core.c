@@ -202,7 +202,7 @@ static void expect_shortest(double d)
 }
 
 /* The fast formatting (decimals of up to 15 digits without printf, else 15,
- * 16 or 17 digits; integers digit by digit) gives
+ * 16 or 17 digits from one printf; integers digit by digit) gives
  * the same text as trying every precision, over random bit patterns, decimal
  * fractions as JSON bodies carry them, and integers near the limits. */
 START_TEST(json_numbers_are_shortest)
@@ -232,6 +232,10 @@ START_TEST(json_numbers_are_shortest)
 	expect_shortest(5e-324);
 	expect_shortest(1.7976931348623157e308);
 	expect_shortest(12 * 4.35);
+	/* 17 digits of 9s that round up to a power of ten */
+	expect_shortest(1e23);
+	expect_shortest(-1e-7);
+	expect_shortest(0.3);
 }
 END_TEST
 
