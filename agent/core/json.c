@@ -86,7 +86,7 @@ static int format_decimal(double d, char *out, size_t outlen)
  * x >= p, plain otherwise; the zeros after the last significant digit
  * dropped, and the point with them. outlen >= 32.
  */
-static int g_style(bool neg, const char *r, int p, int x, char *out)
+static int g_style(bool neg, const char *r, int p, int x, char *out, size_t outlen)
 {
 	int k = p, n = 0;
 	while (k > 1 && r[k - 1] == '0')
@@ -100,7 +100,7 @@ static int g_style(bool neg, const char *r, int p, int x, char *out)
 			memcpy(out + n, r + 1, (size_t)k - 1);
 			n += k - 1;
 		}
-		n += sprintf(out + n, "e%c%02d", x < 0 ? '-' : '+', abs(x));
+		n += snprintf(out + n, outlen - (size_t)n, "e%c%02d", x < 0 ? '-' : '+', abs(x));
 		return n;
 	}
 	if (x >= 0) {
@@ -140,7 +140,7 @@ static int format_shortest(double d, char *out, size_t outlen)
 	char dig[17];
 	dig[0] = e[0];
 	memcpy(dig + 1, e + 2, 16);
-	int x = atoi(e + 19);
+	int x = (int)strtol(e + 19, NULL, 10);
 	int n = 0;
 	for (int p = 15; p <= 17; p++) {
 		char r[17];
@@ -163,7 +163,7 @@ static int format_shortest(double d, char *out, size_t outlen)
 					rx++;
 				}
 			}
-			n = g_style(d < 0, r, p, rx, out);
+			n = g_style(d < 0, r, p, rx, out, outlen);
 		}
 		if (strtod(out, NULL) == d)
 			break;
