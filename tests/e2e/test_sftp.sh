@@ -34,6 +34,8 @@ sp() {
 sha() { sha256sum "$1" | cut -c1-64; }
 # accepted: logins the server accepted so far.
 accepted() { grep -c 'Accepted \(publickey\|password\) for' "$LOG"; }
+# accepted_at_least N: the server has accepted N logins or more (polled).
+accepted_at_least() { [ "$(accepted)" -ge "$1" ]; }
 # owned: files the test makes on the server belong to the login user.
 owned() { chown -R "$sshd_user:" "$H" 2>/dev/null || :; }
 
@@ -288,7 +290,7 @@ what="a get to a local file of 64 MiB or more is split over sessions (streams), 
 # logins A0 N: the server accepted N logins since it had accepted A0.
 logins() {
 	checks=$((checks + 1))
-	wait_until 10 test "$(accepted)" -ge $(($1 + $2))
+	wait_until 10 accepted_at_least $(($1 + $2))
 	[ "$(accepted)" -eq $(($1 + $2)) ] || fail "$what: $(($(accepted) - $1)) logins, expected $2"
 }
 head -c $((100 * 1048576)) /dev/urandom >"$H/out/huge.bin"
@@ -437,7 +439,7 @@ pipeline reuse "{\"name\":\"r\",\"version\":\"1\",\"steps\":[{\"type\":\"for-eac
 run reuse
 expect_json '[.[].size]' '[1,1,1,1,1]'
 checks=$((checks + 1))
-wait_until 10 test "$(accepted)" -ge $((a0 + 1))
+wait_until 10 accepted_at_least $((a0 + 1))
 [ "$(accepted)" -eq $((a0 + 1)) ] || fail "$what: $(($(accepted) - a0)) logins, expected 1"
 
 what="hostile TCP peers: garbage, silence, a banner and then garbage, truncated, huge"
