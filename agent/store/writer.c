@@ -1053,9 +1053,10 @@ static void reader_check(struct op_store *s)
 
 /*
  * Requests nobody waits for (records of synchronous runs) are held up to
- * DETACHED_DELAY_MS, or until DETACHED_BATCH of them or a waited-for request
- * arrive, so that a stream of them costs a few commits per second rather
- * than one per batch of a handful.
+ * DETACHED_DELAY_MS, or until DETACHED_BATCH of them arrive, so that a
+ * stream of them costs a few commits per second rather than one per batch
+ * of a handful; batches of waited-for requests meanwhile go without them
+ * (take_batch).
  */
 #define DETACHED_DELAY_MS 10
 #define DETACHED_BATCH    512
@@ -1067,13 +1068,24 @@ static int64_t detached_delay(const struct op_store *s)
 	return s->detached_delay_ms > 0 ? s->detached_delay_ms : DETACHED_DELAY_MS;
 }
 
-/* With s->mu held: true once the pending detached requests should go. */
+/* With s->mu held: how long the pending detached requests nobody waits for
+ * may still wait (ms); 0 once they must go. */
+static int64_t detached_left_ms(const struct op_store *s)
+{
+	if (s->stopping || s->pending - s->waiting >= DETACHED_BATCH)
+		return 0;
+	int64_t left = s->detached_since_ms + detached_delay(s) - op_mono_ms();
+	return left > 0 ? left : 0;
+}
+
+/* With s->mu held: true once a batch should start (something is waited
+ * for, or the detached requests must go); else waits a while. */
 static bool detached_due(struct op_store *s)
 {
-	if (s->waiting > 0 || s->pending >= DETACHED_BATCH || s->stopping)
+	if (s->waiting > 0)
 		return true;
-	int64_t left = s->detached_since_ms + detached_delay(s) - op_mono_ms();
-	if (left <= 0)
+	int64_t left = detached_left_ms(s);
+	if (left == 0)
 		return true;
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -1116,8 +1128,7 @@ int64_t op_store_stall_ms(struct op_store *s)
  * one may wait longer, by themselves. */
 static bool detached_may_wait(const struct op_store *s)
 {
-	if (s->stopping || s->pending - s->waiting >= DETACHED_BATCH ||
-	    op_mono_ms() - s->detached_since_ms >= detached_delay(s))
+	if (detached_left_ms(s) == 0)
 		return false;
 	for (const struct op_store__req *r = s->head; r; r = r->next)
 		if (r->op == OP_STORE__NOP && !r->detached)
