@@ -77,24 +77,31 @@ pipeline() {
 # LOG, and waits (bounded) until it logs that it is ready. Sets $pid, and
 # $port and $admin from the listeners it logs (the kernel picks free ports
 # for port 0; empty when that listener is off). Returns 1 if it never got
-# ready or died.
+# ready or died. The bound (START_TIMEOUT, 60 s) guards against a hang and
+# is no speed limit: a start commits to the store, and a disk busy with
+# another job's writes can hold one flush for seconds. On a timeout, what
+# each of the daemon's threads waits in goes to LOG.
 start_daemon() {
 	: >>"$2" # there before the background child opens it, for the grep below
 	"$OUTPOSTD" --config "$1" >/dev/null 2>>"$2" &
 	pid=$!
 	port=""
 	admin=""
-	_i=0
-	while [ $_i -lt 200 ]; do
+	_deadline=$(($(date +%s) + ${START_TIMEOUT:-60}))
+	while :; do
 		if grep -q ' ready (agent ' "$2"; then
 			port=$(sed -n 's/.*HTTP triggers on [^ ]*:\([0-9]*\).*/\1/p' "$2" | tail -n 1)
 			admin=$(sed -n 's/.*admin endpoint on [^ ]*:\([0-9]*\).*/\1/p' "$2" | tail -n 1)
 			return 0
 		fi
 		kill -0 $pid 2>/dev/null || return 1
-		_i=$((_i + 1))
-		sleep 0.05 # poll interval, bounded by the loop
+		[ "$(date +%s)" -ge "$_deadline" ] && break
+		sleep 0.05 # poll interval, bounded by the deadline
 	done
+	for _t in "/proc/$pid/task/"*; do
+		echo "not ready: thread $(cat "$_t/comm" 2>/dev/null) waits in" \
+			"$(cat "$_t/wchan" 2>/dev/null) ($(cut -d' ' -f3 "$_t/stat" 2>/dev/null))"
+	done >>"$2"
 	return 1
 }
 
