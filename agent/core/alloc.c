@@ -1,17 +1,24 @@
 /*
- * The allocator wrappers: libc malloc plus a per-thread counter and an
- * optional failure point for out-of-memory tests. The counter is per thread
- * because every thread allocates all the time: one process-wide atomic was a
- * cache line that every allocation on every core wrote, 7% of the CPU of an
- * HTTP thread under load. The failure point is one relaxed load while off; a
- * test that arms it makes allocations on every thread count towards it.
+ * The allocator wrappers: malloc (jemalloc in outpostd, see the Makefile)
+ * plus a per-thread counter and an optional failure point for out-of-memory
+ * tests. The counter is per thread because every thread allocates all the
+ * time: one process-wide atomic was a cache line that every allocation on
+ * every core wrote, 7% of the CPU of an HTTP thread under load. The failure
+ * point is one relaxed load while off; a test that arms it makes allocations
+ * on every thread count towards it.
  */
 #include "agent/core/alloc.h"
 
 #include <cjson/cJSON.h>
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* jemalloc's control call: not NULL when the binary links jemalloc
+ * (outpostd, see the Makefile). */
+extern int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen)
+    __attribute__((weak));
 
 static _Thread_local uint64_t n_thread; /* this thread's allocations */
 static atomic_uint_fast64_t fail_at;    /* 0 = never fail; else the n-th since armed */
@@ -75,6 +82,12 @@ char *op_strndup(const char *s, size_t n)
 char *op_strdup(const char *s)
 {
 	return op_strndup(s, strlen(s));
+}
+
+void op_alloc_trim(void)
+{
+	if (mallctl == NULL)
+		(void)malloc_trim(0);
 }
 
 static void *cjson_malloc(size_t n)

@@ -19,6 +19,14 @@ char *op_strndup(const char *s, size_t n) __attribute__((malloc));
 /* Zeroes n bytes at p (not optimised away), then frees p. For secrets. */
 void op_free_secret(void *p, size_t n);
 
+/*
+ * Gives the heap's free memory back to the system now (malloc_trim), unless
+ * the binary has jemalloc (outpostd): that returns it by itself, a few
+ * seconds after the next allocations, and its purge call would first
+ * allocate its statistics tables, which cost more than a purge frees.
+ */
+void op_alloc_trim(void);
+
 /* Routes cJSON's allocations through these wrappers. Call once at start. */
 void op_alloc_init(void);
 

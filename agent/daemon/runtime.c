@@ -12,7 +12,6 @@
  */
 #define OP_LOG_MODULE "runtime"
 #include <errno.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -232,7 +231,7 @@ static struct op_runtime_set *set_load(struct op_runtime *rt, const cJSON *deplo
 static void set_loaded(struct op_runtime *rt)
 {
 	op_jq_cache_save(rt->store, &rt->jq_saved);
-	(void)malloc_trim(0);
+	op_alloc_trim();
 }
 
 /* Under rt->mu: drain entry i goes; a set left without references goes on
