@@ -847,6 +847,61 @@ static double since(const struct timespec *a)
 }
 
 /* *commit_s: the time the final commit took, on success. */
+/* Whether request c->r, which failed with e, wrote nothing before it did:
+ * a take that found nothing due, an enqueue refused by the queue's bound. */
+static bool failed_clean(const struct ctx *c, op_err e)
+{
+	if (c->mapfull || c->nquar > 0)
+		return false;
+	switch (c->r->op) {
+	case OP_STORE__TAKE:
+	case OP_STORE__TAKE_N:
+		return e == OP_ENOTFOUND || e == OP_EBUSY;
+	case OP_STORE__ENQUEUE:
+		return e == OP_EFULL;
+	default:
+		return false;
+	}
+}
+
+/*
+ * Applies every request of list in one child transaction of t. A request
+ * that fails must undo only its own writes, which takes a child transaction
+ * of its own, and LMDB allocates about 3 MiB for each (its dirty and free
+ * page lists): so all go in one first. A request that failed without
+ * writing (failed_clean) keeps its result; when another fails, the child is
+ * dropped with every change of it: false then, and the caller applies them
+ * one by one. With s->ob_cur already set for the batch.
+ */
+static bool apply_together(struct op_store *s, MDB_txn *t, struct op_store__req *list)
+{
+	MDB_txn *ct;
+	if (mdb_txn_begin(s->env, t, 0, &ct) != 0)
+		return false;
+	struct op_store__req *r;
+	for (r = list; r; r = r->next) {
+		if (r->skip)
+			continue;
+		req_reset(r);
+		struct ctx c = {.s = s, .t = ct, .r = r};
+		op_err e = apply(&c);
+		if (e != OP_OK && !failed_clean(&c, e))
+			break;
+		r->result = e;
+		if (e == OP_OK)
+			pend_add(s, r);
+	}
+	if (r == NULL && mdb_txn_commit(ct) == 0)
+		return true;
+	if (r != NULL)
+		mdb_txn_abort(ct);
+	pend_end(s, false, 0);
+	pthread_mutex_lock(&s->mu);
+	s->ob_cur = s->ob_lim;
+	pthread_mutex_unlock(&s->mu);
+	return false;
+}
+
 static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *mapfull,
                         double *commit_s)
 {
@@ -861,7 +916,8 @@ static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *ma
 	int rc = mdb_txn_begin(s->env, NULL, 0, &t);
 	if (rc)
 		return op_store__from_mdb(rc);
-	for (struct op_store__req *r = list; r; r = r->next) {
+	bool together = apply_together(s, t, list);
+	for (struct op_store__req *r = together ? NULL : list; r; r = r->next) {
 		struct ctx c = {.s = s, .t = NULL, .r = r};
 		if (r->skip)
 			continue;

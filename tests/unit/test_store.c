@@ -16,6 +16,7 @@
 
 #include "agent/core/clock.h"
 #include "agent/core/log.h"
+#include "agent/core/uuid.h"
 #include "agent/store/store.h"
 #include "agent/store/store_int.h"
 #include "tests/unit/test.h"
@@ -618,6 +619,82 @@ static void *put_thread(void *p)
 	op_free(v);
 	return NULL;
 }
+
+struct ack_arg {
+	struct op_store *s;
+	const char *id;
+	const struct op_store_exec *rec;
+	op_err e;
+};
+
+static void *ack_thread(void *p)
+{
+	struct ack_arg *a = p;
+	a->e = op_store_ack(a->s, a->id, a->rec);
+	return NULL;
+}
+
+/*
+ * A request that fails after it wrote (an ack whose record id is taken: the
+ * lease was deleted first) undoes its own writes only, and the rest of its
+ * batch commits once: the batch first runs in one transaction, then, since
+ * one request failed, each in its own.
+ */
+START_TEST(failed_request_undone_alone)
+{
+	struct op_store *s = open_default();
+	char id[OP_UUID_LEN + 1];
+	enq(s, "p", "{}", 0, id);
+	struct op_store_event *ev;
+	ck_assert_int_eq(op_store_take(s, "p", 0, &ev), OP_OK);
+	struct op_store_exec rec = {
+	    .pipeline = "p", .version = "1", .status = "success", .attempt = 1};
+	ck_assert_int_eq(op_uuid_v7(rec.id), OP_OK);
+	ck_assert_int_eq(op_store_record(s, &rec), OP_OK);
+
+	enum { N = 4 };
+	pthread_t th[N], ah;
+	struct enq_arg args[N];
+	struct ack_arg aa = {s, ev->id, &rec, OP_EINTERNAL};
+	uint64_t before = stats(s).txns;
+	op_store__hold(s, true);
+	for (int i = 0; i < N; i++) {
+		args[i] = (struct enq_arg){s, i, OP_EINTERNAL};
+		ck_assert_int_eq(pthread_create(&th[i], NULL, enq_thread, &args[i]), 0);
+		if (i == 1)
+			ck_assert_int_eq(pthread_create(&ah, NULL, ack_thread, &aa), 0);
+	}
+	int64_t deadline = op_mono_ms() + 5000;
+	while (op_store__pending(s) < N + 1 && op_mono_ms() < deadline)
+		sched_yield();
+	ck_assert_uint_eq(op_store__pending(s), N + 1);
+	op_store__hold(s, false);
+	pthread_join(ah, NULL);
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		ck_assert_int_eq(args[i].e, OP_OK);
+	}
+	ck_assert_int_eq(aa.e, OP_EINVAL);
+	struct op_store_stats st = stats(s);
+	ck_assert_uint_eq(st.txns - before, 1);
+	ck_assert_uint_eq(st.inflight, 1);
+	ck_assert_uint_eq(st.entries[OP_STORE_DB_INFLIGHT], 1);
+	ck_assert_uint_eq(st.entries[OP_STORE_DB_QUEUE], N);
+	ck_assert_uint_eq(st.entries[OP_STORE_DB_EXECS], 1);
+	ck_assert_uint_eq(depth(s, "odd") + depth(s, "even"), N);
+	op_store_close(s);
+	/* The lease is whole: after the restart its event runs again. */
+	s = open_default();
+	ck_assert_uint_eq(depth(s, "odd") + depth(s, "even"), N);
+	struct op_store_event *again;
+	ck_assert_int_eq(op_store_take(s, "p", 0, &again), OP_OK);
+	ck_assert_str_eq(again->id, ev->id);
+	ck_assert(again->redelivered);
+	op_store_event_free(again);
+	op_store_event_free(ev);
+	op_store_close(s);
+}
+END_TEST
 
 /* A request that does not fit the map fails alone; its batch commits. */
 START_TEST(batch_isolates_map_full)
@@ -1360,6 +1437,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, group_commit_batches);
 	tcase_add_test(tc, batch_isolates_failures);
 	tcase_add_test(tc, batch_isolates_map_full);
+	tcase_add_test(tc, failed_request_undone_alone);
 	tcase_add_test(tc, crash_recovery);
 	tcase_add_test(tc, corrupt_queue_record_quarantined);
 	tcase_add_test(tc, corrupt_record_found_by_take);
