@@ -846,7 +846,6 @@ static double since(const struct timespec *a)
 	return (double)(b.tv_sec - a->tv_sec) + (double)(b.tv_nsec - a->tv_nsec) / 1e9;
 }
 
-/* *commit_s: the time the final commit took, on success. */
 /* Whether request c->r, which failed with e, wrote nothing before it did:
  * a take that found nothing due, an enqueue refused by the queue's bound. */
 static bool failed_clean(const struct ctx *c, op_err e)
@@ -902,6 +901,7 @@ static bool apply_together(struct op_store *s, MDB_txn *t, struct op_store__req 
 	return false;
 }
 
+/* *commit_s: the time the final commit took, on success. */
 static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *mapfull,
                         double *commit_s)
 {
