@@ -524,6 +524,15 @@ static void *enq_thread(void *p)
 	return NULL;
 }
 
+/* Waits (up to 5 s) until n requests wait for the held writer; how many do. */
+static size_t pending_reaches(struct op_store *s, size_t n)
+{
+	int64_t deadline = op_mono_ms() + 5000;
+	while (op_store__pending(s) < n && op_mono_ms() < deadline)
+		sched_yield();
+	return op_store__pending(s);
+}
+
 START_TEST(group_commit_batches)
 {
 	enum { N = 16 };
@@ -537,10 +546,7 @@ START_TEST(group_commit_batches)
 		args[i] = (struct enq_arg){s, i, OP_EINTERNAL};
 		ck_assert_int_eq(pthread_create(&th[i], NULL, enq_thread, &args[i]), 0);
 	}
-	int64_t deadline = op_mono_ms() + 5000;
-	while (op_store__pending(s) < N && op_mono_ms() < deadline)
-		sched_yield();
-	ck_assert_uint_eq(op_store__pending(s), N);
+	ck_assert_uint_eq(pending_reaches(s, N), N);
 	op_store__hold(s, false);
 	for (int i = 0; i < N; i++) {
 		pthread_join(th[i], NULL);
@@ -583,9 +589,7 @@ START_TEST(batch_isolates_failures)
 		args[i] = (struct enq_arg){s, 2 * i, OP_EINTERNAL}; /* all "even" */
 		ck_assert_int_eq(pthread_create(&th[i], NULL, enq_thread, &args[i]), 0);
 	}
-	int64_t deadline = op_mono_ms() + 5000;
-	while (op_store__pending(s) < N && op_mono_ms() < deadline)
-		sched_yield();
+	(void)pending_reaches(s, N);
 	op_store__hold(s, false);
 	int ok = 0, full = 0;
 	for (int i = 0; i < N; i++) {
@@ -664,10 +668,7 @@ START_TEST(failed_request_undone_alone)
 		if (i == 1)
 			ck_assert_int_eq(pthread_create(&ah, NULL, ack_thread, &aa), 0);
 	}
-	int64_t deadline = op_mono_ms() + 5000;
-	while (op_store__pending(s) < N + 1 && op_mono_ms() < deadline)
-		sched_yield();
-	ck_assert_uint_eq(op_store__pending(s), N + 1);
+	ck_assert_uint_eq(pending_reaches(s, N + 1), N + 1);
 	op_store__hold(s, false);
 	pthread_join(ah, NULL);
 	for (int i = 0; i < N; i++) {
@@ -711,10 +712,7 @@ START_TEST(batch_isolates_map_full)
 		ck_assert_int_eq(pthread_create(&th[i], NULL, enq_thread, &args[i]), 0);
 	}
 	ck_assert_int_eq(pthread_create(&ph, NULL, put_thread, &pa), 0);
-	int64_t deadline = op_mono_ms() + 5000;
-	while (op_store__pending(s) < N + 1 && op_mono_ms() < deadline)
-		sched_yield();
-	ck_assert_uint_eq(op_store__pending(s), N + 1);
+	ck_assert_uint_eq(pending_reaches(s, N + 1), N + 1);
 	uint64_t before = stats(s).txns;
 	op_store__hold(s, false);
 	pthread_join(ph, NULL);
