@@ -6,7 +6,8 @@
 # the temp dir), then drives both with wrk (2 threads, 32 connections, 10 s,
 # a ~300-byte JSON order POSTed by a Lua script):
 #   W1 sync:  POST /orders -> jq transform (renames and adds fields) -> answer;
-#             compared with nginx as a ratio of requests/s.
+#             compared with nginx as a ratio of requests/s (the median of
+#             three pairs of runs, BENCH_W1_ROUNDS).
 #   W2 async: POST /events -> 202 after the durable commit -> the pipeline
 #             (the same jq transform) consumes; accepted events/s, p99, and
 #             whether the queue drains; then the same with a one-step `set`
@@ -16,7 +17,7 @@
 # Prints "bench: NAME VALUE UNIT" lines. Installs nothing: without wrk or nginx
 # it prints a skip line and exits 0 (make bench installs them: role "bench" in
 # packaging/deps.txt). Absolute numbers depend on the machine and its load;
-# the ratios are what to compare. Takes about 90 s.
+# the ratios are what to compare. Takes about 130 s.
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 OUTPOSTD=${OUTPOSTD:-$top/build/release/outpostd}
@@ -281,26 +282,69 @@ case "$out" in
 *) die "the set pipeline answered unexpectedly: $out" ;;
 esac
 
-# W1: nginx, then outpostd, with the same load. The CPU each server used a
-# request (nginx: master and workers) shows where the time goes, beside the
-# rates that the two cores shared with wrk set.
-# shellcheck disable=SC2046 # one PID a word
-c0=$(cpu_ticks $npid $(children $npid))
-run_wrk w1_nginx "http://127.0.0.1:$nport/orders"
-# shellcheck disable=SC2046
-c1=$(cpu_ticks $npid $(children $npid))
-n_rps=$rps
-echo "bench: w1_nginx_rps $rps req/s"
-echo "bench: w1_nginx_p99 $p99 ms"
-echo "bench: w1_nginx_cpu $(cpu_us "$c0" "$c1" "$reqs") us/req"
-c0=$(cpu_ticks $wpid)
-run_wrk w1_outpost "http://127.0.0.1:$port/orders"
-c1=$(cpu_ticks $wpid)
-echo "bench: w1_outpost_rps $rps req/s"
-echo "bench: w1_outpost_vs_nginx $(ratio "$rps" "$n_rps") ratio"
-echo "bench: w1_outpost_p99 $p99 ms"
-echo "bench: w1_outpost_errors $bad answers"
-echo "bench: w1_outpost_cpu $(cpu_us "$c0" "$c1" "$reqs") us/req"
+# W1: nginx and outpostd with the same load, in $W1_ROUNDS pairs whose order
+# alternates (nginx first, then outpostd first, ...), so that a machine
+# getting busier or quieter during the run weighs on both sides alike. The
+# ratio is the median of the pairs' ratios; the rates are each side's median;
+# p99 is the worst run's. The CPU each server used a request (nginx: master
+# and workers) shows where the time goes, beside the rates that the two cores
+# shared with wrk set.
+W1_ROUNDS=${BENCH_W1_ROUNDS:-3}
+# median: the median of the numbers on standard input, one a line.
+median() {
+	sort -n | awk '{ v[NR] = $1 } END {
+		if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2];
+		else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+# w1_nginx / w1_outpost: one run of a side; append to the side's lists.
+w1_nginx() {
+	# shellcheck disable=SC2046 # one PID a word
+	c0=$(cpu_ticks $npid $(children $npid))
+	run_wrk "w1_nginx_$1" "http://127.0.0.1:$nport/orders"
+	# shellcheck disable=SC2046
+	c1=$(cpu_ticks $npid $(children $npid))
+	n_rps=$rps
+	n_list="$n_list $rps" n_p99=$(awk -v a="$n_p99" -v b="$p99" 'BEGIN { print (b > a) ? b : a }')
+	n_ticks=$((n_ticks + c1 - c0)) n_reqs=$((n_reqs + reqs))
+}
+w1_outpost() {
+	c0=$(cpu_ticks $wpid)
+	run_wrk "w1_outpost_$1" "http://127.0.0.1:$port/orders"
+	c1=$(cpu_ticks $wpid)
+	o_rps=$rps
+	o_list="$o_list $rps" o_p99=$(awk -v a="$o_p99" -v b="$p99" 'BEGIN { print (b > a) ? b : a }')
+	o_ticks=$((o_ticks + c1 - c0)) o_reqs=$((o_reqs + reqs)) o_bad=$((o_bad + bad))
+}
+n_list="" o_list="" pairs="" n_p99=0 o_p99=0 n_ticks=0 n_reqs=0 o_ticks=0 o_reqs=0 o_bad=0
+i=1
+while [ "$i" -le "$W1_ROUNDS" ]; do
+	if [ $((i % 2)) -eq 1 ]; then
+		w1_nginx "$i"
+		w1_outpost "$i"
+	else
+		w1_outpost "$i"
+		w1_nginx "$i"
+	fi
+	pairs="$pairs $(ratio "$o_rps" "$n_rps")"
+	i=$((i + 1))
+done
+# shellcheck disable=SC2086 # one number a word
+n_rps=$(printf '%s\n' $n_list | median)
+# shellcheck disable=SC2086
+o_rps=$(printf '%s\n' $o_list | median)
+echo "bench: w1_nginx_rps $n_rps req/s"
+echo "bench: w1_nginx_p99 $n_p99 ms"
+echo "bench: w1_nginx_cpu $(cpu_us 0 "$n_ticks" "$n_reqs") us/req"
+echo "bench: w1_outpost_rps $o_rps req/s"
+# shellcheck disable=SC2086
+echo "bench: w1_outpost_vs_nginx $(printf '%s\n' $pairs | median) ratio"
+# shellcheck disable=SC2086
+echo "bench: w1_outpost_vs_nginx_min $(printf '%s\n' $pairs | sort -n | head -1) ratio"
+# shellcheck disable=SC2086
+echo "bench: w1_outpost_vs_nginx_max $(printf '%s\n' $pairs | sort -n | tail -1) ratio"
+echo "bench: w1_outpost_p99 $o_p99 ms"
+echo "bench: w1_outpost_errors $o_bad answers"
+echo "bench: w1_outpost_cpu $(cpu_us 0 "$o_ticks" "$o_reqs") us/req"
 c0=$(cpu_ticks $wpid)
 run_wrk w1_set "http://127.0.0.1:$port/orders-set"
 c1=$(cpu_ticks $wpid)
@@ -313,7 +357,7 @@ echo "bench: w1_set_cpu $(cpu_us "$c0" "$c1" "$reqs") us/req"
 # W2: async, durable. Accepted = 202 answers counted by the daemon itself.
 a0=$(metric 'outpost_http_requests_total{code="202"}')
 k0=$(metric outpost_store_commit_seconds_count)
-w0=$(io_written "$wpid")
+w0=$(disk_written "$T")
 c0=$(cpu_ticks $wpid)
 run_wrk w2_outpost "http://127.0.0.1:$port/events"
 a1=$(metric 'outpost_http_requests_total{code="202"}')
@@ -338,7 +382,7 @@ echo "bench: w2_executed_per_s $(awk -v n="${done_n:-0}" -v ms=$(($(now_ms) - t_
 	'BEGIN { printf "%d", n * 1000 / ms }') events/s"
 c1=$(cpu_ticks $wpid)
 k1=$(metric outpost_store_commit_seconds_count)
-w1=$(io_written "$wpid")
+w1=$(disk_written "$T")
 echo "bench: w2_cpu $(cpu_us "$c0" "$c1" "$accepted") us/event"
 echo "bench: w2_commits_per_event $(awk -v k=$((${k1:-0} - ${k0:-0})) -v n=$accepted \
 	'BEGIN { printf "%.3f", n ? k / n : 0 }') commits"

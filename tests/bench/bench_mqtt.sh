@@ -123,7 +123,7 @@ d0=$(cpu_ticks "$dpid")
 # shellcheck disable=SC2086 # one PID per word
 p0=$(cpu_ticks $cons)
 k0=$(metric outpost_store_commit_seconds_count)
-w0=$(io_written "$dpid")
+w0=$(disk_written "$T")
 out=$("$MQTT_LOAD" "$broker_port" bench/in bench/out "$N")
 rc=$?
 agent_cpu=$(cpu_us "$d0" "$(cpu_ticks "$dpid")" "$N")
@@ -131,7 +131,7 @@ agent_cpu=$(cpu_us "$d0" "$(cpu_ticks "$dpid")" "$N")
 cons_cpu=$(cpu_us "$p0" "$(cpu_ticks $cons)" "$N")
 agent_broker_cpu=$(cpu_us "$c0" "$(cpu_ticks "$broker_pid")" "$N")
 k1=$(metric outpost_store_commit_seconds_count)
-w1=$(io_written "$dpid")
+w1=$(disk_written "$T")
 stop_agent
 agent=$(printf '%s\n' "$out" | sed -n 's/.*: \([0-9]*\) msg\/s$/\1/p')
 [ $rc -eq 0 ] || echo "bench_mqtt: not every message came through the agent: $out" >&2
