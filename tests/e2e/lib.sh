@@ -133,6 +133,12 @@ wait_until() {
 	done
 }
 
+# metric NAME: the value of the series NAME (with its labels, as printed) on
+# the admin endpoint at port $admin; nothing when it does not answer.
+metric() {
+	curl -s -m 5 "http://127.0.0.1:$admin/metrics" | awk -v k="$1" '$1 == k { print $2 }'
+}
+
 # at_exit COMMAND: runs COMMAND when the script exits, before the commands
 # registered earlier (last in, first out); lib.sh's removal of $T runs last.
 at_exit() {

@@ -33,9 +33,6 @@ cat >"$T/p/slow.json" <<JSON
 JSON
 
 gated() { [ "$(curl -s -m 5 "http://127.0.0.1:$P/stats" | jq -r .gated)" = "$1" ]; }
-metric() {
-	curl -s -m 5 "http://127.0.0.1:$admin/metrics" | awk -v k="$1" '$1 == k { print $2 }'
-}
 # post N: POSTs event N; its status line and headers in $T/N.head, body in $T/N.out.
 post() {
 	curl -s -m 10 -D "$T/$1.head" -o "$T/$1.out" -w '%{http_code}' -X POST \

@@ -26,9 +26,6 @@ cat >"$T/p/doomed.json" <<'JSON'
  "steps":[{"type":"throw-error","config":{"code":"DOOMED","message":"never works","class":"invalid"}}]}
 JSON
 
-metric() {
-	curl -s -m 5 "http://127.0.0.1:$admin/metrics" | awk -v k="$1" '$1 == k { print $2 }'
-}
 post() {
 	curl -s -m 10 -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
 		--data-binary "$1" "http://127.0.0.1:$port/doomed"

@@ -66,7 +66,6 @@ gone() {
 	for _p in "$@"; do kill -0 "$_p" 2>/dev/null && return 1; done
 	return 0
 }
-metric() { curl -s "http://127.0.0.1:$admin/metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
 # subscribed N: N consumers are subscribed now.
 subscribed() { [ "$(metric outpost_mqtt_consumers_subscribed)" = "$1" ]; }
 has_sinks() { [ "$(sinks)" -ge "$1" ]; }

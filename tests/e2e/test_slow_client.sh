@@ -35,9 +35,6 @@ start_daemon "$T/outpost.conf" "$T/d.log" || {
 }
 at_exit stop_daemon
 
-metric() {
-	curl -s -m 5 "http://127.0.0.1:$admin/metrics" | awk -v k="$1" '$1 == k { print $2 }'
-}
 
 # closed_after TEXT: opens a connection, sends TEXT (printf format) and
 # waits up to 20 s for the agent to close it; fails unless it did, with

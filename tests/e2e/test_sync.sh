@@ -111,9 +111,6 @@ for i in 1 2 3 4 5 6; do
 	fi
 done
 check "requests past sync_threads answered 503 BUSY: $busy, not 2" test $busy -eq 2
-metric() {
-	curl -s -m 5 "http://127.0.0.1:$admin/metrics" | awk -v n="$1" '$1 == n { print $2 }'
-}
 check "outpost_http_sync_running: $(metric outpost_http_sync_running), not 4" \
 	test "$(metric outpost_http_sync_running)" = 4
 
