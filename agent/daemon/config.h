@@ -88,6 +88,7 @@ struct op_config {
 		long long exec_retention;
 		long long queue_max_events; /* per pipeline */
 		uint64_t queue_max_bytes;   /* per pipeline */
+		uint64_t disk_reserve;      /* bytes */
 	} store;
 	struct {
 		struct op_config_listen listen;

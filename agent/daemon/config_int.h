@@ -27,7 +27,7 @@
 #define HOUR (60LL * MIN)
 
 /* Entries of the key tables; each file checks its own with _Static_assert. */
-#define OP_CONFIG__N_KEYS  45 /* config.c keys[] */
+#define OP_CONFIG__N_KEYS  46 /* config.c keys[] */
 #define OP_CONFIG__N_BKEYS 10 /* config_broker.c broker_keys[] */
 
 /* The fixed sections in the order they are printed, [globals] last (config.c). */

@@ -104,8 +104,8 @@ struct op_daemon {
 
 	struct op_metrics *m;
 	struct op_metric *executions, *durations, *http_requests, *http_slow, *queue_depth, *dead,
-	    *inflight, *map_bytes, *used_bytes, *free_bytes, *quarantined, *up, *workers,
-	    *sync_running;
+	    *inflight, *map_bytes, *used_bytes, *free_bytes, *quarantined, *disk_free, *room_low,
+	    *up, *workers, *sync_running;
 	struct op_metric_child *commit_seconds; /* observed on the store's writer */
 	struct op_metric *schedule_runs, *mqtt_consumers, *mqtt_connected, *mqtt_subscribed,
 	    *mqtt_messages, *mqtt_restarts;
@@ -157,6 +157,8 @@ static void on_scrape(void *ud, struct op_metrics *m)
 		op_metric_set(op_metric_with(dm->free_bytes, NULL), (double)(st.map_max - st.used));
 		op_metric_set(op_metric_with(dm->quarantined, NULL),
 		              (double)st.entries[OP_STORE_DB_QUARANTINE]);
+		op_metric_set(op_metric_with(dm->disk_free, NULL), (double)st.disk_avail);
+		op_metric_set(op_metric_with(dm->room_low, NULL), st.room_low ? 1 : 0);
 	}
 	struct op_runtime_counts rc;
 	op_runtime_counts(dm->rt, &rc);
@@ -247,6 +249,12 @@ static op_err metrics_new(struct op_daemon *dm)
 	dm->quarantined =
 	    op_metrics_gauge(m, "outpost_store_quarantined",
 	                     "corrupt records set aside in the store's quarantine", NULL);
+	dm->disk_free = op_metrics_gauge(m, "outpost_store_disk_free_bytes",
+	                                 "bytes free on the store's filesystem", NULL);
+	dm->room_low = op_metrics_gauge(
+	    m, "outpost_store_refusing",
+	    "1 while the store refuses new events for want of room (map_max or disk_reserve)",
+	    NULL);
 	static const char *const result[] = {"result", NULL};
 	dm->schedule_runs = op_metrics_counter(
 	    m, "outpost_schedule_runs_total",
@@ -442,12 +450,17 @@ static bool header_of(void *ud, const char *name, const char **val, size_t *len)
 }
 
 /* The answer of an async trigger once its enqueue ended with rc. */
-static void accepted_answer(op_err rc, const char *id, struct op_http_response *resp)
+static void accepted_answer(struct op_daemon *dm, op_err rc, const char *id,
+                            struct op_http_response *resp)
 {
 	op_err e = rc;
 	if (rc == OP_EFULL) {
-		e = op_http_respond_error(resp, 503, "QUEUE_FULL",
-		                          "the pipeline's queue or the store is full; retry later");
+		/* The store out of room, or only this pipeline's queue bound. */
+		bool store = op_store_room_low(op_runtime_store(dm->rt));
+		e = op_http_respond_error(resp, 503, store ? "STORE_FULL" : "QUEUE_FULL",
+		                          store ? "the agent's store has no room for new events "
+		                                  "(its disk or map_max); retry later"
+		                                : "the pipeline's queue is full; retry later");
 		if (e == OP_OK)
 			e = op_http_response_header(resp, "Retry-After", "1");
 	} else if (rc == OP_OK) {
@@ -472,7 +485,7 @@ static void on_accepted(void *ud, op_err rc, const char *id)
 {
 	struct accept_wait *w = ud;
 	struct op_http_response resp = {0};
-	accepted_answer(rc, id, &resp);
+	accepted_answer(w->dm, rc, id, &resp);
 	op_http_complete(w->d, &resp);
 	op_free(w);
 }
@@ -493,7 +506,7 @@ static op_err submit_async(struct op_daemon *dm, const struct op_http_request *r
 		op_free(w);
 		char id[OP_UUID_LEN + 1];
 		op_err rc = op_runtime_submit(dm->rt, pipeline, msg, data, id);
-		accepted_answer(rc, id, resp);
+		accepted_answer(dm, rc, id, resp);
 		return OP_OK;
 	}
 	*w = (struct accept_wait){dm, d};

@@ -1042,7 +1042,8 @@ op_err op_runtime_open(const struct op_config *cfg, const struct op_runtime_hook
 	                                                 ? (uint64_t)cfg->store.exec_retention
 	                                                 : OP_STORE_KEEP_NONE,
 	                           .queue_max_events = (uint64_t)cfg->store.queue_max_events,
-	                           .queue_max_bytes = cfg->store.queue_max_bytes};
+	                           .queue_max_bytes = cfg->store.queue_max_bytes,
+	                           .disk_reserve = cfg->store.disk_reserve};
 	op_err rc = op_store_open(&so, &rt->store, err, sizeof(err));
 	if (rc) {
 		op_diag_add_at(d, path, "cannot open the store: %s", err);

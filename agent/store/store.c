@@ -429,6 +429,8 @@ op_err op_store_open(const struct op_store_opts *opts, struct op_store **out, ch
 		s->opts.queue_max_events = 100000;
 	if (s->opts.queue_max_bytes == 0)
 		s->opts.queue_max_bytes = (uint64_t)256 << 20;
+	if (s->opts.disk_reserve == 0)
+		s->opts.disk_reserve = (uint64_t)32 << 20;
 	if (s->opts.map_initial > s->opts.map_max) {
 		fail(err, errlen, "%s: map_initial is larger than map_max", s->dir);
 		e = OP_EINVAL;
@@ -1170,6 +1172,14 @@ void op_store_queue_depth(struct op_store *s, const char *pipeline, uint64_t *ev
 		*bytes = by;
 }
 
+bool op_store_room_low(struct op_store *s)
+{
+	pthread_mutex_lock(&s->mu);
+	bool low = s->room_low_pub;
+	pthread_mutex_unlock(&s->mu);
+	return low;
+}
+
 op_err op_store_stats(struct op_store *s, struct op_store_stats *st)
 {
 	MDB_txn *t = NULL;
@@ -1199,6 +1209,9 @@ op_err op_store_stats(struct op_store *s, struct op_store_stats *st)
 	st->requests = s->requests;
 	st->full = s->full;
 	st->map_grows = s->grows;
+	st->room_low = s->room_low_pub;
+	st->disk_low = s->disk_low_pub;
+	st->disk_avail = s->disk_avail_pub;
 	pthread_mutex_unlock(&s->mu);
 	return OP_OK;
 }

@@ -46,6 +46,7 @@ struct op_store_opts {
 	uint64_t exec_retention;   /* execution records kept; 0: 10000; OP_STORE_KEEP_NONE */
 	uint64_t queue_max_events; /* queued events per pipeline; 0: 100000 */
 	uint64_t queue_max_bytes;  /* queued bytes per pipeline; 0: 256 MiB */
+	uint64_t disk_reserve;     /* free disk kept for draining; 0: 32 MiB */
 };
 
 /* An event as the store returns it. Owned by the caller: op_store_event_free. */
@@ -114,6 +115,9 @@ struct op_store_stats {
 	uint64_t requests;    /* write requests committed since open */
 	uint64_t full;        /* requests refused with OP_EFULL since open */
 	uint64_t map_grows;   /* map growths since open */
+	bool room_low;        /* new data is refused: the map's or the disk's reserve reached */
+	bool disk_low;        /* the disk's, in particular */
+	uint64_t disk_avail;  /* bytes free on the store's filesystem at the last check */
 };
 
 /*
@@ -278,6 +282,10 @@ int64_t op_store_stall_ms(struct op_store *s);
 
 /* Sizes and counters for metrics. Opens a read transaction. */
 op_err op_store_stats(struct op_store *s, struct op_store_stats *st) OP_WUR;
+/* Whether new data is refused for want of room (the map's reserve at
+ * map_max, or the disk's disk_reserve) as of the writer's last batch: an
+ * OP_EFULL then means the store, not a queue's bound. */
+bool op_store_room_low(struct op_store *s);
 
 /* JSON object of an execution record, as the admin API shows it and the
  * outbox sends it: {"id", "eventId", "pipeline", "version", "trigger",

@@ -156,6 +156,9 @@ struct op_store {
 	uint64_t inflight, dead, quarantined;
 	uint64_t txns, requests, full, grows;
 	size_t mapsize;
+	/* the writer's space_low, disk_low and disk_avail, as last published */
+	bool room_low_pub, disk_low_pub;
+	uint64_t disk_avail_pub;
 
 	atomic_bool ob_on;     /* ob_lim.max_records != 0, for adds that must not lock */
 	unsigned fail_commits; /* test hook, under mu */
@@ -166,7 +169,14 @@ struct op_store {
 	struct op_store__obdelta pend_ob[OP_OUTBOX_STREAMS];
 	uint64_t ob_saved_last[OP_OUTBOX_STREAMS], ob_saved_dropped[OP_OUTBOX_STREAMS];
 	struct op_outbox_limits ob_cur; /* ob_lim as the current batch sees it */
-	bool space_low;
+	bool space_low;                 /* map_low || disk_low: new data is refused */
+	bool map_low;                   /* at map_max, less than the map's reserve left */
+	bool disk_low;       /* less than disk_reserve free on the disk, free pages counted */
+	bool disk_tight;     /* less than twice disk_reserve free on the disk: take one at a time */
+	uint64_t disk_avail; /* the filesystem's free bytes at the last check */
+	uint64_t disk_inside;    /* and the file's free pages, when they were counted */
+	size_t disk_hw;          /* the map's high-water mark then */
+	int64_t disk_checked_ms; /* when; 0 = check before the next batch */
 	int64_t last_reader_check;
 };
 

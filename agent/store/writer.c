@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include "agent/core/alloc.h"
@@ -32,6 +33,9 @@
  * takes, acks and dead-lettering (which need pages too) can still drain. */
 #define RESERVE_PERCENT   10
 #define RESERVE_MIN_PAGES 64
+/* The writer asks statvfs how much disk is free when this long has passed
+ * since it last did (sooner when the file grows fast). */
+#define DISK_CHECK_MS 1000
 
 struct ctx {
 	struct op_store *s;
@@ -439,13 +443,15 @@ out:
 	return e;
 }
 
-/* Reads the event id from db into *ev; a corrupt one is quarantined. */
-/* Up to maxev due events of one pipeline into flight, in one transaction. */
+/* Up to maxev due events of one pipeline into flight, in one transaction.
+ * Short of room (near the map's or the disk's reserve), one: a lease is a
+ * copy of its event, and the drain must fit in what the reserve kept. */
 static op_err do_take_n(struct ctx *c)
 {
 	struct op_store__req *r = c->r;
+	size_t maxev = c->s->space_low || c->s->disk_tight ? 1 : r->maxev;
 	op_err e = OP_OK;
-	while (r->nev < r->maxev) {
+	while (r->nev < maxev) {
 		e = do_take(c);
 		if (e)
 			break;
@@ -457,6 +463,7 @@ static op_err do_take_n(struct ctx *c)
 	return e;
 }
 
+/* Reads the event id from db into *ev; a corrupt one is quarantined. */
 static op_err get_event(struct ctx *c, enum op_store_db db, struct op_store_event **ev,
                         uint64_t *seq)
 {
@@ -791,50 +798,111 @@ static bool grow(struct op_store *s, bool force)
 	return true;
 }
 
+/* Pages on LMDB's free list: room inside the file, reused before it grows. */
+static size_t free_pages(struct op_store *s)
+{
+	size_t n = 0;
+	MDB_txn *t;
+	MDB_cursor *cur;
+	/* LMDB opens a cursor on the free-page DB only in a read txn. */
+	pthread_rwlock_rdlock(&s->maplock);
+	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t) != 0) {
+		pthread_rwlock_unlock(&s->maplock);
+		return 0;
+	}
+	if (mdb_cursor_open(t, 0, &cur) == 0) {
+		MDB_val k, v;
+		int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		while (rc == 0) {
+			size_t c = 0;
+			if (v.mv_size >= sizeof(size_t))
+				memcpy(&c, v.mv_data, sizeof(c));
+			n += c;
+			rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+		}
+		mdb_cursor_close(cur);
+	}
+	mdb_txn_abort(t);
+	pthread_rwlock_unlock(&s->maplock);
+	return n;
+}
+
 /* At map_max, admit new data only while real use (highest page minus free
  * pages) leaves the reserve free. */
-static void check_space(struct op_store *s)
+static bool map_low(struct op_store *s, const MDB_envinfo *info)
 {
-	s->space_low = false;
-	MDB_envinfo info;
-	if (mdb_env_info(s->env, &info) != 0 || info.me_mapsize < s->opts.map_max)
-		return;
-	size_t hw = (info.me_last_pgno + 1) * s->psize;
+	if (info->me_mapsize < s->opts.map_max)
+		return false;
+	size_t hw = (info->me_last_pgno + 1) * s->psize;
 	size_t reserve = s->opts.map_max / 100 * RESERVE_PERCENT;
 	if (reserve < RESERVE_MIN_PAGES * s->psize)
 		reserve = RESERVE_MIN_PAGES * s->psize;
 	if (reserve > s->opts.map_max / 2)
 		reserve = s->opts.map_max / 2;
 	if (hw + reserve <= s->opts.map_max)
+		return false;
+	size_t freeb = free_pages(s) * s->psize;
+	size_t used = hw - (freeb < hw ? freeb : hw);
+	return used + reserve > s->opts.map_max;
+}
+
+/*
+ * Admit new data only while the filesystem under the store keeps
+ * disk_reserve free, so that takes, acks and dead letters can still commit
+ * and the queues drain: a commit that finds the disk full fails whole,
+ * drains included. Free pages inside the file count as free, but admission
+ * comes back only at twice the reserve, so a drain's first freed pages do
+ * not let new events in at once. statvfs is asked again DISK_CHECK_MS after
+ * the last time, or sooner when the file may have grown by half the margin
+ * seen then.
+ */
+static bool disk_low(struct op_store *s, size_t hw)
+{
+	uint64_t reserve = s->opts.disk_reserve;
+	uint64_t margin = s->disk_avail > reserve ? s->disk_avail - reserve : 0;
+	int64_t now = op_mono_ms();
+	if (s->disk_checked_ms != 0 && now - s->disk_checked_ms < DISK_CHECK_MS &&
+	    (hw <= s->disk_hw || hw - s->disk_hw < margin / 2))
+		return s->disk_low;
+	int fd;
+	struct statvfs v;
+	if (mdb_env_get_fd(s->env, &fd) != 0 || fstatvfs(fd, &v) != 0)
+		return s->disk_low; /* keep what the last check found */
+	s->disk_checked_ms = now;
+	s->disk_hw = hw;
+	s->disk_avail = (uint64_t)v.f_bavail * v.f_frsize;
+	uint64_t need = s->disk_low ? 2 * reserve : reserve;
+	s->disk_inside = 0;
+	if (s->disk_avail >= need)
+		return false;
+	s->disk_inside = (uint64_t)free_pages(s) * s->psize;
+	return s->disk_avail + s->disk_inside < need;
+}
+
+static void check_space(struct op_store *s)
+{
+	MDB_envinfo info;
+	if (mdb_env_info(s->env, &info) != 0)
 		return;
-	/* LMDB opens a cursor on the free-page DB only in a read txn. */
-	size_t freepg = 0;
-	MDB_txn *t;
-	MDB_cursor *cur;
-	pthread_rwlock_rdlock(&s->maplock);
-	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t) != 0) {
-		pthread_rwlock_unlock(&s->maplock);
-		return;
-	}
-	if (mdb_cursor_open(t, 0, &cur) != 0) {
-		mdb_txn_abort(t);
-		pthread_rwlock_unlock(&s->maplock);
-		return;
-	}
-	MDB_val k, v;
-	int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-	while (rc == 0) {
-		size_t n = 0;
-		if (v.mv_size >= sizeof(size_t))
-			memcpy(&n, v.mv_data, sizeof(n));
-		freepg += n;
-		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-	}
-	mdb_cursor_close(cur);
-	mdb_txn_abort(t);
-	pthread_rwlock_unlock(&s->maplock);
-	size_t used = hw - (freepg * s->psize < hw ? freepg * s->psize : hw);
-	s->space_low = used + reserve > s->opts.map_max;
+	bool was = s->disk_low;
+	s->map_low = map_low(s, &info);
+	s->disk_low = disk_low(s, (info.me_last_pgno + 1) * s->psize);
+	s->space_low = s->map_low || s->disk_low;
+	s->disk_tight = s->disk_avail < 2 * s->opts.disk_reserve;
+	double mib = 1024.0 * 1024.0;
+	if (s->disk_low && !was)
+		OP_LOGW("the disk under %s has %.1f MiB free, less than disk_reserve (%.1f MiB): "
+		        "new events are refused until there is room; queued events still run",
+		        s->dir, (double)s->disk_avail / mib, (double)s->opts.disk_reserve / mib);
+	else if (was && !s->disk_low)
+		OP_LOGI("the disk under %s has room again (%.1f MiB free, and %.1f MiB free inside "
+		        "the store): new events are accepted",
+		        s->dir, (double)s->disk_avail / mib, (double)s->disk_inside / mib);
+	pthread_mutex_lock(&s->mu);
+	s->room_low_pub = s->space_low;
+	s->disk_low_pub = s->disk_low;
+	s->disk_avail_pub = s->disk_avail;
+	pthread_mutex_unlock(&s->mu);
 }
 
 /* One write txn for the list; each request in its own nested txn. */
@@ -983,6 +1051,17 @@ static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *ma
 		rc = mdb_txn_commit(t);
 	}
 	*commit_s = since(&t0);
+	if (rc == ENOSPC || rc == EDQUOT || rc == EIO) {
+		/* LMDB reports a write cut short (the disk filled up) as EIO:
+		 * with the disk below its reserve now, that is backpressure. */
+		s->disk_checked_ms = 0;
+		check_space(s);
+		if (rc != EIO || s->disk_low) {
+			OP_LOGW("commit failed: the disk under %s is full (%s)", s->dir,
+			        mdb_strerror(rc));
+			return OP_EFULL;
+		}
+	}
 	if (rc) {
 		*mapfull = rc == MDB_MAP_FULL;
 		OP_LOGW("commit failed: %s", mdb_strerror(rc));

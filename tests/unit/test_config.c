@@ -173,7 +173,7 @@ START_TEST(defaults)
 	/* Every default sits inside its own bounds (else defaults() would fail). */
 	size_t n;
 	const struct op_config_key *k = op_config_keys(&n);
-	ck_assert_uint_eq(n, 45);
+	ck_assert_uint_eq(n, 46);
 	for (size_t i = 0; i < n; i++) {
 		ck_assert_ptr_nonnull(k[i].help);
 		ck_assert_ptr_null(strchr(k[i].help, '\n'));
@@ -992,6 +992,7 @@ START_TEST(dump_round_trip)
 	                       "exec_retention = 10000\n"
 	                       "queue_max_events = 100000\n"
 	                       "queue_max_bytes = 1025\n"
+	                       "disk_reserve = 32MB\n"
 	                       "\n[http]\n"
 	                       "listen = [::]:8443\n"
 	                       "max_body = 5MB\n"

@@ -1,0 +1,116 @@
+# A full disk under an async HTTP trigger: the store lives on a 4 MiB tmpfs
+# (its map may grow far past that), a gated pipeline keeps the queue from
+# draining, and 64 KiB events fill the filesystem. Once the disk is full the
+# trigger answers 503 with Retry-After, the agent stays up and says why in
+# its log; when the peer answers, every event that got a 202 runs, and the
+# trigger accepts again. The test runs in a mount namespace of its own
+# (unshare -m), so the small filesystem is nobody else's; it needs root.
+if [ -z "${OP_DISK_FULL_NS:-}" ]; then
+	if [ "$(id -u)" -ne 0 ] || ! command -v unshare >/dev/null 2>&1; then
+		echo "skip test_disk_full: needs root and unshare to mount a small tmpfs"
+		exit 0
+	fi
+	OP_DISK_FULL_NS=1 exec unshare -m --propagation private bash "$0" "$@"
+fi
+. "$(dirname "$0")/lib.sh"
+. "$E2E_DIR/peer.sh"
+: "${OUTPOSTD:?set OUTPOSTD to the outpostd binary}"
+
+mkdir -p "$T/data" "$T/p"
+mount -t tmpfs -o size=4m,mode=0700 outpost-e2e "$T/data" || {
+	fail "cannot mount a tmpfs on $T/data"
+	finish
+	exit 1
+}
+at_exit "umount -l '$T/data'"
+
+http_peer_start P || exit 1
+
+cat >"$T/outpost.conf" <<CONF
+[agent]
+id = e2e
+data_dir = $T/data
+pipelines_dir = $T/p
+workers = 1
+shutdown_timeout = 2s
+[store]
+map_initial = 1MB
+map_max = 256MB
+disk_reserve = 1MB
+[http]
+listen = 127.0.0.1:0
+[admin]
+listen = 127.0.0.1:0
+CONF
+cat >"$T/p/slow.json" <<JSON
+{"name":"slow","version":"1","settings":{"concurrency":1},
+ "trigger":{"type":"http","config":{"method":"POST","path":"/slow","mode":"async"}},
+ "steps":[{"type":"rest","config":{"url":"http://127.0.0.1:$P/gate","timeoutMs":60000}}]}
+JSON
+# A 64 KiB body: {"n":N,"pad":"xxxx..."}.
+head -c 65000 /dev/zero | tr '\0' x >"$T/pad"
+
+# post N: POSTs event N; its status line and headers in $T/N.head, body in $T/N.out.
+post() {
+	{ printf '{"n":%s,"pad":"' "$1"; cat "$T/pad"; printf '"}'; } >"$T/body"
+	curl -s -m 10 -D "$T/$1.head" -o "$T/$1.out" -w '%{http_code}' -X POST \
+		-H 'content-type: application/json' --data-binary @"$T/body" \
+		"http://127.0.0.1:$port/slow"
+}
+
+start_daemon "$T/outpost.conf" "$T/d.log" || {
+	fail "outpostd did not start: $(cat "$T/d.log")"
+	finish
+	exit 1
+}
+at_exit stop_daemon
+
+what="64 KiB events until the disk is full"
+accepted=0 n=0 code=""
+while [ $n -lt 200 ]; do
+	n=$((n + 1))
+	code=$(post $n)
+	[ "$code" = 202 ] || break
+	accepted=$((accepted + 1))
+done
+check "no event was accepted before the disk filled" test "$accepted" -gt 5
+check "event $n answered $code, not 503: $(cat "$T/$n.out")" test "$code" = 503
+check "no Retry-After: $(cat "$T/$n.head")" grep -qi '^retry-after: ' "$T/$n.head"
+check "its error: $(cat "$T/$n.out")" test "$(jq -r .error.code "$T/$n.out")" = STORE_FULL
+avail=$(df --output=avail "$T/data" | tail -1)
+check "the disk has $avail KiB free, not about disk_reserve's 1024" \
+	test "$avail" -lt 1024 -a "$avail" -gt 512
+check "the agent went down" curl -sf -m 5 -o /dev/null "http://127.0.0.1:$admin/healthz"
+check "the log does not say why: $(tail -3 "$T/d.log")" \
+	grep -q "the disk under $T/data/store has .* free, less than disk_reserve (1.0 MiB)" "$T/d.log"
+check "a commit failed: $(grep 'commit failed' "$T/d.log")" \
+	test "$(grep -c 'commit failed' "$T/d.log")" = 0
+code=$(post $((n + 1)))
+check "a second event on the full disk answered $code" test "$code" = 503
+check "outpost_store_refusing is $(metric outpost_store_refusing), not 1" \
+	test "$(metric outpost_store_refusing)" = 1
+free=$(metric outpost_store_disk_free_bytes)
+check "outpost_store_disk_free_bytes is $free, df says $avail KiB" \
+	test "${free%.*}" -gt 0 -a "${free%.*}" -le $(((avail + 64) * 1024))
+
+what="once the peer answers, every accepted event runs and the trigger accepts again"
+curl -s -m 5 -o /dev/null "http://127.0.0.1:$P/open"
+ran() { [ "$(metric 'outpost_executions_total{pipeline="slow",status="success"}')" = "$1" ]; }
+wait_until 30 ran "$accepted"
+check "$(metric 'outpost_executions_total{pipeline="slow",status="success"}') executions, not $accepted" \
+	ran "$accepted"
+check "the queue holds $(metric 'outpost_queue_depth{pipeline="slow"}')" \
+	test "$(metric 'outpost_queue_depth{pipeline="slow"}')" = 0
+code=$(post 1000)
+check "an event after the drain answered $code: $(cat "$T/1000.out")" test "$code" = 202
+wait_until 20 ran $((accepted + 1))
+check "the event after the drain did not run" ran $((accepted + 1))
+
+check "the log does not say there is room again: $(tail -3 "$T/d.log")" \
+	grep -q "the disk under $T/data/store has room again" "$T/d.log"
+check "outpost_store_refusing is $(metric outpost_store_refusing), not 0" \
+	test "$(metric outpost_store_refusing)" = 0
+
+stop_daemon
+check "the agent did not stop cleanly: $(tail -3 "$T/d.log")" test $? -eq 0
+finish
