@@ -15,7 +15,11 @@
  *   |  ,  //  or  and  == != < <= > >=  + - * /
  *   if ... then ... elif ... else ... end
  *   add length not empty type tostring ascii_downcase ascii_upcase
- *   map(f) select(f)
+ *   keys keys_unsorted to_entries first last min max sort unique floor
+ *   sqrt tonumber any all values nulls booleans numbers strings arrays
+ *   objects iterables scalars
+ *   map(f) select(f) has(f) startswith(f) endswith(f) ltrimstr(f)
+ *   rtrimstr(f) join(f) split(f)
  * A program with anything else (definitions, `as`, reduce, try, `?`,
  * slices, formats, other builtins) is not taken. tostring and interpolation
  * write scalars as libjq does; arrays and objects there are left to libjq.
@@ -83,6 +87,7 @@ enum nk {
 	N_OBJECT,  /* {ents} */
 	N_IF,      /* if a then b else c end */
 	N_CALL,    /* op, on . */
+	N_CALL1,   /* op(a), on . */
 	N_MAP,     /* map(a) */
 	N_SELECT,  /* select(a) */
 	N_INTERP,  /* "text\(val)text...": ents, the last one's val NULL */
@@ -110,6 +115,38 @@ enum fn {
 	FN_TOSTRING,
 	FN_DOWNCASE,
 	FN_UPCASE,
+	FN_KEYS,
+	FN_KEYS_UNSORTED,
+	FN_TO_ENTRIES,
+	FN_FIRST,
+	FN_LAST,
+	FN_MIN,
+	FN_MAX,
+	FN_SORT,
+	FN_UNIQUE,
+	FN_FLOOR,
+	FN_SQRT,
+	FN_TONUMBER,
+	FN_ANY,
+	FN_ALL,
+	/* select(type ...) and select(. != null), by the kinds they keep */
+	FN_VALUES,
+	FN_NULLS,
+	FN_BOOLEANS,
+	FN_NUMBERS,
+	FN_STRINGS,
+	FN_ARRAYS,
+	FN_OBJECTS,
+	FN_ITERABLES,
+	FN_SCALARS,
+	/* with one argument, N_CALL1 */
+	FN_HAS,
+	FN_STARTSWITH,
+	FN_ENDSWITH,
+	FN_LTRIMSTR,
+	FN_RTRIMSTR,
+	FN_JOIN,
+	FN_SPLIT,
 };
 
 struct entry {
@@ -605,6 +642,39 @@ static const struct {
     {"tostring", FN_TOSTRING},
     {"ascii_downcase", FN_DOWNCASE},
     {"ascii_upcase", FN_UPCASE},
+    {"keys", FN_KEYS},
+    {"keys_unsorted", FN_KEYS_UNSORTED},
+    {"to_entries", FN_TO_ENTRIES},
+    {"first", FN_FIRST},
+    {"last", FN_LAST},
+    {"min", FN_MIN},
+    {"max", FN_MAX},
+    {"sort", FN_SORT},
+    {"unique", FN_UNIQUE},
+    {"floor", FN_FLOOR},
+    {"sqrt", FN_SQRT},
+    {"tonumber", FN_TONUMBER},
+    {"any", FN_ANY},
+    {"all", FN_ALL},
+    {"values", FN_VALUES},
+    {"nulls", FN_NULLS},
+    {"booleans", FN_BOOLEANS},
+    {"numbers", FN_NUMBERS},
+    {"strings", FN_STRINGS},
+    {"arrays", FN_ARRAYS},
+    {"objects", FN_OBJECTS},
+    {"iterables", FN_ITERABLES},
+    {"scalars", FN_SCALARS},
+};
+
+/* Builtins of one argument: name(a). */
+static const struct {
+	const char *name;
+	enum fn fn;
+} builtins1[] = {
+    {"has", FN_HAS},           {"startswith", FN_STARTSWITH}, {"endswith", FN_ENDSWITH},
+    {"ltrimstr", FN_LTRIMSTR}, {"rtrimstr", FN_RTRIMSTR},     {"join", FN_JOIN},
+    {"split", FN_SPLIT},
 };
 
 /* if ... then ... (elif ... then ...)* else ... end, after `if` or `elif`. */
@@ -820,7 +890,7 @@ static struct node *interp(struct parser *ps)
 	return NULL;
 }
 
-/* f in map(f) or select(f), after the name. */
+/* f in map(f), select(f) or a builtin's name(f), after the name. */
 static struct node *call1(struct parser *ps, enum nk k)
 {
 	if (!expect(ps, T_LPAREN))
@@ -913,6 +983,17 @@ static struct node *primary(struct parser *ps)
 	if (is_word(ps, "select")) {
 		next(ps);
 		return call1(ps, N_SELECT);
+	}
+	for (size_t i = 0; i < sizeof(builtins1) / sizeof(builtins1[0]); i++) {
+		if (!is_word(ps, builtins1[i].name))
+			continue;
+		next(ps);
+		if (ps->t != T_LPAREN)
+			return NULL; /* not the builtin of that name */
+		n = call1(ps, N_CALL1);
+		if (n != NULL)
+			n->op = (int)builtins1[i].fn;
+		return n;
 	}
 	for (size_t i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++) {
 		if (!is_word(ps, builtins[i].name))
@@ -1583,6 +1664,208 @@ static const char *to_text(const cJSON *c, char *tmp)
 	}
 }
 
+/* jq's order of two strings: their bytes, then their lengths. */
+static int str_order(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	int r = memcmp(a, b, la < lb ? la : lb);
+	if (r != 0)
+		return r < 0 ? -1 : 1;
+	return la < lb ? -1 : la == lb ? 0 : 1;
+}
+
+static int key_order(const void *a, const void *b)
+{
+	return str_order((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+/* The members of the array or object c, in their order, new; NULL when out of memory. */
+static const cJSON **members(const cJSON *c, size_t *n)
+{
+	*n = (size_t)cJSON_GetArraySize(c);
+	const cJSON **v = op_malloc((*n ? *n : 1) * sizeof(*v));
+	if (v == NULL)
+		return NULL;
+	size_t i = 0;
+	for (const cJSON *ch = c->child; ch != NULL; ch = ch->next)
+		v[i++] = ch;
+	return v;
+}
+
+/* Sorts v[0..n) by jq's order, keeping equal members in their order (jq's
+ * sort is stable); false when two members cannot be ordered here (objects). */
+static bool sort_stable(const cJSON **v, const cJSON **tmp, size_t n)
+{
+	if (n < 2)
+		return true;
+	size_t h = n / 2;
+	if (!sort_stable(v, tmp, h) || !sort_stable(v + h, tmp, n - h))
+		return false;
+	size_t i = 0, j = h, o = 0;
+	while (i < h && j < n) {
+		int r = order(v[j], v[i]);
+		if (r == 2)
+			return false;
+		tmp[o++] = r < 0 ? v[j++] : v[i++];
+	}
+	while (i < h)
+		tmp[o++] = v[i++];
+	while (j < n)
+		tmp[o++] = v[j++];
+	memcpy(v, tmp, n * sizeof(*v));
+	return true;
+}
+
+/* An array of copies of v[0..n), each but those equal to the one before
+ * when unique; pushed to out. */
+static bool push_array_of(struct vl *out, const cJSON **v, size_t n, bool unique)
+{
+	cJSON *a = cJSON_CreateArray();
+	bool ok = a != NULL;
+	for (size_t i = 0; ok && i < n; i++) {
+		if (unique && i > 0 && order(v[i], v[i - 1]) == 0)
+			continue;
+		ok = arr_add(a, copy(v[i]));
+	}
+	if (!ok) {
+		cJSON_Delete(a);
+		return false;
+	}
+	return push(out, a, true);
+}
+
+/* A JSON number text as jq's tonumber reads one: nothing around it. */
+static bool number_text(const char *p)
+{
+	if (*p == '-')
+		p++;
+	if (*p == '0')
+		p++;
+	else if (*p >= '1' && *p <= '9')
+		while (digit(*p))
+			p++;
+	else
+		return false;
+	if (*p == '.') {
+		if (!digit(*++p))
+			return false;
+		while (digit(*p))
+			p++;
+	}
+	if (*p == 'e' || *p == 'E') {
+		p++;
+		if (*p == '+' || *p == '-')
+			p++;
+		if (!digit(*p))
+			return false;
+		while (digit(*p))
+			p++;
+	}
+	return *p == '\0';
+}
+
+/* keys, keys_unsorted and to_entries of the object (or array) in. */
+static bool keys_of(enum fn fn, const cJSON *in, struct vl *out)
+{
+	int k = kind(in);
+	if (k == cJSON_Array && fn != FN_TO_ENTRIES) {
+		cJSON *a = cJSON_CreateArray();
+		bool ok = a != NULL;
+		int len = cJSON_GetArraySize(in);
+		for (int i = 0; ok && i < len; i++)
+			ok = arr_add(a, cJSON_CreateNumber(i));
+		if (!ok) {
+			cJSON_Delete(a);
+			return false;
+		}
+		return push(out, a, true);
+	}
+	if (k != cJSON_Object)
+		return false;
+	size_t n;
+	const cJSON **v = members(in, &n);
+	if (v == NULL)
+		return false;
+	if (fn == FN_KEYS)
+		qsort(v, n, sizeof(*v), key_order);
+	cJSON *a = cJSON_CreateArray();
+	bool ok = a != NULL;
+	for (size_t i = 0; ok && i < n; i++) {
+		if (fn != FN_TO_ENTRIES) {
+			ok = arr_add(a, cJSON_CreateString(v[i]->string));
+			continue;
+		}
+		cJSON *e = cJSON_CreateObject();
+		ok = e != NULL && obj_set(e, "key", cJSON_CreateString(v[i]->string)) &&
+		     obj_set(e, "value", copy(v[i]));
+		if (!ok)
+			cJSON_Delete(e);
+		else
+			ok = arr_add(a, e);
+	}
+	op_free(v);
+	if (!ok) {
+		cJSON_Delete(a);
+		return false;
+	}
+	return push(out, a, true);
+}
+
+/* min, max, sort and unique of the array in. */
+static bool ordered(enum fn fn, const cJSON *in, struct vl *out)
+{
+	if (kind(in) != cJSON_Array)
+		return false;
+	size_t n;
+	const cJSON **v = members(in, &n);
+	if (v == NULL)
+		return false;
+	bool ok = true;
+	if (fn == FN_MIN || fn == FN_MAX) {
+		/* jq 1.6's minmax_by: the first least, or the last greatest. */
+		const cJSON *best = n ? v[0] : &k_null;
+		for (size_t i = 1; ok && i < n; i++) {
+			int r = order(v[i], best);
+			ok = r != 2;
+			if (ok && (r < 0) == (fn == FN_MIN))
+				best = v[i];
+		}
+		ok = ok && push(out, best, false);
+	} else {
+		const cJSON **tmp = op_malloc((n ? n : 1) * sizeof(*tmp));
+		ok = tmp != NULL && sort_stable(v, tmp, n) &&
+		     push_array_of(out, v, n, fn == FN_UNIQUE);
+		op_free(tmp);
+	}
+	op_free(v);
+	return ok;
+}
+
+/* Whether select(type ...) of fn keeps a value of kind k. */
+static bool kind_kept(enum fn fn, int k)
+{
+	switch (fn) {
+	case FN_VALUES:
+		return k != cJSON_NULL;
+	case FN_NULLS:
+		return k == cJSON_NULL;
+	case FN_BOOLEANS:
+		return k == cJSON_True || k == cJSON_False;
+	case FN_NUMBERS:
+		return k == cJSON_Number;
+	case FN_STRINGS:
+		return k == cJSON_String;
+	case FN_ARRAYS:
+		return k == cJSON_Array;
+	case FN_OBJECTS:
+		return k == cJSON_Object;
+	case FN_ITERABLES:
+		return k == cJSON_Array || k == cJSON_Object;
+	default: /* FN_SCALARS */
+		return k != cJSON_Array && k != cJSON_Object;
+	}
+}
+
 static bool call(const struct node *n, const cJSON *in, struct vl *out)
 {
 	int k = kind(in);
@@ -1657,8 +1940,166 @@ static bool call(const struct node *n, const cJSON *in, struct vl *out)
 		op_free(s);
 		return push(out, c, true);
 	}
+	case FN_KEYS:
+	case FN_KEYS_UNSORTED:
+	case FN_TO_ENTRIES:
+		return keys_of((enum fn)n->op, in, out);
+	case FN_FIRST:
+	case FN_LAST: {
+		if (k == cJSON_NULL)
+			return push(out, &k_null, false);
+		if (k != cJSON_Array)
+			return false;
+		const cJSON *c = in->child;
+		if (c != NULL && n->op == FN_LAST)
+			c = c->prev; /* cJSON keeps the last member as the first one's prev */
+		return push(out, c != NULL ? c : &k_null, false);
+	}
+	case FN_MIN:
+	case FN_MAX:
+	case FN_SORT:
+	case FN_UNIQUE:
+		return ordered((enum fn)n->op, in, out);
+	case FN_FLOOR:
+	case FN_SQRT: {
+		if (k != cJSON_Number)
+			return false;
+		double d = n->op == FN_FLOOR ? floor(in->valuedouble) : sqrt(in->valuedouble);
+		return isfinite(d) && push(out, cJSON_CreateNumber(d), true);
+	}
+	case FN_TONUMBER: {
+		if (k == cJSON_Number)
+			return push(out, in, false);
+		if (k != cJSON_String || !number_text(in->valuestring))
+			return false;
+		double d = strtod(in->valuestring, NULL);
+		return isfinite(d) && push(out, cJSON_CreateNumber(d), true);
+	}
+	case FN_ANY:
+	case FN_ALL: {
+		if (k != cJSON_Array && k != cJSON_Object)
+			return false;
+		bool all = n->op == FN_ALL, r = all;
+		for (const cJSON *ch = in->child; ch != NULL && r == all; ch = ch->next)
+			r = truthy(ch);
+		return push(out, boolean(r), false);
+	}
+	case FN_VALUES:
+	case FN_NULLS:
+	case FN_BOOLEANS:
+	case FN_NUMBERS:
+	case FN_STRINGS:
+	case FN_ARRAYS:
+	case FN_OBJECTS:
+	case FN_ITERABLES:
+	case FN_SCALARS:
+		return !kind_kept((enum fn)n->op, k) || push(out, in, false);
+	default: /* the builtins of one argument come as N_CALL1 */
+		return false;
 	}
 	return false;
+}
+
+/* join($x) of the array or object in, as jq 1.6 defines it: the members'
+ * texts (null as "", strings as they are, numbers and booleans as JSON)
+ * with x between them. */
+static bool join(const cJSON *in, const char *x, struct vl *out)
+{
+	struct op_buf b;
+	op_buf_init(&b, SIZE_MAX);
+	bool ok = true;
+	for (const cJSON *ch = in->child; ok && ch != NULL; ch = ch->next) {
+		char tmp[48];
+		int k = kind(ch);
+		const char *t = k == cJSON_NULL ? "" : to_text(ch, tmp);
+		ok = t != NULL && (ch == in->child || op_buf_adds(&b, x) == OP_OK) &&
+		     op_buf_adds(&b, t) == OP_OK;
+	}
+	ok = ok && op_buf_addc(&b, '\0') == OP_OK && push(out, cJSON_CreateString(b.data), true);
+	op_buf_fini(&b);
+	return ok;
+}
+
+/* split($sep) of the string in by the string sep (not empty), as jq 1.6's
+ * jv_string_split: "" gives [], a trailing sep a trailing "". */
+static bool split(const char *in, const char *sep, struct vl *out)
+{
+	size_t len = strlen(in), sl = strlen(sep);
+	cJSON *a = cJSON_CreateArray();
+	bool ok = a != NULL;
+	for (size_t p = 0; ok && p < len;) {
+		const char *f = strstr(in + p, sep);
+		size_t s = f != NULL ? (size_t)(f - in) : len;
+		char *piece = op_malloc(s - p + 1);
+		ok = piece != NULL;
+		if (ok) {
+			memcpy(piece, in + p, s - p);
+			piece[s - p] = '\0';
+			ok = arr_add(a, cJSON_CreateString(piece));
+			op_free(piece);
+		}
+		if (ok && f != NULL && s + sl == len)
+			ok = arr_add(a, cJSON_CreateString(""));
+		p = f != NULL ? s + sl : len;
+	}
+	if (!ok) {
+		cJSON_Delete(a);
+		return false;
+	}
+	return push(out, a, true);
+}
+
+/* n's builtin of one argument, whose value is a, on in. */
+static bool call_arg(const struct node *n, const cJSON *in, const cJSON *a, struct vl *out)
+{
+	int k = kind(in), ka = kind(a);
+	bool strs = k == cJSON_String && ka == cJSON_String;
+	size_t li = strs ? strlen(in->valuestring) : 0, la = strs ? strlen(a->valuestring) : 0;
+	switch ((enum fn)n->op) {
+	case FN_HAS:
+		if (k == cJSON_Object && ka == cJSON_String)
+			return push(out,
+			            boolean(cJSON_GetObjectItemCaseSensitive(in, a->valuestring)),
+			            false);
+		if (k != cJSON_Array || ka != cJSON_Number || a->valuedouble < 0 ||
+		    a->valuedouble >= INT_MAX || a->valuedouble != floor(a->valuedouble))
+			return false;
+		return push(out, boolean(a->valuedouble < cJSON_GetArraySize(in)), false);
+	case FN_STARTSWITH:
+	case FN_ENDSWITH: {
+		if (!strs)
+			return false; /* jq's error */
+		size_t at = n->op == FN_STARTSWITH ? 0 : li - la;
+		return push(
+		    out, boolean(la <= li && memcmp(in->valuestring + at, a->valuestring, la) == 0),
+		    false);
+	}
+	case FN_LTRIMSTR:
+	case FN_RTRIMSTR: {
+		bool left = n->op == FN_LTRIMSTR;
+		if (!strs || la > li ||
+		    memcmp(in->valuestring + (left ? 0 : li - la), a->valuestring, la) != 0)
+			return push(out, in, false); /* jq: the input, unchanged */
+		char *t = op_malloc(li - la + 1);
+		if (t == NULL)
+			return false;
+		memcpy(t, in->valuestring + (left ? la : 0), li - la);
+		t[li - la] = '\0';
+		cJSON *c = cJSON_CreateString(t);
+		op_free(t);
+		return push(out, c, true);
+	}
+	case FN_JOIN:
+		if ((k != cJSON_Array && k != cJSON_Object) || ka != cJSON_String)
+			return false;
+		return join(in, a->valuestring, out);
+	case FN_SPLIT:
+		if (!strs || la == 0)
+			return false;
+		return split(in->valuestring, a->valuestring, out);
+	default:
+		return false;
+	}
 }
 
 static bool ev(struct run *r, const struct node *n, const cJSON *in, struct vl *out)
@@ -1772,6 +2213,9 @@ static bool ev(struct run *r, const struct node *n, const cJSON *in, struct vl *
 		break;
 	case N_CALL:
 		return call(n, in, out);
+	case N_CALL1:
+		ok = ev1(r, n->a, in, &t) && call_arg(n, in, t.v[0].c, out);
+		break;
 	case N_MAP: {
 		int k = kind(in);
 		cJSON *a = NULL;

@@ -23,6 +23,7 @@
  * its HTTP thread (tests/bench/README.md).
  */
 #include <jq.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -42,6 +43,14 @@ static const char msg_text[] =
 
 /* The bindings connectors/transform/jq.c puts before every program, without
  * the definitions W1's program does not use (libjq drops unused ones). */
+/* Reshaping with the builtins a transform uses most after paths: keys,
+ * to_entries, sort, join, split, has, max, ltrimstr. */
+static const char builtins_program[] =
+    "{skus: (.body.items | map(.sku) | sort | join(\",\")), fields: (.body | keys), "
+    "headers: (.headers | to_entries | map(.key)), rush: (.body | has(\"rush\")), "
+    "most: (.body.items | map(.qty) | max), order: (.body.order_id | ltrimstr(\"SO-\") | "
+    "split(\"-\"))}";
+
 static const char binds[] = "{} as $ENV | .[1] as $globals | .[2] as $metadata | .[0] | ";
 
 static double now(void)
@@ -144,8 +153,15 @@ int main(void)
 	if (msg == NULL || globals == NULL || meta == NULL)
 		return 1;
 	double w1 = run_op(w1_program, msg, globals, meta);
+	uint64_t fast0 = op_jq_fast_runs();
+	double bi = run_op(builtins_program, msg, globals, meta);
+	if (op_jq_fast_runs() == fast0) {
+		fprintf(stderr, "bench: the builtins program did not run on the fast path\n");
+		return 1;
+	}
 	op_jq_fast_enable(false);
 	double w1_lib = run_op(w1_program, msg, globals, meta);
+	double bi_lib = run_op(builtins_program, msg, globals, meta);
 	double lib = run_libjq();
 	double ident = run_op(".", msg, globals, meta);
 	op_jq_fast_enable(true);
@@ -153,7 +169,7 @@ int main(void)
 	cJSON_Delete(meta);
 	cJSON_Delete(globals);
 	cJSON_Delete(msg);
-	if (w1 < 0 || w1_lib < 0 || lib < 0 || ident < 0)
+	if (w1 < 0 || w1_lib < 0 || lib < 0 || ident < 0 || bi < 0 || bi_lib < 0)
 		return 1;
 	printf("bench: jq_message_bytes %zu bytes\n", strlen(msg_text));
 	printf("bench: jq_w1_transform_us %.2f us\n", w1);
@@ -161,6 +177,9 @@ int main(void)
 	printf("bench: jq_w1_fast_vs_libjq %.3f ratio\n", w1 / w1_lib);
 	printf("bench: jq_w1_libjq_us %.2f us\n", lib);
 	printf("bench: jq_identity_us %.2f us\n", ident);
+	printf("bench: jq_builtins_transform_us %.2f us\n", bi);
+	printf("bench: jq_builtins_transform_libjq_us %.2f us\n", bi_lib);
+	printf("bench: jq_builtins_fast_vs_libjq %.3f ratio\n", bi / bi_lib);
 	printf("bench: jq_w1_vs_json_roundtrip %.1f ratio\n", w1 / yard);
 	return 0;
 }
