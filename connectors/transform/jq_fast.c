@@ -1951,8 +1951,8 @@ static bool call(const struct node *n, const cJSON *in, struct vl *out)
 		if (k != cJSON_Array)
 			return false;
 		const cJSON *c = in->child;
-		if (c != NULL && n->op == FN_LAST)
-			c = c->prev; /* cJSON keeps the last member as the first one's prev */
+		while (n->op == FN_LAST && c != NULL && c->next != NULL)
+			c = c->next;
 		return push(out, c != NULL ? c : &k_null, false);
 	}
 	case FN_MIN:
