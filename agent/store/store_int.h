@@ -169,14 +169,18 @@ struct op_store {
 	struct op_store__obdelta pend_ob[OP_OUTBOX_STREAMS];
 	uint64_t ob_saved_last[OP_OUTBOX_STREAMS], ob_saved_dropped[OP_OUTBOX_STREAMS];
 	struct op_outbox_limits ob_cur; /* ob_lim as the current batch sees it */
-	bool space_low;                 /* map_low || disk_low: new data is refused */
-	bool map_low;                   /* at map_max, less than the map's reserve left */
+	/* new data is refused: map_low, disk_low, or a commit found the disk full */
+	bool space_low;
+	bool map_low;        /* at map_max, less than the map's reserve left */
 	bool disk_low;       /* less than disk_reserve free on the disk, free pages counted */
 	bool disk_tight;     /* less than twice disk_reserve free on the disk: take one at a time */
+	bool disk_known;     /* statvfs answered once */
 	uint64_t disk_avail; /* the filesystem's free bytes at the last check */
 	uint64_t disk_inside;    /* and the file's free pages, when they were counted */
 	size_t disk_hw;          /* the map's high-water mark then */
 	int64_t disk_checked_ms; /* when; 0 = check before the next batch */
+	uint64_t disk_budget;    /* bytes of new data this batch may still add (admit) */
+	int64_t full_until_ms;   /* a commit found the disk full: no new data until then */
 	int64_t last_reader_check;
 };
 

@@ -285,6 +285,51 @@ static op_err write_exec(struct ctx *c, const struct op_store_exec *in)
 	return e;
 }
 
+/* Logs a change of disk_low from was, and publishes the store's room for
+ * op_store_stats and op_store_room_low. */
+static void space_changed(struct op_store *s, bool was)
+{
+	double mib = 1024.0 * 1024.0;
+	if (s->disk_low && !was)
+		OP_LOGW("the disk under %s has %.1f MiB free, too little to keep disk_reserve "
+		        "(%.1f MiB) free: new events are refused until there is room; queued "
+		        "events still run",
+		        s->dir, (double)s->disk_avail / mib, (double)s->opts.disk_reserve / mib);
+	else if (was && !s->disk_low)
+		OP_LOGI("the disk under %s has room again (%.1f MiB free, and %.1f MiB free inside "
+		        "the store): new events are accepted",
+		        s->dir, (double)s->disk_avail / mib, (double)s->disk_inside / mib);
+	pthread_mutex_lock(&s->mu);
+	s->room_low_pub = s->space_low;
+	s->disk_low_pub = s->disk_low;
+	s->disk_avail_pub = s->disk_avail;
+	pthread_mutex_unlock(&s->mu);
+}
+
+/*
+ * Whether new data of size bytes may go into this batch: the store is not
+ * short of room, and the disk's budget for the batch (what it has free over
+ * its reserve, check_space) covers it and a page of overhead, which it then
+ * takes. A batch of large events thus stops short of the reserve instead of
+ * failing whole on a full disk; the first one refused makes the disk low.
+ */
+static bool admit(struct op_store *s, size_t size)
+{
+	if (s->space_low)
+		return false;
+	uint64_t need = (uint64_t)size + s->psize;
+	if (need > s->disk_budget) {
+		/* As low as if statvfs had said so, till it says otherwise. */
+		bool was = s->disk_low;
+		s->disk_low = true;
+		s->space_low = true;
+		space_changed(s, was);
+		return false;
+	}
+	s->disk_budget -= need;
+	return true;
+}
+
 static op_err do_enqueue(struct ctx *c)
 {
 	struct op_store *s = c->s;
@@ -304,7 +349,7 @@ static op_err do_enqueue(struct ctx *c)
 	int pipe = op_store__pipe_get(s, r->pipeline, strlen(r->pipeline), true);
 	if (pipe < 0)
 		return OP_ENOMEM;
-	if (!bound_ok(s, r, pipe, size))
+	if (!bound_ok(s, r, pipe, size) || !admit(s, size))
 		return OP_EFULL;
 	uint64_t seq = s->seq++;
 	uint8_t kb[OP_STORE__QKEY_MAX];
@@ -443,20 +488,31 @@ out:
 	return e;
 }
 
-/* Up to maxev due events of one pipeline into flight, in one transaction.
- * Short of room (near the map's or the disk's reserve), one: a lease is a
- * copy of its event, and the drain must fit in what the reserve kept. */
+/*
+ * Up to maxev due events of one pipeline into flight, in one transaction.
+ * A lease is a copy of its event (the queued one's pages are free only after
+ * the commit), so the leases count against the batch's disk budget: past it,
+ * or short of room (near the map's or the disk's reserve), the first take
+ * is the only one, and the drain fits in what the reserve kept.
+ */
 static op_err do_take_n(struct ctx *c)
 {
+	struct op_store *s = c->s;
 	struct op_store__req *r = c->r;
-	size_t maxev = c->s->space_low || c->s->disk_tight ? 1 : r->maxev;
+	size_t maxev = s->space_low || s->disk_tight ? 1 : r->maxev;
 	op_err e = OP_OK;
 	while (r->nev < maxev) {
 		e = do_take(c);
 		if (e)
 			break;
+		uint64_t need = op_store__event_size(r->ev) + s->psize;
 		r->evs[r->nev++] = r->ev;
 		r->ev = NULL;
+		if (need > s->disk_budget) {
+			s->disk_budget = 0;
+			break;
+		}
+		s->disk_budget -= need;
 	}
 	if (r->nev > 0 && (e == OP_ENOTFOUND || e == OP_EBUSY))
 		e = OP_OK;
@@ -521,7 +577,7 @@ static op_err requeue(struct ctx *c, enum op_store_db from, enum requeue_as as)
 	if (as != AS_RELEASE)
 		ev->redelivered = false;
 	size_t size = op_store__event_size(ev);
-	if (replay && (s->space_low || !bound_ok(s, r, pipe, size))) {
+	if (replay && (!bound_ok(s, r, pipe, size) || !admit(s, size))) {
 		e = OP_EFULL;
 		goto restore;
 	}
@@ -592,7 +648,7 @@ static op_err do_ack(struct ctx *c)
 static op_err do_put(struct ctx *c)
 {
 	struct op_store__req *r = c->r;
-	if (c->s->space_low)
+	if (!admit(c->s, OP_STORE__HDR + r->key_len + r->payload_len))
 		return OP_EFULL;
 	MDB_val k = {r->key_len, (void *)r->key}, v = {OP_STORE__HDR + r->payload_len, NULL};
 	int rc = mdb_put(c->t, c->s->dbi[r->db], &k, &v, MDB_RESERVE);
@@ -854,14 +910,14 @@ static bool map_low(struct op_store *s, const MDB_envinfo *info)
  * comes back only at twice the reserve, so a drain's first freed pages do
  * not let new events in at once. statvfs is asked again DISK_CHECK_MS after
  * the last time, or sooner when the file may have grown by half the margin
- * seen then.
+ * seen then; while the disk is low, before every batch.
  */
 static bool disk_low(struct op_store *s, size_t hw)
 {
 	uint64_t reserve = s->opts.disk_reserve;
 	uint64_t margin = s->disk_avail > reserve ? s->disk_avail - reserve : 0;
 	int64_t now = op_mono_ms();
-	if (s->disk_checked_ms != 0 && now - s->disk_checked_ms < DISK_CHECK_MS &&
+	if (!s->disk_low && s->disk_checked_ms != 0 && now - s->disk_checked_ms < DISK_CHECK_MS &&
 	    (hw <= s->disk_hw || hw - s->disk_hw < margin / 2))
 		return s->disk_low;
 	int fd;
@@ -870,6 +926,7 @@ static bool disk_low(struct op_store *s, size_t hw)
 		return s->disk_low; /* keep what the last check found */
 	s->disk_checked_ms = now;
 	s->disk_hw = hw;
+	s->disk_known = true;
 	s->disk_avail = (uint64_t)v.f_bavail * v.f_frsize;
 	uint64_t need = s->disk_low ? 2 * reserve : reserve;
 	s->disk_inside = 0;
@@ -885,27 +942,26 @@ static void check_space(struct op_store *s)
 	if (mdb_env_info(s->env, &info) != 0)
 		return;
 	bool was = s->disk_low;
+	size_t hw = (info.me_last_pgno + 1) * s->psize;
 	s->map_low = map_low(s, &info);
-	s->disk_low = disk_low(s, (info.me_last_pgno + 1) * s->psize);
-	s->space_low = s->map_low || s->disk_low;
-	s->disk_tight = s->disk_avail < 2 * s->opts.disk_reserve;
-	double mib = 1024.0 * 1024.0;
-	if (s->disk_low && !was)
-		OP_LOGW("the disk under %s has %.1f MiB free, less than disk_reserve (%.1f MiB): "
-		        "new events are refused until there is room; queued events still run",
-		        s->dir, (double)s->disk_avail / mib, (double)s->opts.disk_reserve / mib);
-	else if (was && !s->disk_low)
-		OP_LOGI("the disk under %s has room again (%.1f MiB free, and %.1f MiB free inside "
-		        "the store): new events are accepted",
-		        s->dir, (double)s->disk_avail / mib, (double)s->disk_inside / mib);
-	pthread_mutex_lock(&s->mu);
-	s->room_low_pub = s->space_low;
-	s->disk_low_pub = s->disk_low;
-	s->disk_avail_pub = s->disk_avail;
-	pthread_mutex_unlock(&s->mu);
+	s->disk_low = disk_low(s, hw);
+	/* A commit found the disk full although statvfs shows room (a quota,
+	 * say): new data waits a while before it is tried again. */
+	bool hit = s->full_until_ms != 0 && op_mono_ms() < s->full_until_ms;
+	s->space_low = s->map_low || s->disk_low || hit;
+	uint64_t reserve = s->opts.disk_reserve;
+	s->disk_tight = s->disk_known && s->disk_avail < 2 * reserve;
+	/* What the disk has over its reserve now: as at the last check, less
+	 * what the file grew by since. Free pages inside the file count half:
+	 * pages readers still see are not reused yet, and a large record needs
+	 * free pages side by side, or the file grows all the same. */
+	uint64_t room = s->disk_avail + s->disk_inside / 2;
+	uint64_t grown = hw > s->disk_hw ? hw - s->disk_hw : 0;
+	room = room > grown ? room - grown : 0;
+	s->disk_budget = !s->disk_known ? UINT64_MAX : room > reserve ? room - reserve : 0;
+	space_changed(s, was);
 }
 
-/* One write txn for the list; each request in its own nested txn. */
 /* Seconds since a (CLOCK_MONOTONIC). */
 static double since(const struct timespec *a)
 {
@@ -1057,8 +1113,10 @@ static op_err try_batch(struct op_store *s, struct op_store__req *list, bool *ma
 		s->disk_checked_ms = 0;
 		check_space(s);
 		if (rc != EIO || s->disk_low) {
-			OP_LOGW("commit failed: the disk under %s is full (%s)", s->dir,
-			        mdb_strerror(rc));
+			OP_LOGW("commit failed: the disk under %s is full (%s); new events wait "
+			        "%d ms",
+			        s->dir, mdb_strerror(rc), DISK_CHECK_MS);
+			s->full_until_ms = op_mono_ms() + DISK_CHECK_MS;
 			return OP_EFULL;
 		}
 	}
