@@ -34,6 +34,18 @@ http_peer_start() {
 	eval "$_var=\$(cat \"\$_pf\")"
 }
 
+# gated_pipeline FILE PORT: writes the pipeline "slow" to FILE: an async HTTP
+# trigger on POST /slow, one run at a time, whose rest step waits at the
+# http peer on PORT's /gate until the test calls /open. It keeps a queue
+# from draining for as long as a test needs.
+gated_pipeline() {
+	cat >"$1" <<JSON
+{"name":"slow","version":"1","settings":{"concurrency":1},
+ "trigger":{"type":"http","config":{"method":"POST","path":"/slow","mode":"async"}},
+ "steps":[{"type":"rest","config":{"url":"http://127.0.0.1:$2/gate","timeoutMs":60000}}]}
+JSON
+}
+
 # tcp_peer_start VAR MODE: starts tests/peers/tcp_peer.py in MODE (silent:
 # accepts and never answers; garbage: sends bytes no protocol expects and
 # closes) and sets $VAR to its port.

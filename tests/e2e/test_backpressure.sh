@@ -26,11 +26,7 @@ listen = 127.0.0.1:0
 [admin]
 listen = 127.0.0.1:0
 CONF
-cat >"$T/p/slow.json" <<JSON
-{"name":"slow","version":"1","settings":{"concurrency":1},
- "trigger":{"type":"http","config":{"method":"POST","path":"/slow","mode":"async"}},
- "steps":[{"type":"rest","config":{"url":"http://127.0.0.1:$P/gate","timeoutMs":60000}}]}
-JSON
+gated_pipeline "$T/p/slow.json" "$P"
 
 gated() { [ "$(curl -s -m 5 "http://127.0.0.1:$P/stats" | jq -r .gated)" = "$1" ]; }
 # post N: POSTs event N; its status line and headers in $T/N.head, body in $T/N.out.

@@ -44,11 +44,7 @@ listen = 127.0.0.1:0
 [admin]
 listen = 127.0.0.1:0
 CONF
-cat >"$T/p/slow.json" <<JSON
-{"name":"slow","version":"1","settings":{"concurrency":1},
- "trigger":{"type":"http","config":{"method":"POST","path":"/slow","mode":"async"}},
- "steps":[{"type":"rest","config":{"url":"http://127.0.0.1:$P/gate","timeoutMs":60000}}]}
-JSON
+gated_pipeline "$T/p/slow.json" "$P"
 # Bodies of 64 and 256 KiB: {"n":N,"pad":"xxxx..."}.
 head -c 65000 /dev/zero | tr '\0' x >"$T/pad"
 head -c 262000 /dev/zero | tr '\0' x >"$T/pad256"
