@@ -45,7 +45,8 @@ listen = 127.0.0.1:0
 listen = 127.0.0.1:0
 CONF
 gated_pipeline "$T/p/slow.json" "$P"
-# Bodies of 64 and 256 KiB: {"n":N,"pad":"xxxx..."}.
+# Bodies of 64 and 256 KiB: {"n":N,"pad":PAD}, PAD a string of 65000 or
+# 262000 letters x.
 head -c 65000 /dev/zero | tr '\0' x >"$T/pad"
 head -c 262000 /dev/zero | tr '\0' x >"$T/pad256"
 
